@@ -1,0 +1,301 @@
+"""YAML configuration files loaded into dataclasses and validated once, at the edge.
+
+A config file is a mapping whose top-level keys are sections (``detect``,
+``flag``, ``shear``, ...). Unknown keys, wrong types and out-of-range values
+raise :class:`~blendflag.errors.ConfigError` naming the key, e.g.
+``config error in pipeline.yaml: detect.thresh: expected a number, got 'high'``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from blendflag.errors import ConfigError
+
+# ---------------------------------------------------------------------------
+# Generic loading
+# ---------------------------------------------------------------------------
+
+
+def load_yaml(path) -> dict:
+    """Read a YAML mapping from ``path``.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, is not valid YAML, or is not a mapping.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"invalid YAML in {path}{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, not {type(data).__name__}")
+    return data
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value, tp, where: str):
+    """Check ``value`` against the annotation ``tp``, converting int -> float."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_mapping(tp, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+            return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else typing.Any
+        out = [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is typing.Any:
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def from_mapping(cls, data: dict, where: str = ""):
+    """Build dataclass ``cls`` from a mapping, validating every key.
+
+    Missing keys take the dataclass defaults; unknown keys are errors. After
+    construction, ``cls.validate()`` is called when it exists.
+    """
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"unknown key {prefix}{unknown[0]} (allowed: {', '.join(sorted(names))})"
+        )
+    kwargs = {}
+    for key, value in data.items():
+        sub = f"{where}.{key}" if where else key
+        kwargs[key] = _convert(value, hints[key], sub)
+    try:
+        obj = cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{where or cls.__name__}: {exc}") from None
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate(where or cls.__name__.lower())
+    return obj
+
+
+def to_mapping(obj) -> dict:
+    """The plain-data form of a config dataclass (for saving beside outputs)."""
+    return dataclasses.asdict(obj)
+
+
+def _check(condition: bool, where: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{where}: {message}")
+
+
+# ---------------------------------------------------------------------------
+# Pipeline configuration
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class DetectConfig:
+    """Source detection settings (the original study's sep/SExtractor call).
+
+    Attributes
+    ----------
+    backend : str
+        ``"sep"`` (built-in) or ``"sextractor"`` (the binary on PATH). [default: "sep"]
+    thresh : float
+        Detection threshold in units of the global background rms. [default: 1.5]
+    minarea : int
+        Minimum number of connected pixels above threshold. [default: 5]
+    deblend_nthresh : int
+        Number of deblending sub-thresholds. [default: 32]
+    deblend_cont : float
+        Minimum contrast ratio for deblending. [default: 0.005]
+    clean : bool
+        Clean spurious detections near bright objects. [default: True]
+    clean_param : float
+        Cleaning efficiency. [default: 1.0]
+    back_size : int
+        Background mesh size in pixels. [default: 64]
+    back_filtersize : int
+        Background filter size in meshes. [default: 3]
+    kron_fact : float
+        Kron factor of FLUX_AUTO (SExtractor PHOT_AUTOPARAMS). [default: 2.5]
+    min_radius : float
+        Minimum Kron radius (SExtractor PHOT_AUTOPARAMS). [default: 3.5]
+    sextractor_binary : str or None
+        Path of the SExtractor binary; None searches ``source-extractor`` then
+        ``sex`` on PATH. [default: None]
+    """
+
+    backend: str = "sep"
+    thresh: float = 1.5
+    minarea: int = 5
+    deblend_nthresh: int = 32
+    deblend_cont: float = 0.005
+    clean: bool = True
+    clean_param: float = 1.0
+    back_size: int = 64
+    back_filtersize: int = 3
+    kron_fact: float = 2.5
+    min_radius: float = 3.5
+    sextractor_binary: str | None = None
+
+    def validate(self, where: str) -> None:
+        _check(self.thresh > 0, f"{where}.thresh", "must be positive")
+        _check(self.minarea >= 1, f"{where}.minarea", "must be at least 1")
+        _check(1 <= self.deblend_nthresh <= 64, f"{where}.deblend_nthresh", "must be in 1..64")
+        _check(0 <= self.deblend_cont <= 1, f"{where}.deblend_cont", "must be in 0..1")
+        _check(self.back_size >= 8, f"{where}.back_size", "must be at least 8 pixels")
+        _check(self.back_filtersize >= 1, f"{where}.back_filtersize", "must be at least 1")
+
+
+@dataclass
+class FlagConfig:
+    """Blend flagging settings.
+
+    Attributes
+    ----------
+    flaggers : list of str
+        Flagger names to run, in order. [default: ["sextractor"]]
+    stamp_size : int
+        Side of the postage stamps cut around sources, in pixels (odd). [default: 51]
+    batch_size : int
+        Stamps per batch sent to a network flagger. [default: 256]
+    options : dict
+        Per-flagger options, keyed by flagger name, e.g.
+        ``{"vgg16": {"weights": "my.npz", "threshold": 0.5}}``.
+    """
+
+    flaggers: list[str] = field(default_factory=lambda: ["sextractor"])
+    stamp_size: int = 51
+    batch_size: int = 256
+    options: dict = field(default_factory=dict)
+
+    def validate(self, where: str) -> None:
+        _check(len(self.flaggers) > 0, f"{where}.flaggers", "name at least one flagger")
+        _check(self.stamp_size >= 9 and self.stamp_size % 2 == 1, f"{where}.stamp_size",
+               "must be an odd number of pixels >= 9")
+        _check(self.batch_size >= 1, f"{where}.batch_size", "must be at least 1")
+
+
+@dataclass
+class ShearConfig:
+    """Shear measurement settings.
+
+    Attributes
+    ----------
+    engine : str
+        ``"auto"`` (ngmix when it imports, else the GalSim engine), or an
+        engine name. [default: "auto"]
+    step : float
+        Metacalibration shear step. [default: 0.01]
+    stamp_size : int
+        Vignet side for shape measurement, in pixels. [default: 51]
+    n_bootstrap : int
+        Bootstrap resamplings for errors. [default: 200]
+    """
+
+    engine: str = "auto"
+    step: float = 0.01
+    stamp_size: int = 51
+    n_bootstrap: int = 200
+
+    def validate(self, where: str) -> None:
+        _check(0 < self.step < 0.1, f"{where}.step", "must be in (0, 0.1)")
+        _check(self.n_bootstrap >= 10, f"{where}.n_bootstrap", "must be at least 10")
+
+
+@dataclass
+class PipelineConfig:
+    """The whole pipeline configuration (``configs/pipeline.yaml``)."""
+
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    flag: FlagConfig = field(default_factory=FlagConfig)
+    shear: ShearConfig = field(default_factory=ShearConfig)
+    plugins: dict = field(default_factory=dict)
+
+
+def load_pipeline_config(path=None) -> PipelineConfig:
+    """Load a pipeline config; ``None`` gives the packaged defaults."""
+    if path is None:
+        return PipelineConfig()
+    data = load_yaml(path)
+    try:
+        return from_mapping(PipelineConfig, data)
+    except ConfigError as exc:
+        raise ConfigError(f"config error in {Path(path).name}: {exc}") from None
+
+
+def packaged_config(name: str) -> Path:
+    """Path of a YAML file shipped in ``configs/`` (installed as ``blendflag.configs``)."""
+    ref = resources.files("blendflag.configs").joinpath(f"{name}.yaml")
+    return Path(str(ref))
+
+
+def dataset_names() -> list[str]:
+    """Names of the packaged dataset presets."""
+    root = resources.files("blendflag.configs")
+    names = [p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml")]
+    return sorted(n for n in names if n != "pipeline")

@@ -1,0 +1,74 @@
+"""The flagger interface every blend flagger plugin implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class FlagResult:
+    """Per-source output of a flagger.
+
+    Attributes
+    ----------
+    flag : numpy.ndarray
+        bool, True where the source (or stamp) is a blend.
+    probability : numpy.ndarray or None
+        float32 blend probability in [0, 1], for flaggers that have one.
+    """
+
+    flag: np.ndarray
+    probability: np.ndarray | None = None
+
+
+class Flagger:
+    """Base class of blend flaggers.
+
+    Subclasses set ``name`` and implement :meth:`flag_stamps`; catalogue-level
+    flaggers that read catalogue columns (like SExtractor's FLAGS) override
+    :meth:`flag_catalogue` and set ``needs_stamps = False``.
+
+    Parameters
+    ----------
+    options : dict or None
+        Flagger-specific options (from ``flag.options.<name>`` in the config or
+        command-line overrides).
+    """
+
+    #: Unique flagger name, used on the command line and in column names.
+    name: str = ""
+    #: Whether :meth:`flag_catalogue` needs stamps cut around the sources.
+    needs_stamps: bool = True
+
+    def __init__(self, options: dict | None = None):
+        self.options = dict(options or {})
+
+    @property
+    def column(self) -> str:
+        """Name of the boolean blend-flag column, e.g. ``BLEND_VGG16``."""
+        return f"BLEND_{self.name.upper()}"
+
+    @property
+    def probability_column(self) -> str:
+        """Name of the blend-probability column, e.g. ``P_BLEND_VGG16``."""
+        return f"P_BLEND_{self.name.upper()}"
+
+    def flag_stamps(self, stamps: np.ndarray) -> FlagResult:
+        """Classify postage stamps (source at the centre) as blend or not.
+
+        Parameters
+        ----------
+        stamps : numpy.ndarray
+            ``(n, size, size)`` float32, background subtracted, in ADU.
+        """
+        raise NotImplementedError
+
+    def flag_catalogue(self, context) -> FlagResult:
+        """Flag every source of ``context.table`` (default: from its stamps)."""
+        return self.flag_stamps(context.stamps)
+
+    def provenance(self) -> list[tuple[str, object, str]]:
+        """Header cards ``(keyword, value, comment)`` describing this flagger's setup."""
+        return []

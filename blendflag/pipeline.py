@@ -1,0 +1,223 @@
+"""The catalogue pipeline: an ordered list of named stages over one context.
+
+The core stages are ``detect`` (only when no catalogue was given), ``cutout``,
+``measure_shear`` (only when a shear engine is set) and ``annotate``. Plugins
+edit the list through the ``blendflag_pipeline_stages`` hook; the built-in
+``flag_stage`` plugin inserts ``flag_blends`` after ``cutout``, exactly as a
+third party would insert its own step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from astropy.table import Table
+
+from blendflag.catalog import Annotation, Catalogue
+from blendflag.config import PipelineConfig
+from blendflag.errors import BlendflagError, CatalogueError, PluginError
+from blendflag.stamps import check_positions, cut_stamps
+
+
+@dataclass
+class Stage:
+    """One named step of the pipeline.
+
+    Attributes
+    ----------
+    name : str
+        Unique name other plugins use to place their stages.
+    run : callable
+        ``run(context)``; reads and writes attributes of the context.
+    """
+
+    name: str
+    run: Callable[[Context], None]
+
+
+class Stages(list):
+    """An ordered list of :class:`Stage` with helpers to place stages by name."""
+
+    def names(self) -> list[str]:
+        return [s.name for s in self]
+
+    def index_of(self, name: str) -> int:
+        for i, stage in enumerate(self):
+            if stage.name == name:
+                return i
+        raise PluginError(f"no pipeline stage named {name!r} (stages: {', '.join(self.names())})")
+
+    def insert_after(self, name: str, stage: Stage) -> None:
+        """Insert ``stage`` right after the stage called ``name``."""
+        self.insert(self.index_of(name) + 1, stage)
+
+    def insert_before(self, name: str, stage: Stage) -> None:
+        """Insert ``stage`` right before the stage called ``name``."""
+        self.insert(self.index_of(name), stage)
+
+    def remove_named(self, name: str) -> Stage:
+        """Remove and return the stage called ``name``."""
+        return self.pop(self.index_of(name))
+
+
+@dataclass
+class Context:
+    """Everything the stages share.
+
+    Attributes
+    ----------
+    config : PipelineConfig
+    pm : pluggy.PluginManager
+    image, weight, psf : numpy.ndarray or None
+        Science image (ADU), inverse-variance weight, PSF image.
+    image_header : astropy.io.fits.Header or None
+    catalogue : Catalogue or None
+        The input catalogue file, when one was given.
+    table : astropy.table.Table or None
+        The objects being processed (from ``catalogue`` or from ``detect``).
+    stamps : numpy.ndarray or None
+        ``(n, size, size)`` stamps around the objects; ``stamp_flags`` their bits.
+    flaggers : list of str
+        Flagger names to run.
+    flagger_objects : list of blendflag.flaggers.Flagger
+        The flaggers themselves, built once before the run.
+    shear_engine : str or None
+        Shear engine to run in ``measure_shear``; None skips it.
+    results : dict
+        Per-stage outputs, e.g. ``results["flags"][name]`` -> FlagResult.
+    annotation : Annotation
+        Columns and cards collected for the output catalogue.
+    timings : dict
+        Seconds spent per stage.
+    rng : numpy.random.Generator
+    """
+
+    config: PipelineConfig
+    pm: Any
+    image: np.ndarray | None = None
+    weight: np.ndarray | None = None
+    psf: np.ndarray | None = None
+    image_header: Any = None
+    catalogue: Catalogue | None = None
+    table: Table | None = None
+    stamps: np.ndarray | None = None
+    stamp_flags: np.ndarray | None = None
+    flaggers: list[str] = field(default_factory=list)
+    flagger_objects: list = field(default_factory=list)
+    shear_engine: str | None = None
+    results: dict = field(default_factory=dict)
+    annotation: Annotation = field(default_factory=Annotation)
+    timings: dict = field(default_factory=dict)
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+
+
+# ---------------------------------------------------------------------------
+# Core stages
+# ---------------------------------------------------------------------------
+
+
+def stage_detect(context: Context) -> None:
+    """Detect sources when no catalogue was given."""
+    if context.table is not None:
+        return
+    if context.image is None:
+        raise BlendflagError("nothing to detect on: no image")
+    table = context.pm.hook.blendflag_detect(
+        image=context.image, weight=context.weight, config=context.config.detect
+    )
+    if table is None:
+        raise PluginError(f"no detector answered for backend {context.config.detect.backend!r}")
+    context.table = table
+
+
+def stage_cutout(context: Context) -> None:
+    """Check positions against the image; cut stamps when a flagger or engine needs them."""
+    needed = context.shear_engine is not None or any(
+        f.needs_stamps for f in context.flagger_objects
+    )
+    if context.image is None or context.table is None:
+        return
+    x = np.asarray(context.table["X_IMAGE"], dtype=np.float64)
+    y = np.asarray(context.table["Y_IMAGE"], dtype=np.float64)
+    check_positions(x, y, context.image.shape)
+    if not needed:
+        return
+    context.stamps, context.stamp_flags = cut_stamps(
+        context.image, x, y, context.config.flag.stamp_size, weight=context.weight
+    )
+
+
+def stage_measure_shear(context: Context) -> None:
+    """Run the shear engine named in ``context.shear_engine`` (if any)."""
+    if context.shear_engine is None:
+        return
+    from blendflag.plugins import get_shear_engines
+
+    engines = get_shear_engines(context.pm)
+    engine = engines[context.shear_engine](context.config.shear)
+    context.results["shear"] = engine.measure_context(context)
+
+
+def stage_annotate(context: Context) -> None:
+    """Collect columns and cards from every ``blendflag_annotate_catalogue`` hook."""
+    for annotation in context.pm.hook.blendflag_annotate_catalogue(
+        table=context.table, context=context
+    ):
+        context.annotation.merge(annotation)
+
+
+def default_stages() -> Stages:
+    """The core stages, before plugins edit them."""
+    return Stages(
+        [
+            Stage("detect", stage_detect),
+            Stage("cutout", stage_cutout),
+            Stage("measure_shear", stage_measure_shear),
+            Stage("annotate", stage_annotate),
+        ]
+    )
+
+
+def build_stages(pm) -> Stages:
+    """Default stages edited by every ``blendflag_pipeline_stages`` hook.
+
+    Raises
+    ------
+    PluginError
+        Two stages share a name after the plugins ran.
+    """
+    stages = default_stages()
+    pm.hook.blendflag_pipeline_stages(stages=stages)
+    names = stages.names()
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise PluginError(f"pipeline stage names used twice: {', '.join(dupes)}")
+    return stages
+
+
+def run_pipeline(context: Context, stages: Stages | None = None) -> Context:
+    """Run ``stages`` (default: :func:`build_stages`) in order over ``context``."""
+    if stages is None:
+        stages = build_stages(context.pm)
+    context.results.setdefault("stage_order", [])
+    for stage in stages:
+        start = time.perf_counter()
+        stage.run(context)
+        context.timings[stage.name] = time.perf_counter() - start
+        context.results["stage_order"].append(stage.name)
+    return context
+
+
+def table_from_catalogue(catalogue: Catalogue) -> Table:
+    """The objects of ``catalogue`` as a Table, checking the position columns."""
+    for col in ("X_IMAGE", "Y_IMAGE"):
+        if col not in catalogue.colnames:
+            raise CatalogueError(
+                f"{catalogue.path.name if catalogue.path else 'catalogue'} has no {col} column "
+                "(positions are needed to cut stamps)"
+            )
+    return catalogue.table
