@@ -149,7 +149,8 @@ def _open_fits(path: Path, what: str) -> fits.HDUList:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", fits.verify.VerifyWarning)
-            with fits.open(path, memmap=False) as hdul:
+            # Own the file handle so it is closed even when astropy fails half-way.
+            with open(path, "rb") as fh, fits.open(fh, memmap=False) as hdul:
                 hdul.verify("exception")
                 # Touch every data unit so truncation is found now, then detach.
                 copied = fits.HDUList([_copy_hdu(h) for h in hdul])
@@ -373,7 +374,8 @@ def ldac_hdul(table: Table, image_header: fits.Header | None = None) -> fits.HDU
     ncards = len(cards) // 80
     imhead = fits.BinTableHDU.from_columns(
         [fits.Column(name="Field Header Card", format=f"{80 * ncards}A", dim=f"(80, {ncards})",
-                     array=np.array([cards]))],
+                     array=np.array([[cards[i:i + 80] for i in range(0, len(cards), 80)]],
+                                    dtype="S80"))],
         name=LDAC_IMHEAD,
     )
     columns = [make_column(name, np.asarray(table[name]),

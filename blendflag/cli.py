@@ -18,6 +18,7 @@ BUILTIN_COMMANDS = (
     "blendflag.commands.plugins_cmd",
     "blendflag.commands.detect",
     "blendflag.commands.flag",
+    "blendflag.commands.train",
 )
 
 
@@ -110,7 +111,7 @@ def main(argv=None) -> int:
     except MemoryError:
         print("error: out of memory", file=sys.stderr)
         return 1
-    except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback
+    except Exception as exc:
         if debug:
             raise
         line = str(exc).splitlines()[0] if str(exc) else ""

@@ -1,0 +1,360 @@
+"""Training the VGG16 blend flagger: simulated data, checkpoints, resume.
+
+A run lives in a work directory (default ``<out>.run/``):
+
+``data-<hash>.npz``
+    The simulated, preprocessed training and validation stamps (cached, so a
+    resumed run trains on the same data).
+``checkpoint.keras``
+    The full Keras model with optimizer state, written after every epoch.
+``state.json``
+    Epochs done, best validation loss, learning rate, history, elapsed time.
+
+``--resume`` continues from the last checkpoint; ``max_minutes`` stops cleanly
+after the epoch that crosses the time budget, so long trainings can run in
+pieces. At the end the best weights are written as the compact shipped format
+(float16 ``.npz``) with the decision threshold chosen on the validation set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from blendflag.config import _check, from_mapping, load_yaml
+from blendflag.errors import BlendflagError, ConfigError
+
+
+@dataclass
+class VGG16TrainConfig:
+    """Training settings (``configs/train_vgg16.yaml``).
+
+    Attributes
+    ----------
+    method : str
+        Must be ``"vgg16"``.
+    datasets : list of str
+        Dataset presets (or YAML paths) mixed in equal parts. [default: great3, euclid, cfis]
+    n_train : int
+        Simulated training stamps in all. [default: 40000]
+    n_val : int
+        Simulated validation stamps (other seeds). [default: 4000]
+    noise : str or float
+        ``"grid"`` (each stamp draws a sigma from its preset's noise grid) or a sigma (ADU).
+    seed : int
+        Seed of the training data; validation uses ``seed + 1``. [default: 1000]
+    epochs : int
+        Maximum epochs. [default: 12]
+    batch_size : int
+        [default: 64]
+    learning_rate : float
+        Adam learning rate (design.md: 1e-3 stalls without BatchNorm). [default: 1e-4]
+    lr_factor, lr_patience : float, int
+        ReduceLROnPlateau on validation loss. [default: 0.3, 1]
+    patience : int
+        Early-stopping patience in epochs (best weights restored). [default: 3]
+    input_size : int
+        Network input side in pixels. [default: 48]
+    precision : str
+        ``auto``, ``bfloat16`` or ``float32``. [default: "auto"]
+    imagenet_weights : str or None
+        Path to ImageNet VGG16 no-top weights to start from (never downloaded).
+    augment : bool
+        Random flips and 90-degree rotations. [default: True]
+    train_seed : int
+        Seed of weight initialisation and shuffling. [default: 0]
+    """
+
+    method: str = "vgg16"
+    datasets: list[str] = field(default_factory=lambda: ["great3", "euclid", "cfis"])
+    n_train: int = 40000
+    n_val: int = 4000
+    noise: str | float = "grid"
+    seed: int = 1000
+    epochs: int = 12
+    batch_size: int = 64
+    learning_rate: float = 1e-4
+    lr_factor: float = 0.3
+    lr_patience: int = 1
+    patience: int = 3
+    input_size: int = 48
+    precision: str = "auto"
+    imagenet_weights: str | None = None
+    augment: bool = True
+    train_seed: int = 0
+
+    def validate(self, where: str) -> None:
+        _check(self.method == "vgg16", f"{where}.method", "must be vgg16 for this trainer")
+        _check(len(self.datasets) > 0, f"{where}.datasets", "name at least one dataset")
+        _check(self.n_train >= 2 * len(self.datasets), f"{where}.n_train", "too small")
+        _check(self.n_val >= 2, f"{where}.n_val", "must be at least 2")
+        _check(self.epochs >= 1, f"{where}.epochs", "must be at least 1")
+        _check(self.batch_size >= 1, f"{where}.batch_size", "must be at least 1")
+        _check(0 < self.learning_rate < 1, f"{where}.learning_rate", "must be in (0, 1)")
+        _check(self.input_size >= 32, f"{where}.input_size", "VGG16 needs at least 32 px")
+        if isinstance(self.noise, str):
+            _check(self.noise == "grid", f"{where}.noise", "must be 'grid' or a number")
+
+
+def load_train_config(path, overrides: dict | None = None) -> VGG16TrainConfig:
+    """Load and validate a training config; ``overrides`` replace top-level keys."""
+    data = dict(load_yaml(path), **(overrides or {}))
+    try:
+        return from_mapping(VGG16TrainConfig, data)
+    except ConfigError as exc:
+        raise ConfigError(f"config error in {Path(path).name}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------
+
+
+def simulate_mixture(datasets, n, seed, noise) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Equal parts of each dataset style, shuffled.
+
+    Returns
+    -------
+    stamps : numpy.ndarray
+        ``(n, S, S)`` float32 (the preset stamp sizes must agree after cropping).
+    labels : numpy.ndarray
+        ``(n,)`` float32, 1 for blends.
+    truth : dict
+        ``separation``, ``noise_sigma``, ``dataset`` arrays, for the record.
+    """
+    from blendflag.simulate import simulate_stamps
+    from blendflag_plugins.vgg16 import INPUT_SIZE, crop_center
+
+    parts = np.full(len(datasets), n // len(datasets))
+    parts[: n - parts.sum()] += 1
+    stamps, labels, sep, sig, names = [], [], [], [], []
+    for i, (name, k) in enumerate(zip(datasets, parts)):
+        s, t = simulate_stamps(name, int(k), seed=seed * 100 + i, noise=noise, progress=True)
+        # keep at least the network input plus the border used for the noise estimate
+        keep = max(INPUT_SIZE + 6, 0)
+        stamps.append(crop_center(s, min(keep, s.shape[1])) if s.shape[1] > keep else s)
+        labels.append(np.asarray(t["LABEL"], dtype=np.float32))
+        sep.append(np.asarray(t["SEPARATION"], dtype=np.float32))
+        sig.append(np.asarray(t["NOISE_SIGMA"], dtype=np.float32))
+        names.append(np.full(int(k), i, dtype=np.int16))
+    sizes = {s.shape[1] for s in stamps}
+    if len(sizes) > 1:
+        side = min(sizes)
+        stamps = [crop_center(s, side) for s in stamps]
+    order = np.random.default_rng(seed).permutation(n)
+    x = np.concatenate(stamps)[order]
+    y = np.concatenate(labels)[order]
+    truth = {"separation": np.concatenate(sep)[order], "noise_sigma": np.concatenate(sig)[order],
+             "dataset": np.concatenate(names)[order]}
+    return x, y, truth
+
+
+def _config_hash(config: VGG16TrainConfig) -> str:
+    keys = ("datasets", "n_train", "n_val", "noise", "seed", "input_size")
+    blob = json.dumps({k: getattr(config, k) for k in keys}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def prepare_data(config: VGG16TrainConfig, workdir: Path, quiet=False) -> dict:
+    """Simulate (or reload) the preprocessed training and validation sets."""
+    from blendflag.catalog import atomic_output
+    from blendflag_plugins.vgg16 import preprocess
+
+    path = workdir / f"data-{_config_hash(config)}.npz"
+    if path.exists():
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    if not quiet:
+        print(f"simulating {config.n_train} training and {config.n_val} validation stamps")
+    xt, yt, _ = simulate_mixture(config.datasets, config.n_train, config.seed, config.noise)
+    xv, yv, tv = simulate_mixture(config.datasets, config.n_val, config.seed + 1, config.noise)
+    data = {
+        "x_train": preprocess(xt, config.input_size).astype(np.float16),
+        "y_train": yt,
+        "x_val": preprocess(xv, config.input_size).astype(np.float16),
+        "y_val": yv,
+        "sep_val": tv["separation"],
+    }
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **data)
+    return data
+
+
+def _dataset(x, y, batch_size, augment, shuffle_seed):
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+
+    def to_rgb(img, label):
+        img = tf.cast(img, tf.float32)
+        if augment:
+            img = tf.image.random_flip_left_right(img)
+            img = tf.image.random_flip_up_down(img)
+            k = tf.random.uniform((), 0, 4, dtype=tf.int32)
+            img = tf.image.rot90(img, k)
+        return tf.repeat(img, 3, axis=-1), label
+
+    return ds.map(to_rgb, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
+
+
+# ---------------------------------------------------------------------------
+# Training loop
+# ---------------------------------------------------------------------------
+
+
+def _read_state(workdir: Path) -> dict | None:
+    path = workdir / "state.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise BlendflagError(f"{path} is damaged; delete the work directory to start over") from None
+
+
+def _write_state(workdir: Path, state: dict) -> None:
+    from blendflag.catalog import atomic_output
+
+    with atomic_output(workdir / "state.json") as tmp:
+        tmp.write_text(json.dumps(state, indent=2))
+
+
+def train_from_config(config_path, out, resume=False, max_minutes=None, quiet=False,
+                      workdir=None, overrides=None) -> dict:
+    """Train (or resume) and write the compact weights file ``out``.
+
+    Parameters
+    ----------
+    config_path : path-like
+        A YAML file of :class:`VGG16TrainConfig`.
+    out : path-like
+        The ``.npz`` weights file to write when training ends.
+    resume : bool
+        Continue from the work directory's checkpoint.
+    max_minutes : float or None
+        Stop after the epoch that crosses this budget (checkpoint kept;
+        rerun with ``--resume``). The weights file is written only at the end.
+    workdir : path-like or None
+        Where data, checkpoints and state live. [default: ``<out>.run``]
+    overrides : dict or None
+        Config keys replaced from the command line (e.g. ``datasets``).
+
+    Returns
+    -------
+    dict
+        ``{"finished": bool, "epochs": int, "val": {...}, "threshold": t}``.
+    """
+    config = load_train_config(config_path, overrides)
+    out = Path(out)
+    workdir = Path(workdir) if workdir else out.with_name(out.name + ".run")
+    state = _read_state(workdir) if workdir.exists() else None
+    if state is not None and not resume:
+        raise BlendflagError(f"{workdir} holds an unfinished run; pass --resume to continue it "
+                             "or delete the directory to start over")
+    if resume and state is None:
+        raise BlendflagError(f"nothing to resume in {workdir}")
+    if state is not None and state.get("config") != asdict(config):
+        raise BlendflagError(f"{workdir} was started with another config; delete it to start over")
+    workdir.mkdir(parents=True, exist_ok=True)
+    return _train(config, out, workdir, state, max_minutes, quiet)
+
+
+def _train(config, out, workdir, state, max_minutes, quiet) -> dict:
+    import keras
+
+    from blendflag_plugins.vgg16 import build_model, find_imagenet_weights, save_weights
+
+    data = prepare_data(config, workdir, quiet)
+    keras.utils.set_random_seed(config.train_seed)
+    ckpt = workdir / "checkpoint.keras"
+    if state is not None and ckpt.exists():
+        from blendflag_plugins.vgg16 import resolve_precision
+
+        keras.mixed_precision.set_global_policy(resolve_precision(config.precision))
+        model = keras.models.load_model(ckpt)
+        keras.mixed_precision.set_global_policy("float32")
+    else:
+        state = {"config": asdict(config), "epoch": 0, "best_val_loss": None,
+                 "best_epoch": None, "history": [], "elapsed_s": 0.0,
+                 "learning_rate": config.learning_rate, "bad_epochs": 0, "lr_wait": 0}
+        model = build_model(config.input_size, config.precision,
+                            imagenet_weights=find_imagenet_weights(config.imagenet_weights))
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                      loss="binary_crossentropy", metrics=["accuracy"])
+    train_ds = _dataset(data["x_train"], data["y_train"], config.batch_size, config.augment,
+                        shuffle_seed=config.train_seed + state["epoch"])
+    val_ds = _dataset(data["x_val"], data["y_val"], 256, False, None)
+    best_path = workdir / "best.weights.npz"
+    start = time.time()
+    finished = False
+    while state["epoch"] < config.epochs:
+        model.optimizer.learning_rate.assign(state["learning_rate"])
+        t0 = time.time()
+        hist = model.fit(train_ds, validation_data=val_ds, epochs=state["epoch"] + 1,
+                         initial_epoch=state["epoch"], verbose=0 if quiet else 2)
+        record = {k: float(v[-1]) for k, v in hist.history.items()}
+        record.update(epoch=state["epoch"] + 1, seconds=time.time() - t0,
+                      learning_rate=state["learning_rate"])
+        state["history"].append(record)
+        state["epoch"] += 1
+        val_loss = record["val_loss"]
+        if state["best_val_loss"] is None or val_loss < state["best_val_loss"]:
+            state.update(best_val_loss=val_loss, best_epoch=state["epoch"], bad_epochs=0, lr_wait=0)
+            save_weights(model, best_path, {"input_size": config.input_size})
+        else:
+            state["bad_epochs"] += 1
+            state["lr_wait"] += 1
+            if state["lr_wait"] > config.lr_patience - 1:
+                state["learning_rate"] *= config.lr_factor
+                state["lr_wait"] = 0
+        state["elapsed_s"] += time.time() - t0
+        model.save(ckpt)
+        _write_state(workdir, state)
+        if state["bad_epochs"] >= config.patience:
+            break
+        if max_minutes is not None and (time.time() - start) / 60 >= max_minutes:
+            if not quiet:
+                print(f"stopping after epoch {state['epoch']} (time budget); rerun with --resume")
+            return {"finished": False, "epochs": state["epoch"], "history": state["history"]}
+    finished = True
+    return _finish(config, out, workdir, state, data, best_path) | {"finished": finished}
+
+
+def _finish(config, out, workdir, state, data, best_path) -> dict:
+    """Pick the threshold on validation data and write the shipped weights file."""
+    from blendflag.metrics import choose_threshold, recalls, roc_auc
+    from blendflag_plugins.vgg16 import _compiled_predict, build_model, read_weights, save_weights
+
+    arrays, _ = read_weights(best_path)
+    # Validation stamps are stored preprocessed; run the network on them directly.
+    model = build_model(config.input_size, config.precision)
+    model.set_weights(arrays)
+    predict = _compiled_predict(model)
+    x_val = data["x_val"].astype(np.float32)
+    p = np.concatenate([np.asarray(predict(np.repeat(x_val[i:i + 256], 3, axis=-1))).reshape(-1)
+                        for i in range(0, len(x_val), 256)])
+    y = data["y_val"]
+    threshold = choose_threshold(p, y)
+    val = recalls(p >= threshold, y > 0.5)
+    val["auc"] = roc_auc(p, y)
+    meta = {
+        "input_size": config.input_size,
+        "threshold": threshold,
+        "training": asdict(config),
+        "epochs_trained": state["epoch"],
+        "best_epoch": state["best_epoch"],
+        "training_minutes": round(state["elapsed_s"] / 60, 1),
+        "validation": val,
+        "preprocessing": "crop centre input_size px; / (1.4826 MAD of 3-px border); arcsinh / 3",
+    }
+    save_weights(model, out, meta)
+    read_weights(out)
+    return {"epochs": state["epoch"], "val": val, "threshold": threshold, "out": str(out)}

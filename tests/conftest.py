@@ -1,0 +1,85 @@
+"""Shared fixtures: small synthetic images and catalogues made with numpy only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from blendflag.cli import main
+
+
+def gaussian_image(shape, positions, flux=3000.0, sigma_px=2.0, noise=10.0, rng=None):
+    """An image of round Gaussian sources plus white noise (ADU)."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    ny, nx = shape
+    image = rng.normal(0.0, noise, shape) if noise else np.zeros(shape)
+    r = int(6 * sigma_px)
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    for x, y in positions:
+        x0, y0 = round(x), round(y)
+        prof = np.exp(-((xx + x0 - x) ** 2 + (yy + y0 - y) ** 2) / (2 * sigma_px**2))
+        prof *= flux / prof.sum()
+        ys, xs = slice(max(0, y0 - r), min(ny, y0 + r + 1)), slice(max(0, x0 - r), min(nx, x0 + r + 1))
+        image[ys, xs] += prof[ys.start - (y0 - r): ys.stop - (y0 - r), xs.start - (x0 - r): xs.stop - (x0 - r)]
+    return image.astype(np.float32)
+
+
+@pytest.fixture
+def small_field(tmp_path):
+    """A 256x256 image with isolated sources and two close pairs; weight map too.
+
+    Returns a dict of paths and the true positions (0-based pixel centres).
+    """
+    rng = np.random.default_rng(42)
+    isolated = [(40 + 45 * i, 40 + 45 * j) for i in range(4) for j in range(4)]
+    pairs = [(220.0, 60.0), (225.5, 61.0), (220.0, 200.0), (226.0, 203.0)]
+    positions = [(float(x), float(y)) for x, y in isolated if x < 200] + pairs
+    image = gaussian_image((256, 256), positions, rng=rng)
+    weight = np.full(image.shape, 1.0 / 100.0, dtype=np.float32)
+    paths = {"image": tmp_path / "image.fits", "weight": tmp_path / "weight.fits"}
+    header = fits.Header()
+    header["GAIN"] = (1.0, "e-/ADU")
+    header["OBJECT"] = "synthetic"
+    fits.PrimaryHDU(image, header=header).writeto(paths["image"])
+    fits.PrimaryHDU(weight).writeto(paths["weight"])
+    return {**paths, "positions": positions, "tmp": tmp_path}
+
+
+@pytest.fixture
+def detected(small_field):
+    """``small_field`` plus the FITS_LDAC catalogue written by ``detect``."""
+    cat = small_field["tmp"] / "cat.fits"
+    assert main(["detect", str(small_field["image"]), "--weight", str(small_field["weight"]),
+                 "--out", str(cat)]) == 0
+    return {**small_field, "catalogue": cat}
+
+
+def run_cli(args, capsys):
+    """Run ``blendflag-shear`` in-process; return (exit code, stdout, stderr)."""
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def third_party_plugin(tmp_path, monkeypatch):
+    """Register tests/example_plugin through a real entry point (a dist-info on sys.path)."""
+    import importlib
+    import shutil
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).parent / "example_plugin" / "blendflag_neighbours.py"
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(src, site / "blendflag_neighbours.py")
+    info = site / "blendflag_neighbours-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: blendflag-neighbours\nVersion: 0.0.1\n")
+    (info / "entry_points.txt").write_text("[blendflag]\nneighbours = blendflag_neighbours\n")
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    yield "neighbours"
+    sys.modules.pop("blendflag_neighbours", None)
