@@ -18,7 +18,9 @@ BUILTIN_COMMANDS = (
     "blendflag.commands.plugins_cmd",
     "blendflag.commands.detect",
     "blendflag.commands.flag",
+    "blendflag.commands.simulate",
     "blendflag.commands.train",
+    "blendflag.commands.evaluate",
 )
 
 

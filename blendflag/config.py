@@ -77,6 +77,9 @@ def _convert(value, tp, where: str):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return from_mapping(tp, value, where)
+    if tp in (list, tuple):
+        tp = tp[typing.Any]
+        origin = typing.get_origin(tp)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -88,7 +91,7 @@ def _convert(value, tp, where: str):
         item = args[0] if args else typing.Any
         out = [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(out) if origin is tuple else out
-    if origin is dict:
+    if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
@@ -218,7 +221,7 @@ class FlagConfig:
     Attributes
     ----------
     flaggers : list of str
-        Flagger names to run, in order. [default: ["sextractor"]]
+        Flagger names to run, in order. [default: ["sextractor", "vgg16"]]
     stamp_size : int
         Side of the postage stamps cut around sources, in pixels (odd). [default: 51]
     batch_size : int
@@ -228,7 +231,7 @@ class FlagConfig:
         ``{"vgg16": {"weights": "my.npz", "threshold": 0.5}}``.
     """
 
-    flaggers: list[str] = field(default_factory=lambda: ["sextractor"])
+    flaggers: list[str] = field(default_factory=lambda: ["sextractor", "vgg16"])
     stamp_size: int = 51
     batch_size: int = 256
     options: dict = field(default_factory=dict)
@@ -288,17 +291,27 @@ def load_pipeline_config(path=None) -> PipelineConfig:
         raise ConfigError(f"config error in {Path(path).name}: {exc}") from None
 
 
+def _configs_dir() -> Path:
+    """``configs/``: installed as ``blendflag.configs``, or beside the source tree."""
+    try:
+        return Path(str(resources.files("blendflag.configs")))
+    except ModuleNotFoundError:  # running from a source checkout that shadows the install
+        return Path(__file__).resolve().parent.parent / "configs"
+
+
 def packaged_config(name: str) -> Path:
     """Path of a YAML file shipped in ``configs/`` (installed as ``blendflag.configs``)."""
-    ref = resources.files("blendflag.configs").joinpath(f"{name}.yaml")
-    return Path(str(ref))
+    return _configs_dir() / f"{name}.yaml"
+
+
+#: Packaged YAML files that are not dataset presets.
+NON_DATASET_CONFIGS = ("pipeline", "train_vgg16", "train_great3")
 
 
 def dataset_names() -> list[str]:
     """Names of the packaged dataset presets."""
-    root = resources.files("blendflag.configs")
-    names = [p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml")]
-    return sorted(n for n in names if n != "pipeline")
+    names = [p.name[:-5] for p in _configs_dir().iterdir() if p.name.endswith(".yaml")]
+    return sorted(n for n in names if n not in NON_DATASET_CONFIGS and not n.startswith("train"))
 
 
 # ---------------------------------------------------------------------------
@@ -369,7 +382,8 @@ class GalaxySpec:
     sersic_n : list of float
         Sersic indices drawn uniformly (a short list keeps GalSim's caches warm). [default: [1.0]]
     bulge_fraction : [float, float]
-        Range of the bulge-to-total flux ratio, drawn uniformly (``bulge_disk``). [default: [0, 0.5]]
+        Range of the bulge-to-total flux ratio, drawn uniformly (``bulge_disk``).
+        [default: [0, 0.5]]
     bulge_size_ratio : float
         Bulge half-light radius over the disk's. [default: 0.5]
     hlr : [float, float]
@@ -520,6 +534,19 @@ class DatasetConfig:
                "leaves no room in the stamp")
 
 
+def dataset_preset_names() -> list[str]:
+    """Names of the packaged dataset presets (YAML files in ``configs/`` with a ``pixel_scale``)."""
+    names = []
+    for name in dataset_names():
+        try:
+            data = load_yaml(packaged_config(name))
+        except ConfigError:
+            continue
+        if "pixel_scale" in data:
+            names.append(name)
+    return names
+
+
 def load_dataset_config(dataset) -> DatasetConfig:
     """A dataset preset by name (``"great3"``, ``"euclid"``, ``"cfis"``) or YAML path.
 
@@ -537,7 +564,7 @@ def load_dataset_config(dataset) -> DatasetConfig:
     if isinstance(dataset, DatasetConfig):
         return dataset
     text = str(dataset)
-    names = dataset_names()
+    names = dataset_preset_names()
     if text in names:
         path = packaged_config(text)
     elif text.endswith((".yaml", ".yml")) or Path(text).is_file():

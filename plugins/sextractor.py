@@ -35,7 +35,7 @@ class SExtractorFlagger(Flagger):
         ``"sep"`` or ``"sextractor"`` (the binary) for stamp-level work. [default: "sep"]
     match_radius : float
         Pixels from the stamp centre within which a detection is the central
-        source. [default: 3.0]
+        source. [default: 5.0]
     """
 
     name = "sextractor"
@@ -57,7 +57,7 @@ class SExtractorFlagger(Flagger):
         return classify_stamps(
             stamps,
             backend=self.options.get("backend", "sep"),
-            match_radius=float(self.options.get("match_radius", 3.0)),
+            match_radius=float(self.options.get("match_radius", 5.0)),
             noise_sigma=noise_sigma,
         )
 

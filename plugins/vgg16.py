@@ -33,11 +33,12 @@ import numpy as np
 from blendflag import hookimpl
 from blendflag.errors import BlendflagError
 from blendflag.flaggers import Flagger, FlagResult
+from blendflag.stamps import stamp_noise_sigma
 
 FORMAT = "blendflag-vgg16-weights"
 FORMAT_VERSION = 1
 INPUT_SIZE = 48
-BORDER = 3
+BORDER = 3  # pixels of the frame used for the noise estimate
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "vgg16_blend.npz"
 #: Keras' cache file of the ImageNet VGG16 convolution weights (no top).
 IMAGENET_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -46,35 +47,6 @@ IMAGENET_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 # ---------------------------------------------------------------------------
 # Preprocessing
 # ---------------------------------------------------------------------------
-
-
-def stamp_noise_sigma(stamps: np.ndarray, border: int = BORDER) -> np.ndarray:
-    """Robust noise sigma of each stamp from its border pixels.
-
-    Parameters
-    ----------
-    stamps : numpy.ndarray
-        ``(n, S, S)`` background-subtracted stamps (ADU).
-    border : int
-        Width of the frame used, in pixels. [default: 3]
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(n,)`` float32 sigma (ADU): 1.4826 x median absolute deviation of the
-        frame; floored at 1e-3 of the stamp's peak for noiseless stamps.
-    """
-    stamps = np.asarray(stamps, dtype=np.float32)
-    n, ny, nx = stamps.shape
-    frame = np.concatenate(
-        [stamps[:, :border, :].reshape(n, -1), stamps[:, -border:, :].reshape(n, -1),
-         stamps[:, border:-border, :border].reshape(n, -1),
-         stamps[:, border:-border, -border:].reshape(n, -1)], axis=1)
-    med = np.median(frame, axis=1, keepdims=True)
-    sigma = 1.4826 * np.median(np.abs(frame - med), axis=1)
-    peak = np.abs(stamps).reshape(n, -1).max(axis=1)
-    floor = np.maximum(1e-3 * peak, 1e-12)
-    return np.maximum(sigma, floor).astype(np.float32)
 
 
 def crop_center(stamps: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:

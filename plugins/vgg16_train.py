@@ -256,6 +256,8 @@ def train_from_config(config_path, out, resume=False, max_minutes=None, quiet=Fa
     out = Path(out)
     workdir = Path(workdir) if workdir else out.with_name(out.name + ".run")
     state = _read_state(workdir) if workdir.exists() else None
+    if state is not None and state.get("finished") and resume:
+        raise BlendflagError(f"the run in {workdir} has finished; delete it to train again")
     if state is not None and not resume:
         raise BlendflagError(f"{workdir} holds an unfinished run; pass --resume to continue it "
                              "or delete the directory to start over")
@@ -294,12 +296,12 @@ def _train(config, out, workdir, state, max_minutes, quiet) -> dict:
     val_ds = _dataset(data["x_val"], data["y_val"], 256, False, None)
     best_path = workdir / "best.weights.npz"
     start = time.time()
-    finished = False
     while state["epoch"] < config.epochs:
         model.optimizer.learning_rate.assign(state["learning_rate"])
         t0 = time.time()
         hist = model.fit(train_ds, validation_data=val_ds, epochs=state["epoch"] + 1,
-                         initial_epoch=state["epoch"], verbose=0 if quiet else 2)
+                         initial_epoch=state["epoch"], shuffle=False,
+                         verbose=0 if quiet else 2)
         record = {k: float(v[-1]) for k, v in hist.history.items()}
         record.update(epoch=state["epoch"] + 1, seconds=time.time() - t0,
                       learning_rate=state["learning_rate"])
@@ -324,8 +326,10 @@ def _train(config, out, workdir, state, max_minutes, quiet) -> dict:
             if not quiet:
                 print(f"stopping after epoch {state['epoch']} (time budget); rerun with --resume")
             return {"finished": False, "epochs": state["epoch"], "history": state["history"]}
-    finished = True
-    return _finish(config, out, workdir, state, data, best_path) | {"finished": finished}
+    result = _finish(config, out, workdir, state, data, best_path)
+    state["finished"] = True
+    _write_state(workdir, state)
+    return result | {"finished": True}
 
 
 def _finish(config, out, workdir, state, data, best_path) -> dict:
