@@ -437,12 +437,17 @@ class BlendSpec:
         reach (the sum of the footprints' radii). [default: 3.0]
     edge_margin : int
         A companion's centre stays this many pixels inside the stamp. [default: 4]
+    min_snr : float
+        Every source's optimal S/N (sqrt(sum I^2) / sigma of its noiseless
+        image) is at least this; fainter draws are redrawn, so no stamp holds an
+        invisible "blend" companion or an empty "single". [default: 5.0]
     """
 
     isophote_nsigma: float = 1.0
     min_separation: float = 1.0
     separated_max_factor: float = 3.0
     edge_margin: int = 4
+    min_snr: float = 5.0
 
     def validate(self, where: str) -> None:
         _check(self.isophote_nsigma > 0, f"{where}.isophote_nsigma", "must be positive")
@@ -450,6 +455,7 @@ class BlendSpec:
         _check(self.separated_max_factor >= 1, f"{where}.separated_max_factor",
                "must be >= 1")
         _check(self.edge_margin >= 0, f"{where}.edge_margin", "must be >= 0 pixels")
+        _check(0 <= self.min_snr <= 100, f"{where}.min_snr", "must be in [0, 100]")
 
 
 @dataclass

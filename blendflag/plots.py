@@ -41,11 +41,11 @@ def plot_evaluation(results: dict, path, title: str | None = None) -> Path:
     plt = _pyplot()
     methods = results["methods"]
     names = list(methods)
-    ncols = max(len(names), 2)
-    fig = plt.figure(figsize=(3.2 * ncols, 7.2))
-    grid = fig.add_gridspec(2, ncols, height_ratios=[1, 1.1], hspace=0.45, wspace=0.35)
-    for i, name in enumerate(names):
-        ax = fig.add_subplot(grid[0, i])
+    width = max(3.0 * len(names), 9.0)
+    fig = plt.figure(figsize=(width, 7.6), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.05])
+    axes = np.atleast_1d(top.subplots(1, len(names)))
+    for ax, name in zip(axes, names, strict=True):
         cm = np.array(methods[name]["confusion"], dtype=float)
         ax.imshow(cm, vmin=0, vmax=1, cmap="Blues")
         for (r, c), v in np.ndenumerate(cm):
@@ -54,34 +54,28 @@ def plot_evaluation(results: dict, path, title: str | None = None) -> Path:
         ax.set_xticks([0, 1], ["blend", "not blend"])
         ax.set_yticks([0, 1], ["blend", "not blend"])
         ax.set_xlabel("true class")
-        if i == 0:
-            ax.set_ylabel("predicted")
-        ax.set_title(f"{name}\naccuracy {methods[name]['accuracy']:.3f}", fontsize=10)
-    half = ncols // 2
-    ax_noise = fig.add_subplot(grid[1, :half])
-    ax_sep = fig.add_subplot(grid[1, half:])
+        ax.set_ylabel("predicted")
+        ax.set_title(f"{name}: accuracy {methods[name]['accuracy']:.3f}", fontsize=10)
+    ax_noise, ax_sep = bottom.subplots(1, 2)
+    labels = ["<5", "5-10", "10-15", ">=15"]
     for name in names:
         m = methods[name]
         noise = [b["noise"] for b in m["by_noise"]]
         acc = [b["accuracy"] for b in m["by_noise"]]
         ax_noise.plot(noise, acc, "o-", label=name)
-        centres, rec = [], []
-        for b in m["by_separation"]:
-            if b["blend_recall"] is None:
-                continue
-            hi = b["max"] if b["max"] is not None else b["min"] + 5
-            centres.append(0.5 * (b["min"] + hi))
-            rec.append(b["blend_recall"])
-        ax_sep.plot(centres, rec, "o-", label=name)
+        rec = [b["blend_recall"] if b["blend_recall"] is not None else np.nan
+               for b in m["by_separation"]]
+        ax_sep.plot(range(len(rec)), rec, "o-", label=name)
     ax_noise.set_xlabel("noise sigma (ADU)")
     ax_noise.set_ylabel("accuracy")
-    ax_noise.set_ylim(0, 1.02)
-    ax_noise.grid(alpha=0.3)
-    ax_noise.legend(fontsize=9)
-    ax_sep.set_xlabel("separation of the blended pair (px, bins <5, 5-10, 10-15, >=15)")
+    ax_noise.set_title("accuracy versus noise", fontsize=10)
+    ax_sep.set_xticks(range(len(labels)), labels)
+    ax_sep.set_xlabel("separation of the blended pair (px)")
     ax_sep.set_ylabel("blend recall")
-    ax_sep.set_ylim(0, 1.02)
-    ax_sep.grid(alpha=0.3)
-    ax_sep.legend(fontsize=9)
+    ax_sep.set_title("blend recall versus separation", fontsize=10)
+    for ax in (ax_noise, ax_sep):
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=9, loc="lower right")
     fig.suptitle(title or f"{results['n']} stamps", fontsize=12)
     return save_figure(fig, path)

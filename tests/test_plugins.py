@@ -117,3 +117,66 @@ def test_hookspecs_module_holds_only_markers_and_specs():
     assert public - specs == {"hookspec", "hookimpl", "pluggy"}
     assert len(specs) == 6
     assert "blendflag_detect" in sys.modules["blendflag.hookspecs"].__dict__
+
+
+def test_blendflag_detect_first_result_wins(small_field):
+    """A third-party detector answering for its own backend wins; others fall back to sep."""
+    import numpy as np
+    from astropy.table import Table
+
+    from blendflag.catalog import read_image
+    from blendflag.config import DetectConfig
+
+    plugin = types.ModuleType("fake_detector")
+    calls = []
+
+    @hookimpl
+    def blendflag_detect(image, weight, config):
+        calls.append(config.backend)
+        if config.backend != "fake":
+            return None
+        return Table({"NUMBER": [1], "X_IMAGE": [1.0], "Y_IMAGE": [1.0], "FLAGS": [0]})
+
+    plugin.blendflag_detect = blendflag_detect
+    pm = get_plugin_manager(extra_plugins=[("fake", plugin)])
+    image, _ = read_image(small_field["image"])
+    fake = pm.hook.blendflag_detect(image=image, weight=None, config=DetectConfig(backend="fake"))
+    assert len(fake) == 1
+    real = pm.hook.blendflag_detect(image=image, weight=None, config=DetectConfig())
+    assert len(real) > 10 and np.all(real["X_IMAGE"] >= 1)
+    assert calls == ["fake", "sep"]
+
+
+def test_register_flaggers_hook_adds_a_flagger(detected, capsys):
+    """A flagger registered by a plugin runs in `flag` like a built-in one."""
+    import numpy as np
+
+    from blendflag.cli import build_parser
+    from blendflag.flaggers import Flagger, FlagResult
+
+    class Brightest(Flagger):
+        name = "brightest"
+
+        def flag_stamps(self, stamps):
+            peak = stamps.reshape(len(stamps), -1).max(axis=1)
+            return FlagResult(flag=peak > np.median(peak), probability=peak / peak.max())
+
+    plugin = types.ModuleType("brightest")
+
+    @hookimpl
+    def blendflag_register_flaggers():
+        return [Brightest]
+
+    plugin.blendflag_register_flaggers = blendflag_register_flaggers
+    pm = get_plugin_manager(extra_plugins=[("brightest", plugin)])
+    assert "brightest" in get_flaggers(pm)
+    out = detected["tmp"] / "b.fits"
+    args = build_parser(pm).parse_args(["flag", str(detected["catalogue"]), "--image",
+                                        str(detected["image"]), "--flaggers", "brightest",
+                                        "--out", str(out)])
+    assert args.func(args, pm) == 0
+    from blendflag.catalog import read_catalogue
+
+    cat = read_catalogue(out)
+    assert cat.column("BLEND_BRIGHTEST").sum() == len(cat) // 2
+    assert cat.column("P_BLEND_BRIGHTEST").max() == 1.0

@@ -52,7 +52,8 @@ def load_stamps(args):
     if args.data:
         from blendflag.simulate import read_stamps
 
-        return read_stamps(args.data)
+        stamps, truth, _ = read_stamps(args.data)
+        return stamps, truth
     if args.n <= 0:
         raise BlendflagError("--n must be positive")
     from blendflag.simulate import simulate_stamps

@@ -1,0 +1,116 @@
+"""``blendflag-shear bench``: objects per second of every stage on this machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import numpy as np
+
+from blendflag.commands.common import check_output_path, load_config, make_flaggers, write_json
+from blendflag.plugins import get_flaggers
+
+
+def register(cli) -> None:
+    parser = cli.add_command(
+        "bench", func=run,
+        help="throughput of simulation, detection, each flagger and each shear engine",
+        description="Measure objects per second of each stage on this machine (the figures "
+                    "quoted in the README come from this command).",
+    )
+    parser.add_argument("--json", metavar="PATH", help="write the results here")
+    parser.add_argument("--quick", action="store_true", help="small samples (a smoke test)")
+    parser.add_argument("--only", metavar="PARTS",
+                        help="comma-separated subset of: simulation,detection,flaggers,shear")
+
+
+PARTS = ("simulation", "detection", "flaggers", "shear")
+
+
+def _timed(func, *args, **kwargs):
+    start = time.perf_counter()
+    out = func(*args, **kwargs)
+    return out, time.perf_counter() - start
+
+
+def bench_detection(pm, config, n_galaxies: int) -> list[dict]:
+    """sep (and the SExtractor binary when present) on a simulated CFIS-like field."""
+    from dataclasses import replace
+
+    from blendflag.commands.detect import detect
+    from blendflag.simulate import simulate_field
+
+    field = simulate_field("cfis", n_galaxies=n_galaxies, shear=(0.0, 0.0), seed=11)
+    rows = []
+    backends = ["sep"]
+    from blendflag_plugins.sextractor_binary import find_binary
+
+    if find_binary(config.detect) is not None:
+        backends.append("sextractor")
+    for backend in backends:
+        cfg = replace(config.detect, backend=backend)
+        table, seconds = _timed(detect, pm, field.image, field.weight, cfg)
+        rows.append({"stage": f"detect ({backend})", "objects": len(table), "seconds": seconds,
+                     "objects_per_s": len(table) / seconds,
+                     "image": f"{field.image.shape[1]}x{field.image.shape[0]}"})
+    return rows
+
+
+def bench_flaggers(pm, config, n: int) -> list[dict]:
+    """Each registered flagger on the same simulated GREAT3-like stamps."""
+    from blendflag.simulate import simulate_stamps
+
+    stamps, _ = simulate_stamps("great3", n, seed=12)
+    rows = []
+    for name in sorted(get_flaggers(pm)):
+        try:
+            (flagger,) = make_flaggers(pm, [name], config)
+        except Exception as exc:  # noqa: BLE001 - e.g. no weights: report, go on
+            rows.append({"stage": f"flag ({name})", "error": str(exc)})
+            continue
+        flagger.flag_stamps(stamps[:64])  # warm-up: model load, tracing
+        _, seconds = _timed(flagger.flag_stamps, stamps)
+        row = {"stage": f"flag ({name})", "objects": n, "seconds": seconds,
+               "objects_per_s": n / seconds}
+        if getattr(flagger, "precision", None):
+            row["precision"] = flagger.precision
+        rows.append(row)
+    return rows
+
+
+def run(args, pm) -> int:
+    config = load_config(args)
+    if args.json:
+        check_output_path(args.json)
+    parts = PARTS if not args.only else tuple(p.strip() for p in args.only.split(","))
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        from blendflag.errors import BlendflagError
+
+        raise BlendflagError(f"unknown bench part {sorted(unknown)[0]!r} ({', '.join(PARTS)})")
+    quick = args.quick
+    rows = []
+    if "simulation" in parts:
+        from blendflag.simulate import bench_simulation
+
+        sim = bench_simulation(n=400 if quick else 4000)
+        rows.append({"stage": "simulate (two-galaxy stamps)", **sim})
+    if "detection" in parts:
+        rows += bench_detection(pm, config, 300 if quick else 3000)
+    if "flaggers" in parts:
+        rows += bench_flaggers(pm, config, 256 if quick else 2048)
+    if "shear" in parts:
+        from blendflag.shear import bench_shear_engines
+
+        rows += bench_shear_engines(pm, n=20 if quick else 200, rng=np.random.default_rng(13))
+    result = {"cores": os.cpu_count(), "machine": platform.machine(),
+              "processor": platform.processor() or None, "rows": rows}
+    if args.json:
+        write_json(result, args.json)
+    print(f"{'stage':<34} {'objects/s':>10}   (cores: {result['cores']})")
+    for row in rows:
+        rate = row.get("objects_per_s") or row.get("stamps_per_s")
+        text = f"{rate:10.1f}" if rate is not None else f"  {row.get('error', '')}"
+        print(f"{row['stage']:<34} {text}")
+    return 0

@@ -1,0 +1,471 @@
+"""Simulated fields with a known shear: image, weight, PSF and truth.
+
+Galaxies from the dataset's population are placed uniformly at random (so
+natural blends occur), each given its intrinsic shape, then the lensing shear
+``(g1, g2)`` (``galsim`` ``.shear(g1=, g2=)`` after the intrinsic shape), then
+convolved with the PSF and the pixel and added to the image; Gaussian noise of
+sigma ``noise_sigma`` (ADU) is added last.
+
+With ``rotated_pairs=True`` the image is split into a left and a right half:
+the right half holds the same galaxies at the same positions relative to its
+origin, each intrinsic shape rotated by 90 degrees (``(e1, e2) -> (-e1, -e2)``),
+so intrinsic shape noise cancels in pair averages. ``PAIR_ID`` links the two.
+
+``OVERLAPS`` uses the stamps' blend criterion (:mod:`blendflag.simulate`): a
+galaxy's footprint is where its own noiseless image exceeds
+``blend.isophote_nsigma`` noise sigmas (the preset's ``default_noise`` when the
+field is noiseless); ``OVERLAPS`` is the ``ID`` of the galaxy whose footprint
+shares the most pixels with it, or -1, and ``N_OVERLAPS`` how many do.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from blendflag.config import DatasetConfig, to_mapping
+from blendflag.errors import BlendflagError
+from blendflag.simulate import (
+    Field,
+    galaxy_object,
+    load_dataset,
+    make_psf,
+    run_chunks,
+    sample_galaxy,
+)
+
+#: Galaxies per task when fields are drawn in worker processes.
+FIELD_CHUNK = 2000
+#: Below this many galaxies, ``workers=None`` draws serially.
+FIELD_SERIAL_BELOW = 20000
+
+
+def parse_shear(text) -> tuple[float, float]:
+    """``"G1,G2"`` (or a pair of numbers) -> (g1, g2), checking |g| < 1.
+
+    Raises
+    ------
+    BlendflagError
+        Not two comma-separated numbers, not finite, or |g| >= 1.
+    """
+    if isinstance(text, str):
+        parts = [p.strip() for p in text.split(",")]
+        if len(parts) != 2:
+            raise BlendflagError(f"shear must be two numbers G1,G2 (e.g. 0.02,0), got {text!r}")
+        try:
+            g1, g2 = float(parts[0]), float(parts[1])
+        except ValueError:
+            raise BlendflagError(
+                f"shear must be two numbers G1,G2 (e.g. 0.02,0), got {text!r}") from None
+    else:
+        try:
+            g1, g2 = (float(v) for v in text)
+        except (TypeError, ValueError):
+            raise BlendflagError(f"shear must be a pair (g1, g2), got {text!r}") from None
+    if not (math.isfinite(g1) and math.isfinite(g2)):
+        raise BlendflagError(f"shear must be finite, got {text!r}")
+    if math.hypot(g1, g2) >= 1:
+        raise BlendflagError(f"|shear| must be < 1, got |g| = {math.hypot(g1, g2):.3g}")
+    return g1, g2
+
+
+def field_size(config: DatasetConfig, n_galaxies: int, rotated_pairs: bool = False) -> int:
+    """Side of a square field, in pixels: the preset's ``field.size`` or one from the density."""
+    if config.field.size:
+        size = config.field.size
+    else:
+        area_arcmin2 = n_galaxies / config.field.density
+        size = math.ceil(math.sqrt(area_arcmin2) * 60.0 / config.pixel_scale)
+        size = max(size, 64)
+    if rotated_pairs and size % 2:
+        size += 1
+    return int(size)
+
+
+def _stamp_side(config: DatasetConfig, hlr_arcsec: float) -> int:
+    """Side of the postage stamp a field galaxy is drawn into (odd, pixels)."""
+    psf_px = 2.0 * max(config.psf.fwhm if config.psf.type != "airy" else
+                       1.03 * config.psf.lam_over_diam, 0.1) / config.pixel_scale
+    side = math.ceil(2 * (8.0 * hlr_arcsec / config.pixel_scale + 2 * psf_px)) | 1
+    return min(max(side, 33), 201)
+
+
+def _draw_field_chunk(config: DatasetConfig, params: list, xs, ys, shear, thresh: float):
+    """Draw galaxies (in a worker).
+
+    Returns
+    -------
+    list of (x0, y0, image, fx0, fy0, footprint)
+        Per galaxy: the noiseless stamp with the 1-based image coordinates of
+        its first pixel, and its footprint (pixels above ``thresh``) cropped to
+        its bounding box, with that box's first pixel (empty: a 0x0 array).
+    """
+    import galsim
+
+    gsparams = galsim.GSParams(folding_threshold=config.folding_threshold)
+    psf = make_psf(config, gsparams)
+    out = []
+    for p, x, y in zip(params, xs, ys, strict=True):
+        gal = galaxy_object(p, config.galaxy, gsparams, shear=shear)
+        side = _stamp_side(config, p["hlr"])
+        stamp = galsim.Convolve(gal, psf, gsparams=gsparams).drawImage(
+            nx=side, ny=side, scale=config.pixel_scale, center=galsim.PositionD(x, y))
+        arr = stamp.array
+        mask = arr > thresh
+        ys_, xs_ = np.nonzero(mask)
+        if len(xs_):
+            x_lo, y_lo = xs_.min(), ys_.min()
+            mask = mask[y_lo:ys_.max() + 1, x_lo:xs_.max() + 1]
+        else:
+            x_lo = y_lo = 0
+            mask = np.zeros((0, 0), dtype=bool)
+        out.append((stamp.bounds.xmin, stamp.bounds.ymin, arr,
+                    stamp.bounds.xmin + int(x_lo), stamp.bounds.ymin + int(y_lo), mask))
+    return out
+
+
+def _draw_field_task(start: int, *args):
+    """``(start, _draw_field_chunk(*args))``: the first galaxy's index travels with the result."""
+    return start, _draw_field_chunk(*args)
+
+
+def _overlaps(footprints, n: int, nx: int, ny: int):
+    """Footprint overlaps between galaxies, clipped to the image.
+
+    ``footprints`` holds, per galaxy, ``(fx0, fy0, mask)``: a cropped boolean
+    footprint and the 1-based image coordinates of its first pixel.
+
+    Returns
+    -------
+    best : numpy.ndarray
+        Per galaxy, the index of the galaxy sharing the most footprint pixels, or -1.
+    count : numpy.ndarray
+        Per galaxy, how many galaxies share footprint pixels with it.
+    """
+    boxes = np.full((n, 4), -1, dtype=np.int64)  # x0, x1, y0, y1 of the footprint (inclusive)
+    for i, (x0, y0, mask) in enumerate(footprints):
+        if mask.size:
+            boxes[i] = (x0, x0 + mask.shape[1] - 1, y0, y0 + mask.shape[0] - 1)
+    best = np.full(n, -1, dtype=np.int32)
+    best_n = np.zeros(n, dtype=np.int64)
+    count = np.zeros(n, dtype=np.int32)
+    valid = np.nonzero(boxes[:, 0] >= 0)[0]
+    order = valid[np.argsort(boxes[valid, 0])]
+    for k, i in enumerate(order):  # sweep along x
+        for j in order[k + 1:]:
+            if boxes[j, 0] > boxes[i, 1]:
+                break
+            xa, xb = max(boxes[i, 0], boxes[j, 0], 1), min(boxes[i, 1], boxes[j, 1], nx)
+            ya, yb = max(boxes[i, 2], boxes[j, 2], 1), min(boxes[i, 3], boxes[j, 3], ny)
+            if xa > xb or ya > yb:
+                continue
+            xi0, yi0, mi = footprints[i]
+            xj0, yj0, mj = footprints[j]
+            shared = int(np.count_nonzero(
+                mi[ya - yi0:yb - yi0 + 1, xa - xi0:xb - xi0 + 1]
+                & mj[ya - yj0:yb - yj0 + 1, xa - xj0:xb - xj0 + 1]))
+            if shared == 0:
+                continue
+            count[i] += 1
+            count[j] += 1
+            for a, b in ((i, j), (j, i)):
+                if shared > best_n[a]:
+                    best_n[a], best[a] = shared, b
+    return best, count
+
+
+def simulate_field(dataset, n_galaxies=None, shear=(0.0, 0.0), seed=0, rotated_pairs=False,
+                   noise=None, size=None, workers=None, progress=False) -> Field:
+    """Simulate a field of galaxies with a known constant shear.
+
+    Parameters
+    ----------
+    dataset : str, path-like or DatasetConfig
+        Preset name, YAML path or config (``"cfis"`` for the comparison runs).
+    n_galaxies : int or None
+        Number of galaxies; None takes the preset's ``field.n_galaxies``. Must
+        be even with ``rotated_pairs``.
+    shear : (float, float) or str
+        Reduced shear (g1, g2) applied to every galaxy, or ``"G1,G2"``. [default: (0, 0)]
+    seed : int
+        Seed of ``numpy.random.default_rng``. [default: 0]
+    rotated_pairs : bool
+        Right half = left half with every intrinsic shape rotated by 90 degrees. [default: False]
+    noise : float or None
+        Gaussian noise sigma in ADU; None takes the preset's ``default_noise``;
+        0 gives a noiseless image (weight 1). [default: None]
+    size : int or None
+        Side of the square image in pixels; None takes ``field.size`` or sizes
+        the image from ``field.density`` (galaxies per arcmin^2). [default: None]
+    workers : int or None
+        Worker processes; None is serial below 20000 galaxies. [default: None]
+    progress : bool
+        Progress bar on a terminal. [default: False]
+
+    Returns
+    -------
+    Field
+        ``image`` (float32, ADU), ``weight`` (float32, 1/sigma^2), ``psf``
+        (float32, the PSF at the image pixel scale, pixel included, sum 1),
+        ``truth`` (Table: ``ID`` (0-based row index), ``X``, ``Y`` (1-based
+        pixels), ``FLUX`` (ADU), ``HLR`` (arcsec), ``E1_INTRINSIC``,
+        ``E2_INTRINSIC``, ``ROTATED``, ``PAIR_ID`` (-1 without pairs),
+        ``OVERLAPS``, ``N_OVERLAPS``, ``SERSIC_N``, ``B2T``), ``pixel_scale``
+        (arcsec), ``noise_sigma`` (ADU), ``shear``.
+    """
+    import galsim
+    from astropy.table import Table
+
+    from blendflag.simulate import _resolve_workers
+
+    config = load_dataset(dataset)
+    if n_galaxies is None:
+        n_galaxies = config.field.n_galaxies
+    if isinstance(n_galaxies, bool) or not isinstance(n_galaxies, (int, np.integer)) \
+            or n_galaxies <= 0:
+        raise BlendflagError(f"n_galaxies must be a positive integer, got {n_galaxies!r}")
+    n = int(n_galaxies)
+    if rotated_pairs and n % 2:
+        raise BlendflagError(f"rotated pairs need an even number of galaxies, got {n}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise BlendflagError(f"seed must be a non-negative integer, got {seed!r}")
+    g1, g2 = parse_shear(shear)
+    if noise is None:
+        sigma = config.default_noise
+    else:
+        try:
+            sigma = float(noise)
+        except (TypeError, ValueError):
+            raise BlendflagError(f"noise must be a number >= 0 (ADU), got {noise!r}") from None
+        if not (math.isfinite(sigma) and sigma >= 0):
+            raise BlendflagError(f"noise must be a number >= 0 (ADU), got {noise!r}")
+    if size is None:
+        side = field_size(config, n, rotated_pairs)
+    else:
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 32:
+            raise BlendflagError(f"size must be an integer >= 32 pixels, got {size!r}")
+        side = int(size) + (1 if rotated_pairs and size % 2 else 0)
+    margin = config.field.margin
+    width = side // 2 if rotated_pairs else side
+    if width - 2 * margin < 2 or side - 2 * margin < 2:
+        raise BlendflagError(f"field of {side} pixels is too small for margin {margin}")
+
+    rng = np.random.default_rng(int(seed))
+    n_draw = n // 2 if rotated_pairs else n
+    params = [sample_galaxy(rng, config.galaxy) for _ in range(n_draw)]
+    xs = rng.uniform(margin + 0.5, width - margin + 0.5, n_draw)
+    ys = rng.uniform(margin + 0.5, side - margin + 0.5, n_draw)
+    rotated = np.zeros(n, dtype=bool)
+    pair_id = np.full(n, -1, dtype=np.int32)
+    if rotated_pairs:
+        params = params + [dict(p, g1=-p["g1"], g2=-p["g2"]) for p in params]
+        xs = np.concatenate([xs, xs + width])
+        ys = np.concatenate([ys, ys])
+        rotated[n_draw:] = True
+        pair_id[:] = np.tile(np.arange(n_draw, dtype=np.int32), 2)
+
+    thresh = config.blend.isophote_nsigma * (sigma if sigma > 0 else config.default_noise)
+    workers = 1 if workers is None and n < FIELD_SERIAL_BELOW else _resolve_workers(workers, n)
+    step = FIELD_CHUNK if workers > 1 or n <= 200 else max(100, n // 20)  # smooth bar
+    tasks = [(i, config, params[i:i + step], xs[i:i + step], ys[i:i + step], (g1, g2), thresh)
+             for i in range(0, n, step)]
+    bar = None
+    if progress:
+        from blendflag.commands.common import progress as make_bar
+
+        bar = make_bar(total=n, desc="field", unit="gal")
+    image = np.zeros((side, side), dtype=np.float32)
+    footprints = [None] * n
+    waiting = {}  # chunks that finished early, keyed by first galaxy index
+    state = {"next": 0}
+
+    def add(result):
+        # Stamps are added in galaxy order whatever order the chunks finish in,
+        # so the float32 sums (and the output bytes) never depend on the workers.
+        waiting[result[0]] = result[1]
+        while state["next"] in waiting:
+            start = state["next"]
+            chunk = waiting.pop(start)
+            for k, (x0, y0, arr, fx0, fy0, mask) in enumerate(chunk):
+                footprints[start + k] = (fx0, fy0, mask)
+                xa, ya = max(x0, 1), max(y0, 1)
+                xb, yb = min(x0 + arr.shape[1] - 1, side), min(y0 + arr.shape[0] - 1, side)
+                if xa <= xb and ya <= yb:
+                    image[ya - 1:yb, xa - 1:xb] += arr[ya - y0:yb - y0 + 1,
+                                                       xa - x0:xb - x0 + 1]
+            state["next"] = start + len(chunk)
+        if bar is not None:
+            bar.update(len(result[1]))
+
+    try:
+        run_chunks(_draw_field_task, tasks, workers, on_done=add, keep=False)
+    finally:
+        if bar is not None:
+            bar.close()
+    best, count = _overlaps(footprints, n, side, side)
+    if sigma > 0:
+        image += (rng.standard_normal(image.shape, dtype=np.float32) * np.float32(sigma))
+        weight = np.full(image.shape, 1.0 / sigma ** 2, dtype=np.float32)
+    else:
+        weight = np.ones(image.shape, dtype=np.float32)
+
+    gsparams = galsim.GSParams(folding_threshold=config.folding_threshold)
+    psf_side = config.psf.image_size
+    psf_img = make_psf(config, gsparams).drawImage(nx=psf_side, ny=psf_side,
+                                                   scale=config.pixel_scale).array
+    psf_img = (psf_img / psf_img.sum()).astype(np.float32)
+
+    truth = Table()
+    truth["ID"] = np.arange(n, dtype=np.int32)
+    truth["X"] = xs
+    truth["Y"] = ys
+    truth["FLUX"] = np.array([p["flux"] for p in params])
+    truth["HLR"] = np.array([p["hlr"] for p in params])
+    truth["E1_INTRINSIC"] = np.array([p["g1"] for p in params])
+    truth["E2_INTRINSIC"] = np.array([p["g2"] for p in params])
+    truth["ROTATED"] = rotated
+    truth["PAIR_ID"] = pair_id
+    truth["OVERLAPS"] = best
+    truth["N_OVERLAPS"] = count
+    truth["SERSIC_N"] = np.array([p["n"] for p in params])
+    truth["B2T"] = np.array([p["b2t"] for p in params])
+    for name, unit in (("X", "pix"), ("Y", "pix"), ("FLUX", "adu"), ("HLR", "arcsec")):
+        truth[name].unit = unit
+    return Field(image=image, weight=weight, psf=psf_img, truth=truth,
+                 pixel_scale=config.pixel_scale, noise_sigma=float(sigma), shear=(g1, g2),
+                 seed=int(seed), dataset=config.name, config=config)
+
+
+def _field_cards(field: Field) -> list:
+    from blendflag import __version__
+
+    return [
+        ("PIXSCALE", field.pixel_scale, "[arcsec/pixel] pixel scale"),
+        ("SHEAR1", field.shear[0], "true reduced shear g1"),
+        ("SHEAR2", field.shear[1], "true reduced shear g2"),
+        ("NOISE", field.noise_sigma, "[adu] Gaussian noise sigma"),
+        ("SEED", field.seed, "numpy default_rng seed"),
+        ("DATASET", field.dataset, "blendflag dataset preset"),
+        ("NGAL", len(field.truth), "number of galaxies"),
+        ("ROTPAIRS", bool((np.asarray(field.truth["ROTATED"])).any()),
+         "right half = 90-degree rotated copy"),
+        ("BFVERS", __version__, "blendflag version"),
+    ]
+
+
+def _write_field_files(field: Field, directory: Path, atomic: bool) -> None:
+    import yaml
+    from astropy.io import fits
+
+    from blendflag.catalog import atomic_output
+
+    cards = _field_cards(field)
+
+    def header(extra=()):
+        h = fits.Header()
+        for key, value, comment in [*cards, *extra]:
+            h[key] = (value, comment)
+        return h
+
+    outputs = {
+        "image.fits": fits.HDUList([fits.PrimaryHDU(field.image, header=header(
+            [("BUNIT", "adu", "pixel unit")]))]),
+        "weight.fits": fits.HDUList([fits.PrimaryHDU(field.weight, header=header(
+            [("BUNIT", "1/adu**2", "inverse variance")]))]),
+        "psf.fits": fits.HDUList([fits.PrimaryHDU(field.psf, header=header(
+            [("COMMENT", "PSF image (pixel included), normalised to sum 1", "")]))]),
+    }
+    truth_hdu = fits.table_to_hdu(field.truth)
+    truth_hdu.name = "TRUTH"
+    for key, value, comment in cards:
+        truth_hdu.header[key] = (value, comment)
+    outputs["truth.fits"] = fits.HDUList([fits.PrimaryHDU(header=header()), truth_hdu])
+    config_text = None
+    if field.config is not None:
+        config_text = yaml.safe_dump(_plain(to_mapping(field.config)), sort_keys=False)
+    for name, hdul in outputs.items():
+        if atomic:
+            with atomic_output(directory / name) as tmp:
+                hdul.writeto(tmp)
+        else:
+            hdul.writeto(directory / name)
+    if config_text is not None:
+        if atomic:
+            with atomic_output(directory / "config.yaml") as tmp:
+                tmp.write_text(config_text)
+        else:
+            (directory / "config.yaml").write_text(config_text)
+
+
+def _plain(value):
+    """Tuples -> lists so the YAML dump is plain (safe_load-able)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def check_field_outdir(outdir) -> Path:
+    """Fail early when ``outdir`` cannot be created or written.
+
+    Raises
+    ------
+    BlendflagError
+        The parent does not exist, ``outdir`` is a file, or is not writable.
+    """
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise BlendflagError(f"output {outdir} exists and is not a directory")
+    parent = outdir.parent if str(outdir.parent) else Path(".")
+    if not parent.is_dir():
+        raise BlendflagError(f"output directory's parent does not exist: {parent}")
+    target = outdir if outdir.is_dir() else parent
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise BlendflagError(f"cannot write to {target}: permission denied")
+    return outdir
+
+
+def write_field(field: Field, outdir) -> Path:
+    """Write ``image.fits``, ``weight.fits``, ``psf.fits``, ``truth.fits`` and ``config.yaml``.
+
+    A new directory is filled under a temporary name beside it and renamed
+    when complete; into an existing directory each file is written
+    atomically. Every file's header carries PIXSCALE (arcsec/pixel), SHEAR1,
+    SHEAR2, NOISE (ADU), SEED, DATASET, NGAL, ROTPAIRS and BFVERS; the truth
+    table is HDU ``TRUTH`` of ``truth.fits``.
+
+    Returns
+    -------
+    pathlib.Path
+        ``outdir``.
+    """
+    import shutil
+    import tempfile
+
+    outdir = check_field_outdir(outdir)
+    if outdir.is_dir():
+        _write_field_files(field, outdir, atomic=True)
+        return outdir
+    parent = outdir.parent if str(outdir.parent) else Path(".")
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", suffix=".tmp", dir=parent))
+    except OSError as exc:
+        raise BlendflagError(f"cannot write to {parent}: {exc.strerror}") from None
+    try:
+        _write_field_files(field, tmp, atomic=False)
+        os.chmod(tmp, 0o777 & ~_umask())
+        os.rename(tmp, outdir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return outdir
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

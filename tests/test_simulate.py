@@ -1,0 +1,354 @@
+"""GalSim simulations: stamps, the blend criterion, presets, fields with a known shear."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from blendflag.config import DatasetConfig, dataset_preset_names, load_dataset_config
+from blendflag.errors import BlendflagError, ConfigError
+from blendflag.simulate import (
+    bench_simulation,
+    kind_counts,
+    render_components,
+    simulate_field,
+    simulate_stamps,
+    write_field,
+)
+
+TRUTH_COLUMNS = ("LABEL", "KIND", "N_SOURCES", "SEPARATION", "FLUX1", "FLUX2", "SNR",
+                 "NOISE_SIGMA")
+
+
+@pytest.fixture(scope="module")
+def grid_set():
+    """2000 CFIS-like stamps with the noise grid (drawn once for the module)."""
+    return simulate_stamps("cfis", 2000, seed=11, noise="grid", workers=1)
+
+
+# ---------------------------------------------------------------------------
+# Presets and configs
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["great3", "euclid", "cfis"])
+def test_presets_load(name):
+    config = load_dataset_config(name)
+    assert isinstance(config, DatasetConfig)
+    assert config.name == name
+    assert config.stamp_size == 51
+    assert config.default_noise > 0 and len(config.noise_grid) >= 2
+    assert name in dataset_preset_names()
+
+
+def test_preset_pixel_scales():
+    assert load_dataset_config("cfis").pixel_scale == pytest.approx(0.187)
+    assert load_dataset_config("euclid").pixel_scale == pytest.approx(0.1)
+    assert load_dataset_config("great3").pixel_scale == pytest.approx(0.2)
+
+
+def test_user_yaml_works(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("pixel_scale: 0.25\nstamp_size: 33\ndefault_noise: 10\n"
+                    "psf: {type: gaussian, fwhm: 0.8}\ngalaxy: {hlr: [0.4, 0.6]}\n")
+    stamps, truth = simulate_stamps(str(path), 8, seed=1)
+    assert stamps.shape == (8, 33, 33)
+    assert truth.meta["DATASET"] == "mine"
+    assert (truth["NOISE_SIGMA"] == 10).all()
+
+
+@pytest.mark.parametrize("text, match", [
+    ("pixel_scale: -1\n", "pixel_scale"),
+    ("psf: {type: lorentzian}\n", "psf.type"),
+    ("galaxy: {hlr: [0.5, 0.1]}\n", "galaxy.hlr"),
+    ("galaxy: {flux: big}\n", "galaxy.flux"),
+    ("stamp_size: 50\n", "stamp_size"),
+    ("noise_grid: []\n", "noise_grid"),
+    ("pixelscale: 0.2\n", "unknown key pixelscale"),
+    ("field: {density: 0}\n", "field.density"),
+    ("- a list\n", "must hold a mapping"),
+])
+def test_invalid_yaml_is_a_config_error(tmp_path, text, match):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match) as exc:
+        load_dataset_config(path)
+    assert "\n" not in str(exc.value)
+
+
+def test_unknown_dataset():
+    with pytest.raises(ConfigError, match="unknown dataset 'hst'"):
+        load_dataset_config("hst")
+    with pytest.raises(ConfigError, match="unknown dataset"):
+        load_dataset_config("train_vgg16")  # a packaged YAML that is not a dataset
+
+
+# ---------------------------------------------------------------------------
+# Stamps
+# ---------------------------------------------------------------------------
+
+
+def test_same_seed_same_stamps_different_seed_differs():
+    a, ta = simulate_stamps("cfis", 24, seed=5, noise="grid")
+    b, tb = simulate_stamps("cfis", 24, seed=5, noise="grid")
+    c, _ = simulate_stamps("cfis", 24, seed=6, noise="grid")
+    assert a.dtype == np.float32 and a.shape == (24, 51, 51)
+    assert a.tobytes() == b.tobytes()
+    for name in ta.colnames:
+        np.testing.assert_array_equal(ta[name], tb[name])
+    assert not np.array_equal(a, c)
+
+
+def test_result_does_not_depend_on_workers():
+    a, ta = simulate_stamps("cfis", 300, seed=9, noise="grid", workers=1)
+    b, tb = simulate_stamps("cfis", 300, seed=9, noise="grid", workers=2)
+    assert a.tobytes() == b.tobytes()
+    np.testing.assert_array_equal(ta["SEPARATION"], tb["SEPARATION"])
+
+
+def test_truth_columns_and_labels_balanced(grid_set):
+    stamps, truth = grid_set
+    assert stamps.shape == (2000, 51, 51)
+    for name in TRUTH_COLUMNS:
+        assert name in truth.colnames
+    assert truth["LABEL"].dtype == np.int16
+    assert truth["SEPARATION"].dtype == np.float32
+    kinds = np.asarray(truth["KIND"])
+    assert (kinds == "blend").sum() == 1000
+    assert (kinds == "single").sum() == 500
+    assert (kinds == "separated").sum() == 500
+    np.testing.assert_array_equal(truth["LABEL"], (kinds == "blend").astype(np.int16))
+    np.testing.assert_array_equal(truth["N_SOURCES"], np.where(kinds == "single", 1, 2))
+    single = kinds == "single"
+    assert (truth["SEPARATION"][single] == 0).all() and (truth["FLUX2"][single] == 0).all()
+    assert (truth["SEPARATION"][~single] > 0).all() and (truth["FLUX2"][~single] > 0).all()
+    # shuffled, not in blocks
+    assert 0.3 < (kinds[:200] == "blend").mean() < 0.7
+    # noise grid drawn per stamp, and the noise in the stamps is what the truth says
+    assert set(np.unique(truth["NOISE_SIGMA"])) == {5, 14, 18, 26, 35, 40}
+    corners = stamps[single][:, :6, :6].reshape(single.sum(), -1)
+    ratio = corners.std(axis=1) / truth["NOISE_SIGMA"][single]
+    assert 0.9 < np.median(ratio) < 1.1
+    # central source near the centre (pixel 26, 1-based)
+    assert (np.abs(truth["X1"] - 26) <= 0.5).all() and (np.abs(truth["Y1"] - 26) <= 0.5).all()
+    sep = np.hypot(truth["X2"] - truth["X1"], truth["Y2"] - truth["Y1"])
+    np.testing.assert_allclose(truth["SEPARATION"][~single], sep[~single], rtol=1e-5)
+
+
+def test_blend_criterion_holds_for_every_pair(grid_set):
+    """Blends share >= 1 pixel above 1 sigma; separated pairs none (redrawn independently)."""
+    _, truth = grid_set
+    k = truth.meta["ISOSIG"]
+    overlap = np.asarray(truth["OVERLAP_PIX"])
+    label = np.asarray(truth["LABEL"])
+    pairs = np.nonzero(np.asarray(truth["N_SOURCES"]) == 2)[0]
+    assert (overlap[label == 1] >= 1).all()
+    assert (overlap[pairs][label[pairs] == 0] == 0).all()
+    config = load_dataset_config("cfis")
+    for i in pairs[::3]:  # a third of the pairs, redrawn from the truth parameters
+        row = truth[i]
+        central, companion = render_components(config, row)
+        sigma = k * row["NOISE_SIGMA"]
+        assert (central > sigma).any() and (companion > sigma).any()
+        shared = int(((central > sigma) & (companion > sigma)).sum())
+        assert (shared > 0) == bool(row["LABEL"]), (i, shared, row["KIND"])
+        assert abs(shared - row["OVERLAP_PIX"]) <= 1
+
+
+def test_close_blends_and_honest_separated_pairs(grid_set):
+    _, truth = grid_set
+    kinds = np.asarray(truth["KIND"])
+    sep = np.asarray(truth["SEPARATION"])
+    blends, separated = sep[kinds == "blend"], sep[kinds == "separated"]
+    assert blends.min() < 1.5
+    assert (blends < 2.5).sum() > 40          # close blends are common
+    assert (blends < 4).mean() > 0.15
+    # near misses: many separated pairs within 1.5-3x the typical blend distance
+    typical = np.median(blends)
+    near = (separated > 1.5 * typical) & (separated < 3 * typical)
+    assert near.mean() > 0.3
+    assert (separated < 1.5 * typical).sum() > 10
+    # S/N spans the advertised range
+    snr = np.asarray(truth["SNR"])
+    assert np.percentile(snr, 5) < 12 and np.percentile(snr, 95) > 150
+    low = np.asarray(truth["NOISE_SIGMA"]) == 14
+    assert 25 < np.median(snr[low]) < 60
+
+
+def test_noise_options():
+    _, t = simulate_stamps("euclid", 6, seed=2)
+    assert (t["NOISE_SIGMA"] == load_dataset_config("euclid").default_noise).all()
+    _, t = simulate_stamps("great3", 6, seed=2, noise=7.5)
+    assert (t["NOISE_SIGMA"] == 7.5).all()
+    for bad in (-1, 0, "loud", float("nan")):
+        with pytest.raises(BlendflagError, match="noise"):
+            simulate_stamps("cfis", 4, seed=1, noise=bad)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"n": 0}, "n must be"), ({"n": -5}, "n must be"), ({"n": 2.5}, "n must be"),
+    ({"fractions": (0.5, 0.5, 0.5)}, "sum to 1"), ({"fractions": (1.0, 0.0)}, "three"),
+    ({"workers": 0}, "workers"), ({"seed": -1}, "seed"),
+])
+def test_bad_stamp_arguments(kwargs, match):
+    args = {"n": 4, "seed": 1, **kwargs}
+    with pytest.raises(BlendflagError, match=match):
+        simulate_stamps("cfis", **args)
+
+
+def test_kind_counts_round_remainder_to_blends():
+    assert kind_counts(10) == {"blend": 4, "single": 3, "separated": 3} or \
+        kind_counts(10) == {"blend": 6, "single": 2, "separated": 2}
+    assert sum(kind_counts(7).values()) == 7
+    assert kind_counts(2000) == {"blend": 1000, "single": 500, "separated": 500}
+    assert kind_counts(5, (0, 1, 0)) == {"blend": 0, "single": 5, "separated": 0}
+
+
+def test_bench_simulation_small():
+    result = bench_simulation(n=40, workers=1)
+    assert result["stamps_per_s"] > 0 and result["cores"] >= 1 and result["n"] == 40
+
+
+# ---------------------------------------------------------------------------
+# Fields
+# ---------------------------------------------------------------------------
+
+
+def _isolated_round_config(**galaxy):
+    cfg = load_dataset_config("cfis")
+    gal = dataclasses.replace(cfg.galaxy, hlr=(0.6, 0.9), flux=(1e4, 2e4), **galaxy)
+    return dataclasses.replace(cfg, galaxy=gal, field=dataclasses.replace(cfg.field, margin=40))
+
+
+def _measure_shear(field, rows):
+    import galsim
+
+    image, psf = galsim.ImageF(field.image), galsim.ImageF(field.psf)
+    g = []
+    for r in rows:
+        x, y = round(r["X"]), round(r["Y"])
+        res = galsim.hsm.EstimateShear(image[galsim.BoundsI(x - 32, x + 32, y - 32, y + 32)],
+                                       psf, shear_est="REGAUSS", strict=True)
+        s = galsim.Shear(e1=res.corrected_e1, e2=res.corrected_e2)
+        g.append((s.g1, s.g2))
+    return np.mean(g, axis=0)
+
+
+def _isolated(truth, distance=60.0):
+    x, y = np.asarray(truth["X"]), np.asarray(truth["Y"])
+    d = np.hypot(x[:, None] - x[None], y[:, None] - y[None])
+    np.fill_diagonal(d, np.inf)
+    return d.min(axis=1) > distance
+
+
+@pytest.mark.parametrize("shear", [(0.02, 0.0), (0.0, -0.03)])
+def test_field_shear_is_applied_round_galaxies(shear):
+    config = _isolated_round_config(ellipticity_sigma=0.0)
+    field = simulate_field(config, 40, shear=shear, seed=3, noise=0, size=1000)
+    iso = _isolated(field.truth)
+    assert iso.sum() >= 15
+    assert (field.truth["OVERLAPS"][iso] == -1).all()
+    g1, g2 = _measure_shear(field, field.truth[iso])
+    g_true = np.array(shear)
+    big = int(np.argmax(np.abs(g_true)))
+    g = np.array([g1, g2])
+    assert g[big] == pytest.approx(g_true[big], rel=0.05)
+    assert abs(g[1 - big]) < 1e-3
+
+
+def test_field_shear_rotated_pairs_cancel_shape_noise():
+    config = _isolated_round_config()  # intrinsic shapes with sigma 0.25
+    field = simulate_field(config, 60, shear=(0.02, 0.0), seed=4, noise=0, size=1000,
+                           rotated_pairs=True)
+    truth = field.truth
+    half = len(truth) // 2
+    np.testing.assert_array_equal(truth["PAIR_ID"][:half], truth["PAIR_ID"][half:])
+    np.testing.assert_allclose(truth["E1_INTRINSIC"][half:], -truth["E1_INTRINSIC"][:half])
+    np.testing.assert_allclose(truth["X"][half:] - truth["X"][:half], 500.0)
+    assert not truth["ROTATED"][:half].any() and truth["ROTATED"][half:].all()
+    assert np.std(truth["E1_INTRINSIC"]) > 0.1
+    iso = _isolated(truth)
+    both = iso[:half] & iso[half:]
+    rows = truth[np.concatenate([both, both])]
+    assert len(rows) >= 20
+    g1, g2 = _measure_shear(field, rows)
+    assert g1 == pytest.approx(0.02, rel=0.05)
+    assert abs(g2) < 1.5e-3
+
+
+def test_field_products_and_natural_blends():
+    field = simulate_field("cfis", 600, shear=(0.02, 0.0), seed=1)
+    assert field.image.dtype == np.float32 and field.weight.dtype == np.float32
+    assert field.image.shape == field.weight.shape
+    np.testing.assert_allclose(field.weight, 1 / field.noise_sigma ** 2, rtol=1e-6)
+    assert field.psf.dtype == np.float32 and field.psf.shape == (51, 51)
+    assert field.psf.sum() == pytest.approx(1.0, abs=1e-5)
+    assert np.unravel_index(np.argmax(field.psf), field.psf.shape) == (25, 25)
+    truth = field.truth
+    ny, nx = field.image.shape
+    assert ((truth["X"] >= 1) & (truth["X"] <= nx) & (truth["Y"] >= 1) & (truth["Y"] <= ny)).all()
+    over = np.asarray(truth["OVERLAPS"])
+    assert 0 < (over >= 0).sum() < len(truth)  # random positions: some natural blends
+    assert (over != np.arange(len(truth))).all()
+    # overlaps are mutual: if a overlaps b, b overlaps someone
+    assert (over[over[over >= 0]] >= 0).all()
+    assert (truth["PAIR_ID"] == -1).all() and not truth["ROTATED"].any()
+
+
+def test_write_field(tmp_path):
+    from astropy.io import fits
+
+    field = simulate_field("cfis", 20, shear=(0.02, -0.01), seed=2, size=200)
+    out = write_field(field, tmp_path / "f")
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["config.yaml", "image.fits", "psf.fits", "truth.fits", "weight.fits"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    with fits.open(out / "image.fits") as hdul:
+        h = hdul[0].header
+        assert h["SHEAR1"] == 0.02 and h["SHEAR2"] == -0.01
+        assert h["PIXSCALE"] == pytest.approx(0.187) and h["DATASET"] == "cfis"
+        assert h["SEED"] == 2 and h["NOISE"] == field.noise_sigma
+        np.testing.assert_array_equal(hdul[0].data, field.image)
+    with fits.open(out / "truth.fits") as hdul:
+        assert len(hdul["TRUTH"].data) == 20
+        assert {"ID", "X", "Y", "FLUX", "HLR", "E1_INTRINSIC", "E2_INTRINSIC", "ROTATED",
+                "PAIR_ID", "OVERLAPS"} <= set(hdul["TRUTH"].columns.names)
+    assert load_dataset_config(out / "config.yaml") == field.config
+    # same seed, same bytes; writing into the existing directory replaces the files
+    again = simulate_field("cfis", 20, shear=(0.02, -0.01), seed=2, size=200)
+    before = (out / "image.fits").read_bytes()
+    write_field(again, out)
+    assert (out / "image.fits").read_bytes() == before
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"n_galaxies": 0}, "n_galaxies"), ({"shear": "0.02"}, "two numbers"),
+    ({"shear": "a,b"}, "two numbers"), ({"shear": (0.9, 0.9)}, "< 1"),
+    ({"rotated_pairs": True, "n_galaxies": 5}, "even"), ({"noise": -1.0}, "noise"),
+    ({"size": 10}, "size"),
+])
+def test_bad_field_arguments(kwargs, match):
+    args = {"n_galaxies": 4, "shear": (0.0, 0.0), "seed": 0, **kwargs}
+    with pytest.raises(BlendflagError, match=match):
+        simulate_field("cfis", **args)
+
+
+def test_write_field_bad_outdir(tmp_path):
+    field = simulate_field("cfis", 4, seed=0, size=100)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BlendflagError, match="not a directory"):
+        write_field(field, tmp_path / "file")
+    with pytest.raises(BlendflagError, match="does not exist"):
+        write_field(field, tmp_path / "missing" / "f")
+
+
+def test_field_does_not_depend_on_workers(monkeypatch):
+    import blendflag.simulate_field as sf
+
+    monkeypatch.setattr(sf, "FIELD_CHUNK", 100)
+    a = simulate_field("cfis", 300, shear=(0.02, 0.0), seed=8, workers=1)
+    b = simulate_field("cfis", 300, shear=(0.02, 0.0), seed=8, workers=2)
+    assert a.image.tobytes() == b.image.tobytes()
+    np.testing.assert_array_equal(a.truth["OVERLAPS"], b.truth["OVERLAPS"])
