@@ -430,6 +430,12 @@ class BlendSpec:
         A source's footprint is the set of stamp pixels where its noiseless
         (PSF-convolved, pixelated) image exceeds this many noise sigmas; two
         sources are blended when their footprints share a pixel. [default: 1.0]
+    isophote_reference : str
+        Which sigma sets the isophote: ``"default_noise"`` (the preset's
+        ``default_noise``, so the label is a property of the pair, the same at
+        every noise level) or ``"stamp_noise"`` (each stamp's own sigma, so the
+        same pair is a blend at low noise and separated at high noise).
+        [default: "default_noise"]
     min_separation : float
         Smallest centre-to-centre distance of a blend, in pixels. [default: 1.0]
     separated_max_factor : float
@@ -444,6 +450,7 @@ class BlendSpec:
     """
 
     isophote_nsigma: float = 1.0
+    isophote_reference: str = "default_noise"
     min_separation: float = 1.0
     separated_max_factor: float = 3.0
     edge_margin: int = 4
@@ -451,6 +458,8 @@ class BlendSpec:
 
     def validate(self, where: str) -> None:
         _check(self.isophote_nsigma > 0, f"{where}.isophote_nsigma", "must be positive")
+        _check(self.isophote_reference in ("default_noise", "stamp_noise"),
+               f"{where}.isophote_reference", "must be default_noise or stamp_noise")
         _check(self.min_separation >= 0, f"{where}.min_separation", "must be >= 0 pixels")
         _check(self.separated_max_factor >= 1, f"{where}.separated_max_factor",
                "must be >= 1")

@@ -12,21 +12,25 @@ PSF-convolved and pixel-integrated by GalSim; Gaussian noise of sigma
 Blend criterion (the simulation truth)
 --------------------------------------
 A source's *footprint* is the set of stamp pixels where its own noiseless
-image (galaxy x PSF x pixel, exactly as drawn into the stamp) exceeds
-``k * NOISE_SIGMA``, with ``k = blend.isophote_nsigma`` (1 for every preset):
-the pixels inside its 1-sigma isophote. Two sources are **blended** when their
+image (galaxy x PSF x pixel, exactly as drawn into the stamp) exceeds the
+isophote ``ISOPHOTE = k * sigma_ref``, with ``k = blend.isophote_nsigma`` (1
+for every preset) and ``sigma_ref`` the preset's ``default_noise``: the pixels
+inside the 1-sigma isophote at the survey's reference depth. Being a blend is
+then a property of the pair, not of the noise drawn on the stamp
+(``blend.isophote_reference: stamp_noise`` uses each stamp's own sigma
+instead). Two sources are **blended** when their
 footprints share at least one stamp pixel (``OVERLAP_PIX >= 1``), and
 **separated** when they share none (``OVERLAP_PIX == 0``). Every source (the
 central one, and the companion of a pair) has a non-empty footprint and an
 optimal S/N of at least ``blend.min_snr`` (5): a faint draw is redrawn, so no
-"blend" hides an invisible companion. The criterion depends on the noise: the
-same pair can be a blend at sigma 5 and separated at sigma 40.
+"blend" hides an invisible companion.
 
 Placement: the companion's position is drawn at random until the criterion
-holds (blend) or fails (separated). Blends take a separation uniform between
-``blend.min_separation`` (1 px) and the *reach* ``r1 + r2 + 1`` (``ri``: the
-largest distance of a footprint pixel from its source centre), so close blends
-down to 1-2 px are common. Separated companions take a separation uniform
+holds (blend) or fails (separated). Blends take a position uniform in area
+(a random place on the sky) between ``blend.min_separation`` (1 px) and the
+*reach* ``r1 + r2 + 1`` (``ri``: the largest distance of a footprint pixel from
+its source centre) from the central source, so close blends down to 1-2 px
+occur at their natural rate. Separated companions take a separation uniform
 between ``0.5 * reach`` and ``blend.separated_max_factor * reach`` (3x), within
 the stamp, keeping only non-overlapping positions: near misses just outside
 the blend distance are as frequent as far pairs, so the non-blend class is not
@@ -217,7 +221,7 @@ class StampMaker:
         rng : numpy.random.Generator
         """
         cfg, size, c = self.config, self.size, self.centre
-        thresh = cfg.blend.isophote_nsigma * sigma
+        thresh = isophote_level(cfg, sigma)
         for _ in range(200):
             p1 = sample_galaxy(rng, cfg.galaxy)
             off1 = rng.uniform(-0.5, 0.5, 2)
@@ -232,7 +236,7 @@ class StampMaker:
                 return self._finish(img1, sigma, rng), rec
             r1 = self._footprint_radius(mask1, c + off1[0], c + off1[1])
             for _ in range(10):
-                placed = self._companion(kind, mask1, r1, off1, thresh, rng)
+                placed = self._companion(kind, mask1, r1, off1, thresh, sigma, rng)
                 if placed is None:
                     continue
                 img2, p2, pos2, overlap = placed
@@ -242,7 +246,7 @@ class StampMaker:
         raise BlendflagError(  # pragma: no cover - only for absurd configs
             f"could not place a {kind} in 200 tries: check the dataset's flux, hlr and noise")
 
-    def _companion(self, kind, mask1, r1, off1, thresh, rng):
+    def _companion(self, kind, mask1, r1, off1, thresh, sigma, rng):
         """Draw a companion and a position meeting (blend) or failing (separated) the criterion."""
         cfg, size, c = self.config, self.size, self.centre
         spec = cfg.blend
@@ -250,7 +254,6 @@ class StampMaker:
         frac = rng.uniform(-0.5, 0.5, 2)
         big = self.draw(p2, frac, 2 * size - 1)
         mask2 = big > thresh
-        sigma = thresh / spec.isophote_nsigma
         if not mask2.any() or np.sqrt(np.sum(big.astype(np.float64) ** 2)) < spec.min_snr * sigma:
             return None  # an invisible companion makes neither a blend nor a pair
         r2 = self._footprint_radius(mask2, size - 1 + frac[0], size - 1 + frac[1])
@@ -266,7 +269,8 @@ class StampMaker:
                 return None
         want_overlap = kind == "blend"
         for _ in range(100):
-            s = rng.uniform(lo, hi)
+            # blends: uniform in area (random sky position); pairs: uniform in distance
+            s = math.sqrt(rng.uniform(lo * lo, hi * hi)) if want_overlap else rng.uniform(lo, hi)
             theta = rng.uniform(0.0, 2.0 * math.pi)
             tx, ty = off1[0] + s * math.cos(theta), off1[1] + s * math.sin(theta)
             dx, dy = round(tx - frac[0]), round(ty - frac[1])
@@ -293,6 +297,18 @@ class StampMaker:
 _MAKERS: dict = {}
 
 
+def isophote_level(config: DatasetConfig, sigma: float) -> float:
+    """The surface brightness (ADU per pixel) of the isophote defining footprints.
+
+    ``blend.isophote_nsigma`` times the preset's ``default_noise`` (the default,
+    ``isophote_reference: default_noise``: labels do not depend on the stamp's
+    noise) or times the stamp's own ``sigma`` (``stamp_noise``).
+    """
+    spec = config.blend
+    ref = config.default_noise if spec.isophote_reference == "default_noise" else sigma
+    return float(spec.isophote_nsigma * ref)
+
+
 def _maker(config: DatasetConfig) -> StampMaker:
     key = repr(config)
     maker = _MAKERS.get(key)
@@ -312,6 +328,7 @@ def _simulate_chunk(config: DatasetConfig, kinds, sigmas, seeds):
     for i in range(n):
         rng = np.random.default_rng(int(seeds[i]))
         stamps[i], rec = maker.make(KINDS[int(kinds[i])], float(sigmas[i]), rng)
+        cols["ISOPHOTE"][i] = isophote_level(config, float(sigmas[i]))
         p1, p2 = rec["p1"], rec["p2"]
         cols["X1"][i], cols["Y1"][i] = rec["x1"] + 1.0, rec["y1"] + 1.0
         cols["FLUX1"][i], cols["HLR1"][i] = p1["flux"], p1["hlr"]
@@ -329,13 +346,13 @@ def _simulate_chunk(config: DatasetConfig, kinds, sigmas, seeds):
     return stamps, cols
 
 
-_FLOAT_COLUMNS = ("SEPARATION", "FLUX1", "FLUX2", "SNR", "SNR2", "X1", "Y1", "X2", "Y2",
+_FLOAT_COLUMNS = ("ISOPHOTE", "SEPARATION", "FLUX1", "FLUX2", "SNR", "SNR2", "X1", "Y1", "X2", "Y2",
                   "HLR1", "HLR2", "E1_1", "E2_1", "E1_2", "E2_2", "SERSIC_N1", "SERSIC_N2",
                   "B2T1", "B2T2")
 
 #: Units of the truth columns.
 TRUTH_UNITS = {
-    "SEPARATION": "pix", "FLUX1": "adu", "FLUX2": "adu", "NOISE_SIGMA": "adu",
+    "SEPARATION": "pix", "ISOPHOTE": "adu", "FLUX1": "adu", "FLUX2": "adu", "NOISE_SIGMA": "adu",
     "X1": "pix", "Y1": "pix", "X2": "pix", "Y2": "pix", "HLR1": "arcsec", "HLR2": "arcsec",
 }
 
@@ -572,6 +589,7 @@ def simulate_stamps(dataset, n, seed, noise=None, fractions=DEFAULT_FRACTIONS, w
     truth["SNR"] = cols["SNR"].astype(np.float32)
     truth["NOISE_SIGMA"] = sigmas.astype(np.float32)
     truth["OVERLAP_PIX"] = cols["OVERLAP_PIX"]
+    truth["ISOPHOTE"] = cols["ISOPHOTE"].astype(np.float32)
     truth["SNR2"] = cols["SNR2"].astype(np.float32)
     for name in ("X1", "Y1", "X2", "Y2", "HLR1", "HLR2", "E1_1", "E2_1", "E1_2", "E2_2",
                  "SERSIC_N1", "SERSIC_N2", "B2T1", "B2T2"):
@@ -580,7 +598,8 @@ def simulate_stamps(dataset, n, seed, noise=None, fractions=DEFAULT_FRACTIONS, w
     for name, unit in TRUTH_UNITS.items():
         truth[name].unit = unit
     truth.meta.update({"DATASET": config.name, "SEED": int(seed), "NSTAMPS": n,
-                       "ISOSIG": config.blend.isophote_nsigma})
+                       "ISOSIG": config.blend.isophote_nsigma,
+                       "ISOREF": config.blend.isophote_reference})
     return stamps, truth
 
 
@@ -599,7 +618,7 @@ def render_components(dataset, row) -> tuple[np.ndarray, np.ndarray | None]:
     central, companion : numpy.ndarray
         float32 noiseless images in ADU, each the stamp's shape; ``companion``
         is None for singles. The blend criterion is
-        ``((central > k*sigma) & (companion > k*sigma)).any()``.
+        ``((central > ISOPHOTE) & (companion > ISOPHOTE)).any()``.
     """
     config = load_dataset(dataset)
     maker = _maker(config)

@@ -12,9 +12,9 @@ origin, each intrinsic shape rotated by 90 degrees (``(e1, e2) -> (-e1, -e2)``),
 so intrinsic shape noise cancels in pair averages. ``PAIR_ID`` links the two.
 
 ``OVERLAPS`` uses the stamps' blend criterion (:mod:`blendflag.simulate`): a
-galaxy's footprint is where its own noiseless image exceeds
-``blend.isophote_nsigma`` noise sigmas (the preset's ``default_noise`` when the
-field is noiseless); ``OVERLAPS`` is the ``ID`` of the galaxy whose footprint
+galaxy's footprint is where its own noiseless image exceeds the isophote of
+:func:`blendflag.simulate.isophote_level` (``blend.isophote_nsigma`` times the
+preset's ``default_noise`` by default); ``OVERLAPS`` is the ``ID`` of the galaxy whose footprint
 shares the most pixels with it, or -1, and ``N_OVERLAPS`` how many do.
 """
 
@@ -31,6 +31,7 @@ from blendflag.errors import BlendflagError
 from blendflag.simulate import (
     Field,
     galaxy_object,
+    isophote_level,
     load_dataset,
     make_psf,
     run_chunks,
@@ -267,7 +268,7 @@ def simulate_field(dataset, n_galaxies=None, shear=(0.0, 0.0), seed=0, rotated_p
         rotated[n_draw:] = True
         pair_id[:] = np.tile(np.arange(n_draw, dtype=np.int32), 2)
 
-    thresh = config.blend.isophote_nsigma * (sigma if sigma > 0 else config.default_noise)
+    thresh = isophote_level(config, sigma if sigma > 0 else config.default_noise)
     workers = 1 if workers is None and n < FIELD_SERIAL_BELOW else _resolve_workers(workers, n)
     step = FIELD_CHUNK if workers > 1 or n <= 200 else max(100, n // 20)  # smooth bar
     tasks = [(i, config, params[i:i + step], xs[i:i + step], ys[i:i + step], (g1, g2), thresh)

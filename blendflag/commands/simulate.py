@@ -128,8 +128,9 @@ def stamps_hdulist(stamps, truth, config, *, seed, noise, fractions):
     h["PIXSCALE"] = (config.pixel_scale, "[arcsec/pixel] pixel scale")
     h["FBLEND"], h["FSINGLE"], h["FSEPAR"] = (float(f) for f in fractions)
     h["ISOSIG"] = (config.blend.isophote_nsigma, "blend: isophotes at ISOSIG sigma overlap")
+    h["ISOREF"] = (config.blend.isophote_reference, "sigma of the isophote: preset or stamp")
     h["BFVERS"] = (__version__, "blendflag version")
-    h["COMMENT"] = "LABEL 1 = blend: the two sources' ISOSIG-sigma isophotes share a pixel."
+    h["COMMENT"] = "LABEL 1 = blend: isophotes at ISOSIG x reference sigma share a pixel."
     cube = fits.ImageHDU(np.ascontiguousarray(stamps, dtype=np.float32), name="STAMPS")
     cube.header["BUNIT"] = "adu"
     table = fits.table_to_hdu(truth)
@@ -228,7 +229,8 @@ def plot_examples(dataset, path, seed: int = 0, per_row: int = PLOT_PER_ROW) -> 
                     ax.set_ylabel(kind, fontsize=10)
                 if i == 0 and k == 0:
                     ax.set_title(f"noise sigma {sigma:g} ADU", fontsize=9, loc="left")
-    fig.suptitle(f"{config.name}: blend = 1-sigma isophotes overlap "
+    fig.suptitle(f"{config.name}: blend = isophotes at {config.blend.isophote_nsigma:g} x "
+                 f"sigma_ref={config.default_noise:g} ADU overlap "
                  f"(asinh stretch, + marks the sources)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     path = Path(path)
