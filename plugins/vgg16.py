@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -217,16 +218,15 @@ def read_weights(path) -> tuple[list[np.ndarray], dict]:
     if not path.is_file():
         raise BlendflagError(f"VGG16 weights file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as data:
             meta = json.loads(str(data["metadata"]))
             names = sorted(k for k in data.files if k.startswith("w"))
             arrays = [np.asarray(data[k], dtype=np.float32) for k in names]
-    except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError,
+            zipfile.BadZipFile) as exc:
         raise BlendflagError(
             f"{path.name} is not a blendflag VGG16 weights file ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'})") from None
-    except Exception as exc:  # zipfile.BadZipFile and friends
-        raise BlendflagError(f"{path.name} is not a readable weights file: {exc}") from None
     if meta.get("format") != FORMAT:
         raise BlendflagError(f"{path.name} is not a blendflag VGG16 weights file (format "
                              f"{meta.get('format')!r})")

@@ -1,0 +1,194 @@
+"""The VGG16 flagger: preprocessing, architecture, weights files, training and resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from blendflag.errors import BlendflagError
+from blendflag.stamps import stamp_noise_sigma
+from blendflag_plugins import vgg16
+from blendflag_plugins.vgg16 import (
+    DEFAULT_WEIGHTS,
+    INPUT_SIZE,
+    VGG16Flagger,
+    build_model,
+    crop_center,
+    preprocess,
+    read_weights,
+    save_weights,
+)
+
+keras = pytest.importorskip("keras")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_model(precision="float32")
+
+
+def test_noise_sigma_from_border():
+    rng = np.random.default_rng(1)
+    stamps = rng.normal(0, 7.0, (50, 51, 51)).astype(np.float32)
+    stamps[:, 20:31, 20:31] += 1000.0  # a bright source in the middle does not matter
+    sigma = stamp_noise_sigma(stamps)
+    assert abs(np.median(sigma) - 7.0) < 0.5
+
+
+def test_preprocess_shape_scale_invariance_and_crop():
+    rng = np.random.default_rng(2)
+    stamps = rng.normal(0, 5.0, (4, 51, 51)).astype(np.float32)
+    stamps[:, 25, 25] += 500
+    x = preprocess(stamps, channels=3)
+    assert x.shape == (4, INPUT_SIZE, INPUT_SIZE, 3) and x.dtype == np.float32
+    np.testing.assert_array_equal(x[..., 0], x[..., 2])
+    # dividing by the stamp's own noise makes the input independent of the ADU scale
+    np.testing.assert_allclose(preprocess(10 * stamps), preprocess(stamps), atol=1e-5)
+    # the centre pixel 25 of a 51-px stamp is pixel 23 of the 48-px crop (centre 23.5)
+    assert np.unravel_index(x[0, ..., 0].argmax(), (48, 48)) == (23, 23)
+    assert crop_center(np.zeros((1, 31, 31))).shape == (1, 48, 48)  # small stamps are padded
+
+
+def test_preprocess_rejects_nan():
+    stamps = np.zeros((1, 51, 51), np.float32)
+    stamps[0, 3, 3] = np.nan
+    with pytest.raises(BlendflagError, match="NaN"):
+        preprocess(stamps)
+
+
+def test_architecture(model):
+    convs = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
+    assert len(convs) == 13
+    names = [layer.name for layer in model.layers[-5:]]
+    assert names == ["flatten", "fc256", "dropout", "fc1024", "p_blend"]
+    assert model.get_layer("fc256").units == 256 and model.get_layer("fc1024").units == 1024
+    assert model.output_shape == (None, 1)
+    p = np.asarray(model(np.zeros((2, INPUT_SIZE, INPUT_SIZE, 3), np.float32)))
+    assert ((p >= 0) & (p <= 1)).all()
+
+
+def test_bf16_policy_keeps_float32_output():
+    m = build_model(precision="bfloat16")
+    assert m.get_layer("block1_conv1").compute_dtype == "bfloat16"
+    assert m.output.dtype == "float32"
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored
+
+
+def test_weights_roundtrip(model, tmp_path):
+    path = save_weights(model, tmp_path / "w.npz", {"input_size": INPUT_SIZE, "threshold": 0.6})
+    arrays, meta = read_weights(path)
+    assert meta["threshold"] == 0.6 and meta["format"] == vgg16.FORMAT
+    for a, w in zip(arrays, model.get_weights(), strict=True):
+        np.testing.assert_allclose(a, w, rtol=1e-3, atol=1e-4)  # float16 storage
+    assert path.stat().st_size < 32e6
+
+
+def _corrupt_files(tmp_path, model):
+    good = save_weights(model, tmp_path / "good.npz", {"input_size": INPUT_SIZE})
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[:100_000])
+    text = tmp_path / "text.npz"
+    text.write_text("not weights")
+    nometa = tmp_path / "nometa.npz"
+    np.savez(nometa, w000=np.zeros(3))
+    wrongfmt = tmp_path / "wrongfmt.npz"
+    np.savez(wrongfmt, metadata=np.array(json.dumps({"format": "other"})), w000=np.zeros(3))
+    shapes = tmp_path / "shapes.npz"
+    np.savez(shapes, metadata=np.array(json.dumps({"format": vgg16.FORMAT, "shapes": [[3]],
+                                                   "format_version": 1})), w000=np.zeros(3))
+    return {"missing": (tmp_path / "nope.npz", "not found"),
+            "truncated": (truncated, "not a"),
+            "text": (text, "not a"),
+            "no metadata": (nometa, "not a blendflag VGG16 weights file"),
+            "wrong format": (wrongfmt, "not a blendflag VGG16 weights file"),
+            "wrong shapes": (shapes, "does not fit the VGG16 model")}
+
+
+@pytest.mark.parametrize("case", ["missing", "truncated", "text", "no metadata", "wrong format",
+                                  "wrong shapes"])
+def test_bad_weights_files(case, tmp_path, model):
+    path, match = _corrupt_files(tmp_path, model)[case]
+    with pytest.raises(BlendflagError, match=match):
+        vgg16.load_model(path, precision="float32")
+
+
+def test_bad_weights_on_the_command_line(detected, tmp_path, capsys):
+    from tests.conftest import run_cli
+
+    bad = tmp_path / "bad.npz"
+    bad.write_text("garbage")
+    code, _, err = run_cli(["flag", detected["catalogue"], "--image", detected["image"],
+                            "--flaggers", "vgg16", "--weights", bad, "--out", tmp_path / "o.fits"],
+                           capsys)
+    assert code == 2 and err.startswith("error: bad.npz is not a") and "Traceback" not in err
+    assert not (tmp_path / "o.fits").exists()
+
+
+def test_threshold_option_validated(model, tmp_path):
+    path = save_weights(model, tmp_path / "w.npz", {"input_size": INPUT_SIZE, "threshold": 0.5})
+    with pytest.raises(BlendflagError, match="threshold must be in"):
+        VGG16Flagger({"weights": str(path), "threshold": 1.5})
+    flagger = VGG16Flagger({"weights": str(path), "threshold": 0.7, "precision": "float32"})
+    assert flagger.threshold == 0.7
+    cards = dict((k, v) for k, v, _ in flagger.provenance())
+    assert cards["BF_VGGTH"] == 0.7 and len(cards["BF_VGGSH"]) == 16
+
+
+TINY = """method: vgg16
+datasets: [great3, euclid]
+n_train: 96
+n_val: 48
+epochs: 2
+batch_size: 32
+precision: float32
+"""
+
+
+def test_training_runs_in_pieces_and_resumes(tmp_path, capsys):
+    from tests.conftest import run_cli
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    out = tmp_path / "w.npz"
+    code, stdout, err = run_cli(["train", "--config", cfg, "--out", out, "--max-minutes",
+                                 "0.001", "--quiet"], capsys)
+    assert code == 0, err
+    assert "continue with --resume" in stdout and not out.exists()
+    state = json.loads((tmp_path / "w.npz.run" / "state.json").read_text())
+    assert state["epoch"] == 1 and (tmp_path / "w.npz.run" / "checkpoint.keras").exists()
+    # starting again without --resume is refused, so a run is never silently restarted
+    code, _, err = run_cli(["train", "--config", cfg, "--out", out, "--quiet"], capsys)
+    assert code == 2 and "--resume" in err
+    code, stdout, err = run_cli(["train", "--config", cfg, "--out", out, "--resume", "--quiet"],
+                                capsys)
+    assert code == 0, err
+    state = json.loads((tmp_path / "w.npz.run" / "state.json").read_text())
+    assert state["epoch"] == 2 and state["finished"]
+    assert [h["epoch"] for h in state["history"]] == [1, 2]
+    arrays, meta = read_weights(out)
+    assert 0 < meta["threshold"] < 1 and meta["training"]["n_train"] == 96
+    assert set(meta["validation"]) >= {"blend_recall", "nonblend_recall", "auc"}
+
+
+def test_train_bad_config(tmp_path, capsys):
+    from tests.conftest import run_cli
+
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("method: vgg16\nlearning_rate: 5\n")
+    code, _, err = run_cli(["train", "--config", cfg, "--out", tmp_path / "w.npz"], capsys)
+    assert code == 2 and "learning_rate" in err
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason="shipped weights not built yet")
+def test_shipped_weights_accuracy_on_a_fixed_sample():
+    """The shipped model on 300 seeded GREAT3-like stamps (seed not used in training)."""
+    from blendflag.simulate import simulate_stamps
+
+    stamps, truth = simulate_stamps("great3", 300, seed=4242)
+    flagger = VGG16Flagger({})
+    result = flagger.flag_stamps(stamps)
+    accuracy = (result.flag == (np.asarray(truth["LABEL"]) == 1)).mean()
+    assert accuracy >= 0.95
+    assert ((result.probability >= 0) & (result.probability <= 1)).all()
