@@ -92,8 +92,8 @@ class Catalogue:
         """One column as an array; missing columns raise :class:`CatalogueError`."""
         if name not in self.colnames:
             where = self.path.name if self.path else "catalogue"
-            raise CatalogueError(f"{where} has no column {name} (columns: "
-                                 f"{', '.join(self.colnames[:12])}{' ...' if len(self.colnames) > 12 else ''})")
+            shown = ", ".join(self.colnames[:12]) + (" ..." if len(self.colnames) > 12 else "")
+            raise CatalogueError(f"{where} has no column {name} (columns: {shown})")
         return np.asarray(self.hdul[self.objects_hdu].data[name])
 
     def positions(self) -> tuple[np.ndarray, np.ndarray]:
@@ -171,7 +171,8 @@ def _copy_hdu(hdu):
         return fits.TableHDU(data=data.copy() if data is not None else None,
                              header=hdu.header.copy(), name=hdu.name)
     if isinstance(hdu, fits.PrimaryHDU):
-        return fits.PrimaryHDU(data=None if data is None else np.array(data), header=hdu.header.copy())
+        return fits.PrimaryHDU(data=None if data is None else np.array(data),
+                               header=hdu.header.copy())
     if isinstance(hdu, fits.ImageHDU):
         return fits.ImageHDU(data=None if data is None else np.array(data),
                              header=hdu.header.copy(), name=hdu.name)

@@ -7,6 +7,7 @@ accuracy by noise level, blend recall by separation, stamps per second).
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
@@ -25,7 +26,7 @@ def _noise_groups(noise: np.ndarray) -> list[tuple[float, np.ndarray]]:
         return [(float(level), noise == level) for level in levels]
     edges = np.quantile(noise, np.linspace(0, 1, 7))
     groups = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         sel = (noise >= lo) & (noise <= hi if hi == edges[-1] else noise < hi)
         if sel.any():
             groups.append((float(np.median(noise[sel])), sel))
@@ -120,4 +121,4 @@ def evaluate_flaggers(flaggers, stamps, truth) -> dict:
         if threshold is not None:
             metrics["threshold"] = float(threshold)
         methods[flagger.name] = metrics
-    return {"n": int(len(stamps)), "methods": methods}
+    return {"n": len(stamps), "methods": methods}

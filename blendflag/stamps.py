@@ -54,7 +54,6 @@ def cut_stamps(image, x, y, size: int, weight=None) -> tuple[np.ndarray, np.ndar
         good &= np.asarray(weight) > 0
     clean = np.where(good, image, 0).astype(np.float32)
     padded = np.pad(clean, pad, mode="constant")
-    inside = np.pad(np.ones_like(good), pad, mode="constant")
     nonfinite = np.pad(~np.isfinite(image), pad, mode="constant")
     masked = np.pad(~good & np.isfinite(image), pad, mode="constant")
     # 0-based pixel centres
@@ -65,8 +64,7 @@ def cut_stamps(image, x, y, size: int, weight=None) -> tuple[np.ndarray, np.ndar
     cols = (ix[:, None] + pad + offsets[None, :]).clip(0, nx + 2 * pad - 1)
     stamps = padded[rows[:, :, None], cols[:, None, :]]
     flags = np.zeros(len(x), dtype=np.int32)
-    edge = ~inside[rows[:, :, None], cols[:, None, :]].all(axis=(1, 2))
-    edge |= (ix - half < 0) | (iy - half < 0) | (ix + (size - half) > nx) | (iy + (size - half) > ny)
+    edge = (ix - half < 0) | (iy - half < 0) | (ix + size - half > nx) | (iy + size - half > ny)
     flags[edge] |= STAMP_EDGE
     flags[masked[rows[:, :, None], cols[:, None, :]].any(axis=(1, 2))] |= STAMP_MASKED
     flags[nonfinite[rows[:, :, None], cols[:, None, :]].any(axis=(1, 2))] |= STAMP_NONFINITE

@@ -24,7 +24,8 @@ def stage_flag_blends(context) -> None:
     for flagger in context.flagger_objects:
         result = flagger.flag_catalogue(context)
         if len(result.flag) != n:
-            raise PluginError(f"flagger {flagger.name} returned {len(result.flag)} flags for {n} objects")
+            raise PluginError(
+                f"flagger {flagger.name} returned {len(result.flag)} flags for {n} objects")
         results[flagger.name] = result
 
 

@@ -87,7 +87,7 @@ def detect_with_sep(image, weight, config) -> Table:
     kron = np.zeros(n)
     if n:
         theta_c = np.clip(theta, -np.pi / 2, np.pi / 2)
-        kron, kflag = sep.kron_radius(sub, x, y, a, b, theta_c, 6.0, mask=mask)
+        kron, _ = sep.kron_radius(sub, x, y, a, b, theta_c, 6.0, mask=mask)
         radius = np.maximum(config.kron_fact * kron, config.min_radius)
         flux, fluxerr, _ = sep.sum_ellipse(sub, x, y, a, b, theta_c, r=radius, err=rms,
                                            mask=mask, subpix=1)

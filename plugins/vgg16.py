@@ -53,11 +53,11 @@ IMAGENET_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 def crop_center(stamps: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
     """The central ``size`` x ``size`` pixels (zero-padded when stamps are smaller)."""
     stamps = np.asarray(stamps, dtype=np.float32)
-    n, ny, nx = stamps.shape
+    _, ny, nx = stamps.shape
     if ny < size or nx < size:
         py, px = max(0, size - ny), max(0, size - nx)
         stamps = np.pad(stamps, ((0, 0), (py // 2, py - py // 2), (px // 2, px - px // 2)))
-        n, ny, nx = stamps.shape
+        _, ny, nx = stamps.shape
     y0 = (ny - size + 1) // 2
     x0 = (nx - size + 1) // 2
     return stamps[:, y0:y0 + size, x0:x0 + size]
@@ -191,7 +191,8 @@ def save_weights(model, path, metadata: dict) -> Path:
     """Write ``model``'s weights as float16 plus JSON metadata, atomically."""
     from blendflag.catalog import atomic_output
 
-    arrays = {f"w{i:03d}": np.asarray(w, dtype=np.float16) for i, w in enumerate(model.get_weights())}
+    arrays = {f"w{i:03d}": np.asarray(w, dtype=np.float16)
+              for i, w in enumerate(model.get_weights())}
     meta = dict(metadata, format=FORMAT, format_version=FORMAT_VERSION,
                 shapes=[list(a.shape) for a in arrays.values()])
     path = Path(path)
@@ -293,14 +294,14 @@ def predict_proba(stamps: np.ndarray, path=None, precision: str = "auto",
     numpy.ndarray
         ``(n,)`` float32 probabilities in [0, 1].
     """
-    model, predict, meta = load_model(path, precision)
+    _, predict, meta = load_model(path, precision)
     size = int(meta.get("input_size", INPUT_SIZE))
     n = len(stamps)
     out = np.empty(n, dtype=np.float32)
     for start in range(0, n, batch_size):
         x = preprocess(stamps[start:start + batch_size], size, channels=3)
         if len(x) < batch_size and n > batch_size:  # keep one traced shape
-            pad = np.zeros((batch_size - len(x),) + x.shape[1:], dtype=np.float32)
+            pad = np.zeros((batch_size - len(x), *x.shape[1:]), dtype=np.float32)
             p = np.asarray(predict(np.concatenate([x, pad])))[: len(x)]
         else:
             p = np.asarray(predict(x))

@@ -133,7 +133,7 @@ def simulate_mixture(datasets, n, seed, noise) -> tuple[np.ndarray, np.ndarray, 
     parts = np.full(len(datasets), n // len(datasets))
     parts[: n - parts.sum()] += 1
     stamps, labels, sep, sig, names = [], [], [], [], []
-    for i, (name, k) in enumerate(zip(datasets, parts)):
+    for i, (name, k) in enumerate(zip(datasets, parts, strict=True)):
         s, t = simulate_stamps(name, int(k), seed=seed * 100 + i, noise=noise, progress=True)
         # keep at least the network input plus the border used for the noise estimate
         keep = max(INPUT_SIZE + 6, 0)
@@ -217,7 +217,8 @@ def _read_state(workdir: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError:
-        raise BlendflagError(f"{path} is damaged; delete the work directory to start over") from None
+        raise BlendflagError(
+            f"{path} is damaged; delete the work directory to start over") from None
 
 
 def _write_state(workdir: Path, state: dict) -> None:
@@ -309,7 +310,8 @@ def _train(config, out, workdir, state, max_minutes, quiet) -> dict:
         state["epoch"] += 1
         val_loss = record["val_loss"]
         if state["best_val_loss"] is None or val_loss < state["best_val_loss"]:
-            state.update(best_val_loss=val_loss, best_epoch=state["epoch"], bad_epochs=0, lr_wait=0)
+            state.update(best_val_loss=val_loss, best_epoch=state["epoch"], bad_epochs=0,
+                         lr_wait=0)
             save_weights(model, best_path, {"input_size": config.input_size})
         else:
             state["bad_epochs"] += 1

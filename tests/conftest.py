@@ -20,8 +20,10 @@ def gaussian_image(shape, positions, flux=3000.0, sigma_px=2.0, noise=10.0, rng=
         x0, y0 = round(x), round(y)
         prof = np.exp(-((xx + x0 - x) ** 2 + (yy + y0 - y) ** 2) / (2 * sigma_px**2))
         prof *= flux / prof.sum()
-        ys, xs = slice(max(0, y0 - r), min(ny, y0 + r + 1)), slice(max(0, x0 - r), min(nx, x0 + r + 1))
-        image[ys, xs] += prof[ys.start - (y0 - r): ys.stop - (y0 - r), xs.start - (x0 - r): xs.stop - (x0 - r)]
+        ys = slice(max(0, y0 - r), min(ny, y0 + r + 1))
+        xs = slice(max(0, x0 - r), min(nx, x0 + r + 1))
+        image[ys, xs] += prof[ys.start - (y0 - r): ys.stop - (y0 - r),
+                              xs.start - (x0 - r): xs.stop - (x0 - r)]
     return image.astype(np.float32)
 
 

@@ -27,7 +27,7 @@ def test_help_lists_commands(capsys):
 
 def test_detect_finds_sources_and_flags_close_pairs(small_field, capsys):
     out = small_field["tmp"] / "cat.fits"
-    code, stdout, err = run_cli(["detect", small_field["image"], "--weight", small_field["weight"],
+    code, _, err = run_cli(["detect", small_field["image"], "--weight", small_field["weight"],
                                  "--out", out], capsys)
     assert code == 0, err
     cat = read_catalogue(out)
@@ -72,11 +72,11 @@ def test_config_file_is_used(small_field, tmp_path, capsys):
     cfg = tmp_path / "p.yaml"
     cfg.write_text("detect:\n  thresh: 50.0\n")
     out = tmp_path / "c.fits"
-    code, stdout, err = run_cli(["detect", small_field["image"], "--out", out, "--config", cfg],
+    code, _, err = run_cli(["detect", small_field["image"], "--out", out, "--config", cfg],
                                 capsys)
     assert code == 0, err
     n_high = len(read_catalogue(out, require_rows=False))
-    code, stdout, err = run_cli(["detect", small_field["image"], "--out", out], capsys)
+    code, _, err = run_cli(["detect", small_field["image"], "--out", out], capsys)
     assert len(read_catalogue(out)) > n_high
 
 
@@ -156,7 +156,7 @@ def test_bad_input_one_line_exit_2(case, detected, tmp_path, capsys):
     args, match = _bad_cases(detected, tmp_path)[case]
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(SystemExit) if case == "unknown option" else _nullcontext() as exc:
-        code, out, err = run_cli(args, capsys)
+        code, _, err = run_cli(args, capsys)
     if case == "unknown option":
         code = exc.value.code
         err = capsys.readouterr().err

@@ -95,7 +95,7 @@ def test_binary_and_sep_agree_on_a_field(small_field, capsys):
 
 def test_evaluate_command_json_and_plot(tmp_path, capsys):
     out, png = tmp_path / "e.json", tmp_path / "e.png"
-    code, stdout, err = run_cli(["evaluate", "--dataset", "great3", "--n", "200", "--seed", "3",
+    code, _, err = run_cli(["evaluate", "--dataset", "great3", "--n", "200", "--seed", "3",
                                  "--methods", "sextractor", "--json", out, "--plot", png,
                                  "--quiet"], capsys)
     assert code == 0, err

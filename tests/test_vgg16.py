@@ -167,7 +167,7 @@ def test_training_runs_in_pieces_and_resumes(tmp_path, capsys):
     state = json.loads((tmp_path / "w.npz.run" / "state.json").read_text())
     assert state["epoch"] == 2 and state["finished"]
     assert [h["epoch"] for h in state["history"]] == [1, 2]
-    arrays, meta = read_weights(out)
+    _, meta = read_weights(out)
     assert 0 < meta["threshold"] < 1 and meta["training"]["n_train"] == 96
     assert set(meta["validation"]) >= {"blend_recall", "nonblend_recall", "auc"}
 
