@@ -18,8 +18,6 @@ pieces. At the end the best weights are written as the compact shipped format
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ import numpy as np
 
 from blendflag.config import _check, from_mapping, load_yaml
 from blendflag.errors import BlendflagError, ConfigError
+from blendflag_plugins.nettrain import image_dataset, prepare_data, read_state, write_state
 
 
 @dataclass
@@ -110,124 +109,6 @@ def load_train_config(path, overrides: dict | None = None) -> VGG16TrainConfig:
         raise ConfigError(f"config error in {Path(path).name}: {exc}") from None
 
 
-# ---------------------------------------------------------------------------
-# Data
-# ---------------------------------------------------------------------------
-
-
-def simulate_mixture(datasets, n, seed, noise) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Equal parts of each dataset style, shuffled.
-
-    Returns
-    -------
-    stamps : numpy.ndarray
-        ``(n, S, S)`` float32 (the preset stamp sizes must agree after cropping).
-    labels : numpy.ndarray
-        ``(n,)`` float32, 1 for blends.
-    truth : dict
-        ``separation``, ``noise_sigma``, ``dataset`` arrays, for the record.
-    """
-    from blendflag.simulate import simulate_stamps
-    from blendflag_plugins.vgg16 import INPUT_SIZE, crop_center
-
-    parts = np.full(len(datasets), n // len(datasets))
-    parts[: n - parts.sum()] += 1
-    stamps, labels, sep, sig, names = [], [], [], [], []
-    for i, (name, k) in enumerate(zip(datasets, parts, strict=True)):
-        s, t = simulate_stamps(name, int(k), seed=seed * 100 + i, noise=noise, progress=True)
-        # keep at least the network input plus the border used for the noise estimate
-        keep = max(INPUT_SIZE + 6, 0)
-        stamps.append(crop_center(s, min(keep, s.shape[1])) if s.shape[1] > keep else s)
-        labels.append(np.asarray(t["LABEL"], dtype=np.float32))
-        sep.append(np.asarray(t["SEPARATION"], dtype=np.float32))
-        sig.append(np.asarray(t["NOISE_SIGMA"], dtype=np.float32))
-        names.append(np.full(int(k), i, dtype=np.int16))
-    sizes = {s.shape[1] for s in stamps}
-    if len(sizes) > 1:
-        side = min(sizes)
-        stamps = [crop_center(s, side) for s in stamps]
-    order = np.random.default_rng(seed).permutation(n)
-    x = np.concatenate(stamps)[order]
-    y = np.concatenate(labels)[order]
-    truth = {"separation": np.concatenate(sep)[order], "noise_sigma": np.concatenate(sig)[order],
-             "dataset": np.concatenate(names)[order]}
-    return x, y, truth
-
-
-def _config_hash(config: VGG16TrainConfig) -> str:
-    keys = ("datasets", "n_train", "n_val", "noise", "seed", "input_size")
-    blob = json.dumps({k: getattr(config, k) for k in keys}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def prepare_data(config: VGG16TrainConfig, workdir: Path, quiet=False) -> dict:
-    """Simulate (or reload) the preprocessed training and validation sets."""
-    from blendflag.catalog import atomic_output
-    from blendflag_plugins.vgg16 import preprocess
-
-    path = workdir / f"data-{_config_hash(config)}.npz"
-    if path.exists():
-        with np.load(path) as data:
-            return {k: data[k] for k in data.files}
-    if not quiet:
-        print(f"simulating {config.n_train} training and {config.n_val} validation stamps")
-    xt, yt, _ = simulate_mixture(config.datasets, config.n_train, config.seed, config.noise)
-    xv, yv, tv = simulate_mixture(config.datasets, config.n_val, config.seed + 1, config.noise)
-    data = {
-        "x_train": preprocess(xt, config.input_size).astype(np.float16),
-        "y_train": yt,
-        "x_val": preprocess(xv, config.input_size).astype(np.float16),
-        "y_val": yv,
-        "sep_val": tv["separation"],
-    }
-    with atomic_output(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **data)
-    return data
-
-
-def _dataset(x, y, batch_size, augment, shuffle_seed):
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
-
-    def to_rgb(img, label):
-        img = tf.cast(img, tf.float32)
-        if augment:
-            img = tf.image.random_flip_left_right(img)
-            img = tf.image.random_flip_up_down(img)
-            k = tf.random.uniform((), 0, 4, dtype=tf.int32)
-            img = tf.image.rot90(img, k)
-        return tf.repeat(img, 3, axis=-1), label
-
-    return ds.map(to_rgb, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
-
-
-# ---------------------------------------------------------------------------
-# Training loop
-# ---------------------------------------------------------------------------
-
-
-def _read_state(workdir: Path) -> dict | None:
-    path = workdir / "state.json"
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise BlendflagError(
-            f"{path} is damaged; delete the work directory to start over") from None
-
-
-def _write_state(workdir: Path, state: dict) -> None:
-    from blendflag.catalog import atomic_output
-
-    with atomic_output(workdir / "state.json") as tmp:
-        tmp.write_text(json.dumps(state, indent=2))
-
-
 def train_from_config(config_path, out, resume=False, max_minutes=None, quiet=False,
                       workdir=None, overrides=None) -> dict:
     """Train (or resume) and write the compact weights file ``out``.
@@ -256,7 +137,7 @@ def train_from_config(config_path, out, resume=False, max_minutes=None, quiet=Fa
     config = load_train_config(config_path, overrides)
     out = Path(out)
     workdir = Path(workdir) if workdir else out.with_name(out.name + ".run")
-    state = _read_state(workdir) if workdir.exists() else None
+    state = read_state(workdir) if workdir.exists() else None
     if state is not None and state.get("finished") and resume:
         raise BlendflagError(f"the run in {workdir} has finished; delete it to train again")
     if state is not None and not resume:
@@ -292,9 +173,9 @@ def _train(config, out, workdir, state, max_minutes, quiet) -> dict:
                             imagenet_weights=find_imagenet_weights(config.imagenet_weights))
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                       loss="binary_crossentropy", metrics=["accuracy"])
-    train_ds = _dataset(data["x_train"], data["y_train"], config.batch_size, config.augment,
+    train_ds = image_dataset(data["x_train"], data["y_train"], config.batch_size, config.augment,
                         shuffle_seed=config.train_seed + state["epoch"])
-    val_ds = _dataset(data["x_val"], data["y_val"], 256, False, None)
+    val_ds = image_dataset(data["x_val"], data["y_val"], 256, False, None)
     best_path = workdir / "best.weights.npz"
     start = time.time()
     while state["epoch"] < config.epochs:
@@ -321,7 +202,7 @@ def _train(config, out, workdir, state, max_minutes, quiet) -> dict:
                 state["lr_wait"] = 0
         state["elapsed_s"] += time.time() - t0
         model.save(ckpt)
-        _write_state(workdir, state)
+        write_state(workdir, state)
         if state["bad_epochs"] >= config.patience:
             break
         if max_minutes is not None and (time.time() - start) / 60 >= max_minutes:
@@ -330,7 +211,7 @@ def _train(config, out, workdir, state, max_minutes, quiet) -> dict:
             return {"finished": False, "epochs": state["epoch"], "history": state["history"]}
     result = _finish(config, out, workdir, state, data, best_path)
     state["finished"] = True
-    _write_state(workdir, state)
+    write_state(workdir, state)
     return result | {"finished": True}
 
 

@@ -1,0 +1,324 @@
+"""Shared machinery of the network flaggers (VGG16, one-class, Siamese).
+
+Input (see :func:`preprocess`)
+    The central 48x48 pixels of each stamp (51x51 in the presets), divided by
+    the stamp's noise sigma (1.4826 x MAD of the 3-pixel border of the full
+    stamp), compressed with ``arcsinh(x) / 3``.
+
+Weights files
+    A ``.npz`` holding every weight array in float16 (``w000``, ``w001``, ...)
+    and a JSON ``metadata`` string naming the format (one per method), the
+    input size, the decision threshold and how the model was trained.
+
+:class:`NetworkFlagger`
+    Loads a weights file once per process (cached by checksum and precision),
+    runs batches through a compiled ``tf.function`` and turns scores into
+    probabilities and flags. Subclasses say how to build the model and how to
+    turn its output into a blend probability.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from blendflag.errors import BlendflagError
+from blendflag.flaggers import Flagger, FlagResult
+from blendflag.stamps import stamp_noise_sigma
+
+#: Network input side in pixels (the central part of the 51-px stamps).
+INPUT_SIZE = 48
+#: Pixels of the frame used for the noise estimate.
+BORDER = 3
+FORMAT_VERSION = 1
+
+
+# ---------------------------------------------------------------------------
+# Preprocessing
+# ---------------------------------------------------------------------------
+
+
+def crop_center(stamps: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
+    """The central ``size`` x ``size`` pixels (zero-padded when stamps are smaller)."""
+    stamps = np.asarray(stamps, dtype=np.float32)
+    _, ny, nx = stamps.shape
+    if ny < size or nx < size:
+        py, px = max(0, size - ny), max(0, size - nx)
+        stamps = np.pad(stamps, ((0, 0), (py // 2, py - py // 2), (px // 2, px - px // 2)))
+        _, ny, nx = stamps.shape
+    y0 = (ny - size + 1) // 2
+    x0 = (nx - size + 1) // 2
+    return stamps[:, y0:y0 + size, x0:x0 + size]
+
+
+def preprocess(stamps: np.ndarray, size: int = INPUT_SIZE, channels: int = 1) -> np.ndarray:
+    """Network input for stamps: noise-normalised, arcsinh-compressed, cropped.
+
+    Parameters
+    ----------
+    stamps : numpy.ndarray
+        ``(n, S, S)`` background-subtracted stamps (ADU), S >= 7.
+    size : int
+        Output side in pixels. [default: 48]
+    channels : int
+        Copies of the image along the last axis (3 for VGG16). [default: 1]
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, size, size, channels)`` float32.
+
+    Raises
+    ------
+    BlendflagError
+        Stamps are not a 3-d array or hold NaN.
+    """
+    stamps = np.asarray(stamps, dtype=np.float32)
+    if stamps.ndim != 3 or stamps.shape[1] < 2 * BORDER + 1:
+        raise BlendflagError(f"stamps must be an (n, S, S) array with S >= 7, got {stamps.shape}")
+    if not np.all(np.isfinite(stamps)):
+        raise BlendflagError("stamps contain NaN or inf pixels")
+    sigma = stamp_noise_sigma(stamps, BORDER)
+    x = np.arcsinh(crop_center(stamps, size) / sigma[:, None, None]) / 3.0
+    x = x[..., None].astype(np.float32)
+    return np.repeat(x, channels, axis=-1) if channels > 1 else x
+
+
+# ---------------------------------------------------------------------------
+# Precision
+# ---------------------------------------------------------------------------
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bfloat16 (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(precision: str) -> str:
+    """Map ``auto``/``bfloat16``/``float32`` to a Keras dtype policy name."""
+    if precision == "auto":
+        precision = "bfloat16" if cpu_supports_bf16() else "float32"
+    if precision not in ("bfloat16", "float32"):
+        raise BlendflagError(f"unknown precision {precision!r} (auto, bfloat16, float32)")
+    return "mixed_bfloat16" if precision == "bfloat16" else "float32"
+
+
+class policy:
+    """Context manager: build Keras layers under a dtype policy, then restore it."""
+
+    def __init__(self, precision: str):
+        self.name = resolve_precision(precision)
+
+    def __enter__(self):
+        import keras
+
+        self.previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy(self.name)
+        return self
+
+    def __exit__(self, *exc):
+        import keras
+
+        keras.mixed_precision.set_global_policy(self.previous)
+        return False
+
+
+# ---------------------------------------------------------------------------
+# Weights files
+# ---------------------------------------------------------------------------
+
+
+def file_sha256(path) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_weights(model, path, metadata: dict, fmt: str) -> Path:
+    """Write ``model``'s weights as float16 plus JSON metadata, atomically."""
+    from blendflag.catalog import atomic_output
+
+    arrays = {f"w{i:03d}": np.asarray(w, dtype=np.float16)
+              for i, w in enumerate(model.get_weights())}
+    meta = dict(metadata, format=fmt, format_version=FORMAT_VERSION,
+                shapes=[list(a.shape) for a in arrays.values()])
+    path = Path(path)
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, metadata=np.array(json.dumps(meta)), **arrays)
+    return path
+
+
+def read_weights(path, fmt: str, what: str) -> tuple[list[np.ndarray], dict]:
+    """Read and validate a weights file of format ``fmt``.
+
+    Raises
+    ------
+    BlendflagError
+        The file is missing, unreadable, or not a ``what`` weights file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BlendflagError(f"{what} weights file not found: {path}")
+    try:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as data:
+            meta = json.loads(str(data["metadata"]))
+            names = sorted(k for k in data.files if k.startswith("w"))
+            arrays = [np.asarray(data[k], dtype=np.float32) for k in names]
+    except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError,
+            zipfile.BadZipFile) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else "unreadable"
+        raise BlendflagError(f"{path.name} is not a blendflag {what} weights file "
+                             f"({type(exc).__name__}: {reason})") from None
+    if meta.get("format") != fmt:
+        raise BlendflagError(f"{path.name} is not a blendflag {what} weights file (format "
+                             f"{meta.get('format')!r})")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise BlendflagError(f"{path.name} needs a newer blendflag (weights format "
+                             f"{meta['format_version']})")
+    if [list(a.shape) for a in arrays] != meta.get("shapes"):
+        raise BlendflagError(f"{path.name} is damaged: array shapes differ from its metadata")
+    return arrays, meta
+
+
+def compiled_predict(model):
+    """``model`` called in inference mode inside a ``tf.function``."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def predict(x):
+        return model(x, training=False)
+
+    return predict
+
+
+_MODEL_CACHE: dict = {}
+_MODEL_LOCK = threading.Lock()
+
+
+def load_cached(path, fmt: str, what: str, build, precision: str):
+    """(model, compiled predict, metadata) for a weights file, built once per process.
+
+    Parameters
+    ----------
+    build : callable
+        ``build(metadata, precision) -> keras.Model`` with the file's architecture.
+    """
+    path = Path(path)
+    arrays, meta = read_weights(path, fmt, what)
+    sha = file_sha256(path)
+    key = (fmt, sha, precision)
+    with _MODEL_LOCK:
+        if key not in _MODEL_CACHE:
+            model = build(meta, precision)
+            expected = [tuple(w.shape) for w in model.get_weights()]
+            if expected != [a.shape for a in arrays]:
+                raise BlendflagError(f"{path.name} does not fit the {what} model "
+                                     f"({len(arrays)} arrays for {len(expected)} weights)")
+            model.set_weights(arrays)
+            _MODEL_CACHE[key] = (model, compiled_predict(model), dict(meta, sha256=sha))
+        return _MODEL_CACHE[key]
+
+
+def run_batches(predict, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """``predict`` over ``x`` in batches of one traced shape; outputs concatenated."""
+    n = len(x)
+    outs = []
+    for start in range(0, n, batch_size):
+        xb = x[start:start + batch_size]
+        if len(xb) < batch_size and n > batch_size:  # keep one traced shape
+            pad = np.zeros((batch_size - len(xb), *xb.shape[1:]), dtype=np.float32)
+            outs.append(np.asarray(predict(np.concatenate([xb, pad])))[: len(xb)])
+        else:
+            outs.append(np.asarray(predict(xb)))
+    return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
+
+
+# ---------------------------------------------------------------------------
+# Flagger base
+# ---------------------------------------------------------------------------
+
+
+class NetworkFlagger(Flagger):
+    """A flagger backed by a Keras model stored in a blendflag weights file.
+
+    Subclasses set ``name``, ``FORMAT``, ``DEFAULT_WEIGHTS``, ``CHANNELS``,
+    ``CARD`` (a 3-letter header-card stem) and implement :meth:`build` and
+    :meth:`probability`.
+
+    Options
+    -------
+    weights : str
+        Weights file. [default: the shipped file of the method]
+    threshold : float
+        Probability at or above which a stamp is a blend. [default: the
+        weights' threshold, chosen on validation data]
+    precision : str
+        ``auto``, ``bfloat16`` or ``float32``. [default: "auto"]
+    batch_size : int
+        Stamps per batch. [default: 256]
+    """
+
+    FORMAT = ""
+    DEFAULT_WEIGHTS = Path()
+    CHANNELS = 1
+    CARD = "NN"
+    needs_stamps = True
+
+    def __init__(self, options=None):
+        super().__init__(options)
+        self.weights = Path(self.options.get("weights") or self.DEFAULT_WEIGHTS)
+        self.precision = str(self.options.get("precision", "auto"))
+        resolve_precision(self.precision)
+        self.batch_size = int(self.options.get("batch_size", 256))
+        _, self.metadata = read_weights(self.weights, self.FORMAT, self.name)  # fail early
+        threshold = self.options.get("threshold", self.metadata.get("threshold", 0.5))
+        self.threshold = float(threshold)
+        if not 0.0 < self.threshold < 1.0:
+            raise BlendflagError(f"{self.name} threshold must be in (0, 1), got {self.threshold}")
+
+    @classmethod
+    def build(cls, metadata: dict, precision: str):
+        """The Keras model described by a weights file's metadata."""
+        raise NotImplementedError
+
+    def probability(self, outputs: np.ndarray, metadata: dict) -> np.ndarray:
+        """Blend probability from the model's outputs (default: the sigmoid output)."""
+        return outputs.reshape(-1)
+
+    def predict_proba(self, stamps: np.ndarray) -> np.ndarray:
+        """Blend probability of each stamp, float32 in [0, 1]."""
+        _, predict, meta = load_cached(self.weights, self.FORMAT, self.name, self.build,
+                                       self.precision)
+        size = int(meta.get("input_size", INPUT_SIZE))
+        outputs = []
+        for start in range(0, len(stamps), 4096):  # bound the preprocessed copy in memory
+            x = preprocess(stamps[start:start + 4096], size, channels=self.CHANNELS)
+            outputs.append(run_batches(predict, x, self.batch_size))
+        out = np.concatenate(outputs) if outputs else np.zeros((0, 1), np.float32)
+        return np.clip(self.probability(out, meta), 0.0, 1.0).astype(np.float32)
+
+    def flag_stamps(self, stamps, noise_sigma=None) -> FlagResult:
+        p = self.predict_proba(stamps)
+        return FlagResult(flag=p >= self.threshold, probability=p)
+
+    def provenance(self):
+        sha = file_sha256(self.weights)
+        stem = self.CARD
+        return [
+            (f"BF_{stem}W", self.weights.name, f"{self.name} weights file"),
+            (f"BF_{stem}SH", sha[:16], f"{self.name} weights SHA-256 (first 16 hex)"),
+            (f"BF_{stem}TH", self.threshold, f"{self.column} = {self.probability_column} >= TH"),
+            (f"BF_{stem}PR", self.precision, f"{self.name} inference precision"),
+        ]

@@ -1,0 +1,134 @@
+"""Training data and run state shared by the network flaggers' trainers.
+
+Data are simulated once per configuration (equal parts of each dataset style,
+shuffled), preprocessed, stored as float16 in the run's work directory and
+reloaded on resume; ``state.json`` records the progress of a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from blendflag.errors import BlendflagError
+
+# ---------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------
+
+
+def simulate_mixture(datasets, n, seed, noise) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Equal parts of each dataset style, shuffled.
+
+    Returns
+    -------
+    stamps : numpy.ndarray
+        ``(n, S, S)`` float32 (the preset stamp sizes must agree after cropping).
+    labels : numpy.ndarray
+        ``(n,)`` float32, 1 for blends.
+    truth : dict
+        ``separation``, ``noise_sigma``, ``dataset`` arrays, for the record.
+    """
+    from blendflag.simulate import simulate_stamps
+    from blendflag_plugins.netcore import INPUT_SIZE, crop_center
+
+    parts = np.full(len(datasets), n // len(datasets))
+    parts[: n - parts.sum()] += 1
+    stamps, labels, sep, sig, names = [], [], [], [], []
+    for i, (name, k) in enumerate(zip(datasets, parts, strict=True)):
+        s, t = simulate_stamps(name, int(k), seed=seed * 100 + i, noise=noise, progress=True)
+        # keep at least the network input plus the border used for the noise estimate
+        keep = max(INPUT_SIZE + 6, 0)
+        stamps.append(crop_center(s, min(keep, s.shape[1])) if s.shape[1] > keep else s)
+        labels.append(np.asarray(t["LABEL"], dtype=np.float32))
+        sep.append(np.asarray(t["SEPARATION"], dtype=np.float32))
+        sig.append(np.asarray(t["NOISE_SIGMA"], dtype=np.float32))
+        names.append(np.full(int(k), i, dtype=np.int16))
+    sizes = {s.shape[1] for s in stamps}
+    if len(sizes) > 1:
+        side = min(sizes)
+        stamps = [crop_center(s, side) for s in stamps]
+    order = np.random.default_rng(seed).permutation(n)
+    x = np.concatenate(stamps)[order]
+    y = np.concatenate(labels)[order]
+    truth = {"separation": np.concatenate(sep)[order], "noise_sigma": np.concatenate(sig)[order],
+             "dataset": np.concatenate(names)[order]}
+    return x, y, truth
+
+
+def _config_hash(config) -> str:
+    keys = ("datasets", "n_train", "n_val", "noise", "seed", "input_size")
+    blob = json.dumps({k: getattr(config, k) for k in keys}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def prepare_data(config, workdir: Path, quiet=False) -> dict:
+    """Simulate (or reload) the preprocessed training and validation sets.
+
+    ``config`` needs ``datasets``, ``n_train``, ``n_val``, ``noise``, ``seed`` and
+    ``input_size``; the cache file is keyed by their hash.
+    """
+    from blendflag.catalog import atomic_output
+    from blendflag_plugins.netcore import preprocess
+
+    path = workdir / f"data-{_config_hash(config)}.npz"
+    if path.exists():
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    if not quiet:
+        print(f"simulating {config.n_train} training and {config.n_val} validation stamps")
+    xt, yt, _ = simulate_mixture(config.datasets, config.n_train, config.seed, config.noise)
+    xv, yv, tv = simulate_mixture(config.datasets, config.n_val, config.seed + 1, config.noise)
+    data = {
+        "x_train": preprocess(xt, config.input_size).astype(np.float16),
+        "y_train": yt,
+        "x_val": preprocess(xv, config.input_size).astype(np.float16),
+        "y_val": yv,
+        "sep_val": tv["separation"],
+    }
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **data)
+    return data
+
+
+def image_dataset(x, y, batch_size, augment, shuffle_seed, channels=3):
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+
+    def to_input(img, label):
+        img = tf.cast(img, tf.float32)
+        if augment:
+            img = tf.image.random_flip_left_right(img)
+            img = tf.image.random_flip_up_down(img)
+            k = tf.random.uniform((), 0, 4, dtype=tf.int32)
+            img = tf.image.rot90(img, k)
+        return (tf.repeat(img, channels, axis=-1) if channels > 1 else img), label
+
+    return ds.map(to_input, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
+
+
+def read_state(workdir: Path) -> dict | None:
+    path = workdir / "state.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise BlendflagError(
+            f"{path} is damaged; delete the work directory to start over") from None
+
+
+def write_state(workdir: Path, state: dict) -> None:
+    from blendflag.catalog import atomic_output
+
+    with atomic_output(workdir / "state.json") as tmp:
+        tmp.write_text(json.dumps(state, indent=2))
+
+
