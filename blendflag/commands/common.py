@@ -119,3 +119,37 @@ def load_image_and_weight(image_path, weight_path=None):
             raise CatalogueError("weight map has no positive finite pixel")
     check_finite(image, weight, f"image {Path(image_path).name}")
     return image, weight, header
+
+
+def network_overrides(names, weights=None, threshold=None, backend=None) -> dict:
+    """Per-flagger options from ``--weights``, ``--threshold`` and ``--backend``.
+
+    ``--weights`` is either one path (for every flagger named) or
+    ``name=path[,name=path...]``; ``--backend`` applies to the sextractor flagger.
+
+    Raises
+    ------
+    BlendflagError
+        ``name=path`` names a flagger that was not asked for.
+    """
+    overrides = {n: {} for n in names}
+    if weights:
+        if "=" in weights:
+            for item in weights.split(","):
+                name, _, path = item.partition("=")
+                name = name.strip()
+                if name not in overrides:
+                    raise BlendflagError(f"--weights names {name!r}, which is not among the "
+                                         f"flaggers asked for ({', '.join(names)})")
+                overrides[name]["weights"] = path.strip()
+        else:
+            for n in names:
+                if n != "sextractor":
+                    overrides[n]["weights"] = weights
+    if threshold is not None:
+        for n in names:
+            if n != "sextractor":
+                overrides[n]["threshold"] = threshold
+    if backend:
+        overrides.setdefault("sextractor", {})["backend"] = backend
+    return overrides

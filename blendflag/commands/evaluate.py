@@ -7,6 +7,7 @@ from blendflag.commands.common import (
     check_output_path,
     load_config,
     make_flaggers,
+    network_overrides,
     write_json,
 )
 from blendflag.errors import BlendflagError
@@ -30,7 +31,8 @@ def register(cli) -> None:
                         help="comma-separated flagger names [default: sextractor]")
     parser.add_argument("--backend", choices=("sep", "sextractor"),
                         help="backend of the sextractor flagger [default: sep]")
-    parser.add_argument("--weights", metavar="PATH", help="weights file for network flaggers")
+    parser.add_argument("--weights", metavar="PATH",
+                        help="weights file for the network flagger, or name=path,name=path")
     parser.add_argument("--threshold", type=float, help="probability threshold for networks")
     add_common_output_args(parser, json=True, plot=True, quiet=True)
 
@@ -65,14 +67,7 @@ def load_stamps(args):
 def run(args, pm) -> int:
     config = load_config(args)
     names = [n.strip() for n in args.methods.split(",") if n.strip()]
-    overrides = {n: {} for n in names}
-    for n in names:
-        if args.weights:
-            overrides[n]["weights"] = args.weights
-        if args.threshold is not None:
-            overrides[n]["threshold"] = args.threshold
-    if args.backend:
-        overrides.setdefault("sextractor", {})["backend"] = args.backend
+    overrides = network_overrides(names, args.weights, args.threshold, args.backend)
     flaggers = make_flaggers(pm, names, config, overrides)
     for path in (args.json, args.plot):
         if path:

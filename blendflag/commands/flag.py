@@ -8,6 +8,7 @@ from blendflag.commands.common import (
     load_config,
     load_image_and_weight,
     make_flaggers,
+    network_overrides,
 )
 from blendflag.errors import BlendflagError
 from blendflag.pipeline import Context, run_pipeline, table_from_catalogue
@@ -26,7 +27,8 @@ def register(cli) -> None:
     parser.add_argument("--weight", metavar="FITS", help="weight map; weight 0 masks a pixel")
     parser.add_argument("--flaggers", metavar="NAMES",
                         help="comma-separated flagger names (default: flag.flaggers of the config)")
-    parser.add_argument("--weights", metavar="PATH", help="weights file for network flaggers")
+    parser.add_argument("--weights", metavar="PATH",
+                        help="weights file for the network flagger, or name=path,name=path")
     parser.add_argument("--threshold", type=float, metavar="P",
                         help="probability threshold for network flaggers")
     parser.add_argument("--out", metavar="OUT.fits", help="output catalogue")
@@ -34,22 +36,13 @@ def register(cli) -> None:
                         help="overwrite the input catalogue (atomically)")
 
 
-def flag_overrides(args, names) -> dict:
-    """Command-line options passed to every network flagger."""
-    opts = {}
-    if getattr(args, "weights", None):
-        opts["weights"] = args.weights
-    if getattr(args, "threshold", None) is not None:
-        opts["threshold"] = args.threshold
-    return {name: dict(opts) for name in names}
-
-
 def run(args, pm) -> int:
     if not args.out and not args.in_place:
         raise BlendflagError("name the output with --out (or use --in-place)")
     config = load_config(args)
     names = args.flaggers.split(",") if args.flaggers else list(config.flag.flaggers)
-    flaggers = make_flaggers(pm, names, config, flag_overrides(args, names))
+    flaggers = make_flaggers(pm, names, config,
+                             network_overrides(names, args.weights, args.threshold))
     out = check_output_path(args.out) if args.out else None
     catalogue = read_catalogue(args.catalogue)
     table = table_from_catalogue(catalogue)

@@ -30,11 +30,19 @@ def register(cli) -> None:
 
 
 def run(args, pm) -> int:
-    config_path = Path(args.config) if args.config else packaged_config("train_vgg16")
-    data = load_yaml(config_path)
-    method = args.method or data.get("method", "vgg16")
+    if args.config:
+        config_path = Path(args.config)
+        method = args.method or load_yaml(config_path).get("method", "vgg16")
+    else:
+        method = args.method or "vgg16"
+        config_path = packaged_config(f"train_{method}")
+        if not config_path.exists():
+            raise BlendflagError(f"no packaged training config for {method!r}; pass --config")
     flaggers = get_flaggers(pm)
     resolve_names(method, flaggers, "flagger")
+    if args.method and load_yaml(config_path).get("method", method) != method:
+        raise BlendflagError(f"{config_path.name} configures method "
+                             f"{load_yaml(config_path).get('method')!r}, not {method!r}")
     trainer = getattr(flaggers[method], "train", None)
     if trainer is None:
         raise BlendflagError(f"flagger {method!r} cannot be trained")

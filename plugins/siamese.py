@@ -1,0 +1,234 @@
+"""Siamese blend flagger: a twin CNN embedding and class prototypes.
+
+Method
+    One convolutional network f embeds a stamp into a 32-d unit vector. It is
+    trained on pairs of stamps with the contrastive loss (Hadsell et al. 2006):
+    pairs of the same class (blend/blend or non-blend/non-blend) are pulled
+    together, pairs of different classes pushed at least ``margin`` apart.
+    Both members of a pair go through the same weights (the "twins").
+
+Classification
+    From a small labelled reference set (``n_reference`` stamps of each class,
+    validation seeds) the class prototypes are the mean embeddings of blends
+    ``p_b`` and of non-blends ``p_n``. A stamp's blend probability is
+    ``sigmoid((|f(x) - p_n| - |f(x) - p_b|) / T)``: 0.5 where it is equally far
+    from both. ``T`` and the threshold are set on validation data and stored in
+    the weights file with the prototypes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from blendflag import hookimpl
+from blendflag.config import _check, from_mapping, load_yaml
+from blendflag.errors import BlendflagError, ConfigError
+from blendflag_plugins import netcore
+
+FORMAT = "blendflag-siamese-weights"
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "siamese_blend.npz"
+EMBEDDING = 32
+
+
+def build_embedding(input_size: int = netcore.INPUT_SIZE, precision: str = "float32"):
+    """The twin network f: stamp -> 32-d unit vector."""
+    import keras
+
+    with netcore.policy(precision):
+        inp = keras.Input((input_size, input_size, 1), name="stamp")
+        x = inp
+        for i, width in enumerate((32, 64, 128)):
+            x = keras.layers.Conv2D(width, 3, padding="same", activation="relu",
+                                    name=f"conv{i + 1}a")(x)
+            x = keras.layers.Conv2D(width, 3, padding="same", activation="relu",
+                                    name=f"conv{i + 1}b")(x)
+            x = keras.layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)
+        x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+        x = keras.layers.Dense(128, activation="relu", name="fc")(x)
+        x = keras.layers.Dense(EMBEDDING, dtype="float32", name="embed")(x)
+        out = keras.layers.UnitNormalization(name="unit", dtype="float32")(x)
+        return keras.Model(inp, out, name="siamese_twin")
+
+
+def prototype_probability(embeddings, proto_blend, proto_not, temperature) -> np.ndarray:
+    """Blend probability from distances to the two class prototypes."""
+    d_b = np.linalg.norm(embeddings - np.asarray(proto_blend, np.float32), axis=1)
+    d_n = np.linalg.norm(embeddings - np.asarray(proto_not, np.float32), axis=1)
+    return 1.0 / (1.0 + np.exp(-(d_n - d_b) / float(temperature)))
+
+
+class SiameseFlagger(netcore.NetworkFlagger):
+    """Siamese-network flagger (options as for every network flagger)."""
+
+    name = "siamese"
+    FORMAT = FORMAT
+    DEFAULT_WEIGHTS = DEFAULT_WEIGHTS
+    CHANNELS = 1
+    CARD = "SIA"
+
+    @classmethod
+    def build(cls, metadata, precision):
+        return build_embedding(int(metadata.get("input_size", netcore.INPUT_SIZE)), precision)
+
+    def probability(self, outputs, metadata):
+        return prototype_probability(outputs, metadata["prototype_blend"],
+                                     metadata["prototype_not_blend"], metadata["temperature"])
+
+    @classmethod
+    def train(cls, config_path, out, **kwargs):
+        return train_siamese(config_path, out, **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class SiameseTrainConfig:
+    """Training settings (``configs/train_siamese.yaml``); data keys as for VGG16."""
+
+    method: str = "siamese"
+    datasets: list[str] = field(default_factory=lambda: ["great3", "euclid"])
+    n_train: int = 20000
+    n_val: int = 4000
+    noise: str | float = "grid"
+    seed: int = 4000
+    epochs: int = 8
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    margin: float = 1.0
+    temperature: float = 0.1
+    n_reference: int = 200
+    input_size: int = 48
+    precision: str = "float32"
+    augment: bool = True
+    train_seed: int = 0
+
+    def validate(self, where: str) -> None:
+        _check(self.method == "siamese", f"{where}.method", "must be siamese")
+        _check(self.n_train >= 4 and self.n_val >= 4, f"{where}.n_train", "too small")
+        _check(self.epochs >= 1, f"{where}.epochs", "must be at least 1")
+        _check(0 < self.margin <= 2, f"{where}.margin", "must be in (0, 2] (unit embeddings)")
+        _check(self.temperature > 0, f"{where}.temperature", "must be positive")
+        _check(self.n_reference >= 1, f"{where}.n_reference", "must be at least 1")
+
+
+def _load_config(path, overrides):
+    data = dict(load_yaml(path), **(overrides or {}))
+    data.setdefault("method", "siamese")
+    try:
+        return from_mapping(SiameseTrainConfig, data)
+    except ConfigError as exc:
+        raise ConfigError(f"config error in {Path(path).name}: {exc}") from None
+
+
+def train_siamese(config_path, out, resume=False, max_minutes=None, quiet=False, workdir=None,
+                  overrides=None) -> dict:
+    """Train the twin embedding with the contrastive loss; write the weights file.
+
+    Each epoch pairs every training stamp with a randomly chosen partner
+    (balanced between same-class and different-class partners).
+    """
+    import keras
+    import tensorflow as tf
+
+    from blendflag.metrics import choose_threshold, recalls, roc_auc
+    from blendflag_plugins.nettrain import prepare_data, read_state, write_state
+
+    config = _load_config(config_path, overrides)
+    out = Path(out)
+    workdir = Path(workdir) if workdir else out.with_name(out.name + ".run")
+    state = read_state(workdir) if workdir.exists() else None
+    if state is not None and not resume:
+        raise BlendflagError(f"{workdir} holds a run; pass --resume or delete it")
+    if resume and state is None:
+        raise BlendflagError(f"nothing to resume in {workdir}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(config, workdir, quiet)
+    x = data["x_train"]
+    y = data["y_train"] > 0.5
+    keras.utils.set_random_seed(config.train_seed)
+    net = build_embedding(config.input_size, config.precision)
+    ckpt = workdir / "checkpoint.weights.h5"
+    if state is not None and ckpt.exists():
+        net.load_weights(ckpt)
+    else:
+        state = {"config": asdict(config), "epoch": 0, "history": []}
+    opt = keras.optimizers.Adam(config.learning_rate)
+    margin = tf.constant(config.margin, tf.float32)
+
+    def augment(img):
+        img = tf.image.random_flip_left_right(img)
+        img = tf.image.random_flip_up_down(img)
+        return tf.image.rot90(img, tf.random.uniform((), 0, 4, dtype=tf.int32))
+
+    @tf.function
+    def step(a, b, same):
+        if config.augment:
+            a = tf.map_fn(augment, a)
+            b = tf.map_fn(augment, b)
+        with tf.GradientTape() as tape:
+            fa, fb = net(a, training=True), net(b, training=True)
+            d = tf.sqrt(tf.reduce_sum((fa - fb) ** 2, axis=1) + 1e-9)
+            loss = tf.reduce_mean(same * d**2 + (1 - same) * tf.nn.relu(margin - d) ** 2)
+        grads = tape.gradient(loss, net.trainable_variables)
+        opt.apply_gradients(zip(grads, net.trainable_variables, strict=True))
+        return loss
+
+    idx_b, idx_n = np.nonzero(y)[0], np.nonzero(~y)[0]
+    start = time.time()
+    while state["epoch"] < config.epochs:
+        t0 = time.time()
+        rng = np.random.default_rng(config.train_seed + state["epoch"])
+        order = rng.permutation(len(x))
+        want_same = rng.random(len(x)) < 0.5
+        from_blends = np.where(want_same, y[order], ~y[order])
+        partner = np.where(from_blends, rng.choice(idx_b, len(x)), rng.choice(idx_n, len(x)))
+        same = want_same.astype(np.float32)
+        losses = []
+        for s in range(0, len(x), config.batch_size):
+            sl = slice(s, s + config.batch_size)
+            a = x[order[sl]].astype(np.float32)
+            b = x[partner[sl]].astype(np.float32)
+            losses.append(float(step(a, b, same[sl])))
+        state["epoch"] += 1
+        state["history"].append({"epoch": state["epoch"], "loss": float(np.mean(losses)),
+                                 "seconds": time.time() - t0})
+        net.save_weights(ckpt)
+        write_state(workdir, state)
+        if not quiet:
+            print(f"siamese epoch {state['epoch']}: contrastive loss {np.mean(losses):.4f}")
+        if max_minutes is not None and (time.time() - start) / 60 >= max_minutes:
+            return {"finished": False, "epochs": state["epoch"]}
+    predict = netcore.compiled_predict(net)
+    emb_val = netcore.run_batches(predict, data["x_val"].astype(np.float32), 256)
+    y_val = data["y_val"] > 0.5
+    # reference set: the first n_reference stamps of each class of the validation data
+    ref_b = np.nonzero(y_val)[0][: config.n_reference]
+    ref_n = np.nonzero(~y_val)[0][: config.n_reference]
+    proto_b, proto_n = emb_val[ref_b].mean(axis=0), emb_val[ref_n].mean(axis=0)
+    rest = np.ones(len(y_val), bool)
+    rest[ref_b] = rest[ref_n] = False
+    p = prototype_probability(emb_val[rest], proto_b, proto_n, config.temperature)
+    threshold = choose_threshold(p, y_val[rest])
+    val = recalls(p >= threshold, y_val[rest]) | {"auc": roc_auc(p, y_val[rest])}
+    meta = {"input_size": config.input_size, "threshold": threshold,
+            "prototype_blend": proto_b.tolist(), "prototype_not_blend": proto_n.tolist(),
+            "temperature": config.temperature, "training": asdict(config),
+            "epochs_trained": state["epoch"], "validation": val,
+            "method": "Siamese twin CNN, contrastive loss, class prototypes"}
+    netcore.save_weights(net, out, meta, FORMAT)
+    state["finished"] = True
+    write_state(workdir, state)
+    return {"finished": True, "epochs": state["epoch"], "val": val, "threshold": threshold,
+            "out": str(out)}
+
+
+@hookimpl
+def blendflag_register_flaggers():
+    return [SiameseFlagger]

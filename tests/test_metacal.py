@@ -1,0 +1,275 @@
+"""The metacalibration engines: GalSim (built in) and ngmix (when it imports)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from blendflag.config import PipelineConfig, ShearConfig
+from blendflag.pipeline import Context, stage_measure_shear
+from blendflag.plugins import get_plugin_manager, get_shear_engines
+from blendflag.shear import (
+    MCAL_EMPTY_STAMP,
+    MCAL_NONFINITE_STAMP,
+    METACAL_VERSIONS,
+    MetacalResult,
+    bench_shear_engines,
+    isolated_galaxy_pairs,
+    selection_statistics,
+    shear_response,
+)
+
+galsim = pytest.importorskip("galsim")
+
+from blendflag_plugins.metacal_galsim import GalSimMetacal, round_target_psf  # noqa: E402
+
+TRUE_G1 = 0.02
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    """40 noiseless rotated pairs, PSF elongated along g2 (leaks into c if mishandled)."""
+    return isolated_galaxy_pairs(40, np.random.default_rng(11), true_shear=(TRUE_G1, 0.0),
+                                 psf_shear=(0.0, 0.02))
+
+
+@pytest.fixture(scope="module")
+def noiseless_result(pairs):
+    return GalSimMetacal(ShearConfig()).measure(
+        pairs.stamps, pairs.psf, pairs.pixel_scale, 0.0, np.random.default_rng(1)
+    )
+
+
+def test_engines_are_registered_as_plugins():
+    engines = get_shear_engines(get_plugin_manager())
+    assert engines["metacal"] is GalSimMetacal
+    assert GalSimMetacal.available()
+    assert "ngmix" in engines
+    try:
+        import ngmix  # noqa: F401
+    except ImportError:
+        assert not engines["ngmix"].available()
+    else:
+        assert engines["ngmix"].available()
+
+
+def test_register_shear_engines_hook_adds_a_third_party_engine():
+    from blendflag import hookimpl
+    from blendflag.errors import PluginError
+    from blendflag.shear import ShearEngine
+
+    class MyEngine(ShearEngine):
+        name = "mine"
+
+    class Plugin:
+        @hookimpl
+        def blendflag_register_shear_engines(self):
+            return [MyEngine]
+
+    pm = get_plugin_manager(extra_plugins=[("mine", Plugin())])
+    lists = pm.hook.blendflag_register_shear_engines()
+    assert [MyEngine] in lists and [GalSimMetacal] in lists
+    assert get_shear_engines(pm)["mine"] is MyEngine
+
+    class Clash(Plugin):
+        @hookimpl
+        def blendflag_register_shear_engines(self):
+            return [type("Other", (ShearEngine,), {"name": "metacal"})]
+
+    with pytest.raises(PluginError, match="two plugins register a shear engine named 'metacal'"):
+        get_shear_engines(get_plugin_manager(extra_plugins=[("clash", Clash())]))
+
+
+def test_result_table_columns(noiseless_result, pairs):
+    table = noiseless_result.table
+    for version in METACAL_VERSIONS:
+        assert f"G1_{version.upper()}" in table.colnames
+        assert f"G2_{version.upper()}" in table.colnames
+    assert len(table) == len(pairs.stamps)
+    assert (table["MCAL_FLAGS"] == 0).all()
+    assert np.isfinite(table["T_NOSHEAR"]).all()
+    # noiseless: infinite signal-to-noise
+    assert np.isinf(table["S2N_NOSHEAR"]).all()
+    # T in arcsec^2: galaxy (hlr 0.3-0.7") convolved with a ~0.8" FWHM kernel
+    assert 0.1 < np.median(table["T_NOSHEAR"]) < 2.0
+    assert noiseless_result.images is None
+
+
+def test_noiseless_rotated_pairs_recover_the_shear(noiseless_result, pairs):
+    """m within 4 bootstrap sigma plus the estimator's known cubic-order floor.
+
+    <e>/R has a term of order g^3 that metacal does not remove: with these
+    galaxies m is +1.06 g^2 (measured at g = 0.01, 0.02, 0.04, with steps
+    0.01 and 0.005: it scales as g^2 and does not depend on the step). The
+    floor 2 g^2 = 8e-4 at g = 0.02 leaves room for that and nothing more:
+    any percent-level error in the response fails.
+    """
+    entry = selection_statistics(noiseless_result.table, "all", step=0.01,
+                                 true_shear=pairs.true_shear, rng=np.random.default_rng(2),
+                                 n_bootstrap=200, pair_id=pairs.pair_id)
+    floor = 2.0 * TRUE_G1**2
+    assert abs(entry["m"]) < 4 * entry["m_err"] + floor
+    assert abs(entry["c"]) < 4 * entry["c_err"] + 1e-5
+    assert entry["m_err"] < 1e-3  # pairs cancel the shape noise
+
+
+def test_response_is_positive_and_sensible(noiseless_result):
+    R = shear_response(noiseless_result.table, step=0.01)
+    # the distortion of a resolved galaxy responds to shear with R ~ 2 (1 - e^2) x resolution
+    assert 0.5 < R[0, 0] < 1.6
+    # R11 - R22 of one object goes with e2^2 - e1^2 (rms ~0.1 here), so 40
+    # independent shapes agree to a few percent only
+    assert R[1, 1] == pytest.approx(R[0, 0], rel=0.1)
+    assert abs(R[0, 1]) < 0.05 * R[0, 0] and abs(R[1, 0]) < 0.05 * R[0, 0]
+
+
+def test_noisy_stamps_with_noise_correction_and_images(pairs):
+    rng = np.random.default_rng(5)
+    sigma = 10.0
+    stamps = pairs.stamps[:6] + rng.normal(0.0, sigma, pairs.stamps[:6].shape).astype(np.float32)
+    result = GalSimMetacal(ShearConfig()).measure(stamps, pairs.psf, pairs.pixel_scale, sigma,
+                                                  rng, return_images=True)
+    assert isinstance(result, MetacalResult)
+    assert result.good.all()
+    assert result.meta["fixnoise"] is True
+    s2n = np.asarray(result.table["S2N_NOSHEAR"])
+    # flux 1e4 ADU, sigma 10 ADU: S/N of order 50-100 (fixnoise doubles the variance)
+    assert np.all((s2n > 20) & (s2n < 200))
+    assert set(result.images) == set(METACAL_VERSIONS)
+    for version in METACAL_VERSIONS:
+        assert result.images[version].shape == stamps.shape
+        assert result.images[version].dtype == np.float32
+    noshear = result.images["noshear"]
+    # flux is preserved and the object stays at the centre
+    assert noshear.sum(axis=(1, 2)) == pytest.approx(stamps.sum(axis=(1, 2)), rel=0.1)
+    centre = stamps.shape[1] // 2
+    peaks = np.array([np.unravel_index(np.argmax(im), im.shape) for im in noshear])
+    assert np.all(np.abs(peaks - centre) <= 2)
+    # the noise correction adds noise: the corner rms grows by about sqrt(2) x (correlated)
+    corner = noshear[:, :10, :10]
+    assert corner.std() > 0.5 * sigma
+
+
+def test_bad_stamps_are_flagged_not_raised(pairs):
+    stamps = pairs.stamps[:4].copy()
+    stamps[1] = 0.0
+    stamps[2, 10, 10] = np.nan
+    result = GalSimMetacal(ShearConfig()).measure(stamps, pairs.psf, pairs.pixel_scale,
+                                                  np.array([0.0, 0.0, 0.0, 0.0]),
+                                                  np.random.default_rng(0))
+    flags = np.asarray(result.table["MCAL_FLAGS"])
+    assert flags[0] == 0 and flags[3] == 0
+    assert flags[1] & MCAL_EMPTY_STAMP
+    assert flags[2] & MCAL_NONFINITE_STAMP
+    assert np.isnan(result.table["G1_NOSHEAR"][1]) and np.isnan(result.table["T_NOSHEAR"][2])
+
+
+def test_failures_inside_the_engine_become_flags(pairs, monkeypatch):
+    from blendflag.shear import MCAL_ENGINE_FAILED, MCAL_MOMENTS_FAILED, MCAL_RENDER_FAILED
+
+    real_images = GalSimMetacal._metacal_images
+    real_moments = galsim.hsm.FindAdaptiveMom
+    calls = {"images": 0, "moments": 0}
+
+    def images(self, *args):
+        calls["images"] += 1
+        if calls["images"] == 1:
+            raise galsim.GalSimFFTSizeError("too big", 1 << 20)
+        if calls["images"] == 2:
+            raise KeyError("anything else")
+        return real_images(self, *args)
+
+    def moments(image, **kwargs):
+        calls["moments"] += 1
+        if calls["moments"] == 3:  # the 1m version of the third object
+            kwargs["hsmparams"] = galsim.hsm.HSMParams(max_mom2_iter=1)
+        return real_moments(image, **kwargs)
+
+    monkeypatch.setattr(GalSimMetacal, "_metacal_images", images)
+    monkeypatch.setattr(galsim.hsm, "FindAdaptiveMom", moments)
+    result = GalSimMetacal(ShearConfig()).measure(pairs.stamps[:4], pairs.psf,
+                                                  pairs.pixel_scale, 0.0, np.random.default_rng(0))
+    flags = list(result.table["MCAL_FLAGS"])
+    assert flags == [MCAL_RENDER_FAILED, MCAL_ENGINE_FAILED, MCAL_MOMENTS_FAILED, 0]
+    assert np.isnan(result.table["G1_NOSHEAR"][2])
+
+
+def test_reconvolution_psf_is_round_and_below_the_psf(pairs):
+    psf = galsim.InterpolatedImage(galsim.ImageD(pairs.psf, scale=pairs.pixel_scale),
+                                   x_interpolant="lanczos15")
+    target = round_target_psf(psf)
+    assert isinstance(target, galsim.Gaussian)
+    # larger than the PSF in real space...
+    psf_sigma = galsim.hsm.FindAdaptiveMom(galsim.ImageD(pairs.psf, scale=1.0)).moments_sigma
+    assert target.sigma / pairs.pixel_scale > psf_sigma
+    # ...so below it in Fourier space where the PSF has little power left
+    k = np.linspace(2.0, psf.maxk, 40)
+    for angle in (0.0, 0.7, 1.4):
+        p = np.array([psf.kValue(galsim.PositionD(kk * np.cos(angle), kk * np.sin(angle))).real
+                      for kk in k])
+        t = np.array([target.kValue(galsim.PositionD(kk, 0.0)).real for kk in k])
+        assert np.all(t[p < 0.1] < p[p < 0.1])
+
+
+def test_pipeline_stage_runs_the_engine(pairs):
+    context = Context(config=PipelineConfig(), pm=get_plugin_manager())
+    context.stamps = pairs.stamps[:4]
+    context.psf = pairs.psf
+    context.shear_engine = "metacal"
+    context.results["noise_sigma"] = 0.0
+    context.results["pixel_scale"] = pairs.pixel_scale
+    stage_measure_shear(context)
+    result = context.results["shear"]
+    assert result.engine == "metacal"
+    assert result.good.all()
+    assert result.meta["pixel_scale"] == pytest.approx(pairs.pixel_scale)
+
+
+def test_bench_shear_engines():
+    rows = bench_shear_engines(n=4, rng=np.random.default_rng(0), names=["metacal"])
+    assert [r["name"] for r in rows] == ["metacal"]
+    assert rows[0]["stage"] == "shear engine metacal"
+    assert rows[0]["objects_per_s"] > 0 and rows[0]["n"] == 4 and rows[0]["n_flagged"] == 0
+
+
+def test_ngmix_engine_agrees_with_galsim(pairs):
+    pytest.importorskip("ngmix", reason="ngmix is not installed (it is not on PyPI)")
+    from blendflag_plugins.ngmix_engine import NgmixMetacal
+
+    stamps = pairs.stamps[:8]
+    ours = GalSimMetacal(ShearConfig()).measure(stamps, pairs.psf, pairs.pixel_scale, 0.0,
+                                                np.random.default_rng(0))
+    # the same reconvolution kernel in both, so only the two codes differ
+    psf = galsim.InterpolatedImage(galsim.ImageD(pairs.psf, scale=pairs.pixel_scale),
+                                   x_interpolant="lanczos15")
+    theirs = NgmixMetacal(ShearConfig(), psf=round_target_psf(psf)).measure(
+        stamps, pairs.psf, pairs.pixel_scale, 0.0, np.random.default_rng(0)
+    )
+    assert theirs.good.all()
+    a, b = ours.table, theirs.table
+    # Admom converges to |de| < 1e-5 (its etol): agreement to that level
+    np.testing.assert_allclose(a["G1_NOSHEAR"], b["G1_NOSHEAR"], atol=2e-5)
+    np.testing.assert_allclose(a["G2_NOSHEAR"], b["G2_NOSHEAR"], atol=2e-5)
+    np.testing.assert_allclose(a["T_NOSHEAR"], b["T_NOSHEAR"], rtol=1e-4)
+    Ra = (a["G1_1P"] - a["G1_1M"]) / 0.02
+    Rb = (b["G1_1P"] - b["G1_1M"]) / 0.02
+    np.testing.assert_allclose(Ra, Rb, atol=2e-3)
+    # and with ngmix's own default kernel the images still measure a shear
+    default = NgmixMetacal(ShearConfig()).measure(stamps, pairs.psf, pairs.pixel_scale, 0.0,
+                                                  np.random.default_rng(0))
+    assert default.good.all()
+    assert 0.5 < shear_response(default.table)[0, 0] < 1.6
+
+
+def test_ngmix_engine_flags_bad_stamps(pairs):
+    pytest.importorskip("ngmix", reason="ngmix is not installed (it is not on PyPI)")
+    from blendflag_plugins.ngmix_engine import NgmixMetacal
+
+    stamps = pairs.stamps[:3].copy()
+    stamps[0] = 0.0
+    stamps[1, 3, 3] = np.inf
+    result = NgmixMetacal(ShearConfig()).measure(stamps, pairs.psf, pairs.pixel_scale, 5.0,
+                                                 np.random.default_rng(0), return_images=True)
+    flags = np.asarray(result.table["MCAL_FLAGS"])
+    assert flags[0] & MCAL_EMPTY_STAMP and flags[1] & MCAL_NONFINITE_STAMP and flags[2] == 0
+    assert result.images["1p"].shape == stamps.shape
