@@ -21,6 +21,7 @@ BUILTIN_COMMANDS = (
     "blendflag.commands.simulate",
     "blendflag.commands.train",
     "blendflag.commands.evaluate",
+    "blendflag.commands.compare",
     "blendflag.commands.bench",
 )
 

@@ -136,8 +136,10 @@ def stage_detect(context: Context) -> None:
 
 def stage_cutout(context: Context) -> None:
     """Check positions against the image; cut stamps when a flagger or engine needs them."""
-    needed = context.shear_engine is not None or any(
-        f.needs_stamps for f in context.flagger_objects
+    needed = (
+        context.results.get("needs_stamps", False)
+        or context.shear_engine is not None
+        or any(f.needs_stamps for f in context.flagger_objects)
     )
     if context.image is None or context.table is None:
         return

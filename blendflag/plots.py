@@ -79,3 +79,37 @@ def plot_evaluation(results: dict, path, title: str | None = None) -> Path:
         ax.legend(fontsize=9, loc="lower right")
     fig.suptitle(title or f"{results['n']} stamps", fontsize=12)
     return save_figure(fig, path)
+
+
+def plot_compare(results: dict, path) -> Path:
+    """m and c per selection with error bars, and the fraction of sources each keeps."""
+    plt = _pyplot()
+    rows = results["selections"]
+    names = [r["name"] for r in rows]
+    y = np.arange(len(rows))[::-1]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 1.2 + 0.7 * len(rows)), sharey=True,
+                             layout="constrained")
+    for ax, key, label in ((axes[0], "m", "multiplicative bias m"),
+                           (axes[1], "c", "additive bias c")):
+        vals = [r[key] if r[key] is not None else np.nan for r in rows]
+        errs = [r[f"{key}_err"] if r[f"{key}_err"] is not None else 0 for r in rows]
+        ax.errorbar(vals, y, xerr=errs, fmt="o", color="C0", capsize=3, label="with R_S")
+        if key == "m":
+            nors = [r.get("m_noRS") if r.get("m_noRS") is not None else np.nan for r in rows]
+            nors_err = [r.get("m_noRS_err") or 0 for r in rows]
+            ax.errorbar(nors, y - 0.15, xerr=nors_err, fmt="s", color="C1", capsize=3,
+                        mfc="none", label="without R_S")
+            ax.legend(fontsize=8, loc="best")
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    kept = [r.get("fraction_kept") or 0 for r in rows]
+    axes[2].barh(y, kept, color="C2")
+    for yi, k in zip(y, kept, strict=True):
+        axes[2].text(min(k, 0.98), yi, f" {k:.3f}", va="center", ha="right" if k > 0.9 else "left")
+    axes[2].set_xlim(0, 1)
+    axes[2].set_xlabel("fraction of sources kept")
+    axes[0].set_yticks(y, names)
+    truth = results.get("true_shear")
+    fig.suptitle(f"shear three ways ({results['engine']}; true shear {truth})", fontsize=11)
+    return save_figure(fig, path)

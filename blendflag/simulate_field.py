@@ -6,10 +6,12 @@ natural blends occur), each given its intrinsic shape, then the lensing shear
 convolved with the PSF and the pixel and added to the image; Gaussian noise of
 sigma ``noise_sigma`` (ADU) is added last.
 
-With ``rotated_pairs=True`` the image is split into a left and a right half:
-the right half holds the same galaxies at the same positions relative to its
-origin, each intrinsic shape rotated by 90 degrees (``(e1, e2) -> (-e1, -e2)``),
-so intrinsic shape noise cancels in pair averages. ``PAIR_ID`` links the two.
+With ``rotated_pairs=True`` the image is two square halves side by side: the
+right half holds the left half's scene rotated by 90 degrees about its centre
+(positions rotated, each intrinsic shape rotated: ``(e1, e2) -> (-e1, -e2)``),
+then sheared like the left. Intrinsic shape noise cancels in pair averages,
+for blended galaxies too (their light rotates with them, and a 90-degree turn
+maps the pixel grid onto itself). ``PAIR_ID`` links the two members.
 
 ``OVERLAPS`` uses the stamps' blend criterion (:mod:`blendflag.simulate`): a
 galaxy's footprint is where its own noiseless image exceeds the isophote of
@@ -73,17 +75,12 @@ def parse_shear(text) -> tuple[float, float]:
     return g1, g2
 
 
-def field_size(config: DatasetConfig, n_galaxies: int, rotated_pairs: bool = False) -> int:
-    """Side of a square field, in pixels: the preset's ``field.size`` or one from the density."""
+def field_size(config: DatasetConfig, n_galaxies: int) -> int:
+    """Side of a square field (or half-field), in pixels: ``field.size`` or from the density."""
     if config.field.size:
-        size = config.field.size
-    else:
-        area_arcmin2 = n_galaxies / config.field.density
-        size = math.ceil(math.sqrt(area_arcmin2) * 60.0 / config.pixel_scale)
-        size = max(size, 64)
-    if rotated_pairs and size % 2:
-        size += 1
-    return int(size)
+        return int(config.field.size)
+    area_arcmin2 = n_galaxies / config.field.density
+    return max(math.ceil(math.sqrt(area_arcmin2) * 60.0 / config.pixel_scale), 64)
 
 
 def _stamp_side(config: DatasetConfig, hlr_arcsec: float) -> int:
@@ -243,28 +240,33 @@ def simulate_field(dataset, n_galaxies=None, shear=(0.0, 0.0), seed=0, rotated_p
             raise BlendflagError(f"noise must be a number >= 0 (ADU), got {noise!r}") from None
         if not (math.isfinite(sigma) and sigma >= 0):
             raise BlendflagError(f"noise must be a number >= 0 (ADU), got {noise!r}")
+    n_draw = n // 2 if rotated_pairs else n
     if size is None:
-        side = field_size(config, n, rotated_pairs)
+        side = field_size(config, n_draw)
     else:
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 32:
             raise BlendflagError(f"size must be an integer >= 32 pixels, got {size!r}")
-        side = int(size) + (1 if rotated_pairs and size % 2 else 0)
+        side = int(size)
     margin = config.field.margin
-    width = side // 2 if rotated_pairs else side
-    if width - 2 * margin < 2 or side - 2 * margin < 2:
+    # rotated pairs: two square halves side by side, the right one the left rotated by 90 deg
+    nx_img, ny_img = (2 * side, side) if rotated_pairs else (side, side)
+    if side - 2 * margin < 2:
         raise BlendflagError(f"field of {side} pixels is too small for margin {margin}")
 
     rng = np.random.default_rng(int(seed))
-    n_draw = n // 2 if rotated_pairs else n
     params = [sample_galaxy(rng, config.galaxy) for _ in range(n_draw)]
-    xs = rng.uniform(margin + 0.5, width - margin + 0.5, n_draw)
+    xs = rng.uniform(margin + 0.5, side - margin + 0.5, n_draw)
     ys = rng.uniform(margin + 0.5, side - margin + 0.5, n_draw)
     rotated = np.zeros(n, dtype=bool)
     pair_id = np.full(n, -1, dtype=np.int32)
     if rotated_pairs:
+        # the whole left scene rotated by 90 degrees about its centre (a pixel
+        # corner or centre, so the pixel grid maps onto itself): shapes e -> -e,
+        # and blends rotate with their galaxies, so blended shapes cancel too
+        centre = (side + 1) / 2.0
         params = params + [dict(p, g1=-p["g1"], g2=-p["g2"]) for p in params]
-        xs = np.concatenate([xs, xs + width])
-        ys = np.concatenate([ys, ys])
+        xs, ys = (np.concatenate([xs, side + centre - (ys - centre)]),
+                  np.concatenate([ys, centre + (xs - centre)]))
         rotated[n_draw:] = True
         pair_id[:] = np.tile(np.arange(n_draw, dtype=np.int32), 2)
 
@@ -278,7 +280,7 @@ def simulate_field(dataset, n_galaxies=None, shear=(0.0, 0.0), seed=0, rotated_p
         from blendflag.commands.common import progress as make_bar
 
         bar = make_bar(total=n, desc="field", unit="gal")
-    image = np.zeros((side, side), dtype=np.float32)
+    image = np.zeros((ny_img, nx_img), dtype=np.float32)
     footprints = [None] * n
     waiting = {}  # chunks that finished early, keyed by first galaxy index
     state = {"next": 0}
@@ -292,8 +294,13 @@ def simulate_field(dataset, n_galaxies=None, shear=(0.0, 0.0), seed=0, rotated_p
             chunk = waiting.pop(start)
             for k, (x0, y0, arr, fx0, fy0, mask) in enumerate(chunk):
                 footprints[start + k] = (fx0, fy0, mask)
-                xa, ya = max(x0, 1), max(y0, 1)
-                xb, yb = min(x0 + arr.shape[1] - 1, side), min(y0 + arr.shape[0] - 1, side)
+                # each half is its own scene: light is clipped at its edges, so the
+                # right half stays an exact 90-degree turn of the left
+                lo, hi = (1, nx_img) if not rotated_pairs else (
+                    (1, side) if start + k < n_draw else (side + 1, nx_img))
+                xa, ya = max(x0, lo), max(y0, 1)
+                xb = min(x0 + arr.shape[1] - 1, hi)
+                yb = min(y0 + arr.shape[0] - 1, ny_img)
                 if xa <= xb and ya <= yb:
                     image[ya - 1:yb, xa - 1:xb] += arr[ya - y0:yb - y0 + 1,
                                                        xa - x0:xb - x0 + 1]
@@ -306,7 +313,7 @@ def simulate_field(dataset, n_galaxies=None, shear=(0.0, 0.0), seed=0, rotated_p
     finally:
         if bar is not None:
             bar.close()
-    best, count = _overlaps(footprints, n, side, side)
+    best, count = _overlaps(footprints, n, nx_img, ny_img)
     if sigma > 0:
         image += (rng.standard_normal(image.shape, dtype=np.float32) * np.float32(sigma))
         weight = np.full(image.shape, 1.0 / sigma ** 2, dtype=np.float32)

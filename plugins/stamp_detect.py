@@ -59,6 +59,11 @@ def classify_stamps(stamps, backend: str = "sep", match_radius: float = 5.0, noi
 
         catalogues = detect_stamps_with_binary(stamps - background[:, None, None], sigma, config)
     elif backend == "sep":
+        import sep
+
+        # sep allocates its pixel stack on every call: a full-image size (set by
+        # the detector) would make each small stamp cost a huge allocation
+        sep.set_extract_pixstack(max(4 * stamps.shape[1] * stamps.shape[2], 10_000))
         catalogues = [_detect_one_sep(s - b, float(sg), config)
                       for s, b, sg in zip(stamps, background, sigma, strict=True)]
     else:

@@ -261,13 +261,16 @@ def test_field_shear_is_applied_round_galaxies(shear):
 
 def test_field_shear_rotated_pairs_cancel_shape_noise():
     config = _isolated_round_config()  # intrinsic shapes with sigma 0.25
-    field = simulate_field(config, 60, shear=(0.02, 0.0), seed=4, noise=0, size=1000,
+    field = simulate_field(config, 60, shear=(0.02, 0.0), seed=4, noise=0, size=700,
                            rotated_pairs=True)
     truth = field.truth
     half = len(truth) // 2
+    assert field.image.shape == (700, 1400)
     np.testing.assert_array_equal(truth["PAIR_ID"][:half], truth["PAIR_ID"][half:])
     np.testing.assert_allclose(truth["E1_INTRINSIC"][half:], -truth["E1_INTRINSIC"][:half])
-    np.testing.assert_allclose(truth["X"][half:] - truth["X"][:half], 500.0)
+    c = 350.5  # the scene turns by 90 degrees about the left half's centre
+    np.testing.assert_allclose(truth["X"][half:], 700 + c - (truth["Y"][:half] - c))
+    np.testing.assert_allclose(truth["Y"][half:], c + (truth["X"][:half] - c))
     assert not truth["ROTATED"][:half].any() and truth["ROTATED"][half:].all()
     assert np.std(truth["E1_INTRINSIC"]) > 0.1
     iso = _isolated(truth)
@@ -277,6 +280,18 @@ def test_field_shear_rotated_pairs_cancel_shape_noise():
     g1, g2 = _measure_shear(field, rows)
     assert g1 == pytest.approx(0.02, rel=0.05)
     assert abs(g2) < 1.5e-3
+
+
+def test_rotated_half_is_the_left_half_turned_by_90_degrees():
+    """Without shear, the right half is the left half rotated on the pixel grid, blends too."""
+    field = simulate_field("cfis", 400, shear=(0.0, 0.0), seed=5, noise=0, rotated_pairs=True)
+    ny, nx = field.image.shape
+    assert nx == 2 * ny
+    left, right = field.image[:, :ny], field.image[:, ny:]
+    np.testing.assert_allclose(right, np.rot90(left, -1), atol=1e-4 * left.max())
+    overlaps = np.asarray(field.truth["OVERLAPS"]) >= 0
+    assert overlaps.any()  # natural blends exist, and rotate with their galaxies
+    np.testing.assert_array_equal(overlaps[:200], overlaps[200:])
 
 
 def test_field_products_and_natural_blends():

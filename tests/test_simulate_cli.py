@@ -121,7 +121,7 @@ def test_simulate_field_writes_directory(tmp_path, capsys):
         assert hdul[0].header["SHEAR1"] == 0.02 and hdul[0].header["ROTPAIRS"]
         assert truth["ROTATED"].sum() == 15
     with fits.open(out / "image.fits") as hdul:
-        assert hdul[0].data.shape == (300, 300) and hdul[0].header["SEED"] == 4
+        assert hdul[0].data.shape == (300, 600) and hdul[0].header["SEED"] == 4
 
 
 @pytest.mark.parametrize("args, match", [

@@ -53,11 +53,13 @@ def register(cli) -> None:
                         help="reduced shear applied to every galaxy, e.g. 0.02,0")
     parser.add_argument("--seed", required=True, type=int, metavar="S", help="random seed")
     parser.add_argument("--rotated-pairs", action="store_true",
-                        help="right half = left half with every galaxy rotated by 90 degrees")
+                        help="add a right half: the left half's scene turned by 90 degrees "
+                             "(cancels shape noise)")
     parser.add_argument("--noise", type=float, metavar="SIGMA",
                         help="Gaussian noise sigma in ADU (default: the preset's default_noise)")
     parser.add_argument("--size", type=int, metavar="PIX",
-                        help="side of the square image in pixels (default: from the density)")
+                        help="side of the square image (of each half with --rotated-pairs), "
+                             "pixels (default: from the density)")
     parser.add_argument("--workers", type=int, metavar="N", help="worker processes")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")

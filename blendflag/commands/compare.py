@@ -1,0 +1,135 @@
+"""``blendflag-shear compare``: the shear measured three ways, with R, m and c."""
+
+from __future__ import annotations
+
+from blendflag.commands.common import (
+    check_output_path,
+    load_config,
+    make_flaggers,
+    network_overrides,
+    write_json,
+)
+from blendflag.compare import (
+    DEFAULT_DATASET,
+    DEFAULT_N_GALAXIES,
+    DEFAULT_NOISE,
+    DEFAULT_SEED,
+    DEFAULT_SHEAR,
+)
+from blendflag.errors import BlendflagError
+
+
+def register(cli) -> None:
+    parser = cli.add_command(
+        "compare", func=run,
+        help="measure the shear with all sources and without each flagger's blends",
+        description="With no input it simulates a CFIS-like field with shear (0.02, 0) and "
+                    "90-degree rotated pairs, detects, flags with every registered flagger, "
+                    "runs metacalibration and reports R, g, m and c per selection (with and "
+                    "without the selection response R_S). With --image/--psf it runs on your "
+                    "data (m and c are null without a true shear).",
+    )
+    data = parser.add_argument_group("your data")
+    data.add_argument("--image", metavar="FITS", help="science image")
+    data.add_argument("--catalogue", metavar="FITS", help="SExtractor catalogue (else detect)")
+    data.add_argument("--psf", metavar="FITS", help="PSF image at the image's pixel scale")
+    data.add_argument("--weight", metavar="FITS", help="weight map (noise and masking)")
+    data.add_argument("--pixel-scale", type=float, metavar="ARCSEC",
+                      help="pixel scale when the header has no WCS")
+    sim = parser.add_argument_group("simulated field (the default)")
+    sim.add_argument("--dataset", default=None, help=f"preset [default: {DEFAULT_DATASET}]")
+    sim.add_argument("--n-galaxies", type=int, help=f"[default: {DEFAULT_N_GALAXIES}]")
+    sim.add_argument("--shear", help="G1,G2 [default: 0.02,0]")
+    sim.add_argument("--seed", type=int, default=DEFAULT_SEED, help="[default: 1]")
+    sim.add_argument("--noise", type=float, help=f"noise sigma, ADU [default: {DEFAULT_NOISE}]")
+    parser.add_argument("--engine", default=None,
+                        help="auto (ngmix when it imports, else metacal), metacal or ngmix")
+    parser.add_argument("--flaggers", metavar="NAMES",
+                        help="comma-separated flaggers [default: every registered flagger "
+                             "whose model is available]")
+    parser.add_argument("--weights", metavar="PATH", help="network weights, or name=path,...")
+    run_on = parser.add_mutually_exclusive_group()
+    run_on.add_argument("--workers", type=int, help="processes for metacalibration "
+                                                    "[default: the idle cores]")
+    run_on.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler to run on")
+    parser.add_argument("--bootstrap", type=int, metavar="N", help="bootstrap resamplings")
+    parser.add_argument("--json", metavar="PATH", help="write the results here")
+    parser.add_argument("--plot", metavar="PNG", help="m and c per selection")
+    parser.add_argument("--catalogue-out", metavar="FITS",
+                        help="annotated catalogue with blend and metacal columns")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _default_flaggers(pm, config):
+    """Every registered flagger that can be built here (a missing model is skipped)."""
+    from blendflag.plugins import get_flaggers
+
+    names = []
+    for name in sorted(get_flaggers(pm), key=lambda n: (n != "sextractor", n != "vgg16", n)):
+        try:
+            make_flaggers(pm, [name], config)
+        except BlendflagError:
+            continue
+        names.append(name)
+    return names
+
+
+def run(args, pm) -> int:
+    from blendflag.compare import file_input, print_table, run_compare, simulated_input
+    from blendflag.parallel import idle_cores
+    from blendflag.plugins import get_shear_engines
+    from blendflag.shear import select_engine
+
+    config = load_config(args)
+    user_data = args.image is not None or args.psf is not None or args.catalogue is not None
+    sim_opts = (args.dataset, args.n_galaxies, args.shear, args.noise)
+    if user_data:
+        if args.image is None or args.psf is None:
+            raise BlendflagError("your data needs both --image and --psf (and optionally "
+                                 "--catalogue, --weight)")
+        if any(v is not None for v in sim_opts):
+            raise BlendflagError("--dataset/--n-galaxies/--shear/--noise are for simulated "
+                                 "fields; leave them out with --image")
+    if args.n_galaxies is not None and args.n_galaxies < 2:
+        raise BlendflagError("--n-galaxies must be at least 2")
+    if args.workers is not None and args.workers < 1:
+        raise BlendflagError("--workers must be at least 1")
+    for path in (args.json, args.plot, args.catalogue_out):
+        if path:
+            check_output_path(path)
+    engine_cls = select_engine(get_shear_engines(pm), args.engine or config.shear.engine)
+    names = (args.flaggers.split(",") if args.flaggers else _default_flaggers(pm, config))
+    flaggers = make_flaggers(pm, names, config, network_overrides(names, args.weights))
+    workers = args.workers or idle_cores()
+    if user_data:
+        data = file_input(args.image, args.psf, args.catalogue, args.weight, args.pixel_scale)
+    else:
+        from blendflag.simulate_field import parse_shear
+
+        shear = parse_shear(args.shear) if args.shear else DEFAULT_SHEAR
+        data = simulated_input(args.dataset or DEFAULT_DATASET,
+                               args.n_galaxies or DEFAULT_N_GALAXIES, shear, args.seed,
+                               DEFAULT_NOISE if args.noise is None else args.noise,
+                               workers=workers, progress=not args.quiet)
+    result = run_compare(pm, config, data, flaggers, engine_cls, seed=args.seed,
+                         workers=workers, scheduler=args.scheduler, quiet=args.quiet,
+                         n_bootstrap=args.bootstrap)
+    print_table(result.json)
+    if args.json:
+        write_json(result.json, args.json)
+    if args.plot:
+        from blendflag.plots import plot_compare
+
+        plot_compare(result.json, args.plot)
+    if args.catalogue_out:
+        from blendflag.catalog import write_annotated, write_ldac
+
+        ctx = result.context
+        if ctx.catalogue is not None:
+            write_annotated(ctx.catalogue, ctx.annotation, args.catalogue_out)
+        else:
+            table = ctx.table.copy()
+            for name, values in ctx.annotation.columns.items():
+                table[name] = values
+            write_ldac(table, args.catalogue_out, image_header=ctx.image_header)
+    return 0

@@ -1,0 +1,339 @@
+"""Shear three ways: all sources, and without the blends of each flagger.
+
+The comparison runs the catalogue pipeline (detect, cutout, flag_blends) and
+then metacalibration of every object, and computes one set of statistics per
+selection:
+
+``all``
+    every object measured without a metacal flag;
+``no_<flagger>_blends``
+    the objects the flagger does not call a blend.
+
+Selections follow metacalibration: a flagger's cut is applied to the metacal
+image of each version (noshear, 1p, 1m, 2p, 2m), so the selection response
+``R_S`` is measured (design.md section 4). The catalogue columns
+``BLEND_<NAME>`` are the flags on the original images (as ``flag`` writes
+them); ``MCAL_BLEND_<NAME>`` are the flags on the noshear metacal images that
+the selections use.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from astropy.table import Table
+
+from blendflag.errors import BlendflagError, CatalogueError
+from blendflag.pipeline import Context, run_pipeline
+
+#: The default `compare` run: a CFIS-like field with a known shear.
+DEFAULT_DATASET = "cfis"
+DEFAULT_SHEAR = (0.02, 0.0)
+DEFAULT_SEED = 1
+#: Galaxies of the default field (half of them the 90-degree rotated copies).
+DEFAULT_N_GALAXIES = 10000
+#: Noise sigma of the default field (ADU): the CFIS preset's lowest level.
+DEFAULT_NOISE = 5.0
+#: Largest distance (pixels) between a detection and a true galaxy to match them.
+MATCH_RADIUS = 2.0
+
+
+@dataclass
+class FieldInput:
+    """The image data `compare` works on.
+
+    Attributes
+    ----------
+    image, weight, psf : numpy.ndarray
+        Science image (ADU), inverse-variance weight (or None), PSF image.
+    header : astropy.io.fits.Header or None
+    pixel_scale : float
+        Arcsec per pixel.
+    catalogue : blendflag.catalog.Catalogue or None
+        A user catalogue; None detects sources.
+    true_shear : tuple or None
+        The applied shear of a simulated field.
+    truth : astropy.table.Table or None
+        The simulated galaxies (positions, PAIR_ID).
+    noise_sigma : float or None
+        Known noise sigma (ADU), for simulated fields.
+    description : dict
+        Where the data came from (for the JSON).
+    """
+
+    image: np.ndarray
+    weight: np.ndarray | None
+    psf: np.ndarray
+    header: object = None
+    pixel_scale: float = 1.0
+    catalogue: object = None
+    true_shear: tuple | None = None
+    truth: Table | None = None
+    noise_sigma: float | None = None
+    description: dict = field(default_factory=dict)
+
+
+def simulated_input(dataset=DEFAULT_DATASET, n_galaxies=DEFAULT_N_GALAXIES, shear=DEFAULT_SHEAR,
+                    seed=DEFAULT_SEED, noise=DEFAULT_NOISE, workers=None, progress=False):
+    """A simulated field with 90-degree rotated pairs, as :class:`FieldInput`."""
+    from blendflag.simulate import simulate_field
+
+    fld = simulate_field(dataset, n_galaxies=n_galaxies, shear=shear, seed=seed,
+                         rotated_pairs=True, noise=noise, workers=workers, progress=progress)
+    return FieldInput(image=fld.image, weight=fld.weight, psf=fld.psf, header=None,
+                      pixel_scale=fld.pixel_scale, true_shear=tuple(fld.shear), truth=fld.truth,
+                      noise_sigma=fld.noise_sigma,
+                      description={"dataset": fld.dataset, "n_galaxies": len(fld.truth),
+                                   "shear": list(fld.shear), "seed": seed,
+                                   "noise_sigma": fld.noise_sigma, "rotated_pairs": True,
+                                   "image_size": list(fld.image.shape[::-1])})
+
+
+def file_input(image, psf, catalogue=None, weight=None, pixel_scale=None):
+    """The user's image, PSF, optional catalogue and weight, as :class:`FieldInput`.
+
+    Raises
+    ------
+    CatalogueError
+        Unreadable files, a catalogue without positions or positions outside
+        the image, a PSF that is not a small 2-d image.
+    """
+    from pathlib import Path
+
+    from blendflag.catalog import read_catalogue, read_image
+    from blendflag.commands.common import load_image_and_weight
+    from blendflag.shear import pixel_scale_from_header
+    from blendflag.stamps import check_positions
+
+    img, wgt, header = load_image_and_weight(image, weight)
+    psf_img, psf_header = read_image(psf, "PSF image")
+    if not np.all(np.isfinite(psf_img)) or psf_img.sum() <= 0:
+        raise CatalogueError(f"PSF image {Path(psf).name} has NaN pixels or no positive flux")
+    if max(psf_img.shape) > 256:
+        raise CatalogueError(f"PSF image {Path(psf).name} is {psf_img.shape[1]}x"
+                             f"{psf_img.shape[0]}: expected a PSF stamp, not an image")
+    cat = None
+    if catalogue is not None:
+        cat = read_catalogue(catalogue)
+        for col in ("X_IMAGE", "Y_IMAGE"):
+            if col not in cat.colnames:
+                raise CatalogueError(f"{Path(catalogue).name} has no {col} column: "
+                                     "compare needs source positions")
+        x, y = cat.positions()
+        check_positions(x, y, img.shape)
+    scale = pixel_scale or pixel_scale_from_header(header) or pixel_scale_from_header(psf_header)
+    if scale is None:
+        raise CatalogueError("no pixel scale in the image header (CD/CDELT/PIXSCALE): "
+                             "give --pixel-scale")
+    return FieldInput(image=img, weight=wgt, psf=psf_img, header=header, pixel_scale=scale,
+                      catalogue=cat,
+                      description={"image": str(image), "psf": str(psf),
+                                   "catalogue": str(catalogue) if catalogue else None,
+                                   "weight": str(weight) if weight else None})
+
+
+def match_truth(table: Table, truth: Table, radius: float = MATCH_RADIUS) -> np.ndarray:
+    """Index of the true galaxy nearest each detection (within ``radius`` px), or -1."""
+    x = np.asarray(table["X_IMAGE"], dtype=float)
+    y = np.asarray(table["Y_IMAGE"], dtype=float)
+    tx = np.asarray(truth["X"], dtype=float)
+    ty = np.asarray(truth["Y"], dtype=float)
+    order = np.argsort(tx)
+    txs, tys = tx[order], ty[order]
+    out = np.full(len(x), -1, dtype=np.int64)
+    lo = np.searchsorted(txs, x - radius)
+    hi = np.searchsorted(txs, x + radius)
+    for i in range(len(x)):
+        if hi[i] > lo[i]:
+            d2 = (txs[lo[i]:hi[i]] - x[i]) ** 2 + (tys[lo[i]:hi[i]] - y[i]) ** 2
+            j = int(np.argmin(d2))
+            if d2[j] <= radius**2:
+                out[i] = order[lo[i] + j]
+    return out
+
+
+def pair_ids(table: Table, truth: Table | None) -> np.ndarray | None:
+    """Rotated-pair id of each detection (unique ids for unmatched ones), or None."""
+    if truth is None or "PAIR_ID" not in truth.colnames:
+        return None
+    match = match_truth(table, truth)
+    pid = np.where(match >= 0, np.asarray(truth["PAIR_ID"])[np.maximum(match, 0)], -1)
+    pid = pid.astype(np.int64)
+    unmatched = pid < 0
+    pid[unmatched] = pid.max(initial=0) + 1 + np.arange(unmatched.sum())
+    return pid
+
+
+@dataclass
+class CompareResult:
+    """Everything `compare` produces."""
+
+    json: dict
+    context: Context
+    metacal: object
+    selection_flags: dict
+
+
+def run_compare(pm, config, data: FieldInput, flaggers, engine_cls, *, seed: int = 0,
+                workers: int = 1, scheduler: str | None = None, quiet: bool = True,
+                n_bootstrap: int | None = None) -> CompareResult:
+    """Detect, flag, measure and compare the selections.
+
+    Parameters
+    ----------
+    pm : pluggy.PluginManager
+    config : blendflag.config.PipelineConfig
+    data : FieldInput
+    flaggers : list of blendflag.flaggers.Flagger
+    engine_cls : type
+        The shear engine class.
+    seed : int
+        Seed of the noise-correction fields and the bootstrap.
+    workers : int
+        Processes for metacalibration. [default: 1]
+    scheduler : str or None
+        Dask scheduler address for metacalibration chunks.
+    """
+    from blendflag.commands.common import progress
+    from blendflag.shear import METACAL_VERSIONS, measure_parallel, selection_statistics
+
+    timings = {}
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    context = Context(config=config, pm=pm, image=data.image, weight=data.weight, psf=data.psf,
+                      image_header=data.header, catalogue=data.catalogue,
+                      table=data.catalogue.table if data.catalogue is not None else None,
+                      rng=rng)
+    context.flagger_objects = list(flaggers)
+    context.flaggers = [f.name for f in flaggers]
+    context.shear_engine = None  # metacal runs below, chunked and in parallel
+    context.results["needs_stamps"] = True  # metacal needs them even without flaggers
+    run_pipeline(context)
+    timings.update(context.timings)
+    n = len(context.table)
+    if n == 0:
+        raise BlendflagError("no sources detected: nothing to measure")
+    if data.noise_sigma is not None and data.noise_sigma > 0:
+        noise = np.full(n, data.noise_sigma)
+    elif data.weight is not None:
+        from blendflag.shear import noise_from_weight
+
+        noise = noise_from_weight(data.weight, context.table["X_IMAGE"],
+                                  context.table["Y_IMAGE"], config.shear.stamp_size)
+    else:
+        from blendflag.stamps import stamp_noise_sigma
+
+        noise = stamp_noise_sigma(context.stamps).astype(np.float64)
+    from blendflag.shear import crop_stamps
+
+    stamps = crop_stamps(np.asarray(context.stamps), int(config.shear.stamp_size))
+    t = time.perf_counter()
+    bar = progress(total=n, desc="metacal", quiet=quiet, unit="obj")
+    try:
+        result = measure_parallel(engine_cls, config.shear, stamps, data.psf, data.pixel_scale,
+                                  noise, seed=seed, workers=workers,
+                                  return_images=bool(flaggers), progress=bar.update,
+                                  scheduler=scheduler)
+    finally:
+        bar.close()
+    if context.stamp_flags is not None:
+        from blendflag.shear import MCAL_STAMP_FLAGGED
+
+        bad = np.asarray(context.stamp_flags) != 0
+        result.table["MCAL_FLAGS"][bad] |= MCAL_STAMP_FLAGGED
+    timings["metacal"] = time.perf_counter() - t
+    # every flagger on every metacal version: the selections and their response
+    selection_flags = {}
+    for flagger in flaggers:
+        t = time.perf_counter()
+        selection_flags[flagger.name] = {
+            v: np.asarray(flagger.flag_stamps(result.images[v]).flag, dtype=bool)
+            for v in METACAL_VERSIONS
+        }
+        timings[f"select ({flagger.name})"] = time.perf_counter() - t
+    result.images = None  # free the 5 x n stamps
+    pid = pair_ids(context.table, data.truth)
+    n_boot = n_bootstrap or config.shear.n_bootstrap
+    selections = [selection_statistics(result.table, "all", None, result.step,
+                                       data.true_shear, np.random.default_rng(seed + 1),
+                                       n_boot, pid)]
+    for flagger in flaggers:
+        masks = {v: ~f for v, f in selection_flags[flagger.name].items()}
+        entry = selection_statistics(result.table, f"no_{flagger.name}_blends", masks,
+                                     result.step, data.true_shear,
+                                     np.random.default_rng(seed + 1), n_boot, pid)
+        entry["fraction_removed"] = float(selection_flags[flagger.name]["noshear"][
+            result.good].mean()) if result.good.any() else None
+        selections.append(entry)
+    timings["total"] = time.perf_counter() - t0
+    truth_info = None
+    if data.truth is not None:
+        match = match_truth(context.table, data.truth)
+        truth_info = {"n_true": len(data.truth), "n_detected": n,
+                      "n_matched": int((match >= 0).sum())}
+        if "OVERLAPS" in data.truth.colnames:
+            overlapping = np.asarray(data.truth["OVERLAPS"]) >= 0
+            matched = match >= 0
+            truly_blended = np.zeros(n, bool)
+            truly_blended[matched] = overlapping[match[matched]]
+            truth_info["fraction_truly_blended"] = float(truly_blended.mean())
+            for flagger in flaggers:
+                flag = selection_flags[flagger.name]["noshear"]
+                truth_info[f"{flagger.name}_flags_true_blends"] = (
+                    float(flag[truly_blended].mean()) if truly_blended.any() else None)
+                truth_info[f"{flagger.name}_flags_isolated"] = (
+                    float(flag[~truly_blended].mean()) if (~truly_blended).any() else None)
+    out = {
+        "engine": result.engine,
+        "true_shear": list(data.true_shear) if data.true_shear is not None else None,
+        "selections": selections,
+        "n_objects": n,
+        "n_measured": int(result.good.sum()),
+        "step": result.step,
+        "input": data.description,
+        "truth": truth_info,
+        "flaggers": {f.name: {k: v for k, v, _ in f.provenance()} for f in flaggers},
+        "timings_s": {k: round(v, 2) for k, v in timings.items()},
+        "workers": workers,
+    }
+    _annotate(context, result, selection_flags, pid)
+    return CompareResult(json=out, context=context, metacal=result,
+                         selection_flags=selection_flags)
+
+
+def _annotate(context, result, selection_flags, pid) -> None:
+    """Shear and selection columns for ``--catalogue-out``."""
+    ann = context.annotation
+    for name in result.table.colnames:
+        ann.columns[name] = np.asarray(result.table[name])
+    for name, flags in selection_flags.items():
+        ann.columns[f"MCAL_BLEND_{name.upper()}"] = flags["noshear"]
+    if pid is not None:
+        ann.columns["PAIR_ID"] = pid.astype(np.int64)
+    ann.cards.append(("BF_MCENG", result.engine, "metacalibration engine"))
+    ann.cards.append(("BF_MCSTP", result.step, "metacalibration shear step"))
+
+
+def print_table(data: dict) -> None:
+    """The comparison as a table on stdout."""
+    rows = data["selections"]
+    print(f"engine: {data['engine']}   true shear: {data['true_shear']}   "
+          f"objects: {data['n_objects']} ({data['n_measured']} measured)")
+    head = (f"{'selection':<24} {'N':>6} {'kept':>6} {'R11':>6} {'R11_S':>7} {'g1':>9} "
+            f"{'g2':>9} {'m':>16} {'c':>16} {'m (no R_S)':>16}")
+    print(head)
+    print("-" * len(head))
+
+    def pm_(v, e, fmt="{:+.4f}"):
+        if v is None:
+            return "null"
+        return f"{fmt.format(v)}±{e:.4f}" if e is not None else fmt.format(v)
+
+    for r in rows:
+        print(f"{r['name']:<24} {r['n']:>6} {r['fraction_kept'] or 0:6.3f} "
+              f"{r['R11'] or float('nan'):6.3f} {r.get('R11_S') or 0:+7.4f} "
+              f"{r['g1'] or float('nan'):+9.5f} {r['g2'] or float('nan'):+9.5f} "
+              f"{pm_(r['m'], r['m_err']):>16} {pm_(r['c'], r['c_err'], '{:+.5f}'):>16} "
+              f"{pm_(r.get('m_noRS'), r.get('m_noRS_err')):>16}")
