@@ -1,0 +1,128 @@
+"""`blendflag-shear compare`: contract, selections, user data, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from blendflag.catalog import read_catalogue
+from blendflag.compare import pair_complete
+from tests.conftest import run_cli
+
+KEYS = {"name", "n", "R11", "R22", "g1", "g1_err", "g2", "g2_err", "m", "m_err", "c", "c_err"}
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """One small simulated comparison (sextractor only), run once for the module."""
+    from blendflag.cli import main
+
+    tmp = tmp_path_factory.mktemp("compare")
+    paths = {"json": tmp / "c.json", "plot": tmp / "c.png", "cat": tmp / "c.fits"}
+    code = main(["compare", "--n-galaxies", "240", "--seed", "3", "--flaggers", "sextractor",
+                 "--workers", "1", "--bootstrap", "50", "--json", str(paths["json"]),
+                 "--plot", str(paths["plot"]), "--catalogue-out", str(paths["cat"]), "--quiet"])
+    assert code == 0
+    return paths
+
+
+def test_json_contract(small_run):
+    data = json.loads(small_run["json"].read_text())
+    assert data["engine"] in ("metacal", "ngmix")
+    assert data["true_shear"] == [0.02, 0.0]
+    names = [s["name"] for s in data["selections"]]
+    assert names == ["all", "no_sextractor_blends"]
+    for sel in data["selections"]:
+        assert KEYS <= set(sel)
+        assert sel["m"] is not None and sel["m_err"] > 0 and sel["c_err"] > 0
+        assert 0.5 < sel["R11"] < 1.5
+    # the cut removes objects, and its selection response is reported
+    all_, cut = data["selections"]
+    assert cut["n"] < all_["n"]
+    assert "R11_S" in cut and "m_noRS" in cut
+    assert small_run["plot"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_selections_hold_what_they_claim(small_run):
+    """An object flagged by the cut (on the noshear metacal image) is not in its selection."""
+    data = json.loads(small_run["json"].read_text())
+    cat = read_catalogue(small_run["cat"])
+    good = cat.column("MCAL_FLAGS") == 0
+    pid = cat.column("PAIR_ID")
+    flagged = cat.column("MCAL_BLEND_SEXTRACTOR")
+    n = {s["name"]: s["n"] for s in data["selections"]}
+    assert n["all"] == pair_complete(good, pid).sum()
+    assert n["no_sextractor_blends"] == pair_complete(good & ~flagged, pid).sum()
+    # and the catalogue keeps the flags written by `flag` and the metacal shapes
+    for col in ("BLEND_SEXTRACTOR", "G1_NOSHEAR", "G1_1P", "G2_2M", "MCAL_FLAGS"):
+        assert col in cat.colnames
+
+
+def test_pair_complete():
+    keep = np.array([1, 1, 1, 0, 1, 1], bool)
+    pid = np.array([0, 0, 1, 1, 2, 3])
+    np.testing.assert_array_equal(pair_complete(keep, pid), [1, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(pair_complete(keep, None), keep)
+
+
+@pytest.fixture(scope="module")
+def field_files(tmp_path_factory):
+    from blendflag.simulate import simulate_field, write_field
+
+    tmp = tmp_path_factory.mktemp("field")
+    field = simulate_field("cfis", 120, shear=(0.02, 0.0), seed=8, noise=3.0)
+    write_field(field, tmp / "f")
+    return tmp / "f"
+
+
+def test_on_user_files(field_files, tmp_path, capsys):
+    out = tmp_path / "u.json"
+    code, stdout, err = run_cli(["compare", "--image", field_files / "image.fits", "--psf",
+                                 field_files / "psf.fits", "--weight",
+                                 field_files / "weight.fits", "--flaggers", "sextractor",
+                                 "--workers", "1", "--bootstrap", "20", "--json", out, "--quiet"],
+                                capsys)
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    assert data["true_shear"] is None
+    assert all(s["m"] is None and s["c"] is None for s in data["selections"])
+    assert data["selections"][0]["n"] > 50
+
+
+def _bad(field_files, tmp_path):
+    img, psf = field_files / "image.fits", field_files / "psf.fits"
+    nopos = tmp_path / "nopos.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
+        [fits.Column(name="FLUX_AUTO", format="E", array=np.ones(3))])]).writeto(nopos)
+    far = tmp_path / "far.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
+        [fits.Column(name="X_IMAGE", format="E", array=np.array([5000.0])),
+         fits.Column(name="Y_IMAGE", format="E", array=np.array([10.0]))])]).writeto(far)
+    return {
+        "missing PSF": (["--image", img, "--psf", tmp_path / "none.fits"], "PSF image not found"),
+        "no PSF given": (["--image", img], "needs both --image and --psf"),
+        "catalogue without positions": (["--image", img, "--psf", psf, "--catalogue", nopos],
+                                        "no X_IMAGE column"),
+        "catalogue from another image": (["--image", img, "--psf", psf, "--catalogue", far],
+                                         "catalogue and image do not match"),
+        "unknown engine": (["--engine", "magic"], "unknown shear engine 'magic'"),
+        "bad shear": (["--shear", "0.02"], "shear must be two numbers"),
+        "mixed inputs": (["--image", img, "--psf", psf, "--shear", "0.01,0"],
+                         "are for simulated fields"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing PSF", "no PSF given", "catalogue without positions",
+                                  "catalogue from another image", "unknown engine", "bad shear",
+                                  "mixed inputs"])
+def test_bad_input(case, field_files, tmp_path, capsys):
+    args, match = _bad(field_files, tmp_path)[case]
+    out = tmp_path / "x.json"
+    code, _, err = run_cli(["compare", *args, "--flaggers", "sextractor", "--json", out,
+                            "--quiet"], capsys)
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and match in err
+    assert not out.exists()
