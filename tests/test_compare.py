@@ -80,7 +80,7 @@ def field_files(tmp_path_factory):
 
 def test_on_user_files(field_files, tmp_path, capsys):
     out = tmp_path / "u.json"
-    code, stdout, err = run_cli(["compare", "--image", field_files / "image.fits", "--psf",
+    code, _, err = run_cli(["compare", "--image", field_files / "image.fits", "--psf",
                                  field_files / "psf.fits", "--weight",
                                  field_files / "weight.fits", "--flaggers", "sextractor",
                                  "--workers", "1", "--bootstrap", "20", "--json", out, "--quiet"],
