@@ -101,6 +101,7 @@ def plot_compare(results: dict, path) -> Path:
                         mfc="none", label="without R_S")
             ax.legend(fontsize=8, loc="best")
         ax.axvline(0, color="k", lw=0.8)
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 2))
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     kept = [r.get("fraction_kept") or 0 for r in rows]
