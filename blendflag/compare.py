@@ -195,6 +195,7 @@ class CompareResult:
     context: Context
     metacal: object
     selection_flags: dict
+    sums: dict  # selection name -> (unit sums (n_units, 15), n_good)
 
 
 def run_compare(pm, config, data: FieldInput, flaggers, engine_cls, *, seed: int = 0,
@@ -218,7 +219,12 @@ def run_compare(pm, config, data: FieldInput, flaggers, engine_cls, *, seed: int
         Dask scheduler address for metacalibration chunks.
     """
     from blendflag.commands.common import progress
-    from blendflag.shear import METACAL_VERSIONS, measure_parallel, selection_statistics
+    from blendflag.shear import (
+        METACAL_VERSIONS,
+        measure_parallel,
+        selection_unit_sums,
+        statistics_from_sums,
+    )
 
     timings = {}
     t0 = time.perf_counter()
@@ -279,18 +285,19 @@ def run_compare(pm, config, data: FieldInput, flaggers, engine_cls, *, seed: int
     n_boot = n_bootstrap or config.shear.n_bootstrap
     good = result.good
     base = pair_complete(good, pid)
-    selections = [selection_statistics(result.table, "all", {v: base for v in METACAL_VERSIONS},
-                                       result.step, data.true_shear,
-                                       np.random.default_rng(seed + 1), n_boot, pid)]
+    sums = {"all": selection_unit_sums(result.table, {v: base for v in METACAL_VERSIONS}, pid)}
     for flagger in flaggers:
         masks = {v: pair_complete(good & ~f, pid)
                  for v, f in selection_flags[flagger.name].items()}
-        entry = selection_statistics(result.table, f"no_{flagger.name}_blends", masks,
-                                     result.step, data.true_shear,
-                                     np.random.default_rng(seed + 1), n_boot, pid)
+        sums[f"no_{flagger.name}_blends"] = selection_unit_sums(result.table, masks, pid)
+    selections = []
+    for name, (unit_sums, n_good) in sums.items():
+        selections.append(statistics_from_sums(name, unit_sums, n_good, result.step,
+                                               data.true_shear, np.random.default_rng(seed + 1),
+                                               n_boot))
+    for flagger, entry in zip(flaggers, selections[1:], strict=True):
         entry["fraction_removed"] = float(selection_flags[flagger.name]["noshear"][
             good].mean()) if good.any() else None
-        selections.append(entry)
     timings["total"] = time.perf_counter() - t0
     truth_info = None
     if data.truth is not None:
@@ -325,7 +332,7 @@ def run_compare(pm, config, data: FieldInput, flaggers, engine_cls, *, seed: int
     }
     _annotate(context, result, selection_flags, pid)
     return CompareResult(json=out, context=context, metacal=result,
-                         selection_flags=selection_flags)
+                         selection_flags=selection_flags, sums=sums)
 
 
 def _annotate(context, result, selection_flags, pid) -> None:

@@ -606,6 +606,28 @@ def selection_statistics(
         of unflagged objects). Non-finite values are None. ``g = <e>/(R + R_S)``;
         errors are bootstrap standard deviations of the whole ratio.
     """
+    sums, n_good = selection_unit_sums(table, selection_masks, pair_id)
+    return statistics_from_sums(name, sums, n_good, step, true_shear, rng, n_bootstrap)
+
+
+def selection_unit_sums(table, selection_masks=None, pair_id=None) -> tuple[np.ndarray, int]:
+    """The sums a selection's statistics need, per bootstrap unit.
+
+    Parameters
+    ----------
+    table, selection_masks, pair_id
+        As for :func:`selection_statistics`.
+
+    Returns
+    -------
+    sums : numpy.ndarray
+        ``(n_units, 15)``: per object (or per rotated pair, when ``pair_id`` is
+        given, in sorted id order) the selected counts and ellipticity sums of
+        every version (see ``_SUM_TERMS``). Sums of several tiles can be
+        stacked and reduced with :func:`statistics_from_sums`.
+    n_good : int
+        Objects measured without a flag (for ``fraction_kept``).
+    """
     n_obj = len(table)
     masks = _normalise_masks(selection_masks, n_obj)
     good = _good_shapes(table)
@@ -613,34 +635,44 @@ def selection_statistics(
     for k, (version, col) in enumerate(_SUM_TERMS):
         sel = (masks[version] & good).astype(np.float64)
         X[:, k] = sel if col is None else sel * _column(table, col, good)
+    if pair_id is None:
+        return X, int(good.sum())
+    pair_id = np.asarray(pair_id)
+    if pair_id.shape != (n_obj,):
+        raise BlendflagError(f"pair_id has shape {pair_id.shape}, expected ({n_obj},)")
+    _, units = np.unique(pair_id, return_inverse=True)
+    units = units.ravel()
+    n_units = int(units.max()) + 1 if n_obj else 0
+    sums = np.zeros((n_units, X.shape[1]))
+    np.add.at(sums, units, X)
+    return sums, int(good.sum())
 
+
+def statistics_from_sums(name: str, sums: np.ndarray, n_good: int, step: float = 0.01,
+                         true_shear=None, rng: np.random.Generator | None = None,
+                         n_bootstrap: int = 200) -> dict:
+    """One ``compare`` JSON entry from per-unit sums (see :func:`selection_unit_sums`).
+
+    The bootstrap resamples the rows of ``sums`` (objects or rotated pairs).
+    """
+    sums = np.asarray(sums, dtype=np.float64)
+    n_units = len(sums)
     # The contract applies the shear along g1 only: c = g2 is the additive
     # bias (true g2 should be 0 and is not subtracted).
     true_g1 = None if true_shear is None else float(true_shear[0])
-    point = _estimates(X.sum(axis=0), step, true_g1)
-
-    if pair_id is None:
-        units = np.arange(n_obj)
-        n_units = n_obj
-    else:
-        pair_id = np.asarray(pair_id)
-        if pair_id.shape != (n_obj,):
-            raise BlendflagError(f"pair_id has shape {pair_id.shape}, expected ({n_obj},)")
-        _, units = np.unique(pair_id, return_inverse=True)
-        units = units.ravel()
-        n_units = int(units.max()) + 1 if n_obj else 0
+    point = _estimates(sums.sum(axis=0), step, true_g1)
     rng = rng if rng is not None else np.random.default_rng(0)
-
     errors: dict[str, float | None] = {}
-    if n_obj > 1 and n_units > 1 and n_bootstrap >= 2:
-        boot = _estimates(_bootstrap_sums(X, units, n_units, rng, int(n_bootstrap)), step, true_g1)
+    if n_units > 1 and n_bootstrap >= 2:
+        units = np.arange(n_units)
+        boot = _estimates(_bootstrap_sums(sums, units, n_units, rng, int(n_bootstrap)), step,
+                          true_g1)
         for key in ("g1", "g2", "m", "m_noRS"):
             if key not in boot:
                 continue
             values = boot[key][np.isfinite(boot[key])]
             errors[key] = float(np.std(values, ddof=1)) if values.size >= 2 else None
-    n_sel = int(X[:, 0].sum())
-    n_good = int(good.sum())
+    n_sel = int(np.rint(sums[:, 0].sum()))
     entry = {
         "name": name,
         "n": n_sel,
