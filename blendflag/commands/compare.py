@@ -36,6 +36,11 @@ def register(cli) -> None:
     data.add_argument("--weight", metavar="FITS", help="weight map (noise and masking)")
     data.add_argument("--pixel-scale", type=float, metavar="ARCSEC",
                       help="pixel scale when the header has no WCS")
+    many = parser.add_argument_group("many tiles (one Dask task each; resumable)")
+    many.add_argument("--tiles", metavar="GLOB|LIST",
+                      help="a glob of images (siblings psf.fits, weight.fits, catalogue.fits, "
+                           "truth.fits are used) or a file of 'image=... psf=...' lines")
+    many.add_argument("--out-dir", metavar="DIR", help="per-tile catalogues and sums")
     sim = parser.add_argument_group("simulated field (the default)")
     sim.add_argument("--dataset", default=None, help=f"preset [default: {DEFAULT_DATASET}]")
     sim.add_argument("--n-galaxies", type=int, help=f"[default: {DEFAULT_N_GALAXIES}]")
@@ -81,6 +86,8 @@ def run(args, pm) -> int:
     from blendflag.shear import select_engine
 
     config = load_config(args)
+    if args.tiles:
+        return run_tiles_command(args, pm, config)
     user_data = args.image is not None or args.psf is not None or args.catalogue is not None
     sim_opts = (args.dataset, args.n_galaxies, args.shear, args.noise)
     if user_data:
@@ -132,4 +139,51 @@ def run(args, pm) -> int:
             for name, values in ctx.annotation.columns.items():
                 table[name] = values
             write_ldac(table, args.catalogue_out, image_header=ctx.image_header)
+    return 0
+
+
+def run_tiles_command(args, pm, config) -> int:
+    """``compare --tiles``: every tile a task, then the combined statistics."""
+    from blendflag.compare import print_table
+    from blendflag.parallel import idle_cores
+    from blendflag.plugins import get_shear_engines
+    from blendflag.shear import select_engine
+    from blendflag.tiles import combine_tiles, read_tiles, run_tiles, settings_for
+
+    if not args.out_dir:
+        raise BlendflagError("--tiles needs --out-dir for the per-tile results")
+    if args.image or args.psf or args.catalogue:
+        raise BlendflagError("--tiles replaces --image/--psf/--catalogue")
+    for path in (args.json, args.plot):
+        if path:
+            check_output_path(path)
+    tiles = read_tiles(args.tiles)
+    missing = [t.name for t in tiles if not t.psf]
+    if missing:
+        raise BlendflagError(f"tile {missing[0]} has no PSF (psf= or psf.fits beside the image)")
+    engine = select_engine(get_shear_engines(pm), args.engine or config.shear.engine).name
+    names = args.flaggers.split(",") if args.flaggers else _default_flaggers(pm, config)
+    make_flaggers(pm, names, config, network_overrides(names, args.weights))  # fail early
+    settings = settings_for(config, names, engine, args.seed, args.weights, args.pixel_scale,
+                            args.bootstrap)
+    workers = args.workers or idle_cores()
+    status = run_tiles(tiles, settings, args.out_dir, workers=workers, scheduler=args.scheduler,
+                       quiet=args.quiet)
+    print(f"tiles: {len(status['done'])} run, {len(status['skipped'])} already done, "
+          f"{len(status['failed'])} failed")
+    for failure in status["failed"]:
+        print(f"  failed {failure['tile']}: {failure['reason']}")
+    combined = combine_tiles(tiles, args.out_dir, seed=args.seed,
+                             n_bootstrap=args.bootstrap or config.shear.n_bootstrap)
+    combined["status"] = status
+    print_table(combined)
+    if args.json:
+        write_json(combined, args.json)
+    if args.plot:
+        from blendflag.plots import plot_compare
+
+        plot_compare(combined, args.plot)
+    if status["failed"]:
+        raise BlendflagError(f"{len(status['failed'])} of {len(tiles)} tiles failed (listed "
+                             "above); rerun the same command to retry them")
     return 0

@@ -22,8 +22,8 @@ def register(cli) -> None:
                     "and write a copy with the new columns and provenance cards; every "
                     "original HDU, column and header card is kept.",
     )
-    parser.add_argument("catalogue", help="SExtractor catalogue (FITS or FITS_LDAC)")
-    parser.add_argument("--image", required=True, metavar="FITS", help="the catalogue's image")
+    parser.add_argument("catalogue", nargs="?", help="SExtractor catalogue (FITS or FITS_LDAC)")
+    parser.add_argument("--image", metavar="FITS", help="the catalogue's image")
     parser.add_argument("--weight", metavar="FITS", help="weight map; weight 0 masks a pixel")
     parser.add_argument("--flaggers", metavar="NAMES",
                         help="comma-separated flagger names (default: flag.flaggers of the config)")
@@ -34,9 +34,20 @@ def register(cli) -> None:
     parser.add_argument("--out", metavar="OUT.fits", help="output catalogue")
     parser.add_argument("--in-place", action="store_true",
                         help="overwrite the input catalogue (atomically)")
+    parser.add_argument("--tiles", metavar="GLOB|LIST",
+                        help="many tiles: a glob of images with catalogue.fits beside them, or "
+                             "a file of 'image=... catalogue=...' lines (one Dask task each)")
+    parser.add_argument("--out-dir", metavar="DIR", help="with --tiles: where catalogues go")
+    parser.add_argument("--workers", type=int, help="with --tiles: local Dask workers")
+    parser.add_argument("--scheduler", metavar="ADDRESS", help="with --tiles: a Dask scheduler")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args, pm) -> int:
+    if args.tiles:
+        return run_tiles_command(args, pm)
+    if args.catalogue is None or args.image is None:
+        raise BlendflagError("name a CATALOGUE and its --image (or use --tiles)")
     if not args.out and not args.in_place:
         raise BlendflagError("name the output with --out (or use --in-place)")
     config = load_config(args)
@@ -58,4 +69,31 @@ def run(args, pm) -> int:
         f"{f.column}: {int(context.results['flags'][f.name].flag.sum())}" for f in flaggers
     )
     print(f"{len(table)} objects ({summary}) -> {target}")
+    return 0
+
+
+def run_tiles_command(args, pm) -> int:
+    """``flag --tiles``: one task per tile, resumable."""
+    from blendflag.parallel import idle_cores
+    from blendflag.tiles import flag_tile, read_tiles, run_tiles, settings_for
+
+    if not args.out_dir:
+        raise BlendflagError("--tiles needs --out-dir")
+    if args.catalogue or args.out or args.in_place:
+        raise BlendflagError("--tiles replaces CATALOGUE, --out and --in-place")
+    config = load_config(args)
+    names = args.flaggers.split(",") if args.flaggers else list(config.flag.flaggers)
+    make_flaggers(pm, names, config, network_overrides(names, args.weights, args.threshold))
+    tiles = read_tiles(args.tiles)
+    settings = settings_for(config, names, "none", 0, args.weights)
+    settings["threshold"] = args.threshold
+    status = run_tiles(tiles, settings, args.out_dir, workers=args.workers or idle_cores(),
+                       scheduler=args.scheduler, quiet=args.quiet, task=flag_tile)
+    print(f"tiles: {len(status['done'])} flagged, {len(status['skipped'])} already done, "
+          f"{len(status['failed'])} failed -> {args.out_dir}")
+    for failure in status["failed"]:
+        print(f"  failed {failure['tile']}: {failure['reason']}")
+    if status["failed"]:
+        raise BlendflagError(f"{len(status['failed'])} of {len(tiles)} tiles failed (listed "
+                             "above); rerun the same command to retry them")
     return 0

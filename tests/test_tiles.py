@@ -1,0 +1,119 @@
+"""Many tiles: Dask gives the serial result bit for bit; a killed run resumes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import pytest
+from astropy.io import fits
+
+from blendflag.simulate import simulate_field, write_field
+from blendflag.tiles import read_tiles
+from tests.conftest import run_cli
+
+pytest.importorskip("dask.distributed")
+
+
+@pytest.fixture(scope="module")
+def tiles_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiles")
+    for i in range(4):
+        field = simulate_field("cfis", 80, shear=(0.02, 0.0), seed=10 + i, noise=3.0,
+                               rotated_pairs=True)
+        write_field(field, root / f"t{i}")
+        with fits.open(root / f"t{i}" / "image.fits", mode="update") as hdul:
+            hdul[0].header["CRASHID"] = f"tile{i}"
+    return root
+
+
+def _compare(args, capsys):
+    return run_cli(["compare", "--flaggers", "sextractor", "--bootstrap", "40", "--quiet",
+                    *args], capsys)
+
+
+def test_tile_list_and_glob(tiles_dir, tmp_path):
+    tiles = read_tiles(str(tiles_dir / "*" / "image.fits"))
+    assert [t.name for t in tiles] == ["t0", "t1", "t2", "t3"]
+    assert all(t.psf and t.weight and t.truth for t in tiles)
+    listing = tmp_path / "tiles.txt"
+    listing.write_text("# my tiles\n" + "".join(
+        f"image={t.image} psf={t.psf}\n" for t in tiles[:2]))
+    assert [t.name for t in read_tiles(str(listing))] == ["t0", "t1"]
+    listing.write_text("image=nope.fits psf=x.fits\n")
+    from blendflag.errors import BlendflagError
+
+    with pytest.raises(BlendflagError, match="image file not found"):
+        read_tiles(str(listing))
+
+
+def test_two_dask_workers_match_serial_bit_for_bit(tiles_dir, tmp_path, capsys):
+    pattern = str(tiles_dir / "*" / "image.fits")
+    code, _, err = _compare(["--tiles", pattern, "--out-dir", tmp_path / "serial", "--workers",
+                             "1", "--json", tmp_path / "serial.json"], capsys)
+    assert code == 0, err
+    code, out, err = _compare(["--tiles", pattern, "--out-dir", tmp_path / "dask", "--workers",
+                               "2", "--json", tmp_path / "dask.json"], capsys)
+    assert code == 0, err
+    assert "Dask dashboard" in out
+    serial = json.loads((tmp_path / "serial.json").read_text())
+    dask = json.loads((tmp_path / "dask.json").read_text())
+    assert serial["selections"] == dask["selections"]
+    assert serial["n_tiles"] == 4 and serial["true_shear"] == [0.02, 0.0]
+    assert serial["selections"][0]["m"] is not None
+
+
+def test_killed_run_resumes_missing_tiles_only(tiles_dir, tmp_path, capsys, monkeypatch):
+    # the crash plugin is installed like any third party's: a dist-info on sys.path
+    from pathlib import Path
+
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(Path(__file__).parent / "crash_plugin" / "blendflag_crash.py", site)
+    info = site / "blendflag_crash-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: blendflag-crash\n"
+                                   "Version: 0.0.1\n")
+    (info / "entry_points.txt").write_text("[blendflag]\ncrash = blendflag_crash\n")
+    monkeypatch.syspath_prepend(str(site))
+    pattern = str(tiles_dir / "*" / "image.fits")
+    out_dir = tmp_path / "out"
+    monkeypatch.setenv("BLENDFLAG_CRASH_ON", "tile2")
+    code, _, err = _compare(["--tiles", pattern, "--out-dir", out_dir, "--workers", "1"], capsys)
+    assert code == 130 and "interrupted" in err  # the run died on the third tile
+    done = sorted(p.name for p in out_dir.glob("*.sums.npz"))
+    assert done == ["t0.sums.npz", "t1.sums.npz"]
+    assert not list(out_dir.glob(".*.tmp"))  # nothing half-written
+    stamps = {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir()}
+    monkeypatch.delenv("BLENDFLAG_CRASH_ON")
+    code, out, err = _compare(["--tiles", pattern, "--out-dir", out_dir, "--workers", "1",
+                               "--json", tmp_path / "resumed.json"], capsys)
+    assert code == 0, err
+    assert "tiles: 2 run, 2 already done, 0 failed" in out
+    for name, mtime in stamps.items():
+        assert (out_dir / name).stat().st_mtime_ns == mtime  # finished tiles untouched
+    code, _, err = _compare(["--tiles", pattern, "--out-dir", tmp_path / "clean", "--workers",
+                             "1", "--json", tmp_path / "clean.json"], capsys)
+    assert code == 0, err
+    resumed = json.loads((tmp_path / "resumed.json").read_text())
+    clean = json.loads((tmp_path / "clean.json").read_text())
+    assert resumed["selections"] == clean["selections"]
+    sys.modules.pop("blendflag_crash", None)
+
+
+def test_failed_tile_is_reported_and_others_finish(tiles_dir, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "image.fits").write_text("not a FITS file")
+    shutil.copy(tiles_dir / "t0" / "psf.fits", bad / "psf.fits")
+    listing = tmp_path / "tiles.txt"
+    good = tiles_dir / "t0"
+    listing.write_text(f"image={good / 'image.fits'} psf={good / 'psf.fits'}\n"
+                       f"image={bad / 'image.fits'} psf={bad / 'psf.fits'}\n")
+    code, out, err = _compare(["--tiles", listing, "--out-dir", tmp_path / "o", "--workers", "1"],
+                              capsys)
+    assert code == 2
+    assert "failed" in out and "not a readable FITS file" in out
+    assert "1 of 2 tiles failed" in err
+    assert (tmp_path / "o" / "t0.fits").exists()
