@@ -272,11 +272,12 @@ def _local_cluster(workers: int):
 
 def run_tiles(tiles: list[Tile], settings: dict, out_dir, workers: int = 1,
               scheduler: str | None = None, quiet: bool = True, on_message=print,
-              task=compare_tile) -> dict:
+              task=compare_tile, force_cluster: bool = False) -> dict:
     """Run every unfinished tile; return ``{"done", "skipped", "failed"}`` summaries.
 
     ``workers == 1`` without a scheduler runs the tiles in this process, in order.
-    ``task`` is :func:`compare_tile` or :func:`flag_tile`.
+    ``task`` is :func:`compare_tile` or :func:`flag_tile`; ``force_cluster``
+    uses a Dask cluster even for one worker (for fair scaling measurements).
     """
     from blendflag.commands.common import progress
 
@@ -294,7 +295,7 @@ def run_tiles(tiles: list[Tile], settings: dict, out_dir, workers: int = 1,
     try:
         if not todo:
             pass
-        elif workers <= 1 and not scheduler:
+        elif workers <= 1 and not scheduler and not force_cluster:
             for tile, h in todo:
                 results.append(task(tile, settings, str(out), h))
                 bar.update(1)

@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 from blendflag.commands.common import check_output_path, load_config, make_flaggers, write_json
+from blendflag.errors import BlendflagError
 from blendflag.plugins import get_flaggers
 
 
@@ -23,6 +24,8 @@ def register(cli) -> None:
     parser.add_argument("--quick", action="store_true", help="small samples (a smoke test)")
     parser.add_argument("--only", metavar="PARTS",
                         help="comma-separated subset of: simulation,detection,flaggers,shear")
+    parser.add_argument("--scaling", action="store_true",
+                        help="also run the same 8-tile compare job on 1 and 2 Dask workers")
 
 
 PARTS = ("simulation", "detection", "flaggers", "shear")
@@ -86,8 +89,6 @@ def run(args, pm) -> int:
     parts = PARTS if not args.only else tuple(p.strip() for p in args.only.split(","))
     unknown = set(parts) - set(PARTS)
     if unknown:
-        from blendflag.errors import BlendflagError
-
         raise BlendflagError(f"unknown bench part {sorted(unknown)[0]!r} ({', '.join(PARTS)})")
     quick = args.quick
     rows = []
@@ -106,6 +107,9 @@ def run(args, pm) -> int:
         rows += bench_shear_engines(pm, n=20 if quick else 200, rng=np.random.default_rng(13))
     result = {"cores": os.cpu_count(), "machine": platform.machine(),
               "processor": platform.processor() or None, "rows": rows}
+    if args.scaling:
+        result["scaling"] = bench_scaling(pm, config, n_tiles=8,
+                                          n_galaxies=100 if quick else 400)
     if args.json:
         write_json(result, args.json)
     print(f"{'stage':<34} {'objects/s':>10}   (cores: {result['cores']})")
@@ -113,4 +117,41 @@ def run(args, pm) -> int:
         rate = row.get("objects_per_s") or row.get("stamps_per_s")
         text = f"{rate:10.1f}" if rate is not None else f"  {row.get('error', '')}"
         print(f"{row['stage']:<34} {text}")
+    if "scaling" in result:
+        sc = result["scaling"]
+        for w, sec in sc["seconds"].items():
+            print(f"8 tiles on {w} Dask worker(s): {sec:.1f} s")
+        print(f"speed-up with 2 workers: {sc['speedup']:.2f}x")
     return 0
+
+
+def bench_scaling(pm, config, n_tiles: int = 8, n_galaxies: int = 400) -> dict:
+    """The same tile job (compare, sextractor flagger) on 1 and 2 local Dask workers."""
+    import tempfile
+    from pathlib import Path
+
+    from blendflag.plugins import get_shear_engines
+    from blendflag.shear import select_engine
+    from blendflag.simulate import simulate_field, write_field
+    from blendflag.tiles import read_tiles, run_tiles, settings_for
+
+    engine = select_engine(get_shear_engines(pm), "metacal").name
+    settings = settings_for(config, ["sextractor"], engine, 0, bootstrap=20)
+    seconds = {}
+    with tempfile.TemporaryDirectory(prefix="blendflag-scaling-") as tmp:
+        root = Path(tmp)
+        for i in range(n_tiles):
+            field = simulate_field("cfis", n_galaxies, shear=(0.02, 0.0), seed=100 + i,
+                                   noise=3.0, rotated_pairs=True)
+            write_field(field, root / "tiles" / f"t{i}")
+        tiles = read_tiles(str(root / "tiles" / "*" / "image.fits"))
+        for workers in (1, 2):
+            start = time.perf_counter()
+            status = run_tiles(tiles, settings, root / f"out{workers}", workers=workers,
+                               scheduler=None, quiet=True, on_message=None,
+                               force_cluster=True)
+            seconds[workers] = time.perf_counter() - start
+            if status["failed"]:
+                raise BlendflagError(f"scaling bench: {status['failed'][0]['reason']}")
+    return {"n_tiles": n_tiles, "n_galaxies_per_tile": n_galaxies, "seconds": seconds,
+            "speedup": seconds[1] / seconds[2]}
