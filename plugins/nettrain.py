@@ -132,3 +132,49 @@ def write_state(workdir: Path, state: dict) -> None:
         tmp.write_text(json.dumps(state, indent=2))
 
 
+
+
+def load_config(cls, path, overrides: dict | None, method: str):
+    """A training-config dataclass from YAML; ``overrides`` replace top-level keys.
+
+    Raises
+    ------
+    ConfigError
+        Unknown keys, wrong types or values, naming the file.
+    """
+    from blendflag.config import from_mapping, load_yaml
+    from blendflag.errors import ConfigError
+
+    data = dict(load_yaml(path), **(overrides or {}))
+    data.setdefault("method", method)
+    try:
+        return from_mapping(cls, data)
+    except ConfigError as exc:
+        raise ConfigError(f"config error in {Path(path).name}: {exc}") from None
+
+
+def open_run(config, out, workdir=None, resume: bool = False) -> tuple[Path, Path, dict | None]:
+    """The work directory of a training run and its state (None for a new run).
+
+    Raises
+    ------
+    BlendflagError
+        A run exists and ``resume`` is False; nothing to resume; the run
+        finished already; or it was started with another config.
+    """
+    from dataclasses import asdict
+
+    out = Path(out)
+    workdir = Path(workdir) if workdir else out.with_name(out.name + ".run")
+    state = read_state(workdir) if workdir.exists() else None
+    if state is not None and state.get("finished") and resume:
+        raise BlendflagError(f"the run in {workdir} has finished; delete it to train again")
+    if state is not None and not resume:
+        raise BlendflagError(f"{workdir} holds an unfinished run; pass --resume to continue it "
+                             "or delete the directory to start over")
+    if resume and state is None:
+        raise BlendflagError(f"nothing to resume in {workdir}")
+    if state is not None and state.get("config") != asdict(config):
+        raise BlendflagError(f"{workdir} was started with another config; delete it to start over")
+    workdir.mkdir(parents=True, exist_ok=True)
+    return out, workdir, state

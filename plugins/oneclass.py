@@ -30,8 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from blendflag import hookimpl
-from blendflag.config import _check, from_mapping, load_yaml
-from blendflag.errors import BlendflagError, ConfigError
+from blendflag.config import _check
 from blendflag_plugins import netcore
 
 FORMAT = "blendflag-oneclass-weights"
@@ -109,15 +108,6 @@ class OneClassTrainConfig:
         _check(0 < self.learning_rate < 1, f"{where}.learning_rate", "must be in (0, 1)")
 
 
-def _load_config(path, overrides):
-    data = dict(load_yaml(path), **(overrides or {}))
-    data.setdefault("method", "oneclass")
-    try:
-        return from_mapping(OneClassTrainConfig, data)
-    except ConfigError as exc:
-        raise ConfigError(f"config error in {Path(path).name}: {exc}") from None
-
-
 def train_oneclass(config_path, out, resume=False, max_minutes=None, quiet=False, workdir=None,
                    overrides=None) -> dict:
     """Train Deep SVDD on the non-blends of simulated data; write the weights file.
@@ -129,17 +119,16 @@ def train_oneclass(config_path, out, resume=False, max_minutes=None, quiet=False
     import tensorflow as tf
 
     from blendflag.metrics import choose_threshold, recalls, roc_auc
-    from blendflag_plugins.nettrain import image_dataset, prepare_data, read_state, write_state
+    from blendflag_plugins.nettrain import (
+        image_dataset,
+        load_config,
+        open_run,
+        prepare_data,
+        write_state,
+    )
 
-    config = _load_config(config_path, overrides)
-    out = Path(out)
-    workdir = Path(workdir) if workdir else out.with_name(out.name + ".run")
-    state = read_state(workdir) if workdir.exists() else None
-    if state is not None and not resume:
-        raise BlendflagError(f"{workdir} holds a run; pass --resume or delete it")
-    if resume and state is None:
-        raise BlendflagError(f"nothing to resume in {workdir}")
-    workdir.mkdir(parents=True, exist_ok=True)
+    config = load_config(OneClassTrainConfig, config_path, overrides, "oneclass")
+    out, workdir, state = open_run(config, out, workdir, resume)
     data = prepare_data(config, workdir, quiet)
     normal = data["y_train"] < 0.5
     x_train = data["x_train"][normal]

@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from blendflag import hookimpl
-from blendflag.config import _check, from_mapping, load_yaml
-from blendflag.errors import BlendflagError, ConfigError
+from blendflag.config import _check
 from blendflag_plugins import netcore
 
 FORMAT = "blendflag-siamese-weights"
@@ -118,15 +117,6 @@ class SiameseTrainConfig:
         _check(self.n_reference >= 1, f"{where}.n_reference", "must be at least 1")
 
 
-def _load_config(path, overrides):
-    data = dict(load_yaml(path), **(overrides or {}))
-    data.setdefault("method", "siamese")
-    try:
-        return from_mapping(SiameseTrainConfig, data)
-    except ConfigError as exc:
-        raise ConfigError(f"config error in {Path(path).name}: {exc}") from None
-
-
 def train_siamese(config_path, out, resume=False, max_minutes=None, quiet=False, workdir=None,
                   overrides=None) -> dict:
     """Train the twin embedding with the contrastive loss; write the weights file.
@@ -138,17 +128,10 @@ def train_siamese(config_path, out, resume=False, max_minutes=None, quiet=False,
     import tensorflow as tf
 
     from blendflag.metrics import choose_threshold, recalls, roc_auc
-    from blendflag_plugins.nettrain import prepare_data, read_state, write_state
+    from blendflag_plugins.nettrain import load_config, open_run, prepare_data, write_state
 
-    config = _load_config(config_path, overrides)
-    out = Path(out)
-    workdir = Path(workdir) if workdir else out.with_name(out.name + ".run")
-    state = read_state(workdir) if workdir.exists() else None
-    if state is not None and not resume:
-        raise BlendflagError(f"{workdir} holds a run; pass --resume or delete it")
-    if resume and state is None:
-        raise BlendflagError(f"nothing to resume in {workdir}")
-    workdir.mkdir(parents=True, exist_ok=True)
+    config = load_config(SiameseTrainConfig, config_path, overrides, "siamese")
+    out, workdir, state = open_run(config, out, workdir, resume)
     data = prepare_data(config, workdir, quiet)
     x = data["x_train"]
     y = data["y_train"] > 0.5

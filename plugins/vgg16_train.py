@@ -20,13 +20,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from blendflag.config import _check, from_mapping, load_yaml
-from blendflag.errors import BlendflagError, ConfigError
-from blendflag_plugins.nettrain import image_dataset, prepare_data, read_state, write_state
+from blendflag.config import _check
+from blendflag_plugins.nettrain import (
+    image_dataset,
+    load_config,
+    open_run,
+    prepare_data,
+    write_state,
+)
 
 
 @dataclass
@@ -102,11 +106,7 @@ class VGG16TrainConfig:
 
 def load_train_config(path, overrides: dict | None = None) -> VGG16TrainConfig:
     """Load and validate a training config; ``overrides`` replace top-level keys."""
-    data = dict(load_yaml(path), **(overrides or {}))
-    try:
-        return from_mapping(VGG16TrainConfig, data)
-    except ConfigError as exc:
-        raise ConfigError(f"config error in {Path(path).name}: {exc}") from None
+    return load_config(VGG16TrainConfig, path, overrides, "vgg16")
 
 
 def train_from_config(config_path, out, resume=False, max_minutes=None, quiet=False,
@@ -135,19 +135,7 @@ def train_from_config(config_path, out, resume=False, max_minutes=None, quiet=Fa
         ``{"finished": bool, "epochs": int, "val": {...}, "threshold": t}``.
     """
     config = load_train_config(config_path, overrides)
-    out = Path(out)
-    workdir = Path(workdir) if workdir else out.with_name(out.name + ".run")
-    state = read_state(workdir) if workdir.exists() else None
-    if state is not None and state.get("finished") and resume:
-        raise BlendflagError(f"the run in {workdir} has finished; delete it to train again")
-    if state is not None and not resume:
-        raise BlendflagError(f"{workdir} holds an unfinished run; pass --resume to continue it "
-                             "or delete the directory to start over")
-    if resume and state is None:
-        raise BlendflagError(f"nothing to resume in {workdir}")
-    if state is not None and state.get("config") != asdict(config):
-        raise BlendflagError(f"{workdir} was started with another config; delete it to start over")
-    workdir.mkdir(parents=True, exist_ok=True)
+    out, workdir, state = open_run(config, out, workdir, resume)
     return _train(config, out, workdir, state, max_minutes, quiet)
 
 
