@@ -25,6 +25,7 @@ def run(args, pm) -> int:
         ],
         "flaggers": sorted(flaggers),
         "shear_engines": sorted(engines),
+        "shear_engines_available": sorted(n for n, cls in engines.items() if cls.available()),
     }
     if args.json == "-":
         import json
@@ -37,5 +38,6 @@ def run(args, pm) -> int:
     for i in infos:
         print(f"{i.name:<{width}}  {i.origin:<11}  {', '.join(i.hooks)}")
     print(f"flaggers: {', '.join(sorted(flaggers)) or 'none'}")
-    print(f"shear engines: {', '.join(sorted(engines)) or 'none'}")
+    shown = [n if engines[n].available() else f"{n} (not installed)" for n in sorted(engines)]
+    print(f"shear engines: {', '.join(shown) or 'none'}")
     return 0
