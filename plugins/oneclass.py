@@ -168,7 +168,8 @@ def train_oneclass(config_path, out, resume=False, max_minutes=None, quiet=False
         write_state(workdir, state)
         if not quiet:
             print(f"oneclass epoch {state['epoch']}: loss {np.mean(losses):.5f}")
-        if max_minutes is not None and (time.time() - start) / 60 >= max_minutes:
+        if (max_minutes is not None and state["epoch"] < config.epochs
+                and (time.time() - start) / 60 >= max_minutes):
             return {"finished": False, "epochs": state["epoch"]}
     phi = netcore.run_batches(netcore.compiled_predict(net), data["x_val"].astype(np.float32), 256)
     d = np.sum((phi - centre) ** 2, axis=1)

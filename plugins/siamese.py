@@ -186,7 +186,8 @@ def train_siamese(config_path, out, resume=False, max_minutes=None, quiet=False,
         write_state(workdir, state)
         if not quiet:
             print(f"siamese epoch {state['epoch']}: contrastive loss {np.mean(losses):.4f}")
-        if max_minutes is not None and (time.time() - start) / 60 >= max_minutes:
+        if (max_minutes is not None and state["epoch"] < config.epochs
+                and (time.time() - start) / 60 >= max_minutes):
             return {"finished": False, "epochs": state["epoch"]}
     predict = netcore.compiled_predict(net)
     emb_val = netcore.run_batches(predict, data["x_val"].astype(np.float32), 256)

@@ -193,7 +193,8 @@ def _train(config, out, workdir, state, max_minutes, quiet) -> dict:
         write_state(workdir, state)
         if state["bad_epochs"] >= config.patience:
             break
-        if max_minutes is not None and (time.time() - start) / 60 >= max_minutes:
+        if (max_minutes is not None and state["epoch"] < config.epochs
+                and (time.time() - start) / 60 >= max_minutes):
             if not quiet:
                 print(f"stopping after epoch {state['epoch']} (time budget); rerun with --resume")
             return {"finished": False, "epochs": state["epoch"], "history": state["history"]}
