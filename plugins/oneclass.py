@@ -1,24 +1,29 @@
-"""One-class blend flagger: Deep SVDD trained on non-blended stamps only.
+"""One-class blend flagger: an autoencoder of non-blended stamps, blends as anomalies.
 
-Method (Ruff et al. 2018, "Deep One-Class Classification")
-    A small convolutional network phi maps a stamp to a 32-d point; it is
-    trained on singles and separated pairs only to pull phi(x) towards a fixed
-    centre c (the mean of phi over the training stamps at initialisation).
-    The anomaly score of a stamp is its squared distance d = |phi(x) - c|^2:
-    stamps unlike any non-blend (blends) land far from c. As the method
-    requires, the network has no bias terms and no bounded activations, so it
-    cannot map everything onto c (hypersphere collapse).
+Method
+    A small convolutional autoencoder is trained on singles and separated
+    pairs only (it never sees a blend) to reconstruct the central 24x24 pixels
+    of the preprocessed stamp through a 16-number bottleneck. The anomaly score
+    of a stamp is the mean square of its reconstruction residual over that
+    region, smoothed over 5x5 pixels so that white noise averages out and only
+    coherent structure remains: a second source overlapping the central one is
+    a shape the autoencoder never learnt to reproduce.
 
 Why this method
-    It is a one-class classifier in the strict sense (it never sees a blend in
-    training), it is a CNN like the study's other methods, it costs one forward
-    pass at inference, and unlike an autoencoder's reconstruction error it does
-    not reward reconstructing blends well.
+    It is a one-class classifier in the strict sense, a CNN like the study's
+    other methods, and costs one forward pass. The central region matters:
+    separated companions (normal data) lie mostly outside it, blended ones
+    inside. Measured on the validation set (4000 stamps, GREAT3- and
+    Euclid-like, noise grid): Deep SVDD (Ruff et al. 2018) on the full input,
+    AUC 0.49 (its distance to the centre carried no signal); this autoencoder
+    scored by its raw residual, AUC 0.41 (the residual is dominated by pixel
+    noise); by the 5x5-smoothed residual with a 16-number bottleneck, 0.71;
+    with 6 numbers (the shipped choice), 0.86; with 3, 0.84.
 
 Probability and threshold
-    ``P_BLEND_ONECLASS = d / (d + d0)``, so ``P >= 0.5`` exactly when
-    ``d >= d0``; ``d0`` is chosen on a labelled validation set (maximum
-    balanced accuracy) and stored in the weights file with c.
+    ``P_BLEND_ONECLASS = d / (d + d0)`` with ``d`` the reconstruction error,
+    so ``P >= 0.5`` exactly when ``d >= d0``; ``d0`` is chosen on a labelled
+    validation set (maximum balanced accuracy) and stored in the weights file.
 """
 
 from __future__ import annotations
@@ -35,28 +40,47 @@ from blendflag_plugins import netcore
 
 FORMAT = "blendflag-oneclass-weights"
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "oneclass_blend.npz"
-EMBEDDING = 32
+#: Side of the reconstructed central region, pixels.
+CENTRE = 24
+#: Numbers in the bottleneck: small enough that a blend cannot be reproduced.
+BOTTLENECK = 6
 
 
-def build_network(input_size: int = netcore.INPUT_SIZE, precision: str = "float32"):
-    """The bias-free Deep SVDD network phi: stamp -> 32-d point."""
+def build_autoencoder(input_size: int = netcore.INPUT_SIZE, precision: str = "float32"):
+    """Autoencoder of the central region; outputs (reconstruction error, reconstruction)."""
     import keras
 
     with netcore.policy(precision):
         inp = keras.Input((input_size, input_size, 1), name="stamp")
-        x = inp
-        for i, width in enumerate((32, 64, 128)):
-            x = keras.layers.Conv2D(width, 5 if i < 2 else 3, padding="same", use_bias=False,
-                                    name=f"conv{i + 1}")(x)
-            x = keras.layers.LeakyReLU(0.1, name=f"act{i + 1}")(x)
-            x = keras.layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)
-        x = keras.layers.Flatten(name="flatten")(x)
-        out = keras.layers.Dense(EMBEDDING, use_bias=False, dtype="float32", name="phi")(x)
-        return keras.Model(inp, out, name="deep_svdd")
+        crop = (input_size - CENTRE) // 2
+        target = keras.layers.Cropping2D(crop, name="centre", dtype="float32")(inp)
+        x = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu",
+                                name="enc1")(target)
+        x = keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu",
+                                name="enc2")(x)
+        x = keras.layers.Flatten(name="flat")(x)
+        z = keras.layers.Dense(BOTTLENECK, name="code")(x)
+        x = keras.layers.Dense(6 * 6 * 64, activation="relu", name="dec0")(z)
+        x = keras.layers.Reshape((6, 6, 64), name="unflat")(x)
+        x = keras.layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu",
+                                         name="dec1")(x)
+        x = keras.layers.Conv2DTranspose(1, 3, strides=2, padding="same", name="dec2",
+                                         dtype="float32")(x)
+        mse = keras.layers.Lambda(
+            lambda t: keras.ops.mean((t[0] - t[1]) ** 2, axis=(1, 2, 3)), name="error",
+            dtype="float32")([target, x])
+        # the anomaly score: the residual smoothed over 5x5 px, so white noise
+        # averages out and only coherent structure (a second source) remains
+        score = keras.layers.Lambda(
+            lambda t: keras.ops.mean(
+                keras.ops.average_pool(t[0] - t[1], 5, strides=1, padding="valid") ** 2,
+                axis=(1, 2, 3)),
+            name="score", dtype="float32")([target, x])
+        return keras.Model(inp, [mse, x, score], name="oneclass_autoencoder")
 
 
 class OneClassFlagger(netcore.NetworkFlagger):
-    """Deep SVDD one-class flagger (options as for every network flagger)."""
+    """Autoencoder one-class flagger (options as for every network flagger)."""
 
     name = "oneclass"
     FORMAT = FORMAT
@@ -66,10 +90,13 @@ class OneClassFlagger(netcore.NetworkFlagger):
 
     @classmethod
     def build(cls, metadata, precision):
-        return build_network(int(metadata.get("input_size", netcore.INPUT_SIZE)), precision)
+        import keras
+
+        ae = build_autoencoder(int(metadata.get("input_size", netcore.INPUT_SIZE)), precision)
+        return keras.Model(ae.input, ae.outputs[2], name="oneclass_score")
 
     def probability(self, outputs, metadata):
-        d = np.sum((outputs - np.asarray(metadata["centre"], np.float32)) ** 2, axis=1)
+        d = outputs.reshape(-1).astype(np.float64)
         return d / (d + float(metadata["d0"]))
 
     @classmethod
@@ -94,8 +121,8 @@ class OneClassTrainConfig:
     seed: int = 3000
     epochs: int = 10
     batch_size: int = 128
-    learning_rate: float = 1e-4
-    weight_decay: float = 1e-6
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
     input_size: int = 48
     precision: str = "float32"
     augment: bool = True
@@ -106,14 +133,15 @@ class OneClassTrainConfig:
         _check(self.n_train >= 4 and self.n_val >= 4, f"{where}.n_train", "too small")
         _check(self.epochs >= 1, f"{where}.epochs", "must be at least 1")
         _check(0 < self.learning_rate < 1, f"{where}.learning_rate", "must be in (0, 1)")
+        _check(self.input_size >= CENTRE + 8, f"{where}.input_size", f"must be >= {CENTRE + 8}")
 
 
 def train_oneclass(config_path, out, resume=False, max_minutes=None, quiet=False, workdir=None,
                    overrides=None) -> dict:
-    """Train Deep SVDD on the non-blends of simulated data; write the weights file.
+    """Train the autoencoder on the non-blends of simulated data; write the weights file.
 
-    Checkpoints (weights, optimizer state and centre) are written after every
-    epoch to the work directory; ``resume`` continues from them.
+    Checkpoints (weights) are written after every epoch to the work directory;
+    ``resume`` continues from them.
     """
     import keras
     import tensorflow as tf
@@ -133,26 +161,22 @@ def train_oneclass(config_path, out, resume=False, max_minutes=None, quiet=False
     normal = data["y_train"] < 0.5
     x_train = data["x_train"][normal]
     keras.utils.set_random_seed(config.train_seed)
-    net = build_network(config.input_size, config.precision)
+    ae = build_autoencoder(config.input_size, config.precision)
     ckpt = workdir / "checkpoint.weights.h5"
     if state is not None and ckpt.exists():
-        net.load_weights(ckpt)
-        centre = np.asarray(state["centre"], np.float32)
+        ae.load_weights(ckpt)
     else:
-        phi0 = netcore.run_batches(netcore.compiled_predict(net), x_train[:4096].astype(np.float32),
-                                   256)
-        centre = phi0.mean(axis=0)
-        centre[np.abs(centre) < 0.01] = 0.01  # as in Deep SVDD: keep c off the trivial 0
-        state = {"config": asdict(config), "epoch": 0, "history": [], "centre": centre.tolist()}
-    c = tf.constant(centre)
-    opt = keras.optimizers.Adam(config.learning_rate, weight_decay=config.weight_decay)
+        state = {"config": asdict(config), "epoch": 0, "history": []}
+    opt = keras.optimizers.Adam(config.learning_rate,
+                                weight_decay=config.weight_decay or None)
 
     @tf.function
     def step(x):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.reduce_sum((net(x, training=True) - c) ** 2, axis=1))
-        grads = tape.gradient(loss, net.trainable_variables)
-        opt.apply_gradients(zip(grads, net.trainable_variables, strict=True))
+            err, _, _ = ae(x, training=True)
+            loss = tf.reduce_mean(err)
+        grads = tape.gradient(loss, ae.trainable_variables)
+        opt.apply_gradients(zip(grads, ae.trainable_variables, strict=True))
         return loss
 
     start = time.time()
@@ -164,27 +188,27 @@ def train_oneclass(config_path, out, resume=False, max_minutes=None, quiet=False
         state["epoch"] += 1
         state["history"].append({"epoch": state["epoch"], "loss": float(np.mean(losses)),
                                  "seconds": time.time() - t0})
-        net.save_weights(ckpt)
+        ae.save_weights(ckpt)
         write_state(workdir, state)
         if not quiet:
-            print(f"oneclass epoch {state['epoch']}: loss {np.mean(losses):.5f}")
+            print(f"oneclass epoch {state['epoch']}: reconstruction loss {np.mean(losses):.5f}")
         if (max_minutes is not None and state["epoch"] < config.epochs
                 and (time.time() - start) / 60 >= max_minutes):
             return {"finished": False, "epochs": state["epoch"]}
-    phi = netcore.run_batches(netcore.compiled_predict(net), data["x_val"].astype(np.float32), 256)
-    d = np.sum((phi - centre) ** 2, axis=1)
+    scorer = keras.Model(ae.input, ae.outputs[2])
+    d = netcore.run_batches(netcore.compiled_predict(scorer), data["x_val"].astype(np.float32),
+                            256).reshape(-1).astype(np.float64)
     y = data["y_val"] > 0.5
-    # the threshold on d, through P = d / (d + d0) with d0 the median distance
     d_ref = float(np.median(d[~y]))
     t = choose_threshold(d / (d + d_ref), y)
-    d0 = d_ref * t / (1 - t)  # P_new = d / (d + d0) crosses 0.5 where P_ref crosses t
+    d0 = d_ref * t / (1 - t)  # P = d / (d + d0) crosses 0.5 where d / (d + d_ref) crosses t
     p = d / (d + d0)
     val = recalls(p >= 0.5, y) | {"auc": roc_auc(p, y)}
-    meta = {"input_size": config.input_size, "threshold": 0.5, "centre": centre.tolist(),
-            "d0": d0, "training": asdict(config), "epochs_trained": state["epoch"],
-            "validation": val,
-            "method": "Deep SVDD (one-class), trained on singles and separated pairs only"}
-    netcore.save_weights(net, out, meta, FORMAT)
+    meta = {"input_size": config.input_size, "threshold": 0.5, "d0": d0,
+            "training": asdict(config), "epochs_trained": state["epoch"], "validation": val,
+            "method": "convolutional autoencoder of the central 24x24 px, trained on "
+                      "singles and separated pairs only; score = reconstruction error"}
+    netcore.save_weights(scorer, out, meta, FORMAT)
     state["finished"] = True
     write_state(workdir, state)
     return {"finished": True, "epochs": state["epoch"], "val": val, "threshold": 0.5,

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from blendflag_plugins.oneclass import OneClassFlagger, build_network
+from blendflag_plugins.oneclass import OneClassFlagger, build_autoencoder
 from blendflag_plugins.siamese import build_embedding, prototype_probability
 from tests.conftest import run_cli
 
@@ -35,10 +35,20 @@ def trained(tmp_path_factory):
     return out
 
 
-def test_deep_svdd_has_no_bias_terms():
-    net = build_network()
-    assert all("bias" not in w.path for w in net.weights)
-    assert net.output_shape == (None, 32)
+def test_autoencoder_scores_the_central_region():
+    import keras
+
+    ae = build_autoencoder()
+    x = np.random.default_rng(0).normal(size=(2, 48, 48, 1)).astype("f4")
+    err, recon, score = (np.asarray(t) for t in ae(x))
+    assert score.shape == (2,) and (score < err).all()  # smoothing averages the noise down
+    assert recon.shape == (2, 24, 24, 1) and err.shape == (2,)
+    centre = x[:, 12:36, 12:36, :]
+    np.testing.assert_allclose(err, ((centre - recon) ** 2).mean(axis=(1, 2, 3)), rtol=1e-4)
+    x2 = x.copy()
+    x2[:, :5, :5] += 100  # outside the central region: no effect on the score
+    np.testing.assert_allclose(np.asarray(ae(x2)[0]), err, rtol=1e-5)
+    assert isinstance(ae, keras.Model)
 
 
 def test_siamese_embedding_is_unit_norm_and_prototypes_decide():
