@@ -3,7 +3,7 @@
 Method
     A small convolutional autoencoder is trained on singles and separated
     pairs only (it never sees a blend) to reconstruct the central 24x24 pixels
-    of the preprocessed stamp through a 16-number bottleneck. The anomaly score
+    of the preprocessed stamp through a 6-number bottleneck. The anomaly score
     of a stamp is the mean square of its reconstruction residual over that
     region, smoothed over 5x5 pixels so that white noise averages out and only
     coherent structure remains: a second source overlapping the central one is
@@ -43,6 +43,7 @@ DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "oneclass_blend.npz"
 #: Side of the reconstructed central region, pixels.
 CENTRE = 24
 #: Numbers in the bottleneck: small enough that a blend cannot be reproduced.
+#: Numbers in the bottleneck: few enough that a blend cannot be reproduced.
 BOTTLENECK = 6
 
 
