@@ -43,7 +43,6 @@ DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "oneclass_blend.npz"
 #: Side of the reconstructed central region, pixels.
 CENTRE = 24
 #: Numbers in the bottleneck: small enough that a blend cannot be reproduced.
-#: Numbers in the bottleneck: few enough that a blend cannot be reproduced.
 BOTTLENECK = 6
 
 
