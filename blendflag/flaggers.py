@@ -41,6 +41,9 @@ class Flagger:
     name: str = ""
     #: Whether :meth:`flag_catalogue` needs stamps cut around the sources.
     needs_stamps: bool = True
+    #: Whether the flagger's decisions stay valid on metacalibration images
+    #: (PSF-dilated, correlated noise); `compare` leaves it out by default if not.
+    metacal_safe: bool = True
 
     def __init__(self, options: dict | None = None):
         self.options = dict(options or {})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from blendflag.commands.common import (
     check_output_path,
     load_config,
@@ -66,11 +68,18 @@ def register(cli) -> None:
 
 
 def _default_flaggers(pm, config):
-    """Every registered flagger that can be built here (a missing model is skipped)."""
+    """Every registered flagger that can be built here and is valid on metacal images.
+
+    A flagger without its model, or one marked ``metacal_safe = False``, is
+    left out (name it with ``--flaggers`` to include it anyway).
+    """
     from blendflag.plugins import get_flaggers
 
     names = []
-    for name in sorted(get_flaggers(pm), key=lambda n: (n != "sextractor", n != "vgg16", n)):
+    classes = get_flaggers(pm)
+    for name in sorted(classes, key=lambda n: (n != "sextractor", n != "vgg16", n)):
+        if not getattr(classes[name], "metacal_safe", True):
+            continue
         try:
             make_flaggers(pm, [name], config)
         except BlendflagError:
@@ -81,7 +90,6 @@ def _default_flaggers(pm, config):
 
 def run(args, pm) -> int:
     from blendflag.compare import file_input, print_table, run_compare, simulated_input
-    from blendflag.parallel import idle_cores
     from blendflag.plugins import get_shear_engines
     from blendflag.shear import select_engine
 
@@ -107,7 +115,7 @@ def run(args, pm) -> int:
     engine_cls = select_engine(get_shear_engines(pm), args.engine or config.shear.engine)
     names = (args.flaggers.split(",") if args.flaggers else _default_flaggers(pm, config))
     flaggers = make_flaggers(pm, names, config, network_overrides(names, args.weights))
-    workers = args.workers or idle_cores()
+    workers = args.workers or os.cpu_count() or 1
     if user_data:
         data = file_input(args.image, args.psf, args.catalogue, args.weight, args.pixel_scale)
     else:
@@ -145,7 +153,6 @@ def run(args, pm) -> int:
 def run_tiles_command(args, pm, config) -> int:
     """``compare --tiles``: every tile a task, then the combined statistics."""
     from blendflag.compare import print_table
-    from blendflag.parallel import idle_cores
     from blendflag.plugins import get_shear_engines
     from blendflag.shear import select_engine
     from blendflag.tiles import combine_tiles, read_tiles, run_tiles, settings_for
@@ -166,7 +173,7 @@ def run_tiles_command(args, pm, config) -> int:
     make_flaggers(pm, names, config, network_overrides(names, args.weights))  # fail early
     settings = settings_for(config, names, engine, args.seed, args.weights, args.pixel_scale,
                             args.bootstrap)
-    workers = args.workers or idle_cores()
+    workers = args.workers or os.cpu_count() or 1
     status = run_tiles(tiles, settings, args.out_dir, workers=workers, scheduler=args.scheduler,
                        quiet=args.quiet)
     print(f"tiles: {len(status['done'])} run, {len(status['skipped'])} already done, "
