@@ -140,6 +140,7 @@ def bench_scaling(pm, config, n_tiles: int = 8, n_galaxies: int = 400) -> dict:
     seconds = {}
     with tempfile.TemporaryDirectory(prefix="blendflag-scaling-") as tmp:
         root = Path(tmp)
+        (root / "tiles").mkdir()
         for i in range(n_tiles):
             field = simulate_field("cfis", n_galaxies, shear=(0.02, 0.0), seed=100 + i,
                                    noise=3.0, rotated_pairs=True)
