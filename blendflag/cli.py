@@ -94,6 +94,8 @@ def build_parser(pm) -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Entry point of ``blendflag-shear``."""
     debug = os.environ.get("BLENDFLAG_DEBUG", "") not in ("", "0")
+    # TensorFlow's C++ start-up chatter is not for users (set it to 0 to see it)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         from blendflag.plugins import get_plugin_manager
 
