@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -178,3 +179,64 @@ def open_run(config, out, workdir=None, resume: bool = False) -> tuple[Path, Pat
         raise BlendflagError(f"{workdir} was started with another config; delete it to start over")
     workdir.mkdir(parents=True, exist_ok=True)
     return out, workdir, state
+
+
+@dataclass
+class NetTrainConfig:
+    """Settings every network trainer shares (each method's YAML adds its own).
+
+    Attributes
+    ----------
+    method : str
+        The flagger being trained.
+    datasets : list of str
+        Dataset presets (or YAML paths) mixed in equal parts. [default: great3, euclid]
+    n_train, n_val : int
+        Simulated training and validation stamps (validation from ``seed + 1``).
+    noise : str or float
+        ``"grid"`` (each stamp draws a sigma from its preset's grid) or a sigma (ADU).
+    seed : int
+        Seed of the training data.
+    epochs, batch_size : int
+    learning_rate : float
+        Adam learning rate.
+    input_size : int
+        Network input side in pixels.
+    precision : str
+        ``auto``, ``bfloat16`` or ``float32``.
+    augment : bool
+        Random flips and 90-degree rotations.
+    train_seed : int
+        Seed of weight initialisation and shuffling.
+    """
+
+    method: str = ""
+    datasets: list[str] = field(default_factory=lambda: ["great3", "euclid"])
+    n_train: int = 20000
+    n_val: int = 4000
+    noise: str | float = "grid"
+    seed: int = 1000
+    epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    input_size: int = 48
+    precision: str = "float32"
+    augment: bool = True
+    train_seed: int = 0
+
+    #: The method this config trains (subclasses set it).
+    METHOD = ""
+
+    def validate(self, where: str) -> None:
+        from blendflag.config import _check
+
+        _check(self.method == self.METHOD, f"{where}.method", f"must be {self.METHOD}")
+        _check(len(self.datasets) > 0, f"{where}.datasets", "name at least one dataset")
+        _check(self.n_train >= 2 * len(self.datasets), f"{where}.n_train", "too small")
+        _check(self.n_val >= 4, f"{where}.n_val", "must be at least 4")
+        _check(self.epochs >= 1, f"{where}.epochs", "must be at least 1")
+        _check(self.batch_size >= 1, f"{where}.batch_size", "must be at least 1")
+        _check(0 < self.learning_rate < 1, f"{where}.learning_rate", "must be in (0, 1)")
+        _check(self.input_size >= 32, f"{where}.input_size", "must be at least 32 px")
+        if isinstance(self.noise, str):
+            _check(self.noise == "grid", f"{where}.noise", "must be 'grid' or a number")

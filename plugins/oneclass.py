@@ -29,7 +29,7 @@ Probability and threshold
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ import numpy as np
 from blendflag import hookimpl
 from blendflag.config import _check
 from blendflag_plugins import netcore
+from blendflag_plugins.nettrain import NetTrainConfig
 
 FORMAT = "blendflag-oneclass-weights"
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "oneclass_blend.npz"
@@ -113,29 +114,22 @@ class OneClassFlagger(netcore.NetworkFlagger):
 
 
 @dataclass
-class OneClassTrainConfig:
-    """Training settings (``configs/train_oneclass.yaml``); data keys as for VGG16."""
+class OneClassTrainConfig(NetTrainConfig):
+    """Training settings (``configs/train_oneclass.yaml``); shared keys in NetTrainConfig.
 
+    Attributes
+    ----------
+    weight_decay : float
+        Adam weight decay (0: none). [default: 0.0]
+    """
+
+    METHOD = "oneclass"
     method: str = "oneclass"
-    datasets: list[str] = field(default_factory=lambda: ["great3", "euclid"])
-    n_train: int = 20000
-    n_val: int = 4000
-    noise: str | float = "grid"
     seed: int = 3000
-    epochs: int = 10
-    batch_size: int = 128
-    learning_rate: float = 1e-3
     weight_decay: float = 0.0
-    input_size: int = 48
-    precision: str = "float32"
-    augment: bool = True
-    train_seed: int = 0
 
     def validate(self, where: str) -> None:
-        _check(self.method == "oneclass", f"{where}.method", "must be oneclass")
-        _check(self.n_train >= 4 and self.n_val >= 4, f"{where}.n_train", "too small")
-        _check(self.epochs >= 1, f"{where}.epochs", "must be at least 1")
-        _check(0 < self.learning_rate < 1, f"{where}.learning_rate", "must be in (0, 1)")
+        super().validate(where)
         _check(self.input_size >= CENTRE + 8, f"{where}.input_size", f"must be >= {CENTRE + 8}")
 
 

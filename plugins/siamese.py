@@ -19,7 +19,7 @@ Classification
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ import numpy as np
 from blendflag import hookimpl
 from blendflag.config import _check
 from blendflag_plugins import netcore
+from blendflag_plugins.nettrain import NetTrainConfig
 
 FORMAT = "blendflag-siamese-weights"
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "siamese_blend.npz"
@@ -88,30 +89,29 @@ class SiameseFlagger(netcore.NetworkFlagger):
 
 
 @dataclass
-class SiameseTrainConfig:
-    """Training settings (``configs/train_siamese.yaml``); data keys as for VGG16."""
+class SiameseTrainConfig(NetTrainConfig):
+    """Training settings (``configs/train_siamese.yaml``); shared keys in NetTrainConfig.
 
+    Attributes
+    ----------
+    margin : float
+        Contrastive margin between unit embeddings. [default: 1.0]
+    temperature : float
+        Of the prototype-distance sigmoid. [default: 0.1]
+    n_reference : int
+        Labelled validation stamps per class for the prototypes. [default: 200]
+    """
+
+    METHOD = "siamese"
     method: str = "siamese"
-    datasets: list[str] = field(default_factory=lambda: ["great3", "euclid"])
-    n_train: int = 20000
-    n_val: int = 4000
-    noise: str | float = "grid"
     seed: int = 4000
     epochs: int = 8
-    batch_size: int = 128
-    learning_rate: float = 1e-3
     margin: float = 1.0
     temperature: float = 0.1
     n_reference: int = 200
-    input_size: int = 48
-    precision: str = "float32"
-    augment: bool = True
-    train_seed: int = 0
 
     def validate(self, where: str) -> None:
-        _check(self.method == "siamese", f"{where}.method", "must be siamese")
-        _check(self.n_train >= 4 and self.n_val >= 4, f"{where}.n_train", "too small")
-        _check(self.epochs >= 1, f"{where}.epochs", "must be at least 1")
+        super().validate(where)
         _check(0 < self.margin <= 2, f"{where}.margin", "must be in (0, 2] (unit embeddings)")
         _check(self.temperature > 0, f"{where}.temperature", "must be positive")
         _check(self.n_reference >= 1, f"{where}.n_reference", "must be at least 1")

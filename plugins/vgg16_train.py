@@ -19,12 +19,12 @@ pieces. At the end the best weights are written as the compact shipped format
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from blendflag.config import _check
 from blendflag_plugins.nettrain import (
+    NetTrainConfig,
     image_dataset,
     load_config,
     open_run,
@@ -34,74 +34,33 @@ from blendflag_plugins.nettrain import (
 
 
 @dataclass
-class VGG16TrainConfig:
-    """Training settings (``configs/train_vgg16.yaml``).
+class VGG16TrainConfig(NetTrainConfig):
+    """Training settings (``configs/train_vgg16.yaml``); shared keys in NetTrainConfig.
 
     Attributes
     ----------
-    method : str
-        Must be ``"vgg16"``.
-    datasets : list of str
-        Dataset presets (or YAML paths) mixed in equal parts. [default: great3, euclid, cfis]
-    n_train : int
-        Simulated training stamps in all. [default: 40000]
-    n_val : int
-        Simulated validation stamps (other seeds). [default: 4000]
-    noise : str or float
-        ``"grid"`` (each stamp draws a sigma from its preset's noise grid) or a sigma (ADU).
-    seed : int
-        Seed of the training data; validation uses ``seed + 1``. [default: 1000]
-    epochs : int
-        Maximum epochs. [default: 12]
-    batch_size : int
-        [default: 64]
     learning_rate : float
         Adam learning rate (design.md: 1e-3 stalls without BatchNorm). [default: 1e-4]
     lr_factor, lr_patience : float, int
         ReduceLROnPlateau on validation loss. [default: 0.3, 1]
     patience : int
-        Early-stopping patience in epochs (best weights restored). [default: 3]
-    input_size : int
-        Network input side in pixels. [default: 48]
-    precision : str
-        ``auto``, ``bfloat16`` or ``float32``. [default: "auto"]
+        Early-stopping patience in epochs (best weights kept). [default: 3]
     imagenet_weights : str or None
         Path to ImageNet VGG16 no-top weights to start from (never downloaded).
-    augment : bool
-        Random flips and 90-degree rotations. [default: True]
-    train_seed : int
-        Seed of weight initialisation and shuffling. [default: 0]
     """
 
+    METHOD = "vgg16"
     method: str = "vgg16"
-    datasets: list[str] = field(default_factory=lambda: ["great3", "euclid", "cfis"])
     n_train: int = 40000
-    n_val: int = 4000
-    noise: str | float = "grid"
     seed: int = 1000
     epochs: int = 12
     batch_size: int = 64
     learning_rate: float = 1e-4
+    precision: str = "auto"
     lr_factor: float = 0.3
     lr_patience: int = 1
     patience: int = 3
-    input_size: int = 48
-    precision: str = "auto"
     imagenet_weights: str | None = None
-    augment: bool = True
-    train_seed: int = 0
-
-    def validate(self, where: str) -> None:
-        _check(self.method == "vgg16", f"{where}.method", "must be vgg16 for this trainer")
-        _check(len(self.datasets) > 0, f"{where}.datasets", "name at least one dataset")
-        _check(self.n_train >= 2 * len(self.datasets), f"{where}.n_train", "too small")
-        _check(self.n_val >= 2, f"{where}.n_val", "must be at least 2")
-        _check(self.epochs >= 1, f"{where}.epochs", "must be at least 1")
-        _check(self.batch_size >= 1, f"{where}.batch_size", "must be at least 1")
-        _check(0 < self.learning_rate < 1, f"{where}.learning_rate", "must be in (0, 1)")
-        _check(self.input_size >= 32, f"{where}.input_size", "VGG16 needs at least 32 px")
-        if isinstance(self.noise, str):
-            _check(self.noise == "grid", f"{where}.noise", "must be 'grid' or a number")
 
 
 def load_train_config(path, overrides: dict | None = None) -> VGG16TrainConfig:
