@@ -19,6 +19,7 @@ Weights files
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -138,7 +139,14 @@ class policy:
 
 
 def file_sha256(path) -> str:
-    """Hex SHA-256 of a file."""
+    """Hex SHA-256 of a file (computed once per file version and process)."""
+    path = Path(path)
+    stat = path.stat()
+    return _sha256_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
