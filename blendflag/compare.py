@@ -82,18 +82,25 @@ class FieldInput:
 
 
 def simulated_input(dataset=DEFAULT_DATASET, n_galaxies=DEFAULT_N_GALAXIES, shear=DEFAULT_SHEAR,
-                    seed=DEFAULT_SEED, noise=DEFAULT_NOISE, workers=None, progress=False):
-    """A simulated field with 90-degree rotated pairs, as :class:`FieldInput`."""
+                    seed=DEFAULT_SEED, noise=DEFAULT_NOISE, workers=None, progress=False,
+                    stamp_size=51):
+    """A simulated field with 90-degree rotated pairs, as :class:`FieldInput`.
+
+    Galaxy centres stay half a stamp (``stamp_size // 2 + 1`` pixels) inside
+    each half, so no stamp reaches into the other half.
+    """
     from blendflag.simulate import simulate_field
 
     fld = simulate_field(dataset, n_galaxies=n_galaxies, shear=shear, seed=seed,
-                         rotated_pairs=True, noise=noise, workers=workers, progress=progress)
+                         rotated_pairs=True, noise=noise, workers=workers, progress=progress,
+                         margin=int(stamp_size) // 2 + 1)
     return FieldInput(image=fld.image, weight=fld.weight, psf=fld.psf, header=None,
                       pixel_scale=fld.pixel_scale, true_shear=tuple(fld.shear), truth=fld.truth,
                       noise_sigma=fld.noise_sigma,
                       description={"dataset": fld.dataset, "n_galaxies": len(fld.truth),
                                    "shear": list(fld.shear), "seed": seed,
                                    "noise_sigma": fld.noise_sigma, "rotated_pairs": True,
+                                   "margin": int(stamp_size) // 2 + 1,
                                    "image_size": list(fld.image.shape[::-1])})
 
 
@@ -256,13 +263,20 @@ def run_compare(pm, config, data: FieldInput, flaggers, engine_cls, *, seed: int
     from blendflag.shear import crop_stamps
 
     stamps = crop_stamps(np.asarray(context.stamps), int(config.shear.stamp_size))
+    pid = pair_ids(context.table, data.truth)
+    noise_fields = None
+    if pid is not None and data.noise_sigma and "ROTATED" in data.truth.colnames:
+        match = match_truth(context.table, data.truth)
+        rotated = np.where(match >= 0, np.asarray(data.truth["ROTATED"])[np.maximum(match, 0)],
+                           False)
+        noise_fields = paired_noise_fields(pid, rotated, noise, stamps.shape[-1], seed)
     t = time.perf_counter()
     bar = progress(total=n, desc="metacal", quiet=quiet, unit="obj")
     try:
         result = measure_parallel(engine_cls, config.shear, stamps, data.psf, data.pixel_scale,
                                   noise, seed=seed, workers=workers,
                                   return_images=bool(flaggers), progress=bar.update,
-                                  scheduler=scheduler)
+                                  scheduler=scheduler, noise_fields=noise_fields)
     finally:
         bar.close()
     if context.stamp_flags is not None:
@@ -281,7 +295,6 @@ def run_compare(pm, config, data: FieldInput, flaggers, engine_cls, *, seed: int
         }
         timings[f"select ({flagger.name})"] = time.perf_counter() - t
     result.images = None  # free the 5 x n stamps
-    pid = pair_ids(context.table, data.truth)
     n_boot = n_bootstrap or config.shear.n_bootstrap
     good = result.good
     base = pair_complete(good, pid)
@@ -333,6 +346,48 @@ def run_compare(pm, config, data: FieldInput, flaggers, engine_cls, *, seed: int
     _annotate(context, result, selection_flags, pid)
     return CompareResult(json=out, context=context, metacal=result,
                          selection_flags=selection_flags, sums=sums)
+
+
+def paired_noise_fields(pid, rotated, noise_sigma, size: int, seed: int) -> np.ndarray:
+    """Metacal noise-correction fields turned like the rotated pairs they serve.
+
+    The noise correction adds a pure-noise image to every object; drawn
+    independently it doubles the measurement noise of each pair. Here the
+    right-hand member of every complete rotated pair gets its partner's field
+    turned by the pair's 90 degrees, so that the correction noise cancels in
+    the pair as the intrinsic shapes do; every other object gets its own field.
+    Each object's correction is still an honest noise field of the right sigma.
+
+    Parameters
+    ----------
+    pid : numpy.ndarray
+        Pair id of every detection (:func:`pair_ids`).
+    rotated : numpy.ndarray of bool
+        Whether a detection is in the rotated (right) half.
+    noise_sigma : numpy.ndarray
+        Noise sigma per detection (ADU).
+    size : int
+        Stamp side (pixels).
+    seed : int
+        Seed of the fields.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, size, size)`` float32, ADU.
+    """
+    n = len(pid)
+    rng = np.random.default_rng([int(seed), 0x6E6F697365])  # apart from the bootstrap's
+    fields = rng.standard_normal((n, size, size), dtype=np.float32)
+    order = np.argsort(pid, kind="stable")
+    _, first, counts = np.unique(pid[order], return_index=True, return_counts=True)
+    for start in first[counts == 2]:
+        a, b = order[start], order[start + 1]
+        if rotated[a] == rotated[b]:
+            continue
+        left, right = (a, b) if not rotated[a] else (b, a)
+        fields[right] = np.rot90(fields[left], -1)  # the turn of the right half's scene
+    return fields * np.asarray(noise_sigma, dtype=np.float32)[:, None, None]
 
 
 def _annotate(context, result, selection_flags, pid) -> None:

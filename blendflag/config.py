@@ -259,16 +259,24 @@ class ShearConfig:
         Vignet side for shape measurement, in pixels. [default: 51]
     n_bootstrap : int
         Bootstrap resamplings for errors. [default: 200]
+    max_version_spread : float
+        Objects whose ellipticity differs by more than this between the five
+        metacalibration versions are flagged ``unstable`` (a step of 0.01
+        moves a shape by about 0.01-0.02; 0.2 means a response of 10 or more,
+        a measurement that jumped to another solution); 0 switches the check
+        off. [default: 0.2]
     """
 
     engine: str = "auto"
     step: float = 0.01
     stamp_size: int = 51
     n_bootstrap: int = 200
+    max_version_spread: float = 0.2
 
     def validate(self, where: str) -> None:
         _check(0 < self.step < 0.1, f"{where}.step", "must be in (0, 0.1)")
         _check(self.n_bootstrap >= 10, f"{where}.n_bootstrap", "must be at least 10")
+        _check(self.max_version_spread >= 0, f"{where}.max_version_spread", "must be >= 0")
 
 
 @dataclass

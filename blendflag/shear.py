@@ -63,6 +63,7 @@ MCAL_MOMENTS_FAILED = 16  #: the shape measurement failed on at least one versio
 MCAL_NONFINITE_RESULT = 32  #: a measured ellipticity or size is NaN or inf
 MCAL_BAD_NOISE = 64  #: the noise sigma of the object is negative or not finite
 MCAL_ENGINE_FAILED = 128  #: any other failure inside the engine
+MCAL_UNSTABLE = 256  #: the five versions' shapes differ by more than ``max_version_spread``
 
 #: Bit value -> name, to decode ``MCAL_FLAGS``.
 MCAL_FLAG_NAMES = {
@@ -74,6 +75,7 @@ MCAL_FLAG_NAMES = {
     MCAL_NONFINITE_RESULT: "nonfinite_result",
     MCAL_BAD_NOISE: "bad_noise",
     MCAL_ENGINE_FAILED: "engine_failed",
+    MCAL_UNSTABLE: "unstable",
 }
 
 #: Ellipticity columns of a result table, per version: (e1 column, e2 column).
@@ -83,6 +85,47 @@ SHAPE_COLUMNS = {v: (f"G1_{v.upper()}", f"G2_{v.upper()}") for v in METACAL_VERS
 def flag_names(flags: int) -> list[str]:
     """Names of the bits set in one ``MCAL_FLAGS`` value (e.g. ``["empty_stamp"]``)."""
     return [name for bit, name in MCAL_FLAG_NAMES.items() if int(flags) & bit]
+
+
+def flag_unstable(table: Table, step: float, max_spread: float) -> int:
+    """Flag objects whose shape jumps between metacalibration versions.
+
+    A shear of ``step`` changes an ellipticity by about ``step * R`` with
+    R between 0 and 2; a spread far larger than that means the shape
+    measurement converged to a different solution on some version (a
+    neighbour, the stamp edge), and the object's response is meaningless
+    (responses of -30 are seen). Such objects get :data:`MCAL_UNSTABLE`.
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        A result table (changed in place).
+    step : float
+        Metacalibration shear step.
+    max_spread : float
+        Largest allowed difference of any ellipticity component between the
+        five versions (dimensionless); 0 or less switches the check off.
+
+    Returns
+    -------
+    int
+        Objects newly flagged.
+    """
+    if max_spread <= 0 or len(table) == 0:
+        return 0
+    flags = np.asarray(table["MCAL_FLAGS"])
+    ok = np.flatnonzero(flags == 0)
+    spread = np.zeros(len(ok))
+    for comp in (0, 1):
+        e = np.stack([np.asarray(table[SHAPE_COLUMNS[v][comp]], dtype=np.float64)[ok]
+                      for v in METACAL_VERSIONS])
+        spread = np.maximum(spread, e.max(axis=0) - e.min(axis=0))
+    bad = ok[~(spread <= max_spread)]  # NaN spreads count as unstable too
+    table["MCAL_FLAGS"][bad] |= MCAL_UNSTABLE
+    for col in table.colnames:
+        if col != "MCAL_FLAGS":
+            table[col][bad] = np.nan
+    return len(bad)
 
 
 def empty_result_table(n: int) -> Table:
@@ -186,7 +229,8 @@ class ShearEngine:
         return float(self.config.step)
 
     def measure(
-        self, stamps, psf, pixel_scale, noise_sigma, rng, return_images=False
+        self, stamps, psf, pixel_scale, noise_sigma, rng, return_images=False,
+        noise_fields=None,
     ) -> MetacalResult:
         """Measure metacalibration ellipticities of every stamp.
 
@@ -207,6 +251,13 @@ class ShearEngine:
             Source of the noise-correction fields.
         return_images : bool
             Also return the metacalibration images. [default: False]
+        noise_fields : numpy.ndarray or None
+            ``(n, S, S)`` pure-noise images (ADU) to use for the noise
+            correction instead of drawing them from ``rng``: a rotated-pair
+            simulation passes fields turned like their objects, so that the
+            correction noise cancels in pairs as the pixel noise does. An
+            engine that cannot take them ignores them and records
+            ``meta["noise_fields"] = "ignored"``. [default: None]
 
         Returns
         -------
@@ -308,6 +359,8 @@ class ShearEngine:
         if context.stamp_flags is not None:
             bad = np.asarray(context.stamp_flags) != 0
             result.table["MCAL_FLAGS"][bad] |= MCAL_STAMP_FLAGGED
+        result.meta["n_unstable"] = flag_unstable(result.table, self.step,
+                                                  self.config.max_version_spread)
         result.meta.setdefault("pixel_scale", float(pixel_scale))
         return result
 
@@ -886,16 +939,18 @@ def bench_shear_engines(
 MEASURE_CHUNK = 256
 
 
-def _measure_chunk(engine_cls, config, stamps, psf, pixel_scale, noise, seed, return_images):
+def _measure_chunk(engine_cls, config, stamps, psf, pixel_scale, noise, seed, return_images,
+                   noise_fields=None):
     """One task of :func:`measure_parallel` (module level: picklable)."""
     engine = engine_cls(config)
+    kwargs = {"noise_fields": noise_fields} if noise_fields is not None else {}
     return engine.measure(stamps, psf, pixel_scale, noise, np.random.default_rng(seed),
-                          return_images=return_images)
+                          return_images=return_images, **kwargs)
 
 
 def measure_parallel(engine_cls, config, stamps, psf, pixel_scale, noise_sigma, seed: int,
                      workers: int = 1, return_images: bool = False, progress=None,
-                     scheduler: str | None = None) -> MetacalResult:
+                     scheduler: str | None = None, noise_fields=None) -> MetacalResult:
     """Measure ``stamps`` in chunks, serially, in spawned processes or on Dask.
 
     The noise-correction fields of chunk k come from ``seed`` and k, so the
@@ -924,6 +979,8 @@ def measure_parallel(engine_cls, config, stamps, psf, pixel_scale, noise_sigma, 
         Called with the number of objects of each finished chunk.
     scheduler : str or None
         A Dask scheduler address; chunks become Dask tasks.
+    noise_fields : numpy.ndarray or None
+        ``(n, S, S)`` noise-correction fields (see :meth:`ShearEngine.measure`).
 
     Returns
     -------
@@ -938,7 +995,8 @@ def measure_parallel(engine_cls, config, stamps, psf, pixel_scale, noise_sigma, 
     noise = np.broadcast_to(np.asarray(noise_sigma, dtype=np.float64), (n,))
     seeds = np.random.SeedSequence(seed).generate_state(max(1, -(-n // MEASURE_CHUNK)))
     tasks = [(engine_cls, config, stamps[i:i + MEASURE_CHUNK], psf, pixel_scale,
-              noise[i:i + MEASURE_CHUNK], int(seeds[k]), return_images)
+              noise[i:i + MEASURE_CHUNK], int(seeds[k]), return_images,
+              None if noise_fields is None else noise_fields[i:i + MEASURE_CHUNK])
              for k, i in enumerate(range(0, n, MEASURE_CHUNK))]
     done = (lambda r: progress(len(r))) if progress else None
     parts = run_chunks(_measure_chunk, tasks, workers, on_done=done, scheduler=scheduler)
@@ -946,7 +1004,8 @@ def measure_parallel(engine_cls, config, stamps, psf, pixel_scale, noise_sigma, 
     if return_images:
         images = {v: np.concatenate([p.images[v] for p in parts]) for v in METACAL_VERSIONS}
     first = parts[0]
-    meta = dict(first.meta, chunks=len(parts), workers=workers)
-    return MetacalResult(table=vstack([p.table for p in parts], metadata_conflicts="silent"),
-                         images=images, engine=first.engine, step=first.step, meta=meta,
-                         flag_names=first.flag_names)
+    table = vstack([p.table for p in parts], metadata_conflicts="silent")
+    meta = dict(first.meta, chunks=len(parts), workers=workers,
+                n_unstable=flag_unstable(table, first.step, config.max_version_spread))
+    return MetacalResult(table=table, images=images, engine=first.engine, step=first.step,
+                         meta=meta, flag_names=first.flag_names)

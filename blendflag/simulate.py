@@ -598,12 +598,14 @@ class Field:
 
 
 def simulate_field(dataset, n_galaxies=None, shear=(0.0, 0.0), seed=0, rotated_pairs=False,
-                   noise=None, size=None, workers=None, progress=False) -> Field:
+                   noise=None, size=None, workers=None, progress=False,
+                   margin=None) -> Field:
     """Simulate a field with a known shear; see :func:`blendflag.simulate_field.simulate_field`."""
     from blendflag.simulate_field import simulate_field as _impl
 
     return _impl(dataset, n_galaxies, shear=shear, seed=seed, rotated_pairs=rotated_pairs,
-                 noise=noise, size=size, workers=workers, progress=progress)
+                 noise=noise, size=size, workers=workers, progress=progress,
+                 margin=margin)
 
 
 def write_field(field: Field, outdir):

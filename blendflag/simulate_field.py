@@ -130,6 +130,45 @@ def _draw_field_task(start: int, *args):
     return start, _draw_field_chunk(*args)
 
 
+def shear_positions(xs, ys, shear, side: int, right_half) -> tuple[np.ndarray, np.ndarray]:
+    """Shear galaxy positions like their shapes, about the centre of their square.
+
+    Lensing shears the whole scene: the separation of two neighbours is
+    sheared as well, and metacalibration (which shears whole stamps) assumes
+    it. Positions are first drawn towards the centre by the largest stretch
+    of the shear matrix, so that sheared positions stay inside the margins;
+    without shear they are unchanged.
+
+    Parameters
+    ----------
+    xs, ys : numpy.ndarray
+        1-based pixel positions before shear.
+    shear : (float, float)
+        Reduced shear (g1, g2).
+    side : int
+        Side of each square (the image, or each half of a rotated-pair image).
+    right_half : numpy.ndarray of bool
+        Galaxies of the right half (centre shifted by ``side``).
+
+    Returns
+    -------
+    xs, ys : numpy.ndarray
+    """
+    import galsim
+
+    g1, g2 = shear
+    if g1 == 0 and g2 == 0:
+        return xs, ys
+    matrix = galsim.Shear(g1=g1, g2=g2).getMatrix()  # area-preserving, like .shear()
+    shrink = 1.0 / np.abs(matrix).sum(axis=1).max()
+    centre = (side + 1) / 2.0
+    cx = centre + np.where(right_half, side, 0)
+    dx = (xs - cx) * shrink
+    dy = (ys - centre) * shrink
+    return (cx + matrix[0, 0] * dx + matrix[0, 1] * dy,
+            centre + matrix[1, 0] * dx + matrix[1, 1] * dy)
+
+
 def _overlaps(footprints, n: int, nx: int, ny: int):
     """Footprint overlaps between galaxies, clipped to the image.
 
@@ -176,7 +215,8 @@ def _overlaps(footprints, n: int, nx: int, ny: int):
 
 
 def simulate_field(dataset, n_galaxies=None, shear=(0.0, 0.0), seed=0, rotated_pairs=False,
-                   noise=None, size=None, workers=None, progress=False) -> Field:
+                   noise=None, size=None, workers=None, progress=False,
+                   margin=None) -> Field:
     """Simulate a field of galaxies with a known constant shear.
 
     Parameters
@@ -202,6 +242,12 @@ def simulate_field(dataset, n_galaxies=None, shear=(0.0, 0.0), seed=0, rotated_p
         Worker processes; None is serial below 20000 galaxies. [default: None]
     progress : bool
         Progress bar on a terminal. [default: False]
+    margin : int or None
+        Minimum distance (pixels) of galaxy centres from the image edges (and
+        from the edges of each half); None takes the preset's ``field.margin``.
+        Comparison runs keep it at half a stamp so that no measurement stamp
+        reaches across into the other half, which would break the symmetry of
+        rotated pairs. [default: None]
 
     Returns
     -------
@@ -247,7 +293,10 @@ def simulate_field(dataset, n_galaxies=None, shear=(0.0, 0.0), seed=0, rotated_p
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 32:
             raise BlendflagError(f"size must be an integer >= 32 pixels, got {size!r}")
         side = int(size)
-    margin = config.field.margin
+    if margin is None:
+        margin = config.field.margin
+    elif isinstance(margin, bool) or not isinstance(margin, (int, np.integer)) or margin < 0:
+        raise BlendflagError(f"margin must be a non-negative integer (pixels), got {margin!r}")
     # rotated pairs: two square halves side by side, the right one the left rotated by 90 deg
     nx_img, ny_img = (2 * side, side) if rotated_pairs else (side, side)
     if side - 2 * margin < 2:
@@ -269,6 +318,7 @@ def simulate_field(dataset, n_galaxies=None, shear=(0.0, 0.0), seed=0, rotated_p
                   np.concatenate([ys, centre + (xs - centre)]))
         rotated[n_draw:] = True
         pair_id[:] = np.tile(np.arange(n_draw, dtype=np.int32), 2)
+    xs, ys = shear_positions(xs, ys, (g1, g2), side, rotated)
 
     thresh = isophote_level(config, sigma if sigma > 0 else config.default_noise)
     workers = 1 if workers is None and n < FIELD_SERIAL_BELOW else _resolve_workers(workers, n)
@@ -316,6 +366,7 @@ def simulate_field(dataset, n_galaxies=None, shear=(0.0, 0.0), seed=0, rotated_p
     best, count = _overlaps(footprints, n, nx_img, ny_img)
     if sigma > 0:
         image += (rng.standard_normal(image.shape, dtype=np.float32) * np.float32(sigma))
+    if sigma > 0:
         weight = np.full(image.shape, 1.0 / sigma ** 2, dtype=np.float32)
     else:
         weight = np.ones(image.shape, dtype=np.float32)

@@ -170,10 +170,12 @@ class GalSimMetacal(ShearEngine):
 
     # -- engine ---------------------------------------------------------------
 
-    def measure(self, stamps, psf, pixel_scale, noise_sigma, rng, return_images=False):
+    def measure(self, stamps, psf, pixel_scale, noise_sigma, rng, return_images=False,
+                noise_fields=None):
         """Metacal ellipticities of every stamp (see :meth:`ShearEngine.measure`).
 
-        ``rng`` draws the noise-correction fields (one per noisy object);
+        ``rng`` draws the noise-correction fields (one per noisy object)
+        unless ``noise_fields`` gives them;
         ``meta`` records the reconvolution kernel and the time per object.
         """
         import galsim
@@ -181,6 +183,10 @@ class GalSimMetacal(ShearEngine):
         start = time.perf_counter()
         data = self.prepare(stamps, psf, pixel_scale, noise_sigma)
         n, ny, nx = data.stamps.shape
+        if noise_fields is not None:
+            noise_fields = np.asarray(noise_fields, dtype=np.float64).reshape(-1, ny, nx)
+            if len(noise_fields) != n:
+                raise ValueError(f"{len(noise_fields)} noise fields for {n} stamps")
         table = empty_result_table(n)
         flags = data.flags.copy()
         psf_inv, target, shears = self._setup(data.psf, data.pixel_scale)
@@ -206,7 +212,8 @@ class GalSimMetacal(ShearEngine):
                 )
                 sigma_i = data.noise_sigma[i]
                 if self.fixnoise and sigma_i > 0:
-                    noise = rng.normal(0.0, sigma_i, size=(ny, nx))
+                    noise = (noise_fields[i] if noise_fields is not None
+                             else rng.normal(0.0, sigma_i, size=(ny, nx)))
                     rotated = np.ascontiguousarray(np.rot90(noise, 1))
                     nmc = self._metacal_images(
                         rotated, data.pixel_scale, psf_inv, target, shears, out_image
@@ -269,6 +276,7 @@ class GalSimMetacal(ShearEngine):
             f"(dilated by 1 + 2 step)",
             "reconvolution_sigma_arcsec": float(target.sigma),
             "fixnoise": self.fixnoise,
+            "noise_fields": "given" if noise_fields is not None else "drawn",
             "interpolant": INTERPOLANT,
             "seconds": elapsed,
             "ms_per_object": 1e3 * elapsed / max(n, 1),

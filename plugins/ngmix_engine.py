@@ -78,12 +78,15 @@ class NgmixMetacal(ShearEngine):
         except ImportError:  # pragma: no cover - only without ngmix
             return "gauss"
 
-    def measure(self, stamps, psf, pixel_scale, noise_sigma, rng, return_images=False):
+    def measure(self, stamps, psf, pixel_scale, noise_sigma, rng, return_images=False,
+                noise_fields=None):
         """Metacal ellipticities of every stamp (see :meth:`ShearEngine.measure`).
 
         ngmix wants a ``numpy.random.RandomState``: one is seeded from ``rng``.
         Noiseless stamps (sigma 0) get a tiny sigma for the weight and no
-        noise correction; their S/N is reported as inf.
+        noise correction; their S/N is reported as inf. ``noise_fields`` are
+        ignored (ngmix draws its own noise-correction images), which the
+        ``meta`` records.
         """
         import ngmix
 
@@ -167,6 +170,7 @@ class NgmixMetacal(ShearEngine):
         meta = {
             "reconvolution_psf": f"ngmix {psf_choice!r}",
             "fixnoise": self.fixnoise,
+            "noise_fields": "ignored" if noise_fields is not None else "drawn",
             "ngmix_version": getattr(ngmix, "__version__", "unknown"),
             "seconds": elapsed,
             "ms_per_object": 1e3 * elapsed / max(n, 1),

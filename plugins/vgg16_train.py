@@ -41,8 +41,15 @@ class VGG16TrainConfig(NetTrainConfig):
     ----------
     learning_rate : float
         Adam learning rate (design.md: 1e-3 stalls without BatchNorm). [default: 1e-4]
+    lr_schedule : str
+        ``plateau`` (multiply by ``lr_factor`` after ``lr_patience`` epochs
+        without a better validation loss) or ``cosine`` (from
+        ``learning_rate`` at the first epoch to ``lr_min`` at the last,
+        whatever the validation loss does). [default: plateau]
     lr_factor, lr_patience : float, int
         ReduceLROnPlateau on validation loss. [default: 0.3, 1]
+    lr_min : float
+        Final learning rate of the cosine schedule. [default: 1e-6]
     patience : int
         Early-stopping patience in epochs (best weights kept). [default: 3]
     imagenet_weights : str or None
@@ -57,10 +64,33 @@ class VGG16TrainConfig(NetTrainConfig):
     batch_size: int = 64
     learning_rate: float = 1e-4
     precision: str = "auto"
+    lr_schedule: str = "plateau"
     lr_factor: float = 0.3
     lr_patience: int = 1
+    lr_min: float = 1e-6
     patience: int = 3
     imagenet_weights: str | None = None
+
+    def validate(self, where: str) -> None:
+        from blendflag.config import _check
+
+        super().validate(where)
+        _check(self.lr_schedule in ("plateau", "cosine"), f"{where}.lr_schedule",
+               "must be 'plateau' or 'cosine'")
+        _check(0 < self.lr_factor < 1, f"{where}.lr_factor", "must be in (0, 1)")
+        _check(self.lr_patience >= 1, f"{where}.lr_patience", "must be at least 1")
+        _check(0 <= self.lr_min < self.learning_rate, f"{where}.lr_min",
+               "must be in [0, learning_rate)")
+
+
+def cosine_learning_rate(config: VGG16TrainConfig, epoch: int) -> float:
+    """Learning rate of 0-based ``epoch`` under the cosine schedule.
+
+    ``learning_rate`` at epoch 0, ``lr_min`` at the last epoch (``epochs - 1``).
+    """
+    span = max(config.epochs - 1, 1)
+    frac = min(epoch, span) / span
+    return config.lr_min + 0.5 * (config.learning_rate - config.lr_min) * (1 + np.cos(np.pi * frac))
 
 
 def load_train_config(path, overrides: dict | None = None) -> VGG16TrainConfig:
@@ -126,6 +156,8 @@ def _train(config, out, workdir, state, max_minutes, quiet) -> dict:
     best_path = workdir / "best.weights.npz"
     start = time.time()
     while state["epoch"] < config.epochs:
+        if config.lr_schedule == "cosine":
+            state["learning_rate"] = float(cosine_learning_rate(config, state["epoch"]))
         model.optimizer.learning_rate.assign(state["learning_rate"])
         t0 = time.time()
         hist = model.fit(train_ds, validation_data=val_ds, epochs=state["epoch"] + 1,
@@ -144,7 +176,7 @@ def _train(config, out, workdir, state, max_minutes, quiet) -> dict:
         else:
             state["bad_epochs"] += 1
             state["lr_wait"] += 1
-            if state["lr_wait"] > config.lr_patience - 1:
+            if config.lr_schedule == "plateau" and state["lr_wait"] >= config.lr_patience:
                 state["learning_rate"] *= config.lr_factor
                 state["lr_wait"] = 0
         state["elapsed_s"] += time.time() - t0

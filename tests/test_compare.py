@@ -126,3 +126,27 @@ def test_bad_input(case, field_files, tmp_path, capsys):
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1 and match in err
     assert not out.exists()
+
+
+def test_noise_correction_fields_are_turned_within_rotated_pairs():
+    """Complete pairs share one field turned by 90 degrees; others get their own."""
+    from blendflag.compare import paired_noise_fields
+
+    pid = np.array([0, 1, 0, 2, 1, 3, 3])
+    rotated = np.array([False, True, True, False, False, False, False])
+    sigma = np.array([1.0, 2.0, 1.0, 1.0, 2.0, 1.0, 1.0])
+    fields = paired_noise_fields(pid, rotated, sigma, 9, seed=4)
+    assert fields.shape == (7, 9, 9) and fields.dtype == np.float32
+    np.testing.assert_allclose(fields[2], np.rot90(fields[0], -1))
+    np.testing.assert_allclose(fields[1], np.rot90(fields[4], -1))  # the right one is turned
+    assert fields[1].std() == pytest.approx(2 * fields[0].std(), rel=0.5)  # own sigma
+    # 5 and 6 are both unrotated: not a rotated pair, so independent fields
+    assert abs(np.corrcoef(fields[5].ravel(), fields[6].ravel())[0, 1]) < 0.4
+    assert abs(np.corrcoef(fields[0].ravel(), fields[3].ravel())[0, 1]) < 0.4
+    again = paired_noise_fields(pid, rotated, sigma, 9, seed=4)
+    np.testing.assert_array_equal(fields, again)
+
+
+def test_simulated_compare_keeps_stamps_inside_each_half(small_run):
+    data = json.loads(small_run["json"].read_text())
+    assert data["input"]["margin"] == 26  # half of the 51-px stamps, plus one

@@ -19,6 +19,7 @@ from blendflag.shear import (
     MCAL_MOMENTS_FAILED,
     MCAL_NONFINITE_STAMP,
     MCAL_STAMP_FLAGGED,
+    MCAL_UNSTABLE,
     METACAL_VERSIONS,
     SHAPE_COLUMNS,
     VERSION_SHEARS,
@@ -27,6 +28,7 @@ from blendflag.shear import (
     crop_stamps,
     empty_result_table,
     flag_names,
+    flag_unstable,
     noise_from_stamps,
     noise_from_weight,
     pixel_scale_from_header,
@@ -380,3 +382,22 @@ def test_measure_context_reads_the_context(rng):
     context.psf = None
     with pytest.raises(BlendflagError, match="PSF"):
         engine.measure_context(context)
+
+
+def test_unstable_objects_are_flagged():
+    """A shape that jumps between versions (response -30) is flagged, sane ones are not."""
+    table = empty_result_table(4)
+    for v in METACAL_VERSIONS:
+        dg = VERSION_SHEARS[v]
+        table[SHAPE_COLUMNS[v][0]] = 0.1 + 1.5 * STEP * dg[0]  # response 1.5
+        table[SHAPE_COLUMNS[v][1]] = -0.2 + 1.5 * STEP * dg[1]
+    table["G1_1P"][1] = -0.2  # jumped to another solution on one version
+    table["G2_2M"][2] = 0.3
+    table["MCAL_FLAGS"][3] = MCAL_MOMENTS_FAILED
+    assert flag_unstable(table, STEP, 0.2) == 2
+    flags = np.asarray(table["MCAL_FLAGS"])
+    assert flags[0] == 0 and flags[1] == MCAL_UNSTABLE and flags[2] == MCAL_UNSTABLE
+    assert flags[3] == MCAL_MOMENTS_FAILED  # already bad: left alone
+    assert np.isnan(table["G1_NOSHEAR"][1]) and table["G1_NOSHEAR"][0] == pytest.approx(0.1)
+    assert flag_names(MCAL_UNSTABLE) == ["unstable"]
+    assert flag_unstable(table, STEP, 0.0) == 0  # switched off

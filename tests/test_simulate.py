@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import galsim
 import numpy as np
 import pytest
 
@@ -268,9 +269,12 @@ def test_field_shear_rotated_pairs_cancel_shape_noise():
     assert field.image.shape == (700, 1400)
     np.testing.assert_array_equal(truth["PAIR_ID"][:half], truth["PAIR_ID"][half:])
     np.testing.assert_allclose(truth["E1_INTRINSIC"][half:], -truth["E1_INTRINSIC"][:half])
-    c = 350.5  # the scene turns by 90 degrees about the left half's centre
-    np.testing.assert_allclose(truth["X"][half:], 700 + c - (truth["Y"][:half] - c))
-    np.testing.assert_allclose(truth["Y"][half:], c + (truth["X"][:half] - c))
+    c = 350.5  # the scene turns by 90 degrees about the left half's centre, then is sheared
+    inverse = np.linalg.inv(galsim.Shear(g1=0.02, g2=0.0).getMatrix())
+    left = inverse @ np.vstack([truth["X"][:half] - c, truth["Y"][:half] - c])
+    right = inverse @ np.vstack([truth["X"][half:] - 700 - c, truth["Y"][half:] - c])
+    np.testing.assert_allclose(right[0], -left[1], atol=1e-9)
+    np.testing.assert_allclose(right[1], left[0], atol=1e-9)
     assert not truth["ROTATED"][:half].any() and truth["ROTATED"][half:].all()
     assert np.std(truth["E1_INTRINSIC"]) > 0.1
     iso = _isolated(truth)
@@ -280,6 +284,41 @@ def test_field_shear_rotated_pairs_cancel_shape_noise():
     g1, g2 = _measure_shear(field, rows)
     assert g1 == pytest.approx(0.02, rel=0.05)
     assert abs(g2) < 1.5e-3
+
+
+def test_positions_are_sheared_with_the_scene():
+    """A ring of positions becomes an ellipse of the applied shear, inside the margins."""
+    from blendflag.simulate_field import shear_positions
+
+    side = 101
+    c = (side + 1) / 2
+    angle = np.linspace(0, 2 * np.pi, 400, endpoint=False)
+    xs, ys = c + 50 * np.cos(angle), c + 50 * np.sin(angle)
+    same = shear_positions(xs, ys, (0.0, 0.0), side, np.zeros(400, bool))
+    np.testing.assert_array_equal(same[0], xs)
+    for g1, g2 in ((0.1, 0.0), (0.0, -0.1), (0.05, 0.05)):
+        x, y = shear_positions(xs, ys, (g1, g2), side, np.zeros(400, bool))
+        assert x.min() >= c - 50 - 1e-9 and x.max() <= c + 50 + 1e-9
+        assert y.min() >= c - 50 - 1e-9 and y.max() <= c + 50 + 1e-9
+        # second moments of the ring give back the shear (e = 2g/(1+g^2) for moments)
+        dx, dy = x - c, y - c
+        qxx, qyy, qxy = (dx * dx).mean(), (dy * dy).mean(), (dx * dy).mean()
+        e = np.array([qxx - qyy, 2 * qxy]) / (qxx + qyy)
+        g = np.array([g1, g2])
+        np.testing.assert_allclose(e, 2 * g / (1 + g @ g), atol=1e-12)
+    x, y = shear_positions(xs + side, ys, (0.1, 0.0), side, np.ones(400, bool))
+    assert x.min() >= side + c - 50 - 1e-9  # the right half turns about its own centre
+
+
+def test_field_margin_keeps_galaxies_away_from_the_edges():
+    field = simulate_field("cfis", 200, shear=(0.02, 0.0), seed=6, noise=0, rotated_pairs=True,
+                           size=300, margin=26)
+    x, y = np.asarray(field.truth["X"]), np.asarray(field.truth["Y"])
+    xh = np.where(field.truth["ROTATED"], x - 300, x)
+    assert xh.min() >= 26.5 and xh.max() <= 300 - 26 + 0.5
+    assert y.min() >= 26.5 and y.max() <= 300 - 26 + 0.5
+    with pytest.raises(BlendflagError, match="margin"):
+        simulate_field("cfis", 20, seed=6, margin=-1)
 
 
 def test_rotated_half_is_the_left_half_turned_by_90_degrees():

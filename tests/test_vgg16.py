@@ -214,3 +214,23 @@ def test_bf16_and_float32_agree():
     assert np.abs(p32 - p16).max() < 0.05  # measured 0.012 on 1000 stamps
     clear = np.abs(p32 - 0.53) > 0.05  # away from the threshold, labels must agree
     np.testing.assert_array_equal((p16 >= 0.53)[clear], (p32 >= 0.53)[clear])
+
+
+def test_cosine_learning_rate_schedule(tmp_path):
+    from blendflag.errors import ConfigError
+    from blendflag_plugins.vgg16_train import cosine_learning_rate, load_train_config
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("method: vgg16\nepochs: 5\nlearning_rate: 1.0e-4\nlr_schedule: cosine\n"
+                   "lr_min: 1.0e-6\n")
+    config = load_train_config(cfg)
+    rates = [cosine_learning_rate(config, e) for e in range(5)]
+    assert rates[0] == pytest.approx(1e-4) and rates[-1] == pytest.approx(1e-6)
+    assert rates[2] == pytest.approx((1e-4 + 1e-6) / 2)
+    assert np.all(np.diff(rates) < 0)
+    cfg.write_text("method: vgg16\nlr_schedule: step\n")
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        load_train_config(cfg)
+    cfg.write_text("method: vgg16\nlr_min: 1.0\n")
+    with pytest.raises(ConfigError, match="lr_min"):
+        load_train_config(cfg)

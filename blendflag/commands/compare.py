@@ -125,7 +125,8 @@ def run(args, pm) -> int:
         data = simulated_input(args.dataset or DEFAULT_DATASET,
                                args.n_galaxies or DEFAULT_N_GALAXIES, shear, args.seed,
                                DEFAULT_NOISE if args.noise is None else args.noise,
-                               workers=workers, progress=not args.quiet)
+                               workers=workers, progress=not args.quiet,
+                               stamp_size=max(config.flag.stamp_size, config.shear.stamp_size))
     result = run_compare(pm, config, data, flaggers, engine_cls, seed=args.seed,
                          workers=workers, scheduler=args.scheduler, quiet=args.quiet,
                          n_bootstrap=args.bootstrap)
