@@ -136,6 +136,16 @@ def make_psf(config: DatasetConfig, gsparams=None):
     return psf
 
 
+def psf_image(config: DatasetConfig, gsparams=None) -> np.ndarray:
+    """The dataset's PSF drawn at its pixel scale (pixel included), sum 1, float32.
+
+    ``config.psf.image_size`` pixels on a side.
+    """
+    side = config.psf.image_size
+    image = make_psf(config, gsparams).drawImage(nx=side, ny=side, scale=config.pixel_scale)
+    return (image.array / image.array.sum()).astype(np.float32)
+
+
 def galaxy_object(params: dict, spec, gsparams=None, shear=None):
     """A GalSim galaxy (not PSF-convolved) from :func:`sample_galaxy` parameters.
 
@@ -355,6 +365,11 @@ TRUTH_UNITS = {
 def _noise_sigmas(config: DatasetConfig, noise, n: int, rng) -> np.ndarray:
     if noise is None:
         return np.full(n, config.default_noise, dtype=np.float64)
+    if isinstance(noise, (list, tuple, np.ndarray)):
+        choices = np.asarray([_noise_sigmas(config, s, 1, rng)[0] for s in noise], np.float64)
+        if choices.size == 0:
+            raise BlendflagError("noise: give at least one sigma (ADU)")
+        return choices[rng.integers(0, len(choices), size=n)]
     if isinstance(noise, str):
         if noise.strip().lower() == "grid":
             grid = np.asarray(config.noise_grid, dtype=np.float64)
@@ -399,10 +414,11 @@ def simulate_stamps(dataset, n, seed, noise=None, fractions=DEFAULT_FRACTIONS, w
         Number of stamps (> 0).
     seed : int
         Seed of ``numpy.random.default_rng``; the same seed gives identical arrays.
-    noise : None, float or "grid"
+    noise : None, float, "grid" or list of float
         None: the preset's ``default_noise``; a number: that Gaussian sigma in
         ADU for every stamp; ``"grid"``: each stamp draws its sigma uniformly
-        from the preset's ``noise_grid``. [default: None]
+        from the preset's ``noise_grid``; a list: each stamp draws one of these
+        sigmas (ADU) uniformly. [default: None]
     fractions : (float, float, float)
         Proportions of (blend, single, separated) stamps, summing to 1. Counts
         are rounded, the remainder going to blends. [default: (0.5, 0.25, 0.25)]

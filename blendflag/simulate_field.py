@@ -36,6 +36,7 @@ from blendflag.simulate import (
     isophote_level,
     load_dataset,
     make_psf,
+    psf_image,
     run_chunks,
     sample_galaxy,
 )
@@ -372,10 +373,7 @@ def simulate_field(dataset, n_galaxies=None, shear=(0.0, 0.0), seed=0, rotated_p
         weight = np.ones(image.shape, dtype=np.float32)
 
     gsparams = galsim.GSParams(folding_threshold=config.folding_threshold)
-    psf_side = config.psf.image_size
-    psf_img = make_psf(config, gsparams).drawImage(nx=psf_side, ny=psf_side,
-                                                   scale=config.pixel_scale).array
-    psf_img = (psf_img / psf_img.sum()).astype(np.float32)
+    psf_img = psf_image(config, gsparams)
 
     truth = Table()
     truth["ID"] = np.arange(n, dtype=np.int32)

@@ -35,6 +35,7 @@ import time
 import numpy as np
 
 from blendflag import hookimpl
+from blendflag.errors import BlendflagError
 from blendflag.shear import (
     MCAL_ENGINE_FAILED,
     MCAL_MOMENTS_FAILED,
@@ -189,7 +190,11 @@ class GalSimMetacal(ShearEngine):
                 raise ValueError(f"{len(noise_fields)} noise fields for {n} stamps")
         table = empty_result_table(n)
         flags = data.flags.copy()
-        psf_inv, target, shears = self._setup(data.psf, data.pixel_scale)
+        try:
+            psf_inv, target, shears = self._setup(data.psf, data.pixel_scale)
+        except ValueError as exc:  # the whole image, not one object: bad input
+            raise BlendflagError(f"metacalibration cannot use this PSF: {exc} (is it "
+                                 "undersampled?)") from None
         out_image = galsim.ImageD(nx, ny, scale=data.pixel_scale)
         images = (
             {v: np.zeros((n, ny, nx), dtype=np.float32) for v in METACAL_VERSIONS}

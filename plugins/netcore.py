@@ -30,6 +30,7 @@ import numpy as np
 
 from blendflag.errors import BlendflagError
 from blendflag.flaggers import Flagger, FlagResult
+from blendflag.machine import cpu_supports_bf16
 from blendflag.stamps import stamp_noise_sigma
 
 #: Network input side in pixels (the central part of the 51-px stamps).
@@ -95,13 +96,6 @@ def preprocess(stamps: np.ndarray, size: int = INPUT_SIZE, channels: int = 1) ->
 # ---------------------------------------------------------------------------
 
 
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bfloat16 (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def resolve_precision(precision: str) -> str:

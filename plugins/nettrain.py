@@ -21,8 +21,74 @@ from blendflag.errors import BlendflagError
 # ---------------------------------------------------------------------------
 
 
-def simulate_mixture(datasets, n, seed, noise) -> tuple[np.ndarray, np.ndarray, dict]:
+def metacal_mixture(stamps, sigmas, dataset, fraction: float, seed: int,
+                    workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Replace a fraction of stamps by one metacalibration image of each.
+
+    ``compare`` flags the metacal images (see :mod:`blendflag.metacal_images`),
+    so a flagger used there must have seen such images. Each chosen stamp goes
+    through the built-in GalSim engine with the settings ``compare`` uses (the
+    packaged pipeline config's ``shear`` section, noise correction on) and is
+    replaced by one of its five versions drawn at random.
+
+    A dataset whose PSF metacalibration cannot reconvolve (undersampled, as
+    the Euclid-like preset's 1.7-px Airy core; ``compare`` refuses such data
+    too) keeps all its stamps, and a line says so.
+
+    Parameters
+    ----------
+    stamps : numpy.ndarray
+        ``(n, S, S)`` stamps of ``dataset`` (ADU).
+    sigmas : numpy.ndarray
+        Noise sigma of each stamp (ADU).
+    dataset : str or DatasetConfig
+        Gives the PSF and the pixel scale.
+    fraction : float
+        Share of stamps replaced, in [0, 1].
+    seed : int
+        Seed of the choice of stamps and versions and of the noise fields.
+    workers : int or None
+        Processes. [default: every core from 500 stamps on, else serial]
+
+    Returns
+    -------
+    stamps : numpy.ndarray
+        The stamps, a fraction of them replaced (float32, ADU).
+    is_metacal : numpy.ndarray
+        bool, True where a stamp was replaced (a stamp the engine could not
+        render keeps the original).
+    """
+    from blendflag.config import load_pipeline_config
+    from blendflag.metacal_images import metacal_stamps
+    from blendflag.simulate import load_dataset, psf_image
+    from blendflag_plugins.metacal_galsim import GalSimMetacal
+
+    n = len(stamps)
+    chosen = np.flatnonzero(np.random.default_rng([int(seed), 0x6D63]).random(n) < fraction)
+    is_metacal = np.zeros(n, dtype=bool)
+    if chosen.size == 0:
+        return stamps, is_metacal
+    config = load_dataset(dataset)
+    try:
+        images, rendered = metacal_stamps(GalSimMetacal, load_pipeline_config(None).shear,
+                                          stamps[chosen], psf_image(config), config.pixel_scale,
+                                          np.asarray(sigmas)[chosen], seed, version="random",
+                                          workers=workers)
+    except BlendflagError as exc:  # an undersampled PSF: metacal does not apply
+        print(f"metacal_fraction: {config.name} stamps left as they are ({exc})")
+        return stamps, is_metacal
+    out = stamps.copy()
+    out[chosen[rendered]] = images[rendered]
+    is_metacal[chosen[rendered]] = True
+    return out, is_metacal
+
+
+def simulate_mixture(datasets, n, seed, noise, metacal_fraction: float = 0.0
+                     ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Equal parts of each dataset style, shuffled.
+
+    ``metacal_fraction`` of the stamps are replaced by a metacalibration image
+    of themselves (see :func:`metacal_mixture`).
 
     Returns
     -------
@@ -31,16 +97,19 @@ def simulate_mixture(datasets, n, seed, noise) -> tuple[np.ndarray, np.ndarray, 
     labels : numpy.ndarray
         ``(n,)`` float32, 1 for blends.
     truth : dict
-        ``separation``, ``noise_sigma``, ``dataset`` arrays, for the record.
+        ``separation``, ``noise_sigma``, ``dataset``, ``metacal`` arrays, for the record.
     """
     from blendflag.simulate import simulate_stamps
     from blendflag_plugins.netcore import INPUT_SIZE, crop_center
 
     parts = np.full(len(datasets), n // len(datasets))
     parts[: n - parts.sum()] += 1
-    stamps, labels, sep, sig, names = [], [], [], [], []
+    stamps, labels, sep, sig, names, mcal = [], [], [], [], [], []
     for i, (name, k) in enumerate(zip(datasets, parts, strict=True)):
         s, t = simulate_stamps(name, int(k), seed=seed * 100 + i, noise=noise, progress=True)
+        s, is_mcal = metacal_mixture(s, np.asarray(t["NOISE_SIGMA"]), name, metacal_fraction,
+                                     seed * 100 + i)
+        mcal.append(is_mcal)
         # keep at least the network input plus the border used for the noise estimate
         keep = max(INPUT_SIZE + 6, 0)
         stamps.append(crop_center(s, min(keep, s.shape[1])) if s.shape[1] > keep else s)
@@ -56,13 +125,16 @@ def simulate_mixture(datasets, n, seed, noise) -> tuple[np.ndarray, np.ndarray, 
     x = np.concatenate(stamps)[order]
     y = np.concatenate(labels)[order]
     truth = {"separation": np.concatenate(sep)[order], "noise_sigma": np.concatenate(sig)[order],
-             "dataset": np.concatenate(names)[order]}
+             "dataset": np.concatenate(names)[order], "metacal": np.concatenate(mcal)[order]}
     return x, y, truth
 
 
 def _config_hash(config) -> str:
     keys = ("datasets", "n_train", "n_val", "noise", "seed", "input_size")
-    blob = json.dumps({k: getattr(config, k) for k in keys}, sort_keys=True)
+    fields = {k: getattr(config, k) for k in keys}
+    if getattr(config, "metacal_fraction", 0.0):  # older runs keep their cache name
+        fields["metacal_fraction"] = config.metacal_fraction
+    blob = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -81,14 +153,17 @@ def prepare_data(config, workdir: Path, quiet=False) -> dict:
             return {k: data[k] for k in data.files}
     if not quiet:
         print(f"simulating {config.n_train} training and {config.n_val} validation stamps")
-    xt, yt, _ = simulate_mixture(config.datasets, config.n_train, config.seed, config.noise)
-    xv, yv, tv = simulate_mixture(config.datasets, config.n_val, config.seed + 1, config.noise)
+    frac = getattr(config, "metacal_fraction", 0.0)
+    xt, yt, _ = simulate_mixture(config.datasets, config.n_train, config.seed, config.noise, frac)
+    xv, yv, tv = simulate_mixture(config.datasets, config.n_val, config.seed + 1, config.noise,
+                                  frac)
     data = {
         "x_train": preprocess(xt, config.input_size).astype(np.float16),
         "y_train": yt,
         "x_val": preprocess(xv, config.input_size).astype(np.float16),
         "y_val": yv,
         "sep_val": tv["separation"],
+        "metacal_val": tv["metacal"],
     }
     with atomic_output(path) as tmp:
         with open(tmp, "wb") as fh:
@@ -193,8 +268,13 @@ class NetTrainConfig:
         Dataset presets (or YAML paths) mixed in equal parts. [default: great3, euclid]
     n_train, n_val : int
         Simulated training and validation stamps (validation from ``seed + 1``).
-    noise : str or float
-        ``"grid"`` (each stamp draws a sigma from its preset's grid) or a sigma (ADU).
+    noise : str, float or list of float
+        ``"grid"`` (each stamp draws a sigma from its preset's grid), a sigma
+        (ADU), or a list of sigmas (ADU) each stamp draws from.
+    metacal_fraction : float
+        Share of training and validation stamps replaced by a metacalibration
+        image of themselves (see :func:`metacal_mixture`), so that the flagger
+        is valid on the images ``compare`` selects on. [default: 0]
     seed : int
         Seed of the training data.
     epochs, batch_size : int
@@ -214,7 +294,8 @@ class NetTrainConfig:
     datasets: list[str] = field(default_factory=lambda: ["great3", "euclid"])
     n_train: int = 20000
     n_val: int = 4000
-    noise: str | float = "grid"
+    noise: str | float | list[float] = "grid"
+    metacal_fraction: float = 0.0
     seed: int = 1000
     epochs: int = 10
     batch_size: int = 128
@@ -240,3 +321,10 @@ class NetTrainConfig:
         _check(self.input_size >= 32, f"{where}.input_size", "must be at least 32 px")
         if isinstance(self.noise, str):
             _check(self.noise == "grid", f"{where}.noise", "must be 'grid' or a number")
+        elif isinstance(self.noise, list):
+            _check(len(self.noise) > 0 and all(s > 0 for s in self.noise), f"{where}.noise",
+                   "give one or more positive sigmas (ADU)")
+        else:
+            _check(self.noise > 0, f"{where}.noise", "must be positive (ADU)")
+        _check(0.0 <= self.metacal_fraction <= 1.0, f"{where}.metacal_fraction",
+               "must be in [0, 1]")

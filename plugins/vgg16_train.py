@@ -54,6 +54,10 @@ class VGG16TrainConfig(NetTrainConfig):
         Early-stopping patience in epochs (best weights kept). [default: 3]
     imagenet_weights : str or None
         Path to ImageNet VGG16 no-top weights to start from (never downloaded).
+    init_weights : str or None
+        A blendflag VGG16 weights file to start from (fine-tuning), or
+        ``shipped`` for the packaged ``weights/vgg16_blend.npz``; its input
+        size must be ``input_size``. [default: None, random initialisation]
     """
 
     METHOD = "vgg16"
@@ -70,6 +74,7 @@ class VGG16TrainConfig(NetTrainConfig):
     lr_min: float = 1e-6
     patience: int = 3
     imagenet_weights: str | None = None
+    init_weights: str | None = None
 
     def validate(self, where: str) -> None:
         from blendflag.config import _check
@@ -81,6 +86,30 @@ class VGG16TrainConfig(NetTrainConfig):
         _check(self.lr_patience >= 1, f"{where}.lr_patience", "must be at least 1")
         _check(0 <= self.lr_min < self.learning_rate, f"{where}.lr_min",
                "must be in [0, learning_rate)")
+        _check(not (self.init_weights and self.imagenet_weights), f"{where}.init_weights",
+               "give init_weights or imagenet_weights, not both")
+
+
+def initial_weights(config: VGG16TrainConfig) -> list | None:
+    """The weight arrays a run starts from (``init_weights``), or None.
+
+    Raises
+    ------
+    BlendflagError
+        The file is missing, not a VGG16 weights file, or of another input size.
+    """
+    from blendflag.errors import BlendflagError
+    from blendflag_plugins.vgg16 import DEFAULT_WEIGHTS, read_weights
+
+    if not config.init_weights:
+        return None
+    path = DEFAULT_WEIGHTS if config.init_weights == "shipped" else config.init_weights
+    arrays, meta = read_weights(path)
+    size = int(meta.get("input_size", config.input_size))
+    if size != config.input_size:
+        raise BlendflagError(f"init_weights {path} has input size {size}, the config "
+                             f"{config.input_size}")
+    return arrays
 
 
 def cosine_learning_rate(config: VGG16TrainConfig, epoch: int) -> float:
@@ -124,11 +153,12 @@ def train_from_config(config_path, out, resume=False, max_minutes=None, quiet=Fa
         ``{"finished": bool, "epochs": int, "val": {...}, "threshold": t}``.
     """
     config = load_train_config(config_path, overrides)
+    start_from = None if resume else initial_weights(config)  # a bad file fails first
     out, workdir, state = open_run(config, out, workdir, resume)
-    return _train(config, out, workdir, state, max_minutes, quiet)
+    return _train(config, out, workdir, state, max_minutes, quiet, start_from)
 
 
-def _train(config, out, workdir, state, max_minutes, quiet) -> dict:
+def _train(config, out, workdir, state, max_minutes, quiet, start_from=None) -> dict:
     import keras
 
     from blendflag_plugins.vgg16 import build_model, find_imagenet_weights, save_weights
@@ -148,6 +178,8 @@ def _train(config, out, workdir, state, max_minutes, quiet) -> dict:
                  "learning_rate": config.learning_rate, "bad_epochs": 0, "lr_wait": 0}
         model = build_model(config.input_size, config.precision,
                             imagenet_weights=find_imagenet_weights(config.imagenet_weights))
+        if start_from is not None:
+            model.set_weights(start_from)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                       loss="binary_crossentropy", metrics=["accuracy"])
     train_ds = image_dataset(data["x_train"], data["y_train"], config.batch_size, config.augment,
@@ -212,6 +244,10 @@ def _finish(config, out, workdir, state, data, best_path) -> dict:
     threshold = choose_threshold(p, y)
     val = recalls(p >= threshold, y > 0.5)
     val["auc"] = roc_auc(p, y)
+    is_mcal = np.asarray(data.get("metacal_val", np.zeros(len(y), bool)), dtype=bool)
+    if is_mcal.any() and (~is_mcal).any():  # the figures of each kind of image
+        for part, sel in (("original", ~is_mcal), ("metacal", is_mcal)):
+            val[part] = recalls(p[sel] >= threshold, y[sel] > 0.5) | {"n": int(sel.sum())}
     meta = {
         "input_size": config.input_size,
         "threshold": threshold,

@@ -184,7 +184,9 @@ def test_noise_options():
     assert (t["NOISE_SIGMA"] == load_dataset_config("euclid").default_noise).all()
     _, t = simulate_stamps("great3", 6, seed=2, noise=7.5)
     assert (t["NOISE_SIGMA"] == 7.5).all()
-    for bad in (-1, 0, "loud", float("nan")):
+    _, t = simulate_stamps("great3", 60, seed=2, noise=[2.0, 9.0])
+    assert set(np.asarray(t["NOISE_SIGMA"]).tolist()) == {2.0, 9.0}  # each stamp draws one
+    for bad in (-1, 0, "loud", float("nan"), [], [3.0, -1.0]):
         with pytest.raises(BlendflagError, match="noise"):
             simulate_stamps("cfis", 4, seed=1, noise=bad)
 

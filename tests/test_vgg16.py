@@ -172,6 +172,68 @@ def test_training_runs_in_pieces_and_resumes(tmp_path, capsys):
     assert set(meta["validation"]) >= {"blend_recall", "nonblend_recall", "auc"}
 
 
+def test_metacal_mixture_replaces_a_fraction_with_metacal_images():
+    """Replaced stamps are metacal images: same source, smoother (correlated) noise."""
+    from blendflag.simulate import simulate_stamps
+    from blendflag_plugins.nettrain import metacal_mixture
+
+    stamps, truth = simulate_stamps("great3", 40, seed=5, noise=14.0)
+    out, is_mcal = metacal_mixture(stamps, np.asarray(truth["NOISE_SIGMA"]), "great3", 0.5, 3)
+    assert 8 < is_mcal.sum() < 32 and out.shape == stamps.shape and out.dtype == np.float32
+    assert np.array_equal(out[~is_mcal], stamps[~is_mcal])  # the others are untouched
+
+    def lag1(a):  # correlation of horizontally adjacent pixels of the 3-px frame rows
+        rows = a[:, :3, :].reshape(-1, a.shape[-1])
+        return float(np.corrcoef(rows[:, :-1].ravel(), rows[:, 1:].ravel())[0, 1])
+
+    assert abs(lag1(stamps[is_mcal])) < 0.1 and lag1(out[is_mcal]) > 0.3
+    # the source is still where it was: centroids within a pixel
+    c0 = out[is_mcal][:, 20:31, 20:31].sum(axis=(1, 2))
+    assert (c0 > 0).all()
+    again, again_mcal = metacal_mixture(stamps, np.asarray(truth["NOISE_SIGMA"]), "great3",
+                                        0.5, 3)
+    assert np.array_equal(again, out) and np.array_equal(again_mcal, is_mcal)  # seeded
+
+
+def test_fine_tuning_starts_from_init_weights(model, tmp_path, capsys):
+    from blendflag_plugins.vgg16_train import initial_weights, load_train_config
+    from tests.conftest import run_cli
+
+    start = save_weights(model, tmp_path / "start.npz", {"input_size": INPUT_SIZE})
+    cfg = tmp_path / "ft.yaml"
+    cfg.write_text(TINY.replace("epochs: 2", "epochs: 1")
+                   + f"init_weights: {start}\nmetacal_fraction: 0.5\nnoise: [5.0, 14.0]\n")
+    config = load_train_config(cfg)
+    arrays = initial_weights(config)
+    assert all(np.array_equal(a, b.astype(np.float16))
+               for a, b in zip(arrays, model.get_weights(), strict=True))
+    assert len(initial_weights(load_train_config(cfg, {"init_weights": "shipped"}))) == len(arrays)
+    out = tmp_path / "ft.npz"
+    code, _, err = run_cli(["train", "--config", cfg, "--out", out, "--quiet"], capsys)
+    assert code == 0, err
+    _, meta = read_weights(out)
+    assert meta["training"]["init_weights"] == str(start)
+    assert meta["training"]["metacal_fraction"] == 0.5
+    parts = meta["validation"]
+    assert parts["original"]["n"] + parts["metacal"]["n"] == 48
+    assert parts["original"]["n"] > 0 and parts["metacal"]["n"] > 0
+
+
+@pytest.mark.parametrize("extra, match", [
+    ("init_weights: nowhere.npz\n", "nowhere.npz"),
+    ("metacal_fraction: 1.5\n", "metacal_fraction"),
+    ("noise: [5.0, -2.0]\n", "noise"),
+])
+def test_fine_tuning_bad_settings(tmp_path, capsys, extra, match):
+    from tests.conftest import run_cli
+
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(TINY + extra)
+    code, _, err = run_cli(["train", "--config", cfg, "--out", tmp_path / "w.npz"], capsys)
+    assert code == 2 and match in err and "Traceback" not in err
+    assert not (tmp_path / "w.npz").exists()
+
+
 def test_train_bad_config(tmp_path, capsys):
     from tests.conftest import run_cli
 

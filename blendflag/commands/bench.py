@@ -105,13 +105,19 @@ def run(args, pm) -> int:
         from blendflag.shear import bench_shear_engines
 
         rows += bench_shear_engines(pm, n=20 if quick else 200, rng=np.random.default_rng(13))
+    from blendflag.machine import cpu_description
+
     result = {"cores": os.cpu_count(), "machine": platform.machine(),
-              "processor": platform.processor() or None, "rows": rows}
+              "processor": platform.processor() or None, "cpu": cpu_description(),
+              "rows": rows}
     if args.scaling:
         result["scaling"] = bench_scaling(pm, config, n_tiles=8,
                                           n_galaxies=100 if quick else 400)
     if args.json:
         write_json(result, args.json)
+    cpu = result["cpu"]
+    print(f"CPU: {cpu['model'] or 'unknown'}; native bfloat16: "
+          f"{'yes' if cpu['bf16'] else 'no (networks run in float32)'}")
     print(f"{'stage':<34} {'objects/s':>10}   (cores: {result['cores']})")
     for row in rows:
         rate = row.get("objects_per_s") or row.get("stamps_per_s")
@@ -156,3 +162,4 @@ def bench_scaling(pm, config, n_tiles: int = 8, n_galaxies: int = 400) -> dict:
                 raise BlendflagError(f"scaling bench: {status['failed'][0]['reason']}")
     return {"n_tiles": n_tiles, "n_galaxies_per_tile": n_galaxies, "seconds": seconds,
             "speedup": seconds[1] / seconds[2]}
+

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from blendflag.commands.common import (
     add_common_output_args,
     check_output_path,
@@ -34,6 +36,10 @@ def register(cli) -> None:
     parser.add_argument("--weights", metavar="PATH",
                         help="weights file for the network flagger, or name=path,name=path")
     parser.add_argument("--threshold", type=float, help="probability threshold for networks")
+    parser.add_argument("--metacal", nargs="?", const="noshear", metavar="VERSION",
+                        help="flag the metacalibration image of every stamp (noshear, 1p, 1m, "
+                             "2p, 2m or random; what compare's selections see) instead of the "
+                             "stamp [default version: noshear]")
     add_common_output_args(parser, json=True, plot=True, quiet=True)
 
 
@@ -50,18 +56,39 @@ def _noise_arg(text):
 
 
 def load_stamps(args):
-    """Stamps and truth from ``--data`` or a fresh simulation."""
+    """Stamps, truth and dataset config (None if unknown) from ``--data`` or a simulation."""
     if args.data:
         from blendflag.simulate import read_stamps
 
-        stamps, truth, _ = read_stamps(args.data)
-        return stamps, truth
+        return read_stamps(args.data)
     if args.n <= 0:
         raise BlendflagError("--n must be positive")
-    from blendflag.simulate import simulate_stamps
+    from blendflag.simulate import load_dataset, simulate_stamps
 
-    return simulate_stamps(args.dataset, args.n, seed=args.seed, noise=_noise_arg(args.noise),
-                           progress=not args.quiet)
+    stamps, truth = simulate_stamps(args.dataset, args.n, seed=args.seed,
+                                    noise=_noise_arg(args.noise), progress=not args.quiet)
+    return stamps, truth, load_dataset(args.dataset)
+
+
+def to_metacal(pm, config, args, stamps, truth, dataset):
+    """The metacal images of the stamps (see :mod:`blendflag.metacal_images`), and their truth.
+
+    Stamps the engine could not render are left out and counted.
+    """
+    from blendflag.metacal_images import metacal_stamps
+    from blendflag.plugins import get_shear_engines
+    from blendflag.shear import select_engine
+    from blendflag.simulate import psf_image
+
+    if dataset is None:
+        raise BlendflagError(f"{args.data} has no CONFIG HDU: --metacal needs the dataset's PSF")
+    engine_cls = select_engine(get_shear_engines(pm), config.shear.engine)
+    images, rendered = metacal_stamps(engine_cls, config.shear, stamps, psf_image(dataset),
+                                      dataset.pixel_scale, np.asarray(truth["NOISE_SIGMA"]),
+                                      args.seed, version=args.metacal)
+    info = {"version": args.metacal, "engine": engine_cls.name,
+            "n_not_rendered": int((~rendered).sum())}
+    return images[rendered], truth[rendered], info
 
 
 def run(args, pm) -> int:
@@ -72,7 +99,10 @@ def run(args, pm) -> int:
     for path in (args.json, args.plot):
         if path:
             check_output_path(path)
-    stamps, truth = load_stamps(args)
+    stamps, truth, dataset = load_stamps(args)
+    mcal_info = None
+    if args.metacal:
+        stamps, truth, mcal_info = to_metacal(pm, config, args, stamps, truth, dataset)
     if len(stamps) == 0:
         raise BlendflagError("no stamps to evaluate")
     from blendflag.evaluation import evaluate_flaggers
@@ -81,12 +111,16 @@ def run(args, pm) -> int:
     results["data"] = ({"file": str(args.data)} if args.data else
                        {"dataset": args.dataset, "n": args.n, "seed": args.seed,
                         "noise": args.noise})
+    if mcal_info is not None:
+        results["data"]["metacal"] = mcal_info
     if args.json:
         write_json(results, args.json)
     if args.plot:
         from blendflag.plots import plot_evaluation
 
         label = args.data or f"{args.dataset}, n={args.n}, seed={args.seed}"
+        if mcal_info is not None:
+            label += f", metacal {mcal_info['version']} images"
         plot_evaluation(results, args.plot, title=f"blend flaggers on {label}")
     print(f"{'method':<12} {'blend':>7} {'not':>7} {'acc':>7} {'<10px':>7} {'stamps/s':>9}")
     for name, m in results["methods"].items():
