@@ -30,12 +30,14 @@ def run(cmd: list[str]) -> None:
 
 
 def evaluate(out: Path, tag: str, dataset: str, n: int, seed: int, methods: str,
-             noise: str | None = None) -> dict:
+             noise: str | None = None, metacal: bool = False) -> dict:
     js, png = out / f"{tag}.json", out / f"{tag}.png"
     cmd = ["blendflag-shear", "evaluate", "--dataset", dataset, "--n", str(n), "--seed",
            str(seed), "--methods", methods, "--json", str(js), "--plot", str(png), "--quiet"]
     if noise:
         cmd += ["--noise", noise]
+    if metacal:
+        cmd += ["--metacal"]
     run(cmd)
     return json.loads(js.read_text())
 
@@ -72,7 +74,8 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", default="vgg16,sextractor")
     parser.add_argument("--n", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--only", help="comma-separated subset of: default,noise,four")
+    parser.add_argument("--only",
+                        help="comma-separated subset of: default,noise,four,metacal")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -98,6 +101,11 @@ def main(argv=None) -> int:
                            "vgg16,oneclass,siamese,sextractor", "grid")
             md.append(f"**Accuracy versus noise, four methods, {ds}-like**\n\n"
                       + noise_table(res))
+    if "metacal" in parts:  # what compare's selections see: noshear metacal images
+        for ds in ("great3", "cfis"):
+            res = evaluate(out, f"{ds}_metacal", ds, args.n, args.seed + 4,
+                           "vgg16,siamese,sextractor", metacal=True)
+            md.append(table(f"metacal (noshear) images of {ds}-like stamps", res))
     print("\n\n".join(md))
     (out / "tables.md").write_text("\n\n".join(md) + "\n")
     return 0

@@ -150,3 +150,22 @@ def test_noise_correction_fields_are_turned_within_rotated_pairs():
 def test_simulated_compare_keeps_stamps_inside_each_half(small_run):
     data = json.loads(small_run["json"].read_text())
     assert data["input"]["margin"] == 26  # half of the 51-px stamps, plus one
+
+
+def test_default_selections_leave_out_flaggers_invalid_on_metacal_images():
+    """compare selects on metacal images: only flaggers valid there are in the default set.
+
+    The one-class and Siamese models were trained on ordinary stamps only
+    (`evaluate --metacal`: Siamese blend recall 0.15 there); VGG16 was
+    fine-tuned on metacal images and stays.
+    """
+    from blendflag.commands.compare import _default_flaggers
+    from blendflag.config import load_pipeline_config
+    from blendflag.plugins import get_flaggers, get_plugin_manager
+
+    pm = get_plugin_manager()
+    names = _default_flaggers(pm, load_pipeline_config(None))
+    assert names[:2] == ["sextractor", "vgg16"]
+    assert "oneclass" not in names and "siamese" not in names
+    classes = get_flaggers(pm)
+    assert not classes["siamese"].metacal_safe and not classes["oneclass"].metacal_safe
