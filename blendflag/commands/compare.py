@@ -26,7 +26,8 @@ def register(cli) -> None:
         "compare", func=run,
         help="measure the shear with all sources and without each flagger's blends",
         description="With no input it simulates a CFIS-like field with shear (0.02, 0) and "
-                    "90-degree rotated pairs, detects, flags with every registered flagger, "
+                    "90-degree rotated pairs, detects, flags with every registered flagger "
+                    "that is valid on metacalibration images, "
                     "runs metacalibration and reports R, g, m and c per selection (with and "
                     "without the selection response R_S). With --image/--psf it runs on your "
                     "data (m and c are null without a true shear).",
@@ -53,7 +54,8 @@ def register(cli) -> None:
                         help="auto (ngmix when it imports, else metacal), metacal or ngmix")
     parser.add_argument("--flaggers", metavar="NAMES",
                         help="comma-separated flaggers [default: every registered flagger "
-                             "whose model is available]")
+                             "whose model is available and that is valid on metacal images "
+                             "(metacal_safe)]")
     parser.add_argument("--weights", metavar="PATH", help="network weights, or name=path,...")
     run_on = parser.add_mutually_exclusive_group()
     run_on.add_argument("--workers", type=int, help="processes for metacalibration "
