@@ -162,4 +162,3 @@ def bench_scaling(pm, config, n_tiles: int = 8, n_galaxies: int = 400) -> dict:
                 raise BlendflagError(f"scaling bench: {status['failed'][0]['reason']}")
     return {"n_tiles": n_tiles, "n_galaxies_per_tile": n_galaxies, "seconds": seconds,
             "speedup": seconds[1] / seconds[2]}
-
