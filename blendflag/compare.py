@@ -65,6 +65,10 @@ class FieldInput:
         The simulated galaxies (positions, PAIR_ID).
     noise_sigma : float or None
         Known noise sigma (ADU), for simulated fields.
+    reference_noise : float or None
+        Noise sigma (ADU) of the depth at which the truth defines blends (the
+        preset's ``default_noise``), for network flaggers with a reference
+        plane; None takes the image's noise.
     description : dict
         Where the data came from (for the JSON).
     """
@@ -78,6 +82,7 @@ class FieldInput:
     true_shear: tuple | None = None
     truth: Table | None = None
     noise_sigma: float | None = None
+    reference_noise: float | None = None
     description: dict = field(default_factory=dict)
 
 
@@ -89,17 +94,22 @@ def simulated_input(dataset=DEFAULT_DATASET, n_galaxies=DEFAULT_N_GALAXIES, shea
     Galaxy centres stay half a stamp (``stamp_size // 2 + 1`` pixels) inside
     each half, so no stamp reaches into the other half.
     """
-    from blendflag.simulate import simulate_field
+    from blendflag.simulate import isophote_level, load_dataset, simulate_field
 
+    preset = load_dataset(dataset)
     fld = simulate_field(dataset, n_galaxies=n_galaxies, shear=shear, seed=seed,
                          rotated_pairs=True, noise=noise, workers=workers, progress=progress,
                          margin=int(stamp_size) // 2 + 1)
+    sigma = fld.noise_sigma or preset.default_noise
+    reference = isophote_level(preset, sigma) / preset.blend.isophote_nsigma
     return FieldInput(image=fld.image, weight=fld.weight, psf=fld.psf, header=None,
                       pixel_scale=fld.pixel_scale, true_shear=tuple(fld.shear), truth=fld.truth,
                       noise_sigma=fld.noise_sigma,
+                      reference_noise=reference,
                       description={"dataset": fld.dataset, "n_galaxies": len(fld.truth),
                                    "shear": list(fld.shear), "seed": seed,
-                                   "noise_sigma": fld.noise_sigma, "rotated_pairs": True,
+                                   "noise_sigma": fld.noise_sigma, "reference_noise": reference,
+                                   "rotated_pairs": True,
                                    "margin": int(stamp_size) // 2 + 1,
                                    "image_size": list(fld.image.shape[::-1])})
 
@@ -240,6 +250,9 @@ def run_compare(pm, config, data: FieldInput, flaggers, engine_cls, *, seed: int
                       image_header=data.header, catalogue=data.catalogue,
                       table=data.catalogue.table if data.catalogue is not None else None,
                       rng=rng)
+    for flagger in flaggers:  # the depth of the truth's blend definition (simulations)
+        if flagger.reference_noise is None and data.reference_noise is not None:
+            flagger.reference_noise = data.reference_noise
     context.flagger_objects = list(flaggers)
     context.flaggers = [f.name for f in flaggers]
     context.shear_engine = None  # metacal runs below, chunked and in parallel
@@ -285,7 +298,12 @@ def run_compare(pm, config, data: FieldInput, flaggers, engine_cls, *, seed: int
         bad = np.asarray(context.stamp_flags) != 0
         result.table["MCAL_FLAGS"][bad] |= MCAL_STAMP_FLAGGED
     timings["metacal"] = time.perf_counter() - t
-    # every flagger on every metacal version: the selections and their response
+    # every flagger on every metacal version: the selections and their response;
+    # the reference depth is the original image's, not the metacal images' own
+    reference = data.reference_noise or float(np.median(noise))
+    for flagger in flaggers:
+        if flagger.reference_noise is None:
+            flagger.reference_noise = reference
     selection_flags = {}
     for flagger in flaggers:
         t = time.perf_counter()

@@ -92,6 +92,21 @@ def method_metrics(flag, truth_label, separation, noise, kind, probability=None,
     return out
 
 
+def truth_reference_noise(truth) -> float | None:
+    """The noise sigma (ADU) at which the stamps' labels are defined, or None.
+
+    ``ISOPHOTE`` over the truth's ``ISOSIG`` (``blend.isophote_nsigma``) when
+    it is one value for every stamp (labels at the preset's reference depth);
+    None when it follows each stamp's noise or the columns are missing.
+    """
+    if "ISOPHOTE" not in truth.colnames or not truth.meta.get("ISOSIG"):
+        return None
+    iso = np.unique(np.asarray(truth["ISOPHOTE"], dtype=np.float64))
+    if len(iso) != 1 or not np.isfinite(iso[0]) or iso[0] <= 0:
+        return None
+    return float(iso[0] / float(truth.meta["ISOSIG"]))
+
+
 def evaluate_flaggers(flaggers, stamps, truth) -> dict:
     """Run each flagger on ``stamps`` and compute its metrics.
 
@@ -109,7 +124,10 @@ def evaluate_flaggers(flaggers, stamps, truth) -> dict:
         ``{"n": n, "methods": {name: metrics}}``.
     """
     methods = {}
+    reference = truth_reference_noise(truth)
     for flagger in flaggers:
+        if flagger.reference_noise is None and reference is not None:
+            flagger.reference_noise = reference
         if len(stamps) > 64:  # warm up (model load, tracing) outside the timing
             flagger.flag_stamps(stamps[:64])
         start = time.perf_counter()

@@ -47,6 +47,12 @@ class Flagger:
 
     def __init__(self, options: dict | None = None):
         self.options = dict(options or {})
+        ref = self.options.get("reference_noise")
+        #: Noise sigma (ADU) of the depth at which a blend is defined (the
+        #: 1-sigma isophote of the simulation truth), for flaggers that use it;
+        #: None means each stamp's own noise. ``evaluate`` and ``compare`` set it
+        #: from the dataset preset unless the option ``reference_noise`` is given.
+        self.reference_noise: float | None = None if ref is None else float(ref)
 
     @property
     def column(self) -> str:

@@ -3,7 +3,10 @@
 Input (see :func:`preprocess`)
     The central 48x48 pixels of each stamp (51x51 in the presets), divided by
     the stamp's noise sigma (1.4826 x MAD of the 3-pixel border of the full
-    stamp), compressed with ``arcsinh(x) / 3``.
+    stamp), compressed with ``arcsinh(x) / 3``. A weights file whose metadata
+    lists ``input_channels: [noise, reference, noise]`` also takes the stamp
+    divided by the *reference* noise sigma, the depth at which blends are
+    defined (the flagger's ``reference_noise``).
 
 Weights files
     A ``.npz`` holding every weight array in float16 (``w000``, ``w001``, ...)
@@ -58,7 +61,8 @@ def crop_center(stamps: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
     return stamps[:, y0:y0 + size, x0:x0 + size]
 
 
-def preprocess(stamps: np.ndarray, size: int = INPUT_SIZE, channels: int = 1) -> np.ndarray:
+def preprocess(stamps: np.ndarray, size: int = INPUT_SIZE, channels: int = 1,
+               reference_sigma=None) -> np.ndarray:
     """Network input for stamps: noise-normalised, arcsinh-compressed, cropped.
 
     Parameters
@@ -68,7 +72,14 @@ def preprocess(stamps: np.ndarray, size: int = INPUT_SIZE, channels: int = 1) ->
     size : int
         Output side in pixels. [default: 48]
     channels : int
-        Copies of the image along the last axis (3 for VGG16). [default: 1]
+        Planes along the last axis (3 for VGG16). [default: 1]
+    reference_sigma : float, array_like or None
+        Noise sigma (ADU) of the depth at which blends are defined, one value or
+        one per stamp. None: every plane is ``arcsinh(x / sigma_stamp) / 3``.
+        Given: the planes alternate between that and ``arcsinh(x /
+        reference_sigma) / 3`` (``[noise, reference, noise]`` for 3 planes), so
+        the network sees the stamp both in units of its own noise and at the
+        fixed scale of the blend label.
 
     Returns
     -------
@@ -78,7 +89,7 @@ def preprocess(stamps: np.ndarray, size: int = INPUT_SIZE, channels: int = 1) ->
     Raises
     ------
     BlendflagError
-        Stamps are not a 3-d array or hold NaN.
+        Stamps are not a 3-d array or hold NaN; a reference sigma is not positive.
     """
     stamps = np.asarray(stamps, dtype=np.float32)
     if stamps.ndim != 3 or stamps.shape[1] < 2 * BORDER + 1:
@@ -86,9 +97,25 @@ def preprocess(stamps: np.ndarray, size: int = INPUT_SIZE, channels: int = 1) ->
     if not np.all(np.isfinite(stamps)):
         raise BlendflagError("stamps contain NaN or inf pixels")
     sigma = stamp_noise_sigma(stamps, BORDER)
-    x = np.arcsinh(crop_center(stamps, size) / sigma[:, None, None]) / 3.0
-    x = x[..., None].astype(np.float32)
-    return np.repeat(x, channels, axis=-1) if channels > 1 else x
+    crop = crop_center(stamps, size)
+    x = (np.arcsinh(crop / sigma[:, None, None]) / 3.0).astype(np.float32)[..., None]
+    if reference_sigma is None:
+        return np.repeat(x, channels, axis=-1) if channels > 1 else x
+    ref = np.broadcast_to(np.asarray(reference_sigma, dtype=np.float32), (len(stamps),))
+    if not np.all(np.isfinite(ref) & (ref > 0)):
+        raise BlendflagError("reference noise sigma must be positive and finite")
+    r = (np.arcsinh(crop / ref[:, None, None]) / 3.0).astype(np.float32)[..., None]
+    planes = [x, r]
+    return np.concatenate([planes[k % 2] for k in range(channels)], axis=-1)
+
+
+#: ``input_channels`` of a weights file whose second plane is at the reference scale.
+REFERENCE_LAYOUT = ["noise", "reference", "noise"]
+
+
+def uses_reference(metadata: dict) -> bool:
+    """Whether a weights file's network takes a plane at the reference scale."""
+    return "reference" in metadata.get("input_channels", [])
 
 
 # ---------------------------------------------------------------------------
@@ -270,6 +297,10 @@ class NetworkFlagger(Flagger):
         ``auto``, ``bfloat16`` or ``float32``. [default: "auto"]
     batch_size : int
         Stamps per batch. [default: 256]
+    reference_noise : float
+        Noise sigma (ADU) at which blends are defined, for weights with a
+        reference plane (``evaluate`` and ``compare`` take it from the dataset
+        preset). [default: each stamp's own noise]
     """
 
     FORMAT = ""
@@ -299,20 +330,33 @@ class NetworkFlagger(Flagger):
         """Blend probability from the model's outputs (default: the sigmoid output)."""
         return outputs.reshape(-1)
 
-    def predict_proba(self, stamps: np.ndarray) -> np.ndarray:
-        """Blend probability of each stamp, float32 in [0, 1]."""
+    def predict_proba(self, stamps: np.ndarray, reference_sigma=None) -> np.ndarray:
+        """Blend probability of each stamp, float32 in [0, 1].
+
+        ``reference_sigma`` (ADU; one value or one per stamp) overrides
+        ``reference_noise`` for networks with a reference-scale plane; with
+        neither, each stamp's own noise is the reference.
+        """
         _, predict, meta = load_cached(self.weights, self.FORMAT, self.name, self.build,
                                        self.precision)
         size = int(meta.get("input_size", INPUT_SIZE))
+        ref = None
+        if uses_reference(meta):
+            ref = reference_sigma if reference_sigma is not None else self.reference_noise
+            if ref is None:
+                ref = stamp_noise_sigma(np.asarray(stamps, dtype=np.float32), BORDER)
+            ref = np.broadcast_to(np.asarray(ref, dtype=np.float32), (len(stamps),))
         outputs = []
         for start in range(0, len(stamps), 4096):  # bound the preprocessed copy in memory
-            x = preprocess(stamps[start:start + 4096], size, channels=self.CHANNELS)
+            part = None if ref is None else ref[start:start + 4096]
+            x = preprocess(stamps[start:start + 4096], size, channels=self.CHANNELS,
+                           reference_sigma=part)
             outputs.append(run_batches(predict, x, self.batch_size))
         out = np.concatenate(outputs) if outputs else np.zeros((0, 1), np.float32)
         return np.clip(self.probability(out, meta), 0.0, 1.0).astype(np.float32)
 
-    def flag_stamps(self, stamps, noise_sigma=None) -> FlagResult:
-        p = self.predict_proba(stamps)
+    def flag_stamps(self, stamps, noise_sigma=None, reference_sigma=None) -> FlagResult:
+        p = self.predict_proba(stamps, reference_sigma)
         return FlagResult(flag=p >= self.threshold, probability=p)
 
     def provenance(self):
@@ -323,4 +367,6 @@ class NetworkFlagger(Flagger):
             (f"BF_{stem}SH", sha[:16], f"{self.name} weights SHA-256 (first 16 hex)"),
             (f"BF_{stem}TH", self.threshold, f"{self.column} = {self.probability_column} >= TH"),
             (f"BF_{stem}PR", self.precision, f"{self.name} inference precision"),
-        ]
+        ] + ([(f"BF_{stem}RN", "stamp" if self.reference_noise is None else self.reference_noise,
+               f"{self.name} reference noise sigma (ADU) of the blend label")]
+             if uses_reference(self.metadata) else [])

@@ -97,16 +97,20 @@ def simulate_mixture(datasets, n, seed, noise, metacal_fraction: float = 0.0
     labels : numpy.ndarray
         ``(n,)`` float32, 1 for blends.
     truth : dict
-        ``separation``, ``noise_sigma``, ``dataset``, ``metacal`` arrays, for the record.
+        ``separation``, ``noise_sigma``, ``dataset``, ``metacal`` arrays, for the
+        record, and ``reference_sigma``: the noise sigma (ADU) at which each
+        stamp's label is defined (its isophote over ``blend.isophote_nsigma``).
     """
-    from blendflag.simulate import simulate_stamps
+    from blendflag.simulate import load_dataset, simulate_stamps
     from blendflag_plugins.netcore import INPUT_SIZE, crop_center
 
     parts = np.full(len(datasets), n // len(datasets))
     parts[: n - parts.sum()] += 1
-    stamps, labels, sep, sig, names, mcal = [], [], [], [], [], []
+    stamps, labels, sep, sig, names, mcal, refs = [], [], [], [], [], [], []
     for i, (name, k) in enumerate(zip(datasets, parts, strict=True)):
         s, t = simulate_stamps(name, int(k), seed=seed * 100 + i, noise=noise, progress=True)
+        refs.append(np.asarray(t["ISOPHOTE"], dtype=np.float32)
+                    / np.float32(load_dataset(name).blend.isophote_nsigma))
         s, is_mcal = metacal_mixture(s, np.asarray(t["NOISE_SIGMA"]), name, metacal_fraction,
                                      seed * 100 + i)
         mcal.append(is_mcal)
@@ -125,7 +129,8 @@ def simulate_mixture(datasets, n, seed, noise, metacal_fraction: float = 0.0
     x = np.concatenate(stamps)[order]
     y = np.concatenate(labels)[order]
     truth = {"separation": np.concatenate(sep)[order], "noise_sigma": np.concatenate(sig)[order],
-             "dataset": np.concatenate(names)[order], "metacal": np.concatenate(mcal)[order]}
+             "dataset": np.concatenate(names)[order], "metacal": np.concatenate(mcal)[order],
+             "reference_sigma": np.concatenate(refs)[order]}
     return x, y, truth
 
 
@@ -134,6 +139,8 @@ def _config_hash(config) -> str:
     fields = {k: getattr(config, k) for k in keys}
     if getattr(config, "metacal_fraction", 0.0):  # older runs keep their cache name
         fields["metacal_fraction"] = config.metacal_fraction
+    if getattr(config, "reference_channel", False):
+        fields["reference_channel"] = True
     blob = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -154,13 +161,21 @@ def prepare_data(config, workdir: Path, quiet=False) -> dict:
     if not quiet:
         print(f"simulating {config.n_train} training and {config.n_val} validation stamps")
     frac = getattr(config, "metacal_fraction", 0.0)
-    xt, yt, _ = simulate_mixture(config.datasets, config.n_train, config.seed, config.noise, frac)
+    xt, yt, tt = simulate_mixture(config.datasets, config.n_train, config.seed, config.noise, frac)
     xv, yv, tv = simulate_mixture(config.datasets, config.n_val, config.seed + 1, config.noise,
                                   frac)
+    # one plane (noise-scaled), or two (noise, reference) for reference_channel
+    planes = 2 if getattr(config, "reference_channel", False) else 1
+
+    def inputs(x, truth):
+        ref = truth["reference_sigma"] if planes == 2 else None
+        return preprocess(x, config.input_size, channels=planes,
+                          reference_sigma=ref).astype(np.float16)
+
     data = {
-        "x_train": preprocess(xt, config.input_size).astype(np.float16),
+        "x_train": inputs(xt, tt),
         "y_train": yt,
-        "x_val": preprocess(xv, config.input_size).astype(np.float16),
+        "x_val": inputs(xv, tv),
         "y_val": yv,
         "sep_val": tv["separation"],
         "metacal_val": tv["metacal"],
@@ -169,6 +184,24 @@ def prepare_data(config, workdir: Path, quiet=False) -> dict:
         with open(tmp, "wb") as fh:
             np.savez(fh, **data)
     return data
+
+
+def network_input(x, channels: int):
+    """Stored planes ``(..., 1 or 2)`` as the network's ``channels`` planes.
+
+    One plane is repeated; two (noise, reference) alternate as
+    ``[noise, reference, noise]`` (see :func:`~blendflag_plugins.netcore.preprocess`).
+    Works on NumPy arrays and TensorFlow tensors.
+    """
+    planes = x.shape[-1]
+    if planes == channels:
+        return x
+    index = [k % planes for k in range(channels)]
+    if isinstance(x, np.ndarray):
+        return x[..., index]
+    import tensorflow as tf
+
+    return tf.gather(x, index, axis=-1)
 
 
 def image_dataset(x, y, batch_size, augment, shuffle_seed, channels=3):
@@ -185,7 +218,7 @@ def image_dataset(x, y, batch_size, augment, shuffle_seed, channels=3):
             img = tf.image.random_flip_up_down(img)
             k = tf.random.uniform((), 0, 4, dtype=tf.int32)
             img = tf.image.rot90(img, k)
-        return (tf.repeat(img, channels, axis=-1) if channels > 1 else img), label
+        return network_input(img, channels), label
 
     return ds.map(to_input, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
 

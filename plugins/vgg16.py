@@ -3,7 +3,11 @@
 Input (see :func:`blendflag_plugins.netcore.preprocess`)
     The central 48x48 pixels of each stamp (51x51 in the presets), divided by
     the stamp's noise sigma (1.4826 x MAD of the 3-pixel border of the full
-    stamp), compressed with ``arcsinh(x) / 3`` and repeated into 3 channels.
+    stamp), compressed with ``arcsinh(x) / 3`` and repeated into 3 channels;
+    for weights trained with ``reference_channel`` the middle channel is the
+    stamp divided by the reference noise sigma instead (option
+    ``reference_noise``, ADU: the depth of the blend definition; None uses each
+    stamp's own noise).
     48 px is the smallest size at which VGG16's five poolings still leave a
     1x1x512 map; it runs 1.7x faster than 64 px (630 against 375 stamps/s in
     bf16 on 2 cores, measured with batches of 256) at no measured loss.
@@ -128,9 +132,9 @@ def predict_proba(stamps: np.ndarray, path=None, precision: str = "auto",
 class VGG16Flagger(NetworkFlagger):
     """Blend flag from the VGG16 classifier.
 
-    Options: ``weights``, ``threshold``, ``precision``, ``batch_size`` (see
-    :class:`blendflag_plugins.netcore.NetworkFlagger`); the default weights are
-    the shipped ``weights/vgg16_blend.npz``.
+    Options: ``weights``, ``threshold``, ``precision``, ``batch_size``,
+    ``reference_noise`` (see :class:`blendflag_plugins.netcore.NetworkFlagger`);
+    the default weights are the shipped ``weights/vgg16_blend.npz``.
     """
 
     name = "vgg16"

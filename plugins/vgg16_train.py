@@ -23,10 +23,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from blendflag_plugins.netcore import REFERENCE_LAYOUT
 from blendflag_plugins.nettrain import (
     NetTrainConfig,
     image_dataset,
     load_config,
+    network_input,
     open_run,
     prepare_data,
     write_state,
@@ -58,6 +60,12 @@ class VGG16TrainConfig(NetTrainConfig):
         A blendflag VGG16 weights file to start from (fine-tuning), or
         ``shipped`` for the packaged ``weights/vgg16_blend.npz``; its input
         size must be ``input_size``. [default: None, random initialisation]
+    reference_channel : bool
+        Give the network the stamp at the label's scale as well: input planes
+        ``[noise, reference, noise]`` (see
+        :func:`blendflag_plugins.netcore.preprocess`), with the reference sigma
+        of each training stamp taken from its preset (``default_noise``).
+        [default: False, three copies of the noise-scaled stamp]
     """
 
     METHOD = "vgg16"
@@ -75,6 +83,7 @@ class VGG16TrainConfig(NetTrainConfig):
     patience: int = 3
     imagenet_weights: str | None = None
     init_weights: str | None = None
+    reference_channel: bool = False
 
     def validate(self, where: str) -> None:
         from blendflag.config import _check
@@ -238,7 +247,7 @@ def _finish(config, out, workdir, state, data, best_path) -> dict:
     model.set_weights(arrays)
     predict = _compiled_predict(model)
     x_val = data["x_val"].astype(np.float32)
-    p = np.concatenate([np.asarray(predict(np.repeat(x_val[i:i + 256], 3, axis=-1))).reshape(-1)
+    p = np.concatenate([np.asarray(predict(network_input(x_val[i:i + 256], 3))).reshape(-1)
                         for i in range(0, len(x_val), 256)])
     y = data["y_val"]
     threshold = choose_threshold(p, y)
@@ -258,6 +267,10 @@ def _finish(config, out, workdir, state, data, best_path) -> dict:
         "validation": val,
         "preprocessing": "crop centre input_size px; / (1.4826 MAD of 3-px border); arcsinh / 3",
     }
+    if config.reference_channel:
+        meta["input_channels"] = list(REFERENCE_LAYOUT)
+        meta["preprocessing"] += ("; planes [noise, reference, noise], the reference plane "
+                                  "arcsinh(x / reference sigma) / 3")
     save_weights(model, out, meta)
     read_weights(out)
     return {"epochs": state["epoch"], "val": val, "threshold": threshold, "out": str(out)}

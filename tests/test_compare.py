@@ -150,6 +150,8 @@ def test_noise_correction_fields_are_turned_within_rotated_pairs():
 def test_simulated_compare_keeps_stamps_inside_each_half(small_run):
     data = json.loads(small_run["json"].read_text())
     assert data["input"]["margin"] == 26  # half of the 51-px stamps, plus one
+    # network flaggers see the field at the depth its truth defines blends at
+    assert data["input"]["reference_noise"] == 14.0 and data["input"]["noise_sigma"] == 2.0
 
 
 def test_default_selections_leave_out_flaggers_invalid_on_metacal_images():

@@ -323,3 +323,102 @@ def test_cosine_learning_rate_schedule(tmp_path):
     cfg.write_text("method: vgg16\nlr_min: 1.0\n")
     with pytest.raises(ConfigError, match="lr_min"):
         load_train_config(cfg)
+
+
+def test_preprocess_reference_plane():
+    """With a reference sigma the planes are [noise, reference, noise]; the reference
+    plane keeps the ADU scale the blend label is defined at."""
+    from blendflag_plugins.nettrain import network_input
+
+    rng = np.random.default_rng(3)
+    stamps = rng.normal(0, 5.0, (4, 51, 51)).astype(np.float32)
+    stamps[:, 25, 25] += 500
+    x = preprocess(stamps, channels=3, reference_sigma=14.0)
+    assert x.shape == (4, INPUT_SIZE, INPUT_SIZE, 3)
+    np.testing.assert_array_equal(x[..., 0], preprocess(stamps)[..., 0])
+    np.testing.assert_array_equal(x[..., 0], x[..., 2])
+    np.testing.assert_allclose(x[..., 1], np.arcsinh(crop_center(stamps) / 14.0) / 3.0,
+                               rtol=1e-5, atol=1e-6)
+    # the noise plane ignores the ADU scale, the reference plane does not
+    y = preprocess(10 * stamps, channels=3, reference_sigma=14.0)
+    np.testing.assert_allclose(y[..., 0], x[..., 0], atol=1e-5)
+    assert y[..., 1].max() > x[..., 1].max() + 0.5
+    # one sigma per stamp; the reference equal to the stamp's own sigma repeats the noise plane
+    own = stamp_noise_sigma(stamps)
+    z = preprocess(stamps, channels=3, reference_sigma=own)
+    np.testing.assert_allclose(z[..., 1], z[..., 0], atol=1e-6)
+    # the trainer stores two planes and expands them as the flagger does
+    two = preprocess(stamps, channels=2, reference_sigma=14.0)
+    np.testing.assert_array_equal(network_input(two, 3), x)
+    np.testing.assert_array_equal(network_input(preprocess(stamps), 3),
+                                  preprocess(stamps, channels=3))
+    for bad in (0.0, -1.0, np.nan):
+        with pytest.raises(BlendflagError, match="reference noise sigma"):
+            preprocess(stamps, channels=3, reference_sigma=bad)
+
+
+def test_reference_weights_use_the_reference_noise(model, tmp_path):
+    """A file with a reference plane: the flagger feeds it the reference depth
+    (option or per call), records it in the header, and falls back to each
+    stamp's own noise; a file without one ignores it."""
+    from blendflag_plugins.netcore import REFERENCE_LAYOUT
+
+    path = save_weights(model, tmp_path / "ref.npz", {"input_size": INPUT_SIZE,
+                                                      "threshold": 0.5,
+                                                      "input_channels": REFERENCE_LAYOUT})
+    rng = np.random.default_rng(4)
+    stamps = rng.normal(0, 5.0, (8, 51, 51)).astype(np.float32)
+    stamps[:, 22:29, 22:29] += rng.uniform(50, 500, (8, 1, 1)).astype(np.float32)
+    base = {"weights": str(path), "precision": "float32"}
+    own = VGG16Flagger(base)
+    at14 = VGG16Flagger(base | {"reference_noise": 14.0})
+    p_own, p14 = own.predict_proba(stamps), at14.predict_proba(stamps)
+    assert not np.allclose(p_own, p14)
+    np.testing.assert_allclose(own.predict_proba(stamps, reference_sigma=14.0), p14, rtol=1e-5)
+    np.testing.assert_allclose(at14.predict_proba(stamps, reference_sigma=stamp_noise_sigma(
+        stamps)), p_own, rtol=1e-5)
+    cards = {k: v for k, v, _ in at14.provenance()}
+    assert cards["BF_VGGRN"] == 14.0
+    assert {k: v for k, v, _ in own.provenance()}["BF_VGGRN"] == "stamp"
+    plain = save_weights(model, tmp_path / "plain.npz", {"input_size": INPUT_SIZE})
+    old = VGG16Flagger({"weights": str(plain), "precision": "float32", "reference_noise": 14.0})
+    np.testing.assert_allclose(old.predict_proba(stamps),
+                               VGG16Flagger({"weights": str(plain),
+                                             "precision": "float32"}).predict_proba(stamps))
+    assert "BF_VGGRN" not in {k for k, _, _ in old.provenance()}
+
+
+def test_training_with_a_reference_plane(tmp_path, capsys):
+    """reference_channel: the cache holds two planes, the file records its input layout."""
+    from blendflag_plugins.nettrain import simulate_mixture
+    from tests.conftest import run_cli
+
+    _, _, truth = simulate_mixture(["great3"], 8, seed=3, noise=[5.0, 40.0])
+    np.testing.assert_array_equal(truth["reference_sigma"], 14.0)  # the preset's default noise
+    cfg = tmp_path / "ref.yaml"
+    cfg.write_text(TINY.replace("epochs: 2", "epochs: 1") + "reference_channel: true\n")
+    out = tmp_path / "ref.npz"
+    code, _, err = run_cli(["train", "--config", cfg, "--out", out, "--quiet"], capsys)
+    assert code == 0, err
+    _, meta = read_weights(out)
+    assert meta["input_channels"] == ["noise", "reference", "noise"]
+    assert meta["training"]["reference_channel"] is True
+    (cache,) = (tmp_path / "ref.npz.run").glob("data-*.npz")
+    with np.load(cache) as data:
+        assert data["x_train"].shape[-1] == 2
+
+
+def test_truth_reference_noise():
+    """evaluate takes the labels' depth from the truth: one isophote for every stamp."""
+    from astropy.table import Table
+
+    from blendflag.evaluation import truth_reference_noise
+    from blendflag.simulate import simulate_stamps
+
+    _, truth = simulate_stamps("great3", 12, seed=6, noise="grid")
+    assert len(set(np.asarray(truth["NOISE_SIGMA"]))) > 1
+    assert truth_reference_noise(truth) == pytest.approx(14.0)
+    # labels at each stamp's own noise (isophote_reference: stamp_noise)
+    per_stamp = Table({"ISOPHOTE": [5.0, 14.0]}, meta={"ISOSIG": 1.0})
+    assert truth_reference_noise(per_stamp) is None
+    assert truth_reference_noise(Table({"LABEL": [1, 0]})) is None

@@ -100,6 +100,10 @@ def run(args, pm) -> int:
         if path:
             check_output_path(path)
     stamps, truth, dataset = load_stamps(args)
+    if dataset is not None and dataset.blend.isophote_reference == "default_noise":
+        for flagger in flaggers:  # the depth the labels refer to, unless the config sets one
+            if flagger.reference_noise is None:
+                flagger.reference_noise = float(dataset.default_noise)
     mcal_info = None
     if args.metacal:
         stamps, truth, mcal_info = to_metacal(pm, config, args, stamps, truth, dataset)
