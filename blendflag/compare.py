@@ -217,7 +217,7 @@ class CompareResult:
 
 def run_compare(pm, config, data: FieldInput, flaggers, engine_cls, *, seed: int = 0,
                 workers: int = 1, scheduler: str | None = None, quiet: bool = True,
-                n_bootstrap: int | None = None) -> CompareResult:
+                n_bootstrap: int | None = None, flag_original: bool = True) -> CompareResult:
     """Detect, flag, measure and compare the selections.
 
     Parameters
@@ -234,6 +234,11 @@ def run_compare(pm, config, data: FieldInput, flaggers, engine_cls, *, seed: int
         Processes for metacalibration. [default: 1]
     scheduler : str or None
         Dask scheduler address for metacalibration chunks.
+    flag_original : bool
+        Also run the flaggers on the original stamps (the pipeline's
+        ``flag_blends`` stage: the ``BLEND_<NAME>`` columns of the annotated
+        catalogue). The selections use only the flags on the metacal images,
+        so a run that writes no catalogue can skip them. [default: True]
     """
     from blendflag.commands.common import progress
     from blendflag.shear import (
@@ -253,8 +258,8 @@ def run_compare(pm, config, data: FieldInput, flaggers, engine_cls, *, seed: int
     for flagger in flaggers:  # the depth of the truth's blend definition (simulations)
         if flagger.reference_noise is None and data.reference_noise is not None:
             flagger.reference_noise = data.reference_noise
-    context.flagger_objects = list(flaggers)
-    context.flaggers = [f.name for f in flaggers]
+    context.flagger_objects = list(flaggers) if flag_original else []
+    context.flaggers = [f.name for f in context.flagger_objects]
     context.shear_engine = None  # metacal runs below, chunked and in parallel
     context.results["needs_stamps"] = True  # metacal needs them even without flaggers
     run_pipeline(context)
@@ -358,6 +363,7 @@ def run_compare(pm, config, data: FieldInput, flaggers, engine_cls, *, seed: int
         "input": data.description,
         "truth": truth_info,
         "flaggers": {f.name: {k: v for k, v, _ in f.provenance()} for f in flaggers},
+        "original_images_flagged": bool(flag_original),
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "workers": workers,
     }

@@ -44,6 +44,20 @@ def test_json_contract(small_run):
     assert cut["n"] < all_["n"]
     assert "R11_S" in cut and "m_noRS" in cut
     assert small_run["plot"].read_bytes()[:4] == b"\x89PNG"
+    assert data["original_images_flagged"]  # --catalogue-out needs the BLEND_* columns
+
+
+def test_without_a_catalogue_the_original_stamps_are_not_flagged(small_run):
+    """The selections use the flags on the metacal images only: same result without them."""
+    from blendflag.cli import main
+
+    out = small_run["json"].parent / "no_catalogue.json"
+    code = main(["compare", "--n-galaxies", "240", "--seed", "3", "--flaggers", "sextractor",
+                 "--workers", "1", "--bootstrap", "50", "--json", str(out), "--quiet"])
+    assert code == 0
+    lean, full = json.loads(out.read_text()), json.loads(small_run["json"].read_text())
+    assert not lean["original_images_flagged"]
+    assert lean["selections"] == full["selections"] and lean["truth"] == full["truth"]
 
 
 def test_selections_hold_what_they_claim(small_run):

@@ -129,9 +129,10 @@ def run(args, pm) -> int:
                                DEFAULT_NOISE if args.noise is None else args.noise,
                                workers=workers, progress=not args.quiet,
                                stamp_size=max(config.flag.stamp_size, config.shear.stamp_size))
+    # the flags on the original stamps only fill the catalogue's BLEND_* columns
     result = run_compare(pm, config, data, flaggers, engine_cls, seed=args.seed,
                          workers=workers, scheduler=args.scheduler, quiet=args.quiet,
-                         n_bootstrap=args.bootstrap)
+                         n_bootstrap=args.bootstrap, flag_original=bool(args.catalogue_out))
     print_table(result.json)
     if args.json:
         write_json(result.json, args.json)
