@@ -247,19 +247,20 @@ def test_train_bad_config(tmp_path, capsys):
 def test_shipped_weights_accuracy_on_a_fixed_sample():
     """The shipped model on 300 seeded GREAT3-like stamps (a seed not used in training).
 
-    Measured 0.943 when the weights were shipped (0.927 before the metacal
-    fine-tuning); the floor guards against a broken preprocessing or weights
-    file. Issue 5 asks for 0.95 here, which the current weights do not reach
-    (see plugins/weights/MODEL_CARD.md).
+    Measured when the weights were shipped (stage 3, with the reference plane
+    at the preset's 14 ADU): accuracy 0.950, blend recall 0.960, non-blend
+    recall 0.940 (stage 2: 0.943; stage 1: 0.927). The floor leaves room for
+    bfloat16 / float32 differences between CPUs and guards against a broken
+    preprocessing or weights file.
     """
     from blendflag.simulate import simulate_stamps
     from blendflag_plugins.sextractor import SExtractorFlagger
 
     stamps, truth = simulate_stamps("great3", 300, seed=4242)
     labels = np.asarray(truth["LABEL"]) == 1
-    result = VGG16Flagger({}).flag_stamps(stamps)
+    result = VGG16Flagger({"reference_noise": 14.0}).flag_stamps(stamps)
     accuracy = (result.flag == labels).mean()
-    assert accuracy >= 0.90
+    assert accuracy >= 0.93
     assert ((result.probability >= 0) & (result.probability <= 1)).all()
     sextractor = (SExtractorFlagger({}).flag_stamps(stamps).flag == labels).mean()
     assert accuracy > sextractor + 0.15
@@ -270,9 +271,10 @@ def test_shipped_weights_work_on_metacal_images():
     """``compare`` selects on metacal images: the shipped model must find blends there.
 
     The same 300 stamps as above, each replaced by its noshear metacal image.
-    Measured when the weights were shipped: accuracy 0.903, blend recall 0.947;
-    the weights before the metacal fine-tuning gave 0.563 and 0.127 (they
-    hardly ever called a metacal image a blend), which these floors reject.
+    Measured when the weights were shipped (stage 3): accuracy 0.950, blend
+    recall 0.953 (stage 2: 0.903 and 0.947); the weights before the metacal
+    fine-tuning gave 0.563 and 0.127 (they hardly ever called a metacal image a
+    blend), which these floors reject.
     """
     from blendflag.config import load_pipeline_config
     from blendflag.metacal_images import metacal_stamps
@@ -286,7 +288,7 @@ def test_shipped_weights_work_on_metacal_images():
                                       psf_image(cfg), cfg.pixel_scale,
                                       np.asarray(truth["NOISE_SIGMA"]), 4242)
     assert rendered.all()
-    flag = VGG16Flagger({}).flag_stamps(images).flag
+    flag = VGG16Flagger({"reference_noise": 14.0}).flag_stamps(images).flag
     assert (flag == labels).mean() >= 0.80
     assert flag[labels].mean() >= 0.80 and (~flag[~labels]).mean() >= 0.75
 
@@ -298,11 +300,13 @@ def test_bf16_and_float32_agree():
     if not DEFAULT_WEIGHTS.exists():
         pytest.skip("shipped weights not built yet")
     stamps, _ = simulate_stamps("great3", 200, seed=4243)
-    p32 = VGG16Flagger({"precision": "float32"}).predict_proba(stamps)
-    p16 = VGG16Flagger({"precision": "bfloat16"}).predict_proba(stamps)
-    assert np.abs(p32 - p16).max() < 0.05  # measured 0.012 on 1000 stamps
-    clear = np.abs(p32 - 0.53) > 0.05  # away from the threshold, labels must agree
-    np.testing.assert_array_equal((p16 >= 0.53)[clear], (p32 >= 0.53)[clear])
+    p32 = VGG16Flagger({"precision": "float32", "reference_noise": 14.0}).predict_proba(stamps)
+    f16 = VGG16Flagger({"precision": "bfloat16", "reference_noise": 14.0})
+    p16 = f16.predict_proba(stamps)
+    assert np.abs(p32 - p16).max() < 0.05  # measured 0.0067 on these stamps
+    th = f16.threshold
+    clear = np.abs(p32 - th) > 0.05  # away from the threshold, labels must agree
+    np.testing.assert_array_equal((p16 >= th)[clear], (p32 >= th)[clear])
 
 
 def test_cosine_learning_rate_schedule(tmp_path):
