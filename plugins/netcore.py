@@ -368,5 +368,5 @@ class NetworkFlagger(Flagger):
             (f"BF_{stem}TH", self.threshold, f"{self.column} = {self.probability_column} >= TH"),
             (f"BF_{stem}PR", self.precision, f"{self.name} inference precision"),
         ] + ([(f"BF_{stem}RN", "stamp" if self.reference_noise is None else self.reference_noise,
-               f"{self.name} reference noise sigma (ADU) of the blend label")]
+               f"{self.name} blend reference noise sigma, ADU")]
              if uses_reference(self.metadata) else [])
