@@ -181,3 +181,28 @@ def test_register_flaggers_hook_adds_a_flagger(detected, capsys):
     cat = read_catalogue(out)
     assert cat.column("BLEND_BRIGHTEST").sum() == len(cat) // 2
     assert cat.column("P_BLEND_BRIGHTEST").max() == 1.0
+
+
+@pytest.mark.parametrize("reference", [None, 14.0])
+def test_every_flaggers_header_cards_fit_a_fits_card(reference):
+    """Provenance cards are written into catalogue headers: each must fit in 80
+    characters without astropy truncating its comment (a warning the CLI turns
+    into an error), whatever the flagger's options."""
+    import warnings
+
+    from astropy.io import fits
+
+    from blendflag.commands.common import make_flaggers
+    from blendflag.config import load_pipeline_config
+
+    pm = get_plugin_manager()
+    names = sorted(get_flaggers(pm))
+    options = {n: {"reference_noise": reference} for n in names} if reference else None
+    for flagger in make_flaggers(pm, names, load_pipeline_config(None), options):
+        header = fits.Header()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            for key, value, comment in flagger.provenance():
+                header[key] = (value, comment)
+            header.tostring()
+        assert all(len(card.image) == 80 for card in header.cards)
