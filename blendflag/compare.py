@@ -256,8 +256,7 @@ def run_compare(pm, config, data: FieldInput, flaggers, engine_cls, *, seed: int
                       table=data.catalogue.table if data.catalogue is not None else None,
                       rng=rng)
     for flagger in flaggers:  # the depth of the truth's blend definition (simulations)
-        if flagger.reference_noise is None and data.reference_noise is not None:
-            flagger.reference_noise = data.reference_noise
+        flagger.default_reference_noise(data.reference_noise)
     context.flagger_objects = list(flaggers) if flag_original else []
     context.flaggers = [f.name for f in context.flagger_objects]
     context.shear_engine = None  # metacal runs below, chunked and in parallel
@@ -305,10 +304,8 @@ def run_compare(pm, config, data: FieldInput, flaggers, engine_cls, *, seed: int
     timings["metacal"] = time.perf_counter() - t
     # every flagger on every metacal version: the selections and their response;
     # the reference depth is the original image's, not the metacal images' own
-    reference = data.reference_noise or float(np.median(noise))
     for flagger in flaggers:
-        if flagger.reference_noise is None:
-            flagger.reference_noise = reference
+        flagger.default_reference_noise(float(np.median(noise)))
     selection_flags = {}
     for flagger in flaggers:
         t = time.perf_counter()

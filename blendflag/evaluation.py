@@ -107,7 +107,7 @@ def truth_reference_noise(truth) -> float | None:
     return float(iso[0] / float(truth.meta["ISOSIG"]))
 
 
-def evaluate_flaggers(flaggers, stamps, truth) -> dict:
+def evaluate_flaggers(flaggers, stamps, truth, reference_noise=None) -> dict:
     """Run each flagger on ``stamps`` and compute its metrics.
 
     Parameters
@@ -117,6 +117,10 @@ def evaluate_flaggers(flaggers, stamps, truth) -> dict:
         ``(n, S, S)`` float32 stamps (ADU).
     truth : astropy.table.Table
         The ``TRUTH`` table of ``simulate``: LABEL, KIND, SEPARATION, NOISE_SIGMA.
+    reference_noise : float or None
+        Depth (noise sigma, ADU) at which the labels are defined, given to
+        flaggers that have none set. [default: from the truth, see
+        :func:`truth_reference_noise`]
 
     Returns
     -------
@@ -124,10 +128,10 @@ def evaluate_flaggers(flaggers, stamps, truth) -> dict:
         ``{"n": n, "methods": {name: metrics}}``.
     """
     methods = {}
-    reference = truth_reference_noise(truth)
+    if reference_noise is None:
+        reference_noise = truth_reference_noise(truth)
     for flagger in flaggers:
-        if flagger.reference_noise is None and reference is not None:
-            flagger.reference_noise = reference
+        flagger.default_reference_noise(reference_noise)
         if len(stamps) > 64:  # warm up (model load, tracing) outside the timing
             flagger.flag_stamps(stamps[:64])
         start = time.perf_counter()

@@ -54,6 +54,11 @@ class Flagger:
         #: from the dataset preset unless the option ``reference_noise`` is given.
         self.reference_noise: float | None = None if ref is None else float(ref)
 
+    def default_reference_noise(self, sigma: float | None) -> None:
+        """Take ``sigma`` (ADU) as the reference depth unless one is set already."""
+        if self.reference_noise is None and sigma is not None:
+            self.reference_noise = float(sigma)
+
     @property
     def column(self) -> str:
         """Name of the boolean blend-flag column, e.g. ``BLEND_VGG16``."""

@@ -100,10 +100,9 @@ def run(args, pm) -> int:
         if path:
             check_output_path(path)
     stamps, truth, dataset = load_stamps(args)
-    if dataset is not None and dataset.blend.isophote_reference == "default_noise":
-        for flagger in flaggers:  # the depth the labels refer to, unless the config sets one
-            if flagger.reference_noise is None:
-                flagger.reference_noise = float(dataset.default_noise)
+    # the depth the labels refer to (a file's truth table loses the header that says it)
+    reference = (dataset.default_noise if dataset is not None
+                 and dataset.blend.isophote_reference == "default_noise" else None)
     mcal_info = None
     if args.metacal:
         stamps, truth, mcal_info = to_metacal(pm, config, args, stamps, truth, dataset)
@@ -111,7 +110,7 @@ def run(args, pm) -> int:
         raise BlendflagError("no stamps to evaluate")
     from blendflag.evaluation import evaluate_flaggers
 
-    results = evaluate_flaggers(flaggers, stamps, truth)
+    results = evaluate_flaggers(flaggers, stamps, truth, reference)
     results["data"] = ({"file": str(args.data)} if args.data else
                        {"dataset": args.dataset, "n": args.n, "seed": args.seed,
                         "noise": args.noise})
