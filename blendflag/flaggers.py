@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from blendflag.errors import BlendflagError
+
 
 @dataclass
 class FlagResult:
@@ -52,7 +54,7 @@ class Flagger:
         #: 1-sigma isophote of the simulation truth), for flaggers that use it;
         #: None means each stamp's own noise. ``evaluate`` and ``compare`` set it
         #: from the dataset preset unless the option ``reference_noise`` is given.
-        self.reference_noise: float | None = None if ref is None else float(ref)
+        self.reference_noise: float | None = None if ref is None else _positive(ref, self.name)
 
     def default_reference_noise(self, sigma: float | None) -> None:
         """Take ``sigma`` (ADU) as the reference depth unless one is set already."""
@@ -86,3 +88,15 @@ class Flagger:
     def provenance(self) -> list[tuple[str, object, str]]:
         """Header cards ``(keyword, value, comment)`` describing this flagger's setup."""
         return []
+
+
+def _positive(value, flagger: str) -> float:
+    """``value`` as a positive finite float, else a one-line error naming the option."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not np.isfinite(number) or number <= 0:
+        raise BlendflagError(f"{flagger} option reference_noise must be a positive noise "
+                             f"sigma in ADU, got {value!r}")
+    return number

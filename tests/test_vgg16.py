@@ -426,3 +426,9 @@ def test_truth_reference_noise():
     per_stamp = Table({"ISOPHOTE": [5.0, 14.0]}, meta={"ISOSIG": 1.0})
     assert truth_reference_noise(per_stamp) is None
     assert truth_reference_noise(Table({"LABEL": [1, 0]})) is None
+
+
+@pytest.mark.parametrize("bad", ["deep", 0, -3.0, float("nan")])
+def test_bad_reference_noise_option(bad):
+    with pytest.raises(BlendflagError, match="reference_noise must be a positive"):
+        VGG16Flagger({"reference_noise": bad})
