@@ -58,8 +58,11 @@ class VGG16TrainConfig(NetTrainConfig):
         Path to ImageNet VGG16 no-top weights to start from (never downloaded).
     init_weights : str or None
         A blendflag VGG16 weights file to start from (fine-tuning), or
-        ``shipped`` for the packaged ``weights/vgg16_blend.npz``; its input
-        size must be ``input_size``. [default: None, random initialisation]
+        ``shipped`` for the packaged ``weights/vgg16_blend.npz``. Its input
+        size may differ from ``input_size`` when the arrays still fit (the
+        convolutions do not depend on it, and every size from 32 to 63 px
+        leaves the head a 1x1x512 map), so a network can be fine-tuned to a
+        smaller, faster input. [default: None, random initialisation]
     reference_channel : bool
         Give the network the stamp at the label's scale as well: input planes
         ``[noise, reference, noise]`` (see
@@ -105,20 +108,28 @@ def initial_weights(config: VGG16TrainConfig) -> list | None:
     Raises
     ------
     BlendflagError
-        The file is missing, not a VGG16 weights file, or of another input size.
+        The file is missing, not a VGG16 weights file, or its arrays do not
+        fit a network of ``input_size`` (checked here, before any data are
+        simulated).
     """
-    from blendflag.errors import BlendflagError
-    from blendflag_plugins.vgg16 import DEFAULT_WEIGHTS, read_weights
+    from blendflag_plugins.vgg16 import DEFAULT_WEIGHTS, build_model, read_weights
 
     if not config.init_weights:
         return None
     path = DEFAULT_WEIGHTS if config.init_weights == "shipped" else config.init_weights
-    arrays, meta = read_weights(path)
-    size = int(meta.get("input_size", config.input_size))
-    if size != config.input_size:
-        raise BlendflagError(f"init_weights {path} has input size {size}, the config "
-                             f"{config.input_size}")
+    arrays, _ = read_weights(path)
+    check_fits(build_model(config.input_size), arrays, f"init_weights {path}")
     return arrays
+
+
+def check_fits(model, arrays, what: str) -> None:
+    """Refuse weight arrays whose shapes differ from ``model``'s, in one line."""
+    from blendflag.errors import BlendflagError
+
+    expected = [tuple(w.shape) for w in model.get_weights()]
+    if expected != [tuple(a.shape) for a in arrays]:
+        raise BlendflagError(f"{what} does not fit a VGG16 of this input size "
+                             f"(array shapes differ)")
 
 
 def cosine_learning_rate(config: VGG16TrainConfig, epoch: int) -> float:

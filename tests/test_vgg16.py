@@ -219,6 +219,41 @@ def test_fine_tuning_starts_from_init_weights(model, tmp_path, capsys):
     assert parts["original"]["n"] > 0 and parts["metacal"]["n"] > 0
 
 
+def test_fine_tuning_to_a_smaller_input(model, tmp_path, capsys):
+    """48-px weights start a 32-px network: the arrays fit, the result says 32 px."""
+    from blendflag_plugins.vgg16_train import initial_weights, load_train_config
+    from tests.conftest import run_cli
+
+    start = save_weights(model, tmp_path / "start48.npz", {"input_size": INPUT_SIZE})
+    cfg = tmp_path / "ft32.yaml"
+    cfg.write_text(TINY.replace("epochs: 2", "epochs: 1")
+                   + f"init_weights: {start}\ninput_size: 32\nreference_channel: true\n")
+    assert len(initial_weights(load_train_config(cfg))) == len(model.get_weights())
+    out = tmp_path / "ft32.npz"
+    code, _, err = run_cli(["train", "--config", cfg, "--out", out, "--quiet"], capsys)
+    assert code == 0, err
+    _, meta = read_weights(out)
+    assert meta["input_size"] == 32 and meta["input_channels"] == ["noise", "reference", "noise"]
+    flagger = VGG16Flagger({"weights": str(out), "precision": "float32", "reference_noise": 14.0})
+    stamps = np.random.default_rng(0).normal(0, 5.0, (5, 51, 51)).astype(np.float32)
+    p = flagger.predict_proba(stamps)
+    assert p.shape == (5,) and np.all((p >= 0) & (p <= 1))
+
+
+def test_init_weights_of_a_size_that_does_not_fit(tmp_path, capsys):
+    """A 64-px network's head (2x2x512 inputs) cannot start a 32-px one: one line, exit 2."""
+    from tests.conftest import run_cli
+
+    start = save_weights(build_model(64, precision="float32"), tmp_path / "start64.npz",
+                         {"input_size": 64})
+    cfg = tmp_path / "ft.yaml"
+    cfg.write_text(TINY + f"init_weights: {start}\ninput_size: 32\n")
+    out = tmp_path / "w.npz"
+    code, _, err = run_cli(["train", "--config", cfg, "--out", out], capsys)
+    assert code == 2 and "does not fit" in err and "Traceback" not in err
+    assert not out.exists() and not (tmp_path / "w.npz.run").exists()
+
+
 @pytest.mark.parametrize("extra, match", [
     ("init_weights: nowhere.npz\n", "nowhere.npz"),
     ("metacal_fraction: 1.5\n", "metacal_fraction"),
