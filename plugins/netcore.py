@@ -36,7 +36,8 @@ from blendflag.flaggers import Flagger, FlagResult
 from blendflag.machine import cpu_supports_bf16
 from blendflag.stamps import stamp_noise_sigma
 
-#: Network input side in pixels (the central part of the 51-px stamps).
+#: Default network input side in pixels (the central part of the 51-px stamps);
+#: a weights file's own ``input_size`` wins (the shipped VGG16 uses 32).
 INPUT_SIZE = 48
 #: Pixels of the frame used for the noise estimate.
 BORDER = 3
