@@ -83,12 +83,14 @@ def metacal_mixture(stamps, sigmas, dataset, fraction: float, seed: int,
     return out, is_metacal
 
 
-def simulate_mixture(datasets, n, seed, noise, metacal_fraction: float = 0.0
-                     ) -> tuple[np.ndarray, np.ndarray, dict]:
+def simulate_mixture(datasets, n, seed, noise, metacal_fraction: float = 0.0,
+                     fractions=None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Equal parts of each dataset style, shuffled.
 
     ``metacal_fraction`` of the stamps are replaced by a metacalibration image
-    of themselves (see :func:`metacal_mixture`).
+    of themselves (see :func:`metacal_mixture`). ``fractions`` are the shares
+    of (blend, single, separated) stamps [default: the simulation's, 0.5,
+    0.25, 0.25].
 
     Returns
     -------
@@ -101,14 +103,15 @@ def simulate_mixture(datasets, n, seed, noise, metacal_fraction: float = 0.0
         record, and ``reference_sigma``: the noise sigma (ADU) at which each
         stamp's label is defined (its isophote over ``blend.isophote_nsigma``).
     """
-    from blendflag.simulate import load_dataset, simulate_stamps
+    from blendflag.simulate import DEFAULT_FRACTIONS, load_dataset, simulate_stamps
     from blendflag_plugins.netcore import INPUT_SIZE, crop_center
 
     parts = np.full(len(datasets), n // len(datasets))
     parts[: n - parts.sum()] += 1
     stamps, labels, sep, sig, names, mcal, refs = [], [], [], [], [], [], []
     for i, (name, k) in enumerate(zip(datasets, parts, strict=True)):
-        s, t = simulate_stamps(name, int(k), seed=seed * 100 + i, noise=noise, progress=True)
+        s, t = simulate_stamps(name, int(k), seed=seed * 100 + i, noise=noise, progress=True,
+                               fractions=DEFAULT_FRACTIONS if fractions is None else fractions)
         refs.append(np.asarray(t["ISOPHOTE"], dtype=np.float32)
                     / np.float32(load_dataset(name).blend.isophote_nsigma))
         s, is_mcal = metacal_mixture(s, np.asarray(t["NOISE_SIGMA"]), name, metacal_fraction,
@@ -141,6 +144,8 @@ def _config_hash(config) -> str:
         fields["metacal_fraction"] = config.metacal_fraction
     if getattr(config, "reference_channel", False):
         fields["reference_channel"] = True
+    if getattr(config, "kind_fractions", None):
+        fields["kind_fractions"] = list(config.kind_fractions)
     blob = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -161,7 +166,10 @@ def prepare_data(config, workdir: Path, quiet=False) -> dict:
     if not quiet:
         print(f"simulating {config.n_train} training and {config.n_val} validation stamps")
     frac = getattr(config, "metacal_fraction", 0.0)
-    xt, yt, tt = simulate_mixture(config.datasets, config.n_train, config.seed, config.noise, frac)
+    # kind_fractions shape the training set only: validation (best epoch,
+    # threshold) keeps the simulation's own mix, the one evaluations use
+    xt, yt, tt = simulate_mixture(config.datasets, config.n_train, config.seed, config.noise, frac,
+                                  getattr(config, "kind_fractions", None))
     xv, yv, tv = simulate_mixture(config.datasets, config.n_val, config.seed + 1, config.noise,
                                   frac)
     # one plane (noise-scaled), or two (noise, reference) for reference_channel
@@ -308,6 +316,13 @@ class NetTrainConfig:
         Share of training and validation stamps replaced by a metacalibration
         image of themselves (see :func:`metacal_mixture`), so that the flagger
         is valid on the images ``compare`` selects on. [default: 0]
+    kind_fractions : list of float or None
+        Shares of (blend, single, separated) stamps in the training set (the
+        validation set keeps the simulation's 0.5, 0.25, 0.25, so the best
+        epoch and the threshold are chosen on the mix evaluations use). For
+        example ``[0.5, 0.1, 0.4]`` keeps the class balance and shows the
+        network more separated pairs, among them the near misses.
+        [default: None, the simulation's mix]
     seed : int
         Seed of the training data.
     epochs, batch_size : int
@@ -329,6 +344,7 @@ class NetTrainConfig:
     n_val: int = 4000
     noise: str | float | list[float] = "grid"
     metacal_fraction: float = 0.0
+    kind_fractions: list[float] | None = None
     seed: int = 1000
     epochs: int = 10
     batch_size: int = 128
@@ -361,3 +377,9 @@ class NetTrainConfig:
             _check(self.noise > 0, f"{where}.noise", "must be positive (ADU)")
         _check(0.0 <= self.metacal_fraction <= 1.0, f"{where}.metacal_fraction",
                "must be in [0, 1]")
+        if self.kind_fractions is not None:
+            fr = self.kind_fractions
+            _check(isinstance(fr, list) and len(fr) == 3
+                   and all(isinstance(f, (int, float)) and f >= 0 for f in fr)
+                   and abs(sum(fr) - 1.0) < 1e-6, f"{where}.kind_fractions",
+                   "give three non-negative shares (blend, single, separated) summing to 1")

@@ -195,6 +195,38 @@ def test_metacal_mixture_replaces_a_fraction_with_metacal_images():
     assert np.array_equal(again, out) and np.array_equal(again_mcal, is_mcal)  # seeded
 
 
+def test_kind_fractions_shape_the_training_set_only(tmp_path):
+    """More separated pairs in training; validation keeps the simulation's mix."""
+    from blendflag_plugins.nettrain import prepare_data, simulate_mixture
+    from blendflag_plugins.vgg16_train import load_train_config
+
+    _, y, truth = simulate_mixture(["great3"], 100, 3, 14.0, fractions=[0.5, 0.1, 0.4])
+    singles = truth["separation"] == 0
+    assert singles.sum() == 10 and y.sum() == 50 and (y[singles] == 0).all()
+    cfg = tmp_path / "mix.yaml"
+    cfg.write_text(TINY.replace("n_train: 96", "n_train: 40").replace("n_val: 48", "n_val: 40")
+                   .replace("datasets: [great3, euclid]", "datasets: [great3]")
+                   + "kind_fractions: [0.5, 0.1, 0.4]\n")
+    config = load_train_config(cfg)
+    data = prepare_data(config, tmp_path, quiet=True)
+    assert data["y_train"].sum() == 20 and data["y_val"].sum() == 20
+    assert (data["sep_val"] == 0).sum() == 10  # a quarter singles, as evaluations have
+    plain = load_train_config(cfg, {"kind_fractions": None})
+    from blendflag_plugins.nettrain import _config_hash
+
+    assert _config_hash(plain) != _config_hash(config)  # no stale cache across mixes
+
+
+@pytest.mark.parametrize("bad", ["[0.5, 0.5]", "[0.5, 0.6, -0.1]", "[0.5, 0.3, 0.3]"])
+def test_kind_fractions_bad_values(tmp_path, capsys, bad):
+    from tests.conftest import run_cli
+
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(TINY + f"kind_fractions: {bad}\n")
+    code, _, err = run_cli(["train", "--config", cfg, "--out", tmp_path / "w.npz"], capsys)
+    assert code == 2 and "kind_fractions" in err and "Traceback" not in err
+
+
 def test_fine_tuning_starts_from_init_weights(model, tmp_path, capsys):
     from blendflag_plugins.vgg16_train import initial_weights, load_train_config
     from tests.conftest import run_cli
