@@ -503,3 +503,17 @@ def test_truth_reference_noise():
 def test_bad_reference_noise_option(bad):
     with pytest.raises(BlendflagError, match="reference_noise must be a positive"):
         VGG16Flagger({"reference_noise": bad})
+
+
+def test_packaged_vgg16_training_configs_are_valid():
+    """Every stage's config loads and validates; the 32-px stages start from a 48-px file."""
+    from pathlib import Path
+
+    from blendflag_plugins.vgg16_train import load_train_config
+
+    paths = sorted((Path(__file__).parents[1] / "configs").glob("train_vgg16*.yaml"))
+    assert len(paths) >= 7
+    sizes = {p.stem: load_train_config(p).input_size for p in paths}
+    assert sizes["train_vgg16"] == 48 and sizes["train_vgg16_32px"] == 32
+    assert load_train_config(paths[0].parent / "train_vgg16_32px_separated.yaml"
+                             ).kind_fractions == [0.5, 0.1, 0.4]
