@@ -374,7 +374,7 @@ def test_bf16_and_float32_agree():
     p32 = VGG16Flagger({"precision": "float32", "reference_noise": 14.0}).predict_proba(stamps)
     f16 = VGG16Flagger({"precision": "bfloat16", "reference_noise": 14.0})
     p16 = f16.predict_proba(stamps)
-    assert np.abs(p32 - p16).max() < 0.05  # measured 0.0065 on these stamps
+    assert np.abs(p32 - p16).max() < 0.05  # measured 0.0091 (stage 6; stage 4: 0.0065)
     th = f16.threshold
     clear = np.abs(p32 - th) > 0.05  # away from the threshold, labels must agree
     np.testing.assert_array_equal((p16 >= th)[clear], (p32 >= th)[clear])
