@@ -94,14 +94,13 @@ def simulated_input(dataset=DEFAULT_DATASET, n_galaxies=DEFAULT_N_GALAXIES, shea
     Galaxy centres stay half a stamp (``stamp_size // 2 + 1`` pixels) inside
     each half, so no stamp reaches into the other half.
     """
-    from blendflag.simulate import isophote_level, load_dataset, simulate_field
+    from blendflag.simulate import label_reference_noise, load_dataset, simulate_field
 
     preset = load_dataset(dataset)
     fld = simulate_field(dataset, n_galaxies=n_galaxies, shear=shear, seed=seed,
                          rotated_pairs=True, noise=noise, workers=workers, progress=progress,
                          margin=int(stamp_size) // 2 + 1)
-    sigma = fld.noise_sigma or preset.default_noise
-    reference = isophote_level(preset, sigma) / preset.blend.isophote_nsigma
+    reference = label_reference_noise(preset) or fld.noise_sigma or preset.default_noise
     return FieldInput(image=fld.image, weight=fld.weight, psf=fld.psf, header=None,
                       pixel_scale=fld.pixel_scale, true_shear=tuple(fld.shear), truth=fld.truth,
                       noise_sigma=fld.noise_sigma,

@@ -302,6 +302,18 @@ class StampMaker:
 _MAKERS: dict = {}
 
 
+def label_reference_noise(config: DatasetConfig) -> float | None:
+    """The noise sigma (ADU) at whose depth a preset's blend labels are defined.
+
+    The preset's ``default_noise`` (``isophote_reference: default_noise``, the
+    default), or None when the labels follow each stamp's own noise
+    (``stamp_noise``).
+    """
+    if config.blend.isophote_reference == "default_noise":
+        return float(config.default_noise)
+    return None
+
+
 def isophote_level(config: DatasetConfig, sigma: float) -> float:
     """The surface brightness (ADU per pixel) of the isophote defining footprints.
 
@@ -309,9 +321,8 @@ def isophote_level(config: DatasetConfig, sigma: float) -> float:
     ``isophote_reference: default_noise``: labels do not depend on the stamp's
     noise) or times the stamp's own ``sigma`` (``stamp_noise``).
     """
-    spec = config.blend
-    ref = config.default_noise if spec.isophote_reference == "default_noise" else sigma
-    return float(spec.isophote_nsigma * ref)
+    ref = label_reference_noise(config)
+    return float(config.blend.isophote_nsigma * (sigma if ref is None else ref))
 
 
 def _maker(config: DatasetConfig) -> StampMaker:

@@ -1,7 +1,8 @@
 """Shared machinery of the network flaggers (VGG16, one-class, Siamese).
 
 Input (see :func:`preprocess`)
-    The central 48x48 pixels of each stamp (51x51 in the presets), divided by
+    The central ``input_size`` pixels of each stamp (a weights file's own;
+    48 by default, 32 for the shipped VGG16; 51x51 stamps in the presets), divided by
     the stamp's noise sigma (1.4826 x MAD of the 3-pixel border of the full
     stamp), compressed with ``arcsinh(x) / 3``. A weights file whose metadata
     lists ``input_channels: [noise, reference, noise]`` also takes the stamp
@@ -344,8 +345,7 @@ class NetworkFlagger(Flagger):
         ref = None
         if uses_reference(meta):
             ref = reference_sigma if reference_sigma is not None else self.reference_noise
-            if ref is None:
-                ref = stamp_noise_sigma(np.asarray(stamps, dtype=np.float32), BORDER)
+        if ref is not None:  # None: the stamp's own noise, i.e. the noise plane again
             ref = np.broadcast_to(np.asarray(ref, dtype=np.float32), (len(stamps),))
         outputs = []
         for start in range(0, len(stamps), 4096):  # bound the preprocessed copy in memory

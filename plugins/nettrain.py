@@ -378,8 +378,9 @@ class NetTrainConfig:
         _check(0.0 <= self.metacal_fraction <= 1.0, f"{where}.metacal_fraction",
                "must be in [0, 1]")
         if self.kind_fractions is not None:
-            fr = self.kind_fractions
-            _check(isinstance(fr, list) and len(fr) == 3
-                   and all(isinstance(f, (int, float)) and f >= 0 for f in fr)
-                   and abs(sum(fr) - 1.0) < 1e-6, f"{where}.kind_fractions",
-                   "give three non-negative shares (blend, single, separated) summing to 1")
+            from blendflag.simulate import kind_counts
+
+            try:
+                kind_counts(1, self.kind_fractions)
+            except (BlendflagError, TypeError, ValueError) as exc:
+                _check(False, f"{where}.kind_fractions", str(exc))

@@ -61,6 +61,7 @@ def joined_in_sum(dataset, truth) -> np.ndarray:
 
 
 def groups(truth, joined) -> dict:
+    """Boolean masks of the six groups of stamps reported, by name."""
     kind = np.char.strip(np.asarray(truth["KIND"]).astype(str))
     sep_px = np.asarray(truth["SEPARATION"])
     blend = kind == "blend"

@@ -101,8 +101,9 @@ def run(args, pm) -> int:
             check_output_path(path)
     stamps, truth, dataset = load_stamps(args)
     # the depth the labels refer to (a file's truth table loses the header that says it)
-    reference = (dataset.default_noise if dataset is not None
-                 and dataset.blend.isophote_reference == "default_noise" else None)
+    from blendflag.simulate import label_reference_noise
+
+    reference = label_reference_noise(dataset) if dataset is not None else None
     mcal_info = None
     if args.metacal:
         stamps, truth, mcal_info = to_metacal(pm, config, args, stamps, truth, dataset)
