@@ -124,4 +124,10 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from blendflag.errors import BlendflagError
+
+    try:
+        sys.exit(main())
+    except BlendflagError as exc:  # bad weights file, dataset, noise: one line
+        print(f"label_boundary: {exc}", file=sys.stderr)
+        sys.exit(2)
