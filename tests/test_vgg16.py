@@ -314,14 +314,13 @@ def test_train_bad_config(tmp_path, capsys):
 def test_shipped_weights_accuracy_on_a_fixed_sample():
     """The shipped model on 300 seeded GREAT3-like stamps (a seed not used in training).
 
-    Measured when the weights were shipped (stage 6, 32-px input, reference
-    plane at the preset's 14 ADU): accuracy 0.943, blend recall 0.967,
-    non-blend recall 0.920, the same in bfloat16 and float32 (stage 4: 0.950;
-    stage 3: 0.950; stage 2: 0.943; stage 1: 0.927). On 4,000 stamps the
-    shipped file gives 0.950-0.958 (seeds 9 and 7), so 300 stamps (standard
-    error about 0.013) cannot hold a 0.95 floor; this floor guards against a
-    broken preprocessing or weights file and leaves room for bfloat16 /
-    float32 differences between CPUs.
+    The issue's floor, 0.95, at the preset's noise (14 ADU, the reference
+    depth). Measured when the weights were shipped (the one-run file,
+    configs/train_vgg16_onerun.yaml): accuracy 0.957, blend recall 0.980,
+    non-blend recall 0.933, the same labels in bfloat16 and float32. Three
+    more errors would fail it; no correctly called stamp lies within 0.05 of
+    the threshold, and bfloat16 and float32 probabilities differ by at most
+    0.009 (stage 6, shipped before: 0.943; stage 4: 0.950; stage 1: 0.927).
     """
     from blendflag.simulate import simulate_stamps
     from blendflag_plugins.sextractor import SExtractorFlagger
@@ -330,7 +329,7 @@ def test_shipped_weights_accuracy_on_a_fixed_sample():
     labels = np.asarray(truth["LABEL"]) == 1
     result = VGG16Flagger({"reference_noise": 14.0}).flag_stamps(stamps)
     accuracy = (result.flag == labels).mean()
-    assert accuracy >= 0.93
+    assert accuracy >= 0.95
     assert ((result.probability >= 0) & (result.probability <= 1)).all()
     sextractor = (SExtractorFlagger({}).flag_stamps(stamps).flag == labels).mean()
     assert accuracy > sextractor + 0.15
@@ -341,8 +340,9 @@ def test_shipped_weights_work_on_metacal_images():
     """``compare`` selects on metacal images: the shipped model must find blends there.
 
     The same 300 stamps as above, each replaced by its noshear metacal image.
-    Measured when the weights were shipped (stage 6): accuracy 0.940, blend
-    recall 0.947 (stage 4: 0.947 and 0.953; stage 2: 0.903 and 0.947); the
+    Measured when the weights were shipped (the one-run file): accuracy
+    0.947, blend recall 0.960 (stage 6: 0.940 and 0.947; stage 2: 0.903 and
+    0.947); the
     weights before the metacal
     fine-tuning gave 0.563 and 0.127 (they hardly ever called a metacal image a
     blend), which these floors reject.
@@ -374,7 +374,7 @@ def test_bf16_and_float32_agree():
     p32 = VGG16Flagger({"precision": "float32", "reference_noise": 14.0}).predict_proba(stamps)
     f16 = VGG16Flagger({"precision": "bfloat16", "reference_noise": 14.0})
     p16 = f16.predict_proba(stamps)
-    assert np.abs(p32 - p16).max() < 0.05  # measured 0.0091 (stage 6; stage 4: 0.0065)
+    assert np.abs(p32 - p16).max() < 0.05  # measured 0.0086 (one-run file; stage 6: 0.0091)
     th = f16.threshold
     clear = np.abs(p32 - th) > 0.05  # away from the threshold, labels must agree
     np.testing.assert_array_equal((p16 >= th)[clear], (p32 >= th)[clear])
