@@ -142,5 +142,8 @@ def evaluate_flaggers(flaggers, stamps, truth, reference_noise=None) -> dict:
         threshold = getattr(flagger, "threshold", None)
         if threshold is not None:
             metrics["threshold"] = float(threshold)
+        views = getattr(flagger, "views", None)
+        if views is not None:
+            metrics["views"] = int(views)
         methods[flagger.name] = metrics
     return {"n": len(stamps), "methods": methods}

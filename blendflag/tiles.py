@@ -233,7 +233,8 @@ def flag_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str) ->
         names = settings["flaggers"]
         flaggers = make_flaggers(pm, names, config,
                                  network_overrides(names, settings.get("weights"),
-                                                   settings.get("threshold")))
+                                                   settings.get("threshold"),
+                                                   views=settings.get("views")))
         catalogue = read_catalogue(tile.catalogue)
         image, weight, header = load_image_and_weight(tile.image, tile.weight)
         context = Context(config=config, pm=pm, image=image, weight=weight, image_header=header,

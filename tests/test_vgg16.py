@@ -517,3 +517,88 @@ def test_packaged_vgg16_training_configs_are_valid():
     assert sizes["train_vgg16"] == 48 and sizes["train_vgg16_32px"] == 32
     assert load_train_config(paths[0].parent / "train_vgg16_32px_separated.yaml"
                              ).kind_fractions == [0.5, 0.1, 0.4]
+    onerun = load_train_config(paths[0].parent / "train_vgg16_onerun.yaml")
+    assert onerun.init_weights is None and onerun.input_size == 32  # the shipped file's recipe
+
+
+def test_dihedral_views_are_the_eight_symmetries():
+    from blendflag_plugins.netcore import dihedral_view, view_indices
+
+    x = np.arange(2 * 5 * 5 * 3, dtype=np.float32).reshape(2, 5, 5, 3)
+    views = [dihedral_view(x, k) for k in range(8)]
+    assert len({v.tobytes() for v in views}) == 8
+    np.testing.assert_array_equal(views[0], x)
+    np.testing.assert_array_equal(views[2], x[:, ::-1, ::-1])  # 180 degrees
+    np.testing.assert_array_equal(views[4], x[:, :, ::-1])  # left-right flip
+    round_blob = np.exp(-np.hypot(*np.mgrid[-2:3, -2:3]) ** 2)[None, :, :, None]
+    for k in range(8):
+        np.testing.assert_allclose(dihedral_view(round_blob, k), round_blob)
+    assert [len(view_indices(n)) for n in (1, 2, 4, 8)] == [1, 2, 4, 8]
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason="shipped weights not built yet")
+def test_views_average_the_probability_over_symmetries():
+    """``views: 8`` equals the mean of the single-view probabilities of the 8 symmetric stamps.
+
+    Stamps cut to the network's input size (32 px), so that the centre crop
+    does not shift under rotation; the shipped weights, so that the views do
+    give different probabilities.
+    """
+    from blendflag.simulate import simulate_stamps
+
+    stamps, _ = simulate_stamps("great3", 24, seed=4244)
+    stamps = np.ascontiguousarray(stamps[:, 9:41, 9:41])
+    options = {"precision": "float32", "reference_noise": 14.0}
+    single = VGG16Flagger(options)
+    assert single.metadata["input_size"] == stamps.shape[1]
+    expected = np.mean([single.predict_proba(dihedral(stamps, k)) for k in range(8)], axis=0)
+    averaged = VGG16Flagger({**options, "views": 8})
+    np.testing.assert_allclose(averaged.predict_proba(stamps), expected, atol=1e-5)
+    assert np.abs(single.predict_proba(stamps) - expected).max() > 1e-3  # views differ
+    assert dict((k, v) for k, v, _ in averaged.provenance())["BF_VGGNV"] == 8
+
+
+def dihedral(stamps, k):
+    """View k of 2-d stamps (n, S, S), the convention of netcore.dihedral_view."""
+    return np.ascontiguousarray(np.rot90(stamps[:, :, ::-1] if k >= 4 else stamps, k % 4,
+                                         axes=(1, 2)))
+
+
+@pytest.mark.parametrize("bad", [3, 0, True, "8"])
+def test_bad_views_option(bad):
+    with pytest.raises(BlendflagError, match="views must be one of 1, 2, 4, 8"):
+        VGG16Flagger({"views": bad})
+
+
+def test_evaluate_views_on_the_command_line(tmp_path, capsys):
+    from tests.conftest import run_cli
+
+    out = tmp_path / "e.json"
+    code, _, err = run_cli(["evaluate", "--dataset", "great3", "--n", "12", "--seed", "5",
+                            "--methods", "vgg16", "--views", "2", "--quiet", "--json", out],
+                           capsys)
+    assert code == 0, err
+    assert json.loads(out.read_text())["methods"]["vgg16"]["views"] == 2
+    with pytest.raises(SystemExit) as exc:  # argparse: usage and a one-line error
+        run_cli(["evaluate", "--dataset", "great3", "--n", "12", "--methods", "vgg16",
+                 "--views", "3"], capsys)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--views" in err and "Traceback" not in err
+
+
+def test_flag_views_on_the_command_line(detected, tmp_path, capsys):
+    """``flag --views 2``: the header records the views, and the probabilities differ."""
+    from astropy.io import fits
+
+    from tests.conftest import run_cli
+
+    outs = {}
+    for views in (1, 2):
+        out = tmp_path / f"v{views}.fits"
+        code, _, err = run_cli(["flag", detected["catalogue"], "--image", detected["image"],
+                                "--flaggers", "vgg16", "--views", views, "--out", out], capsys)
+        assert code == 0, err
+        with fits.open(out) as hdul:
+            assert hdul["LDAC_OBJECTS"].header["BF_VGGNV"] == views
+            outs[views] = np.array(hdul["LDAC_OBJECTS"].data["P_BLEND_VGG16"])
+    assert outs[1].shape == outs[2].shape and not np.allclose(outs[1], outs[2])

@@ -121,8 +121,8 @@ def load_image_and_weight(image_path, weight_path=None):
     return image, weight, header
 
 
-def network_overrides(names, weights=None, threshold=None, backend=None) -> dict:
-    """Per-flagger options from ``--weights``, ``--threshold`` and ``--backend``.
+def network_overrides(names, weights=None, threshold=None, backend=None, views=None) -> dict:
+    """Per-flagger options from ``--weights``, ``--threshold``, ``--backend`` and ``--views``.
 
     ``--weights`` is either one path (for every flagger named) or
     ``name=path[,name=path...]``; ``--backend`` applies to the sextractor flagger.
@@ -150,6 +150,10 @@ def network_overrides(names, weights=None, threshold=None, backend=None) -> dict
         for n in names:
             if n != "sextractor":
                 overrides[n]["threshold"] = threshold
+    if views is not None:
+        for n in names:
+            if n != "sextractor":
+                overrides[n]["views"] = views
     if backend:
         overrides.setdefault("sextractor", {})["backend"] = backend
     return overrides

@@ -36,6 +36,10 @@ def register(cli) -> None:
     parser.add_argument("--weights", metavar="PATH",
                         help="weights file for the network flagger, or name=path,name=path")
     parser.add_argument("--threshold", type=float, help="probability threshold for networks")
+    parser.add_argument("--views", type=int, choices=(1, 2, 4, 8),
+                        help="network flaggers average each stamp's blend probability over "
+                             "this many rotations/flips (test-time augmentation; that many "
+                             "times slower) [default: 1]")
     parser.add_argument("--metacal", nargs="?", const="noshear", metavar="VERSION",
                         help="flag the metacalibration image of every stamp (noshear, 1p, 1m, "
                              "2p, 2m or random; what compare's selections see) instead of the "
@@ -94,7 +98,7 @@ def to_metacal(pm, config, args, stamps, truth, dataset):
 def run(args, pm) -> int:
     config = load_config(args)
     names = [n.strip() for n in args.methods.split(",") if n.strip()]
-    overrides = network_overrides(names, args.weights, args.threshold, args.backend)
+    overrides = network_overrides(names, args.weights, args.threshold, args.backend, args.views)
     flaggers = make_flaggers(pm, names, config, overrides)
     for path in (args.json, args.plot):
         if path:

@@ -31,6 +31,10 @@ def register(cli) -> None:
                         help="weights file for the network flagger, or name=path,name=path")
     parser.add_argument("--threshold", type=float, metavar="P",
                         help="probability threshold for network flaggers")
+    parser.add_argument("--views", type=int, choices=(1, 2, 4, 8),
+                        help="network flaggers average each stamp's blend probability over "
+                             "this many rotations/flips (test-time augmentation; that many "
+                             "times slower) [default: 1]")
     parser.add_argument("--out", metavar="OUT.fits", help="output catalogue")
     parser.add_argument("--in-place", action="store_true",
                         help="overwrite the input catalogue (atomically)")
@@ -53,7 +57,8 @@ def run(args, pm) -> int:
     config = load_config(args)
     names = args.flaggers.split(",") if args.flaggers else list(config.flag.flaggers)
     flaggers = make_flaggers(pm, names, config,
-                             network_overrides(names, args.weights, args.threshold))
+                             network_overrides(names, args.weights, args.threshold,
+                                               views=args.views))
     out = check_output_path(args.out) if args.out else None
     catalogue = read_catalogue(args.catalogue)
     table = table_from_catalogue(catalogue)
@@ -83,10 +88,12 @@ def run_tiles_command(args, pm) -> int:
         raise BlendflagError("--tiles replaces CATALOGUE, --out and --in-place")
     config = load_config(args)
     names = args.flaggers.split(",") if args.flaggers else list(config.flag.flaggers)
-    make_flaggers(pm, names, config, network_overrides(names, args.weights, args.threshold))
+    make_flaggers(pm, names, config,
+                  network_overrides(names, args.weights, args.threshold, views=args.views))
     tiles = read_tiles(args.tiles)
     settings = settings_for(config, names, "none", 0, args.weights)
     settings["threshold"] = args.threshold
+    settings["views"] = args.views
     status = run_tiles(tiles, settings, args.out_dir, workers=args.workers or idle_cores(),
                        scheduler=args.scheduler, quiet=args.quiet, task=flag_tile)
     print(f"tiles: {len(status['done'])} flagged, {len(status['skipped'])} already done, "
