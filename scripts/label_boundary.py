@@ -3,7 +3,7 @@
 Usage::
 
     python scripts/label_boundary.py --dataset great3 --n 4000 --seed 9 \
-        [--noise SIGMA] [--weights FILE] [--json OUT.json]
+        [--noise SIGMA] [--weights FILE] [--views N] [--json OUT.json]
 
 The blend label (``blendflag.simulate``) asks whether the two sources' *own*
 footprints (each noiseless source above the isophote, 1 sigma of the preset's
@@ -82,6 +82,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=9)
     parser.add_argument("--noise", type=float, default=None, help="ADU [default: preset's]")
     parser.add_argument("--weights", default=None, help="VGG16 weights [default: shipped]")
+    parser.add_argument("--views", type=int, choices=(1, 2, 4, 8), default=1,
+                        help="views averaged per stamp (the flagger option) [default: 1]")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
@@ -90,7 +92,8 @@ def main(argv=None) -> int:
 
     stamps, truth = simulate_stamps(args.dataset, args.n, seed=args.seed, noise=args.noise)
     joined = joined_in_sum(args.dataset, truth)
-    options = {"reference_noise": load_dataset(args.dataset).default_noise}
+    options = {"reference_noise": load_dataset(args.dataset).default_noise,
+               "views": args.views}
     if args.weights:
         options["weights"] = args.weights
     flagger = VGG16Flagger(options)
@@ -99,7 +102,7 @@ def main(argv=None) -> int:
     rows = []
     print(f"{args.dataset}, n = {args.n}, seed {args.seed}, noise "
           f"{args.noise or load_dataset(args.dataset).default_noise} ADU, VGG16 threshold "
-          f"{flagger.threshold:.2f}\n")
+          f"{flagger.threshold:.2f}, {args.views} view(s)\n")
     print("| stamps | label | n | share of the stamps | called blends by VGG16 |")
     print("|---|---|---|---|---|")
     for name, sel in groups(truth, joined).items():
@@ -111,7 +114,7 @@ def main(argv=None) -> int:
         called = "-" if row["called_blend"] is None else f"{row['called_blend']:.3f}"
         print(f"| {name} | {row['label']} | {row['n']} | {row['share']:.3f} | {called} |")
     result = {"dataset": args.dataset, "n": args.n, "seed": args.seed, "noise": args.noise,
-              "threshold": flagger.threshold, "groups": rows,
+              "threshold": flagger.threshold, "views": args.views, "groups": rows,
               "blend_recall": float(flag[label].mean()),
               "nonblend_recall": float((~flag[~label]).mean())}
     print(f"\nblend recall {result['blend_recall']:.3f}, non-blend recall "
