@@ -545,6 +545,7 @@ def test_views_average_the_probability_over_symmetries():
     give different probabilities.
     """
     from blendflag.simulate import simulate_stamps
+    from blendflag_plugins.netcore import dihedral_view as dihedral  # tested above
 
     stamps, _ = simulate_stamps("great3", 24, seed=4244)
     stamps = np.ascontiguousarray(stamps[:, 9:41, 9:41])
@@ -556,12 +557,6 @@ def test_views_average_the_probability_over_symmetries():
     np.testing.assert_allclose(averaged.predict_proba(stamps), expected, atol=1e-5)
     assert np.abs(single.predict_proba(stamps) - expected).max() > 1e-3  # views differ
     assert dict((k, v) for k, v, _ in averaged.provenance())["BF_VGGNV"] == 8
-
-
-def dihedral(stamps, k):
-    """View k of 2-d stamps (n, S, S), the convention of netcore.dihedral_view."""
-    return np.ascontiguousarray(np.rot90(stamps[:, :, ::-1] if k >= 4 else stamps, k % 4,
-                                         axes=(1, 2)))
 
 
 @pytest.mark.parametrize("bad", [3, 0, True, "8"])

@@ -81,6 +81,14 @@ def progress(iterable=None, total=None, desc=None, quiet=False, unit="it"):
     return tqdm(iterable, total=total, desc=desc, disable=disable, unit=unit, leave=False)
 
 
+def add_views_arg(parser) -> None:
+    """``--views``: the network flaggers' ``views`` option (see NetworkFlagger)."""
+    parser.add_argument("--views", type=int, choices=(1, 2, 4, 8),
+                        help="network flaggers average each stamp's blend probability over "
+                             "this many rotations/flips (test-time augmentation; that many "
+                             "times slower) [default: 1]")
+
+
 def add_common_output_args(parser, json=True, plot=False, quiet=True) -> None:
     if json:
         parser.add_argument("--json", metavar="PATH", help="write machine-readable results here")
@@ -146,14 +154,11 @@ def network_overrides(names, weights=None, threshold=None, backend=None, views=N
             for n in names:
                 if n != "sextractor":
                     overrides[n]["weights"] = weights
-    if threshold is not None:
-        for n in names:
-            if n != "sextractor":
-                overrides[n]["threshold"] = threshold
-    if views is not None:
-        for n in names:
-            if n != "sextractor":
-                overrides[n]["views"] = views
+    for key, value in (("threshold", threshold), ("views", views)):
+        if value is not None:
+            for n in names:
+                if n != "sextractor":
+                    overrides[n][key] = value
     if backend:
         overrides.setdefault("sextractor", {})["backend"] = backend
     return overrides

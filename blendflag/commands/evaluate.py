@@ -6,6 +6,7 @@ import numpy as np
 
 from blendflag.commands.common import (
     add_common_output_args,
+    add_views_arg,
     check_output_path,
     load_config,
     make_flaggers,
@@ -36,10 +37,7 @@ def register(cli) -> None:
     parser.add_argument("--weights", metavar="PATH",
                         help="weights file for the network flagger, or name=path,name=path")
     parser.add_argument("--threshold", type=float, help="probability threshold for networks")
-    parser.add_argument("--views", type=int, choices=(1, 2, 4, 8),
-                        help="network flaggers average each stamp's blend probability over "
-                             "this many rotations/flips (test-time augmentation; that many "
-                             "times slower) [default: 1]")
+    add_views_arg(parser)
     parser.add_argument("--metacal", nargs="?", const="noshear", metavar="VERSION",
                         help="flag the metacalibration image of every stamp (noshear, 1p, 1m, "
                              "2p, 2m or random; what compare's selections see) instead of the "

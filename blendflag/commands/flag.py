@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from blendflag.catalog import read_catalogue, write_annotated
 from blendflag.commands.common import (
+    add_views_arg,
     check_output_path,
     load_config,
     load_image_and_weight,
@@ -31,10 +32,7 @@ def register(cli) -> None:
                         help="weights file for the network flagger, or name=path,name=path")
     parser.add_argument("--threshold", type=float, metavar="P",
                         help="probability threshold for network flaggers")
-    parser.add_argument("--views", type=int, choices=(1, 2, 4, 8),
-                        help="network flaggers average each stamp's blend probability over "
-                             "this many rotations/flips (test-time augmentation; that many "
-                             "times slower) [default: 1]")
+    add_views_arg(parser)
     parser.add_argument("--out", metavar="OUT.fits", help="output catalogue")
     parser.add_argument("--in-place", action="store_true",
                         help="overwrite the input catalogue (atomically)")
