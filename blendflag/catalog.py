@@ -122,7 +122,7 @@ def read_catalogue(path, require_rows: bool = True) -> Catalogue:
         the objects should be; no objects.
     """
     path = Path(path)
-    hdul = _open_fits(path, "catalogue")
+    hdul = open_fits(path, "catalogue")
     names = [h.name for h in hdul]
     if LDAC_OBJECTS in names:
         index, fmt = names.index(LDAC_OBJECTS), "FITS_LDAC"
@@ -140,7 +140,7 @@ def read_catalogue(path, require_rows: bool = True) -> Catalogue:
     return cat
 
 
-def _open_fits(path: Path, what: str) -> fits.HDUList:
+def open_fits(path: Path, what: str) -> fits.HDUList:
     """Open a FITS file fully into memory, turning every failure into one line."""
     if not path.exists():
         raise CatalogueError(f"{what} not found: {path}")
@@ -165,69 +165,24 @@ def _open_fits(path: Path, what: str) -> fits.HDUList:
 def _copy_hdu(hdu):
     data = hdu.data  # raises on truncated files
     if isinstance(hdu, fits.BinTableHDU):
-        return fits.BinTableHDU(data=data.copy() if data is not None else None,
-                                header=hdu.header.copy(), name=hdu.name)
+        return fits.BinTableHDU(
+            data=data.copy() if data is not None else None, header=hdu.header.copy(), name=hdu.name
+        )
     if isinstance(hdu, fits.TableHDU):
-        return fits.TableHDU(data=data.copy() if data is not None else None,
-                             header=hdu.header.copy(), name=hdu.name)
+        return fits.TableHDU(
+            data=data.copy() if data is not None else None, header=hdu.header.copy(), name=hdu.name
+        )
     if isinstance(hdu, fits.PrimaryHDU):
-        return fits.PrimaryHDU(data=None if data is None else np.array(data),
-                               header=hdu.header.copy())
+        return fits.PrimaryHDU(
+            data=None if data is None else np.array(data), header=hdu.header.copy()
+        )
     if isinstance(hdu, fits.ImageHDU):
-        return fits.ImageHDU(data=None if data is None else np.array(data),
-                             header=hdu.header.copy(), name=hdu.name)
+        return fits.ImageHDU(
+            data=None if data is None else np.array(data), header=hdu.header.copy(), name=hdu.name
+        )
     if isinstance(hdu, fits.CompImageHDU):
         return fits.ImageHDU(data=np.array(data), header=hdu.header.copy(), name=hdu.name)
     return hdu.copy()
-
-
-def read_image(path, what: str = "image", hdu: int | None = None) -> tuple[np.ndarray, fits.Header]:
-    """Read a 2-d image (first HDU with 2-d data unless ``hdu`` is given).
-
-    Returns
-    -------
-    data : numpy.ndarray
-        float32 or float64, native byte order.
-    header : astropy.io.fits.Header
-
-    Raises
-    ------
-    CatalogueError
-        Missing or unreadable file, no 2-d image.
-    """
-    path = Path(path)
-    hdul = _open_fits(path, what)
-    candidates = [hdu] if hdu is not None else range(len(hdul))
-    for i in candidates:
-        if i >= len(hdul):
-            break
-        data = hdul[i].data
-        if data is not None and getattr(data, "ndim", 0) == 2 and not isinstance(
-            hdul[i], (fits.BinTableHDU, fits.TableHDU)
-        ):
-            arr = np.asarray(data)
-            dtype = np.float64 if arr.dtype.itemsize > 4 else np.float32
-            return arr.astype(dtype), hdul[i].header
-    raise CatalogueError(f"{what} {path.name} holds no 2-d image")
-
-
-def check_finite(image: np.ndarray, weight: np.ndarray | None, what: str = "image") -> None:
-    """Reject NaN/inf pixels that are not masked by a zero weight.
-
-    Raises
-    ------
-    CatalogueError
-        Non-finite pixels with non-zero (or no) weight.
-    """
-    bad = ~np.isfinite(image)
-    if weight is not None:
-        bad &= weight > 0
-    n_bad = int(bad.sum())
-    if n_bad:
-        raise CatalogueError(
-            f"{what} has {n_bad} NaN/inf pixels with non-zero weight; give them weight 0 "
-            "in a weight map (--weight) to mask them"
-        )
 
 
 def _fits_format(arr: np.ndarray) -> str:
@@ -236,8 +191,16 @@ def _fits_format(arr: np.ndarray) -> str:
     shape = arr.shape[1:]
     repeat = int(np.prod(shape)) if shape else 1
     base = {
-        ("b", 1): "L", ("i", 1): "I", ("u", 1): "B", ("i", 2): "I", ("i", 4): "J",
-        ("i", 8): "K", ("u", 2): "J", ("u", 4): "K", ("f", 4): "E", ("f", 8): "D",
+        ("b", 1): "L",
+        ("i", 1): "I",
+        ("u", 1): "B",
+        ("i", 2): "I",
+        ("i", 4): "J",
+        ("i", 8): "K",
+        ("u", 2): "J",
+        ("u", 4): "K",
+        ("f", 4): "E",
+        ("f", 8): "D",
     }.get((kind, size))
     if kind == "U" or kind == "S":
         return f"{arr.dtype.itemsize // (4 if kind == 'U' else 1)}A"
@@ -274,9 +237,12 @@ def annotate_hdul(cat: Catalogue, annotation: Annotation) -> fits.HDUList:
     new = [make_column(k, v, annotation.units.get(k)) for k, v in annotation.columns.items()]
     header = old.header.copy()
     # Drop the TTYPE/TFORM/... of replaced columns: from_columns rewrites structure cards.
-    hdu = fits.BinTableHDU.from_columns(fits.ColDefs(kept) + fits.ColDefs(new) if kept else
-                                        fits.ColDefs(new), header=_non_structural(header),
-                                        nrows=n, name=old.name)
+    hdu = fits.BinTableHDU.from_columns(
+        fits.ColDefs(kept) + fits.ColDefs(new) if kept else fits.ColDefs(new),
+        header=_non_structural(header),
+        nrows=n,
+        name=old.name,
+    )
     for key, value, comment in annotation.cards:
         hdu.header[key] = (value, comment)
     hdus = [h for h in cat.hdul]
@@ -284,17 +250,40 @@ def annotate_hdul(cat: Catalogue, annotation: Annotation) -> fits.HDUList:
     return fits.HDUList(hdus)
 
 
-_STRUCTURAL = ("TTYPE", "TFORM", "TUNIT", "TDIM", "TNULL", "TSCAL", "TZERO", "TDISP",
-               "TBCOL", "TCTYP", "TCUNI", "TCRPX", "TCRVL", "TCDLT")
+_STRUCTURAL = (
+    "TTYPE",
+    "TFORM",
+    "TUNIT",
+    "TDIM",
+    "TNULL",
+    "TSCAL",
+    "TZERO",
+    "TDISP",
+    "TBCOL",
+    "TCTYP",
+    "TCUNI",
+    "TCRPX",
+    "TCRVL",
+    "TCDLT",
+)
 
 
 def _non_structural(header: fits.Header) -> fits.Header:
     out = header.copy()
     for key in list(out.keys()):
-        if key.rstrip("0123456789") in _STRUCTURAL and key[len(key.rstrip("0123456789")):]:
+        if key.rstrip("0123456789") in _STRUCTURAL and key[len(key.rstrip("0123456789")) :]:
             del out[key]
-    for key in ("XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT", "GCOUNT",
-                "TFIELDS", "EXTNAME"):
+    for key in (
+        "XTENSION",
+        "BITPIX",
+        "NAXIS",
+        "NAXIS1",
+        "NAXIS2",
+        "PCOUNT",
+        "GCOUNT",
+        "TFIELDS",
+        "EXTNAME",
+    ):
         out.remove(key, ignore_missing=True, remove_all=True)
     return out
 
@@ -316,9 +305,12 @@ def write_hdul_atomic(hdul: fits.HDUList, out, *, protect=None) -> Path:
         ``out`` is the protected input, or its directory is not writable.
     """
     out = Path(out)
-    if protect is not None and out.exists() and Path(protect).exists() and out.resolve() == Path(
-        protect
-    ).resolve():
+    if (
+        protect is not None
+        and out.exists()
+        and Path(protect).exists()
+        and out.resolve() == Path(protect).resolve()
+    ):
         raise CatalogueError(f"refusing to overwrite the input {out.name}; use --in-place")
     with atomic_output(out) as tmp:
         hdul.writeto(tmp, output_verify="exception", checksum=False)
@@ -374,14 +366,26 @@ def ldac_hdul(table: Table, image_header: fits.Header | None = None) -> fits.HDU
     cards = header.tostring(endcard=True, padding=False)
     ncards = len(cards) // 80
     imhead = fits.BinTableHDU.from_columns(
-        [fits.Column(name="Field Header Card", format=f"{80 * ncards}A", dim=f"(80, {ncards})",
-                     array=np.array([[cards[i:i + 80] for i in range(0, len(cards), 80)]],
-                                    dtype="S80"))],
+        [
+            fits.Column(
+                name="Field Header Card",
+                format=f"{80 * ncards}A",
+                dim=f"(80, {ncards})",
+                array=np.array(
+                    [[cards[i : i + 80] for i in range(0, len(cards), 80)]], dtype="S80"
+                ),
+            )
+        ],
         name=LDAC_IMHEAD,
     )
-    columns = [make_column(name, np.asarray(table[name]),
-                           str(table[name].unit) if table[name].unit is not None else None)
-               for name in table.colnames]
+    columns = [
+        make_column(
+            name,
+            np.asarray(table[name]),
+            str(table[name].unit) if table[name].unit is not None else None,
+        )
+        for name in table.colnames
+    ]
     objects = fits.BinTableHDU.from_columns(columns, nrows=len(table), name=LDAC_OBJECTS)
     return fits.HDUList([fits.PrimaryHDU(), imhead, objects])
 

@@ -65,7 +65,9 @@ class CommandRegistry:
         if name in self.names:
             raise BlendflagError(f"two plugins add the command {name!r}")
         parser = self._subparsers.add_parser(
-            name, help=help, description=description or help,
+            name,
+            help=help,
+            description=description or help,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         parser.add_argument("--config", metavar="YAML", help="pipeline config file (YAML)")
@@ -121,8 +123,11 @@ def main(argv=None) -> int:
         if debug:
             raise
         line = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"error: internal error: {type(exc).__name__}: {line} "
-              "(set BLENDFLAG_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(
+            f"error: internal error: {type(exc).__name__}: {line} "
+            "(set BLENDFLAG_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -86,9 +86,16 @@ class FieldInput:
     description: dict = field(default_factory=dict)
 
 
-def simulated_input(dataset=DEFAULT_DATASET, n_galaxies=DEFAULT_N_GALAXIES, shear=DEFAULT_SHEAR,
-                    seed=DEFAULT_SEED, noise=DEFAULT_NOISE, workers=None, progress=False,
-                    stamp_size=51):
+def simulated_input(
+    dataset=DEFAULT_DATASET,
+    n_galaxies=DEFAULT_N_GALAXIES,
+    shear=DEFAULT_SHEAR,
+    seed=DEFAULT_SEED,
+    noise=DEFAULT_NOISE,
+    workers=None,
+    progress=False,
+    stamp_size=51,
+):
     """A simulated field with 90-degree rotated pairs, as :class:`FieldInput`.
 
     Galaxy centres stay half a stamp (``stamp_size // 2 + 1`` pixels) inside
@@ -97,20 +104,40 @@ def simulated_input(dataset=DEFAULT_DATASET, n_galaxies=DEFAULT_N_GALAXIES, shea
     from blendflag.simulate import label_reference_noise, load_dataset, simulate_field
 
     preset = load_dataset(dataset)
-    fld = simulate_field(dataset, n_galaxies=n_galaxies, shear=shear, seed=seed,
-                         rotated_pairs=True, noise=noise, workers=workers, progress=progress,
-                         margin=int(stamp_size) // 2 + 1)
+    fld = simulate_field(
+        dataset,
+        n_galaxies=n_galaxies,
+        shear=shear,
+        seed=seed,
+        rotated_pairs=True,
+        noise=noise,
+        workers=workers,
+        progress=progress,
+        margin=int(stamp_size) // 2 + 1,
+    )
     reference = label_reference_noise(preset) or fld.noise_sigma or preset.default_noise
-    return FieldInput(image=fld.image, weight=fld.weight, psf=fld.psf, header=None,
-                      pixel_scale=fld.pixel_scale, true_shear=tuple(fld.shear), truth=fld.truth,
-                      noise_sigma=fld.noise_sigma,
-                      reference_noise=reference,
-                      description={"dataset": fld.dataset, "n_galaxies": len(fld.truth),
-                                   "shear": list(fld.shear), "seed": seed,
-                                   "noise_sigma": fld.noise_sigma, "reference_noise": reference,
-                                   "rotated_pairs": True,
-                                   "margin": int(stamp_size) // 2 + 1,
-                                   "image_size": list(fld.image.shape[::-1])})
+    return FieldInput(
+        image=fld.image,
+        weight=fld.weight,
+        psf=fld.psf,
+        header=None,
+        pixel_scale=fld.pixel_scale,
+        true_shear=tuple(fld.shear),
+        truth=fld.truth,
+        noise_sigma=fld.noise_sigma,
+        reference_noise=reference,
+        description={
+            "dataset": fld.dataset,
+            "n_galaxies": len(fld.truth),
+            "shear": list(fld.shear),
+            "seed": seed,
+            "noise_sigma": fld.noise_sigma,
+            "reference_noise": reference,
+            "rotated_pairs": True,
+            "margin": int(stamp_size) // 2 + 1,
+            "image_size": list(fld.image.shape[::-1]),
+        },
+    )
 
 
 def file_input(image, psf, catalogue=None, weight=None, pixel_scale=None):
@@ -124,8 +151,8 @@ def file_input(image, psf, catalogue=None, weight=None, pixel_scale=None):
     """
     from pathlib import Path
 
-    from blendflag.catalog import read_catalogue, read_image
-    from blendflag.commands.common import load_image_and_weight
+    from blendflag.catalog import read_catalogue
+    from blendflag.images import load_image_and_weight, read_image
     from blendflag.shear import pixel_scale_from_header
     from blendflag.stamps import check_positions
 
@@ -134,26 +161,39 @@ def file_input(image, psf, catalogue=None, weight=None, pixel_scale=None):
     if not np.all(np.isfinite(psf_img)) or psf_img.sum() <= 0:
         raise CatalogueError(f"PSF image {Path(psf).name} has NaN pixels or no positive flux")
     if max(psf_img.shape) > 256:
-        raise CatalogueError(f"PSF image {Path(psf).name} is {psf_img.shape[1]}x"
-                             f"{psf_img.shape[0]}: expected a PSF stamp, not an image")
+        raise CatalogueError(
+            f"PSF image {Path(psf).name} is {psf_img.shape[1]}x"
+            f"{psf_img.shape[0]}: expected a PSF stamp, not an image"
+        )
     cat = None
     if catalogue is not None:
         cat = read_catalogue(catalogue)
         for col in ("X_IMAGE", "Y_IMAGE"):
             if col not in cat.colnames:
-                raise CatalogueError(f"{Path(catalogue).name} has no {col} column: "
-                                     "compare needs source positions")
+                raise CatalogueError(
+                    f"{Path(catalogue).name} has no {col} column: compare needs source positions"
+                )
         x, y = cat.positions()
         check_positions(x, y, img.shape)
     scale = pixel_scale or pixel_scale_from_header(header) or pixel_scale_from_header(psf_header)
     if scale is None:
-        raise CatalogueError("no pixel scale in the image header (CD/CDELT/PIXSCALE): "
-                             "give --pixel-scale")
-    return FieldInput(image=img, weight=wgt, psf=psf_img, header=header, pixel_scale=scale,
-                      catalogue=cat,
-                      description={"image": str(image), "psf": str(psf),
-                                   "catalogue": str(catalogue) if catalogue else None,
-                                   "weight": str(weight) if weight else None})
+        raise CatalogueError(
+            "no pixel scale in the image header (CD/CDELT/PIXSCALE): give --pixel-scale"
+        )
+    return FieldInput(
+        image=img,
+        weight=wgt,
+        psf=psf_img,
+        header=header,
+        pixel_scale=scale,
+        catalogue=cat,
+        description={
+            "image": str(image),
+            "psf": str(psf),
+            "catalogue": str(catalogue) if catalogue else None,
+            "weight": str(weight) if weight else None,
+        },
+    )
 
 
 def match_truth(table: Table, truth: Table, radius: float = MATCH_RADIUS) -> np.ndarray:
@@ -169,7 +209,7 @@ def match_truth(table: Table, truth: Table, radius: float = MATCH_RADIUS) -> np.
     hi = np.searchsorted(txs, x + radius)
     for i in range(len(x)):
         if hi[i] > lo[i]:
-            d2 = (txs[lo[i]:hi[i]] - x[i]) ** 2 + (tys[lo[i]:hi[i]] - y[i]) ** 2
+            d2 = (txs[lo[i] : hi[i]] - x[i]) ** 2 + (tys[lo[i] : hi[i]] - y[i]) ** 2
             j = int(np.argmin(d2))
             if d2[j] <= radius**2:
                 out[i] = order[lo[i] + j]
@@ -214,9 +254,20 @@ class CompareResult:
     sums: dict  # selection name -> (unit sums (n_units, 15), n_good)
 
 
-def run_compare(pm, config, data: FieldInput, flaggers, engine_cls, *, seed: int = 0,
-                workers: int = 1, scheduler: str | None = None, quiet: bool = True,
-                n_bootstrap: int | None = None, flag_original: bool = True) -> CompareResult:
+def run_compare(
+    pm,
+    config,
+    data: FieldInput,
+    flaggers,
+    engine_cls,
+    *,
+    seed: int = 0,
+    workers: int = 1,
+    scheduler: str | None = None,
+    quiet: bool = True,
+    n_bootstrap: int | None = None,
+    flag_original: bool = True,
+) -> CompareResult:
     """Detect, flag, measure and compare the selections.
 
     Parameters
@@ -239,7 +290,7 @@ def run_compare(pm, config, data: FieldInput, flaggers, engine_cls, *, seed: int
         catalogue). The selections use only the flags on the metacal images,
         so a run that writes no catalogue can skip them. [default: True]
     """
-    from blendflag.commands.common import progress
+    from blendflag.progress import progress
     from blendflag.shear import (
         METACAL_VERSIONS,
         measure_parallel,
@@ -250,10 +301,17 @@ def run_compare(pm, config, data: FieldInput, flaggers, engine_cls, *, seed: int
     timings = {}
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
-    context = Context(config=config, pm=pm, image=data.image, weight=data.weight, psf=data.psf,
-                      image_header=data.header, catalogue=data.catalogue,
-                      table=data.catalogue.table if data.catalogue is not None else None,
-                      rng=rng)
+    context = Context(
+        config=config,
+        pm=pm,
+        image=data.image,
+        weight=data.weight,
+        psf=data.psf,
+        image_header=data.header,
+        catalogue=data.catalogue,
+        table=data.catalogue.table if data.catalogue is not None else None,
+        rng=rng,
+    )
     for flagger in flaggers:  # the depth of the truth's blend definition (simulations)
         flagger.default_reference_noise(data.reference_noise)
     context.flagger_objects = list(flaggers) if flag_original else []
@@ -270,8 +328,9 @@ def run_compare(pm, config, data: FieldInput, flaggers, engine_cls, *, seed: int
     elif data.weight is not None:
         from blendflag.shear import noise_from_weight
 
-        noise = noise_from_weight(data.weight, context.table["X_IMAGE"],
-                                  context.table["Y_IMAGE"], config.shear.stamp_size)
+        noise = noise_from_weight(
+            data.weight, context.table["X_IMAGE"], context.table["Y_IMAGE"], config.shear.stamp_size
+        )
     else:
         from blendflag.stamps import stamp_noise_sigma
 
@@ -283,16 +342,27 @@ def run_compare(pm, config, data: FieldInput, flaggers, engine_cls, *, seed: int
     noise_fields = None
     if pid is not None and data.noise_sigma and "ROTATED" in data.truth.colnames:
         match = match_truth(context.table, data.truth)
-        rotated = np.where(match >= 0, np.asarray(data.truth["ROTATED"])[np.maximum(match, 0)],
-                           False)
+        rotated = np.where(
+            match >= 0, np.asarray(data.truth["ROTATED"])[np.maximum(match, 0)], False
+        )
         noise_fields = paired_noise_fields(pid, rotated, noise, stamps.shape[-1], seed)
     t = time.perf_counter()
     bar = progress(total=n, desc="metacal", quiet=quiet, unit="obj")
     try:
-        result = measure_parallel(engine_cls, config.shear, stamps, data.psf, data.pixel_scale,
-                                  noise, seed=seed, workers=workers,
-                                  return_images=bool(flaggers), progress=bar.update,
-                                  scheduler=scheduler, noise_fields=noise_fields)
+        result = measure_parallel(
+            engine_cls,
+            config.shear,
+            stamps,
+            data.psf,
+            data.pixel_scale,
+            noise,
+            seed=seed,
+            workers=workers,
+            return_images=bool(flaggers),
+            progress=bar.update,
+            scheduler=scheduler,
+            noise_fields=noise_fields,
+        )
     finally:
         bar.close()
     if context.stamp_flags is not None:
@@ -319,23 +389,34 @@ def run_compare(pm, config, data: FieldInput, flaggers, engine_cls, *, seed: int
     base = pair_complete(good, pid)
     sums = {"all": selection_unit_sums(result.table, {v: base for v in METACAL_VERSIONS}, pid)}
     for flagger in flaggers:
-        masks = {v: pair_complete(good & ~f, pid)
-                 for v, f in selection_flags[flagger.name].items()}
+        masks = {v: pair_complete(good & ~f, pid) for v, f in selection_flags[flagger.name].items()}
         sums[f"no_{flagger.name}_blends"] = selection_unit_sums(result.table, masks, pid)
     selections = []
     for name, (unit_sums, n_good) in sums.items():
-        selections.append(statistics_from_sums(name, unit_sums, n_good, result.step,
-                                               data.true_shear, np.random.default_rng(seed + 1),
-                                               n_boot))
+        selections.append(
+            statistics_from_sums(
+                name,
+                unit_sums,
+                n_good,
+                result.step,
+                data.true_shear,
+                np.random.default_rng(seed + 1),
+                n_boot,
+            )
+        )
     for flagger, entry in zip(flaggers, selections[1:], strict=True):
-        entry["fraction_removed"] = float(selection_flags[flagger.name]["noshear"][
-            good].mean()) if good.any() else None
+        entry["fraction_removed"] = (
+            float(selection_flags[flagger.name]["noshear"][good].mean()) if good.any() else None
+        )
     timings["total"] = time.perf_counter() - t0
     truth_info = None
     if data.truth is not None:
         match = match_truth(context.table, data.truth)
-        truth_info = {"n_true": len(data.truth), "n_detected": n,
-                      "n_matched": int((match >= 0).sum())}
+        truth_info = {
+            "n_true": len(data.truth),
+            "n_detected": n,
+            "n_matched": int((match >= 0).sum()),
+        }
         if "OVERLAPS" in data.truth.colnames:
             overlapping = np.asarray(data.truth["OVERLAPS"]) >= 0
             matched = match >= 0
@@ -345,9 +426,11 @@ def run_compare(pm, config, data: FieldInput, flaggers, engine_cls, *, seed: int
             for flagger in flaggers:
                 flag = selection_flags[flagger.name]["noshear"]
                 truth_info[f"{flagger.name}_flags_true_blends"] = (
-                    float(flag[truly_blended].mean()) if truly_blended.any() else None)
+                    float(flag[truly_blended].mean()) if truly_blended.any() else None
+                )
                 truth_info[f"{flagger.name}_flags_isolated"] = (
-                    float(flag[~truly_blended].mean()) if (~truly_blended).any() else None)
+                    float(flag[~truly_blended].mean()) if (~truly_blended).any() else None
+                )
     out = {
         "engine": result.engine,
         "true_shear": list(data.true_shear) if data.true_shear is not None else None,
@@ -364,8 +447,9 @@ def run_compare(pm, config, data: FieldInput, flaggers, engine_cls, *, seed: int
         "workers": workers,
     }
     _annotate(context, result, selection_flags, pid)
-    return CompareResult(json=out, context=context, metacal=result,
-                         selection_flags=selection_flags, sums=sums)
+    return CompareResult(
+        json=out, context=context, metacal=result, selection_flags=selection_flags, sums=sums
+    )
 
 
 def paired_noise_fields(pid, rotated, noise_sigma, size: int, seed: int) -> np.ndarray:
@@ -426,10 +510,14 @@ def _annotate(context, result, selection_flags, pid) -> None:
 def print_table(data: dict) -> None:
     """The comparison as a table on stdout."""
     rows = data["selections"]
-    print(f"engine: {data['engine']}   true shear: {data['true_shear']}   "
-          f"objects: {data['n_objects']} ({data['n_measured']} measured)")
-    head = (f"{'selection':<24} {'N':>6} {'kept':>6} {'R11':>6} {'R11_S':>7} {'g1':>9} "
-            f"{'g2':>9} {'m':>16} {'c':>16} {'m (no R_S)':>16}")
+    print(
+        f"engine: {data['engine']}   true shear: {data['true_shear']}   "
+        f"objects: {data['n_objects']} ({data['n_measured']} measured)"
+    )
+    head = (
+        f"{'selection':<24} {'N':>6} {'kept':>6} {'R11':>6} {'R11_S':>7} {'g1':>9} "
+        f"{'g2':>9} {'m':>16} {'c':>16} {'m (no R_S)':>16}"
+    )
     print(head)
     print("-" * len(head))
 
@@ -439,8 +527,10 @@ def print_table(data: dict) -> None:
         return f"{fmt.format(v)}±{e:.4f}" if e is not None else fmt.format(v)
 
     for r in rows:
-        print(f"{r['name']:<24} {r['n']:>6} {r['fraction_kept'] or 0:6.3f} "
-              f"{r['R11'] or float('nan'):6.3f} {r.get('R11_S') or 0:+7.4f} "
-              f"{r['g1'] or float('nan'):+9.5f} {r['g2'] or float('nan'):+9.5f} "
-              f"{pm_(r['m'], r['m_err']):>16} {pm_(r['c'], r['c_err'], '{:+.5f}'):>16} "
-              f"{pm_(r.get('m_noRS'), r.get('m_noRS_err')):>16}")
+        print(
+            f"{r['name']:<24} {r['n']:>6} {r['fraction_kept'] or 0:6.3f} "
+            f"{r['R11'] or float('nan'):6.3f} {r.get('R11_S') or 0:+7.4f} "
+            f"{r['g1'] or float('nan'):+9.5f} {r['g2'] or float('nan'):+9.5f} "
+            f"{pm_(r['m'], r['m_err']):>16} {pm_(r['c'], r['c_err'], '{:+.5f}'):>16} "
+            f"{pm_(r.get('m_noRS'), r.get('m_noRS_err')):>16}"
+        )

@@ -87,8 +87,10 @@ def _convert(value, tp, where: str):
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-            return tuple(_convert(v, a, f"{where}[{i}]")
-                         for i, (v, a) in enumerate(zip(value, args, strict=True)))
+            return tuple(
+                _convert(v, a, f"{where}[{i}]")
+                for i, (v, a) in enumerate(zip(value, args, strict=True))
+            )
         item = args[0] if args else typing.Any
         out = [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(out) if origin is tuple else out
@@ -128,9 +130,7 @@ def from_mapping(cls, data: dict, where: str = ""):
     unknown = sorted(set(data) - names)
     if unknown:
         prefix = f"{where}." if where else ""
-        raise ConfigError(
-            f"unknown key {prefix}{unknown[0]} (allowed: {', '.join(sorted(names))})"
-        )
+        raise ConfigError(f"unknown key {prefix}{unknown[0]} (allowed: {', '.join(sorted(names))})")
     kwargs = {}
     for key, value in data.items():
         sub = f"{where}.{key}" if where else key
@@ -239,8 +239,11 @@ class FlagConfig:
 
     def validate(self, where: str) -> None:
         _check(len(self.flaggers) > 0, f"{where}.flaggers", "name at least one flagger")
-        _check(self.stamp_size >= 9 and self.stamp_size % 2 == 1, f"{where}.stamp_size",
-               "must be an odd number of pixels >= 9")
+        _check(
+            self.stamp_size >= 9 and self.stamp_size % 2 == 1,
+            f"{where}.stamp_size",
+            "must be an odd number of pixels >= 9",
+        )
         _check(self.batch_size >= 1, f"{where}.batch_size", "must be at least 1")
 
 
@@ -332,8 +335,11 @@ GALAXY_PROFILES = ("exponential", "sersic", "bulge_disk")
 
 
 def _check_range(pair, where: str, low: float = 0.0) -> None:
-    _check(pair[0] > low and pair[1] >= pair[0], where,
-           f"expected [min, max] with {low} < min <= max, got {list(pair)}")
+    _check(
+        pair[0] > low and pair[1] >= pair[0],
+        where,
+        f"expected [min, max] with {low} < min <= max, got {list(pair)}",
+    )
 
 
 @dataclass
@@ -368,15 +374,21 @@ class PSFSpec:
     image_size: int = 51
 
     def validate(self, where: str) -> None:
-        _check(self.type in PSF_TYPES, f"{where}.type",
-               f"unknown PSF type {self.type!r} (allowed: {', '.join(PSF_TYPES)})")
+        _check(
+            self.type in PSF_TYPES,
+            f"{where}.type",
+            f"unknown PSF type {self.type!r} (allowed: {', '.join(PSF_TYPES)})",
+        )
         _check(self.fwhm > 0, f"{where}.fwhm", "must be positive (arcsec)")
         _check(self.beta > 1.1, f"{where}.beta", "must be > 1.1")
         _check(self.lam_over_diam > 0, f"{where}.lam_over_diam", "must be positive (arcsec)")
         _check(0 <= self.obscuration < 1, f"{where}.obscuration", "must be in [0, 1)")
-        _check(self.g1 ** 2 + self.g2 ** 2 < 0.25, f"{where}.g1/g2", "|g| must be < 0.5")
-        _check(self.image_size >= 9 and self.image_size % 2 == 1, f"{where}.image_size",
-               "must be an odd number of pixels >= 9")
+        _check(self.g1**2 + self.g2**2 < 0.25, f"{where}.g1/g2", "|g| must be < 0.5")
+        _check(
+            self.image_size >= 9 and self.image_size % 2 == 1,
+            f"{where}.image_size",
+            "must be an odd number of pixels >= 9",
+        )
 
 
 @dataclass
@@ -415,17 +427,27 @@ class GalaxySpec:
     ellipticity_max: float = 0.7
 
     def validate(self, where: str) -> None:
-        _check(self.profile in GALAXY_PROFILES, f"{where}.profile",
-               f"unknown profile {self.profile!r} (allowed: {', '.join(GALAXY_PROFILES)})")
-        _check(len(self.sersic_n) > 0 and all(0.3 <= n <= 6.2 for n in self.sersic_n),
-               f"{where}.sersic_n", "give one or more indices in [0.3, 6.2]")
-        _check(0 <= self.bulge_fraction[0] <= self.bulge_fraction[1] <= 1,
-               f"{where}.bulge_fraction", "expected [min, max] within [0, 1]")
+        _check(
+            self.profile in GALAXY_PROFILES,
+            f"{where}.profile",
+            f"unknown profile {self.profile!r} (allowed: {', '.join(GALAXY_PROFILES)})",
+        )
+        _check(
+            len(self.sersic_n) > 0 and all(0.3 <= n <= 6.2 for n in self.sersic_n),
+            f"{where}.sersic_n",
+            "give one or more indices in [0.3, 6.2]",
+        )
+        _check(
+            0 <= self.bulge_fraction[0] <= self.bulge_fraction[1] <= 1,
+            f"{where}.bulge_fraction",
+            "expected [min, max] within [0, 1]",
+        )
         _check(self.bulge_size_ratio > 0, f"{where}.bulge_size_ratio", "must be positive")
         _check_range(self.hlr, f"{where}.hlr")
         _check_range(self.flux, f"{where}.flux")
-        _check(0 <= self.ellipticity_sigma <= 0.5, f"{where}.ellipticity_sigma",
-               "must be in [0, 0.5]")
+        _check(
+            0 <= self.ellipticity_sigma <= 0.5, f"{where}.ellipticity_sigma", "must be in [0, 0.5]"
+        )
         _check(0 < self.ellipticity_max < 1, f"{where}.ellipticity_max", "must be in (0, 1)")
 
 
@@ -467,11 +489,13 @@ class BlendSpec:
 
     def validate(self, where: str) -> None:
         _check(self.isophote_nsigma > 0, f"{where}.isophote_nsigma", "must be positive")
-        _check(self.isophote_reference in ("default_noise", "stamp_noise"),
-               f"{where}.isophote_reference", "must be default_noise or stamp_noise")
+        _check(
+            self.isophote_reference in ("default_noise", "stamp_noise"),
+            f"{where}.isophote_reference",
+            "must be default_noise or stamp_noise",
+        )
         _check(self.min_separation >= 0, f"{where}.min_separation", "must be >= 0 pixels")
-        _check(self.separated_max_factor >= 1, f"{where}.separated_max_factor",
-               "must be >= 1")
+        _check(self.separated_max_factor >= 1, f"{where}.separated_max_factor", "must be >= 1")
         _check(self.edge_margin >= 0, f"{where}.edge_margin", "must be >= 0 pixels")
         _check(0 <= self.min_snr <= 100, f"{where}.min_snr", "must be in [0, 100]")
 
@@ -500,8 +524,11 @@ class FieldSpec:
 
     def validate(self, where: str) -> None:
         _check(self.n_galaxies >= 1, f"{where}.n_galaxies", "must be at least 1")
-        _check(self.size == 0 or self.size >= 64, f"{where}.size",
-               "must be 0 (automatic) or at least 64 pixels")
+        _check(
+            self.size == 0 or self.size >= 64,
+            f"{where}.size",
+            "must be 0 (automatic) or at least 64 pixels",
+        )
         _check(self.density > 0, f"{where}.density", "must be positive (per arcmin^2)")
         _check(self.margin >= 0, f"{where}.margin", "must be >= 0 pixels")
 
@@ -545,17 +572,32 @@ class DatasetConfig:
     def validate(self, where: str) -> None:
         # Top-level keys are named bare ("pixel_scale"), as in the YAML file.
         where = "" if where == "datasetconfig" else f"{where}."
-        _check(0.01 <= self.pixel_scale <= 2.0, f"{where}pixel_scale",
-               "must be in [0.01, 2] arcsec per pixel")
-        _check(self.stamp_size >= 15 and self.stamp_size % 2 == 1, f"{where}stamp_size",
-               "must be an odd number of pixels >= 15")
-        _check(len(self.noise_grid) > 0 and all(s > 0 for s in self.noise_grid),
-               f"{where}noise_grid", "give one or more positive sigmas (ADU)")
+        _check(
+            0.01 <= self.pixel_scale <= 2.0,
+            f"{where}pixel_scale",
+            "must be in [0.01, 2] arcsec per pixel",
+        )
+        _check(
+            self.stamp_size >= 15 and self.stamp_size % 2 == 1,
+            f"{where}stamp_size",
+            "must be an odd number of pixels >= 15",
+        )
+        _check(
+            len(self.noise_grid) > 0 and all(s > 0 for s in self.noise_grid),
+            f"{where}noise_grid",
+            "give one or more positive sigmas (ADU)",
+        )
         _check(self.default_noise > 0, f"{where}default_noise", "must be positive (ADU)")
-        _check(1e-4 <= self.folding_threshold <= 0.05, f"{where}folding_threshold",
-               "must be in [1e-4, 0.05]")
-        _check(2 * self.blend.edge_margin < self.stamp_size - 2, f"{where}blend.edge_margin",
-               "leaves no room in the stamp")
+        _check(
+            1e-4 <= self.folding_threshold <= 0.05,
+            f"{where}folding_threshold",
+            "must be in [1e-4, 0.05]",
+        )
+        _check(
+            2 * self.blend.edge_margin < self.stamp_size - 2,
+            f"{where}blend.edge_margin",
+            "leaves no room in the stamp",
+        )
 
 
 def dataset_preset_names() -> list[str]:
@@ -594,8 +636,9 @@ def load_dataset_config(dataset) -> DatasetConfig:
     elif text.endswith((".yaml", ".yml")) or Path(text).is_file():
         path = Path(text)
     else:
-        raise ConfigError(f"unknown dataset {text!r} (choose from {', '.join(names)}, "
-                          "or give a YAML file)")
+        raise ConfigError(
+            f"unknown dataset {text!r} (choose from {', '.join(names)}, or give a YAML file)"
+        )
     data = load_yaml(path)
     data.setdefault("name", path.stem)
     try:

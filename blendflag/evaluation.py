@@ -33,8 +33,9 @@ def _noise_groups(noise: np.ndarray) -> list[tuple[float, np.ndarray]]:
     return groups
 
 
-def method_metrics(flag, truth_label, separation, noise, kind, probability=None,
-                   seconds=None) -> dict:
+def method_metrics(
+    flag, truth_label, separation, noise, kind, probability=None, seconds=None
+) -> dict:
     """All numbers of one method on one set of stamps.
 
     Parameters
@@ -72,18 +73,26 @@ def method_metrics(flag, truth_label, separation, noise, kind, probability=None,
         in_bin = (separation >= lo) & ((separation < hi) if hi is not None else True)
         blends = in_bin & truth
         pairs = in_bin & separated
-        bins.append({
-            "min": lo, "max": hi, "n": int(blends.sum()),
-            "blend_recall": float(flag[blends].mean()) if blends.any() else None,
-            "n_separated": int(pairs.sum()),
-            "separated_recall": float((~flag[pairs]).mean()) if pairs.any() else None,
-        })
+        bins.append(
+            {
+                "min": lo,
+                "max": hi,
+                "n": int(blends.sum()),
+                "blend_recall": float(flag[blends].mean()) if blends.any() else None,
+                "n_separated": int(pairs.sum()),
+                "separated_recall": float((~flag[pairs]).mean()) if pairs.any() else None,
+            }
+        )
     out["by_separation"] = bins
     close = truth & (separation < 10.0)
     out["blend_recall_under_10px"] = float(flag[close].mean()) if close.any() else None
-    out["by_kind"] = {k: {"n": int((kind == k).sum()),
-                          "flagged": float(flag[kind == k].mean()) if (kind == k).any() else None}
-                      for k in ("blend", "single", "separated")}
+    out["by_kind"] = {
+        k: {
+            "n": int((kind == k).sum()),
+            "flagged": float(flag[kind == k].mean()) if (kind == k).any() else None,
+        }
+        for k in ("blend", "single", "separated")
+    }
     if probability is not None:
         out["auc"] = roc_auc(probability, truth)
     if seconds is not None:
@@ -137,8 +146,15 @@ def evaluate_flaggers(flaggers, stamps, truth, reference_noise=None) -> dict:
         start = time.perf_counter()
         result = flagger.flag_stamps(stamps)
         seconds = time.perf_counter() - start
-        metrics = method_metrics(result.flag, truth["LABEL"], truth["SEPARATION"],
-                                 truth["NOISE_SIGMA"], truth["KIND"], result.probability, seconds)
+        metrics = method_metrics(
+            result.flag,
+            truth["LABEL"],
+            truth["SEPARATION"],
+            truth["NOISE_SIGMA"],
+            truth["KIND"],
+            result.probability,
+            seconds,
+        )
         threshold = getattr(flagger, "threshold", None)
         if threshold is not None:
             metrics["threshold"] = float(threshold)

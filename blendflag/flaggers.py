@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from blendflag.config import PipelineConfig
 from blendflag.errors import BlendflagError
 
 
@@ -97,6 +98,71 @@ def _positive(value, flagger: str) -> float:
     except (TypeError, ValueError):
         number = float("nan")
     if not np.isfinite(number) or number <= 0:
-        raise BlendflagError(f"{flagger} option reference_noise must be a positive noise "
-                             f"sigma in ADU, got {value!r}")
+        raise BlendflagError(
+            f"{flagger} option reference_noise must be a positive noise sigma in ADU, got {value!r}"
+        )
     return number
+
+
+def make_flaggers(pm, names, config: PipelineConfig, overrides: dict | None = None) -> list:
+    """Instantiate the named flaggers with their options from the config.
+
+    Parameters
+    ----------
+    names : str or list of str
+        ``"sextractor,vgg16"`` or a list.
+    overrides : dict or None
+        ``{flagger name: {option: value}}`` from the command line.
+
+    Raises
+    ------
+    PluginError
+        A name is not a registered flagger.
+    """
+    from blendflag.plugins import get_flaggers, resolve_names
+
+    available = get_flaggers(pm)
+    chosen = resolve_names(names, available, "flagger")
+    flaggers = []
+    for name in chosen:
+        options = dict(config.flag.options.get(name, {}) or {})
+        options.update((overrides or {}).get(name, {}))
+        flaggers.append(available[name](options))
+    return flaggers
+
+
+def network_overrides(names, weights=None, threshold=None, backend=None, views=None) -> dict:
+    """Per-flagger options from ``--weights``, ``--threshold``, ``--backend`` and ``--views``.
+
+    ``--weights`` is either one path (for every flagger named) or
+    ``name=path[,name=path...]``; ``--backend`` applies to the sextractor flagger.
+
+    Raises
+    ------
+    BlendflagError
+        ``name=path`` names a flagger that was not asked for.
+    """
+    overrides = {n: {} for n in names}
+    if weights:
+        if "=" in weights:
+            for item in weights.split(","):
+                name, _, path = item.partition("=")
+                name = name.strip()
+                if name not in overrides:
+                    raise BlendflagError(
+                        f"--weights names {name!r}, which is not among the "
+                        f"flaggers asked for ({', '.join(names)})"
+                    )
+                overrides[name]["weights"] = path.strip()
+        else:
+            for n in names:
+                if n != "sextractor":
+                    overrides[n]["weights"] = weights
+    for key, value in (("threshold", threshold), ("views", views)):
+        if value is not None:
+            for n in names:
+                if n != "sextractor":
+                    overrides[n][key] = value
+    if backend:
+        overrides.setdefault("sextractor", {})["backend"] = backend
+    return overrides

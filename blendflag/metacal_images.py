@@ -22,9 +22,17 @@ from blendflag.errors import BlendflagError
 PARALLEL_FROM = 500
 
 
-def metacal_stamps(engine_cls, shear_config, stamps, psf, pixel_scale, noise_sigma, seed: int,
-                   version: str = "noshear", workers: int | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def metacal_stamps(
+    engine_cls,
+    shear_config,
+    stamps,
+    psf,
+    pixel_scale,
+    noise_sigma,
+    seed: int,
+    version: str = "noshear",
+    workers: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """One metacalibration image of every stamp.
 
     Parameters
@@ -66,14 +74,24 @@ def metacal_stamps(engine_cls, shear_config, stamps, psf, pixel_scale, noise_sig
     from blendflag.shear import METACAL_VERSIONS, measure_parallel
 
     if version != "random" and version not in METACAL_VERSIONS:
-        raise BlendflagError(f"unknown metacal version {version!r} "
-                             f"(allowed: {', '.join(METACAL_VERSIONS)}, random)")
+        raise BlendflagError(
+            f"unknown metacal version {version!r} (allowed: {', '.join(METACAL_VERSIONS)}, random)"
+        )
     stamps = np.asarray(stamps, dtype=np.float32)
     n = len(stamps)
     if workers is None:
         workers = (os.cpu_count() or 1) if n >= PARALLEL_FROM else 1
-    result = measure_parallel(engine_cls, shear_config, stamps, psf, pixel_scale, noise_sigma,
-                              seed=int(seed), workers=workers, return_images=True)
+    result = measure_parallel(
+        engine_cls,
+        shear_config,
+        stamps,
+        psf,
+        pixel_scale,
+        noise_sigma,
+        seed=int(seed),
+        workers=workers,
+        return_images=True,
+    )
     if version == "random":
         pick = np.random.default_rng([int(seed), 0x6D63]).integers(0, len(METACAL_VERSIONS), n)
     else:

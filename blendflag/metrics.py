@@ -18,8 +18,10 @@ def confusion(pred, truth) -> list[list[float]]:
     pred, truth = _as_bool(pred), _as_bool(truth)
     blend_recall = pred[truth].mean() if truth.any() else np.nan
     nonblend_recall = (~pred[~truth]).mean() if (~truth).any() else np.nan
-    return [[float(blend_recall), float(1 - nonblend_recall)],
-            [float(1 - blend_recall), float(nonblend_recall)]]
+    return [
+        [float(blend_recall), float(1 - nonblend_recall)],
+        [float(1 - blend_recall), float(nonblend_recall)],
+    ]
 
 
 def recalls(pred, truth) -> dict:
@@ -29,8 +31,11 @@ def recalls(pred, truth) -> dict:
     def _mean(a):
         return float(a.mean()) if a.size else None
 
-    return {"accuracy": _mean(pred == truth), "blend_recall": _mean(pred[truth]),
-            "nonblend_recall": _mean(~pred[~truth])}
+    return {
+        "accuracy": _mean(pred == truth),
+        "blend_recall": _mean(pred[truth]),
+        "nonblend_recall": _mean(~pred[~truth]),
+    }
 
 
 def roc_auc(score, truth) -> float:

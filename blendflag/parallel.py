@@ -18,8 +18,7 @@ from blendflag.errors import BlendflagError
 #: Below this many items, ``workers=None`` runs serially.
 SERIAL_BELOW = 2000
 
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                "NUMEXPR_NUM_THREADS")
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
 def _init_worker() -> None:
@@ -39,8 +38,11 @@ def _single_thread_env():
     saved = {var: os.environ.get(var) for var in _THREAD_VARS}
     main = sys.modules.get("__main__")
     main_file = getattr(main, "__file__", None)
-    hide = main_file is not None and getattr(main, "__spec__", None) is None \
+    hide = (
+        main_file is not None
+        and getattr(main, "__spec__", None) is None
         and not os.path.isfile(main_file)
+    )
     try:
         for var in _THREAD_VARS:
             os.environ[var] = "1"
@@ -77,8 +79,9 @@ def _resolve_workers(workers, n: int) -> int:
     return int(workers)
 
 
-def run_chunks(func, tasks, workers: int, on_done=None, keep: bool = True,
-               scheduler: str | None = None) -> list:
+def run_chunks(
+    func, tasks, workers: int, on_done=None, keep: bool = True, scheduler: str | None = None
+) -> list:
     """Run ``func(*task)`` for each task, in order, serially or in spawned processes.
 
     Parameters
@@ -114,9 +117,12 @@ def run_chunks(func, tasks, workers: int, on_done=None, keep: bool = True,
 
     ctx = multiprocessing.get_context("spawn")
     results = [None] * len(tasks)
-    with _single_thread_env(), ProcessPoolExecutor(
-            max_workers=min(workers, len(tasks)), mp_context=ctx,
-            initializer=_init_worker) as pool:
+    with (
+        _single_thread_env(),
+        ProcessPoolExecutor(
+            max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_init_worker
+        ) as pool,
+    ):
         pending = {pool.submit(func, *task): i for i, task in enumerate(tasks)}
         try:
             for fut in as_completed(list(pending)):
@@ -132,8 +138,6 @@ def run_chunks(func, tasks, workers: int, on_done=None, keep: bool = True,
                 fut.cancel()
             raise
     return results if keep else []
-
-
 
 
 def _run_on_dask(func, tasks, scheduler: str, on_done, keep: bool) -> list:

@@ -49,8 +49,15 @@ def plot_evaluation(results: dict, path, title: str | None = None) -> Path:
         cm = np.array(methods[name]["confusion"], dtype=float)
         ax.imshow(cm, vmin=0, vmax=1, cmap="Blues")
         for (r, c), v in np.ndenumerate(cm):
-            ax.text(c, r, f"{v:.3f}", ha="center", va="center",
-                    color="white" if v > 0.6 else "black", fontsize=11)
+            ax.text(
+                c,
+                r,
+                f"{v:.3f}",
+                ha="center",
+                va="center",
+                color="white" if v > 0.6 else "black",
+                fontsize=11,
+            )
         ax.set_xticks([0, 1], ["blend", "not blend"])
         ax.set_yticks([0, 1], ["blend", "not blend"])
         ax.set_xlabel("true class")
@@ -63,8 +70,10 @@ def plot_evaluation(results: dict, path, title: str | None = None) -> Path:
         noise = [b["noise"] for b in m["by_noise"]]
         acc = [b["accuracy"] for b in m["by_noise"]]
         ax_noise.plot(noise, acc, "o-", label=name)
-        rec = [b["blend_recall"] if b["blend_recall"] is not None else np.nan
-               for b in m["by_separation"]]
+        rec = [
+            b["blend_recall"] if b["blend_recall"] is not None else np.nan
+            for b in m["by_separation"]
+        ]
         ax_sep.plot(range(len(rec)), rec, "o-", label=name)
     ax_noise.set_xlabel("noise sigma (ADU)")
     ax_noise.set_ylabel("accuracy")
@@ -87,18 +96,29 @@ def plot_compare(results: dict, path) -> Path:
     rows = results["selections"]
     names = [r["name"] for r in rows]
     y = np.arange(len(rows))[::-1]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 1.2 + 0.7 * len(rows)), sharey=True,
-                             layout="constrained")
-    for ax, key, label in ((axes[0], "m", "multiplicative bias m"),
-                           (axes[1], "c", "additive bias c")):
+    fig, axes = plt.subplots(
+        1, 3, figsize=(12, 1.2 + 0.7 * len(rows)), sharey=True, layout="constrained"
+    )
+    for ax, key, label in (
+        (axes[0], "m", "multiplicative bias m"),
+        (axes[1], "c", "additive bias c"),
+    ):
         vals = [r[key] if r[key] is not None else np.nan for r in rows]
         errs = [r[f"{key}_err"] if r[f"{key}_err"] is not None else 0 for r in rows]
         ax.errorbar(vals, y, xerr=errs, fmt="o", color="C0", capsize=3, label="with R_S")
         if key == "m":
             nors = [r.get("m_noRS") if r.get("m_noRS") is not None else np.nan for r in rows]
             nors_err = [r.get("m_noRS_err") or 0 for r in rows]
-            ax.errorbar(nors, y - 0.15, xerr=nors_err, fmt="s", color="C1", capsize=3,
-                        mfc="none", label="without R_S")
+            ax.errorbar(
+                nors,
+                y - 0.15,
+                xerr=nors_err,
+                fmt="s",
+                color="C1",
+                capsize=3,
+                mfc="none",
+                label="without R_S",
+            )
             ax.legend(fontsize=8, loc="best")
         ax.axvline(0, color="k", lw=0.8)
         ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 2))

@@ -66,8 +66,9 @@ def get_plugin_manager(extra_plugins=(), load_entry_points=True) -> pluggy.Plugi
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"invalid plugin {exc.plugin!r}: {exc}") from exc
     except ImportError as exc:
-        raise PluginError(f"a blendflag plugin failed to import: {exc} (block it with "
-                          f"{DISABLE_ENV}=<name>)") from exc
+        raise PluginError(
+            f"a blendflag plugin failed to import: {exc} (block it with {DISABLE_ENV}=<name>)"
+        ) from exc
     return pm
 
 

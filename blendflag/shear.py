@@ -117,8 +117,12 @@ def flag_unstable(table: Table, step: float, max_spread: float) -> int:
     ok = np.flatnonzero(flags == 0)
     spread = np.zeros(len(ok))
     for comp in (0, 1):
-        e = np.stack([np.asarray(table[SHAPE_COLUMNS[v][comp]], dtype=np.float64)[ok]
-                      for v in METACAL_VERSIONS])
+        e = np.stack(
+            [
+                np.asarray(table[SHAPE_COLUMNS[v][comp]], dtype=np.float64)[ok]
+                for v in METACAL_VERSIONS
+            ]
+        )
         spread = np.maximum(spread, e.max(axis=0) - e.min(axis=0))
     bad = ok[~(spread <= max_spread)]  # NaN spreads count as unstable too
     table["MCAL_FLAGS"][bad] |= MCAL_UNSTABLE
@@ -229,7 +233,13 @@ class ShearEngine:
         return float(self.config.step)
 
     def measure(
-        self, stamps, psf, pixel_scale, noise_sigma, rng, return_images=False,
+        self,
+        stamps,
+        psf,
+        pixel_scale,
+        noise_sigma,
+        rng,
+        return_images=False,
         noise_fields=None,
     ) -> MetacalResult:
         """Measure metacalibration ellipticities of every stamp.
@@ -359,8 +369,9 @@ class ShearEngine:
         if context.stamp_flags is not None:
             bad = np.asarray(context.stamp_flags) != 0
             result.table["MCAL_FLAGS"][bad] |= MCAL_STAMP_FLAGGED
-        result.meta["n_unstable"] = flag_unstable(result.table, self.step,
-                                                  self.config.max_version_spread)
+        result.meta["n_unstable"] = flag_unstable(
+            result.table, self.step, self.config.max_version_spread
+        )
         result.meta.setdefault("pixel_scale", float(pixel_scale))
         return result
 
@@ -388,15 +399,17 @@ def select_engine(engines: dict[str, type], name: str = "auto") -> type:
         for cls in engines.values():
             if cls.available():
                 return cls
-        raise PluginError("no shear engine can run here (registered: "
-                          f"{', '.join(sorted(engines)) or 'none'})")
+        raise PluginError(
+            f"no shear engine can run here (registered: {', '.join(sorted(engines)) or 'none'})"
+        )
     if name not in engines:
         known = ", ".join(sorted(engines)) or "none"
         raise PluginError(f"unknown shear engine {name!r} (registered: {known})")
     cls = engines[name]
     if not cls.available():
-        raise PluginError(f"shear engine {name!r} is registered but cannot run here "
-                          "(its package does not import)")
+        raise PluginError(
+            f"shear engine {name!r} is registered but cannot run here (its package does not import)"
+        )
     return cls
 
 
@@ -411,7 +424,7 @@ def crop_stamps(stamps: np.ndarray, size: int) -> np.ndarray:
     if size <= 0 or size >= side:
         return stamps
     lo = (side - size) // 2
-    return stamps[..., lo:lo + size, lo:lo + size]
+    return stamps[..., lo : lo + size, lo : lo + size]
 
 
 def pixel_scale_from_header(header) -> float | None:
@@ -420,8 +433,13 @@ def pixel_scale_from_header(header) -> float | None:
         return None
     try:
         if "CD1_1" in header:
-            cd = np.array([[header.get("CD1_1", 0.0), header.get("CD1_2", 0.0)],
-                           [header.get("CD2_1", 0.0), header.get("CD2_2", 0.0)]], dtype=float)
+            cd = np.array(
+                [
+                    [header.get("CD1_1", 0.0), header.get("CD1_2", 0.0)],
+                    [header.get("CD2_1", 0.0), header.get("CD2_2", 0.0)],
+                ],
+                dtype=float,
+            )
             scale = math.sqrt(abs(np.linalg.det(cd))) * 3600.0
         elif "CDELT1" in header:
             cdelt1 = float(header["CDELT1"])
@@ -602,7 +620,7 @@ def _bootstrap_sums(X, units, n_units, rng, n_bootstrap, chunk_elems=4_000_000):
         draws += (np.arange(b) * n_units)[:, None]
         counts = np.bincount(draws.ravel(), minlength=b * n_units).reshape(b, n_units)
         weights = counts[:, units].astype(np.float64)
-        out[done:done + b] = weights @ X
+        out[done : done + b] = weights @ X
         done += b
     return out
 
@@ -701,9 +719,15 @@ def selection_unit_sums(table, selection_masks=None, pair_id=None) -> tuple[np.n
     return sums, int(good.sum())
 
 
-def statistics_from_sums(name: str, sums: np.ndarray, n_good: int, step: float = 0.01,
-                         true_shear=None, rng: np.random.Generator | None = None,
-                         n_bootstrap: int = 200) -> dict:
+def statistics_from_sums(
+    name: str,
+    sums: np.ndarray,
+    n_good: int,
+    step: float = 0.01,
+    true_shear=None,
+    rng: np.random.Generator | None = None,
+    n_bootstrap: int = 200,
+) -> dict:
     """One ``compare`` JSON entry from per-unit sums (see :func:`selection_unit_sums`).
 
     The bootstrap resamples the rows of ``sums`` (objects or rotated pairs).
@@ -718,8 +742,9 @@ def statistics_from_sums(name: str, sums: np.ndarray, n_good: int, step: float =
     errors: dict[str, float | None] = {}
     if n_units > 1 and n_bootstrap >= 2:
         units = np.arange(n_units)
-        boot = _estimates(_bootstrap_sums(sums, units, n_units, rng, int(n_bootstrap)), step,
-                          true_g1)
+        boot = _estimates(
+            _bootstrap_sums(sums, units, n_units, rng, int(n_bootstrap)), step, true_g1
+        )
         for key in ("g1", "g2", "m", "m_noRS"):
             if key not in boot:
                 continue
@@ -939,18 +964,37 @@ def bench_shear_engines(
 MEASURE_CHUNK = 256
 
 
-def _measure_chunk(engine_cls, config, stamps, psf, pixel_scale, noise, seed, return_images,
-                   noise_fields=None):
+def _measure_chunk(
+    engine_cls, config, stamps, psf, pixel_scale, noise, seed, return_images, noise_fields=None
+):
     """One task of :func:`measure_parallel` (module level: picklable)."""
     engine = engine_cls(config)
     kwargs = {"noise_fields": noise_fields} if noise_fields is not None else {}
-    return engine.measure(stamps, psf, pixel_scale, noise, np.random.default_rng(seed),
-                          return_images=return_images, **kwargs)
+    return engine.measure(
+        stamps,
+        psf,
+        pixel_scale,
+        noise,
+        np.random.default_rng(seed),
+        return_images=return_images,
+        **kwargs,
+    )
 
 
-def measure_parallel(engine_cls, config, stamps, psf, pixel_scale, noise_sigma, seed: int,
-                     workers: int = 1, return_images: bool = False, progress=None,
-                     scheduler: str | None = None, noise_fields=None) -> MetacalResult:
+def measure_parallel(
+    engine_cls,
+    config,
+    stamps,
+    psf,
+    pixel_scale,
+    noise_sigma,
+    seed: int,
+    workers: int = 1,
+    return_images: bool = False,
+    progress=None,
+    scheduler: str | None = None,
+    noise_fields=None,
+) -> MetacalResult:
     """Measure ``stamps`` in chunks, serially, in spawned processes or on Dask.
 
     The noise-correction fields of chunk k come from ``seed`` and k, so the
@@ -994,10 +1038,20 @@ def measure_parallel(engine_cls, config, stamps, psf, pixel_scale, noise_sigma, 
     n = len(stamps)
     noise = np.broadcast_to(np.asarray(noise_sigma, dtype=np.float64), (n,))
     seeds = np.random.SeedSequence(seed).generate_state(max(1, -(-n // MEASURE_CHUNK)))
-    tasks = [(engine_cls, config, stamps[i:i + MEASURE_CHUNK], psf, pixel_scale,
-              noise[i:i + MEASURE_CHUNK], int(seeds[k]), return_images,
-              None if noise_fields is None else noise_fields[i:i + MEASURE_CHUNK])
-             for k, i in enumerate(range(0, n, MEASURE_CHUNK))]
+    tasks = [
+        (
+            engine_cls,
+            config,
+            stamps[i : i + MEASURE_CHUNK],
+            psf,
+            pixel_scale,
+            noise[i : i + MEASURE_CHUNK],
+            int(seeds[k]),
+            return_images,
+            None if noise_fields is None else noise_fields[i : i + MEASURE_CHUNK],
+        )
+        for k, i in enumerate(range(0, n, MEASURE_CHUNK))
+    ]
     done = (lambda r: progress(len(r))) if progress else None
     parts = run_chunks(_measure_chunk, tasks, workers, on_done=done, scheduler=scheduler)
     images = None
@@ -1005,7 +1059,17 @@ def measure_parallel(engine_cls, config, stamps, psf, pixel_scale, noise_sigma, 
         images = {v: np.concatenate([p.images[v] for p in parts]) for v in METACAL_VERSIONS}
     first = parts[0]
     table = vstack([p.table for p in parts], metadata_conflicts="silent")
-    meta = dict(first.meta, chunks=len(parts), workers=workers,
-                n_unstable=flag_unstable(table, first.step, config.max_version_spread))
-    return MetacalResult(table=table, images=images, engine=first.engine, step=first.step,
-                         meta=meta, flag_names=first.flag_names)
+    meta = dict(
+        first.meta,
+        chunks=len(parts),
+        workers=workers,
+        n_unstable=flag_unstable(table, first.step, config.max_version_spread),
+    )
+    return MetacalResult(
+        table=table,
+        images=images,
+        engine=first.engine,
+        step=first.step,
+        meta=meta,
+        flag_names=first.flag_names,
+    )

@@ -73,8 +73,16 @@ KINDS = ("blend", "single", "separated")
 CHUNK_SIZE = 250
 
 __all__ = [
-    "DEFAULT_FRACTIONS", "KINDS", "Field", "bench_simulation", "load_dataset",
-    "read_stamps", "render_components", "simulate_field", "simulate_stamps", "write_field",
+    "DEFAULT_FRACTIONS",
+    "KINDS",
+    "Field",
+    "bench_simulation",
+    "load_dataset",
+    "read_stamps",
+    "render_components",
+    "simulate_field",
+    "simulate_stamps",
+    "write_field",
 ]
 
 
@@ -110,7 +118,7 @@ def sample_galaxy(rng, spec) -> dict:
     if spec.ellipticity_sigma > 0:
         for _ in range(100):
             g1, g2 = rng.normal(0.0, spec.ellipticity_sigma, 2)
-            if g1 * g1 + g2 * g2 < spec.ellipticity_max ** 2:
+            if g1 * g1 + g2 * g2 < spec.ellipticity_max**2:
                 break
         else:  # pragma: no cover - needs sigma >> max
             g1 = g2 = 0.0
@@ -127,8 +135,9 @@ def make_psf(config: DatasetConfig, gsparams=None):
     if spec.type == "moffat":
         psf = galsim.Moffat(beta=spec.beta, fwhm=spec.fwhm, gsparams=gsparams)
     elif spec.type == "airy":
-        psf = galsim.Airy(lam_over_diam=spec.lam_over_diam, obscuration=spec.obscuration,
-                          gsparams=gsparams)
+        psf = galsim.Airy(
+            lam_over_diam=spec.lam_over_diam, obscuration=spec.obscuration, gsparams=gsparams
+        )
     else:
         psf = galsim.Gaussian(fwhm=spec.fwhm, gsparams=gsparams)
     if spec.g1 or spec.g2:
@@ -165,10 +174,10 @@ def galaxy_object(params: dict, spec, gsparams=None, shear=None):
         gal = galsim.Sersic(n=params["n"], half_light_radius=hlr, flux=flux, gsparams=gsparams)
     elif spec.profile == "bulge_disk" and params["b2t"] > 0:
         b2t = params["b2t"]
-        disk = galsim.Exponential(half_light_radius=hlr, flux=flux * (1 - b2t),
-                                  gsparams=gsparams)
-        bulge = galsim.DeVaucouleurs(half_light_radius=hlr * spec.bulge_size_ratio,
-                                     flux=flux * b2t, gsparams=gsparams)
+        disk = galsim.Exponential(half_light_radius=hlr, flux=flux * (1 - b2t), gsparams=gsparams)
+        bulge = galsim.DeVaucouleurs(
+            half_light_radius=hlr * spec.bulge_size_ratio, flux=flux * b2t, gsparams=gsparams
+        )
         gal = galsim.Add([disk, bulge], gsparams=gsparams)
     else:
         gal = galsim.Exponential(half_light_radius=hlr, flux=flux, gsparams=gsparams)
@@ -207,7 +216,8 @@ class StampMaker:
         gal = galaxy_object(params, self.config.galaxy, self.gsparams)
         image = galsim.ImageF(size, size, scale=self.config.pixel_scale)
         galsim.Convolve(gal, self.psf, gsparams=self.gsparams).drawImage(
-            image=image, offset=(float(offset[0]), float(offset[1])))
+            image=image, offset=(float(offset[0]), float(offset[1]))
+        )
         return image.array
 
     def _footprint_radius(self, mask: np.ndarray, cx: float, cy: float) -> float:
@@ -235,8 +245,17 @@ class StampMaker:
             snr = float(np.sqrt(np.sum(img1.astype(np.float64) ** 2)) / sigma)
             if not mask1.any() or snr < cfg.blend.min_snr:
                 continue  # invisible at this noise: not a usable central source
-            rec = {"p1": p1, "x1": c + off1[0], "y1": c + off1[1], "p2": None,
-                   "x2": 0.0, "y2": 0.0, "overlap": 0, "snr2": 0.0, "snr": snr}
+            rec = {
+                "p1": p1,
+                "x1": c + off1[0],
+                "y1": c + off1[1],
+                "p2": None,
+                "x2": 0.0,
+                "y2": 0.0,
+                "overlap": 0,
+                "snr2": 0.0,
+                "snr": snr,
+            }
             if kind == "single":
                 return self._finish(img1, sigma, rng), rec
             r1 = self._footprint_radius(mask1, c + off1[0], c + off1[1])
@@ -245,11 +264,17 @@ class StampMaker:
                 if placed is None:
                     continue
                 img2, p2, pos2, overlap = placed
-                rec.update(p2=p2, x2=c + pos2[0], y2=c + pos2[1], overlap=overlap,
-                           snr2=float(np.sqrt(np.sum(img2.astype(np.float64) ** 2)) / sigma))
+                rec.update(
+                    p2=p2,
+                    x2=c + pos2[0],
+                    y2=c + pos2[1],
+                    overlap=overlap,
+                    snr2=float(np.sqrt(np.sum(img2.astype(np.float64) ** 2)) / sigma),
+                )
                 return self._finish(img1 + img2, sigma, rng), rec
         raise BlendflagError(  # pragma: no cover - only for absurd configs
-            f"could not place a {kind} in 200 tries: check the dataset's flux, hlr and noise")
+            f"could not place a {kind} in 200 tries: check the dataset's flux, hlr and noise"
+        )
 
     def _companion(self, kind, mask1, r1, off1, thresh, sigma, rng):
         """Draw a companion and a position meeting (blend) or failing (separated) the criterion."""
@@ -284,10 +309,10 @@ class StampMaker:
             pos = (dx + frac[0], dy + frac[1])
             if math.hypot(pos[0] - off1[0], pos[1] - off1[1]) < spec.min_separation:
                 continue
-            window = mask2[c - dy:c - dy + size, c - dx:c - dx + size]
+            window = mask2[c - dy : c - dy + size, c - dx : c - dx + size]
             overlap = int(np.count_nonzero(mask1 & window))
             if (overlap > 0) == want_overlap:
-                img2 = big[c - dy:c - dy + size, c - dx:c - dx + size]
+                img2 = big[c - dy : c - dy + size, c - dx : c - dx + size]
                 if not (window.any()):
                     continue  # companion's footprint falls outside the stamp
                 return img2, p2, pos, overlap
@@ -362,14 +387,42 @@ def _simulate_chunk(config: DatasetConfig, kinds, sigmas, seeds):
     return stamps, cols
 
 
-_FLOAT_COLUMNS = ("ISOPHOTE", "SEPARATION", "FLUX1", "FLUX2", "SNR", "SNR2", "X1", "Y1", "X2", "Y2",
-                  "HLR1", "HLR2", "E1_1", "E2_1", "E1_2", "E2_2", "SERSIC_N1", "SERSIC_N2",
-                  "B2T1", "B2T2")
+_FLOAT_COLUMNS = (
+    "ISOPHOTE",
+    "SEPARATION",
+    "FLUX1",
+    "FLUX2",
+    "SNR",
+    "SNR2",
+    "X1",
+    "Y1",
+    "X2",
+    "Y2",
+    "HLR1",
+    "HLR2",
+    "E1_1",
+    "E2_1",
+    "E1_2",
+    "E2_2",
+    "SERSIC_N1",
+    "SERSIC_N2",
+    "B2T1",
+    "B2T2",
+)
 
 #: Units of the truth columns.
 TRUTH_UNITS = {
-    "SEPARATION": "pix", "ISOPHOTE": "adu", "FLUX1": "adu", "FLUX2": "adu", "NOISE_SIGMA": "adu",
-    "X1": "pix", "Y1": "pix", "X2": "pix", "Y2": "pix", "HLR1": "arcsec", "HLR2": "arcsec",
+    "SEPARATION": "pix",
+    "ISOPHOTE": "adu",
+    "FLUX1": "adu",
+    "FLUX2": "adu",
+    "NOISE_SIGMA": "adu",
+    "X1": "pix",
+    "Y1": "pix",
+    "X2": "pix",
+    "Y2": "pix",
+    "HLR1": "arcsec",
+    "HLR2": "arcsec",
 }
 
 
@@ -389,7 +442,8 @@ def _noise_sigmas(config: DatasetConfig, noise, n: int, rng) -> np.ndarray:
             noise = float(noise)
         except ValueError:
             raise BlendflagError(
-                f"noise must be a positive number (ADU) or 'grid', got {noise!r}") from None
+                f"noise must be a positive number (ADU) or 'grid', got {noise!r}"
+            ) from None
     if isinstance(noise, bool) or not isinstance(noise, (int, float, np.floating, np.integer)):
         raise BlendflagError(f"noise must be a positive number (ADU) or 'grid', got {noise!r}")
     if not (math.isfinite(float(noise)) and float(noise) > 0):
@@ -403,7 +457,8 @@ def kind_counts(n: int, fractions=DEFAULT_FRACTIONS) -> dict:
     if len(fr) != 3 or any(not math.isfinite(f) or f < 0 for f in fr) or sum(fr) <= 0:
         raise BlendflagError(
             f"fractions must be three non-negative numbers (blend, single, separated), got "
-            f"{fractions!r}")
+            f"{fractions!r}"
+        )
     if abs(sum(fr) - 1.0) > 1e-6:
         raise BlendflagError(f"fractions must sum to 1, got {fractions!r} (sum {sum(fr):g})")
     n_single = round(n * fr[1])
@@ -413,8 +468,9 @@ def kind_counts(n: int, fractions=DEFAULT_FRACTIONS) -> dict:
     return {"blend": n - n_single - n_sep, "single": n_single, "separated": n_sep}
 
 
-def simulate_stamps(dataset, n, seed, noise=None, fractions=DEFAULT_FRACTIONS, workers=None,
-                    progress=False):
+def simulate_stamps(
+    dataset, n, seed, noise=None, fractions=DEFAULT_FRACTIONS, workers=None, progress=False
+):
     """Simulate labelled postage stamps of blends, singles and separated pairs.
 
     Parameters
@@ -472,22 +528,29 @@ def simulate_stamps(dataset, n, seed, noise=None, fractions=DEFAULT_FRACTIONS, w
     workers = _resolve_workers(workers, n)
 
     rng = np.random.default_rng(int(seed))
-    kinds = np.repeat(np.arange(3, dtype=np.int8),
-                      [counts["blend"], counts["single"], counts["separated"]])
+    kinds = np.repeat(
+        np.arange(3, dtype=np.int8), [counts["blend"], counts["single"], counts["separated"]]
+    )
     kinds = rng.permutation(kinds)
     sigmas = _noise_sigmas(config, noise, n, rng)
-    seeds = rng.integers(0, 2 ** 63 - 1, size=n, dtype=np.int64)
+    seeds = rng.integers(0, 2**63 - 1, size=n, dtype=np.int64)
 
-    tasks = [(config, kinds[i:i + CHUNK_SIZE], sigmas[i:i + CHUNK_SIZE], seeds[i:i + CHUNK_SIZE])
-             for i in range(0, n, CHUNK_SIZE)]
+    tasks = [
+        (config, kinds[i : i + CHUNK_SIZE], sigmas[i : i + CHUNK_SIZE], seeds[i : i + CHUNK_SIZE])
+        for i in range(0, n, CHUNK_SIZE)
+    ]
     bar = None
     if progress:
-        from blendflag.commands.common import progress as make_bar
+        from blendflag.progress import progress as make_bar
 
         bar = make_bar(total=n, desc="simulate", unit="stamp")
     try:
-        results = run_chunks(_simulate_chunk, tasks, workers,
-                             on_done=(lambda r: bar.update(len(r[0]))) if bar else None)
+        results = run_chunks(
+            _simulate_chunk,
+            tasks,
+            workers,
+            on_done=(lambda r: bar.update(len(r[0]))) if bar else None,
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -507,15 +570,35 @@ def simulate_stamps(dataset, n, seed, noise=None, fractions=DEFAULT_FRACTIONS, w
     truth["OVERLAP_PIX"] = cols["OVERLAP_PIX"]
     truth["ISOPHOTE"] = cols["ISOPHOTE"].astype(np.float32)
     truth["SNR2"] = cols["SNR2"].astype(np.float32)
-    for name in ("X1", "Y1", "X2", "Y2", "HLR1", "HLR2", "E1_1", "E2_1", "E1_2", "E2_2",
-                 "SERSIC_N1", "SERSIC_N2", "B2T1", "B2T2"):
+    for name in (
+        "X1",
+        "Y1",
+        "X2",
+        "Y2",
+        "HLR1",
+        "HLR2",
+        "E1_1",
+        "E2_1",
+        "E1_2",
+        "E2_2",
+        "SERSIC_N1",
+        "SERSIC_N2",
+        "B2T1",
+        "B2T2",
+    ):
         truth[name] = cols[name]  # float64: render_components redraws them exactly
     truth["STAMP_SEED"] = seeds
     for name, unit in TRUTH_UNITS.items():
         truth[name].unit = unit
-    truth.meta.update({"DATASET": config.name, "SEED": int(seed), "NSTAMPS": n,
-                       "ISOSIG": config.blend.isophote_nsigma,
-                       "ISOREF": config.blend.isophote_reference})
+    truth.meta.update(
+        {
+            "DATASET": config.name,
+            "SEED": int(seed),
+            "NSTAMPS": n,
+            "ISOSIG": config.blend.isophote_nsigma,
+            "ISOREF": config.blend.isophote_reference,
+        }
+    )
     return stamps, truth
 
 
@@ -541,9 +624,14 @@ def render_components(dataset, row) -> tuple[np.ndarray, np.ndarray | None]:
     c = maker.centre
 
     def params(i):
-        return {"flux": float(row[f"FLUX{i}"]), "hlr": float(row[f"HLR{i}"]),
-                "g1": float(row[f"E1_{i}"]), "g2": float(row[f"E2_{i}"]),
-                "n": float(row[f"SERSIC_N{i}"]), "b2t": float(row[f"B2T{i}"])}
+        return {
+            "flux": float(row[f"FLUX{i}"]),
+            "hlr": float(row[f"HLR{i}"]),
+            "g1": float(row[f"E1_{i}"]),
+            "g2": float(row[f"E2_{i}"]),
+            "n": float(row[f"SERSIC_N{i}"]),
+            "b2t": float(row[f"B2T{i}"]),
+        }
 
     central = maker.draw(params(1), (row["X1"] - 1 - c, row["Y1"] - 1 - c), maker.size)
     if int(row["N_SOURCES"]) < 2:
@@ -576,8 +664,14 @@ def bench_simulation(n: int = 4000, workers=None, dataset="cfis", seed: int = 0)
     start = time.perf_counter()
     simulate_stamps(config, n, seed, fractions=(0.5, 0.0, 0.5), workers=workers)
     seconds = time.perf_counter() - start
-    return {"stamps_per_s": n / seconds, "seconds": seconds, "n": n, "workers": workers,
-            "cores": cores, "dataset": config.name}
+    return {
+        "stamps_per_s": n / seconds,
+        "seconds": seconds,
+        "n": n,
+        "workers": workers,
+        "cores": cores,
+        "dataset": config.name,
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -624,15 +718,33 @@ class Field:
     config: DatasetConfig | None = None
 
 
-def simulate_field(dataset, n_galaxies=None, shear=(0.0, 0.0), seed=0, rotated_pairs=False,
-                   noise=None, size=None, workers=None, progress=False,
-                   margin=None) -> Field:
+def simulate_field(
+    dataset,
+    n_galaxies=None,
+    shear=(0.0, 0.0),
+    seed=0,
+    rotated_pairs=False,
+    noise=None,
+    size=None,
+    workers=None,
+    progress=False,
+    margin=None,
+) -> Field:
     """Simulate a field with a known shear; see :func:`blendflag.simulate_field.simulate_field`."""
     from blendflag.simulate_field import simulate_field as _impl
 
-    return _impl(dataset, n_galaxies, shear=shear, seed=seed, rotated_pairs=rotated_pairs,
-                 noise=noise, size=size, workers=workers, progress=progress,
-                 margin=margin)
+    return _impl(
+        dataset,
+        n_galaxies,
+        shear=shear,
+        seed=seed,
+        rotated_pairs=rotated_pairs,
+        noise=noise,
+        size=size,
+        workers=workers,
+        progress=progress,
+        margin=margin,
+    )
 
 
 def write_field(field: Field, outdir):
@@ -668,12 +780,12 @@ def read_stamps(path):
     import yaml
     from astropy.table import Table
 
-    from blendflag.catalog import _open_fits
+    from blendflag.catalog import open_fits
     from blendflag.config import from_mapping
     from blendflag.errors import CatalogueError
 
     path = Path(path)
-    hdul = _open_fits(path, "stamps file")
+    hdul = open_fits(path, "stamps file")
     names = [h.name for h in hdul]
     for need in ("STAMPS", "TRUTH"):
         if need not in names:

@@ -63,7 +63,8 @@ def parse_shear(text) -> tuple[float, float]:
             g1, g2 = float(parts[0]), float(parts[1])
         except ValueError:
             raise BlendflagError(
-                f"shear must be two numbers G1,G2 (e.g. 0.02,0), got {text!r}") from None
+                f"shear must be two numbers G1,G2 (e.g. 0.02,0), got {text!r}"
+            ) from None
     else:
         try:
             g1, g2 = (float(v) for v in text)
@@ -86,8 +87,13 @@ def field_size(config: DatasetConfig, n_galaxies: int) -> int:
 
 def _stamp_side(config: DatasetConfig, hlr_arcsec: float) -> int:
     """Side of the postage stamp a field galaxy is drawn into (odd, pixels)."""
-    psf_px = 2.0 * max(config.psf.fwhm if config.psf.type != "airy" else
-                       1.03 * config.psf.lam_over_diam, 0.1) / config.pixel_scale
+    psf_px = (
+        2.0
+        * max(
+            config.psf.fwhm if config.psf.type != "airy" else 1.03 * config.psf.lam_over_diam, 0.1
+        )
+        / config.pixel_scale
+    )
     side = math.ceil(2 * (8.0 * hlr_arcsec / config.pixel_scale + 2 * psf_px)) | 1
     return min(max(side, 33), 201)
 
@@ -111,18 +117,27 @@ def _draw_field_chunk(config: DatasetConfig, params: list, xs, ys, shear, thresh
         gal = galaxy_object(p, config.galaxy, gsparams, shear=shear)
         side = _stamp_side(config, p["hlr"])
         stamp = galsim.Convolve(gal, psf, gsparams=gsparams).drawImage(
-            nx=side, ny=side, scale=config.pixel_scale, center=galsim.PositionD(x, y))
+            nx=side, ny=side, scale=config.pixel_scale, center=galsim.PositionD(x, y)
+        )
         arr = stamp.array
         mask = arr > thresh
         ys_, xs_ = np.nonzero(mask)
         if len(xs_):
             x_lo, y_lo = xs_.min(), ys_.min()
-            mask = mask[y_lo:ys_.max() + 1, x_lo:xs_.max() + 1]
+            mask = mask[y_lo : ys_.max() + 1, x_lo : xs_.max() + 1]
         else:
             x_lo = y_lo = 0
             mask = np.zeros((0, 0), dtype=bool)
-        out.append((stamp.bounds.xmin, stamp.bounds.ymin, arr,
-                    stamp.bounds.xmin + int(x_lo), stamp.bounds.ymin + int(y_lo), mask))
+        out.append(
+            (
+                stamp.bounds.xmin,
+                stamp.bounds.ymin,
+                arr,
+                stamp.bounds.xmin + int(x_lo),
+                stamp.bounds.ymin + int(y_lo),
+                mask,
+            )
+        )
     return out
 
 
@@ -166,8 +181,10 @@ def shear_positions(xs, ys, shear, side: int, right_half) -> tuple[np.ndarray, n
     cx = centre + np.where(right_half, side, 0)
     dx = (xs - cx) * shrink
     dy = (ys - centre) * shrink
-    return (cx + matrix[0, 0] * dx + matrix[0, 1] * dy,
-            centre + matrix[1, 0] * dx + matrix[1, 1] * dy)
+    return (
+        cx + matrix[0, 0] * dx + matrix[0, 1] * dy,
+        centre + matrix[1, 0] * dx + matrix[1, 1] * dy,
+    )
 
 
 def _overlaps(footprints, n: int, nx: int, ny: int):
@@ -193,7 +210,7 @@ def _overlaps(footprints, n: int, nx: int, ny: int):
     valid = np.nonzero(boxes[:, 0] >= 0)[0]
     order = valid[np.argsort(boxes[valid, 0])]
     for k, i in enumerate(order):  # sweep along x
-        for j in order[k + 1:]:
+        for j in order[k + 1 :]:
             if boxes[j, 0] > boxes[i, 1]:
                 break
             xa, xb = max(boxes[i, 0], boxes[j, 0], 1), min(boxes[i, 1], boxes[j, 1], nx)
@@ -202,9 +219,12 @@ def _overlaps(footprints, n: int, nx: int, ny: int):
                 continue
             xi0, yi0, mi = footprints[i]
             xj0, yj0, mj = footprints[j]
-            shared = int(np.count_nonzero(
-                mi[ya - yi0:yb - yi0 + 1, xa - xi0:xb - xi0 + 1]
-                & mj[ya - yj0:yb - yj0 + 1, xa - xj0:xb - xj0 + 1]))
+            shared = int(
+                np.count_nonzero(
+                    mi[ya - yi0 : yb - yi0 + 1, xa - xi0 : xb - xi0 + 1]
+                    & mj[ya - yj0 : yb - yj0 + 1, xa - xj0 : xb - xj0 + 1]
+                )
+            )
             if shared == 0:
                 continue
             count[i] += 1
@@ -215,9 +235,18 @@ def _overlaps(footprints, n: int, nx: int, ny: int):
     return best, count
 
 
-def simulate_field(dataset, n_galaxies=None, shear=(0.0, 0.0), seed=0, rotated_pairs=False,
-                   noise=None, size=None, workers=None, progress=False,
-                   margin=None) -> Field:
+def simulate_field(
+    dataset,
+    n_galaxies=None,
+    shear=(0.0, 0.0),
+    seed=0,
+    rotated_pairs=False,
+    noise=None,
+    size=None,
+    workers=None,
+    progress=False,
+    margin=None,
+) -> Field:
     """Simulate a field of galaxies with a known constant shear.
 
     Parameters
@@ -269,8 +298,11 @@ def simulate_field(dataset, n_galaxies=None, shear=(0.0, 0.0), seed=0, rotated_p
     config = load_dataset(dataset)
     if n_galaxies is None:
         n_galaxies = config.field.n_galaxies
-    if isinstance(n_galaxies, bool) or not isinstance(n_galaxies, (int, np.integer)) \
-            or n_galaxies <= 0:
+    if (
+        isinstance(n_galaxies, bool)
+        or not isinstance(n_galaxies, (int, np.integer))
+        or n_galaxies <= 0
+    ):
         raise BlendflagError(f"n_galaxies must be a positive integer, got {n_galaxies!r}")
     n = int(n_galaxies)
     if rotated_pairs and n % 2:
@@ -315,8 +347,10 @@ def simulate_field(dataset, n_galaxies=None, shear=(0.0, 0.0), seed=0, rotated_p
         # and blends rotate with their galaxies, so blended shapes cancel too
         centre = (side + 1) / 2.0
         params = params + [dict(p, g1=-p["g1"], g2=-p["g2"]) for p in params]
-        xs, ys = (np.concatenate([xs, side + centre - (ys - centre)]),
-                  np.concatenate([ys, centre + (xs - centre)]))
+        xs, ys = (
+            np.concatenate([xs, side + centre - (ys - centre)]),
+            np.concatenate([ys, centre + (xs - centre)]),
+        )
         rotated[n_draw:] = True
         pair_id[:] = np.tile(np.arange(n_draw, dtype=np.int32), 2)
     xs, ys = shear_positions(xs, ys, (g1, g2), side, rotated)
@@ -324,11 +358,13 @@ def simulate_field(dataset, n_galaxies=None, shear=(0.0, 0.0), seed=0, rotated_p
     thresh = isophote_level(config, sigma if sigma > 0 else config.default_noise)
     workers = 1 if workers is None and n < FIELD_SERIAL_BELOW else _resolve_workers(workers, n)
     step = FIELD_CHUNK if workers > 1 or n <= 200 else max(100, n // 20)  # smooth bar
-    tasks = [(i, config, params[i:i + step], xs[i:i + step], ys[i:i + step], (g1, g2), thresh)
-             for i in range(0, n, step)]
+    tasks = [
+        (i, config, params[i : i + step], xs[i : i + step], ys[i : i + step], (g1, g2), thresh)
+        for i in range(0, n, step)
+    ]
     bar = None
     if progress:
-        from blendflag.commands.common import progress as make_bar
+        from blendflag.progress import progress as make_bar
 
         bar = make_bar(total=n, desc="field", unit="gal")
     image = np.zeros((ny_img, nx_img), dtype=np.float32)
@@ -347,14 +383,18 @@ def simulate_field(dataset, n_galaxies=None, shear=(0.0, 0.0), seed=0, rotated_p
                 footprints[start + k] = (fx0, fy0, mask)
                 # each half is its own scene: light is clipped at its edges, so the
                 # right half stays an exact 90-degree turn of the left
-                lo, hi = (1, nx_img) if not rotated_pairs else (
-                    (1, side) if start + k < n_draw else (side + 1, nx_img))
+                lo, hi = (
+                    (1, nx_img)
+                    if not rotated_pairs
+                    else ((1, side) if start + k < n_draw else (side + 1, nx_img))
+                )
                 xa, ya = max(x0, lo), max(y0, 1)
                 xb = min(x0 + arr.shape[1] - 1, hi)
                 yb = min(y0 + arr.shape[0] - 1, ny_img)
                 if xa <= xb and ya <= yb:
-                    image[ya - 1:yb, xa - 1:xb] += arr[ya - y0:yb - y0 + 1,
-                                                       xa - x0:xb - x0 + 1]
+                    image[ya - 1 : yb, xa - 1 : xb] += arr[
+                        ya - y0 : yb - y0 + 1, xa - x0 : xb - x0 + 1
+                    ]
             state["next"] = start + len(chunk)
         if bar is not None:
             bar.update(len(result[1]))
@@ -366,9 +406,9 @@ def simulate_field(dataset, n_galaxies=None, shear=(0.0, 0.0), seed=0, rotated_p
             bar.close()
     best, count = _overlaps(footprints, n, nx_img, ny_img)
     if sigma > 0:
-        image += (rng.standard_normal(image.shape, dtype=np.float32) * np.float32(sigma))
+        image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(sigma)
     if sigma > 0:
-        weight = np.full(image.shape, 1.0 / sigma ** 2, dtype=np.float32)
+        weight = np.full(image.shape, 1.0 / sigma**2, dtype=np.float32)
     else:
         weight = np.ones(image.shape, dtype=np.float32)
 
@@ -391,9 +431,18 @@ def simulate_field(dataset, n_galaxies=None, shear=(0.0, 0.0), seed=0, rotated_p
     truth["B2T"] = np.array([p["b2t"] for p in params])
     for name, unit in (("X", "pix"), ("Y", "pix"), ("FLUX", "adu"), ("HLR", "arcsec")):
         truth[name].unit = unit
-    return Field(image=image, weight=weight, psf=psf_img, truth=truth,
-                 pixel_scale=config.pixel_scale, noise_sigma=float(sigma), shear=(g1, g2),
-                 seed=int(seed), dataset=config.name, config=config)
+    return Field(
+        image=image,
+        weight=weight,
+        psf=psf_img,
+        truth=truth,
+        pixel_scale=config.pixel_scale,
+        noise_sigma=float(sigma),
+        shear=(g1, g2),
+        seed=int(seed),
+        dataset=config.name,
+        config=config,
+    )
 
 
 def _field_cards(field: Field) -> list:
@@ -407,8 +456,11 @@ def _field_cards(field: Field) -> list:
         ("SEED", field.seed, "numpy default_rng seed"),
         ("DATASET", field.dataset, "blendflag dataset preset"),
         ("NGAL", len(field.truth), "number of galaxies"),
-        ("ROTPAIRS", bool((np.asarray(field.truth["ROTATED"])).any()),
-         "right half = 90-degree rotated copy"),
+        (
+            "ROTPAIRS",
+            bool((np.asarray(field.truth["ROTATED"])).any()),
+            "right half = 90-degree rotated copy",
+        ),
         ("BFVERS", __version__, "blendflag version"),
     ]
 
@@ -428,12 +480,26 @@ def _write_field_files(field: Field, directory: Path, atomic: bool) -> None:
         return h
 
     outputs = {
-        "image.fits": fits.HDUList([fits.PrimaryHDU(field.image, header=header(
-            [("BUNIT", "adu", "pixel unit")]))]),
-        "weight.fits": fits.HDUList([fits.PrimaryHDU(field.weight, header=header(
-            [("BUNIT", "1/adu**2", "inverse variance")]))]),
-        "psf.fits": fits.HDUList([fits.PrimaryHDU(field.psf, header=header(
-            [("COMMENT", "PSF image (pixel included), normalised to sum 1", "")]))]),
+        "image.fits": fits.HDUList(
+            [fits.PrimaryHDU(field.image, header=header([("BUNIT", "adu", "pixel unit")]))]
+        ),
+        "weight.fits": fits.HDUList(
+            [
+                fits.PrimaryHDU(
+                    field.weight, header=header([("BUNIT", "1/adu**2", "inverse variance")])
+                )
+            ]
+        ),
+        "psf.fits": fits.HDUList(
+            [
+                fits.PrimaryHDU(
+                    field.psf,
+                    header=header(
+                        [("COMMENT", "PSF image (pixel included), normalised to sum 1", "")]
+                    ),
+                )
+            ]
+        ),
     }
     truth_hdu = fits.table_to_hdu(field.truth)
     truth_hdu.name = "TRUTH"

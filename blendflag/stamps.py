@@ -124,6 +124,11 @@ def _frame(stamps: np.ndarray, border: int) -> np.ndarray:
     """The pixels of each stamp's border frame, ``(n, k)``."""
     n = len(stamps)
     return np.concatenate(
-        [stamps[:, :border, :].reshape(n, -1), stamps[:, -border:, :].reshape(n, -1),
-         stamps[:, border:-border, :border].reshape(n, -1),
-         stamps[:, border:-border, -border:].reshape(n, -1)], axis=1)
+        [
+            stamps[:, :border, :].reshape(n, -1),
+            stamps[:, -border:, :].reshape(n, -1),
+            stamps[:, border:-border, :border].reshape(n, -1),
+            stamps[:, border:-border, -border:].reshape(n, -1),
+        ],
+        axis=1,
+    )

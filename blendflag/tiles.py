@@ -40,8 +40,12 @@ import numpy as np
 
 from blendflag.errors import BlendflagError
 
-SIBLINGS = {"psf": "psf.fits", "weight": "weight.fits", "catalogue": "catalogue.fits",
-            "truth": "truth.fits"}
+SIBLINGS = {
+    "psf": "psf.fits",
+    "weight": "weight.fits",
+    "catalogue": "catalogue.fits",
+    "truth": "truth.fits",
+}
 KEYS = ("image", "psf", "catalogue", "weight", "truth")
 
 
@@ -80,8 +84,9 @@ def read_tiles(spec: str) -> list[Tile]:
         raise BlendflagError(f"no tile matches {spec!r}")
     tiles = []
     for name, image in zip(_unique_names(images), images, strict=True):
-        extra = {k: str(image.parent / f) for k, f in SIBLINGS.items()
-                 if (image.parent / f).is_file()}
+        extra = {
+            k: str(image.parent / f) for k, f in SIBLINGS.items() if (image.parent / f).is_file()
+        }
         tiles.append(Tile(name=name, image=str(image), **extra))
     return tiles
 
@@ -96,8 +101,10 @@ def _read_list(path: Path) -> list[Tile]:
         for token in line.split():
             key, sep, value = token.partition("=")
             if not sep or key not in KEYS:
-                raise BlendflagError(f"{path.name} line {number}: expected key=path tokens "
-                                     f"with keys {', '.join(KEYS)}, got {token!r}")
+                raise BlendflagError(
+                    f"{path.name} line {number}: expected key=path tokens "
+                    f"with keys {', '.join(KEYS)}, got {token!r}"
+                )
             resolved = Path(value) if Path(value).is_absolute() else path.parent / value
             if not resolved.is_file():
                 raise BlendflagError(f"{path.name} line {number}: {key} file not found: {value}")
@@ -164,24 +171,35 @@ def compare_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str)
     start = time.perf_counter()
     try:
         from blendflag.catalog import atomic_output, write_annotated, write_ldac
-        from blendflag.commands.common import make_flaggers, network_overrides
         from blendflag.compare import file_input, run_compare
         from blendflag.config import PipelineConfig, from_mapping
+        from blendflag.flaggers import make_flaggers, network_overrides
         from blendflag.plugins import get_plugin_manager, get_shear_engines
         from blendflag.shear import select_engine
 
         pm = get_plugin_manager()
         config = from_mapping(PipelineConfig, settings["config"])
         names = settings["flaggers"]
-        flaggers = make_flaggers(pm, names, config,
-                                 network_overrides(names, settings.get("weights")))
+        flaggers = make_flaggers(
+            pm, names, config, network_overrides(names, settings.get("weights"))
+        )
         engine_cls = select_engine(get_shear_engines(pm), settings["engine"])
-        data = file_input(tile.image, tile.psf, tile.catalogue, tile.weight,
-                          settings.get("pixel_scale"))
+        data = file_input(
+            tile.image, tile.psf, tile.catalogue, tile.weight, settings.get("pixel_scale")
+        )
         truth, shear = _truth_info(tile)
         data.truth, data.true_shear = truth, shear
-        result = run_compare(pm, config, data, flaggers, engine_cls, seed=settings["seed"],
-                             workers=1, quiet=True, n_bootstrap=settings.get("bootstrap"))
+        result = run_compare(
+            pm,
+            config,
+            data,
+            flaggers,
+            engine_cls,
+            seed=settings["seed"],
+            workers=1,
+            quiet=True,
+            n_bootstrap=settings.get("bootstrap"),
+        )
         out = Path(out_dir)
         ctx = result.context
         cat_path = out / f"{tile.name}.fits"
@@ -192,24 +210,39 @@ def compare_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str)
             for name, values in ctx.annotation.columns.items():
                 table[name] = values
             write_ldac(table, cat_path, image_header=ctx.image_header)
-        arrays = {"hash": np.array(tile_hash_value), "names": np.array(list(result.sums)),
-                  "true_shear": np.array(shear if shear is not None else [np.nan, np.nan]),
-                  "step": np.array(result.metacal.step), "engine": np.array(result.metacal.engine)}
+        arrays = {
+            "hash": np.array(tile_hash_value),
+            "names": np.array(list(result.sums)),
+            "true_shear": np.array(shear if shear is not None else [np.nan, np.nan]),
+            "step": np.array(result.metacal.step),
+            "engine": np.array(result.metacal.engine),
+        }
         for k, (unit_sums, n_good) in enumerate(result.sums.values()):
             arrays[f"sums{k}"] = unit_sums
             arrays[f"ngood{k}"] = np.array(n_good)
         with atomic_output(out / f"{tile.name}.sums.npz") as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
-        return {"tile": tile.name, "status": "done", "n": result.json["n_objects"],
-                "seconds": time.perf_counter() - start}
+        return {
+            "tile": tile.name,
+            "status": "done",
+            "n": result.json["n_objects"],
+            "seconds": time.perf_counter() - start,
+        }
     except BlendflagError as exc:
-        return {"tile": tile.name, "status": "failed", "reason": str(exc),
-                "seconds": time.perf_counter() - start}
+        return {
+            "tile": tile.name,
+            "status": "failed",
+            "reason": str(exc),
+            "seconds": time.perf_counter() - start,
+        }
     except Exception as exc:  # noqa: BLE001 - one bad tile never stops the others
         last = traceback.extract_tb(exc.__traceback__)[-1]
-        return {"tile": tile.name, "status": "failed",
-                "reason": f"{type(exc).__name__}: {exc} ({Path(last.filename).name}:{last.lineno})",
-                "seconds": time.perf_counter() - start}
+        return {
+            "tile": tile.name,
+            "status": "failed",
+            "reason": f"{type(exc).__name__}: {exc} ({Path(last.filename).name}:{last.lineno})",
+            "seconds": time.perf_counter() - start,
+        }
 
 
 def flag_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str) -> dict:
@@ -217,12 +250,9 @@ def flag_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str) ->
     start = time.perf_counter()
     try:
         from blendflag.catalog import atomic_output, read_catalogue, write_annotated
-        from blendflag.commands.common import (
-            load_image_and_weight,
-            make_flaggers,
-            network_overrides,
-        )
         from blendflag.config import PipelineConfig, from_mapping
+        from blendflag.flaggers import make_flaggers, network_overrides
+        from blendflag.images import load_image_and_weight
         from blendflag.pipeline import Context, run_pipeline, table_from_catalogue
         from blendflag.plugins import get_plugin_manager
 
@@ -231,28 +261,54 @@ def flag_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str) ->
         pm = get_plugin_manager()
         config = from_mapping(PipelineConfig, settings["config"])
         names = settings["flaggers"]
-        flaggers = make_flaggers(pm, names, config,
-                                 network_overrides(names, settings.get("weights"),
-                                                   settings.get("threshold"),
-                                                   views=settings.get("views")))
+        flaggers = make_flaggers(
+            pm,
+            names,
+            config,
+            network_overrides(
+                names,
+                settings.get("weights"),
+                settings.get("threshold"),
+                views=settings.get("views"),
+            ),
+        )
         catalogue = read_catalogue(tile.catalogue)
         image, weight, header = load_image_and_weight(tile.image, tile.weight)
-        context = Context(config=config, pm=pm, image=image, weight=weight, image_header=header,
-                          catalogue=catalogue, table=table_from_catalogue(catalogue))
+        context = Context(
+            config=config,
+            pm=pm,
+            image=image,
+            weight=weight,
+            image_header=header,
+            catalogue=catalogue,
+            table=table_from_catalogue(catalogue),
+        )
         context.flagger_objects = flaggers
         run_pipeline(context)
         out = Path(out_dir)
         write_annotated(catalogue, context.annotation, out / f"{tile.name}.fits")
         with atomic_output(out / f"{tile.name}.sums.npz") as tmp, open(tmp, "wb") as fh:
             np.savez(fh, hash=np.array(tile_hash_value))
-        return {"tile": tile.name, "status": "done", "n": len(context.table),
-                "seconds": time.perf_counter() - start}
+        return {
+            "tile": tile.name,
+            "status": "done",
+            "n": len(context.table),
+            "seconds": time.perf_counter() - start,
+        }
     except BlendflagError as exc:
-        return {"tile": tile.name, "status": "failed", "reason": str(exc),
-                "seconds": time.perf_counter() - start}
+        return {
+            "tile": tile.name,
+            "status": "failed",
+            "reason": str(exc),
+            "seconds": time.perf_counter() - start,
+        }
     except Exception as exc:  # noqa: BLE001 - one bad tile never stops the others
-        return {"tile": tile.name, "status": "failed", "reason": f"{type(exc).__name__}: {exc}",
-                "seconds": time.perf_counter() - start}
+        return {
+            "tile": tile.name,
+            "status": "failed",
+            "reason": f"{type(exc).__name__}: {exc}",
+            "seconds": time.perf_counter() - start,
+        }
 
 
 # ---------------------------------------------------------------------------
@@ -266,21 +322,34 @@ def _local_cluster(workers: int):
     from blendflag.parallel import _single_thread_env
 
     with _single_thread_env():
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", silence_logs=40)
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=40,
+        )
     return Client(cluster), cluster
 
 
-def run_tiles(tiles: list[Tile], settings: dict, out_dir, workers: int = 1,
-              scheduler: str | None = None, quiet: bool = True, on_message=print,
-              task=compare_tile, force_cluster: bool = False) -> dict:
+def run_tiles(
+    tiles: list[Tile],
+    settings: dict,
+    out_dir,
+    workers: int = 1,
+    scheduler: str | None = None,
+    quiet: bool = True,
+    on_message=print,
+    task=compare_tile,
+    force_cluster: bool = False,
+) -> dict:
     """Run every unfinished tile; return ``{"done", "skipped", "failed"}`` summaries.
 
     ``workers == 1`` without a scheduler runs the tiles in this process, in order.
     ``task`` is :func:`compare_tile` or :func:`flag_tile`; ``force_cluster``
     uses a Dask cluster even for one worker (for fair scaling measurements).
     """
-    from blendflag.commands.common import progress
+    from blendflag.progress import progress
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -304,21 +373,24 @@ def run_tiles(tiles: list[Tile], settings: dict, out_dir, workers: int = 1,
             try:
                 from dask.distributed import Client, as_completed
             except ImportError:
-                raise BlendflagError("running tiles in parallel needs Dask: "
-                                     "pip install 'dask[distributed]'") from None
+                raise BlendflagError(
+                    "running tiles in parallel needs Dask: pip install 'dask[distributed]'"
+                ) from None
             if scheduler:
                 try:
                     client, cluster = Client(scheduler, timeout=30), None
                 except (OSError, TimeoutError, ValueError) as exc:
-                    raise BlendflagError(f"cannot connect to the Dask scheduler {scheduler}: "
-                                         f"{exc}") from None
+                    raise BlendflagError(
+                        f"cannot connect to the Dask scheduler {scheduler}: {exc}"
+                    ) from None
             else:
                 client, cluster = _local_cluster(workers)
             try:
                 if client.dashboard_link and on_message:
                     on_message(f"Dask dashboard: {client.dashboard_link}")
-                futures = [client.submit(task, tile, settings, str(out), h, pure=False)
-                           for tile, h in todo]
+                futures = [
+                    client.submit(task, tile, settings, str(out), h, pure=False) for tile, h in todo
+                ]
                 for fut in as_completed(futures):
                     results.append(fut.result())
                     bar.update(1)
@@ -363,20 +435,48 @@ def combine_tiles(tiles: list[Tile], out_dir, seed: int = 0, n_bootstrap: int = 
     if not used:
         raise BlendflagError("no tile has finished: nothing to combine")
     true_shear = shears.pop() if len(shears) == 1 else None
-    selections = [statistics_from_sums(name, np.concatenate(parts), n_good[name], step,
-                                       true_shear, np.random.default_rng(seed + 1), n_bootstrap)
-                  for name, parts in per_name.items()]
-    return {"engine": ",".join(sorted(engines)),
-            "true_shear": list(true_shear) if true_shear is not None else None,
-            "selections": selections, "tiles": used, "n_tiles": len(used),
-            "n_objects": n_good.get("all", 0), "n_measured": n_good.get("all", 0)}
+    selections = [
+        statistics_from_sums(
+            name,
+            np.concatenate(parts),
+            n_good[name],
+            step,
+            true_shear,
+            np.random.default_rng(seed + 1),
+            n_bootstrap,
+        )
+        for name, parts in per_name.items()
+    ]
+    return {
+        "engine": ",".join(sorted(engines)),
+        "true_shear": list(true_shear) if true_shear is not None else None,
+        "selections": selections,
+        "tiles": used,
+        "n_tiles": len(used),
+        "n_objects": n_good.get("all", 0),
+        "n_measured": n_good.get("all", 0),
+    }
 
 
-def settings_for(config, flaggers: list[str], engine: str, seed: int, weights=None,
-                 pixel_scale=None, bootstrap=None) -> dict:
+def settings_for(
+    config,
+    flaggers: list[str],
+    engine: str,
+    seed: int,
+    weights=None,
+    pixel_scale=None,
+    bootstrap=None,
+) -> dict:
     """The settings that define a tile's result (hashed for resuming)."""
     import blendflag
 
-    return {"config": asdict(config), "flaggers": list(flaggers), "engine": engine,
-            "seed": int(seed), "weights": weights, "pixel_scale": pixel_scale,
-            "bootstrap": bootstrap, "version": blendflag.__version__}
+    return {
+        "config": asdict(config),
+        "flaggers": list(flaggers),
+        "engine": engine,
+        "seed": int(seed),
+        "weights": weights,
+        "pixel_scale": pixel_scale,
+        "bootstrap": bootstrap,
+        "version": blendflag.__version__,
+    }

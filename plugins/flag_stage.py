@@ -25,7 +25,8 @@ def stage_flag_blends(context) -> None:
         result = flagger.flag_catalogue(context)
         if len(result.flag) != n:
             raise PluginError(
-                f"flagger {flagger.name} returned {len(result.flag)} flags for {n} objects")
+                f"flagger {flagger.name} returned {len(result.flag)} flags for {n} objects"
+            )
         results[flagger.name] = result
 
 

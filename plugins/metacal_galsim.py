@@ -94,8 +94,10 @@ def round_target_psf(psf_obj, small_kval: float = SMALL_KVAL, smaller_kval: floa
     profile = sums[:n_full] / np.maximum(counts[:n_full], 1) / psf_obj.flux
     below = np.flatnonzero(profile < small_kval)
     if below.size == 0 or below[0] == 0:
-        raise ValueError("cannot derive a reconvolution PSF: the PSF's Fourier profile "
-                         "does not fall below threshold inside the k image")
+        raise ValueError(
+            "cannot derive a reconvolution PSF: the PSF's Fourier profile "
+            "does not fall below threshold inside the k image"
+        )
     i = int(below[0])
     p0, p1 = profile[i - 1], profile[i]
     if p0 > 0 and p1 > 0:
@@ -171,8 +173,9 @@ class GalSimMetacal(ShearEngine):
 
     # -- engine ---------------------------------------------------------------
 
-    def measure(self, stamps, psf, pixel_scale, noise_sigma, rng, return_images=False,
-                noise_fields=None):
+    def measure(
+        self, stamps, psf, pixel_scale, noise_sigma, rng, return_images=False, noise_fields=None
+    ):
         """Metacal ellipticities of every stamp (see :meth:`ShearEngine.measure`).
 
         ``rng`` draws the noise-correction fields (one per noisy object)
@@ -193,12 +196,14 @@ class GalSimMetacal(ShearEngine):
         try:
             psf_inv, target, shears = self._setup(data.psf, data.pixel_scale)
         except ValueError as exc:  # the whole image, not one object: bad input
-            raise BlendflagError(f"metacalibration cannot use this PSF: {exc} (is it "
-                                 "undersampled?)") from None
+            raise BlendflagError(
+                f"metacalibration cannot use this PSF: {exc} (is it undersampled?)"
+            ) from None
         out_image = galsim.ImageD(nx, ny, scale=data.pixel_scale)
         images = (
             {v: np.zeros((n, ny, nx), dtype=np.float32) for v in METACAL_VERSIONS}
-            if return_images else None
+            if return_images
+            else None
         )
         shape = np.full((len(METACAL_VERSIONS), 2, n), np.nan)
         sigma_pix = np.full(n, np.nan)  # adaptive sigma of noshear, pixels
@@ -217,8 +222,11 @@ class GalSimMetacal(ShearEngine):
                 )
                 sigma_i = data.noise_sigma[i]
                 if self.fixnoise and sigma_i > 0:
-                    noise = (noise_fields[i] if noise_fields is not None
-                             else rng.normal(0.0, sigma_i, size=(ny, nx)))
+                    noise = (
+                        noise_fields[i]
+                        if noise_fields is not None
+                        else rng.normal(0.0, sigma_i, size=(ny, nx))
+                    )
                     rotated = np.ascontiguousarray(np.rot90(noise, 1))
                     nmc = self._metacal_images(
                         rotated, data.pixel_scale, psf_inv, target, shears, out_image
@@ -253,8 +261,11 @@ class GalSimMetacal(ShearEngine):
                     # hsm centroids are in image coordinates (1-based)
                     cen[i] = (moments.moments_centroid.x - 1.0, moments.moments_centroid.y - 1.0)
                     num, den = _weighted_flux(
-                        mc[version], cen[i], moments.moments_sigma,
-                        moments.observed_shape.e1, moments.observed_shape.e2,
+                        mc[version],
+                        cen[i],
+                        moments.moments_sigma,
+                        moments.observed_shape.e1,
+                        moments.observed_shape.e2,
                     )
                     s2n_num[i], s2n_den[i] = num, den
         ok = flags == 0

@@ -60,11 +60,12 @@ def crop_center(stamps: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
         _, ny, nx = stamps.shape
     y0 = (ny - size + 1) // 2
     x0 = (nx - size + 1) // 2
-    return stamps[:, y0:y0 + size, x0:x0 + size]
+    return stamps[:, y0 : y0 + size, x0 : x0 + size]
 
 
-def preprocess(stamps: np.ndarray, size: int = INPUT_SIZE, channels: int = 1,
-               reference_sigma=None) -> np.ndarray:
+def preprocess(
+    stamps: np.ndarray, size: int = INPUT_SIZE, channels: int = 1, reference_sigma=None
+) -> np.ndarray:
     """Network input for stamps: noise-normalised, arcsinh-compressed, cropped.
 
     Parameters
@@ -125,8 +126,6 @@ def uses_reference(metadata: dict) -> bool:
 # ---------------------------------------------------------------------------
 
 
-
-
 def resolve_precision(precision: str) -> str:
     """Map ``auto``/``bfloat16``/``float32`` to a Keras dtype policy name."""
     if precision == "auto":
@@ -181,10 +180,15 @@ def save_weights(model, path, metadata: dict, fmt: str) -> Path:
     """Write ``model``'s weights as float16 plus JSON metadata, atomically."""
     from blendflag.catalog import atomic_output
 
-    arrays = {f"w{i:03d}": np.asarray(w, dtype=np.float16)
-              for i, w in enumerate(model.get_weights())}
-    meta = dict(metadata, format=fmt, format_version=FORMAT_VERSION,
-                shapes=[list(a.shape) for a in arrays.values()])
+    arrays = {
+        f"w{i:03d}": np.asarray(w, dtype=np.float16) for i, w in enumerate(model.get_weights())
+    }
+    meta = dict(
+        metadata,
+        format=fmt,
+        format_version=FORMAT_VERSION,
+        shapes=[list(a.shape) for a in arrays.values()],
+    )
     path = Path(path)
     with atomic_output(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, metadata=np.array(json.dumps(meta)), **arrays)
@@ -207,17 +211,26 @@ def read_weights(path, fmt: str, what: str) -> tuple[list[np.ndarray], dict]:
             meta = json.loads(str(data["metadata"]))
             names = sorted(k for k in data.files if k.startswith("w"))
             arrays = [np.asarray(data[k], dtype=np.float32) for k in names]
-    except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError,
-            zipfile.BadZipFile) as exc:
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        EOFError,
+        json.JSONDecodeError,
+        zipfile.BadZipFile,
+    ) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else "unreadable"
-        raise BlendflagError(f"{path.name} is not a blendflag {what} weights file "
-                             f"({type(exc).__name__}: {reason})") from None
+        raise BlendflagError(
+            f"{path.name} is not a blendflag {what} weights file ({type(exc).__name__}: {reason})"
+        ) from None
     if meta.get("format") != fmt:
-        raise BlendflagError(f"{path.name} is not a blendflag {what} weights file (format "
-                             f"{meta.get('format')!r})")
+        raise BlendflagError(
+            f"{path.name} is not a blendflag {what} weights file (format {meta.get('format')!r})"
+        )
     if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise BlendflagError(f"{path.name} needs a newer blendflag (weights format "
-                             f"{meta['format_version']})")
+        raise BlendflagError(
+            f"{path.name} needs a newer blendflag (weights format {meta['format_version']})"
+        )
     if [list(a.shape) for a in arrays] != meta.get("shapes"):
         raise BlendflagError(f"{path.name} is damaged: array shapes differ from its metadata")
     return arrays, meta
@@ -255,8 +268,10 @@ def load_cached(path, fmt: str, what: str, build, precision: str):
             model = build(meta, precision)
             expected = [tuple(w.shape) for w in model.get_weights()]
             if expected != [a.shape for a in arrays]:
-                raise BlendflagError(f"{path.name} does not fit the {what} model "
-                                     f"({len(arrays)} arrays for {len(expected)} weights)")
+                raise BlendflagError(
+                    f"{path.name} does not fit the {what} model "
+                    f"({len(arrays)} arrays for {len(expected)} weights)"
+                )
             model.set_weights(arrays)
             _MODEL_CACHE[key] = (model, compiled_predict(model), dict(meta, sha256=sha))
         return _MODEL_CACHE[key]
@@ -289,7 +304,7 @@ def run_batches(predict, x: np.ndarray, batch_size: int) -> np.ndarray:
     n = len(x)
     outs = []
     for start in range(0, n, batch_size):
-        xb = x[start:start + batch_size]
+        xb = x[start : start + batch_size]
         if len(xb) < batch_size and n > batch_size:  # keep one traced shape
             pad = np.zeros((batch_size - len(xb), *xb.shape[1:]), dtype=np.float32)
             outs.append(np.asarray(predict(np.concatenate([xb, pad])))[: len(xb)])
@@ -357,8 +372,10 @@ class NetworkFlagger(Flagger):
             raise BlendflagError(f"{self.name} threshold must be in (0, 1), got {self.threshold}")
         views = self.options.get("views", 1)
         if isinstance(views, bool) or views not in VIEW_COUNTS:
-            raise BlendflagError(f"{self.name} views must be one of "
-                                 f"{', '.join(map(str, VIEW_COUNTS))}, got {views!r}")
+            raise BlendflagError(
+                f"{self.name} views must be one of "
+                f"{', '.join(map(str, VIEW_COUNTS))}, got {views!r}"
+            )
         self.views = int(views)
 
     @classmethod
@@ -377,8 +394,9 @@ class NetworkFlagger(Flagger):
         ``reference_noise`` for networks with a reference-scale plane; with
         neither, each stamp's own noise is the reference.
         """
-        _, predict, meta = load_cached(self.weights, self.FORMAT, self.name, self.build,
-                                       self.precision)
+        _, predict, meta = load_cached(
+            self.weights, self.FORMAT, self.name, self.build, self.precision
+        )
         size = int(meta.get("input_size", INPUT_SIZE))
         ref = None
         if uses_reference(meta):
@@ -387,12 +405,13 @@ class NetworkFlagger(Flagger):
             ref = np.broadcast_to(np.asarray(ref, dtype=np.float32), (len(stamps),))
         outputs = []
         for start in range(0, len(stamps), 4096):  # bound the preprocessed copy in memory
-            part = None if ref is None else ref[start:start + 4096]
-            chunk = stamps[start:start + 4096]
+            part = None if ref is None else ref[start : start + 4096]
+            chunk = stamps[start : start + 4096]
             views = []
             for k in view_indices(self.views):  # turn the stamp, then crop (see ``views``)
-                x = preprocess(dihedral_view(chunk, k), size, channels=self.CHANNELS,
-                               reference_sigma=part)
+                x = preprocess(
+                    dihedral_view(chunk, k), size, channels=self.CHANNELS, reference_sigma=part
+                )
                 views.append(self.probability(run_batches(predict, x, self.batch_size), meta))
             outputs.append(np.mean(views, axis=0))
         out = np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
@@ -411,6 +430,14 @@ class NetworkFlagger(Flagger):
             (f"BF_{stem}TH", self.threshold, f"{self.column} = {self.probability_column} >= TH"),
             (f"BF_{stem}PR", self.precision, f"{self.name} inference precision"),
             (f"BF_{stem}NV", self.views, f"{self.name} symmetry views averaged per stamp"),
-        ] + ([(f"BF_{stem}RN", "stamp" if self.reference_noise is None else self.reference_noise,
-               f"{self.name} blend reference noise sigma, ADU")]
-             if uses_reference(self.metadata) else [])
+        ] + (
+            [
+                (
+                    f"BF_{stem}RN",
+                    "stamp" if self.reference_noise is None else self.reference_noise,
+                    f"{self.name} blend reference noise sigma, ADU",
+                )
+            ]
+            if uses_reference(self.metadata)
+            else []
+        )

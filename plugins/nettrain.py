@@ -21,8 +21,9 @@ from blendflag.errors import BlendflagError
 # ---------------------------------------------------------------------------
 
 
-def metacal_mixture(stamps, sigmas, dataset, fraction: float, seed: int,
-                    workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def metacal_mixture(
+    stamps, sigmas, dataset, fraction: float, seed: int, workers: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Replace a fraction of stamps by one metacalibration image of each.
 
     ``compare`` flags the metacal images (see :mod:`blendflag.metacal_images`),
@@ -70,10 +71,17 @@ def metacal_mixture(stamps, sigmas, dataset, fraction: float, seed: int,
         return stamps, is_metacal
     config = load_dataset(dataset)
     try:
-        images, rendered = metacal_stamps(GalSimMetacal, load_pipeline_config(None).shear,
-                                          stamps[chosen], psf_image(config), config.pixel_scale,
-                                          np.asarray(sigmas)[chosen], seed, version="random",
-                                          workers=workers)
+        images, rendered = metacal_stamps(
+            GalSimMetacal,
+            load_pipeline_config(None).shear,
+            stamps[chosen],
+            psf_image(config),
+            config.pixel_scale,
+            np.asarray(sigmas)[chosen],
+            seed,
+            version="random",
+            workers=workers,
+        )
     except BlendflagError as exc:  # an undersampled PSF: metacal does not apply
         print(f"metacal_fraction: {config.name} stamps left as they are ({exc})")
         return stamps, is_metacal
@@ -83,8 +91,9 @@ def metacal_mixture(stamps, sigmas, dataset, fraction: float, seed: int,
     return out, is_metacal
 
 
-def simulate_mixture(datasets, n, seed, noise, metacal_fraction: float = 0.0,
-                     fractions=None) -> tuple[np.ndarray, np.ndarray, dict]:
+def simulate_mixture(
+    datasets, n, seed, noise, metacal_fraction: float = 0.0, fractions=None
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Equal parts of each dataset style, shuffled.
 
     ``metacal_fraction`` of the stamps are replaced by a metacalibration image
@@ -110,12 +119,21 @@ def simulate_mixture(datasets, n, seed, noise, metacal_fraction: float = 0.0,
     parts[: n - parts.sum()] += 1
     stamps, labels, sep, sig, names, mcal, refs = [], [], [], [], [], [], []
     for i, (name, k) in enumerate(zip(datasets, parts, strict=True)):
-        s, t = simulate_stamps(name, int(k), seed=seed * 100 + i, noise=noise, progress=True,
-                               fractions=DEFAULT_FRACTIONS if fractions is None else fractions)
-        refs.append(np.asarray(t["ISOPHOTE"], dtype=np.float32)
-                    / np.float32(load_dataset(name).blend.isophote_nsigma))
-        s, is_mcal = metacal_mixture(s, np.asarray(t["NOISE_SIGMA"]), name, metacal_fraction,
-                                     seed * 100 + i)
+        s, t = simulate_stamps(
+            name,
+            int(k),
+            seed=seed * 100 + i,
+            noise=noise,
+            progress=True,
+            fractions=DEFAULT_FRACTIONS if fractions is None else fractions,
+        )
+        refs.append(
+            np.asarray(t["ISOPHOTE"], dtype=np.float32)
+            / np.float32(load_dataset(name).blend.isophote_nsigma)
+        )
+        s, is_mcal = metacal_mixture(
+            s, np.asarray(t["NOISE_SIGMA"]), name, metacal_fraction, seed * 100 + i
+        )
         mcal.append(is_mcal)
         # keep at least the network input plus the border used for the noise estimate
         keep = max(INPUT_SIZE + 6, 0)
@@ -131,9 +149,13 @@ def simulate_mixture(datasets, n, seed, noise, metacal_fraction: float = 0.0,
     order = np.random.default_rng(seed).permutation(n)
     x = np.concatenate(stamps)[order]
     y = np.concatenate(labels)[order]
-    truth = {"separation": np.concatenate(sep)[order], "noise_sigma": np.concatenate(sig)[order],
-             "dataset": np.concatenate(names)[order], "metacal": np.concatenate(mcal)[order],
-             "reference_sigma": np.concatenate(refs)[order]}
+    truth = {
+        "separation": np.concatenate(sep)[order],
+        "noise_sigma": np.concatenate(sig)[order],
+        "dataset": np.concatenate(names)[order],
+        "metacal": np.concatenate(mcal)[order],
+        "reference_sigma": np.concatenate(refs)[order],
+    }
     return x, y, truth
 
 
@@ -168,17 +190,25 @@ def prepare_data(config, workdir: Path, quiet=False) -> dict:
     frac = getattr(config, "metacal_fraction", 0.0)
     # kind_fractions shape the training set only: validation (best epoch,
     # threshold) keeps the simulation's own mix, the one evaluations use
-    xt, yt, tt = simulate_mixture(config.datasets, config.n_train, config.seed, config.noise, frac,
-                                  getattr(config, "kind_fractions", None))
-    xv, yv, tv = simulate_mixture(config.datasets, config.n_val, config.seed + 1, config.noise,
-                                  frac)
+    xt, yt, tt = simulate_mixture(
+        config.datasets,
+        config.n_train,
+        config.seed,
+        config.noise,
+        frac,
+        getattr(config, "kind_fractions", None),
+    )
+    xv, yv, tv = simulate_mixture(
+        config.datasets, config.n_val, config.seed + 1, config.noise, frac
+    )
     # one plane (noise-scaled), or two (noise, reference) for reference_channel
     planes = 2 if getattr(config, "reference_channel", False) else 1
 
     def inputs(x, truth):
         ref = truth["reference_sigma"] if planes == 2 else None
-        return preprocess(x, config.input_size, channels=planes,
-                          reference_sigma=ref).astype(np.float16)
+        return preprocess(x, config.input_size, channels=planes, reference_sigma=ref).astype(
+            np.float16
+        )
 
     data = {
         "x_train": inputs(xt, tt),
@@ -239,7 +269,8 @@ def read_state(workdir: Path) -> dict | None:
         return json.loads(path.read_text())
     except json.JSONDecodeError:
         raise BlendflagError(
-            f"{path} is damaged; delete the work directory to start over") from None
+            f"{path} is damaged; delete the work directory to start over"
+        ) from None
 
 
 def write_state(workdir: Path, state: dict) -> None:
@@ -247,8 +278,6 @@ def write_state(workdir: Path, state: dict) -> None:
 
     with atomic_output(workdir / "state.json") as tmp:
         tmp.write_text(json.dumps(state, indent=2))
-
-
 
 
 def load_config(cls, path, overrides: dict | None, method: str):
@@ -287,8 +316,10 @@ def open_run(config, out, workdir=None, resume: bool = False) -> tuple[Path, Pat
     if state is not None and state.get("finished") and resume:
         raise BlendflagError(f"the run in {workdir} has finished; delete it to train again")
     if state is not None and not resume:
-        raise BlendflagError(f"{workdir} holds an unfinished run; pass --resume to continue it "
-                             "or delete the directory to start over")
+        raise BlendflagError(
+            f"{workdir} holds an unfinished run; pass --resume to continue it "
+            "or delete the directory to start over"
+        )
     if resume and state is None:
         raise BlendflagError(f"nothing to resume in {workdir}")
     if state is not None and state.get("config") != asdict(config):
@@ -371,12 +402,16 @@ class NetTrainConfig:
         if isinstance(self.noise, str):
             _check(self.noise == "grid", f"{where}.noise", "must be 'grid' or a number")
         elif isinstance(self.noise, list):
-            _check(len(self.noise) > 0 and all(s > 0 for s in self.noise), f"{where}.noise",
-                   "give one or more positive sigmas (ADU)")
+            _check(
+                len(self.noise) > 0 and all(s > 0 for s in self.noise),
+                f"{where}.noise",
+                "give one or more positive sigmas (ADU)",
+            )
         else:
             _check(self.noise > 0, f"{where}.noise", "must be positive (ADU)")
-        _check(0.0 <= self.metacal_fraction <= 1.0, f"{where}.metacal_fraction",
-               "must be in [0, 1]")
+        _check(
+            0.0 <= self.metacal_fraction <= 1.0, f"{where}.metacal_fraction", "must be in [0, 1]"
+        )
         if self.kind_fractions is not None:
             from blendflag.simulate import kind_counts
 

@@ -78,8 +78,9 @@ class NgmixMetacal(ShearEngine):
         except ImportError:  # pragma: no cover - only without ngmix
             return "gauss"
 
-    def measure(self, stamps, psf, pixel_scale, noise_sigma, rng, return_images=False,
-                noise_fields=None):
+    def measure(
+        self, stamps, psf, pixel_scale, noise_sigma, rng, return_images=False, noise_fields=None
+    ):
         """Metacal ellipticities of every stamp (see :meth:`ShearEngine.measure`).
 
         ngmix wants a ``numpy.random.RandomState``: one is seeded from ``rng``.
@@ -99,7 +100,8 @@ class NgmixMetacal(ShearEngine):
         nrng = np.random.RandomState(int(rng.integers(0, 2**31 - 1)))
         psf_choice = self._default_psf()
         psf_jac = ngmix.DiagonalJacobian(
-            row=(data.psf.shape[0] - 1) / 2.0, col=(data.psf.shape[1] - 1) / 2.0,
+            row=(data.psf.shape[0] - 1) / 2.0,
+            col=(data.psf.shape[1] - 1) / 2.0,
             scale=data.pixel_scale,
         )
         psf_sigma = data.psf.max() / 1.0e3
@@ -115,12 +117,18 @@ class NgmixMetacal(ShearEngine):
         boots = {}
         for fixnoise in (False, True):
             boots[fixnoise] = ngmix.metacal.MetacalBootstrapper(
-                runner=runner, psf_runner=None, rng=nrng, psf=psf_choice,
-                types=list(METACAL_VERSIONS), step=self.step, fixnoise=fixnoise,
+                runner=runner,
+                psf_runner=None,
+                rng=nrng,
+                psf=psf_choice,
+                types=list(METACAL_VERSIONS),
+                step=self.step,
+                fixnoise=fixnoise,
             )
         images = (
             {v: np.zeros((n, ny, nx), dtype=np.float32) for v in METACAL_VERSIONS}
-            if return_images else None
+            if return_images
+            else None
         )
         e = np.full((len(METACAL_VERSIONS), 2, n), np.nan)
         T = np.full(n, np.nan)
@@ -136,8 +144,12 @@ class NgmixMetacal(ShearEngine):
                     data.stamps[i].copy(), weight=weight, jacobian=jac, psf=psf_obs.copy()
                 )
                 resdict, obsdict = boots[bool(noisy and self.fixnoise)].go(obs)
-            except (ngmix.GMixRangeError, ngmix.gexceptions.BootPSFFailure, RuntimeError,
-                    ValueError):
+            except (
+                ngmix.GMixRangeError,
+                ngmix.gexceptions.BootPSFFailure,
+                RuntimeError,
+                ValueError,
+            ):
                 flags[i] |= MCAL_RENDER_FAILED
                 continue
             except Exception:  # noqa: BLE001 - one bad object never stops a catalogue

@@ -55,28 +55,35 @@ def build_autoencoder(input_size: int = netcore.INPUT_SIZE, precision: str = "fl
         inp = keras.Input((input_size, input_size, 1), name="stamp")
         crop = (input_size - CENTRE) // 2
         target = keras.layers.Cropping2D(crop, name="centre", dtype="float32")(inp)
-        x = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu",
-                                name="enc1")(target)
-        x = keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu",
-                                name="enc2")(x)
+        x = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="enc1")(
+            target
+        )
+        x = keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu", name="enc2")(x)
         x = keras.layers.Flatten(name="flat")(x)
         z = keras.layers.Dense(BOTTLENECK, name="code")(x)
         x = keras.layers.Dense(6 * 6 * 64, activation="relu", name="dec0")(z)
         x = keras.layers.Reshape((6, 6, 64), name="unflat")(x)
-        x = keras.layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu",
-                                         name="dec1")(x)
-        x = keras.layers.Conv2DTranspose(1, 3, strides=2, padding="same", name="dec2",
-                                         dtype="float32")(x)
+        x = keras.layers.Conv2DTranspose(
+            32, 3, strides=2, padding="same", activation="relu", name="dec1"
+        )(x)
+        x = keras.layers.Conv2DTranspose(
+            1, 3, strides=2, padding="same", name="dec2", dtype="float32"
+        )(x)
         mse = keras.layers.Lambda(
-            lambda t: keras.ops.mean((t[0] - t[1]) ** 2, axis=(1, 2, 3)), name="error",
-            dtype="float32")([target, x])
+            lambda t: keras.ops.mean((t[0] - t[1]) ** 2, axis=(1, 2, 3)),
+            name="error",
+            dtype="float32",
+        )([target, x])
         # the anomaly score: the residual smoothed over 5x5 px, so white noise
         # averages out and only coherent structure (a second source) remains
         score = keras.layers.Lambda(
             lambda t: keras.ops.mean(
                 keras.ops.average_pool(t[0] - t[1], 5, strides=1, padding="valid") ** 2,
-                axis=(1, 2, 3)),
-            name="score", dtype="float32")([target, x])
+                axis=(1, 2, 3),
+            ),
+            name="score",
+            dtype="float32",
+        )([target, x])
         return keras.Model(inp, [mse, x, score], name="oneclass_autoencoder")
 
 
@@ -133,8 +140,9 @@ class OneClassTrainConfig(NetTrainConfig):
         _check(self.input_size >= CENTRE + 8, f"{where}.input_size", f"must be >= {CENTRE + 8}")
 
 
-def train_oneclass(config_path, out, resume=False, max_minutes=None, quiet=False, workdir=None,
-                   overrides=None) -> dict:
+def train_oneclass(
+    config_path, out, resume=False, max_minutes=None, quiet=False, workdir=None, overrides=None
+) -> dict:
     """Train the autoencoder on the non-blends of simulated data; write the weights file.
 
     Checkpoints (weights) are written after every epoch to the work directory;
@@ -164,8 +172,7 @@ def train_oneclass(config_path, out, resume=False, max_minutes=None, quiet=False
         ae.load_weights(ckpt)
     else:
         state = {"config": asdict(config), "epoch": 0, "history": []}
-    opt = keras.optimizers.Adam(config.learning_rate,
-                                weight_decay=config.weight_decay or None)
+    opt = keras.optimizers.Adam(config.learning_rate, weight_decay=config.weight_decay or None)
 
     @tf.function
     def step(x):
@@ -179,37 +186,61 @@ def train_oneclass(config_path, out, resume=False, max_minutes=None, quiet=False
     start = time.time()
     while state["epoch"] < config.epochs:
         t0 = time.time()
-        ds = image_dataset(x_train, np.zeros(len(x_train), np.float32), config.batch_size,
-                           config.augment, config.train_seed + state["epoch"], channels=1)
+        ds = image_dataset(
+            x_train,
+            np.zeros(len(x_train), np.float32),
+            config.batch_size,
+            config.augment,
+            config.train_seed + state["epoch"],
+            channels=1,
+        )
         losses = [float(step(x)) for x, _ in ds]
         state["epoch"] += 1
-        state["history"].append({"epoch": state["epoch"], "loss": float(np.mean(losses)),
-                                 "seconds": time.time() - t0})
+        state["history"].append(
+            {"epoch": state["epoch"], "loss": float(np.mean(losses)), "seconds": time.time() - t0}
+        )
         ae.save_weights(ckpt)
         write_state(workdir, state)
         if not quiet:
             print(f"oneclass epoch {state['epoch']}: reconstruction loss {np.mean(losses):.5f}")
-        if (max_minutes is not None and state["epoch"] < config.epochs
-                and (time.time() - start) / 60 >= max_minutes):
+        if (
+            max_minutes is not None
+            and state["epoch"] < config.epochs
+            and (time.time() - start) / 60 >= max_minutes
+        ):
             return {"finished": False, "epochs": state["epoch"]}
     scorer = keras.Model(ae.input, ae.outputs[2])
-    d = netcore.run_batches(netcore.compiled_predict(scorer), data["x_val"].astype(np.float32),
-                            256).reshape(-1).astype(np.float64)
+    d = (
+        netcore.run_batches(netcore.compiled_predict(scorer), data["x_val"].astype(np.float32), 256)
+        .reshape(-1)
+        .astype(np.float64)
+    )
     y = data["y_val"] > 0.5
     d_ref = float(np.median(d[~y]))
     t = choose_threshold(d / (d + d_ref), y)
     d0 = d_ref * t / (1 - t)  # P = d / (d + d0) crosses 0.5 where d / (d + d_ref) crosses t
     p = d / (d + d0)
     val = recalls(p >= 0.5, y) | {"auc": roc_auc(p, y)}
-    meta = {"input_size": config.input_size, "threshold": 0.5, "d0": d0,
-            "training": asdict(config), "epochs_trained": state["epoch"], "validation": val,
-            "method": "convolutional autoencoder of the central 24x24 px, trained on "
-                      "singles and separated pairs only; score = reconstruction error"}
+    meta = {
+        "input_size": config.input_size,
+        "threshold": 0.5,
+        "d0": d0,
+        "training": asdict(config),
+        "epochs_trained": state["epoch"],
+        "validation": val,
+        "method": "convolutional autoencoder of the central 24x24 px, trained on "
+        "singles and separated pairs only; score = reconstruction error",
+    }
     netcore.save_weights(scorer, out, meta, FORMAT)
     state["finished"] = True
     write_state(workdir, state)
-    return {"finished": True, "epochs": state["epoch"], "val": val, "threshold": 0.5,
-            "out": str(out)}
+    return {
+        "finished": True,
+        "epochs": state["epoch"],
+        "val": val,
+        "threshold": 0.5,
+        "out": str(out),
+    }
 
 
 @hookimpl

@@ -68,16 +68,28 @@ def detect_with_sep(image, weight, config) -> Table:
     if weight is not None:
         mask |= ~(np.asarray(weight) > 0)
     data = np.where(mask, 0.0, data)
-    bkg = sep.Background(data, mask=mask, bw=config.back_size, bh=config.back_size,
-                         fw=config.back_filtersize, fh=config.back_filtersize)
+    bkg = sep.Background(
+        data,
+        mask=mask,
+        bw=config.back_size,
+        bh=config.back_size,
+        fw=config.back_filtersize,
+        fh=config.back_filtersize,
+    )
     sub = data - bkg.back()
     rms = bkg.globalrms
     sep.set_extract_pixstack(max(300_000, data.size // 4))
     sep.set_sub_object_limit(4096)
     objects = sep.extract(
-        sub, config.thresh, err=rms, mask=mask, minarea=config.minarea,
-        deblend_nthresh=config.deblend_nthresh, deblend_cont=config.deblend_cont,
-        clean=config.clean, clean_param=config.clean_param,
+        sub,
+        config.thresh,
+        err=rms,
+        mask=mask,
+        minarea=config.minarea,
+        deblend_nthresh=config.deblend_nthresh,
+        deblend_cont=config.deblend_cont,
+        clean=config.clean,
+        clean_param=config.clean_param,
     )
     n = len(objects)
     x, y = objects["x"], objects["y"]
@@ -89,8 +101,9 @@ def detect_with_sep(image, weight, config) -> Table:
         theta_c = np.clip(theta, -np.pi / 2, np.pi / 2)
         kron, _ = sep.kron_radius(sub, x, y, a, b, theta_c, 6.0, mask=mask)
         radius = np.maximum(config.kron_fact * kron, config.min_radius)
-        flux, fluxerr, _ = sep.sum_ellipse(sub, x, y, a, b, theta_c, r=radius, err=rms,
-                                           mask=mask, subpix=1)
+        flux, fluxerr, _ = sep.sum_ellipse(
+            sub, x, y, a, b, theta_c, r=radius, err=rms, mask=mask, subpix=1
+        )
     table = Table()
     table["NUMBER"] = np.arange(1, n + 1, dtype=np.int32)
     table["X_IMAGE"] = (x + 1.0).astype(np.float64)
@@ -103,9 +116,15 @@ def detect_with_sep(image, weight, config) -> Table:
     table["THETA_IMAGE"] = np.degrees(theta).astype(np.float32)
     table["ISOAREA_IMAGE"] = objects["npix"].astype(np.int32)
     table["FLAGS"] = sep_flags_to_sextractor(objects["flag"])
-    for col, unit in (("X_IMAGE", "pix"), ("Y_IMAGE", "pix"), ("A_IMAGE", "pix"),
-                      ("B_IMAGE", "pix"), ("THETA_IMAGE", "deg"), ("FLUX_AUTO", "ct"),
-                      ("FLUXERR_AUTO", "ct")):
+    for col, unit in (
+        ("X_IMAGE", "pix"),
+        ("Y_IMAGE", "pix"),
+        ("A_IMAGE", "pix"),
+        ("B_IMAGE", "pix"),
+        ("THETA_IMAGE", "deg"),
+        ("FLUX_AUTO", "ct"),
+        ("FLUXERR_AUTO", "ct"),
+    ):
         table[col].unit = unit
     table.meta["BACKRMS"] = float(rms)
     return table

@@ -23,8 +23,19 @@ from blendflag import hookimpl
 from blendflag.errors import BlendflagError
 
 #: Output columns requested from SExtractor (the sep plugin writes the same).
-PARAMETERS = ("NUMBER", "X_IMAGE", "Y_IMAGE", "FLUX_AUTO", "FLUXERR_AUTO", "KRON_RADIUS",
-              "A_IMAGE", "B_IMAGE", "THETA_IMAGE", "ISOAREA_IMAGE", "FLAGS")
+PARAMETERS = (
+    "NUMBER",
+    "X_IMAGE",
+    "Y_IMAGE",
+    "FLUX_AUTO",
+    "FLUXERR_AUTO",
+    "KRON_RADIUS",
+    "A_IMAGE",
+    "B_IMAGE",
+    "THETA_IMAGE",
+    "ISOAREA_IMAGE",
+    "FLAGS",
+)
 #: SExtractor's default.conv, identical to sep's default filter kernel.
 FILTER = "CONV NORM\n1 2 1\n2 4 2\n1 2 1\n"
 #: Gap between stamps in a mosaic, in pixels (never detected: huge rms).
@@ -39,8 +50,9 @@ def find_binary(config=None) -> str | None:
     return shutil.which("source-extractor") or shutil.which("sex")
 
 
-def run_sextractor(image, config, weight=None, weight_type="MAP_WEIGHT", background=None,
-                   timeout=600) -> Table:
+def run_sextractor(
+    image, config, weight=None, weight_type="MAP_WEIGHT", background=None, timeout=600
+) -> Table:
     """Run the binary on ``image`` and return its catalogue.
 
     Parameters
@@ -68,8 +80,10 @@ def run_sextractor(image, config, weight=None, weight_type="MAP_WEIGHT", backgro
     """
     binary = find_binary(config)
     if binary is None:
-        raise BlendflagError("SExtractor binary not found (install the Debian package "
-                             "source-extractor, or set detect.sextractor_binary)")
+        raise BlendflagError(
+            "SExtractor binary not found (install the Debian package "
+            "source-extractor, or set detect.sextractor_binary)"
+        )
     from blendflag.catalog import read_catalogue
 
     with tempfile.TemporaryDirectory(prefix="blendflag-sex-") as tmp:
@@ -116,15 +130,17 @@ def run_sextractor(image, config, weight=None, weight_type="MAP_WEIGHT", backgro
             options.update(BACK_TYPE="MANUAL", BACK_VALUE=str(background))
         if weight is not None:
             fits.PrimaryHDU(np.asarray(weight, dtype=np.float32)).writeto(tmp / "weight.fits")
-            options.update(WEIGHT_TYPE=weight_type, WEIGHT_IMAGE=str(tmp / "weight.fits"),
-                           WEIGHT_GAIN="N")
+            options.update(
+                WEIGHT_TYPE=weight_type, WEIGHT_IMAGE=str(tmp / "weight.fits"), WEIGHT_GAIN="N"
+            )
         (tmp / "default.sex").write_text("")
         cmd = [binary, str(tmp / "image.fits"), "-c", str(tmp / "default.sex")]
         for key, value in options.items():
             cmd += [f"-{key}", value]
         try:
-            proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=timeout,
-                                  check=False)
+            proc = subprocess.run(
+                cmd, cwd=tmp, capture_output=True, text=True, timeout=timeout, check=False
+            )
         except subprocess.TimeoutExpired:
             raise BlendflagError(f"SExtractor did not finish within {timeout} s") from None
         if proc.returncode != 0 or not (tmp / "cat.fits").exists():
@@ -161,8 +177,8 @@ def detect_stamps_with_binary(stamps, sigma, config):
     for i in range(n):
         r, c = divmod(i, ncol)
         y0, x0 = GAP + r * py, GAP + c * px
-        mosaic[y0:y0 + sy, x0:x0 + sx] = stamps[i]
-        rms[y0:y0 + sy, x0:x0 + sx] = sigma[i]
+        mosaic[y0 : y0 + sy, x0 : x0 + sx] = stamps[i]
+        rms[y0 : y0 + sy, x0 : x0 + sx] = sigma[i]
     table = run_sextractor(mosaic, config, weight=rms, weight_type="MAP_RMS", background=0.0)
     x = np.asarray(table["X_IMAGE"], dtype=np.float64) - 1 - GAP
     y = np.asarray(table["Y_IMAGE"], dtype=np.float64) - 1 - GAP

@@ -42,10 +42,12 @@ def build_embedding(input_size: int = netcore.INPUT_SIZE, precision: str = "floa
         inp = keras.Input((input_size, input_size, 1), name="stamp")
         x = inp
         for i, width in enumerate((32, 64, 128)):
-            x = keras.layers.Conv2D(width, 3, padding="same", activation="relu",
-                                    name=f"conv{i + 1}a")(x)
-            x = keras.layers.Conv2D(width, 3, padding="same", activation="relu",
-                                    name=f"conv{i + 1}b")(x)
+            x = keras.layers.Conv2D(
+                width, 3, padding="same", activation="relu", name=f"conv{i + 1}a"
+            )(x)
+            x = keras.layers.Conv2D(
+                width, 3, padding="same", activation="relu", name=f"conv{i + 1}b"
+            )(x)
             x = keras.layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)
         x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
         x = keras.layers.Dense(128, activation="relu", name="fc")(x)
@@ -79,8 +81,12 @@ class SiameseFlagger(netcore.NetworkFlagger):
         return build_embedding(int(metadata.get("input_size", netcore.INPUT_SIZE)), precision)
 
     def probability(self, outputs, metadata):
-        return prototype_probability(outputs, metadata["prototype_blend"],
-                                     metadata["prototype_not_blend"], metadata["temperature"])
+        return prototype_probability(
+            outputs,
+            metadata["prototype_blend"],
+            metadata["prototype_not_blend"],
+            metadata["temperature"],
+        )
 
     @classmethod
     def train(cls, config_path, out, **kwargs):
@@ -121,8 +127,9 @@ class SiameseTrainConfig(NetTrainConfig):
         _check(self.n_reference >= 1, f"{where}.n_reference", "must be at least 1")
 
 
-def train_siamese(config_path, out, resume=False, max_minutes=None, quiet=False, workdir=None,
-                  overrides=None) -> dict:
+def train_siamese(
+    config_path, out, resume=False, max_minutes=None, quiet=False, workdir=None, overrides=None
+) -> dict:
     """Train the twin embedding with the contrastive loss; write the weights file.
 
     Each epoch pairs every training stamp with a randomly chosen partner
@@ -184,14 +191,18 @@ def train_siamese(config_path, out, resume=False, max_minutes=None, quiet=False,
             b = x[partner[sl]].astype(np.float32)
             losses.append(float(step(a, b, same[sl])))
         state["epoch"] += 1
-        state["history"].append({"epoch": state["epoch"], "loss": float(np.mean(losses)),
-                                 "seconds": time.time() - t0})
+        state["history"].append(
+            {"epoch": state["epoch"], "loss": float(np.mean(losses)), "seconds": time.time() - t0}
+        )
         net.save_weights(ckpt)
         write_state(workdir, state)
         if not quiet:
             print(f"siamese epoch {state['epoch']}: contrastive loss {np.mean(losses):.4f}")
-        if (max_minutes is not None and state["epoch"] < config.epochs
-                and (time.time() - start) / 60 >= max_minutes):
+        if (
+            max_minutes is not None
+            and state["epoch"] < config.epochs
+            and (time.time() - start) / 60 >= max_minutes
+        ):
             return {"finished": False, "epochs": state["epoch"]}
     predict = netcore.compiled_predict(net)
     emb_val = netcore.run_batches(predict, data["x_val"].astype(np.float32), 256)
@@ -205,16 +216,27 @@ def train_siamese(config_path, out, resume=False, max_minutes=None, quiet=False,
     p = prototype_probability(emb_val[rest], proto_b, proto_n, config.temperature)
     threshold = choose_threshold(p, y_val[rest])
     val = recalls(p >= threshold, y_val[rest]) | {"auc": roc_auc(p, y_val[rest])}
-    meta = {"input_size": config.input_size, "threshold": threshold,
-            "prototype_blend": proto_b.tolist(), "prototype_not_blend": proto_n.tolist(),
-            "temperature": config.temperature, "training": asdict(config),
-            "epochs_trained": state["epoch"], "validation": val,
-            "method": "Siamese twin CNN, contrastive loss, class prototypes"}
+    meta = {
+        "input_size": config.input_size,
+        "threshold": threshold,
+        "prototype_blend": proto_b.tolist(),
+        "prototype_not_blend": proto_n.tolist(),
+        "temperature": config.temperature,
+        "training": asdict(config),
+        "epochs_trained": state["epoch"],
+        "validation": val,
+        "method": "Siamese twin CNN, contrastive loss, class prototypes",
+    }
     netcore.save_weights(net, out, meta, FORMAT)
     state["finished"] = True
     write_state(workdir, state)
-    return {"finished": True, "epochs": state["epoch"], "val": val, "threshold": threshold,
-            "out": str(out)}
+    return {
+        "finished": True,
+        "epochs": state["epoch"],
+        "val": val,
+        "threshold": threshold,
+        "out": str(out),
+    }
 
 
 @hookimpl

@@ -24,8 +24,9 @@ from blendflag.stamps import stamp_border_median, stamp_noise_sigma
 DEBLENDED = 2
 
 
-def classify_stamps(stamps, backend: str = "sep", match_radius: float = 5.0, noise_sigma=None,
-                    detect_config=None) -> FlagResult:
+def classify_stamps(
+    stamps, backend: str = "sep", match_radius: float = 5.0, noise_sigma=None, detect_config=None
+) -> FlagResult:
     """Blend flag of each stamp from SExtractor-style deblending.
 
     Parameters
@@ -51,8 +52,11 @@ def classify_stamps(stamps, backend: str = "sep", match_radius: float = 5.0, noi
 
     stamps = np.ascontiguousarray(stamps, dtype=np.float32)
     config = detect_config or DetectConfig()
-    sigma = (stamp_noise_sigma(stamps) if noise_sigma is None
-             else np.broadcast_to(np.asarray(noise_sigma, dtype=np.float32), (len(stamps),)))
+    sigma = (
+        stamp_noise_sigma(stamps)
+        if noise_sigma is None
+        else np.broadcast_to(np.asarray(noise_sigma, dtype=np.float32), (len(stamps),))
+    )
     background = stamp_border_median(stamps)
     if backend == "sextractor":
         from blendflag_plugins.sextractor_binary import detect_stamps_with_binary
@@ -64,15 +68,18 @@ def classify_stamps(stamps, backend: str = "sep", match_radius: float = 5.0, noi
         # sep allocates its pixel stack on every call: a full-image size (set by
         # the detector) would make each small stamp cost a huge allocation
         sep.set_extract_pixstack(max(4 * stamps.shape[1] * stamps.shape[2], 10_000))
-        catalogues = [_detect_one_sep(s - b, float(sg), config)
-                      for s, b, sg in zip(stamps, background, sigma, strict=True)]
+        catalogues = [
+            _detect_one_sep(s - b, float(sg), config)
+            for s, b, sg in zip(stamps, background, sigma, strict=True)
+        ]
     else:
         from blendflag.errors import BlendflagError
 
         raise BlendflagError(f"unknown sextractor backend {backend!r} (sep, sextractor)")
     centre = (stamps.shape[2] - 1) / 2.0, (stamps.shape[1] - 1) / 2.0
-    flags = np.array([_central_is_deblended(c, centre, match_radius) for c in catalogues],
-                     dtype=bool)
+    flags = np.array(
+        [_central_is_deblended(c, centre, match_radius) for c in catalogues], dtype=bool
+    )
     return FlagResult(flag=flags)
 
 
@@ -82,10 +89,16 @@ def _detect_one_sep(stamp: np.ndarray, sigma: float, config):
 
     data = np.ascontiguousarray(stamp, dtype=np.float64)
     try:
-        objects = sep.extract(data, config.thresh, err=sigma, minarea=config.minarea,
-                              deblend_nthresh=config.deblend_nthresh,
-                              deblend_cont=config.deblend_cont, clean=config.clean,
-                              clean_param=config.clean_param)
+        objects = sep.extract(
+            data,
+            config.thresh,
+            err=sigma,
+            minarea=config.minarea,
+            deblend_nthresh=config.deblend_nthresh,
+            deblend_cont=config.deblend_cont,
+            clean=config.clean,
+            clean_param=config.clean_param,
+        )
     except Exception:  # noqa: BLE001 - sep's pixel-stack overflow on a pathological stamp
         return np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int16)
     flags = np.where((objects["flag"] & sep.OBJ_MERGED) != 0, DEBLENDED, 0).astype(np.int16)

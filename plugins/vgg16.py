@@ -64,8 +64,12 @@ def find_imagenet_weights(path=None) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def build_model(input_size: int = INPUT_SIZE, precision: str = "float32",
-                imagenet_weights=None, dropout: float = 0.5):
+def build_model(
+    input_size: int = INPUT_SIZE,
+    precision: str = "float32",
+    imagenet_weights=None,
+    dropout: float = 0.5,
+):
     """VGG16 convolutions and the study's classification head.
 
     Parameters
@@ -88,8 +92,9 @@ def build_model(input_size: int = INPUT_SIZE, precision: str = "float32",
     import keras
 
     with netcore.policy(precision):
-        base = keras.applications.VGG16(include_top=False, weights=None,
-                                        input_shape=(input_size, input_size, 3))
+        base = keras.applications.VGG16(
+            include_top=False, weights=None, input_shape=(input_size, input_size, 3)
+        )
         if imagenet_weights is not None:
             base.load_weights(str(imagenet_weights))
         x = keras.layers.Flatten(name="flatten")(base.output)
@@ -116,15 +121,17 @@ def _build_from_metadata(meta: dict, precision: str):
 
 def load_model(path=None, precision: str = "auto"):
     """(model, compiled predict, metadata), built once per process and weights file."""
-    return netcore.load_cached(Path(path) if path else DEFAULT_WEIGHTS, FORMAT, "VGG16",
-                               _build_from_metadata, precision)
+    return netcore.load_cached(
+        Path(path) if path else DEFAULT_WEIGHTS, FORMAT, "VGG16", _build_from_metadata, precision
+    )
 
 
 _compiled_predict = netcore.compiled_predict
 
 
-def predict_proba(stamps: np.ndarray, path=None, precision: str = "auto",
-                  batch_size: int = 256) -> np.ndarray:
+def predict_proba(
+    stamps: np.ndarray, path=None, precision: str = "auto", batch_size: int = 256
+) -> np.ndarray:
     """Blend probability of each stamp (float32 in [0, 1]) with the given weights."""
     options = {"precision": precision, "batch_size": batch_size}
     if path:

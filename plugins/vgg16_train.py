@@ -92,14 +92,23 @@ class VGG16TrainConfig(NetTrainConfig):
         from blendflag.config import _check
 
         super().validate(where)
-        _check(self.lr_schedule in ("plateau", "cosine"), f"{where}.lr_schedule",
-               "must be 'plateau' or 'cosine'")
+        _check(
+            self.lr_schedule in ("plateau", "cosine"),
+            f"{where}.lr_schedule",
+            "must be 'plateau' or 'cosine'",
+        )
         _check(0 < self.lr_factor < 1, f"{where}.lr_factor", "must be in (0, 1)")
         _check(self.lr_patience >= 1, f"{where}.lr_patience", "must be at least 1")
-        _check(0 <= self.lr_min < self.learning_rate, f"{where}.lr_min",
-               "must be in [0, learning_rate)")
-        _check(not (self.init_weights and self.imagenet_weights), f"{where}.init_weights",
-               "give init_weights or imagenet_weights, not both")
+        _check(
+            0 <= self.lr_min < self.learning_rate,
+            f"{where}.lr_min",
+            "must be in [0, learning_rate)",
+        )
+        _check(
+            not (self.init_weights and self.imagenet_weights),
+            f"{where}.init_weights",
+            "give init_weights or imagenet_weights, not both",
+        )
 
 
 def initial_weights(config: VGG16TrainConfig) -> list | None:
@@ -128,8 +137,9 @@ def check_fits(model, arrays, what: str) -> None:
 
     expected = [tuple(w.shape) for w in model.get_weights()]
     if expected != [tuple(a.shape) for a in arrays]:
-        raise BlendflagError(f"{what} does not fit a VGG16 of this input size "
-                             f"(array shapes differ)")
+        raise BlendflagError(
+            f"{what} does not fit a VGG16 of this input size (array shapes differ)"
+        )
 
 
 def cosine_learning_rate(config: VGG16TrainConfig, epoch: int) -> float:
@@ -147,8 +157,9 @@ def load_train_config(path, overrides: dict | None = None) -> VGG16TrainConfig:
     return load_config(VGG16TrainConfig, path, overrides, "vgg16")
 
 
-def train_from_config(config_path, out, resume=False, max_minutes=None, quiet=False,
-                      workdir=None, overrides=None) -> dict:
+def train_from_config(
+    config_path, out, resume=False, max_minutes=None, quiet=False, workdir=None, overrides=None
+) -> dict:
     """Train (or resume) and write the compact weights file ``out``.
 
     Parameters
@@ -193,17 +204,36 @@ def _train(config, out, workdir, state, max_minutes, quiet, start_from=None) -> 
         model = keras.models.load_model(ckpt)
         keras.mixed_precision.set_global_policy("float32")
     else:
-        state = {"config": asdict(config), "epoch": 0, "best_val_loss": None,
-                 "best_epoch": None, "history": [], "elapsed_s": 0.0,
-                 "learning_rate": config.learning_rate, "bad_epochs": 0, "lr_wait": 0}
-        model = build_model(config.input_size, config.precision,
-                            imagenet_weights=find_imagenet_weights(config.imagenet_weights))
+        state = {
+            "config": asdict(config),
+            "epoch": 0,
+            "best_val_loss": None,
+            "best_epoch": None,
+            "history": [],
+            "elapsed_s": 0.0,
+            "learning_rate": config.learning_rate,
+            "bad_epochs": 0,
+            "lr_wait": 0,
+        }
+        model = build_model(
+            config.input_size,
+            config.precision,
+            imagenet_weights=find_imagenet_weights(config.imagenet_weights),
+        )
         if start_from is not None:
             model.set_weights(start_from)
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                      loss="binary_crossentropy", metrics=["accuracy"])
-    train_ds = image_dataset(data["x_train"], data["y_train"], config.batch_size, config.augment,
-                        shuffle_seed=config.train_seed + state["epoch"])
+        model.compile(
+            optimizer=keras.optimizers.Adam(config.learning_rate),
+            loss="binary_crossentropy",
+            metrics=["accuracy"],
+        )
+    train_ds = image_dataset(
+        data["x_train"],
+        data["y_train"],
+        config.batch_size,
+        config.augment,
+        shuffle_seed=config.train_seed + state["epoch"],
+    )
     val_ds = image_dataset(data["x_val"], data["y_val"], 256, False, None)
     best_path = workdir / "best.weights.npz"
     start = time.time()
@@ -212,18 +242,23 @@ def _train(config, out, workdir, state, max_minutes, quiet, start_from=None) -> 
             state["learning_rate"] = float(cosine_learning_rate(config, state["epoch"]))
         model.optimizer.learning_rate.assign(state["learning_rate"])
         t0 = time.time()
-        hist = model.fit(train_ds, validation_data=val_ds, epochs=state["epoch"] + 1,
-                         initial_epoch=state["epoch"], shuffle=False,
-                         verbose=0 if quiet else 2)
+        hist = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=state["epoch"] + 1,
+            initial_epoch=state["epoch"],
+            shuffle=False,
+            verbose=0 if quiet else 2,
+        )
         record = {k: float(v[-1]) for k, v in hist.history.items()}
-        record.update(epoch=state["epoch"] + 1, seconds=time.time() - t0,
-                      learning_rate=state["learning_rate"])
+        record.update(
+            epoch=state["epoch"] + 1, seconds=time.time() - t0, learning_rate=state["learning_rate"]
+        )
         state["history"].append(record)
         state["epoch"] += 1
         val_loss = record["val_loss"]
         if state["best_val_loss"] is None or val_loss < state["best_val_loss"]:
-            state.update(best_val_loss=val_loss, best_epoch=state["epoch"], bad_epochs=0,
-                         lr_wait=0)
+            state.update(best_val_loss=val_loss, best_epoch=state["epoch"], bad_epochs=0, lr_wait=0)
             save_weights(model, best_path, {"input_size": config.input_size})
         else:
             state["bad_epochs"] += 1
@@ -236,8 +271,11 @@ def _train(config, out, workdir, state, max_minutes, quiet, start_from=None) -> 
         write_state(workdir, state)
         if state["bad_epochs"] >= config.patience:
             break
-        if (max_minutes is not None and state["epoch"] < config.epochs
-                and (time.time() - start) / 60 >= max_minutes):
+        if (
+            max_minutes is not None
+            and state["epoch"] < config.epochs
+            and (time.time() - start) / 60 >= max_minutes
+        ):
             if not quiet:
                 print(f"stopping after epoch {state['epoch']} (time budget); rerun with --resume")
             return {"finished": False, "epochs": state["epoch"], "history": state["history"]}
@@ -258,8 +296,12 @@ def _finish(config, out, workdir, state, data, best_path) -> dict:
     model.set_weights(arrays)
     predict = _compiled_predict(model)
     x_val = data["x_val"].astype(np.float32)
-    p = np.concatenate([np.asarray(predict(network_input(x_val[i:i + 256], 3))).reshape(-1)
-                        for i in range(0, len(x_val), 256)])
+    p = np.concatenate(
+        [
+            np.asarray(predict(network_input(x_val[i : i + 256], 3))).reshape(-1)
+            for i in range(0, len(x_val), 256)
+        ]
+    )
     y = data["y_val"]
     threshold = choose_threshold(p, y)
     val = recalls(p >= threshold, y > 0.5)
@@ -280,8 +322,10 @@ def _finish(config, out, workdir, state, data, best_path) -> dict:
     }
     if config.reference_channel:
         meta["input_channels"] = list(REFERENCE_LAYOUT)
-        meta["preprocessing"] += ("; planes [noise, reference, noise], the reference plane "
-                                  "arcsinh(x / reference sigma) / 3")
+        meta["preprocessing"] += (
+            "; planes [noise, reference, noise], the reference plane "
+            "arcsinh(x / reference sigma) / 3"
+        )
     save_weights(model, out, meta)
     read_weights(out)
     return {"epochs": state["epoch"], "val": val, "threshold": threshold, "out": str(out)}

@@ -50,11 +50,19 @@ def joined_in_sum(dataset, truth) -> np.ndarray:
         row = truth[i]
         central, companion = render_components(dataset, row)
         image = np.ascontiguousarray(central + companion, dtype=np.float64)
-        _, seg = sep.extract(image, float(row["ISOPHOTE"]), minarea=1, filter_kernel=None,
-                             deblend_cont=1.0, clean=False, segmentation_map=True)
+        _, seg = sep.extract(
+            image,
+            float(row["ISOPHOTE"]),
+            minarea=1,
+            filter_kernel=None,
+            deblend_cont=1.0,
+            clean=False,
+            segmentation_map=True,
+        )
         ny, nx = seg.shape
-        (x1, y1), (x2, y2) = [(int(np.rint(row[f"X{k}"] - 1)), int(np.rint(row[f"Y{k}"] - 1)))
-                              for k in (1, 2)]
+        (x1, y1), (x2, y2) = [
+            (int(np.rint(row[f"X{k}"] - 1)), int(np.rint(row[f"Y{k}"] - 1))) for k in (1, 2)
+        ]
         if 0 <= x2 < nx and 0 <= y2 < ny:
             out[i] = seg[y1, x1] > 0 and seg[y1, x1] == seg[y2, x2]
     return out
@@ -82,8 +90,13 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=9)
     parser.add_argument("--noise", type=float, default=None, help="ADU [default: preset's]")
     parser.add_argument("--weights", default=None, help="VGG16 weights [default: shipped]")
-    parser.add_argument("--views", type=int, choices=(1, 2, 4, 8), default=1,
-                        help="views averaged per stamp (the flagger option) [default: 1]")
+    parser.add_argument(
+        "--views",
+        type=int,
+        choices=(1, 2, 4, 8),
+        default=1,
+        help="views averaged per stamp (the flagger option) [default: 1]",
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
@@ -92,33 +105,47 @@ def main(argv=None) -> int:
 
     stamps, truth = simulate_stamps(args.dataset, args.n, seed=args.seed, noise=args.noise)
     joined = joined_in_sum(args.dataset, truth)
-    options = {"reference_noise": load_dataset(args.dataset).default_noise,
-               "views": args.views}
+    options = {"reference_noise": load_dataset(args.dataset).default_noise, "views": args.views}
     if args.weights:
         options["weights"] = args.weights
     flagger = VGG16Flagger(options)
     flag = flagger.flag_stamps(stamps).flag
     label = np.asarray(truth["LABEL"]) == 1
     rows = []
-    print(f"{args.dataset}, n = {args.n}, seed {args.seed}, noise "
-          f"{args.noise or load_dataset(args.dataset).default_noise} ADU, VGG16 threshold "
-          f"{flagger.threshold:.2f}, {args.views} view(s)\n")
+    print(
+        f"{args.dataset}, n = {args.n}, seed {args.seed}, noise "
+        f"{args.noise or load_dataset(args.dataset).default_noise} ADU, VGG16 threshold "
+        f"{flagger.threshold:.2f}, {args.views} view(s)\n"
+    )
     print("| stamps | label | n | share of the stamps | called blends by VGG16 |")
     print("|---|---|---|---|---|")
     for name, sel in groups(truth, joined).items():
         is_blend = bool(label[sel].all()) if sel.any() else False
-        row = {"group": name, "label": "blend" if is_blend else "not blend",
-               "n": int(sel.sum()), "share": float(sel.mean()),
-               "called_blend": float(flag[sel].mean()) if sel.any() else None}
+        row = {
+            "group": name,
+            "label": "blend" if is_blend else "not blend",
+            "n": int(sel.sum()),
+            "share": float(sel.mean()),
+            "called_blend": float(flag[sel].mean()) if sel.any() else None,
+        }
         rows.append(row)
         called = "-" if row["called_blend"] is None else f"{row['called_blend']:.3f}"
         print(f"| {name} | {row['label']} | {row['n']} | {row['share']:.3f} | {called} |")
-    result = {"dataset": args.dataset, "n": args.n, "seed": args.seed, "noise": args.noise,
-              "threshold": flagger.threshold, "views": args.views, "groups": rows,
-              "blend_recall": float(flag[label].mean()),
-              "nonblend_recall": float((~flag[~label]).mean())}
-    print(f"\nblend recall {result['blend_recall']:.3f}, non-blend recall "
-          f"{result['nonblend_recall']:.3f}")
+    result = {
+        "dataset": args.dataset,
+        "n": args.n,
+        "seed": args.seed,
+        "noise": args.noise,
+        "threshold": flagger.threshold,
+        "views": args.views,
+        "groups": rows,
+        "blend_recall": float(flag[label].mean()),
+        "nonblend_recall": float((~flag[~label]).mean()),
+    }
+    print(
+        f"\nblend recall {result['blend_recall']:.3f}, non-blend recall "
+        f"{result['nonblend_recall']:.3f}"
+    )
     if args.json:
         from blendflag.commands.common import write_json
 

@@ -51,12 +51,19 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="processes [1]")
     parser.add_argument("--chunk", type=int, default=250, help="pairs per task [250]")
     parser.add_argument("--shear", type=float, default=0.02, help="true g1 [0.02]")
-    parser.add_argument("--noise", type=float, default=0.0,
-                        help="pixel noise sigma, ADU (galaxy flux 1e4 ADU); 0 = noiseless [0]")
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=0.0,
+        help="pixel noise sigma, ADU (galaxy flux 1e4 ADU); 0 = noiseless [0]",
+    )
     parser.add_argument("--psf-g2", type=float, default=0.02, help="PSF ellipticity g2 [0.02]")
     parser.add_argument("--step", type=float, default=0.01, help="metacal step [0.01]")
-    parser.add_argument("--no-fixnoise", action="store_true",
-                        help="switch the noise correction off (to see the noise bias)")
+    parser.add_argument(
+        "--no-fixnoise",
+        action="store_true",
+        help="switch the noise correction off (to see the noise bias)",
+    )
     parser.add_argument("--seed", type=int, default=12345)
     parser.add_argument("--n-bootstrap", type=int, default=500)
     parser.add_argument("--json", help="write the result here")
@@ -64,8 +71,11 @@ def main(argv=None) -> int:
 
     from blendflag.shear import selection_statistics
 
-    kwargs = {"true_shear": (args.shear, 0.0), "noise_sigma": args.noise,
-              "psf_shear": (0.0, args.psf_g2)}
+    kwargs = {
+        "true_shear": (args.shear, 0.0),
+        "noise_sigma": args.noise,
+        "psf_shear": (0.0, args.psf_g2),
+    }
     seeds = np.random.SeedSequence(args.seed)
     n_chunks = -(-args.n_pairs // args.chunk)
     tasks = []
@@ -86,8 +96,14 @@ def main(argv=None) -> int:
     pair_id = np.concatenate([p[1] for p in parts])
     cpu_seconds = sum(p[2] for p in parts)
     entry = selection_statistics(
-        table, "all", None, step=args.step, true_shear=(args.shear, 0.0),
-        rng=np.random.default_rng(args.seed + 1), n_bootstrap=args.n_bootstrap, pair_id=pair_id,
+        table,
+        "all",
+        None,
+        step=args.step,
+        true_shear=(args.shear, 0.0),
+        rng=np.random.default_rng(args.seed + 1),
+        n_bootstrap=args.n_bootstrap,
+        pair_id=pair_id,
     )
     s2n = np.asarray(table["S2N_NOSHEAR"])
     out = {
@@ -105,8 +121,10 @@ def main(argv=None) -> int:
         "selection": entry,
     }
     print(json.dumps(out, indent=2))
-    print(f"m = {entry['m']:.2e} +/- {entry['m_err']:.1e}   "
-          f"c = {entry['c']:.2e} +/- {entry['c_err']:.1e}")
+    print(
+        f"m = {entry['m']:.2e} +/- {entry['m_err']:.1e}   "
+        f"c = {entry['c']:.2e} +/- {entry['c_err']:.1e}"
+    )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=2)

@@ -18,7 +18,9 @@ import sys
 from pathlib import Path
 
 STUDY = {  # design.md section 5: the original study, GREAT3-like, column-normalised
-    "vgg16": (0.963, 0.977), "oneclass": (0.794, 0.861), "siamese": (0.672, 0.856),
+    "vgg16": (0.963, 0.977),
+    "oneclass": (0.794, 0.861),
+    "siamese": (0.672, 0.856),
     "sextractor": (0.565, 0.755),
 }
 STUDY_CFIS = {"vgg16": (0.824, 0.890), "sextractor": (0.453, 0.869)}
@@ -29,11 +31,34 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
-def evaluate(out: Path, tag: str, dataset: str, n: int, seed: int, methods: str,
-             noise: str | None = None, metacal: bool = False) -> dict:
+def evaluate(
+    out: Path,
+    tag: str,
+    dataset: str,
+    n: int,
+    seed: int,
+    methods: str,
+    noise: str | None = None,
+    metacal: bool = False,
+) -> dict:
     js, png = out / f"{tag}.json", out / f"{tag}.png"
-    cmd = ["blendflag-shear", "evaluate", "--dataset", dataset, "--n", str(n), "--seed",
-           str(seed), "--methods", methods, "--json", str(js), "--plot", str(png), "--quiet"]
+    cmd = [
+        "blendflag-shear",
+        "evaluate",
+        "--dataset",
+        dataset,
+        "--n",
+        str(n),
+        "--seed",
+        str(seed),
+        "--methods",
+        methods,
+        "--json",
+        str(js),
+        "--plot",
+        str(png),
+        "--quiet",
+    ]
     if noise:
         cmd += ["--noise", noise]
     if metacal:
@@ -43,25 +68,28 @@ def evaluate(out: Path, tag: str, dataset: str, n: int, seed: int, methods: str,
 
 
 def table(title: str, results: dict, study: dict | None = None) -> str:
-    lines = [f"**{title}** (n = {results['n']})", "",
-             "| method | blend recall | non-blend recall | accuracy | blend recall < 10 px "
-             "| stamps/s | study (blend / non-blend) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"**{title}** (n = {results['n']})",
+        "",
+        "| method | blend recall | non-blend recall | accuracy | blend recall < 10 px "
+        "| stamps/s | study (blend / non-blend) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, m in results["methods"].items():
         ref = (study or {}).get(name)
         lines.append(
             f"| {name} | {m['confusion'][0][0]:.3f} | {m['confusion'][1][1]:.3f} | "
             f"{m['accuracy']:.3f} | {m['blend_recall_under_10px']:.3f} | "
             f"{m.get('stamps_per_s') or 0:.0f} | "
-            f"{f'{ref[0]:.3f} / {ref[1]:.3f}' if ref else '-'} |")
+            f"{f'{ref[0]:.3f} / {ref[1]:.3f}' if ref else '-'} |"
+        )
     return "\n".join(lines)
 
 
 def noise_table(results: dict) -> str:
     names = list(results["methods"])
     levels = [b["noise"] for b in results["methods"][names[0]]["by_noise"]]
-    lines = ["| noise sigma (ADU) | " + " | ".join(names) + " |",
-             "|---|" + "---|" * len(names)]
+    lines = ["| noise sigma (ADU) | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for i, level in enumerate(levels):
         cells = [f"{results['methods'][n]['by_noise'][i]['accuracy']:.3f}" for n in names]
         lines.append(f"| {level:g} | " + " | ".join(cells) + " |")
@@ -74,8 +102,7 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", default="vgg16,sextractor")
     parser.add_argument("--n", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--only",
-                        help="comma-separated subset of: default,noise,four,metacal")
+    parser.add_argument("--only", help="comma-separated subset of: default,noise,four,metacal")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,22 +116,39 @@ def main(argv=None) -> int:
     if "noise" in parts:
         for ds in ("great3", "cfis"):
             res = evaluate(out, f"{ds}_grid", ds, args.n, args.seed + 1, args.methods, "grid")
-            md.append(f"**Accuracy versus noise, {ds}-like** (n = {res['n']}, noise grid)\n\n"
-                      + noise_table(res))
+            md.append(
+                f"**Accuracy versus noise, {ds}-like** (n = {res['n']}, noise grid)\n\n"
+                + noise_table(res)
+            )
     if "four" in parts:
         for ds in ("great3", "cfis"):
-            res = evaluate(out, f"{ds}_four", ds, args.n, args.seed + 2,
-                           "vgg16,oneclass,siamese,sextractor")
-            md.append(table(f"four methods, {ds}-like", res,
-                            STUDY if ds == "great3" else STUDY_CFIS))
-            res = evaluate(out, f"{ds}_four_grid", ds, args.n, args.seed + 3,
-                           "vgg16,oneclass,siamese,sextractor", "grid")
-            md.append(f"**Accuracy versus noise, four methods, {ds}-like**\n\n"
-                      + noise_table(res))
+            res = evaluate(
+                out, f"{ds}_four", ds, args.n, args.seed + 2, "vgg16,oneclass,siamese,sextractor"
+            )
+            md.append(
+                table(f"four methods, {ds}-like", res, STUDY if ds == "great3" else STUDY_CFIS)
+            )
+            res = evaluate(
+                out,
+                f"{ds}_four_grid",
+                ds,
+                args.n,
+                args.seed + 3,
+                "vgg16,oneclass,siamese,sextractor",
+                "grid",
+            )
+            md.append(f"**Accuracy versus noise, four methods, {ds}-like**\n\n" + noise_table(res))
     if "metacal" in parts:  # what compare's selections see: noshear metacal images
         for ds in ("great3", "cfis"):
-            res = evaluate(out, f"{ds}_metacal", ds, args.n, args.seed + 4,
-                           "vgg16,siamese,sextractor", metacal=True)
+            res = evaluate(
+                out,
+                f"{ds}_metacal",
+                ds,
+                args.n,
+                args.seed + 4,
+                "vgg16,siamese,sextractor",
+                metacal=True,
+            )
             md.append(table(f"metacal (noshear) images of {ds}-like stamps", res))
     print("\n\n".join(md))
     (out / "tables.md").write_text("\n\n".join(md) + "\n")

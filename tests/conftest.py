@@ -15,15 +15,16 @@ def gaussian_image(shape, positions, flux=3000.0, sigma_px=2.0, noise=10.0, rng=
     ny, nx = shape
     image = rng.normal(0.0, noise, shape) if noise else np.zeros(shape)
     r = int(6 * sigma_px)
-    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
     for x, y in positions:
         x0, y0 = round(x), round(y)
         prof = np.exp(-((xx + x0 - x) ** 2 + (yy + y0 - y) ** 2) / (2 * sigma_px**2))
         prof *= flux / prof.sum()
         ys = slice(max(0, y0 - r), min(ny, y0 + r + 1))
         xs = slice(max(0, x0 - r), min(nx, x0 + r + 1))
-        image[ys, xs] += prof[ys.start - (y0 - r): ys.stop - (y0 - r),
-                              xs.start - (x0 - r): xs.stop - (x0 - r)]
+        image[ys, xs] += prof[
+            ys.start - (y0 - r) : ys.stop - (y0 - r), xs.start - (x0 - r) : xs.stop - (x0 - r)
+        ]
     return image.astype(np.float32)
 
 
@@ -52,8 +53,19 @@ def small_field(tmp_path):
 def detected(small_field):
     """``small_field`` plus the FITS_LDAC catalogue written by ``detect``."""
     cat = small_field["tmp"] / "cat.fits"
-    assert main(["detect", str(small_field["image"]), "--weight", str(small_field["weight"]),
-                 "--out", str(cat)]) == 0
+    assert (
+        main(
+            [
+                "detect",
+                str(small_field["image"]),
+                "--weight",
+                str(small_field["weight"]),
+                "--out",
+                str(cat),
+            ]
+        )
+        == 0
+    )
     return {**small_field, "catalogue": cat}
 
 
@@ -79,7 +91,8 @@ def third_party_plugin(tmp_path, monkeypatch):
     info = site / "blendflag_neighbours-0.0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: blendflag-neighbours\nVersion: 0.0.1\n")
+        "Metadata-Version: 2.1\nName: blendflag-neighbours\nVersion: 0.0.1\n"
+    )
     (info / "entry_points.txt").write_text("[blendflag]\nneighbours = blendflag_neighbours\n")
     monkeypatch.syspath_prepend(str(site))
     importlib.invalidate_caches()

@@ -9,8 +9,9 @@ from tests.conftest import run_cli
 
 def test_bench_quick(tmp_path, capsys):
     out = tmp_path / "b.json"
-    code, stdout, err = run_cli(["bench", "--quick", "--only", "simulation,detection,shear",
-                                 "--json", out], capsys)
+    code, stdout, err = run_cli(
+        ["bench", "--quick", "--only", "simulation,detection,shear", "--json", out], capsys
+    )
     assert code == 0, err
     data = json.loads(out.read_text())
     assert data["cores"] >= 1

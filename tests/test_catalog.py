@@ -27,8 +27,12 @@ def sextractor_fits(path, ldac: bool, n=20, rng=None):
         fits.Column(name="Y_IMAGE", format="E", unit="pixel", array=rng.uniform(20, 230, n)),
         fits.Column(name="FLUX_AUTO", format="E", unit="count", array=rng.uniform(1, 1e4, n)),
         fits.Column(name="FLAGS", format="I", array=rng.integers(0, 4, n)),
-        fits.Column(name="VIGNET", format="441E", dim="(21, 21)",
-                    array=rng.normal(size=(n, 21, 21)).astype(np.float32)),
+        fits.Column(
+            name="VIGNET",
+            format="441E",
+            dim="(21, 21)",
+            array=rng.normal(size=(n, 21, 21)).astype(np.float32),
+        ),
         fits.Column(name="MAG_APER", format="3E", array=rng.normal(20, 1, (n, 3))),
         fits.Column(name="CLASS", format="8A", array=np.array(["gal"] * n)),
     ]
@@ -42,11 +46,19 @@ def sextractor_fits(path, ldac: bool, n=20, rng=None):
     if ldac:
         cards = fits.Header({"NAXIS1": 256, "GAIN": 1.5}).tostring(padding=False)
         ncards = len(cards) // 80
-        hdus.append(fits.BinTableHDU.from_columns(
-            [fits.Column(name="Field Header Card", format=f"{80 * ncards}A",
-                         dim=f"(80, {ncards})",
-                         array=np.array([[cards[i:i + 80] for i in range(0, len(cards), 80)]]))],
-            name="LDAC_IMHEAD"))
+        hdus.append(
+            fits.BinTableHDU.from_columns(
+                [
+                    fits.Column(
+                        name="Field Header Card",
+                        format=f"{80 * ncards}A",
+                        dim=f"(80, {ncards})",
+                        array=np.array([[cards[i : i + 80] for i in range(0, len(cards), 80)]]),
+                    )
+                ],
+                name="LDAC_IMHEAD",
+            )
+        )
     hdus.append(objects)
     fits.HDUList(hdus).writeto(path)
     return path
@@ -58,9 +70,13 @@ def test_annotate_keeps_everything(tmp_path, ldac):
     cat = read_catalogue(src)
     assert cat.format == ("FITS_LDAC" if ldac else "FITS")
     n = len(cat)
-    ann = Annotation(columns={"BLEND_TEST": np.arange(n) % 2 == 0,
-                              "P_BLEND_TEST": np.linspace(0, 1, n, dtype=np.float32)},
-                     cards=[("BF_TEST", 1.5, "a provenance card")])
+    ann = Annotation(
+        columns={
+            "BLEND_TEST": np.arange(n) % 2 == 0,
+            "P_BLEND_TEST": np.linspace(0, 1, n, dtype=np.float32),
+        },
+        cards=[("BF_TEST", 1.5, "a provenance card")],
+    )
     out = write_annotated(cat, ann, tmp_path / "out.fits")
     with fits.open(src) as a, fits.open(out) as b:
         assert [h.name for h in a] == [h.name for h in b]
@@ -90,8 +106,9 @@ def test_annotate_keeps_everything(tmp_path, ldac):
 def test_reannotation_replaces_column(tmp_path):
     src = sextractor_fits(tmp_path / "in.fits", True)
     cat = read_catalogue(src)
-    first = write_annotated(cat, Annotation(columns={"BLEND_X": np.zeros(len(cat), bool)}),
-                            tmp_path / "a.fits")
+    first = write_annotated(
+        cat, Annotation(columns={"BLEND_X": np.zeros(len(cat), bool)}), tmp_path / "a.fits"
+    )
     again = read_catalogue(first)
     hdul = annotate_hdul(again, Annotation(columns={"BLEND_X": np.ones(len(cat), bool)}))
     names = hdul["LDAC_OBJECTS"].columns.names
@@ -122,16 +139,24 @@ def test_atomic_output_leaves_nothing_on_failure(tmp_path):
 
 
 def test_write_ldac_layout(tmp_path):
-    t = Table({"NUMBER": np.arange(1, 4, dtype=np.int32), "X_IMAGE": [1.0, 2.0, 3.0],
-               "Y_IMAGE": [4.0, 5.0, 6.0], "FLAGS": np.array([0, 2, 3], dtype=np.int16)})
+    t = Table(
+        {
+            "NUMBER": np.arange(1, 4, dtype=np.int32),
+            "X_IMAGE": [1.0, 2.0, 3.0],
+            "Y_IMAGE": [4.0, 5.0, 6.0],
+            "FLAGS": np.array([0, 2, 3], dtype=np.int16),
+        }
+    )
     header = fits.Header({"GAIN": 2.0, "EXPTIME": 300.0})
     out = write_ldac(t, tmp_path / "c.fits", image_header=header)
     cat = read_catalogue(out)
     assert cat.format == "FITS_LDAC"
     with fits.open(out) as hdul:
         assert [h.name for h in hdul] == ["PRIMARY", "LDAC_IMHEAD", "LDAC_OBJECTS"]
-        text = "".join(c.decode() if isinstance(c, bytes) else c
-                       for c in hdul["LDAC_IMHEAD"].data["Field Header Card"][0])
+        text = "".join(
+            c.decode() if isinstance(c, bytes) else c
+            for c in hdul["LDAC_IMHEAD"].data["Field Header Card"][0]
+        )
         assert "GAIN" in text and "EXPTIME" in text
     np.testing.assert_array_equal(cat.column("FLAGS"), [0, 2, 3])
 
@@ -160,8 +185,14 @@ def test_bad_catalogues(tmp_path, content, match):
     elif content == "image_in_hdu1":
         fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((4, 4)))]).writeto(path)
     elif content == "empty":
-        fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
-            [fits.Column(name="X_IMAGE", format="E", array=np.zeros(0))], name="LDAC_OBJECTS")]
+        fits.HDUList(
+            [
+                fits.PrimaryHDU(),
+                fits.BinTableHDU.from_columns(
+                    [fits.Column(name="X_IMAGE", format="E", array=np.zeros(0))],
+                    name="LDAC_OBJECTS",
+                ),
+            ]
         ).writeto(path)
     with pytest.raises(CatalogueError, match=match):
         read_catalogue(path)

@@ -27,13 +27,22 @@ def test_help_lists_commands(capsys):
 
 def test_detect_finds_sources_and_flags_close_pairs(small_field, capsys):
     out = small_field["tmp"] / "cat.fits"
-    code, _, err = run_cli(["detect", small_field["image"], "--weight", small_field["weight"],
-                                 "--out", out], capsys)
+    code, _, err = run_cli(
+        ["detect", small_field["image"], "--weight", small_field["weight"], "--out", out], capsys
+    )
     assert code == 0, err
     cat = read_catalogue(out)
     assert cat.format == "FITS_LDAC"
-    for col in ("NUMBER", "X_IMAGE", "Y_IMAGE", "FLUX_AUTO", "FLAGS", "A_IMAGE", "B_IMAGE",
-                "THETA_IMAGE"):
+    for col in (
+        "NUMBER",
+        "X_IMAGE",
+        "Y_IMAGE",
+        "FLUX_AUTO",
+        "FLAGS",
+        "A_IMAGE",
+        "B_IMAGE",
+        "THETA_IMAGE",
+    ):
         assert col in cat.colnames
     x, y = cat.positions()
     truth = np.array(small_field["positions"])  # 0-based
@@ -51,8 +60,19 @@ def test_detect_finds_sources_and_flags_close_pairs(small_field, capsys):
 
 def test_flag_adds_sextractor_column(detected, capsys):
     out = detected["tmp"] / "flagged.fits"
-    code, stdout, err = run_cli(["flag", detected["catalogue"], "--image", detected["image"],
-                                 "--out", out, "--flaggers", "sextractor"], capsys)
+    code, stdout, err = run_cli(
+        [
+            "flag",
+            detected["catalogue"],
+            "--image",
+            detected["image"],
+            "--out",
+            out,
+            "--flaggers",
+            "sextractor",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "BLEND_SEXTRACTOR" in stdout
     cat = read_catalogue(out)
@@ -62,8 +82,9 @@ def test_flag_adds_sextractor_column(detected, capsys):
 
 
 def test_flag_in_place(detected, capsys):
-    code, _, err = run_cli(["flag", detected["catalogue"], "--image", detected["image"],
-                            "--in-place"], capsys)
+    code, _, err = run_cli(
+        ["flag", detected["catalogue"], "--image", detected["image"], "--in-place"], capsys
+    )
     assert code == 0, err
     assert "BLEND_SEXTRACTOR" in read_catalogue(detected["catalogue"]).colnames
 
@@ -72,8 +93,7 @@ def test_config_file_is_used(small_field, tmp_path, capsys):
     cfg = tmp_path / "p.yaml"
     cfg.write_text("detect:\n  thresh: 50.0\n")
     out = tmp_path / "c.fits"
-    code, _, err = run_cli(["detect", small_field["image"], "--out", out, "--config", cfg],
-                                capsys)
+    code, _, err = run_cli(["detect", small_field["image"], "--out", out, "--config", cfg], capsys)
     assert code == 0, err
     n_high = len(read_catalogue(out, require_rows=False))
     code, _, err = run_cli(["detect", small_field["image"], "--out", out], capsys)
@@ -96,12 +116,26 @@ def _bad_cases(detected, tmp_path):
     truncated = tmp_path / "trunc.fits"
     truncated.write_bytes(img.read_bytes()[:5000])
     nopos = tmp_path / "nopos.fits"
-    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
-        [fits.Column(name="FLUX_AUTO", format="E", array=np.ones(3))])]).writeto(nopos)
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.BinTableHDU.from_columns(
+                [fits.Column(name="FLUX_AUTO", format="E", array=np.ones(3))]
+            ),
+        ]
+    ).writeto(nopos)
     empty = tmp_path / "empty.fits"
-    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
-        [fits.Column(name="X_IMAGE", format="E", array=np.zeros(0)),
-         fits.Column(name="Y_IMAGE", format="E", array=np.zeros(0))])]).writeto(empty)
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.BinTableHDU.from_columns(
+                [
+                    fits.Column(name="X_IMAGE", format="E", array=np.zeros(0)),
+                    fits.Column(name="Y_IMAGE", format="E", array=np.zeros(0)),
+                ]
+            ),
+        ]
+    ).writeto(empty)
     badyaml = tmp_path / "bad.yaml"
     badyaml.write_text("detect: [unclosed\n")
     badkey = tmp_path / "badkey.yaml"
@@ -119,36 +153,67 @@ def _bad_cases(detected, tmp_path):
         "not a FITS file": (["detect", notfits, "--out", out], "not a readable FITS file"),
         "truncated FITS": (["detect", truncated, "--out", out], "not a readable FITS file"),
         "NaN pixels": (["detect", nan, "--out", out], "NaN/inf pixels"),
-        "missing catalogue": (["flag", tmp_path / "none.fits", "--image", img, "--out", out],
-                              "catalogue not found"),
-        "wrong HDU layout": (["flag", wronglayout, "--image", img, "--out", out],
-                             "not a binary table"),
+        "missing catalogue": (
+            ["flag", tmp_path / "none.fits", "--image", img, "--out", out],
+            "catalogue not found",
+        ),
+        "wrong HDU layout": (
+            ["flag", wronglayout, "--image", img, "--out", out],
+            "not a binary table",
+        ),
         "missing X_IMAGE": (["flag", nopos, "--image", img, "--out", out], "no X_IMAGE column"),
         "empty catalogue": (["flag", empty, "--image", img, "--out", out], "no objects"),
-        "unknown flagger": (["flag", cat, "--image", img, "--out", out, "--flaggers", "magic"],
-                            "unknown flagger 'magic'"),
+        "unknown flagger": (
+            ["flag", cat, "--image", img, "--out", out, "--flaggers", "magic"],
+            "unknown flagger 'magic'",
+        ),
         "invalid YAML": (["detect", img, "--out", out, "--config", badyaml], "invalid YAML"),
-        "unknown config key": (["detect", img, "--out", out, "--config", badkey],
-                               "unknown key detect.treshold"),
-        "bad config value": (["detect", img, "--out", out, "--config", badval],
-                             "detect.thresh: expected a number"),
-        "missing config": (["detect", img, "--out", out, "--config", tmp_path / "no.yaml"],
-                           "config file not found"),
-        "catalogue and image differ": (["flag", cat, "--image", small, "--out", out],
-                                       "catalogue and image do not match"),
-        "output dir missing": (["detect", img, "--out", tmp_path / "no" / "c.fits"],
-                               "directory does not exist"),
+        "unknown config key": (
+            ["detect", img, "--out", out, "--config", badkey],
+            "unknown key detect.treshold",
+        ),
+        "bad config value": (
+            ["detect", img, "--out", out, "--config", badval],
+            "detect.thresh: expected a number",
+        ),
+        "missing config": (
+            ["detect", img, "--out", out, "--config", tmp_path / "no.yaml"],
+            "config file not found",
+        ),
+        "catalogue and image differ": (
+            ["flag", cat, "--image", small, "--out", out],
+            "catalogue and image do not match",
+        ),
+        "output dir missing": (
+            ["detect", img, "--out", tmp_path / "no" / "c.fits"],
+            "directory does not exist",
+        ),
         "unknown option": (["detect", img, "--out", out, "--frobnicate"], "unrecognized"),
         "no output named": (["flag", cat, "--image", img], "--out"),
         "NaN image in flag": (["flag", cat, "--image", nan, "--out", out], "NaN/inf pixels"),
     }
 
 
-CASES = ["missing image", "not a FITS file", "truncated FITS", "NaN pixels", "missing catalogue",
-         "wrong HDU layout", "missing X_IMAGE", "empty catalogue", "unknown flagger",
-         "invalid YAML", "unknown config key", "bad config value", "missing config",
-         "catalogue and image differ", "output dir missing", "unknown option", "no output named",
-         "NaN image in flag"]
+CASES = [
+    "missing image",
+    "not a FITS file",
+    "truncated FITS",
+    "NaN pixels",
+    "missing catalogue",
+    "wrong HDU layout",
+    "missing X_IMAGE",
+    "empty catalogue",
+    "unknown flagger",
+    "invalid YAML",
+    "unknown config key",
+    "bad config value",
+    "missing config",
+    "catalogue and image differ",
+    "output dir missing",
+    "unknown option",
+    "no output named",
+    "NaN image in flag",
+]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -22,9 +22,28 @@ def small_run(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("compare")
     paths = {"json": tmp / "c.json", "plot": tmp / "c.png", "cat": tmp / "c.fits"}
-    code = main(["compare", "--n-galaxies", "240", "--seed", "3", "--flaggers", "sextractor",
-                 "--workers", "1", "--bootstrap", "50", "--json", str(paths["json"]),
-                 "--plot", str(paths["plot"]), "--catalogue-out", str(paths["cat"]), "--quiet"])
+    code = main(
+        [
+            "compare",
+            "--n-galaxies",
+            "240",
+            "--seed",
+            "3",
+            "--flaggers",
+            "sextractor",
+            "--workers",
+            "1",
+            "--bootstrap",
+            "50",
+            "--json",
+            str(paths["json"]),
+            "--plot",
+            str(paths["plot"]),
+            "--catalogue-out",
+            str(paths["cat"]),
+            "--quiet",
+        ]
+    )
     assert code == 0
     return paths
 
@@ -52,8 +71,24 @@ def test_without_a_catalogue_the_original_stamps_are_not_flagged(small_run):
     from blendflag.cli import main
 
     out = small_run["json"].parent / "no_catalogue.json"
-    code = main(["compare", "--n-galaxies", "240", "--seed", "3", "--flaggers", "sextractor",
-                 "--workers", "1", "--bootstrap", "50", "--json", str(out), "--quiet"])
+    code = main(
+        [
+            "compare",
+            "--n-galaxies",
+            "240",
+            "--seed",
+            "3",
+            "--flaggers",
+            "sextractor",
+            "--workers",
+            "1",
+            "--bootstrap",
+            "50",
+            "--json",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     lean, full = json.loads(out.read_text()), json.loads(small_run["json"].read_text())
     assert not lean["original_images_flagged"]
@@ -94,11 +129,27 @@ def field_files(tmp_path_factory):
 
 def test_on_user_files(field_files, tmp_path, capsys):
     out = tmp_path / "u.json"
-    code, _, err = run_cli(["compare", "--image", field_files / "image.fits", "--psf",
-                                 field_files / "psf.fits", "--weight",
-                                 field_files / "weight.fits", "--flaggers", "sextractor",
-                                 "--workers", "1", "--bootstrap", "20", "--json", out, "--quiet"],
-                                capsys)
+    code, _, err = run_cli(
+        [
+            "compare",
+            "--image",
+            field_files / "image.fits",
+            "--psf",
+            field_files / "psf.fits",
+            "--weight",
+            field_files / "weight.fits",
+            "--flaggers",
+            "sextractor",
+            "--workers",
+            "1",
+            "--bootstrap",
+            "20",
+            "--json",
+            out,
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 0, err
     data = json.loads(out.read_text())
     assert data["true_shear"] is None
@@ -109,34 +160,64 @@ def test_on_user_files(field_files, tmp_path, capsys):
 def _bad(field_files, tmp_path):
     img, psf = field_files / "image.fits", field_files / "psf.fits"
     nopos = tmp_path / "nopos.fits"
-    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
-        [fits.Column(name="FLUX_AUTO", format="E", array=np.ones(3))])]).writeto(nopos)
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.BinTableHDU.from_columns(
+                [fits.Column(name="FLUX_AUTO", format="E", array=np.ones(3))]
+            ),
+        ]
+    ).writeto(nopos)
     far = tmp_path / "far.fits"
-    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
-        [fits.Column(name="X_IMAGE", format="E", array=np.array([5000.0])),
-         fits.Column(name="Y_IMAGE", format="E", array=np.array([10.0]))])]).writeto(far)
+    fits.HDUList(
+        [
+            fits.PrimaryHDU(),
+            fits.BinTableHDU.from_columns(
+                [
+                    fits.Column(name="X_IMAGE", format="E", array=np.array([5000.0])),
+                    fits.Column(name="Y_IMAGE", format="E", array=np.array([10.0])),
+                ]
+            ),
+        ]
+    ).writeto(far)
     return {
         "missing PSF": (["--image", img, "--psf", tmp_path / "none.fits"], "PSF image not found"),
         "no PSF given": (["--image", img], "needs both --image and --psf"),
-        "catalogue without positions": (["--image", img, "--psf", psf, "--catalogue", nopos],
-                                        "no X_IMAGE column"),
-        "catalogue from another image": (["--image", img, "--psf", psf, "--catalogue", far],
-                                         "catalogue and image do not match"),
+        "catalogue without positions": (
+            ["--image", img, "--psf", psf, "--catalogue", nopos],
+            "no X_IMAGE column",
+        ),
+        "catalogue from another image": (
+            ["--image", img, "--psf", psf, "--catalogue", far],
+            "catalogue and image do not match",
+        ),
         "unknown engine": (["--engine", "magic"], "unknown shear engine 'magic'"),
         "bad shear": (["--shear", "0.02"], "shear must be two numbers"),
-        "mixed inputs": (["--image", img, "--psf", psf, "--shear", "0.01,0"],
-                         "are for simulated fields"),
+        "mixed inputs": (
+            ["--image", img, "--psf", psf, "--shear", "0.01,0"],
+            "are for simulated fields",
+        ),
     }
 
 
-@pytest.mark.parametrize("case", ["missing PSF", "no PSF given", "catalogue without positions",
-                                  "catalogue from another image", "unknown engine", "bad shear",
-                                  "mixed inputs"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing PSF",
+        "no PSF given",
+        "catalogue without positions",
+        "catalogue from another image",
+        "unknown engine",
+        "bad shear",
+        "mixed inputs",
+    ],
+)
 def test_bad_input(case, field_files, tmp_path, capsys):
     args, match = _bad(field_files, tmp_path)[case]
     out = tmp_path / "x.json"
-    code, _, err = run_cli(["compare", *args, "--flaggers", "sextractor", "--json", out,
-                            "--quiet"], capsys)
+    code, _, err = run_cli(
+        ["compare", *args, "--flaggers", "sextractor", "--json", out, "--quiet"], capsys
+    )
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1 and match in err
     assert not out.exists()

@@ -29,8 +29,9 @@ TRUE_G1 = 0.02
 @pytest.fixture(scope="module")
 def pairs():
     """40 noiseless rotated pairs, PSF elongated along g2 (leaks into c if mishandled)."""
-    return isolated_galaxy_pairs(40, np.random.default_rng(11), true_shear=(TRUE_G1, 0.0),
-                                 psf_shear=(0.0, 0.02))
+    return isolated_galaxy_pairs(
+        40, np.random.default_rng(11), true_shear=(TRUE_G1, 0.0), psf_shear=(0.0, 0.02)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +105,15 @@ def test_noiseless_rotated_pairs_recover_the_shear(noiseless_result, pairs):
     floor 2 g^2 = 8e-4 at g = 0.02 leaves room for that and nothing more:
     any percent-level error in the response fails.
     """
-    entry = selection_statistics(noiseless_result.table, "all", step=0.01,
-                                 true_shear=pairs.true_shear, rng=np.random.default_rng(2),
-                                 n_bootstrap=200, pair_id=pairs.pair_id)
+    entry = selection_statistics(
+        noiseless_result.table,
+        "all",
+        step=0.01,
+        true_shear=pairs.true_shear,
+        rng=np.random.default_rng(2),
+        n_bootstrap=200,
+        pair_id=pairs.pair_id,
+    )
     floor = 2.0 * TRUE_G1**2
     assert abs(entry["m"]) < 4 * entry["m_err"] + floor
     assert abs(entry["c"]) < 4 * entry["c_err"] + 1e-5
@@ -127,8 +134,9 @@ def test_noisy_stamps_with_noise_correction_and_images(pairs):
     rng = np.random.default_rng(5)
     sigma = 10.0
     stamps = pairs.stamps[:6] + rng.normal(0.0, sigma, pairs.stamps[:6].shape).astype(np.float32)
-    result = GalSimMetacal(ShearConfig()).measure(stamps, pairs.psf, pairs.pixel_scale, sigma,
-                                                  rng, return_images=True)
+    result = GalSimMetacal(ShearConfig()).measure(
+        stamps, pairs.psf, pairs.pixel_scale, sigma, rng, return_images=True
+    )
     assert isinstance(result, MetacalResult)
     assert result.good.all()
     assert result.meta["fixnoise"] is True
@@ -154,9 +162,13 @@ def test_bad_stamps_are_flagged_not_raised(pairs):
     stamps = pairs.stamps[:4].copy()
     stamps[1] = 0.0
     stamps[2, 10, 10] = np.nan
-    result = GalSimMetacal(ShearConfig()).measure(stamps, pairs.psf, pairs.pixel_scale,
-                                                  np.array([0.0, 0.0, 0.0, 0.0]),
-                                                  np.random.default_rng(0))
+    result = GalSimMetacal(ShearConfig()).measure(
+        stamps,
+        pairs.psf,
+        pairs.pixel_scale,
+        np.array([0.0, 0.0, 0.0, 0.0]),
+        np.random.default_rng(0),
+    )
     flags = np.asarray(result.table["MCAL_FLAGS"])
     assert flags[0] == 0 and flags[3] == 0
     assert flags[1] & MCAL_EMPTY_STAMP
@@ -187,16 +199,18 @@ def test_failures_inside_the_engine_become_flags(pairs, monkeypatch):
 
     monkeypatch.setattr(GalSimMetacal, "_metacal_images", images)
     monkeypatch.setattr(galsim.hsm, "FindAdaptiveMom", moments)
-    result = GalSimMetacal(ShearConfig()).measure(pairs.stamps[:4], pairs.psf,
-                                                  pairs.pixel_scale, 0.0, np.random.default_rng(0))
+    result = GalSimMetacal(ShearConfig()).measure(
+        pairs.stamps[:4], pairs.psf, pairs.pixel_scale, 0.0, np.random.default_rng(0)
+    )
     flags = list(result.table["MCAL_FLAGS"])
     assert flags == [MCAL_RENDER_FAILED, MCAL_ENGINE_FAILED, MCAL_MOMENTS_FAILED, 0]
     assert np.isnan(result.table["G1_NOSHEAR"][2])
 
 
 def test_reconvolution_psf_is_round_and_below_the_psf(pairs):
-    psf = galsim.InterpolatedImage(galsim.ImageD(pairs.psf, scale=pairs.pixel_scale),
-                                   x_interpolant="lanczos15")
+    psf = galsim.InterpolatedImage(
+        galsim.ImageD(pairs.psf, scale=pairs.pixel_scale), x_interpolant="lanczos15"
+    )
     target = round_target_psf(psf)
     assert isinstance(target, galsim.Gaussian)
     # larger than the PSF in real space...
@@ -205,8 +219,9 @@ def test_reconvolution_psf_is_round_and_below_the_psf(pairs):
     # ...so below it in Fourier space where the PSF has little power left
     k = np.linspace(2.0, psf.maxk, 40)
     for angle in (0.0, 0.7, 1.4):
-        p = np.array([psf.kValue(galsim.PositionD(kk * np.cos(angle), kk * np.sin(angle))).real
-                      for kk in k])
+        p = np.array(
+            [psf.kValue(galsim.PositionD(kk * np.cos(angle), kk * np.sin(angle))).real for kk in k]
+        )
         t = np.array([target.kValue(galsim.PositionD(kk, 0.0)).real for kk in k])
         assert np.all(t[p < 0.1] < p[p < 0.1])
 
@@ -237,11 +252,13 @@ def test_ngmix_engine_agrees_with_galsim(pairs):
     from blendflag_plugins.ngmix_engine import NgmixMetacal
 
     stamps = pairs.stamps[:8]
-    ours = GalSimMetacal(ShearConfig()).measure(stamps, pairs.psf, pairs.pixel_scale, 0.0,
-                                                np.random.default_rng(0))
+    ours = GalSimMetacal(ShearConfig()).measure(
+        stamps, pairs.psf, pairs.pixel_scale, 0.0, np.random.default_rng(0)
+    )
     # the same reconvolution kernel in both, so only the two codes differ
-    psf = galsim.InterpolatedImage(galsim.ImageD(pairs.psf, scale=pairs.pixel_scale),
-                                   x_interpolant="lanczos15")
+    psf = galsim.InterpolatedImage(
+        galsim.ImageD(pairs.psf, scale=pairs.pixel_scale), x_interpolant="lanczos15"
+    )
     theirs = NgmixMetacal(ShearConfig(), psf=round_target_psf(psf)).measure(
         stamps, pairs.psf, pairs.pixel_scale, 0.0, np.random.default_rng(0)
     )
@@ -255,8 +272,9 @@ def test_ngmix_engine_agrees_with_galsim(pairs):
     Rb = (b["G1_1P"] - b["G1_1M"]) / 0.02
     np.testing.assert_allclose(Ra, Rb, atol=2e-3)
     # and with ngmix's own default kernel the images still measure a shear
-    default = NgmixMetacal(ShearConfig()).measure(stamps, pairs.psf, pairs.pixel_scale, 0.0,
-                                                  np.random.default_rng(0))
+    default = NgmixMetacal(ShearConfig()).measure(
+        stamps, pairs.psf, pairs.pixel_scale, 0.0, np.random.default_rng(0)
+    )
     assert default.good.all()
     assert 0.5 < shear_response(default.table)[0, 0] < 1.6
 
@@ -268,8 +286,9 @@ def test_ngmix_engine_flags_bad_stamps(pairs):
     stamps = pairs.stamps[:3].copy()
     stamps[0] = 0.0
     stamps[1, 3, 3] = np.inf
-    result = NgmixMetacal(ShearConfig()).measure(stamps, pairs.psf, pairs.pixel_scale, 5.0,
-                                                 np.random.default_rng(0), return_images=True)
+    result = NgmixMetacal(ShearConfig()).measure(
+        stamps, pairs.psf, pairs.pixel_scale, 5.0, np.random.default_rng(0), return_images=True
+    )
     flags = np.asarray(result.table["MCAL_FLAGS"])
     assert flags[0] & MCAL_EMPTY_STAMP and flags[1] & MCAL_NONFINITE_STAMP and flags[2] == 0
     assert result.images["1p"].shape == stamps.shape
@@ -285,14 +304,17 @@ def test_given_noise_fields_replace_the_random_ones(pairs):
     stamps = np.stack([stamp, np.rot90(stamp, -1)])
     fields = np.stack([field, np.rot90(field, -1)])
     engine = GalSimMetacal(ShearConfig())
-    a = engine.measure(stamps, pairs.psf, pairs.pixel_scale, sigma, np.random.default_rng(1),
-                       noise_fields=fields)
-    b = engine.measure(stamps, pairs.psf, pairs.pixel_scale, sigma, np.random.default_rng(2),
-                       noise_fields=fields)
+    a = engine.measure(
+        stamps, pairs.psf, pairs.pixel_scale, sigma, np.random.default_rng(1), noise_fields=fields
+    )
+    b = engine.measure(
+        stamps, pairs.psf, pairs.pixel_scale, sigma, np.random.default_rng(2), noise_fields=fields
+    )
     c = engine.measure(stamps, pairs.psf, pairs.pixel_scale, sigma, np.random.default_rng(2))
     assert a.meta["noise_fields"] == "given" and c.meta["noise_fields"] == "drawn"
-    np.testing.assert_array_equal(np.asarray(a.table["G1_NOSHEAR"]),
-                                  np.asarray(b.table["G1_NOSHEAR"]))
+    np.testing.assert_array_equal(
+        np.asarray(a.table["G1_NOSHEAR"]), np.asarray(b.table["G1_NOSHEAR"])
+    )
     assert not np.allclose(np.asarray(a.table["G1_NOSHEAR"]), np.asarray(c.table["G1_NOSHEAR"]))
     # the turned object with the turned field: e -> -e and the same response (the
     # PSF is elongated along g2 here, so agreement is to its small effect only)

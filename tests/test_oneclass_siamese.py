@@ -16,7 +16,7 @@ pytest.importorskip("keras")
 TINY = {
     "oneclass": "method: oneclass\nn_train: 160\nn_val: 80\nepochs: 1\nbatch_size: 32\n",
     "siamese": "method: siamese\nn_train: 160\nn_val: 80\nepochs: 1\nbatch_size: 32\n"
-               "n_reference: 10\n",
+    "n_reference: 10\n",
 }
 
 
@@ -30,8 +30,21 @@ def trained(tmp_path_factory):
         cfg = tmp / f"{method}.yaml"
         cfg.write_text(text)
         out[method] = tmp / f"{method}.npz"
-        assert main(["train", "--method", method, "--config", str(cfg), "--out",
-                     str(out[method]), "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--method",
+                    method,
+                    "--config",
+                    str(cfg),
+                    "--out",
+                    str(out[method]),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
     return out
 
 
@@ -62,10 +75,25 @@ def test_siamese_embedding_is_unit_norm_and_prototypes_decide():
 
 def test_both_run_in_evaluate(trained, tmp_path, capsys):
     out = tmp_path / "e.json"
-    code, _, err = run_cli([
-        "evaluate", "--dataset", "great3", "--n", "60", "--seed", "2", "--quiet",
-        "--methods", "oneclass,siamese,sextractor", "--json", out,
-        "--weights", f"oneclass={trained['oneclass']},siamese={trained['siamese']}"], capsys)
+    code, _, err = run_cli(
+        [
+            "evaluate",
+            "--dataset",
+            "great3",
+            "--n",
+            "60",
+            "--seed",
+            "2",
+            "--quiet",
+            "--methods",
+            "oneclass,siamese,sextractor",
+            "--json",
+            out,
+            "--weights",
+            f"oneclass={trained['oneclass']},siamese={trained['siamese']}",
+        ],
+        capsys,
+    )
     assert code == 0, err
     data = json.loads(out.read_text())
     assert set(data["methods"]) == {"oneclass", "siamese", "sextractor"}
@@ -77,9 +105,21 @@ def test_flag_catalogue_with_oneclass(trained, detected, tmp_path, capsys):
     from blendflag.catalog import read_catalogue
 
     out = tmp_path / "f.fits"
-    code, _, err = run_cli(["flag", detected["catalogue"], "--image", detected["image"],
-                            "--flaggers", "oneclass", "--weights", trained["oneclass"],
-                            "--out", out], capsys)
+    code, _, err = run_cli(
+        [
+            "flag",
+            detected["catalogue"],
+            "--image",
+            detected["image"],
+            "--flaggers",
+            "oneclass",
+            "--weights",
+            trained["oneclass"],
+            "--out",
+            out,
+        ],
+        capsys,
+    )
     assert code == 0, err
     cat = read_catalogue(out)
     p = cat.column("P_BLEND_ONECLASS")
@@ -97,6 +137,7 @@ def test_weights_of_another_method_are_refused(trained):
 def test_train_method_and_config_must_agree(tmp_path, capsys):
     cfg = tmp_path / "s.yaml"
     cfg.write_text(TINY["siamese"])
-    code, _, err = run_cli(["train", "--method", "oneclass", "--config", cfg, "--out",
-                            tmp_path / "x.npz"], capsys)
+    code, _, err = run_cli(
+        ["train", "--method", "oneclass", "--config", cfg, "--out", tmp_path / "x.npz"], capsys
+    )
     assert code == 2 and "configures method 'siamese'" in err

@@ -16,8 +16,13 @@ from tests.conftest import run_cli
 def test_default_stage_order_with_builtin_flag_stage():
     pm = get_plugin_manager()
     assert default_stages().names() == ["detect", "cutout", "measure_shear", "annotate"]
-    assert build_stages(pm).names() == ["detect", "cutout", "flag_blends", "measure_shear",
-                                        "annotate"]
+    assert build_stages(pm).names() == [
+        "detect",
+        "cutout",
+        "flag_blends",
+        "measure_shear",
+        "annotate",
+    ]
 
 
 def test_blocking_flag_stage_removes_the_step(monkeypatch):
@@ -53,8 +58,8 @@ def test_duplicate_stage_names_rejected():
 
 
 def test_pipeline_detects_and_flags_in_memory(small_field):
-    from blendflag.catalog import read_image
-    from blendflag.commands.common import make_flaggers
+    from blendflag.flaggers import make_flaggers
+    from blendflag.images import read_image
 
     pm = get_plugin_manager()
     image, _ = read_image(small_field["image"])
@@ -62,8 +67,13 @@ def test_pipeline_detects_and_flags_in_memory(small_field):
     context = Context(config=config, pm=pm, image=image)
     context.flagger_objects = make_flaggers(pm, "sextractor", config)
     run_pipeline(context)
-    assert context.results["stage_order"] == ["detect", "cutout", "flag_blends", "measure_shear",
-                                              "annotate"]
+    assert context.results["stage_order"] == [
+        "detect",
+        "cutout",
+        "flag_blends",
+        "measure_shear",
+        "annotate",
+    ]
     assert len(context.table) >= 14
     flags = context.annotation.columns["BLEND_SEXTRACTOR"]
     np.testing.assert_array_equal(flags, (np.asarray(context.table["FLAGS"]) & 2) != 0)
@@ -73,8 +83,19 @@ def test_pipeline_detects_and_flags_in_memory(small_field):
 
 def test_third_party_stage_runs_in_place_and_adds_column(third_party_plugin, detected, capsys):
     out = detected["tmp"] / "flagged.fits"
-    code, _, err = run_cli(["flag", detected["catalogue"], "--image", detected["image"],
-                            "--flaggers", "sextractor", "--out", out], capsys)
+    code, _, err = run_cli(
+        [
+            "flag",
+            detected["catalogue"],
+            "--image",
+            detected["image"],
+            "--flaggers",
+            "sextractor",
+            "--out",
+            out,
+        ],
+        capsys,
+    )
     assert code == 0, err
     with fits.open(out) as hdul:
         objects = hdul["LDAC_OBJECTS"]

@@ -19,8 +19,17 @@ from blendflag.plugins import (
 )
 from tests.conftest import run_cli
 
-BUILTINS = {"sep_detect", "sextractor", "sextractor_binary", "flag_stage", "vgg16", "oneclass",
-            "siamese", "metacal_galsim", "ngmix_engine"}
+BUILTINS = {
+    "sep_detect",
+    "sextractor",
+    "sextractor_binary",
+    "flag_stage",
+    "vgg16",
+    "oneclass",
+    "siamese",
+    "metacal_galsim",
+    "ngmix_engine",
+}
 
 
 def test_builtins_come_from_entry_points():
@@ -108,8 +117,11 @@ def test_third_party_origin_is_entry_point(third_party_plugin):
     info = {i.name: i for i in describe_plugins(pm)}["neighbours"]
     assert info.origin == "entry point"
     assert info.distribution == "blendflag-neighbours"
-    assert set(info.hooks) == {"blendflag_pipeline_stages", "blendflag_annotate_catalogue",
-                               "blendflag_register_commands"}
+    assert set(info.hooks) == {
+        "blendflag_pipeline_stages",
+        "blendflag_annotate_catalogue",
+        "blendflag_register_commands",
+    }
 
 
 def test_hookspecs_module_holds_only_markers_and_specs():
@@ -125,8 +137,8 @@ def test_blendflag_detect_first_result_wins(small_field):
     import numpy as np
     from astropy.table import Table
 
-    from blendflag.catalog import read_image
     from blendflag.config import DetectConfig
+    from blendflag.images import read_image
 
     plugin = types.ModuleType("fake_detector")
     calls = []
@@ -172,9 +184,18 @@ def test_register_flaggers_hook_adds_a_flagger(detected, capsys):
     pm = get_plugin_manager(extra_plugins=[("brightest", plugin)])
     assert "brightest" in get_flaggers(pm)
     out = detected["tmp"] / "b.fits"
-    args = build_parser(pm).parse_args(["flag", str(detected["catalogue"]), "--image",
-                                        str(detected["image"]), "--flaggers", "brightest",
-                                        "--out", str(out)])
+    args = build_parser(pm).parse_args(
+        [
+            "flag",
+            str(detected["catalogue"]),
+            "--image",
+            str(detected["image"]),
+            "--flaggers",
+            "brightest",
+            "--out",
+            str(out),
+        ]
+    )
     assert args.func(args, pm) == 0
     from blendflag.catalog import read_catalogue
 
@@ -192,8 +213,8 @@ def test_every_flaggers_header_cards_fit_a_fits_card(reference):
 
     from astropy.io import fits
 
-    from blendflag.commands.common import make_flaggers
     from blendflag.config import load_pipeline_config
+    from blendflag.flaggers import make_flaggers
 
     pm = get_plugin_manager()
     names = sorted(get_flaggers(pm))

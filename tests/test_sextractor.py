@@ -15,7 +15,8 @@ from tests.conftest import gaussian_image, run_cli
 
 HAS_BINARY = find_binary() is not None
 needs_binary = pytest.mark.skipif(
-    not HAS_BINARY, reason="SExtractor binary (Debian package source-extractor) not on PATH")
+    not HAS_BINARY, reason="SExtractor binary (Debian package source-extractor) not on PATH"
+)
 
 
 def hand_made_stamps(rng):
@@ -26,8 +27,12 @@ def hand_made_stamps(rng):
         [(c, c), (c + 7.0, c + 1.0)],
         [(c, c), (c + 18.0, c + 8.0)],
     ]
-    return np.stack([gaussian_image((51, 51), pos, flux=5000.0, sigma_px=1.8, noise=5.0, rng=rng)
-                     for pos in layouts])
+    return np.stack(
+        [
+            gaussian_image((51, 51), pos, flux=5000.0, sigma_px=1.8, noise=5.0, rng=rng)
+            for pos in layouts
+        ]
+    )
 
 
 @pytest.mark.parametrize("backend", ["sep", pytest.param("sextractor", marks=needs_binary)])
@@ -41,8 +46,9 @@ def test_stamp_rule_on_hand_made_stamps(backend):
 def test_pair_too_close_to_deblend_is_a_miss():
     # 1 px apart: one merged detection, no deblend flag -> classified not blend (the rule)
     rng = np.random.default_rng(2)
-    stamp = gaussian_image((51, 51), [(25, 25), (26, 25)], flux=5000.0, sigma_px=1.8,
-                           noise=5.0, rng=rng)
+    stamp = gaussian_image(
+        (51, 51), [(25, 25), (26, 25)], flux=5000.0, sigma_px=1.8, noise=5.0, rng=rng
+    )
     assert not classify_stamps(stamp[None]).flag[0]
 
 
@@ -77,8 +83,17 @@ def test_binary_and_sep_agree_on_a_field(small_field, capsys):
 
     tmp = small_field["tmp"]
     for backend in ("sep", "sextractor"):
-        code, _, err = run_cli(["detect", small_field["image"], "--out", tmp / f"{backend}.fits",
-                                "--backend", backend], capsys)
+        code, _, err = run_cli(
+            [
+                "detect",
+                small_field["image"],
+                "--out",
+                tmp / f"{backend}.fits",
+                "--backend",
+                backend,
+            ],
+            capsys,
+        )
         assert code == 0, err
     a, b = read_catalogue(tmp / "sep.fits"), read_catalogue(tmp / "sextractor.fits")
     xa, ya = a.positions()
@@ -95,9 +110,25 @@ def test_binary_and_sep_agree_on_a_field(small_field, capsys):
 
 def test_evaluate_command_json_and_plot(tmp_path, capsys):
     out, png = tmp_path / "e.json", tmp_path / "e.png"
-    code, _, err = run_cli(["evaluate", "--dataset", "great3", "--n", "200", "--seed", "3",
-                                 "--methods", "sextractor", "--json", out, "--plot", png,
-                                 "--quiet"], capsys)
+    code, _, err = run_cli(
+        [
+            "evaluate",
+            "--dataset",
+            "great3",
+            "--n",
+            "200",
+            "--seed",
+            "3",
+            "--methods",
+            "sextractor",
+            "--json",
+            out,
+            "--plot",
+            png,
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 0, err
     data = json.loads(out.read_text())
     assert data["n"] == 200
@@ -112,14 +143,18 @@ def test_evaluate_command_json_and_plot(tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize(("args", "match"), [
-    (["--methods", "nope"], "unknown flagger 'nope'"),
-    (["--n", "0"], "--n must be positive"),
-    (["--noise", "loud"], "--noise must be a number or 'grid'"),
-])
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--methods", "nope"], "unknown flagger 'nope'"),
+        (["--n", "0"], "--n must be positive"),
+        (["--noise", "loud"], "--noise must be a number or 'grid'"),
+    ],
+)
 def test_evaluate_bad_arguments(args, match, tmp_path, capsys):
-    code, _, err = run_cli(["evaluate", "--dataset", "great3", "--json", tmp_path / "x.json",
-                            *args], capsys)
+    code, _, err = run_cli(
+        ["evaluate", "--dataset", "great3", "--json", tmp_path / "x.json", *args], capsys
+    )
     assert code == 2
     assert match in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.json").exists()

@@ -39,7 +39,18 @@ from blendflag.shear import (
 
 STEP = 0.01
 REQUIRED_KEYS = {
-    "name", "n", "R11", "R22", "g1", "g1_err", "g2", "g2_err", "m", "m_err", "c", "c_err",
+    "name",
+    "n",
+    "R11",
+    "R22",
+    "g1",
+    "g1_err",
+    "g2",
+    "g2_err",
+    "m",
+    "m_err",
+    "c",
+    "c_err",
 }
 EXTRA_KEYS = {"R11_S", "R22_S", "g1_noRS", "m_noRS", "m_noRS_err", "fraction_kept"}
 
@@ -93,8 +104,9 @@ def cut_masks(table, threshold=0.3):
 
 def test_entry_has_the_contract_keys_and_is_json(rng):
     table, pair_id, _ = synthetic_table(200, rng)
-    entry = selection_statistics(table, "all", step=STEP, true_shear=(0.02, 0.0), rng=rng,
-                                 n_bootstrap=50, pair_id=pair_id)
+    entry = selection_statistics(
+        table, "all", step=STEP, true_shear=(0.02, 0.0), rng=rng, n_bootstrap=50, pair_id=pair_id
+    )
     assert set(entry) == REQUIRED_KEYS | EXTRA_KEYS
     assert entry["name"] == "all"
     assert entry["n"] == len(table)
@@ -104,8 +116,9 @@ def test_entry_has_the_contract_keys_and_is_json(rng):
 
 def test_recovers_the_shear_and_the_mean_response(rng):
     table, pair_id, R = synthetic_table(500, rng)
-    entry = selection_statistics(table, "all", step=STEP, true_shear=(0.02, 0.0), rng=rng,
-                                 n_bootstrap=100, pair_id=pair_id)
+    entry = selection_statistics(
+        table, "all", step=STEP, true_shear=(0.02, 0.0), rng=rng, n_bootstrap=100, pair_id=pair_id
+    )
     assert entry["R11"] == pytest.approx(R.mean(), rel=1e-12)
     assert entry["R22"] == pytest.approx(R.mean(), rel=1e-12)
     # linear model + exact rotated pairs: <e> = <R> g exactly
@@ -126,13 +139,21 @@ def test_without_true_shear_m_and_c_are_null(rng):
 def test_selection_masks_are_honoured(rng):
     table, _, _ = synthetic_table(300, rng)
     keep = rng.random(len(table)) < 0.6
-    entry = selection_statistics(table, "random", {v: keep for v in METACAL_VERSIONS},
-                                 step=STEP, true_shear=(0.02, 0.0), rng=rng, n_bootstrap=20)
+    entry = selection_statistics(
+        table,
+        "random",
+        {v: keep for v in METACAL_VERSIONS},
+        step=STEP,
+        true_shear=(0.02, 0.0),
+        rng=rng,
+        n_bootstrap=20,
+    )
     assert entry["n"] == int(keep.sum())
     assert entry["fraction_kept"] == pytest.approx(keep.mean())
     # the same numbers as measuring on the kept objects only
-    sub = selection_statistics(table[keep], "sub", step=STEP, true_shear=(0.02, 0.0), rng=rng,
-                               n_bootstrap=20)
+    sub = selection_statistics(
+        table[keep], "sub", step=STEP, true_shear=(0.02, 0.0), rng=rng, n_bootstrap=20
+    )
     for key in ("R11", "R22", "g1", "g2", "m", "c"):
         assert entry[key] == pytest.approx(sub[key], rel=1e-10, abs=1e-14)
 
@@ -141,8 +162,9 @@ def test_selection_response_zero_for_shape_blind_cut(rng):
     # a cut that does not look at shapes keeps the same objects on every version
     table, _, _ = synthetic_table(300, rng)
     keep = rng.random(len(table)) < 0.5
-    entry = selection_statistics(table, "random", {v: keep for v in METACAL_VERSIONS},
-                                 step=STEP, rng=rng, n_bootstrap=20)
+    entry = selection_statistics(
+        table, "random", {v: keep for v in METACAL_VERSIONS}, step=STEP, rng=rng, n_bootstrap=20
+    )
     assert entry["R11_S"] == 0.0 and entry["R22_S"] == 0.0
     # a single mask is the same thing
     single = selection_statistics(table, "random", keep, step=STEP, rng=rng, n_bootstrap=20)
@@ -152,8 +174,16 @@ def test_selection_response_zero_for_shape_blind_cut(rng):
 def test_selection_response_corrects_a_cut_on_e1(rng):
     table, pair_id, _ = synthetic_table(4000, rng, response=(0.8, 0.8))
     masks = cut_masks(table)
-    entry = selection_statistics(table, "e1 cut", masks, step=STEP, true_shear=(0.02, 0.0),
-                                 rng=rng, n_bootstrap=100, pair_id=pair_id)
+    entry = selection_statistics(
+        table,
+        "e1 cut",
+        masks,
+        step=STEP,
+        true_shear=(0.02, 0.0),
+        rng=rng,
+        n_bootstrap=100,
+        pair_id=pair_id,
+    )
     assert entry["n"] == int(masks["noshear"].sum())
     # shearing by +step moves objects out at e1 = +0.3 and in at -0.3: R_S < 0
     assert entry["R11_S"] < -0.05
@@ -192,8 +222,9 @@ def test_flagged_objects_are_excluded(rng):
 
 def test_empty_selection_gives_nulls(rng):
     table, _, _ = synthetic_table(10, rng)
-    entry = selection_statistics(table, "none", np.zeros(len(table), bool), step=STEP,
-                                 true_shear=(0.02, 0.0), n_bootstrap=10)
+    entry = selection_statistics(
+        table, "none", np.zeros(len(table), bool), step=STEP, true_shear=(0.02, 0.0), n_bootstrap=10
+    )
     assert entry["n"] == 0
     assert entry["g1"] is None and entry["m"] is None and entry["R11"] is None
     json.dumps(entry, allow_nan=False)
@@ -204,8 +235,9 @@ def test_bootstrap_errors_shrink_with_n():
     for n_pairs in (200, 3200):
         rng = np.random.default_rng(7)
         table, _, _ = synthetic_table(n_pairs, rng, pairs=False)
-        entry = selection_statistics(table, "all", step=STEP, true_shear=(0.02, 0.0),
-                                     rng=rng, n_bootstrap=200)
+        entry = selection_statistics(
+            table, "all", step=STEP, true_shear=(0.02, 0.0), rng=rng, n_bootstrap=200
+        )
         errs.append(entry["g1_err"])
     # 16x the objects: errors 4x smaller (bootstrap noise ~ 1/sqrt(2 * 200) = 5%)
     assert 3.2 < errs[0] / errs[1] < 5.0
@@ -216,10 +248,12 @@ def test_bootstrap_errors_shrink_with_n():
 
 def test_pair_bootstrap_keeps_pairs_together(rng):
     table, pair_id, _ = synthetic_table(400, rng, response=(0.8, 0.8))
-    by_pair = selection_statistics(table, "all", step=STEP, true_shear=(0.02, 0.0), rng=rng,
-                                   n_bootstrap=100, pair_id=pair_id)
-    by_object = selection_statistics(table, "all", step=STEP, true_shear=(0.02, 0.0), rng=rng,
-                                     n_bootstrap=100)
+    by_pair = selection_statistics(
+        table, "all", step=STEP, true_shear=(0.02, 0.0), rng=rng, n_bootstrap=100, pair_id=pair_id
+    )
+    by_object = selection_statistics(
+        table, "all", step=STEP, true_shear=(0.02, 0.0), rng=rng, n_bootstrap=100
+    )
     # shape noise cancels within a pair: resampling whole pairs leaves no scatter,
     # resampling objects breaks the pairs and brings the shape noise back
     assert by_pair["g1_err"] < 1e-10
@@ -227,8 +261,15 @@ def test_pair_bootstrap_keeps_pairs_together(rng):
     # pair ids may be any labels, in any order
     shuffled = rng.permutation(len(table))
     labels = (pair_id * 7 + 3)[shuffled]
-    again = selection_statistics(table[shuffled], "all", step=STEP, true_shear=(0.02, 0.0),
-                                 rng=rng, n_bootstrap=100, pair_id=labels)
+    again = selection_statistics(
+        table[shuffled],
+        "all",
+        step=STEP,
+        true_shear=(0.02, 0.0),
+        rng=rng,
+        n_bootstrap=100,
+        pair_id=labels,
+    )
     assert again["g1_err"] < 1e-10
     with pytest.raises(BlendflagError, match="pair_id"):
         selection_statistics(table, "all", step=STEP, pair_id=pair_id[:-1])
@@ -365,8 +406,13 @@ def test_select_engine():
 def test_measure_context_reads_the_context(rng):
     stamps = rng.normal(0.0, 2.0, size=(3, 61, 61)).astype(np.float32)
     context = SimpleNamespace(
-        stamps=stamps, psf=np.ones((5, 5)), rng=rng, results={"noise_sigma": 2.5},
-        image_header=fits.Header({"PIXSCALE": 0.187}), weight=None, table=None,
+        stamps=stamps,
+        psf=np.ones((5, 5)),
+        rng=rng,
+        results={"noise_sigma": 2.5},
+        image_header=fits.Header({"PIXSCALE": 0.187}),
+        weight=None,
+        table=None,
         stamp_flags=np.array([0, 1, 0], dtype=np.int32),
     )
     engine = RecordingEngine(ShearConfig(stamp_size=51))

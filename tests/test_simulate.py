@@ -19,8 +19,7 @@ from blendflag.simulate import (
     write_field,
 )
 
-TRUTH_COLUMNS = ("LABEL", "KIND", "N_SOURCES", "SEPARATION", "FLUX1", "FLUX2", "SNR",
-                 "NOISE_SIGMA")
+TRUTH_COLUMNS = ("LABEL", "KIND", "N_SOURCES", "SEPARATION", "FLUX1", "FLUX2", "SNR", "NOISE_SIGMA")
 
 
 @pytest.fixture(scope="module")
@@ -52,25 +51,30 @@ def test_preset_pixel_scales():
 
 def test_user_yaml_works(tmp_path):
     path = tmp_path / "mine.yaml"
-    path.write_text("pixel_scale: 0.25\nstamp_size: 33\ndefault_noise: 10\n"
-                    "psf: {type: gaussian, fwhm: 0.8}\ngalaxy: {hlr: [0.4, 0.6]}\n")
+    path.write_text(
+        "pixel_scale: 0.25\nstamp_size: 33\ndefault_noise: 10\n"
+        "psf: {type: gaussian, fwhm: 0.8}\ngalaxy: {hlr: [0.4, 0.6]}\n"
+    )
     stamps, truth = simulate_stamps(str(path), 8, seed=1)
     assert stamps.shape == (8, 33, 33)
     assert truth.meta["DATASET"] == "mine"
     assert (truth["NOISE_SIGMA"] == 10).all()
 
 
-@pytest.mark.parametrize("text, match", [
-    ("pixel_scale: -1\n", "pixel_scale"),
-    ("psf: {type: lorentzian}\n", "psf.type"),
-    ("galaxy: {hlr: [0.5, 0.1]}\n", "galaxy.hlr"),
-    ("galaxy: {flux: big}\n", "galaxy.flux"),
-    ("stamp_size: 50\n", "stamp_size"),
-    ("noise_grid: []\n", "noise_grid"),
-    ("pixelscale: 0.2\n", "unknown key pixelscale"),
-    ("field: {density: 0}\n", "field.density"),
-    ("- a list\n", "must hold a mapping"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("pixel_scale: -1\n", "pixel_scale"),
+        ("psf: {type: lorentzian}\n", "psf.type"),
+        ("galaxy: {hlr: [0.5, 0.1]}\n", "galaxy.hlr"),
+        ("galaxy: {flux: big}\n", "galaxy.flux"),
+        ("stamp_size: 50\n", "stamp_size"),
+        ("noise_grid: []\n", "noise_grid"),
+        ("pixelscale: 0.2\n", "unknown key pixelscale"),
+        ("field: {density: 0}\n", "field.density"),
+        ("- a list\n", "must hold a mapping"),
+    ],
+)
 def test_invalid_yaml_is_a_config_error(tmp_path, text, match):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
@@ -165,7 +169,7 @@ def test_close_blends_and_honest_separated_pairs(grid_set):
     sep = np.asarray(truth["SEPARATION"])
     blends, separated = sep[kinds == "blend"], sep[kinds == "separated"]
     assert blends.min() < 1.5
-    assert (blends < 2.5).sum() > 15          # close blends occur (uniform in area)
+    assert (blends < 2.5).sum() > 15  # close blends occur (uniform in area)
     assert 0.04 < (blends < 4).mean() < 0.25
     # near misses: many separated pairs within 1.5-3x the typical blend distance
     typical = np.median(blends)
@@ -191,11 +195,18 @@ def test_noise_options():
             simulate_stamps("cfis", 4, seed=1, noise=bad)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"n": 0}, "n must be"), ({"n": -5}, "n must be"), ({"n": 2.5}, "n must be"),
-    ({"fractions": (0.5, 0.5, 0.5)}, "sum to 1"), ({"fractions": (1.0, 0.0)}, "three"),
-    ({"workers": 0}, "workers"), ({"seed": -1}, "seed"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n": 0}, "n must be"),
+        ({"n": -5}, "n must be"),
+        ({"n": 2.5}, "n must be"),
+        ({"fractions": (0.5, 0.5, 0.5)}, "sum to 1"),
+        ({"fractions": (1.0, 0.0)}, "three"),
+        ({"workers": 0}, "workers"),
+        ({"seed": -1}, "seed"),
+    ],
+)
 def test_bad_stamp_arguments(kwargs, match):
     args = {"n": 4, "seed": 1, **kwargs}
     with pytest.raises(BlendflagError, match=match):
@@ -203,8 +214,11 @@ def test_bad_stamp_arguments(kwargs, match):
 
 
 def test_kind_counts_round_remainder_to_blends():
-    assert kind_counts(10) == {"blend": 4, "single": 3, "separated": 3} or \
-        kind_counts(10) == {"blend": 6, "single": 2, "separated": 2}
+    assert kind_counts(10) == {"blend": 4, "single": 3, "separated": 3} or kind_counts(10) == {
+        "blend": 6,
+        "single": 2,
+        "separated": 2,
+    }
     assert sum(kind_counts(7).values()) == 7
     assert kind_counts(2000) == {"blend": 1000, "single": 500, "separated": 500}
     assert kind_counts(5, (0, 1, 0)) == {"blend": 0, "single": 5, "separated": 0}
@@ -233,8 +247,12 @@ def _measure_shear(field, rows):
     g = []
     for r in rows:
         x, y = round(r["X"]), round(r["Y"])
-        res = galsim.hsm.EstimateShear(image[galsim.BoundsI(x - 32, x + 32, y - 32, y + 32)],
-                                       psf, shear_est="REGAUSS", strict=True)
+        res = galsim.hsm.EstimateShear(
+            image[galsim.BoundsI(x - 32, x + 32, y - 32, y + 32)],
+            psf,
+            shear_est="REGAUSS",
+            strict=True,
+        )
         s = galsim.Shear(e1=res.corrected_e1, e2=res.corrected_e2)
         g.append((s.g1, s.g2))
     return np.mean(g, axis=0)
@@ -264,8 +282,9 @@ def test_field_shear_is_applied_round_galaxies(shear):
 
 def test_field_shear_rotated_pairs_cancel_shape_noise():
     config = _isolated_round_config()  # intrinsic shapes with sigma 0.25
-    field = simulate_field(config, 60, shear=(0.02, 0.0), seed=4, noise=0, size=700,
-                           rotated_pairs=True)
+    field = simulate_field(
+        config, 60, shear=(0.02, 0.0), seed=4, noise=0, size=700, rotated_pairs=True
+    )
     truth = field.truth
     half = len(truth) // 2
     assert field.image.shape == (700, 1400)
@@ -313,8 +332,9 @@ def test_positions_are_sheared_with_the_scene():
 
 
 def test_field_margin_keeps_galaxies_away_from_the_edges():
-    field = simulate_field("cfis", 200, shear=(0.02, 0.0), seed=6, noise=0, rotated_pairs=True,
-                           size=300, margin=26)
+    field = simulate_field(
+        "cfis", 200, shear=(0.02, 0.0), seed=6, noise=0, rotated_pairs=True, size=300, margin=26
+    )
     x, y = np.asarray(field.truth["X"]), np.asarray(field.truth["Y"])
     xh = np.where(field.truth["ROTATED"], x - 300, x)
     assert xh.min() >= 26.5 and xh.max() <= 300 - 26 + 0.5
@@ -339,7 +359,7 @@ def test_field_products_and_natural_blends():
     field = simulate_field("cfis", 600, shear=(0.02, 0.0), seed=1)
     assert field.image.dtype == np.float32 and field.weight.dtype == np.float32
     assert field.image.shape == field.weight.shape
-    np.testing.assert_allclose(field.weight, 1 / field.noise_sigma ** 2, rtol=1e-6)
+    np.testing.assert_allclose(field.weight, 1 / field.noise_sigma**2, rtol=1e-6)
     assert field.psf.dtype == np.float32 and field.psf.shape == (51, 51)
     assert field.psf.sum() == pytest.approx(1.0, abs=1e-5)
     assert np.unravel_index(np.argmax(field.psf), field.psf.shape) == (25, 25)
@@ -370,8 +390,18 @@ def test_write_field(tmp_path):
         np.testing.assert_array_equal(hdul[0].data, field.image)
     with fits.open(out / "truth.fits") as hdul:
         assert len(hdul["TRUTH"].data) == 20
-        assert {"ID", "X", "Y", "FLUX", "HLR", "E1_INTRINSIC", "E2_INTRINSIC", "ROTATED",
-                "PAIR_ID", "OVERLAPS"} <= set(hdul["TRUTH"].columns.names)
+        assert {
+            "ID",
+            "X",
+            "Y",
+            "FLUX",
+            "HLR",
+            "E1_INTRINSIC",
+            "E2_INTRINSIC",
+            "ROTATED",
+            "PAIR_ID",
+            "OVERLAPS",
+        } <= set(hdul["TRUTH"].columns.names)
     assert load_dataset_config(out / "config.yaml") == field.config
     # same seed, same bytes; writing into the existing directory replaces the files
     again = simulate_field("cfis", 20, shear=(0.02, -0.01), seed=2, size=200)
@@ -380,12 +410,18 @@ def test_write_field(tmp_path):
     assert (out / "image.fits").read_bytes() == before
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"n_galaxies": 0}, "n_galaxies"), ({"shear": "0.02"}, "two numbers"),
-    ({"shear": "a,b"}, "two numbers"), ({"shear": (0.9, 0.9)}, "< 1"),
-    ({"rotated_pairs": True, "n_galaxies": 5}, "even"), ({"noise": -1.0}, "noise"),
-    ({"size": 10}, "size"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_galaxies": 0}, "n_galaxies"),
+        ({"shear": "0.02"}, "two numbers"),
+        ({"shear": "a,b"}, "two numbers"),
+        ({"shear": (0.9, 0.9)}, "< 1"),
+        ({"rotated_pairs": True, "n_galaxies": 5}, "even"),
+        ({"noise": -1.0}, "noise"),
+        ({"size": 10}, "size"),
+    ],
+)
 def test_bad_field_arguments(kwargs, match):
     args = {"n_galaxies": 4, "shear": (0.0, 0.0), "seed": 0, **kwargs}
     with pytest.raises(BlendflagError, match=match):

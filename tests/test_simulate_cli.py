@@ -21,8 +21,23 @@ def run_cli(args, capsys):
 
 def test_simulate_writes_stamps_truth_and_config(tmp_path, capsys):
     out = tmp_path / "s.fits"
-    code, stdout, err = run_cli(["simulate", "--dataset", "cfis", "--n", 16, "--seed", 3,
-                                 "--noise", "grid", "--quiet", "--out", out], capsys)
+    code, stdout, err = run_cli(
+        [
+            "simulate",
+            "--dataset",
+            "cfis",
+            "--n",
+            16,
+            "--seed",
+            3,
+            "--noise",
+            "grid",
+            "--quiet",
+            "--out",
+            out,
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "16 stamps (8 blends, 4 singles, 4 separated)" in stdout
     with fits.open(out) as hdul:
@@ -33,8 +48,16 @@ def test_simulate_writes_stamps_truth_and_config(tmp_path, capsys):
         assert hdul["STAMPS"].data.dtype == np.dtype(">f4")
         assert hdul["STAMPS"].data.shape == (16, 51, 51)
         cols = hdul["TRUTH"].columns.names
-        for name in ("LABEL", "KIND", "N_SOURCES", "SEPARATION", "FLUX1", "FLUX2", "SNR",
-                     "NOISE_SIGMA"):
+        for name in (
+            "LABEL",
+            "KIND",
+            "N_SOURCES",
+            "SEPARATION",
+            "FLUX1",
+            "FLUX2",
+            "SNR",
+            "NOISE_SIGMA",
+        ):
             assert name in cols
     stamps, truth, config = read_stamps(out)
     assert stamps.shape == (16, 51, 51) and len(truth) == 16
@@ -45,8 +68,21 @@ def test_simulate_writes_stamps_truth_and_config(tmp_path, capsys):
 def test_simulate_same_seed_same_bytes(tmp_path, capsys):
     paths = [tmp_path / f"{k}.fits" for k in ("a", "b", "c")]
     for path, seed in zip(paths, (7, 7, 8), strict=True):
-        code, _, err = run_cli(["simulate", "--dataset", "great3", "--n", 12, "--seed", seed,
-                                "--quiet", "--out", path], capsys)
+        code, _, err = run_cli(
+            [
+                "simulate",
+                "--dataset",
+                "great3",
+                "--n",
+                12,
+                "--seed",
+                seed,
+                "--quiet",
+                "--out",
+                path,
+            ],
+            capsys,
+        )
         assert code == 0, err
     assert paths[0].read_bytes() == paths[1].read_bytes()
     assert paths[0].read_bytes() != paths[2].read_bytes()
@@ -54,11 +90,29 @@ def test_simulate_same_seed_same_bytes(tmp_path, capsys):
 
 def test_simulate_user_yaml_and_plot(tmp_path, capsys):
     yaml_path = tmp_path / "tiny.yaml"
-    yaml_path.write_text("pixel_scale: 0.2\nstamp_size: 31\nnoise_grid: [4, 30]\n"
-                         "default_noise: 10\n")
+    yaml_path.write_text(
+        "pixel_scale: 0.2\nstamp_size: 31\nnoise_grid: [4, 30]\ndefault_noise: 10\n"
+    )
     out, png = tmp_path / "t.fits", tmp_path / "t.png"
-    code, _, err = run_cli(["simulate", "--dataset", yaml_path, "--n", 8, "--seed", 1,
-                            "--noise", "12.5", "--plot", png, "--quiet", "--out", out], capsys)
+    code, _, err = run_cli(
+        [
+            "simulate",
+            "--dataset",
+            yaml_path,
+            "--n",
+            8,
+            "--seed",
+            1,
+            "--noise",
+            "12.5",
+            "--plot",
+            png,
+            "--quiet",
+            "--out",
+            out,
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     stamps, truth, config = read_stamps(out)
@@ -95,12 +149,26 @@ def test_simulate_bad_arguments_exit_2(tmp_path, capsys, case):
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
-@pytest.mark.parametrize("out, match", [("adir", "is a directory"),
-                                        ("missing/o.fits", "does not exist")])
+@pytest.mark.parametrize(
+    "out, match", [("adir", "is a directory"), ("missing/o.fits", "does not exist")]
+)
 def test_simulate_bad_output_exit_2(tmp_path, capsys, out, match):
     (tmp_path / "adir").mkdir()
-    code, _, err = run_cli(["simulate", "--dataset", "cfis", "--n", 4, "--seed", 1, "--quiet",
-                            "--out", tmp_path / out], capsys)
+    code, _, err = run_cli(
+        [
+            "simulate",
+            "--dataset",
+            "cfis",
+            "--n",
+            4,
+            "--seed",
+            1,
+            "--quiet",
+            "--out",
+            tmp_path / out,
+        ],
+        capsys,
+    )
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: ") and match in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adir"]
@@ -109,13 +177,35 @@ def test_simulate_bad_output_exit_2(tmp_path, capsys, out, match):
 
 def test_simulate_field_writes_directory(tmp_path, capsys):
     out = tmp_path / "field"
-    code, stdout, err = run_cli(["simulate-field", "--dataset", "cfis", "--n-galaxies", 30,
-                                 "--shear", "0.02,0", "--seed", 4, "--rotated-pairs",
-                                 "--size", 300, "--quiet", "--out", out], capsys)
+    code, stdout, err = run_cli(
+        [
+            "simulate-field",
+            "--dataset",
+            "cfis",
+            "--n-galaxies",
+            30,
+            "--shear",
+            "0.02,0",
+            "--seed",
+            4,
+            "--rotated-pairs",
+            "--size",
+            300,
+            "--quiet",
+            "--out",
+            out,
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "30 galaxies" in stdout
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.yaml", "image.fits", "psf.fits", "truth.fits", "weight.fits"]
+        "config.yaml",
+        "image.fits",
+        "psf.fits",
+        "truth.fits",
+        "weight.fits",
+    ]
     with fits.open(out / "truth.fits") as hdul:
         truth = hdul["TRUTH"].data
         assert hdul[0].header["SHEAR1"] == 0.02 and hdul[0].header["ROTPAIRS"]
@@ -124,19 +214,33 @@ def test_simulate_field_writes_directory(tmp_path, capsys):
         assert hdul[0].data.shape == (300, 600) and hdul[0].header["SEED"] == 4
 
 
-@pytest.mark.parametrize("args, match", [
-    (["--shear", "0.02"], "two numbers"),
-    (["--shear", "a,b"], "two numbers"),
-    (["--shear", "0.8,0.8"], "< 1"),
-    (["--shear", "0.02,0", "--dataset", "sdss"], "unknown dataset"),
-    (["--shear", "0.02,0", "--n-galaxies", "0"], "--n-galaxies"),
-    (["--shear", "0.02,0", "--n-galaxies", "7", "--rotated-pairs"], "even"),
-    (["--shear", "0.02,0", "--noise", "-1"], "--noise"),
-    (["--n-galaxies", "4"], "required"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--shear", "0.02"], "two numbers"),
+        (["--shear", "a,b"], "two numbers"),
+        (["--shear", "0.8,0.8"], "< 1"),
+        (["--shear", "0.02,0", "--dataset", "sdss"], "unknown dataset"),
+        (["--shear", "0.02,0", "--n-galaxies", "0"], "--n-galaxies"),
+        (["--shear", "0.02,0", "--n-galaxies", "7", "--rotated-pairs"], "even"),
+        (["--shear", "0.02,0", "--noise", "-1"], "--noise"),
+        (["--n-galaxies", "4"], "required"),
+    ],
+)
 def test_simulate_field_bad_arguments_exit_2(tmp_path, capsys, args, match):
-    argv = ["simulate-field", "--dataset", "cfis", "--n-galaxies", "10", "--seed", "1",
-            *args, "--quiet", "--out", tmp_path / "f"]
+    argv = [
+        "simulate-field",
+        "--dataset",
+        "cfis",
+        "--n-galaxies",
+        "10",
+        "--seed",
+        "1",
+        *args,
+        "--quiet",
+        "--out",
+        tmp_path / "f",
+    ]
     code, _, err = run_cli(argv, capsys)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: ") and match in err, err
@@ -145,8 +249,22 @@ def test_simulate_field_bad_arguments_exit_2(tmp_path, capsys, args, match):
 
 def test_simulate_field_out_is_a_file(tmp_path, capsys):
     (tmp_path / "f").write_text("not a directory")
-    code, _, err = run_cli(["simulate-field", "--dataset", "cfis", "--n-galaxies", 4,
-                            "--shear", "0,0", "--seed", 1, "--quiet", "--out", tmp_path / "f"],
-                           capsys)
+    code, _, err = run_cli(
+        [
+            "simulate-field",
+            "--dataset",
+            "cfis",
+            "--n-galaxies",
+            4,
+            "--shear",
+            "0,0",
+            "--seed",
+            1,
+            "--quiet",
+            "--out",
+            tmp_path / "f",
+        ],
+        capsys,
+    )
     assert code == 2 and "not a directory" in err
     assert (tmp_path / "f").read_text() == "not a directory"

@@ -20,8 +20,9 @@ pytest.importorskip("dask.distributed")
 def tiles_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiles")
     for i in range(4):
-        field = simulate_field("cfis", 80, shear=(0.02, 0.0), seed=10 + i, noise=3.0,
-                               rotated_pairs=True)
+        field = simulate_field(
+            "cfis", 80, shear=(0.02, 0.0), seed=10 + i, noise=3.0, rotated_pairs=True
+        )
         write_field(field, root / f"t{i}")
         with fits.open(root / f"t{i}" / "image.fits", mode="update") as hdul:
             hdul[0].header["CRASHID"] = f"tile{i}"
@@ -29,8 +30,9 @@ def tiles_dir(tmp_path_factory):
 
 
 def _compare(args, capsys):
-    return run_cli(["compare", "--flaggers", "sextractor", "--bootstrap", "40", "--quiet",
-                    *args], capsys)
+    return run_cli(
+        ["compare", "--flaggers", "sextractor", "--bootstrap", "40", "--quiet", *args], capsys
+    )
 
 
 def test_tile_list_and_glob(tiles_dir, tmp_path):
@@ -38,8 +40,9 @@ def test_tile_list_and_glob(tiles_dir, tmp_path):
     assert [t.name for t in tiles] == ["t0", "t1", "t2", "t3"]
     assert all(t.psf and t.weight and t.truth for t in tiles)
     listing = tmp_path / "tiles.txt"
-    listing.write_text("# my tiles\n" + "".join(
-        f"image={t.image} psf={t.psf}\n" for t in tiles[:2]))
+    listing.write_text(
+        "# my tiles\n" + "".join(f"image={t.image} psf={t.psf}\n" for t in tiles[:2])
+    )
     assert [t.name for t in read_tiles(str(listing))] == ["t0", "t1"]
     listing.write_text("image=nope.fits psf=x.fits\n")
     from blendflag.errors import BlendflagError
@@ -50,11 +53,33 @@ def test_tile_list_and_glob(tiles_dir, tmp_path):
 
 def test_two_dask_workers_match_serial_bit_for_bit(tiles_dir, tmp_path, capsys):
     pattern = str(tiles_dir / "*" / "image.fits")
-    code, _, err = _compare(["--tiles", pattern, "--out-dir", tmp_path / "serial", "--workers",
-                             "1", "--json", tmp_path / "serial.json"], capsys)
+    code, _, err = _compare(
+        [
+            "--tiles",
+            pattern,
+            "--out-dir",
+            tmp_path / "serial",
+            "--workers",
+            "1",
+            "--json",
+            tmp_path / "serial.json",
+        ],
+        capsys,
+    )
     assert code == 0, err
-    code, out, err = _compare(["--tiles", pattern, "--out-dir", tmp_path / "dask", "--workers",
-                               "2", "--json", tmp_path / "dask.json"], capsys)
+    code, out, err = _compare(
+        [
+            "--tiles",
+            pattern,
+            "--out-dir",
+            tmp_path / "dask",
+            "--workers",
+            "2",
+            "--json",
+            tmp_path / "dask.json",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "Dask dashboard" in out
     serial = json.loads((tmp_path / "serial.json").read_text())
@@ -73,8 +98,7 @@ def test_killed_run_resumes_missing_tiles_only(tiles_dir, tmp_path, capsys, monk
     shutil.copy(Path(__file__).parent / "crash_plugin" / "blendflag_crash.py", site)
     info = site / "blendflag_crash-0.0.1.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: blendflag-crash\n"
-                                   "Version: 0.0.1\n")
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: blendflag-crash\nVersion: 0.0.1\n")
     (info / "entry_points.txt").write_text("[blendflag]\ncrash = blendflag_crash\n")
     monkeypatch.syspath_prepend(str(site))
     pattern = str(tiles_dir / "*" / "image.fits")
@@ -87,14 +111,36 @@ def test_killed_run_resumes_missing_tiles_only(tiles_dir, tmp_path, capsys, monk
     assert not list(out_dir.glob(".*.tmp"))  # nothing half-written
     stamps = {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir()}
     monkeypatch.delenv("BLENDFLAG_CRASH_ON")
-    code, out, err = _compare(["--tiles", pattern, "--out-dir", out_dir, "--workers", "1",
-                               "--json", tmp_path / "resumed.json"], capsys)
+    code, out, err = _compare(
+        [
+            "--tiles",
+            pattern,
+            "--out-dir",
+            out_dir,
+            "--workers",
+            "1",
+            "--json",
+            tmp_path / "resumed.json",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "tiles: 2 run, 2 already done, 0 failed" in out
     for name, mtime in stamps.items():
         assert (out_dir / name).stat().st_mtime_ns == mtime  # finished tiles untouched
-    code, _, err = _compare(["--tiles", pattern, "--out-dir", tmp_path / "clean", "--workers",
-                             "1", "--json", tmp_path / "clean.json"], capsys)
+    code, _, err = _compare(
+        [
+            "--tiles",
+            pattern,
+            "--out-dir",
+            tmp_path / "clean",
+            "--workers",
+            "1",
+            "--json",
+            tmp_path / "clean.json",
+        ],
+        capsys,
+    )
     assert code == 0, err
     resumed = json.loads((tmp_path / "resumed.json").read_text())
     clean = json.loads((tmp_path / "clean.json").read_text())
@@ -109,10 +155,13 @@ def test_failed_tile_is_reported_and_others_finish(tiles_dir, tmp_path, capsys):
     shutil.copy(tiles_dir / "t0" / "psf.fits", bad / "psf.fits")
     listing = tmp_path / "tiles.txt"
     good = tiles_dir / "t0"
-    listing.write_text(f"image={good / 'image.fits'} psf={good / 'psf.fits'}\n"
-                       f"image={bad / 'image.fits'} psf={bad / 'psf.fits'}\n")
-    code, out, err = _compare(["--tiles", listing, "--out-dir", tmp_path / "o", "--workers", "1"],
-                              capsys)
+    listing.write_text(
+        f"image={good / 'image.fits'} psf={good / 'psf.fits'}\n"
+        f"image={bad / 'image.fits'} psf={bad / 'psf.fits'}\n"
+    )
+    code, out, err = _compare(
+        ["--tiles", listing, "--out-dir", tmp_path / "o", "--workers", "1"], capsys
+    )
     assert code == 2
     assert "failed" in out and "not a readable FITS file" in out
     assert "1 of 2 tiles failed" in err

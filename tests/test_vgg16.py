@@ -96,18 +96,26 @@ def _corrupt_files(tmp_path, model):
     wrongfmt = tmp_path / "wrongfmt.npz"
     np.savez(wrongfmt, metadata=np.array(json.dumps({"format": "other"})), w000=np.zeros(3))
     shapes = tmp_path / "shapes.npz"
-    np.savez(shapes, metadata=np.array(json.dumps({"format": vgg16.FORMAT, "shapes": [[3]],
-                                                   "format_version": 1})), w000=np.zeros(3))
-    return {"missing": (tmp_path / "nope.npz", "not found"),
-            "truncated": (truncated, "not a"),
-            "text": (text, "not a"),
-            "no metadata": (nometa, "not a blendflag VGG16 weights file"),
-            "wrong format": (wrongfmt, "not a blendflag VGG16 weights file"),
-            "wrong shapes": (shapes, "does not fit the VGG16 model")}
+    np.savez(
+        shapes,
+        metadata=np.array(
+            json.dumps({"format": vgg16.FORMAT, "shapes": [[3]], "format_version": 1})
+        ),
+        w000=np.zeros(3),
+    )
+    return {
+        "missing": (tmp_path / "nope.npz", "not found"),
+        "truncated": (truncated, "not a"),
+        "text": (text, "not a"),
+        "no metadata": (nometa, "not a blendflag VGG16 weights file"),
+        "wrong format": (wrongfmt, "not a blendflag VGG16 weights file"),
+        "wrong shapes": (shapes, "does not fit the VGG16 model"),
+    }
 
 
-@pytest.mark.parametrize("case", ["missing", "truncated", "text", "no metadata", "wrong format",
-                                  "wrong shapes"])
+@pytest.mark.parametrize(
+    "case", ["missing", "truncated", "text", "no metadata", "wrong format", "wrong shapes"]
+)
 def test_bad_weights_files(case, tmp_path, model):
     path, match = _corrupt_files(tmp_path, model)[case]
     with pytest.raises(BlendflagError, match=match):
@@ -119,9 +127,21 @@ def test_bad_weights_on_the_command_line(detected, tmp_path, capsys):
 
     bad = tmp_path / "bad.npz"
     bad.write_text("garbage")
-    code, _, err = run_cli(["flag", detected["catalogue"], "--image", detected["image"],
-                            "--flaggers", "vgg16", "--weights", bad, "--out", tmp_path / "o.fits"],
-                           capsys)
+    code, _, err = run_cli(
+        [
+            "flag",
+            detected["catalogue"],
+            "--image",
+            detected["image"],
+            "--flaggers",
+            "vgg16",
+            "--weights",
+            bad,
+            "--out",
+            tmp_path / "o.fits",
+        ],
+        capsys,
+    )
     assert code == 2 and err.startswith("error: bad.npz is not a") and "Traceback" not in err
     assert not (tmp_path / "o.fits").exists()
 
@@ -152,8 +172,9 @@ def test_training_runs_in_pieces_and_resumes(tmp_path, capsys):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY)
     out = tmp_path / "w.npz"
-    code, stdout, err = run_cli(["train", "--config", cfg, "--out", out, "--max-minutes",
-                                 "0.001", "--quiet"], capsys)
+    code, stdout, err = run_cli(
+        ["train", "--config", cfg, "--out", out, "--max-minutes", "0.001", "--quiet"], capsys
+    )
     assert code == 0, err
     assert "continue with --resume" in stdout and not out.exists()
     state = json.loads((tmp_path / "w.npz.run" / "state.json").read_text())
@@ -161,8 +182,9 @@ def test_training_runs_in_pieces_and_resumes(tmp_path, capsys):
     # starting again without --resume is refused, so a run is never silently restarted
     code, _, err = run_cli(["train", "--config", cfg, "--out", out, "--quiet"], capsys)
     assert code == 2 and "--resume" in err
-    code, stdout, err = run_cli(["train", "--config", cfg, "--out", out, "--resume", "--quiet"],
-                                capsys)
+    code, stdout, err = run_cli(
+        ["train", "--config", cfg, "--out", out, "--resume", "--quiet"], capsys
+    )
     assert code == 0, err
     state = json.loads((tmp_path / "w.npz.run" / "state.json").read_text())
     assert state["epoch"] == 2 and state["finished"]
@@ -190,8 +212,7 @@ def test_metacal_mixture_replaces_a_fraction_with_metacal_images():
     # the source is still there: positive light in the central 11x11 px
     c0 = out[is_mcal][:, 20:31, 20:31].sum(axis=(1, 2))
     assert (c0 > 0).all()
-    again, again_mcal = metacal_mixture(stamps, np.asarray(truth["NOISE_SIGMA"]), "great3",
-                                        0.5, 3)
+    again, again_mcal = metacal_mixture(stamps, np.asarray(truth["NOISE_SIGMA"]), "great3", 0.5, 3)
     assert np.array_equal(again, out) and np.array_equal(again_mcal, is_mcal)  # seeded
 
 
@@ -204,9 +225,12 @@ def test_kind_fractions_shape_the_training_set_only(tmp_path):
     singles = truth["separation"] == 0
     assert singles.sum() == 10 and y.sum() == 50 and (y[singles] == 0).all()
     cfg = tmp_path / "mix.yaml"
-    cfg.write_text(TINY.replace("n_train: 96", "n_train: 40").replace("n_val: 48", "n_val: 40")
-                   .replace("datasets: [great3, euclid]", "datasets: [great3]")
-                   + "kind_fractions: [0.5, 0.1, 0.4]\n")
+    cfg.write_text(
+        TINY.replace("n_train: 96", "n_train: 40")
+        .replace("n_val: 48", "n_val: 40")
+        .replace("datasets: [great3, euclid]", "datasets: [great3]")
+        + "kind_fractions: [0.5, 0.1, 0.4]\n"
+    )
     config = load_train_config(cfg)
     data = prepare_data(config, tmp_path, quiet=True)
     assert data["y_train"].sum() == 20 and data["y_val"].sum() == 20
@@ -233,12 +257,16 @@ def test_fine_tuning_starts_from_init_weights(model, tmp_path, capsys):
 
     start = save_weights(model, tmp_path / "start.npz", {"input_size": INPUT_SIZE})
     cfg = tmp_path / "ft.yaml"
-    cfg.write_text(TINY.replace("epochs: 2", "epochs: 1")
-                   + f"init_weights: {start}\nmetacal_fraction: 0.5\nnoise: [5.0, 14.0]\n")
+    cfg.write_text(
+        TINY.replace("epochs: 2", "epochs: 1")
+        + f"init_weights: {start}\nmetacal_fraction: 0.5\nnoise: [5.0, 14.0]\n"
+    )
     config = load_train_config(cfg)
     arrays = initial_weights(config)
-    assert all(np.array_equal(a, b.astype(np.float16))
-               for a, b in zip(arrays, model.get_weights(), strict=True))
+    assert all(
+        np.array_equal(a, b.astype(np.float16))
+        for a, b in zip(arrays, model.get_weights(), strict=True)
+    )
     assert len(initial_weights(load_train_config(cfg, {"init_weights": "shipped"}))) == len(arrays)
     out = tmp_path / "ft.npz"
     code, _, err = run_cli(["train", "--config", cfg, "--out", out, "--quiet"], capsys)
@@ -258,8 +286,10 @@ def test_fine_tuning_to_a_smaller_input(model, tmp_path, capsys):
 
     start = save_weights(model, tmp_path / "start48.npz", {"input_size": INPUT_SIZE})
     cfg = tmp_path / "ft32.yaml"
-    cfg.write_text(TINY.replace("epochs: 2", "epochs: 1")
-                   + f"init_weights: {start}\ninput_size: 32\nreference_channel: true\n")
+    cfg.write_text(
+        TINY.replace("epochs: 2", "epochs: 1")
+        + f"init_weights: {start}\ninput_size: 32\nreference_channel: true\n"
+    )
     assert len(initial_weights(load_train_config(cfg))) == len(model.get_weights())
     out = tmp_path / "ft32.npz"
     code, _, err = run_cli(["train", "--config", cfg, "--out", out, "--quiet"], capsys)
@@ -276,8 +306,9 @@ def test_init_weights_of_a_size_that_does_not_fit(tmp_path, capsys):
     """A 64-px network's head (2x2x512 inputs) cannot start a 32-px one: one line, exit 2."""
     from tests.conftest import run_cli
 
-    start = save_weights(build_model(64, precision="float32"), tmp_path / "start64.npz",
-                         {"input_size": 64})
+    start = save_weights(
+        build_model(64, precision="float32"), tmp_path / "start64.npz", {"input_size": 64}
+    )
     cfg = tmp_path / "ft.yaml"
     cfg.write_text(TINY + f"init_weights: {start}\ninput_size: 32\n")
     out = tmp_path / "w.npz"
@@ -286,11 +317,14 @@ def test_init_weights_of_a_size_that_does_not_fit(tmp_path, capsys):
     assert not out.exists() and not (tmp_path / "w.npz.run").exists()
 
 
-@pytest.mark.parametrize("extra, match", [
-    ("init_weights: nowhere.npz\n", "nowhere.npz"),
-    ("metacal_fraction: 1.5\n", "metacal_fraction"),
-    ("noise: [5.0, -2.0]\n", "noise"),
-])
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        ("init_weights: nowhere.npz\n", "nowhere.npz"),
+        ("metacal_fraction: 1.5\n", "metacal_fraction"),
+        ("noise: [5.0, -2.0]\n", "noise"),
+    ],
+)
 def test_fine_tuning_bad_settings(tmp_path, capsys, extra, match):
     from tests.conftest import run_cli
 
@@ -355,9 +389,15 @@ def test_shipped_weights_work_on_metacal_images():
     stamps, truth = simulate_stamps("great3", 300, seed=4242)
     labels = np.asarray(truth["LABEL"]) == 1
     cfg = load_dataset("great3")
-    images, rendered = metacal_stamps(GalSimMetacal, load_pipeline_config(None).shear, stamps,
-                                      psf_image(cfg), cfg.pixel_scale,
-                                      np.asarray(truth["NOISE_SIGMA"]), 4242)
+    images, rendered = metacal_stamps(
+        GalSimMetacal,
+        load_pipeline_config(None).shear,
+        stamps,
+        psf_image(cfg),
+        cfg.pixel_scale,
+        np.asarray(truth["NOISE_SIGMA"]),
+        4242,
+    )
     assert rendered.all()
     flag = VGG16Flagger({"reference_noise": 14.0}).flag_stamps(images).flag
     assert (flag == labels).mean() >= 0.80
@@ -385,8 +425,9 @@ def test_cosine_learning_rate_schedule(tmp_path):
     from blendflag_plugins.vgg16_train import cosine_learning_rate, load_train_config
 
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("method: vgg16\nepochs: 5\nlearning_rate: 1.0e-4\nlr_schedule: cosine\n"
-                   "lr_min: 1.0e-6\n")
+    cfg.write_text(
+        "method: vgg16\nepochs: 5\nlearning_rate: 1.0e-4\nlr_schedule: cosine\nlr_min: 1.0e-6\n"
+    )
     config = load_train_config(cfg)
     rates = [cosine_learning_rate(config, e) for e in range(5)]
     assert rates[0] == pytest.approx(1e-4) and rates[-1] == pytest.approx(1e-6)
@@ -412,8 +453,9 @@ def test_preprocess_reference_plane():
     assert x.shape == (4, INPUT_SIZE, INPUT_SIZE, 3)
     np.testing.assert_array_equal(x[..., 0], preprocess(stamps)[..., 0])
     np.testing.assert_array_equal(x[..., 0], x[..., 2])
-    np.testing.assert_allclose(x[..., 1], np.arcsinh(crop_center(stamps) / 14.0) / 3.0,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        x[..., 1], np.arcsinh(crop_center(stamps) / 14.0) / 3.0, rtol=1e-5, atol=1e-6
+    )
     # the noise plane ignores the ADU scale, the reference plane does not
     y = preprocess(10 * stamps, channels=3, reference_sigma=14.0)
     np.testing.assert_allclose(y[..., 0], x[..., 0], atol=1e-5)
@@ -425,8 +467,9 @@ def test_preprocess_reference_plane():
     # the trainer stores two planes and expands them as the flagger does
     two = preprocess(stamps, channels=2, reference_sigma=14.0)
     np.testing.assert_array_equal(network_input(two, 3), x)
-    np.testing.assert_array_equal(network_input(preprocess(stamps), 3),
-                                  preprocess(stamps, channels=3))
+    np.testing.assert_array_equal(
+        network_input(preprocess(stamps), 3), preprocess(stamps, channels=3)
+    )
     for bad in (0.0, -1.0, np.nan):
         with pytest.raises(BlendflagError, match="reference noise sigma"):
             preprocess(stamps, channels=3, reference_sigma=bad)
@@ -438,9 +481,11 @@ def test_reference_weights_use_the_reference_noise(model, tmp_path):
     stamp's own noise; a file without one ignores it."""
     from blendflag_plugins.netcore import REFERENCE_LAYOUT
 
-    path = save_weights(model, tmp_path / "ref.npz", {"input_size": INPUT_SIZE,
-                                                      "threshold": 0.5,
-                                                      "input_channels": REFERENCE_LAYOUT})
+    path = save_weights(
+        model,
+        tmp_path / "ref.npz",
+        {"input_size": INPUT_SIZE, "threshold": 0.5, "input_channels": REFERENCE_LAYOUT},
+    )
     rng = np.random.default_rng(4)
     stamps = rng.normal(0, 5.0, (8, 51, 51)).astype(np.float32)
     stamps[:, 22:29, 22:29] += rng.uniform(50, 500, (8, 1, 1)).astype(np.float32)
@@ -450,16 +495,18 @@ def test_reference_weights_use_the_reference_noise(model, tmp_path):
     p_own, p14 = own.predict_proba(stamps), at14.predict_proba(stamps)
     assert not np.allclose(p_own, p14)
     np.testing.assert_allclose(own.predict_proba(stamps, reference_sigma=14.0), p14, rtol=1e-5)
-    np.testing.assert_allclose(at14.predict_proba(stamps, reference_sigma=stamp_noise_sigma(
-        stamps)), p_own, rtol=1e-5)
+    np.testing.assert_allclose(
+        at14.predict_proba(stamps, reference_sigma=stamp_noise_sigma(stamps)), p_own, rtol=1e-5
+    )
     cards = {k: v for k, v, _ in at14.provenance()}
     assert cards["BF_VGGRN"] == 14.0
     assert {k: v for k, v, _ in own.provenance()}["BF_VGGRN"] == "stamp"
     plain = save_weights(model, tmp_path / "plain.npz", {"input_size": INPUT_SIZE})
     old = VGG16Flagger({"weights": str(plain), "precision": "float32", "reference_noise": 14.0})
-    np.testing.assert_allclose(old.predict_proba(stamps),
-                               VGG16Flagger({"weights": str(plain),
-                                             "precision": "float32"}).predict_proba(stamps))
+    np.testing.assert_allclose(
+        old.predict_proba(stamps),
+        VGG16Flagger({"weights": str(plain), "precision": "float32"}).predict_proba(stamps),
+    )
     assert "BF_VGGRN" not in {k for k, _, _ in old.provenance()}
 
 
@@ -515,8 +562,9 @@ def test_packaged_vgg16_training_configs_are_valid():
     assert len(paths) >= 7
     sizes = {p.stem: load_train_config(p).input_size for p in paths}
     assert sizes["train_vgg16"] == 48 and sizes["train_vgg16_32px"] == 32
-    assert load_train_config(paths[0].parent / "train_vgg16_32px_separated.yaml"
-                             ).kind_fractions == [0.5, 0.1, 0.4]
+    assert load_train_config(
+        paths[0].parent / "train_vgg16_32px_separated.yaml"
+    ).kind_fractions == [0.5, 0.1, 0.4]
     onerun = load_train_config(paths[0].parent / "train_vgg16_onerun.yaml")
     assert onerun.init_weights is None and onerun.input_size == 32  # the shipped file's recipe
 
@@ -530,7 +578,7 @@ def test_dihedral_views_are_the_eight_symmetries():
     np.testing.assert_array_equal(views[0], x)
     np.testing.assert_array_equal(views[2], x[:, ::-1, ::-1])  # 180 degrees
     np.testing.assert_array_equal(views[4], x[:, :, ::-1])  # left-right flip
-    round_blob = np.exp(-np.hypot(*np.mgrid[-2:3, -2:3]) ** 2)[None, :, :, None]
+    round_blob = np.exp(-(np.hypot(*np.mgrid[-2:3, -2:3]) ** 2))[None, :, :, None]
     for k in range(8):
         np.testing.assert_allclose(dihedral_view(round_blob, k), round_blob)
     assert [len(view_indices(n)) for n in (1, 2, 4, 8)] == [1, 2, 4, 8]
@@ -569,14 +617,32 @@ def test_evaluate_views_on_the_command_line(tmp_path, capsys):
     from tests.conftest import run_cli
 
     out = tmp_path / "e.json"
-    code, _, err = run_cli(["evaluate", "--dataset", "great3", "--n", "12", "--seed", "5",
-                            "--methods", "vgg16", "--views", "2", "--quiet", "--json", out],
-                           capsys)
+    code, _, err = run_cli(
+        [
+            "evaluate",
+            "--dataset",
+            "great3",
+            "--n",
+            "12",
+            "--seed",
+            "5",
+            "--methods",
+            "vgg16",
+            "--views",
+            "2",
+            "--quiet",
+            "--json",
+            out,
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert json.loads(out.read_text())["methods"]["vgg16"]["views"] == 2
     with pytest.raises(SystemExit) as exc:  # argparse: usage and a one-line error
-        run_cli(["evaluate", "--dataset", "great3", "--n", "12", "--methods", "vgg16",
-                 "--views", "3"], capsys)
+        run_cli(
+            ["evaluate", "--dataset", "great3", "--n", "12", "--methods", "vgg16", "--views", "3"],
+            capsys,
+        )
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "--views" in err and "Traceback" not in err
 
@@ -590,8 +656,21 @@ def test_flag_views_on_the_command_line(detected, tmp_path, capsys):
     outs = {}
     for views in (1, 2):
         out = tmp_path / f"v{views}.fits"
-        code, _, err = run_cli(["flag", detected["catalogue"], "--image", detected["image"],
-                                "--flaggers", "vgg16", "--views", views, "--out", out], capsys)
+        code, _, err = run_cli(
+            [
+                "flag",
+                detected["catalogue"],
+                "--image",
+                detected["image"],
+                "--flaggers",
+                "vgg16",
+                "--views",
+                views,
+                "--out",
+                out,
+            ],
+            capsys,
+        )
         assert code == 0, err
         with fits.open(out) as hdul:
             assert hdul["LDAC_OBJECTS"].header["BF_VGGNV"] == views

@@ -8,24 +8,32 @@ import time
 
 import numpy as np
 
-from blendflag.commands.common import check_output_path, load_config, make_flaggers, write_json
+from blendflag.commands.common import check_output_path, load_config, write_json
 from blendflag.errors import BlendflagError
+from blendflag.flaggers import make_flaggers
 from blendflag.plugins import get_flaggers
 
 
 def register(cli) -> None:
     parser = cli.add_command(
-        "bench", func=run,
+        "bench",
+        func=run,
         help="throughput of simulation, detection, each flagger and each shear engine",
         description="Measure objects per second of each stage on this machine (the figures "
-                    "quoted in the README come from this command).",
+        "quoted in the README come from this command).",
     )
     parser.add_argument("--json", metavar="PATH", help="write the results here")
     parser.add_argument("--quick", action="store_true", help="small samples (a smoke test)")
-    parser.add_argument("--only", metavar="PARTS",
-                        help="comma-separated subset of: simulation,detection,flaggers,shear")
-    parser.add_argument("--scaling", action="store_true",
-                        help="also run the same 8-tile compare job on 1 and 2 Dask workers")
+    parser.add_argument(
+        "--only",
+        metavar="PARTS",
+        help="comma-separated subset of: simulation,detection,flaggers,shear",
+    )
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="also run the same 8-tile compare job on 1 and 2 Dask workers",
+    )
 
 
 PARTS = ("simulation", "detection", "flaggers", "shear")
@@ -54,9 +62,15 @@ def bench_detection(pm, config, n_galaxies: int) -> list[dict]:
     for backend in backends:
         cfg = replace(config.detect, backend=backend)
         table, seconds = _timed(detect, pm, field.image, field.weight, cfg)
-        rows.append({"stage": f"detect ({backend})", "objects": len(table), "seconds": seconds,
-                     "objects_per_s": len(table) / seconds,
-                     "image": f"{field.image.shape[1]}x{field.image.shape[0]}"})
+        rows.append(
+            {
+                "stage": f"detect ({backend})",
+                "objects": len(table),
+                "seconds": seconds,
+                "objects_per_s": len(table) / seconds,
+                "image": f"{field.image.shape[1]}x{field.image.shape[0]}",
+            }
+        )
     return rows
 
 
@@ -76,8 +90,12 @@ def bench_flaggers(pm, config, n: int) -> list[dict]:
         # warm-up left the first 256-stamp batch's tracing inside the timing)
         flagger.flag_stamps(stamps[:512])
         _, seconds = _timed(flagger.flag_stamps, stamps)
-        row = {"stage": f"flag ({name})", "objects": n, "seconds": seconds,
-               "objects_per_s": n / seconds}
+        row = {
+            "stage": f"flag ({name})",
+            "objects": n,
+            "seconds": seconds,
+            "objects_per_s": n / seconds,
+        }
         if getattr(flagger, "precision", None):
             row["precision"] = flagger.precision
         rows.append(row)
@@ -109,17 +127,22 @@ def run(args, pm) -> int:
         rows += bench_shear_engines(pm, n=20 if quick else 200, rng=np.random.default_rng(13))
     from blendflag.machine import cpu_description
 
-    result = {"cores": os.cpu_count(), "machine": platform.machine(),
-              "processor": platform.processor() or None, "cpu": cpu_description(),
-              "rows": rows}
+    result = {
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "cpu": cpu_description(),
+        "rows": rows,
+    }
     if args.scaling:
-        result["scaling"] = bench_scaling(pm, config, n_tiles=8,
-                                          n_galaxies=100 if quick else 400)
+        result["scaling"] = bench_scaling(pm, config, n_tiles=8, n_galaxies=100 if quick else 400)
     if args.json:
         write_json(result, args.json)
     cpu = result["cpu"]
-    print(f"CPU: {cpu['model'] or 'unknown'}; native bfloat16: "
-          f"{'yes' if cpu['bf16'] else 'no (networks run in float32)'}")
+    print(
+        f"CPU: {cpu['model'] or 'unknown'}; native bfloat16: "
+        f"{'yes' if cpu['bf16'] else 'no (networks run in float32)'}"
+    )
     print(f"{'stage':<34} {'objects/s':>10}   (cores: {result['cores']})")
     for row in rows:
         rate = row.get("objects_per_s") or row.get("stamps_per_s")
@@ -150,17 +173,29 @@ def bench_scaling(pm, config, n_tiles: int = 8, n_galaxies: int = 400) -> dict:
         root = Path(tmp)
         (root / "tiles").mkdir()
         for i in range(n_tiles):
-            field = simulate_field("cfis", n_galaxies, shear=(0.02, 0.0), seed=100 + i,
-                                   noise=3.0, rotated_pairs=True)
+            field = simulate_field(
+                "cfis", n_galaxies, shear=(0.02, 0.0), seed=100 + i, noise=3.0, rotated_pairs=True
+            )
             write_field(field, root / "tiles" / f"t{i}")
         tiles = read_tiles(str(root / "tiles" / "*" / "image.fits"))
         for workers in (1, 2):
             start = time.perf_counter()
-            status = run_tiles(tiles, settings, root / f"out{workers}", workers=workers,
-                               scheduler=None, quiet=True, on_message=None,
-                               force_cluster=True)
+            status = run_tiles(
+                tiles,
+                settings,
+                root / f"out{workers}",
+                workers=workers,
+                scheduler=None,
+                quiet=True,
+                on_message=None,
+                force_cluster=True,
+            )
             seconds[workers] = time.perf_counter() - start
             if status["failed"]:
                 raise BlendflagError(f"scaling bench: {status['failed'][0]['reason']}")
-    return {"n_tiles": n_tiles, "n_galaxies_per_tile": n_galaxies, "seconds": seconds,
-            "speedup": seconds[1] / seconds[2]}
+    return {
+        "n_tiles": n_tiles,
+        "n_galaxies_per_tile": n_galaxies,
+        "seconds": seconds,
+        "speedup": seconds[1] / seconds[2],
+    }

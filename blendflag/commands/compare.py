@@ -7,8 +7,6 @@ import os
 from blendflag.commands.common import (
     check_output_path,
     load_config,
-    make_flaggers,
-    network_overrides,
     write_json,
 )
 from blendflag.compare import (
@@ -19,30 +17,36 @@ from blendflag.compare import (
     DEFAULT_SHEAR,
 )
 from blendflag.errors import BlendflagError
+from blendflag.flaggers import make_flaggers, network_overrides
 
 
 def register(cli) -> None:
     parser = cli.add_command(
-        "compare", func=run,
+        "compare",
+        func=run,
         help="measure the shear with all sources and without each flagger's blends",
         description="With no input it simulates a CFIS-like field with shear (0.02, 0) and "
-                    "90-degree rotated pairs, detects, flags with every registered flagger "
-                    "that is valid on metacalibration images, "
-                    "runs metacalibration and reports R, g, m and c per selection (with and "
-                    "without the selection response R_S). With --image/--psf it runs on your "
-                    "data (m and c are null without a true shear).",
+        "90-degree rotated pairs, detects, flags with every registered flagger "
+        "that is valid on metacalibration images, "
+        "runs metacalibration and reports R, g, m and c per selection (with and "
+        "without the selection response R_S). With --image/--psf it runs on your "
+        "data (m and c are null without a true shear).",
     )
     data = parser.add_argument_group("your data")
     data.add_argument("--image", metavar="FITS", help="science image")
     data.add_argument("--catalogue", metavar="FITS", help="SExtractor catalogue (else detect)")
     data.add_argument("--psf", metavar="FITS", help="PSF image at the image's pixel scale")
     data.add_argument("--weight", metavar="FITS", help="weight map (noise and masking)")
-    data.add_argument("--pixel-scale", type=float, metavar="ARCSEC",
-                      help="pixel scale when the header has no WCS")
+    data.add_argument(
+        "--pixel-scale", type=float, metavar="ARCSEC", help="pixel scale when the header has no WCS"
+    )
     many = parser.add_argument_group("many tiles (one Dask task each; resumable)")
-    many.add_argument("--tiles", metavar="GLOB|LIST",
-                      help="a glob of images (siblings psf.fits, weight.fits, catalogue.fits, "
-                           "truth.fits are used) or a file of 'image=... psf=...' lines")
+    many.add_argument(
+        "--tiles",
+        metavar="GLOB|LIST",
+        help="a glob of images (siblings psf.fits, weight.fits, catalogue.fits, "
+        "truth.fits are used) or a file of 'image=... psf=...' lines",
+    )
     many.add_argument("--out-dir", metavar="DIR", help="per-tile catalogues and sums")
     sim = parser.add_argument_group("simulated field (the default)")
     sim.add_argument("--dataset", default=None, help=f"preset [default: {DEFAULT_DATASET}]")
@@ -50,22 +54,30 @@ def register(cli) -> None:
     sim.add_argument("--shear", help="G1,G2 [default: 0.02,0]")
     sim.add_argument("--seed", type=int, default=DEFAULT_SEED, help="[default: 1]")
     sim.add_argument("--noise", type=float, help=f"noise sigma, ADU [default: {DEFAULT_NOISE}]")
-    parser.add_argument("--engine", default=None,
-                        help="auto (ngmix when it imports, else metacal), metacal or ngmix")
-    parser.add_argument("--flaggers", metavar="NAMES",
-                        help="comma-separated flaggers [default: every registered flagger "
-                             "whose model is available and that is valid on metacal images "
-                             "(metacal_safe)]")
+    parser.add_argument(
+        "--engine",
+        default=None,
+        help="auto (ngmix when it imports, else metacal), metacal or ngmix",
+    )
+    parser.add_argument(
+        "--flaggers",
+        metavar="NAMES",
+        help="comma-separated flaggers [default: every registered flagger "
+        "whose model is available and that is valid on metacal images "
+        "(metacal_safe)]",
+    )
     parser.add_argument("--weights", metavar="PATH", help="network weights, or name=path,...")
     run_on = parser.add_mutually_exclusive_group()
-    run_on.add_argument("--workers", type=int, help="processes for metacalibration "
-                                                    "[default: the idle cores]")
+    run_on.add_argument(
+        "--workers", type=int, help="processes for metacalibration [default: the idle cores]"
+    )
     run_on.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler to run on")
     parser.add_argument("--bootstrap", type=int, metavar="N", help="bootstrap resamplings")
     parser.add_argument("--json", metavar="PATH", help="write the results here")
     parser.add_argument("--plot", metavar="PNG", help="m and c per selection")
-    parser.add_argument("--catalogue-out", metavar="FITS",
-                        help="annotated catalogue with blend and metacal columns")
+    parser.add_argument(
+        "--catalogue-out", metavar="FITS", help="annotated catalogue with blend and metacal columns"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -102,11 +114,14 @@ def run(args, pm) -> int:
     sim_opts = (args.dataset, args.n_galaxies, args.shear, args.noise)
     if user_data:
         if args.image is None or args.psf is None:
-            raise BlendflagError("your data needs both --image and --psf (and optionally "
-                                 "--catalogue, --weight)")
+            raise BlendflagError(
+                "your data needs both --image and --psf (and optionally --catalogue, --weight)"
+            )
         if any(v is not None for v in sim_opts):
-            raise BlendflagError("--dataset/--n-galaxies/--shear/--noise are for simulated "
-                                 "fields; leave them out with --image")
+            raise BlendflagError(
+                "--dataset/--n-galaxies/--shear/--noise are for simulated "
+                "fields; leave them out with --image"
+            )
     if args.n_galaxies is not None and args.n_galaxies < 2:
         raise BlendflagError("--n-galaxies must be at least 2")
     if args.workers is not None and args.workers < 1:
@@ -115,7 +130,7 @@ def run(args, pm) -> int:
         if path:
             check_output_path(path)
     engine_cls = select_engine(get_shear_engines(pm), args.engine or config.shear.engine)
-    names = (args.flaggers.split(",") if args.flaggers else _default_flaggers(pm, config))
+    names = args.flaggers.split(",") if args.flaggers else _default_flaggers(pm, config)
     flaggers = make_flaggers(pm, names, config, network_overrides(names, args.weights))
     workers = args.workers or os.cpu_count() or 1
     if user_data:
@@ -124,15 +139,30 @@ def run(args, pm) -> int:
         from blendflag.simulate_field import parse_shear
 
         shear = parse_shear(args.shear) if args.shear else DEFAULT_SHEAR
-        data = simulated_input(args.dataset or DEFAULT_DATASET,
-                               args.n_galaxies or DEFAULT_N_GALAXIES, shear, args.seed,
-                               DEFAULT_NOISE if args.noise is None else args.noise,
-                               workers=workers, progress=not args.quiet,
-                               stamp_size=max(config.flag.stamp_size, config.shear.stamp_size))
+        data = simulated_input(
+            args.dataset or DEFAULT_DATASET,
+            args.n_galaxies or DEFAULT_N_GALAXIES,
+            shear,
+            args.seed,
+            DEFAULT_NOISE if args.noise is None else args.noise,
+            workers=workers,
+            progress=not args.quiet,
+            stamp_size=max(config.flag.stamp_size, config.shear.stamp_size),
+        )
     # the flags on the original stamps only fill the catalogue's BLEND_* columns
-    result = run_compare(pm, config, data, flaggers, engine_cls, seed=args.seed,
-                         workers=workers, scheduler=args.scheduler, quiet=args.quiet,
-                         n_bootstrap=args.bootstrap, flag_original=bool(args.catalogue_out))
+    result = run_compare(
+        pm,
+        config,
+        data,
+        flaggers,
+        engine_cls,
+        seed=args.seed,
+        workers=workers,
+        scheduler=args.scheduler,
+        quiet=args.quiet,
+        n_bootstrap=args.bootstrap,
+        flag_original=bool(args.catalogue_out),
+    )
     print_table(result.json)
     if args.json:
         write_json(result.json, args.json)
@@ -175,17 +205,22 @@ def run_tiles_command(args, pm, config) -> int:
     engine = select_engine(get_shear_engines(pm), args.engine or config.shear.engine).name
     names = args.flaggers.split(",") if args.flaggers else _default_flaggers(pm, config)
     make_flaggers(pm, names, config, network_overrides(names, args.weights))  # fail early
-    settings = settings_for(config, names, engine, args.seed, args.weights, args.pixel_scale,
-                            args.bootstrap)
+    settings = settings_for(
+        config, names, engine, args.seed, args.weights, args.pixel_scale, args.bootstrap
+    )
     workers = args.workers or os.cpu_count() or 1
-    status = run_tiles(tiles, settings, args.out_dir, workers=workers, scheduler=args.scheduler,
-                       quiet=args.quiet)
-    print(f"tiles: {len(status['done'])} run, {len(status['skipped'])} already done, "
-          f"{len(status['failed'])} failed")
+    status = run_tiles(
+        tiles, settings, args.out_dir, workers=workers, scheduler=args.scheduler, quiet=args.quiet
+    )
+    print(
+        f"tiles: {len(status['done'])} run, {len(status['skipped'])} already done, "
+        f"{len(status['failed'])} failed"
+    )
     for failure in status["failed"]:
         print(f"  failed {failure['tile']}: {failure['reason']}")
-    combined = combine_tiles(tiles, args.out_dir, seed=args.seed,
-                             n_bootstrap=args.bootstrap or config.shear.n_bootstrap)
+    combined = combine_tiles(
+        tiles, args.out_dir, seed=args.seed, n_bootstrap=args.bootstrap or config.shear.n_bootstrap
+    )
     combined["status"] = status
     print_table(combined)
     if args.json:
@@ -195,6 +230,8 @@ def run_tiles_command(args, pm, config) -> int:
 
         plot_compare(combined, args.plot)
     if status["failed"]:
-        raise BlendflagError(f"{len(status['failed'])} of {len(tiles)} tiles failed (listed "
-                             "above); rerun the same command to retry them")
+        raise BlendflagError(
+            f"{len(status['failed'])} of {len(tiles)} tiles failed (listed "
+            "above); rerun the same command to retry them"
+        )
     return 0

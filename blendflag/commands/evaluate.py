@@ -9,20 +9,20 @@ from blendflag.commands.common import (
     add_views_arg,
     check_output_path,
     load_config,
-    make_flaggers,
-    network_overrides,
     write_json,
 )
 from blendflag.errors import BlendflagError
+from blendflag.flaggers import make_flaggers, network_overrides
 
 
 def register(cli) -> None:
     parser = cli.add_command(
-        "evaluate", func=run,
+        "evaluate",
+        func=run,
         help="compare blend flaggers on labelled stamps (confusion, recall vs noise/separation)",
         description="Run flaggers on a stamp file from `simulate` (--data) or on freshly "
-                    "simulated stamps (--dataset/--n/--seed). The confusion matrix is normalised "
-                    "by actual class, as in the original study's tables.",
+        "simulated stamps (--dataset/--n/--seed). The confusion matrix is normalised "
+        "by actual class, as in the original study's tables.",
     )
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", metavar="FILE.fits", help="stamps written by `simulate`")
@@ -30,18 +30,32 @@ def register(cli) -> None:
     parser.add_argument("--n", type=int, default=2000, help="stamps to simulate [default: 2000]")
     parser.add_argument("--seed", type=int, default=7, help="simulation seed [default: 7]")
     parser.add_argument("--noise", help="noise sigma (ADU), or 'grid' [default: preset default]")
-    parser.add_argument("--methods", default="sextractor",
-                        help="comma-separated flagger names [default: sextractor]")
-    parser.add_argument("--backend", choices=("sep", "sextractor"),
-                        help="backend of the sextractor flagger [default: sep]")
-    parser.add_argument("--weights", metavar="PATH",
-                        help="weights file for the network flagger, or name=path,name=path")
+    parser.add_argument(
+        "--methods",
+        default="sextractor",
+        help="comma-separated flagger names [default: sextractor]",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("sep", "sextractor"),
+        help="backend of the sextractor flagger [default: sep]",
+    )
+    parser.add_argument(
+        "--weights",
+        metavar="PATH",
+        help="weights file for the network flagger, or name=path,name=path",
+    )
     parser.add_argument("--threshold", type=float, help="probability threshold for networks")
     add_views_arg(parser)
-    parser.add_argument("--metacal", nargs="?", const="noshear", metavar="VERSION",
-                        help="flag the metacalibration image of every stamp (noshear, 1p, 1m, "
-                             "2p, 2m or random; what compare's selections see) instead of the "
-                             "stamp [default version: noshear]")
+    parser.add_argument(
+        "--metacal",
+        nargs="?",
+        const="noshear",
+        metavar="VERSION",
+        help="flag the metacalibration image of every stamp (noshear, 1p, 1m, "
+        "2p, 2m or random; what compare's selections see) instead of the "
+        "stamp [default version: noshear]",
+    )
     add_common_output_args(parser, json=True, plot=True, quiet=True)
 
 
@@ -67,8 +81,9 @@ def load_stamps(args):
         raise BlendflagError("--n must be positive")
     from blendflag.simulate import load_dataset, simulate_stamps
 
-    stamps, truth = simulate_stamps(args.dataset, args.n, seed=args.seed,
-                                    noise=_noise_arg(args.noise), progress=not args.quiet)
+    stamps, truth = simulate_stamps(
+        args.dataset, args.n, seed=args.seed, noise=_noise_arg(args.noise), progress=not args.quiet
+    )
     return stamps, truth, load_dataset(args.dataset)
 
 
@@ -85,11 +100,21 @@ def to_metacal(pm, config, args, stamps, truth, dataset):
     if dataset is None:
         raise BlendflagError(f"{args.data} has no CONFIG HDU: --metacal needs the dataset's PSF")
     engine_cls = select_engine(get_shear_engines(pm), config.shear.engine)
-    images, rendered = metacal_stamps(engine_cls, config.shear, stamps, psf_image(dataset),
-                                      dataset.pixel_scale, np.asarray(truth["NOISE_SIGMA"]),
-                                      args.seed, version=args.metacal)
-    info = {"version": args.metacal, "engine": engine_cls.name,
-            "n_not_rendered": int((~rendered).sum())}
+    images, rendered = metacal_stamps(
+        engine_cls,
+        config.shear,
+        stamps,
+        psf_image(dataset),
+        dataset.pixel_scale,
+        np.asarray(truth["NOISE_SIGMA"]),
+        args.seed,
+        version=args.metacal,
+    )
+    info = {
+        "version": args.metacal,
+        "engine": engine_cls.name,
+        "n_not_rendered": int((~rendered).sum()),
+    }
     return images[rendered], truth[rendered], info
 
 
@@ -114,9 +139,11 @@ def run(args, pm) -> int:
     from blendflag.evaluation import evaluate_flaggers
 
     results = evaluate_flaggers(flaggers, stamps, truth, reference)
-    results["data"] = ({"file": str(args.data)} if args.data else
-                       {"dataset": args.dataset, "n": args.n, "seed": args.seed,
-                        "noise": args.noise})
+    results["data"] = (
+        {"file": str(args.data)}
+        if args.data
+        else {"dataset": args.dataset, "n": args.n, "seed": args.seed, "noise": args.noise}
+    )
     if mcal_info is not None:
         results["data"]["metacal"] = mcal_info
     if args.json:
@@ -131,7 +158,9 @@ def run(args, pm) -> int:
     print(f"{'method':<12} {'blend':>7} {'not':>7} {'acc':>7} {'<10px':>7} {'stamps/s':>9}")
     for name, m in results["methods"].items():
         u10 = m["blend_recall_under_10px"]
-        print(f"{name:<12} {m['confusion'][0][0]:7.3f} {m['confusion'][1][1]:7.3f} "
-              f"{m['accuracy']:7.3f} {u10 if u10 is not None else float('nan'):7.3f} "
-              f"{m.get('stamps_per_s') or 0:9.0f}")
+        print(
+            f"{name:<12} {m['confusion'][0][0]:7.3f} {m['confusion'][1][1]:7.3f} "
+            f"{m['accuracy']:7.3f} {u10 if u10 is not None else float('nan'):7.3f} "
+            f"{m.get('stamps_per_s') or 0:9.0f}"
+        )
     return 0

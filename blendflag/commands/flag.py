@@ -7,38 +7,49 @@ from blendflag.commands.common import (
     add_views_arg,
     check_output_path,
     load_config,
-    load_image_and_weight,
-    make_flaggers,
-    network_overrides,
 )
 from blendflag.errors import BlendflagError
+from blendflag.flaggers import make_flaggers, network_overrides
+from blendflag.images import load_image_and_weight
 from blendflag.pipeline import Context, run_pipeline, table_from_catalogue
 
 
 def register(cli) -> None:
     parser = cli.add_command(
-        "flag", func=run,
+        "flag",
+        func=run,
         help="add BLEND_<FLAGGER> (and P_BLEND_<FLAGGER>) columns to a catalogue",
         description="Read a SExtractor FITS or FITS_LDAC catalogue, run the blend flaggers, "
-                    "and write a copy with the new columns and provenance cards; every "
-                    "original HDU, column and header card is kept.",
+        "and write a copy with the new columns and provenance cards; every "
+        "original HDU, column and header card is kept.",
     )
     parser.add_argument("catalogue", nargs="?", help="SExtractor catalogue (FITS or FITS_LDAC)")
     parser.add_argument("--image", metavar="FITS", help="the catalogue's image")
     parser.add_argument("--weight", metavar="FITS", help="weight map; weight 0 masks a pixel")
-    parser.add_argument("--flaggers", metavar="NAMES",
-                        help="comma-separated flagger names (default: flag.flaggers of the config)")
-    parser.add_argument("--weights", metavar="PATH",
-                        help="weights file for the network flagger, or name=path,name=path")
-    parser.add_argument("--threshold", type=float, metavar="P",
-                        help="probability threshold for network flaggers")
+    parser.add_argument(
+        "--flaggers",
+        metavar="NAMES",
+        help="comma-separated flagger names (default: flag.flaggers of the config)",
+    )
+    parser.add_argument(
+        "--weights",
+        metavar="PATH",
+        help="weights file for the network flagger, or name=path,name=path",
+    )
+    parser.add_argument(
+        "--threshold", type=float, metavar="P", help="probability threshold for network flaggers"
+    )
     add_views_arg(parser)
     parser.add_argument("--out", metavar="OUT.fits", help="output catalogue")
-    parser.add_argument("--in-place", action="store_true",
-                        help="overwrite the input catalogue (atomically)")
-    parser.add_argument("--tiles", metavar="GLOB|LIST",
-                        help="many tiles: a glob of images with catalogue.fits beside them, or "
-                             "a file of 'image=... catalogue=...' lines (one Dask task each)")
+    parser.add_argument(
+        "--in-place", action="store_true", help="overwrite the input catalogue (atomically)"
+    )
+    parser.add_argument(
+        "--tiles",
+        metavar="GLOB|LIST",
+        help="many tiles: a glob of images with catalogue.fits beside them, or "
+        "a file of 'image=... catalogue=...' lines (one Dask task each)",
+    )
     parser.add_argument("--out-dir", metavar="DIR", help="with --tiles: where catalogues go")
     parser.add_argument("--workers", type=int, help="with --tiles: local Dask workers")
     parser.add_argument("--scheduler", metavar="ADDRESS", help="with --tiles: a Dask scheduler")
@@ -54,15 +65,22 @@ def run(args, pm) -> int:
         raise BlendflagError("name the output with --out (or use --in-place)")
     config = load_config(args)
     names = args.flaggers.split(",") if args.flaggers else list(config.flag.flaggers)
-    flaggers = make_flaggers(pm, names, config,
-                             network_overrides(names, args.weights, args.threshold,
-                                               views=args.views))
+    flaggers = make_flaggers(
+        pm, names, config, network_overrides(names, args.weights, args.threshold, views=args.views)
+    )
     out = check_output_path(args.out) if args.out else None
     catalogue = read_catalogue(args.catalogue)
     table = table_from_catalogue(catalogue)
     image, weight, header = load_image_and_weight(args.image, args.weight)
-    context = Context(config=config, pm=pm, image=image, weight=weight, image_header=header,
-                      catalogue=catalogue, table=table)
+    context = Context(
+        config=config,
+        pm=pm,
+        image=image,
+        weight=weight,
+        image_header=header,
+        catalogue=catalogue,
+        table=table,
+    )
     context.flagger_objects = flaggers
     context.flaggers = [f.name for f in flaggers]
     run_pipeline(context)
@@ -86,19 +104,31 @@ def run_tiles_command(args, pm) -> int:
         raise BlendflagError("--tiles replaces CATALOGUE, --out and --in-place")
     config = load_config(args)
     names = args.flaggers.split(",") if args.flaggers else list(config.flag.flaggers)
-    make_flaggers(pm, names, config,
-                  network_overrides(names, args.weights, args.threshold, views=args.views))
+    make_flaggers(
+        pm, names, config, network_overrides(names, args.weights, args.threshold, views=args.views)
+    )
     tiles = read_tiles(args.tiles)
     settings = settings_for(config, names, "none", 0, args.weights)
     settings["threshold"] = args.threshold
     settings["views"] = args.views
-    status = run_tiles(tiles, settings, args.out_dir, workers=args.workers or idle_cores(),
-                       scheduler=args.scheduler, quiet=args.quiet, task=flag_tile)
-    print(f"tiles: {len(status['done'])} flagged, {len(status['skipped'])} already done, "
-          f"{len(status['failed'])} failed -> {args.out_dir}")
+    status = run_tiles(
+        tiles,
+        settings,
+        args.out_dir,
+        workers=args.workers or idle_cores(),
+        scheduler=args.scheduler,
+        quiet=args.quiet,
+        task=flag_tile,
+    )
+    print(
+        f"tiles: {len(status['done'])} flagged, {len(status['skipped'])} already done, "
+        f"{len(status['failed'])} failed -> {args.out_dir}"
+    )
     for failure in status["failed"]:
         print(f"  failed {failure['tile']}: {failure['reason']}")
     if status["failed"]:
-        raise BlendflagError(f"{len(status['failed'])} of {len(tiles)} tiles failed (listed "
-                             "above); rerun the same command to retry them")
+        raise BlendflagError(
+            f"{len(status['failed'])} of {len(tiles)} tiles failed (listed "
+            "above); rerun the same command to retry them"
+        )
     return 0

@@ -7,10 +7,12 @@ from blendflag.plugins import describe_plugins, get_flaggers, get_shear_engines
 
 
 def register(cli) -> None:
-    parser = cli.add_command("plugins", help="list registered plugins and the hooks they implement",
-                             func=run)
-    parser.add_argument("--json", metavar="PATH", nargs="?", const="-",
-                        help="print JSON (or write it to PATH)")
+    parser = cli.add_command(
+        "plugins", help="list registered plugins and the hooks they implement", func=run
+    )
+    parser.add_argument(
+        "--json", metavar="PATH", nargs="?", const="-", help="print JSON (or write it to PATH)"
+    )
 
 
 def run(args, pm) -> int:
@@ -19,8 +21,13 @@ def run(args, pm) -> int:
     engines = get_shear_engines(pm)
     data = {
         "plugins": [
-            {"name": i.name, "hooks": list(i.hooks), "origin": i.origin,
-             "distribution": i.distribution, "version": i.version}
+            {
+                "name": i.name,
+                "hooks": list(i.hooks),
+                "origin": i.origin,
+                "distribution": i.distribution,
+                "version": i.version,
+            }
             for i in infos
         ],
         "flaggers": sorted(flaggers),

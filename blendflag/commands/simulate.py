@@ -13,53 +13,91 @@ PLOT_PER_ROW = 4
 
 def register(cli) -> None:
     parser = cli.add_command(
-        "simulate", func=run_simulate,
+        "simulate",
+        func=run_simulate,
         help="simulate labelled postage stamps (blends, singles, separated pairs)",
         description="Draw GalSim postage stamps of blended pairs (label 1), single galaxies "
-                    "and separated pairs (label 0) and write them to one FITS file: HDU STAMPS "
-                    "(float32 cube, ADU), HDU TRUTH (one row per stamp) and HDU CONFIG (the "
-                    "resolved dataset YAML). A pair is a blend when the sources' 1-sigma "
-                    "isophotes share a pixel (see blendflag.simulate).",
+        "and separated pairs (label 0) and write them to one FITS file: HDU STAMPS "
+        "(float32 cube, ADU), HDU TRUTH (one row per stamp) and HDU CONFIG (the "
+        "resolved dataset YAML). A pair is a blend when the sources' 1-sigma "
+        "isophotes share a pixel (see blendflag.simulate).",
     )
-    parser.add_argument("--dataset", required=True, metavar="NAME|YAML",
-                        help="preset (great3, euclid, cfis) or a dataset YAML file")
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        metavar="NAME|YAML",
+        help="preset (great3, euclid, cfis) or a dataset YAML file",
+    )
     parser.add_argument("--n", required=True, type=int, metavar="N", help="number of stamps")
     parser.add_argument("--seed", required=True, type=int, metavar="S", help="random seed")
-    parser.add_argument("--noise", metavar="SIGMA|grid",
-                        help="Gaussian noise sigma in ADU, or 'grid' to draw each stamp's sigma "
-                             "from the preset's noise grid (default: the preset's default_noise)")
-    parser.add_argument("--fractions", metavar="B,S,P", default="0.5,0.25,0.25",
-                        help="fractions of blends, singles, separated pairs "
-                             "(default: 0.5,0.25,0.25)")
-    parser.add_argument("--workers", type=int, metavar="N",
-                        help="worker processes (default: all cores from 2000 stamps up)")
-    parser.add_argument("--plot", metavar="PNG",
-                        help="write example stamps per kind at the lowest and highest noise")
+    parser.add_argument(
+        "--noise",
+        metavar="SIGMA|grid",
+        help="Gaussian noise sigma in ADU, or 'grid' to draw each stamp's sigma "
+        "from the preset's noise grid (default: the preset's default_noise)",
+    )
+    parser.add_argument(
+        "--fractions",
+        metavar="B,S,P",
+        default="0.5,0.25,0.25",
+        help="fractions of blends, singles, separated pairs (default: 0.5,0.25,0.25)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes (default: all cores from 2000 stamps up)",
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="write example stamps per kind at the lowest and highest noise",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--out", required=True, metavar="FILE.fits", help="output FITS file")
 
     parser = cli.add_command(
-        "simulate-field", func=run_simulate_field,
+        "simulate-field",
+        func=run_simulate_field,
         help="simulate a field with a known shear (image, weight, PSF, truth)",
         description="Place galaxies at random (natural blends occur), shear them by G1,G2, "
-                    "convolve with the PSF, add noise; write image.fits, weight.fits, psf.fits, "
-                    "truth.fits and config.yaml into DIR.",
+        "convolve with the PSF, add noise; write image.fits, weight.fits, psf.fits, "
+        "truth.fits and config.yaml into DIR.",
     )
-    parser.add_argument("--dataset", required=True, metavar="NAME|YAML",
-                        help="preset (cfis, great3, euclid) or a dataset YAML file")
-    parser.add_argument("--n-galaxies", required=True, type=int, metavar="N",
-                        help="number of galaxies")
-    parser.add_argument("--shear", required=True, metavar="G1,G2",
-                        help="reduced shear applied to every galaxy, e.g. 0.02,0")
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        metavar="NAME|YAML",
+        help="preset (cfis, great3, euclid) or a dataset YAML file",
+    )
+    parser.add_argument(
+        "--n-galaxies", required=True, type=int, metavar="N", help="number of galaxies"
+    )
+    parser.add_argument(
+        "--shear",
+        required=True,
+        metavar="G1,G2",
+        help="reduced shear applied to every galaxy, e.g. 0.02,0",
+    )
     parser.add_argument("--seed", required=True, type=int, metavar="S", help="random seed")
-    parser.add_argument("--rotated-pairs", action="store_true",
-                        help="add a right half: the left half's scene turned by 90 degrees "
-                             "(cancels shape noise)")
-    parser.add_argument("--noise", type=float, metavar="SIGMA",
-                        help="Gaussian noise sigma in ADU (default: the preset's default_noise)")
-    parser.add_argument("--size", type=int, metavar="PIX",
-                        help="side of the square image (of each half with --rotated-pairs), "
-                             "pixels (default: from the density)")
+    parser.add_argument(
+        "--rotated-pairs",
+        action="store_true",
+        help="add a right half: the left half's scene turned by 90 degrees (cancels shape noise)",
+    )
+    parser.add_argument(
+        "--noise",
+        type=float,
+        metavar="SIGMA",
+        help="Gaussian noise sigma in ADU (default: the preset's default_noise)",
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        metavar="PIX",
+        help="side of the square image (of each half with --rotated-pairs), "
+        "pixels (default: from the density)",
+    )
     parser.add_argument("--workers", type=int, metavar="N", help="worker processes")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
@@ -78,8 +116,9 @@ def _parse_noise(text):
     try:
         value = float(text)
     except ValueError:
-        raise BlendflagError(f"--noise must be a positive number (ADU) or 'grid', got {text!r}")\
-            from None
+        raise BlendflagError(
+            f"--noise must be a positive number (ADU) or 'grid', got {text!r}"
+        ) from None
     if not value > 0 or value == float("inf"):
         raise BlendflagError(f"--noise must be a positive number (ADU) or 'grid', got {text!r}")
     return value
@@ -124,9 +163,10 @@ def stamps_hdulist(stamps, truth, config, *, seed, noise, fractions):
     h["DATASET"] = (config.name, "blendflag dataset preset")
     h["SEED"] = (int(seed), "numpy default_rng seed")
     h["NSTAMPS"] = (len(stamps), "number of stamps")
-    h["NOISE"] = ("grid" if noise == "grid" else
-                  float(config.default_noise if noise is None else noise),
-                  "[adu] noise sigma, or grid")
+    h["NOISE"] = (
+        "grid" if noise == "grid" else float(config.default_noise if noise is None else noise),
+        "[adu] noise sigma, or grid",
+    )
     h["PIXSCALE"] = (config.pixel_scale, "[arcsec/pixel] pixel scale")
     h["FBLEND"], h["FSINGLE"], h["FSEPAR"] = (float(f) for f in fractions)
     h["ISOSIG"] = (config.blend.isophote_nsigma, "blend: isophotes at ISOSIG sigma overlap")
@@ -139,8 +179,9 @@ def stamps_hdulist(stamps, truth, config, *, seed, noise, fractions):
     table.name = "TRUTH"
     text = config_yaml(config)
     conf = fits.BinTableHDU.from_columns(
-        [fits.Column(name="YAML", format=f"{max(len(text), 1)}A",
-                     array=np.array([text]))], name="CONFIG")
+        [fits.Column(name="YAML", format=f"{max(len(text), 1)}A", array=np.array([text]))],
+        name="CONFIG",
+    )
     return fits.HDUList([primary, cube, table, conf])
 
 
@@ -163,17 +204,25 @@ def run_simulate(args, pm) -> int:
         raise BlendflagError(f"--workers must be at least 1, got {args.workers}")
     noise = _parse_noise(args.noise)
     fractions = _parse_fractions(args.fractions)
-    stamps, truth = simulate_stamps(config, args.n, args.seed, noise=noise, fractions=fractions,
-                                    workers=args.workers, progress=not args.quiet)
-    hdul = stamps_hdulist(stamps, truth, config, seed=args.seed, noise=noise,
-                          fractions=fractions)
+    stamps, truth = simulate_stamps(
+        config,
+        args.n,
+        args.seed,
+        noise=noise,
+        fractions=fractions,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    hdul = stamps_hdulist(stamps, truth, config, seed=args.seed, noise=noise, fractions=fractions)
     with atomic_output(out) as tmp:
         hdul.writeto(tmp)
     if plot is not None:
         plot_examples(config, plot, seed=args.seed)
     counts = {k: int((truth["KIND"] == k).sum()) for k in ("blend", "single", "separated")}
-    print(f"{args.n} stamps ({counts['blend']} blends, {counts['single']} singles, "
-          f"{counts['separated']} separated) -> {out}")
+    print(
+        f"{args.n} stamps ({counts['blend']} blends, {counts['single']} singles, "
+        f"{counts['separated']} separated) -> {out}"
+    )
     return 0
 
 
@@ -197,13 +246,17 @@ def plot_examples(dataset, path, seed: int = 0, per_row: int = PLOT_PER_ROW) -> 
     if levels[0] == levels[1]:
         levels = levels[:1]
     per = per_row
-    fig, axes = plt.subplots(len(KINDS), per * len(levels),
-                             figsize=(1.6 * per * len(levels) + 0.6, 1.75 * len(KINDS) + 0.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(KINDS),
+        per * len(levels),
+        figsize=(1.6 * per * len(levels) + 0.6, 1.75 * len(KINDS) + 0.5),
+        squeeze=False,
+    )
     for j, sigma in enumerate(levels):
         # Equal numbers of each kind, drawn for the figure only.
-        stamps, truth = simulate_stamps(config, 3 * per, seed, noise=sigma,
-                                        fractions=(1 / 3, 1 / 3, 1 / 3), workers=1)
+        stamps, truth = simulate_stamps(
+            config, 3 * per, seed, noise=sigma, fractions=(1 / 3, 1 / 3, 1 / 3), workers=1
+        )
         for i, kind in enumerate(KINDS):
             rows = np.nonzero(np.asarray(truth["KIND"]) == kind)[0][:per]
             for k in range(per):
@@ -215,25 +268,47 @@ def plot_examples(dataset, path, seed: int = 0, per_row: int = PLOT_PER_ROW) -> 
                     continue
                 r = rows[k]
                 img = np.arcsinh(stamps[r] / (3.0 * sigma))
-                ax.imshow(img, origin="lower", cmap="gray_r", vmin=-0.5,
-                          vmax=max(float(np.percentile(img, 99.8)), 1.0),
-                          interpolation="nearest")
+                ax.imshow(
+                    img,
+                    origin="lower",
+                    cmap="gray_r",
+                    vmin=-0.5,
+                    vmax=max(float(np.percentile(img, 99.8)), 1.0),
+                    interpolation="nearest",
+                )
                 label = f"S/N {truth['SNR'][r]:.0f}"
                 if kind != "single":
                     label = f"d={truth['SEPARATION'][r]:.1f} px\n" + label
-                    ax.plot([truth["X1"][r] - 1, truth["X2"][r] - 1],
-                            [truth["Y1"][r] - 1, truth["Y2"][r] - 1], "+", color="tab:red",
-                            ms=5, mew=0.8, alpha=0.7)
-                ax.text(0.03, 0.97, label, transform=ax.transAxes, va="top", ha="left",
-                        fontsize=7, color="tab:blue",
-                        bbox={"facecolor": "white", "alpha": 0.7, "pad": 1, "lw": 0})
+                    ax.plot(
+                        [truth["X1"][r] - 1, truth["X2"][r] - 1],
+                        [truth["Y1"][r] - 1, truth["Y2"][r] - 1],
+                        "+",
+                        color="tab:red",
+                        ms=5,
+                        mew=0.8,
+                        alpha=0.7,
+                    )
+                ax.text(
+                    0.03,
+                    0.97,
+                    label,
+                    transform=ax.transAxes,
+                    va="top",
+                    ha="left",
+                    fontsize=7,
+                    color="tab:blue",
+                    bbox={"facecolor": "white", "alpha": 0.7, "pad": 1, "lw": 0},
+                )
                 if k == 0 and j == 0:
                     ax.set_ylabel(kind, fontsize=10)
                 if i == 0 and k == 0:
                     ax.set_title(f"noise sigma {sigma:g} ADU", fontsize=9, loc="left")
-    fig.suptitle(f"{config.name}: blend = isophotes at {config.blend.isophote_nsigma:g} x "
-                 f"sigma_ref={config.default_noise:g} ADU overlap "
-                 f"(asinh stretch, + marks the sources)", fontsize=10)
+    fig.suptitle(
+        f"{config.name}: blend = isophotes at {config.blend.isophote_nsigma:g} x "
+        f"sigma_ref={config.default_noise:g} ADU overlap "
+        f"(asinh stretch, + marks the sources)",
+        fontsize=10,
+    )
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     path = Path(path)
     with atomic_output(path) as tmp:
@@ -267,12 +342,22 @@ def run_simulate_field(args, pm) -> int:
         raise BlendflagError(f"--noise must be >= 0 (ADU), got {args.noise}")
     if args.workers is not None and args.workers < 1:
         raise BlendflagError(f"--workers must be at least 1, got {args.workers}")
-    field = simulate_field(config, args.n_galaxies, shear=shear, seed=args.seed,
-                           rotated_pairs=args.rotated_pairs, noise=args.noise, size=args.size,
-                           workers=args.workers, progress=not args.quiet)
+    field = simulate_field(
+        config,
+        args.n_galaxies,
+        shear=shear,
+        seed=args.seed,
+        rotated_pairs=args.rotated_pairs,
+        noise=args.noise,
+        size=args.size,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
     write_field(field, outdir)
     n_overlap = int((field.truth["OVERLAPS"] >= 0).sum())
     ny, nx = field.image.shape
-    print(f"{len(field.truth)} galaxies ({n_overlap} overlapping another) in a {nx}x{ny} "
-          f"image, shear ({shear[0]:g}, {shear[1]:g}) -> {outdir}")
+    print(
+        f"{len(field.truth)} galaxies ({n_overlap} overlapping another) in a {nx}x{ny} "
+        f"image, shear ({shear[0]:g}, {shear[1]:g}) -> {outdir}"
+    )
     return 0

@@ -1,0 +1,90 @@
+"""Science images and weight maps: read, check, pair them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from blendflag.catalog import open_fits
+from blendflag.errors import CatalogueError
+
+
+def read_image(path, what: str = "image", hdu: int | None = None) -> tuple[np.ndarray, fits.Header]:
+    """Read a 2-d image (first HDU with 2-d data unless ``hdu`` is given).
+
+    Returns
+    -------
+    data : numpy.ndarray
+        float32 or float64, native byte order.
+    header : astropy.io.fits.Header
+
+    Raises
+    ------
+    CatalogueError
+        Missing or unreadable file, no 2-d image.
+    """
+    path = Path(path)
+    hdul = open_fits(path, what)
+    candidates = [hdu] if hdu is not None else range(len(hdul))
+    for i in candidates:
+        if i >= len(hdul):
+            break
+        data = hdul[i].data
+        if (
+            data is not None
+            and getattr(data, "ndim", 0) == 2
+            and not isinstance(hdul[i], (fits.BinTableHDU, fits.TableHDU))
+        ):
+            arr = np.asarray(data)
+            dtype = np.float64 if arr.dtype.itemsize > 4 else np.float32
+            return arr.astype(dtype), hdul[i].header
+    raise CatalogueError(f"{what} {path.name} holds no 2-d image")
+
+
+def check_finite(image: np.ndarray, weight: np.ndarray | None, what: str = "image") -> None:
+    """Reject NaN/inf pixels that are not masked by a zero weight.
+
+    Raises
+    ------
+    CatalogueError
+        Non-finite pixels with non-zero (or no) weight.
+    """
+    bad = ~np.isfinite(image)
+    if weight is not None:
+        bad &= weight > 0
+    n_bad = int(bad.sum())
+    if n_bad:
+        raise CatalogueError(
+            f"{what} has {n_bad} NaN/inf pixels with non-zero weight; give them weight 0 "
+            "in a weight map (--weight) to mask them"
+        )
+
+
+def load_image_and_weight(image_path, weight_path=None):
+    """Read the science image and optional weight map, checking they fit.
+
+    Returns
+    -------
+    image, weight, header
+        ``weight`` is None when no path was given.
+
+    Raises
+    ------
+    CatalogueError
+        Unreadable files, shapes that differ, NaN pixels that are not masked.
+    """
+    image, header = read_image(image_path, "image")
+    weight = None
+    if weight_path is not None:
+        weight, _ = read_image(weight_path, "weight map")
+        if weight.shape != image.shape:
+            raise CatalogueError(
+                f"weight map is {weight.shape[1]}x{weight.shape[0]} but the image is "
+                f"{image.shape[1]}x{image.shape[0]}"
+            )
+        if not bool(((weight > 0) & (weight < float("inf"))).any()):
+            raise CatalogueError("weight map has no positive finite pixel")
+    check_finite(image, weight, f"image {Path(image_path).name}")
+    return image, weight, header
