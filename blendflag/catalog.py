@@ -393,3 +393,35 @@ def ldac_hdul(table: Table, image_header: fits.Header | None = None) -> fits.HDU
 def write_ldac(table: Table, out, image_header: fits.Header | None = None) -> Path:
     """Write a SExtractor-style FITS_LDAC catalogue atomically."""
     return write_hdul_atomic(ldac_hdul(table, image_header), out)
+
+
+def write_output_catalogue(
+    catalogue: Catalogue | None,
+    table: Table,
+    annotation: Annotation,
+    out,
+    image_header: fits.Header | None = None,
+) -> Path:
+    """Write a run's catalogue: the input one annotated, or the detections as FITS_LDAC.
+
+    Parameters
+    ----------
+    catalogue : Catalogue or None
+        The input catalogue; every HDU, column and card of it is kept and the
+        annotation added (:func:`write_annotated`). None writes ``table`` (the
+        detections) with the annotation's columns as a new FITS_LDAC file.
+    table : astropy.table.Table
+        The objects of the run, one row per annotation value.
+    annotation : Annotation
+        Columns and header cards to add.
+    out : str or pathlib.Path
+        Output path, written atomically; never the input's path.
+    image_header : astropy.io.fits.Header or None
+        Header of the image, stored in the LDAC_IMHEAD extension.
+    """
+    if catalogue is not None:
+        return write_annotated(catalogue, annotation, out)
+    table = table.copy()
+    for name, values in annotation.columns.items():
+        table[name] = values
+    return write_ldac(table, out, image_header=image_header)

@@ -1,25 +1,17 @@
 """Shear three ways: all sources, and without the blends of each flagger.
 
-The comparison runs the catalogue pipeline (detect, cutout, flag_blends) and
-then metacalibration of every object, and computes one set of statistics per
-selection:
+`compare` builds one pipeline context from its input (a simulated field with
+truth, or the user's image, PSF and catalogue) and runs the pipeline's stages:
+detect, cutout, flag_blends, match_truth, measure_shear, flag_metacal_blends,
+shear_statistics, annotate. The selections and their statistics are
+:mod:`blendflag.shear.selections`'; this module only prepares the input
+(:func:`simulated_input`, :func:`file_input`) and writes the JSON document.
+``compare --tiles`` (:mod:`blendflag.tiles`) calls :func:`run_compare` per tile,
+so both routes measure the same way.
 
-``all``
-    every object measured without a metacal flag;
-``no_<flagger>_blends``
-    the objects the flagger does not call a blend.
-
-On a simulated field with 90-degree rotated pairs, a selection keeps an object
-only when its rotated partner is kept too (:func:`pair_complete`), so intrinsic
-shape noise cancels; the rule is applied to every metacal version, so the
-selection response includes it.
-
-Selections follow metacalibration: a flagger's cut is applied to the metacal
-image of each version (noshear, 1p, 1m, 2p, 2m), so the selection response
-``R_S`` is measured (design.md section 4). The catalogue columns
-``BLEND_<NAME>`` are the flags on the original images (as ``flag`` writes
-them); ``MCAL_BLEND_<NAME>`` are the flags on the noshear metacal images that
-the selections use.
+The catalogue columns ``BLEND_<NAME>`` are the flags on the original images
+(as ``flag`` writes them); ``MCAL_BLEND_<NAME>`` are the flags on the noshear
+metacal images that the selections use.
 """
 
 from __future__ import annotations
@@ -30,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy.table import Table
 
-from blendflag.errors import BlendflagError, CatalogueError
+from blendflag.errors import CatalogueError
 from blendflag.pipeline import Context, run_pipeline
 
 #: The default `compare` run: a CFIS-like field with a known shear.
@@ -42,8 +34,6 @@ DEFAULT_N_GALAXIES = 10000
 #: Noise sigma of the default field (ADU): a deep field (median S/N ~200), so that m is
 #: measured to 1% with 10,000 galaxies in a few minutes.
 DEFAULT_NOISE = 2.0
-#: Largest distance (pixels) between a detection and a true galaxy to match them.
-MATCH_RADIUS = 2.0
 
 
 @dataclass
@@ -152,8 +142,7 @@ def file_input(image, psf, catalogue=None, weight=None, pixel_scale=None):
     from pathlib import Path
 
     from blendflag.catalog import read_catalogue
-    from blendflag.images import load_image_and_weight, read_image
-    from blendflag.shear import pixel_scale_from_header
+    from blendflag.images import load_image_and_weight, pixel_scale_from_header, read_image
     from blendflag.stamps import check_positions
 
     img, wgt, header = load_image_and_weight(image, weight)
@@ -196,62 +185,30 @@ def file_input(image, psf, catalogue=None, weight=None, pixel_scale=None):
     )
 
 
-def match_truth(table: Table, truth: Table, radius: float = MATCH_RADIUS) -> np.ndarray:
-    """Index of the true galaxy nearest each detection (within ``radius`` px), or -1."""
-    x = np.asarray(table["X_IMAGE"], dtype=float)
-    y = np.asarray(table["Y_IMAGE"], dtype=float)
-    tx = np.asarray(truth["X"], dtype=float)
-    ty = np.asarray(truth["Y"], dtype=float)
-    order = np.argsort(tx)
-    txs, tys = tx[order], ty[order]
-    out = np.full(len(x), -1, dtype=np.int64)
-    lo = np.searchsorted(txs, x - radius)
-    hi = np.searchsorted(txs, x + radius)
-    for i in range(len(x)):
-        if hi[i] > lo[i]:
-            d2 = (txs[lo[i] : hi[i]] - x[i]) ** 2 + (tys[lo[i] : hi[i]] - y[i]) ** 2
-            j = int(np.argmin(d2))
-            if d2[j] <= radius**2:
-                out[i] = order[lo[i] + j]
-    return out
-
-
-def pair_complete(keep: np.ndarray, pid: np.ndarray | None) -> np.ndarray:
-    """``keep`` restricted to objects whose rotated partner is kept too.
-
-    A pair counts only when it has exactly two detections and both are kept;
-    unmatched detections (unique ids) and broken pairs are dropped. Applied to
-    every metacal version alike, so the selection response covers it.
-    """
-    keep = np.asarray(keep, dtype=bool)
-    if pid is None:
-        return keep
-    _, inverse, members = np.unique(pid, return_inverse=True, return_counts=True)
-    kept = np.bincount(inverse, weights=keep.astype(float))
-    return keep & (members[inverse] == 2) & (kept[inverse] == 2)
-
-
-def pair_ids(table: Table, truth: Table | None) -> np.ndarray | None:
-    """Rotated-pair id of each detection (unique ids for unmatched ones), or None."""
-    if truth is None or "PAIR_ID" not in truth.colnames:
-        return None
-    match = match_truth(table, truth)
-    pid = np.where(match >= 0, np.asarray(truth["PAIR_ID"])[np.maximum(match, 0)], -1)
-    pid = pid.astype(np.int64)
-    unmatched = pid < 0
-    pid[unmatched] = pid.max(initial=0) + 1 + np.arange(unmatched.sum())
-    return pid
-
-
 @dataclass
 class CompareResult:
-    """Everything `compare` produces."""
+    """Everything `compare` produces.
+
+    Attributes
+    ----------
+    json : dict
+        The JSON document (design contract).
+    context : blendflag.pipeline.Context
+        The pipeline's context after the run (annotation, results, timings).
+    """
 
     json: dict
     context: Context
-    metacal: object
-    selection_flags: dict
-    sums: dict  # selection name -> (unit sums (n_units, 15), n_good)
+
+    @property
+    def sums(self) -> dict:
+        """``{selection name: (per-unit sums, n_good)}``, what ``--tiles`` stores."""
+        return self.context.results["selection_sums"]
+
+    @property
+    def metacal(self):
+        """The shear engine's result."""
+        return self.context.results["shear"]
 
 
 def run_compare(
@@ -268,7 +225,7 @@ def run_compare(
     n_bootstrap: int | None = None,
     flag_original: bool = True,
 ) -> CompareResult:
-    """Detect, flag, measure and compare the selections.
+    """Detect, flag, measure and compare the selections: the pipeline's stages, in order.
 
     Parameters
     ----------
@@ -277,30 +234,26 @@ def run_compare(
     data : FieldInput
     flaggers : list of blendflag.flaggers.Flagger
     engine_cls : type
-        The shear engine class.
+        The shear engine class (its ``name`` is what the pipeline runs).
     seed : int
         Seed of the noise-correction fields and the bootstrap.
     workers : int
-        Processes for metacalibration. [default: 1]
+        Processes for the shear measurement. [default: 1]
     scheduler : str or None
-        Dask scheduler address for metacalibration chunks.
+        Dask scheduler address for the shear measurement.
+    quiet : bool
+        No progress bar. [default: True]
+    n_bootstrap : int or None
+        Bootstrap resamplings; None takes the config's.
     flag_original : bool
         Also run the flaggers on the original stamps (the pipeline's
         ``flag_blends`` stage: the ``BLEND_<NAME>`` columns of the annotated
         catalogue). The selections use only the flags on the metacal images,
         so a run that writes no catalogue can skip them. [default: True]
     """
-    from blendflag.progress import progress
-    from blendflag.shear import (
-        METACAL_VERSIONS,
-        measure_parallel,
-        selection_unit_sums,
-        statistics_from_sums,
-    )
-
-    timings = {}
-    t0 = time.perf_counter()
-    rng = np.random.default_rng(seed)
+    start = time.perf_counter()
+    for flagger in flaggers:  # the depth of the truth's blend definition (simulations)
+        flagger.default_reference_noise(data.reference_noise)
     context = Context(
         config=config,
         pm=pm,
@@ -310,227 +263,52 @@ def run_compare(
         image_header=data.header,
         catalogue=data.catalogue,
         table=data.catalogue.table if data.catalogue is not None else None,
-        rng=rng,
+        flagger_objects=list(flaggers),
+        flag_original=flag_original,
+        shear_engine=engine_cls.name,
+        pixel_scale=data.pixel_scale,
+        noise_sigma=data.noise_sigma if data.noise_sigma else None,
+        truth=data.truth,
+        true_shear=data.true_shear,
+        seed=seed,
+        workers=workers,
+        scheduler=scheduler,
+        quiet=quiet,
+        n_bootstrap=n_bootstrap,
+        rng=np.random.default_rng(seed),
     )
-    for flagger in flaggers:  # the depth of the truth's blend definition (simulations)
-        flagger.default_reference_noise(data.reference_noise)
-    context.flagger_objects = list(flaggers) if flag_original else []
-    context.flaggers = [f.name for f in context.flagger_objects]
-    context.shear_engine = None  # metacal runs below, chunked and in parallel
-    context.results["needs_stamps"] = True  # metacal needs them even without flaggers
+    context.flaggers = [f.name for f in flaggers]
     run_pipeline(context)
-    timings.update(context.timings)
-    n = len(context.table)
-    if n == 0:
-        raise BlendflagError("no sources detected: nothing to measure")
-    if data.noise_sigma is not None and data.noise_sigma > 0:
-        noise = np.full(n, data.noise_sigma)
-    elif data.weight is not None:
-        from blendflag.shear import noise_from_weight
+    context.timings["total"] = time.perf_counter() - start
+    return CompareResult(json=_compare_json(context, data, flaggers), context=context)
 
-        noise = noise_from_weight(
-            data.weight, context.table["X_IMAGE"], context.table["Y_IMAGE"], config.shear.stamp_size
-        )
-    else:
-        from blendflag.stamps import stamp_noise_sigma
 
-        noise = stamp_noise_sigma(context.stamps).astype(np.float64)
-    from blendflag.shear import crop_stamps
+def _compare_json(context: Context, data: FieldInput, flaggers) -> dict:
+    """The JSON document of one comparison (design contract, section 3)."""
+    from blendflag.truth import truth_summary
 
-    stamps = crop_stamps(np.asarray(context.stamps), int(config.shear.stamp_size))
-    pid = pair_ids(context.table, data.truth)
-    noise_fields = None
-    if pid is not None and data.noise_sigma and "ROTATED" in data.truth.colnames:
-        match = match_truth(context.table, data.truth)
-        rotated = np.where(
-            match >= 0, np.asarray(data.truth["ROTATED"])[np.maximum(match, 0)], False
-        )
-        noise_fields = paired_noise_fields(pid, rotated, noise, stamps.shape[-1], seed)
-    t = time.perf_counter()
-    bar = progress(total=n, desc="metacal", quiet=quiet, unit="obj")
-    try:
-        result = measure_parallel(
-            engine_cls,
-            config.shear,
-            stamps,
-            data.psf,
-            data.pixel_scale,
-            noise,
-            seed=seed,
-            workers=workers,
-            return_images=bool(flaggers),
-            progress=bar.update,
-            scheduler=scheduler,
-            noise_fields=noise_fields,
-        )
-    finally:
-        bar.close()
-    if context.stamp_flags is not None:
-        from blendflag.shear import MCAL_STAMP_FLAGGED
-
-        bad = np.asarray(context.stamp_flags) != 0
-        result.table["MCAL_FLAGS"][bad] |= MCAL_STAMP_FLAGGED
-    timings["metacal"] = time.perf_counter() - t
-    # every flagger on every metacal version: the selections and their response;
-    # the reference depth is the original image's, not the metacal images' own
-    for flagger in flaggers:
-        flagger.default_reference_noise(float(np.median(noise)))
-    selection_flags = {}
-    for flagger in flaggers:
-        t = time.perf_counter()
-        selection_flags[flagger.name] = {
-            v: np.asarray(flagger.flag_stamps(result.images[v]).flag, dtype=bool)
-            for v in METACAL_VERSIONS
-        }
-        timings[f"select ({flagger.name})"] = time.perf_counter() - t
-    result.images = None  # free the 5 x n stamps
-    n_boot = n_bootstrap or config.shear.n_bootstrap
-    good = result.good
-    base = pair_complete(good, pid)
-    sums = {"all": selection_unit_sums(result.table, {v: base for v in METACAL_VERSIONS}, pid)}
-    for flagger in flaggers:
-        masks = {v: pair_complete(good & ~f, pid) for v, f in selection_flags[flagger.name].items()}
-        sums[f"no_{flagger.name}_blends"] = selection_unit_sums(result.table, masks, pid)
-    selections = []
-    for name, (unit_sums, n_good) in sums.items():
-        selections.append(
-            statistics_from_sums(
-                name,
-                unit_sums,
-                n_good,
-                result.step,
-                data.true_shear,
-                np.random.default_rng(seed + 1),
-                n_boot,
-            )
-        )
-    for flagger, entry in zip(flaggers, selections[1:], strict=True):
-        entry["fraction_removed"] = (
-            float(selection_flags[flagger.name]["noshear"][good].mean()) if good.any() else None
-        )
-    timings["total"] = time.perf_counter() - t0
+    result = context.results["shear"]
+    masks = context.results["selection_masks"]
+    pid = context.results.get("pair_id")
     truth_info = None
     if data.truth is not None:
-        match = match_truth(context.table, data.truth)
-        truth_info = {
-            "n_true": len(data.truth),
-            "n_detected": n,
-            "n_matched": int((match >= 0).sum()),
+        blend_flags = {
+            name: flags["noshear"]
+            for name, flags in (context.results.get("metacal_flags") or {}).items()
         }
-        if "OVERLAPS" in data.truth.colnames:
-            overlapping = np.asarray(data.truth["OVERLAPS"]) >= 0
-            matched = match >= 0
-            truly_blended = np.zeros(n, bool)
-            truly_blended[matched] = overlapping[match[matched]]
-            truth_info["fraction_truly_blended"] = float(truly_blended.mean())
-            for flagger in flaggers:
-                flag = selection_flags[flagger.name]["noshear"]
-                truth_info[f"{flagger.name}_flags_true_blends"] = (
-                    float(flag[truly_blended].mean()) if truly_blended.any() else None
-                )
-                truth_info[f"{flagger.name}_flags_isolated"] = (
-                    float(flag[~truly_blended].mean()) if (~truly_blended).any() else None
-                )
-    out = {
+        truth_info = truth_summary(context.results["truth_match"], data.truth, blend_flags)
+    return {
         "engine": result.engine,
         "true_shear": list(data.true_shear) if data.true_shear is not None else None,
-        "selections": selections,
-        "n_objects": n,
-        "n_measured": int(good.sum()),
-        "n_in_complete_pairs": int(base.sum()) if pid is not None else None,
+        "selections": context.results["selections"],
+        "n_objects": len(context.table),
+        "n_measured": int(result.good.sum()),
+        "n_in_complete_pairs": int(masks["all"]["noshear"].sum()) if pid is not None else None,
         "step": result.step,
         "input": data.description,
         "truth": truth_info,
         "flaggers": {f.name: {k: v for k, v, _ in f.provenance()} for f in flaggers},
-        "original_images_flagged": bool(flag_original),
-        "timings_s": {k: round(v, 2) for k, v in timings.items()},
-        "workers": workers,
+        "original_images_flagged": bool(context.flag_original),
+        "timings_s": {k: round(v, 2) for k, v in context.timings.items()},
+        "workers": context.workers,
     }
-    _annotate(context, result, selection_flags, pid)
-    return CompareResult(
-        json=out, context=context, metacal=result, selection_flags=selection_flags, sums=sums
-    )
-
-
-def paired_noise_fields(pid, rotated, noise_sigma, size: int, seed: int) -> np.ndarray:
-    """Metacal noise-correction fields turned like the rotated pairs they serve.
-
-    The noise correction adds a pure-noise image to every object; drawn
-    independently it doubles the measurement noise of each pair. Here the
-    right-hand member of every complete rotated pair gets its partner's field
-    turned by the pair's 90 degrees, so that the correction noise cancels in
-    the pair as the intrinsic shapes do; every other object gets its own field.
-    Each object's correction is still an honest noise field of the right sigma.
-
-    Parameters
-    ----------
-    pid : numpy.ndarray
-        Pair id of every detection (:func:`pair_ids`).
-    rotated : numpy.ndarray of bool
-        Whether a detection is in the rotated (right) half.
-    noise_sigma : numpy.ndarray
-        Noise sigma per detection (ADU).
-    size : int
-        Stamp side (pixels).
-    seed : int
-        Seed of the fields.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(n, size, size)`` float32, ADU.
-    """
-    n = len(pid)
-    rng = np.random.default_rng([int(seed), 0x6E6F697365])  # apart from the bootstrap's
-    fields = rng.standard_normal((n, size, size), dtype=np.float32)
-    order = np.argsort(pid, kind="stable")
-    _, first, counts = np.unique(pid[order], return_index=True, return_counts=True)
-    for start in first[counts == 2]:
-        a, b = order[start], order[start + 1]
-        if rotated[a] == rotated[b]:
-            continue
-        left, right = (a, b) if not rotated[a] else (b, a)
-        fields[right] = np.rot90(fields[left], -1)  # the turn of the right half's scene
-    return fields * np.asarray(noise_sigma, dtype=np.float32)[:, None, None]
-
-
-def _annotate(context, result, selection_flags, pid) -> None:
-    """Shear and selection columns for ``--catalogue-out``."""
-    ann = context.annotation
-    for name in result.table.colnames:
-        ann.columns[name] = np.asarray(result.table[name])
-    for name, flags in selection_flags.items():
-        ann.columns[f"MCAL_BLEND_{name.upper()}"] = flags["noshear"]
-    if pid is not None:
-        ann.columns["PAIR_ID"] = pid.astype(np.int64)
-    ann.cards.append(("BF_MCENG", result.engine, "metacalibration engine"))
-    ann.cards.append(("BF_MCSTP", result.step, "metacalibration shear step"))
-
-
-def print_table(data: dict) -> None:
-    """The comparison as a table on stdout."""
-    rows = data["selections"]
-    print(
-        f"engine: {data['engine']}   true shear: {data['true_shear']}   "
-        f"objects: {data['n_objects']} ({data['n_measured']} measured)"
-    )
-    head = (
-        f"{'selection':<24} {'N':>6} {'kept':>6} {'R11':>6} {'R11_S':>7} {'g1':>9} "
-        f"{'g2':>9} {'m':>16} {'c':>16} {'m (no R_S)':>16}"
-    )
-    print(head)
-    print("-" * len(head))
-
-    def pm_(v, e, fmt="{:+.4f}"):
-        if v is None:
-            return "null"
-        return f"{fmt.format(v)}±{e:.4f}" if e is not None else fmt.format(v)
-
-    for r in rows:
-        print(
-            f"{r['name']:<24} {r['n']:>6} {r['fraction_kept'] or 0:6.3f} "
-            f"{r['R11'] or float('nan'):6.3f} {r.get('R11_S') or 0:+7.4f} "
-            f"{r['g1'] or float('nan'):+9.5f} {r['g2'] or float('nan'):+9.5f} "
-            f"{pm_(r['m'], r['m_err']):>16} {pm_(r['c'], r['c_err'], '{:+.5f}'):>16} "
-            f"{pm_(r.get('m_noRS'), r.get('m_noRS_err')):>16}"
-        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,30 @@ def load_image_and_weight(image_path, weight_path=None):
             raise CatalogueError("weight map has no positive finite pixel")
     check_finite(image, weight, f"image {Path(image_path).name}")
     return image, weight, header
+
+
+def pixel_scale_from_header(header) -> float | None:
+    """Pixel scale in arcsec from CD or CDELT cards (degrees), or PIXSCALE; None if absent."""
+    if header is None:
+        return None
+    try:
+        if "CD1_1" in header:
+            cd = np.array(
+                [
+                    [header.get("CD1_1", 0.0), header.get("CD1_2", 0.0)],
+                    [header.get("CD2_1", 0.0), header.get("CD2_2", 0.0)],
+                ],
+                dtype=float,
+            )
+            scale = math.sqrt(abs(np.linalg.det(cd))) * 3600.0
+        elif "CDELT1" in header:
+            cdelt1 = float(header["CDELT1"])
+            cdelt2 = float(header.get("CDELT2", cdelt1))
+            scale = math.sqrt(abs(cdelt1 * cdelt2)) * 3600.0
+        elif "PIXSCALE" in header:
+            scale = float(header["PIXSCALE"])
+        else:
+            return None
+    except (TypeError, ValueError):
+        return None
+    return scale if scale > 0 and math.isfinite(scale) else None

@@ -71,7 +71,8 @@ def metacal_stamps(
         An unknown ``version``, or a PSF the engine cannot use (for example an
         undersampled one).
     """
-    from blendflag.shear import METACAL_VERSIONS, measure_parallel
+    from blendflag.shear.driver import measure_parallel
+    from blendflag.shear.results import METACAL_VERSIONS
 
     if version != "random" and version not in METACAL_VERSIONS:
         raise BlendflagError(

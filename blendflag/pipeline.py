@@ -1,10 +1,13 @@
 """The catalogue pipeline: an ordered list of named stages over one context.
 
 The core stages are ``detect`` (only when no catalogue was given), ``cutout``,
-``measure_shear`` (only when a shear engine is set) and ``annotate``. Plugins
-edit the list through the ``blendflag_pipeline_stages`` hook; the built-in
-``flag_stage`` plugin inserts ``flag_blends`` after ``cutout``, exactly as a
-third party would insert its own step.
+``match_truth`` (simulated fields only), ``measure_shear`` and
+``shear_statistics`` (only when a shear engine is set) and ``annotate``.
+Plugins edit the list through the ``blendflag_pipeline_stages`` hook; the
+built-in ``flag_stage`` plugin inserts ``flag_blends`` after ``cutout`` and
+``flag_metacal_blends`` after ``measure_shear``, exactly as a third party
+would insert its own steps. ``flag``, ``compare`` and ``compare --tiles`` all
+run these stages; see docs/architecture.md for the walk of one object.
 """
 
 from __future__ import annotations
@@ -85,8 +88,29 @@ class Context:
         Flagger names to run.
     flagger_objects : list of blendflag.flaggers.Flagger
         The flaggers themselves, built once before the run.
+    flag_original : bool
+        Run the flaggers on the original stamps (``flag_blends``); a run that
+        only needs the flags on the metacal images can skip it. [default: True]
     shear_engine : str or None
         Shear engine to run in ``measure_shear``; None skips it.
+    pixel_scale : float or None
+        Arcsec per pixel; None reads the image header's WCS.
+    noise_sigma : float or None
+        Known per-pixel noise (ADU) of a simulated image; None estimates it.
+    truth : astropy.table.Table or None
+        The galaxies of a simulated field (positions, rotated pairs, overlaps).
+    true_shear : tuple of float or None
+        The shear applied to a simulated field.
+    seed : int
+        Seed of the metacal noise-correction fields and of the bootstrap.
+    workers : int
+        Processes for the shear measurement. [default: 1]
+    scheduler : str or None
+        Dask scheduler address for the shear measurement.
+    quiet : bool
+        No progress bars. [default: True]
+    n_bootstrap : int or None
+        Bootstrap resamplings; None takes ``config.shear.n_bootstrap``.
     results : dict
         Per-stage outputs, e.g. ``results["flags"][name]`` -> FlagResult.
     annotation : Annotation
@@ -108,7 +132,17 @@ class Context:
     stamp_flags: np.ndarray | None = None
     flaggers: list[str] = field(default_factory=list)
     flagger_objects: list = field(default_factory=list)
+    flag_original: bool = True
     shear_engine: str | None = None
+    pixel_scale: float | None = None
+    noise_sigma: float | None = None
+    truth: Table | None = None
+    true_shear: tuple | None = None
+    seed: int = 0
+    workers: int = 1
+    scheduler: str | None = None
+    quiet: bool = True
+    n_bootstrap: int | None = None
     results: dict = field(default_factory=dict)
     annotation: Annotation = field(default_factory=Annotation)
     timings: dict = field(default_factory=dict)
@@ -138,7 +172,7 @@ def stage_cutout(context: Context) -> None:
     """Check positions against the image; cut stamps when a flagger or engine needs them."""
     needed = (
         context.results.get("needs_stamps", False)
-        or context.shear_engine is not None
+        or (context.shear_engine is not None and _engine_class(context).needs_stamps)
         or any(f.needs_stamps for f in context.flagger_objects)
     )
     if context.image is None or context.table is None:
@@ -153,15 +187,42 @@ def stage_cutout(context: Context) -> None:
     )
 
 
+def stage_match_truth(context: Context) -> None:
+    """Match detections to the truth of a simulated field (rotated-pair ids)."""
+    if context.truth is None or context.table is None:
+        return
+    from blendflag.truth import match_truth, pair_ids
+
+    context.results["truth_match"] = match_truth(context.table, context.truth)
+    context.results["pair_id"] = pair_ids(context.table, context.truth)
+
+
+def _engine_class(context: Context) -> type:
+    from blendflag.plugins import get_shear_engines
+
+    engines = get_shear_engines(context.pm)
+    if context.shear_engine not in engines:
+        raise PluginError(f"unknown shear engine {context.shear_engine!r}")
+    return engines[context.shear_engine]
+
+
 def stage_measure_shear(context: Context) -> None:
     """Run the shear engine named in ``context.shear_engine`` (if any)."""
     if context.shear_engine is None:
         return
-    from blendflag.plugins import get_shear_engines
-
-    engines = get_shear_engines(context.pm)
-    engine = engines[context.shear_engine](context.config.shear)
+    if context.table is not None and len(context.table) == 0:
+        raise BlendflagError("no sources detected: nothing to measure")
+    engine = _engine_class(context)(context.config.shear)
     context.results["shear"] = engine.measure_context(context)
+
+
+def stage_shear_statistics(context: Context) -> None:
+    """Shear, responses, m and c of every selection (see blendflag.shear.selections)."""
+    if context.results.get("shear") is None:
+        return
+    from blendflag.shear.selections import measure_selections
+
+    measure_selections(context)
 
 
 def stage_annotate(context: Context) -> None:
@@ -178,7 +239,9 @@ def default_stages() -> Stages:
         [
             Stage("detect", stage_detect),
             Stage("cutout", stage_cutout),
+            Stage("match_truth", stage_match_truth),
             Stage("measure_shear", stage_measure_shear),
+            Stage("shear_statistics", stage_shear_statistics),
             Stage("annotate", stage_annotate),
         ]
     )

@@ -170,12 +170,12 @@ def compare_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str)
     """
     start = time.perf_counter()
     try:
-        from blendflag.catalog import atomic_output, write_annotated, write_ldac
+        from blendflag.catalog import atomic_output, write_output_catalogue
         from blendflag.compare import file_input, run_compare
         from blendflag.config import PipelineConfig, from_mapping
         from blendflag.flaggers import make_flaggers, network_overrides
         from blendflag.plugins import get_plugin_manager, get_shear_engines
-        from blendflag.shear import select_engine
+        from blendflag.shear.engine import select_engine
 
         pm = get_plugin_manager()
         config = from_mapping(PipelineConfig, settings["config"])
@@ -202,20 +202,16 @@ def compare_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str)
         )
         out = Path(out_dir)
         ctx = result.context
-        cat_path = out / f"{tile.name}.fits"
-        if ctx.catalogue is not None:
-            write_annotated(ctx.catalogue, ctx.annotation, cat_path)
-        else:
-            table = ctx.table.copy()
-            for name, values in ctx.annotation.columns.items():
-                table[name] = values
-            write_ldac(table, cat_path, image_header=ctx.image_header)
+        write_output_catalogue(
+            ctx.catalogue, ctx.table, ctx.annotation, out / f"{tile.name}.fits", ctx.image_header
+        )
         arrays = {
             "hash": np.array(tile_hash_value),
             "names": np.array(list(result.sums)),
             "true_shear": np.array(shear if shear is not None else [np.nan, np.nan]),
             "step": np.array(result.metacal.step),
             "engine": np.array(result.metacal.engine),
+            "layout": np.array(result.metacal.sum_layout),
         }
         for k, (unit_sums, n_good) in enumerate(result.sums.values()):
             arrays[f"sums{k}"] = unit_sums
@@ -411,12 +407,12 @@ def combine_tiles(tiles: list[Tile], out_dir, seed: int = 0, n_bootstrap: int = 
     Sums are stacked in tile-name order and bootstrapped with ``seed``, so the
     result does not depend on how (or in how many pieces) the tiles were run.
     """
-    from blendflag.shear import statistics_from_sums
+    from blendflag.shear.statistics import statistics_from_sums
 
     out = Path(out_dir)
     per_name: dict[str, list] = {}
     n_good: dict[str, int] = {}
-    shears, engines, step = set(), set(), 0.01
+    shears, engines, layouts, step = set(), set(), set(), 0.01
     used = []
     for tile in sorted(tiles, key=lambda t: t.name):
         path = out / f"{tile.name}.sums.npz"
@@ -430,11 +426,18 @@ def combine_tiles(tiles: list[Tile], out_dir, seed: int = 0, n_bootstrap: int = 
             shear = tuple(float(v) for v in data["true_shear"])
             shears.add(None if np.isnan(shear[0]) else shear)
             engines.add(str(data["engine"]))
+            layouts.add(str(data["layout"]) if "layout" in data.files else "stamps")
             step = float(data["step"])
         used.append(tile.name)
     if not used:
         raise BlendflagError("no tile has finished: nothing to combine")
+    if len(layouts) > 1:
+        raise BlendflagError(
+            "the tiles were measured by engines of different kinds "
+            f"({', '.join(sorted(engines))}): rerun them with one --engine"
+        )
     true_shear = shears.pop() if len(shears) == 1 else None
+    layout = layouts.pop()
     selections = [
         statistics_from_sums(
             name,
@@ -444,6 +447,7 @@ def combine_tiles(tiles: list[Tile], out_dir, seed: int = 0, n_bootstrap: int = 
             true_shear,
             np.random.default_rng(seed + 1),
             n_bootstrap,
+            layout,
         )
         for name, parts in per_name.items()
     ]

@@ -36,7 +36,8 @@ import numpy as np
 
 from blendflag import hookimpl
 from blendflag.errors import BlendflagError
-from blendflag.shear import (
+from blendflag.shear.engine import StampShearEngine
+from blendflag.shear.results import (
     MCAL_ENGINE_FAILED,
     MCAL_MOMENTS_FAILED,
     MCAL_NONFINITE_RESULT,
@@ -45,7 +46,6 @@ from blendflag.shear import (
     SHAPE_COLUMNS,
     VERSION_SHEARS,
     MetacalResult,
-    ShearEngine,
     empty_result_table,
 )
 
@@ -109,7 +109,7 @@ def round_target_psf(psf_obj, small_kval: float = SMALL_KVAL, smaller_kval: floa
     return galsim.Gaussian(sigma=sigma, flux=1.0)
 
 
-class GalSimMetacal(ShearEngine):
+class GalSimMetacal(StampShearEngine):
     """Metacalibration with GalSim: deconvolve, shear, reconvolve, adaptive moments.
 
     Parameters
@@ -123,6 +123,8 @@ class GalSimMetacal(ShearEngine):
     """
 
     name = "metacal"
+    #: ``--engine auto`` preference (built on GalSim alone: runs everywhere).
+    priority = 10
 
     def __init__(self, config=None, *, fixnoise: bool = True):
         super().__init__(config)
@@ -176,7 +178,7 @@ class GalSimMetacal(ShearEngine):
     def measure(
         self, stamps, psf, pixel_scale, noise_sigma, rng, return_images=False, noise_fields=None
     ):
-        """Metacal ellipticities of every stamp (see :meth:`ShearEngine.measure`).
+        """Metacal ellipticities of every stamp (see :meth:`StampShearEngine.measure`).
 
         ``rng`` draws the noise-correction fields (one per noisy object)
         unless ``noise_fields`` gives them;

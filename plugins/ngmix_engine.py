@@ -21,7 +21,8 @@ import time
 import numpy as np
 
 from blendflag import hookimpl
-from blendflag.shear import (
+from blendflag.shear.engine import StampShearEngine
+from blendflag.shear.results import (
     MCAL_ENGINE_FAILED,
     MCAL_MOMENTS_FAILED,
     MCAL_NONFINITE_RESULT,
@@ -29,7 +30,6 @@ from blendflag.shear import (
     METACAL_VERSIONS,
     SHAPE_COLUMNS,
     MetacalResult,
-    ShearEngine,
     empty_result_table,
 )
 
@@ -37,7 +37,7 @@ from blendflag.shear import (
 NOISELESS_SIGMA = 1.0e-6
 
 
-class NgmixMetacal(ShearEngine):
+class NgmixMetacal(StampShearEngine):
     """ngmix metacalibration (``MetacalBootstrapper`` + Admom).
 
     Parameters
@@ -54,6 +54,8 @@ class NgmixMetacal(ShearEngine):
     """
 
     name = "ngmix"
+    #: ``--engine auto`` preference: the reference implementation, first when it imports.
+    priority = 20
 
     def __init__(self, config=None, *, psf=None, fixnoise: bool = True):
         super().__init__(config)
@@ -81,7 +83,7 @@ class NgmixMetacal(ShearEngine):
     def measure(
         self, stamps, psf, pixel_scale, noise_sigma, rng, return_images=False, noise_fields=None
     ):
-        """Metacal ellipticities of every stamp (see :meth:`ShearEngine.measure`).
+        """Metacal ellipticities of every stamp (see :meth:`StampShearEngine.measure`).
 
         ngmix wants a ``numpy.random.RandomState``: one is seeded from ``rng``.
         Noiseless stamps (sigma 0) get a tiny sigma for the weight and no

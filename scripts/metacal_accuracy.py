@@ -31,7 +31,7 @@ def _run_chunk(args):
     engine_name, step, fixnoise, n_pairs, seed, kwargs, first_pair = args
     from blendflag.config import ShearConfig
     from blendflag.plugins import get_plugin_manager, get_shear_engines
-    from blendflag.shear import isolated_galaxy_pairs
+    from blendflag.shear.testdata import isolated_galaxy_pairs
 
     rng = np.random.default_rng(seed)
     data = isolated_galaxy_pairs(n_pairs, rng, **kwargs)
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the result here")
     args = parser.parse_args(argv)
 
-    from blendflag.shear import selection_statistics
+    from blendflag.shear.statistics import selection_statistics
 
     kwargs = {
         "true_shear": (args.shear, 0.0),

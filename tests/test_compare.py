@@ -9,7 +9,7 @@ import pytest
 from astropy.io import fits
 
 from blendflag.catalog import read_catalogue
-from blendflag.compare import pair_complete
+from blendflag.truth import pair_complete
 from tests.conftest import run_cli
 
 KEYS = {"name", "n", "R11", "R22", "g1", "g1_err", "g2", "g2_err", "m", "m_err", "c", "c_err"}
@@ -225,7 +225,7 @@ def test_bad_input(case, field_files, tmp_path, capsys):
 
 def test_noise_correction_fields_are_turned_within_rotated_pairs():
     """Complete pairs share one field turned by 90 degrees; others get their own."""
-    from blendflag.compare import paired_noise_fields
+    from blendflag.shear.inputs import paired_noise_fields
 
     pid = np.array([0, 1, 0, 2, 1, 3, 3])
     rotated = np.array([False, True, True, False, False, False, False])

@@ -8,16 +8,15 @@ import pytest
 from blendflag.config import PipelineConfig, ShearConfig
 from blendflag.pipeline import Context, stage_measure_shear
 from blendflag.plugins import get_plugin_manager, get_shear_engines
-from blendflag.shear import (
+from blendflag.shear.bench import bench_shear_engines
+from blendflag.shear.results import (
     MCAL_EMPTY_STAMP,
     MCAL_NONFINITE_STAMP,
     METACAL_VERSIONS,
     MetacalResult,
-    bench_shear_engines,
-    isolated_galaxy_pairs,
-    selection_statistics,
-    shear_response,
 )
+from blendflag.shear.statistics import selection_statistics, shear_response
+from blendflag.shear.testdata import isolated_galaxy_pairs
 
 galsim = pytest.importorskip("galsim")
 
@@ -57,7 +56,7 @@ def test_engines_are_registered_as_plugins():
 def test_register_shear_engines_hook_adds_a_third_party_engine():
     from blendflag import hookimpl
     from blendflag.errors import PluginError
-    from blendflag.shear import ShearEngine
+    from blendflag.shear.engine import ShearEngine
 
     class MyEngine(ShearEngine):
         name = "mine"
@@ -177,7 +176,7 @@ def test_bad_stamps_are_flagged_not_raised(pairs):
 
 
 def test_failures_inside_the_engine_become_flags(pairs, monkeypatch):
-    from blendflag.shear import MCAL_ENGINE_FAILED, MCAL_MOMENTS_FAILED, MCAL_RENDER_FAILED
+    from blendflag.shear.results import MCAL_ENGINE_FAILED, MCAL_MOMENTS_FAILED, MCAL_RENDER_FAILED
 
     real_images = GalSimMetacal._metacal_images
     real_moments = galsim.hsm.FindAdaptiveMom
@@ -231,8 +230,8 @@ def test_pipeline_stage_runs_the_engine(pairs):
     context.stamps = pairs.stamps[:4]
     context.psf = pairs.psf
     context.shear_engine = "metacal"
-    context.results["noise_sigma"] = 0.0
-    context.results["pixel_scale"] = pairs.pixel_scale
+    context.noise_sigma = 0.0
+    context.pixel_scale = pairs.pixel_scale
     stage_measure_shear(context)
     result = context.results["shear"]
     assert result.engine == "metacal"

@@ -15,12 +15,22 @@ from tests.conftest import run_cli
 
 def test_default_stage_order_with_builtin_flag_stage():
     pm = get_plugin_manager()
-    assert default_stages().names() == ["detect", "cutout", "measure_shear", "annotate"]
+    assert default_stages().names() == [
+        "detect",
+        "cutout",
+        "match_truth",
+        "measure_shear",
+        "shear_statistics",
+        "annotate",
+    ]
     assert build_stages(pm).names() == [
         "detect",
         "cutout",
         "flag_blends",
+        "match_truth",
         "measure_shear",
+        "flag_metacal_blends",
+        "shear_statistics",
         "annotate",
     ]
 
@@ -71,7 +81,10 @@ def test_pipeline_detects_and_flags_in_memory(small_field):
         "detect",
         "cutout",
         "flag_blends",
+        "match_truth",
         "measure_shear",
+        "flag_metacal_blends",
+        "shear_statistics",
         "annotate",
     ]
     assert len(context.table) >= 14
@@ -102,7 +115,7 @@ def test_third_party_stage_runs_in_place_and_adds_column(third_party_plugin, det
         assert "N_NEIGHBOURS" in objects.columns.names
         assert "BLEND_SEXTRACTOR" in objects.columns.names
         # the stage ran after flag_blends and before measure_shear
-        assert objects.header["NB_SAW"] == "detect,cutout,flag_blends"
+        assert objects.header["NB_SAW"] == "detect,cutout,flag_blends,match_truth"
         n_nb = objects.data["N_NEIGHBOURS"]
         x, y = objects.data["X_IMAGE"], objects.data["Y_IMAGE"]
     d = np.hypot(x[:, None] - x[None, :], y[:, None] - y[None, :])

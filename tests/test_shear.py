@@ -13,7 +13,10 @@ from astropy.io import fits
 
 from blendflag.config import ShearConfig
 from blendflag.errors import BlendflagError, PluginError
-from blendflag.shear import (
+from blendflag.images import pixel_scale_from_header
+from blendflag.shear.engine import StampShearEngine, select_engine
+from blendflag.shear.inputs import crop_stamps, noise_from_weight
+from blendflag.shear.results import (
     MCAL_EMPTY_STAMP,
     MCAL_FLAG_NAMES,
     MCAL_MOMENTS_FAILED,
@@ -24,18 +27,12 @@ from blendflag.shear import (
     SHAPE_COLUMNS,
     VERSION_SHEARS,
     MetacalResult,
-    ShearEngine,
-    crop_stamps,
     empty_result_table,
     flag_names,
     flag_unstable,
-    noise_from_stamps,
-    noise_from_weight,
-    pixel_scale_from_header,
-    select_engine,
-    selection_statistics,
-    shear_response,
 )
+from blendflag.shear.statistics import selection_statistics, shear_response
+from blendflag.stamps import stamp_noise_sigma
 
 STEP = 0.01
 REQUIRED_KEYS = {
@@ -307,7 +304,7 @@ def test_crop_and_noise_helpers(rng):
     stamps = rng.normal(0.0, 3.0, size=(4, 41, 41))
     assert crop_stamps(stamps, 21).shape == (4, 21, 21)
     assert crop_stamps(stamps, 51) is stamps
-    np.testing.assert_allclose(noise_from_stamps(stamps), 3.0, rtol=0.15)
+    np.testing.assert_allclose(stamp_noise_sigma(stamps), 3.0, rtol=0.15)
     weight = np.full((100, 100), 1.0 / 4.0)
     weight[:, :50] = 0.0
     sig = noise_from_weight(weight, [75.0, 20.0], [50.0, 50.0], 21)
@@ -340,14 +337,15 @@ def test_core_module_does_not_import_galsim():
 # ---------------------------------------------------------------------------
 
 
-class RecordingEngine(ShearEngine):
+class RecordingEngine(StampShearEngine):
     """Returns zeros and records what it was given (no GalSim)."""
 
     name = "recording"
+    priority = 10
 
     def measure(self, stamps, psf, pixel_scale, noise_sigma, rng, return_images=False):
         data = self.prepare(stamps, psf, pixel_scale, noise_sigma)
-        self.seen = data
+        type(self).seen = data  # the chunk driver builds its own instance
         table = empty_result_table(len(data.stamps))
         for version in METACAL_VERSIONS:
             for col in SHAPE_COLUMNS[version]:
@@ -358,6 +356,7 @@ class RecordingEngine(ShearEngine):
 
 class Available(RecordingEngine):
     name = "ngmix"
+    priority = 20
 
 
 class Unavailable(RecordingEngine):
@@ -393,8 +392,15 @@ def test_prepare_flags_bad_objects_and_rejects_bad_input():
 def test_select_engine():
     engines = {"metacal": RecordingEngine, "ngmix": Unavailable}
     assert select_engine(engines, "auto") is RecordingEngine
-    # ngmix first when it can run
+    # the higher priority first when it can run...
     assert select_engine({"metacal": RecordingEngine, "ngmix": Available}, "auto") is Available
+
+    # ...whatever the names: auto never prefers an engine by name
+    class Preferred(RecordingEngine):
+        name = "zzz_third_party"
+        priority = 99
+
+    assert select_engine({"ngmix": Available, "zzz": Preferred}, "auto") is Preferred
     with pytest.raises(PluginError, match="cannot run"):
         select_engine(engines, "ngmix")
     with pytest.raises(PluginError, match=r"unknown shear engine 'nope'.*metacal, ngmix"):
@@ -408,23 +414,30 @@ def test_measure_context_reads_the_context(rng):
     context = SimpleNamespace(
         stamps=stamps,
         psf=np.ones((5, 5)),
-        rng=rng,
-        results={"noise_sigma": 2.5},
+        noise_sigma=2.5,
+        pixel_scale=None,
+        results={},
+        truth=None,
         image_header=fits.Header({"PIXSCALE": 0.187}),
         weight=None,
         table=None,
         stamp_flags=np.array([0, 1, 0], dtype=np.int32),
+        flagger_objects=[],
+        seed=0,
+        workers=1,
+        scheduler=None,
+        quiet=True,
     )
     engine = RecordingEngine(ShearConfig(stamp_size=51))
     result = engine.measure_context(context)
-    assert engine.seen.stamps.shape == (3, 51, 51)
-    np.testing.assert_array_equal(engine.seen.noise_sigma, 2.5)
-    assert engine.seen.pixel_scale == pytest.approx(0.187)
+    assert RecordingEngine.seen.stamps.shape == (3, 51, 51)
+    np.testing.assert_array_equal(RecordingEngine.seen.noise_sigma, 2.5)
+    assert RecordingEngine.seen.pixel_scale == pytest.approx(0.187)
     assert list(result.table["MCAL_FLAGS"]) == [0, MCAL_STAMP_FLAGGED, 0]
-    # without a noise entry the stamps' borders give it
-    context.results = {}
+    # without a known noise the stamps' borders give it
+    context.noise_sigma = None
     engine.measure_context(context)
-    np.testing.assert_allclose(engine.seen.noise_sigma, 2.0, rtol=0.2)
+    np.testing.assert_allclose(RecordingEngine.seen.noise_sigma, 2.0, rtol=0.2)
     context.psf = None
     with pytest.raises(BlendflagError, match="PSF"):
         engine.measure_context(context)

@@ -122,7 +122,7 @@ def run(args, pm) -> int:
     if "flaggers" in parts:
         rows += bench_flaggers(pm, config, 256 if quick else 2048)
     if "shear" in parts:
-        from blendflag.shear import bench_shear_engines
+        from blendflag.shear.bench import bench_shear_engines
 
         rows += bench_shear_engines(pm, n=20 if quick else 200, rng=np.random.default_rng(13))
     from blendflag.machine import cpu_description
@@ -162,7 +162,7 @@ def bench_scaling(pm, config, n_tiles: int = 8, n_galaxies: int = 400) -> dict:
     from pathlib import Path
 
     from blendflag.plugins import get_shear_engines
-    from blendflag.shear import select_engine
+    from blendflag.shear.engine import select_engine
     from blendflag.simulate import simulate_field, write_field
     from blendflag.tiles import read_tiles, run_tiles, settings_for
 

@@ -103,9 +103,9 @@ def _default_flaggers(pm, config):
 
 
 def run(args, pm) -> int:
-    from blendflag.compare import file_input, print_table, run_compare, simulated_input
+    from blendflag.compare import file_input, run_compare, simulated_input
     from blendflag.plugins import get_shear_engines
-    from blendflag.shear import select_engine
+    from blendflag.shear.engine import select_engine
 
     config = load_config(args)
     if args.tiles:
@@ -171,24 +171,19 @@ def run(args, pm) -> int:
 
         plot_compare(result.json, args.plot)
     if args.catalogue_out:
-        from blendflag.catalog import write_annotated, write_ldac
+        from blendflag.catalog import write_output_catalogue
 
         ctx = result.context
-        if ctx.catalogue is not None:
-            write_annotated(ctx.catalogue, ctx.annotation, args.catalogue_out)
-        else:
-            table = ctx.table.copy()
-            for name, values in ctx.annotation.columns.items():
-                table[name] = values
-            write_ldac(table, args.catalogue_out, image_header=ctx.image_header)
+        write_output_catalogue(
+            ctx.catalogue, ctx.table, ctx.annotation, args.catalogue_out, ctx.image_header
+        )
     return 0
 
 
 def run_tiles_command(args, pm, config) -> int:
     """``compare --tiles``: every tile a task, then the combined statistics."""
-    from blendflag.compare import print_table
     from blendflag.plugins import get_shear_engines
-    from blendflag.shear import select_engine
+    from blendflag.shear.engine import select_engine
     from blendflag.tiles import combine_tiles, read_tiles, run_tiles, settings_for
 
     if not args.out_dir:
@@ -235,3 +230,32 @@ def run_tiles_command(args, pm, config) -> int:
             "above); rerun the same command to retry them"
         )
     return 0
+
+
+def print_table(data: dict) -> None:
+    """The comparison as a table on stdout."""
+    rows = data["selections"]
+    print(
+        f"engine: {data['engine']}   true shear: {data['true_shear']}   "
+        f"objects: {data['n_objects']} ({data['n_measured']} measured)"
+    )
+    head = (
+        f"{'selection':<24} {'N':>6} {'kept':>6} {'R11':>6} {'R11_S':>7} {'g1':>9} "
+        f"{'g2':>9} {'m':>16} {'c':>16} {'m (no R_S)':>16}"
+    )
+    print(head)
+    print("-" * len(head))
+
+    def pm_(v, e, fmt="{:+.4f}"):
+        if v is None:
+            return "null"
+        return f"{fmt.format(v)}±{e:.4f}" if e is not None else fmt.format(v)
+
+    for r in rows:
+        print(
+            f"{r['name']:<24} {r['n']:>6} {r['fraction_kept'] or 0:6.3f} "
+            f"{r['R11'] or float('nan'):6.3f} {r.get('R11_S') or 0:+7.4f} "
+            f"{r['g1'] or float('nan'):+9.5f} {r['g2'] or float('nan'):+9.5f} "
+            f"{pm_(r['m'], r['m_err']):>16} {pm_(r['c'], r['c_err'], '{:+.5f}'):>16} "
+            f"{pm_(r.get('m_noRS'), r.get('m_noRS_err')):>16}"
+        )

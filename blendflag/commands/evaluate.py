@@ -94,7 +94,7 @@ def to_metacal(pm, config, args, stamps, truth, dataset):
     """
     from blendflag.metacal_images import metacal_stamps
     from blendflag.plugins import get_shear_engines
-    from blendflag.shear import select_engine
+    from blendflag.shear.engine import select_engine
     from blendflag.simulate import psf_image
 
     if dataset is None:

@@ -1,0 +1,143 @@
+"""What a shear engine needs from a pipeline context: stamps, pixel scale, noise.
+
+One place decides each of them, for every engine and every route:
+
+- :func:`crop_stamps`: the engine's stamp size out of the cutout stage's stamps;
+- :func:`context_pixel_scale`: the given scale, else the image WCS, else 1;
+- :func:`object_noise`: the known noise of a simulation, else the weight map
+  around each object, else the stamp borders
+  (:func:`blendflag.stamps.stamp_noise_sigma`, the project's one estimator);
+- :func:`context_noise_fields`: metacal noise-correction fields turned with
+  the rotated pairs of a simulated field, so that correction noise cancels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def crop_stamps(stamps: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop ``(n, S, S)`` stamps to ``size`` pixels when S is larger."""
+    side = stamps.shape[-1]
+    if size <= 0 or size >= side:
+        return stamps
+    lo = (side - size) // 2
+    return stamps[..., lo : lo + size, lo : lo + size]
+
+
+def context_pixel_scale(context) -> float:
+    """Arcsec per pixel: ``context.pixel_scale``, else the image header's WCS, else 1."""
+    from blendflag.images import pixel_scale_from_header
+
+    if context.pixel_scale is not None:
+        return float(context.pixel_scale)
+    return pixel_scale_from_header(context.image_header) or 1.0
+
+
+def object_noise(context, size: int) -> np.ndarray:
+    """Noise sigma (ADU) of every object of the context.
+
+    ``context.noise_sigma`` when known (a simulation), else the weight map in
+    a ``size``-pixel box around each object (:func:`noise_from_weight`), else
+    :func:`blendflag.stamps.stamp_noise_sigma` of the cutout stamps.
+    """
+    n = len(context.stamps)
+    if context.noise_sigma is not None:
+        return np.full(n, float(context.noise_sigma))
+    if context.weight is not None and context.table is not None:
+        return noise_from_weight(
+            context.weight, context.table["X_IMAGE"], context.table["Y_IMAGE"], size
+        )
+    from blendflag.stamps import stamp_noise_sigma
+
+    return stamp_noise_sigma(context.stamps).astype(np.float64)
+
+
+def image_noise(context) -> float:
+    """One noise sigma (ADU) for a whole image: known, else from weights, else robust."""
+    if context.noise_sigma is not None:
+        return float(context.noise_sigma)
+    if context.weight is not None:
+        w = np.asarray(context.weight, dtype=np.float64)
+        positive = w[w > 0]
+        if positive.size:
+            return float(1.0 / np.sqrt(np.median(positive)))
+    image = np.asarray(context.image, dtype=np.float64)
+    finite = image[np.isfinite(image)]
+    return float(1.4826 * np.median(np.abs(finite - np.median(finite))))
+
+
+def noise_from_weight(weight, x, y, size: int) -> np.ndarray:
+    """Per-object noise sigma (ADU): 1/sqrt(median positive weight) in each stamp.
+
+    ``x``, ``y`` are 1-based pixel positions. Objects without a positive
+    weight in their stamp get NaN (flagged ``MCAL_BAD_NOISE`` later).
+    """
+    from blendflag.stamps import cut_stamps
+
+    wstamps, _ = cut_stamps(np.asarray(weight, dtype=np.float64), x, y, size)
+    wstamps = np.where(wstamps > 0, wstamps, np.nan)
+    with np.errstate(all="ignore"):
+        all_nan = np.isnan(wstamps).all(axis=(1, 2))
+        med = np.full(len(wstamps), np.nan)
+        if (~all_nan).any():
+            med[~all_nan] = np.nanmedian(wstamps[~all_nan], axis=(1, 2))
+        return 1.0 / np.sqrt(med)
+
+
+def context_noise_fields(context, noise_sigma, size: int) -> np.ndarray | None:
+    """Paired noise-correction fields for a rotated-pair simulation, else None.
+
+    Needs the truth's ``ROTATED`` column, a known noise and the rotated-pair
+    ids of the detections (``context.results["pair_id"]``, from the
+    ``match_truth`` stage).
+    """
+    truth = context.truth
+    pid = context.results.get("pair_id")
+    if pid is None or not context.noise_sigma or "ROTATED" not in truth.colnames:
+        return None
+    match = context.results["truth_match"]
+    rotated = np.where(match >= 0, np.asarray(truth["ROTATED"])[np.maximum(match, 0)], False)
+    return paired_noise_fields(pid, rotated, noise_sigma, size, context.seed)
+
+
+def paired_noise_fields(pid, rotated, noise_sigma, size: int, seed: int) -> np.ndarray:
+    """Metacal noise-correction fields turned like the rotated pairs they serve.
+
+    The noise correction adds a pure-noise image to every object; drawn
+    independently it doubles the measurement noise of each pair. Here the
+    right-hand member of every complete rotated pair gets its partner's field
+    turned by the pair's 90 degrees, so that the correction noise cancels in
+    the pair as the intrinsic shapes do; every other object gets its own field.
+    Each object's correction is still an honest noise field of the right sigma.
+
+    Parameters
+    ----------
+    pid : numpy.ndarray
+        Pair id of every detection (:func:`pair_ids`).
+    rotated : numpy.ndarray of bool
+        Whether a detection is in the rotated (right) half.
+    noise_sigma : numpy.ndarray
+        Noise sigma per detection (ADU).
+    size : int
+        Stamp side (pixels).
+    seed : int
+        Seed of the fields.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, size, size)`` float32, ADU.
+    """
+    n = len(pid)
+    rng = np.random.default_rng([int(seed), 0x6E6F697365])  # apart from the bootstrap's
+    fields = rng.standard_normal((n, size, size), dtype=np.float32)
+    order = np.argsort(pid, kind="stable")
+    _, first, counts = np.unique(pid[order], return_index=True, return_counts=True)
+    for start in first[counts == 2]:
+        a, b = order[start], order[start + 1]
+        if rotated[a] == rotated[b]:
+            continue
+        left, right = (a, b) if not rotated[a] else (b, a)
+        fields[right] = np.rot90(fields[left], -1)  # the turn of the right half's scene
+    return fields * np.asarray(noise_sigma, dtype=np.float32)[:, None, None]
