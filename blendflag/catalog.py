@@ -7,9 +7,6 @@ appended to the objects table and provenance cards to its header.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +15,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from blendflag.atomic import atomic_output
 from blendflag.errors import CatalogueError
 
 LDAC_OBJECTS = "LDAC_OBJECTS"
@@ -315,31 +313,6 @@ def write_hdul_atomic(hdul: fits.HDUList, out, *, protect=None) -> Path:
     with atomic_output(out) as tmp:
         hdul.writeto(tmp, output_verify="exception", checksum=False)
     return out
-
-
-@contextlib.contextmanager
-def atomic_output(out):
-    """Yield a temporary path beside ``out``; rename it to ``out`` on success.
-
-    On any exception the temporary file is removed and ``out`` is untouched.
-    """
-    out = Path(out)
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise CatalogueError(f"output directory does not exist: {parent}")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent)
-    except OSError as exc:
-        raise CatalogueError(f"cannot write to {parent}: {exc.strerror}") from None
-    os.close(fd)
-    os.unlink(tmp)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def write_annotated(cat: Catalogue, annotation: Annotation, out, *, in_place: bool = False) -> Path:

@@ -469,7 +469,7 @@ def _write_field_files(field: Field, directory: Path, atomic: bool) -> None:
     import yaml
     from astropy.io import fits
 
-    from blendflag.catalog import atomic_output
+    from blendflag.atomic import atomic_output
 
     cards = _field_cards(field)
 

@@ -178,7 +178,7 @@ def prepare_data(config, workdir: Path, quiet=False) -> dict:
     ``config`` needs ``datasets``, ``n_train``, ``n_val``, ``noise``, ``seed`` and
     ``input_size``; the cache file is keyed by their hash.
     """
-    from blendflag.catalog import atomic_output
+    from blendflag.atomic import atomic_output
     from blendflag_plugins.netcore import preprocess
 
     path = workdir / f"data-{_config_hash(config)}.npz"
@@ -274,7 +274,7 @@ def read_state(workdir: Path) -> dict | None:
 
 
 def write_state(workdir: Path, state: dict) -> None:
-    from blendflag.catalog import atomic_output
+    from blendflag.atomic import atomic_output
 
     with atomic_output(workdir / "state.json") as tmp:
         tmp.write_text(json.dumps(state, indent=2))

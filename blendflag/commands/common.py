@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from blendflag.catalog import atomic_output
+from blendflag.atomic import atomic_output
 from blendflag.config import PipelineConfig, load_pipeline_config
 from blendflag.errors import BlendflagError
 

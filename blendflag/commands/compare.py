@@ -26,8 +26,8 @@ def register(cli) -> None:
         func=run,
         help="measure the shear with all sources and without each flagger's blends",
         description="With no input it simulates a CFIS-like field with shear (0.02, 0) and "
-        "90-degree rotated pairs, detects, flags with every registered flagger "
-        "that is valid on metacalibration images, "
+        "90-degree rotated pairs, detects, flags with the config's flaggers "
+        "that are valid on metacalibration images, "
         "runs metacalibration and reports R, g, m and c per selection (with and "
         "without the selection response R_S). With --image/--psf it runs on your "
         "data (m and c are null without a true shear).",
@@ -57,14 +57,14 @@ def register(cli) -> None:
     parser.add_argument(
         "--engine",
         default=None,
-        help="auto (ngmix when it imports, else metacal), metacal or ngmix",
+        help="auto (the available engine of highest priority) or a registered engine "
+        "name ('blendflag-shear plugins' lists them) [default: the config's shear.engine]",
     )
     parser.add_argument(
         "--flaggers",
         metavar="NAMES",
-        help="comma-separated flaggers [default: every registered flagger "
-        "whose model is available and that is valid on metacal images "
-        "(metacal_safe)]",
+        help="comma-separated flaggers [default: the config's flag.flaggers whose model "
+        "is available and that are valid on metacal images (metacal_safe)]",
     )
     parser.add_argument("--weights", metavar="PATH", help="network weights, or name=path,...")
     run_on = parser.add_mutually_exclusive_group()
@@ -82,17 +82,17 @@ def register(cli) -> None:
 
 
 def _default_flaggers(pm, config):
-    """Every registered flagger that can be built here and is valid on metacal images.
+    """The config's flaggers (``flag.flaggers``) that can run here and on metacal images.
 
-    A flagger without its model, or one marked ``metacal_safe = False``, is
-    left out (name it with ``--flaggers`` to include it anyway).
+    A flagger without its model, one marked ``metacal_safe = False``, or one
+    not registered is left out (name it with ``--flaggers`` to include it anyway).
     """
     from blendflag.plugins import get_flaggers
 
     names = []
     classes = get_flaggers(pm)
-    for name in sorted(classes, key=lambda n: (n != "sextractor", n != "vgg16", n)):
-        if not getattr(classes[name], "metacal_safe", True):
+    for name in config.flag.flaggers:
+        if name not in classes or not getattr(classes[name], "metacal_safe", True):
             continue
         try:
             make_flaggers(pm, [name], config)

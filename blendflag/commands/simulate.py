@@ -186,7 +186,7 @@ def stamps_hdulist(stamps, truth, config, *, seed, noise, fractions):
 
 
 def run_simulate(args, pm) -> int:
-    from blendflag.catalog import atomic_output
+    from blendflag.atomic import atomic_output
     from blendflag.commands.common import check_output_path
     from blendflag.simulate import load_dataset, simulate_stamps
 
@@ -238,7 +238,7 @@ def plot_examples(dataset, path, seed: int = 0, per_row: int = PLOT_PER_ROW) -> 
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from blendflag.catalog import atomic_output
+    from blendflag.atomic import atomic_output
     from blendflag.simulate import KINDS, load_dataset, simulate_stamps
 
     config = load_dataset(dataset)

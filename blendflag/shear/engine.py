@@ -185,7 +185,7 @@ class StampShearEngine(ShearEngine):
         pixel_scale = context_pixel_scale(context)
         noise = object_noise(context, stamps.shape[-1])
         noise_fields = context_noise_fields(context, noise, stamps.shape[-1])
-        bar = progress(total=len(stamps), desc="metacal", quiet=context.quiet, unit="obj")
+        bar = progress(total=len(stamps), desc="shear", quiet=context.quiet, unit="obj")
         try:
             result = measure_parallel(
                 type(self),

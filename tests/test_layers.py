@@ -1,0 +1,147 @@
+"""Layers point one way: the import graph of the package, read from the source.
+
+Every ``import`` counts, including those inside functions (a lazy import is
+still a dependency). The checks: the library never imports the command layer,
+the core never imports a plugin, plugins registered as entry points never
+import one another, and there are no circles.
+"""
+
+from __future__ import annotations
+
+import ast
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = {"blendflag": ROOT / "blendflag", "blendflag_plugins": ROOT / "plugins"}
+
+
+def _module_name(package: str, path: Path) -> str:
+    rel = path.relative_to(PACKAGES[package]).with_suffix("")
+    parts = [package, *rel.parts]
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative import
+                base = module.split(".")[: -node.level] if node.level else []
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            found.add(name)
+            found.update(f"{name}.{alias.name}" for alias in node.names)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """``{module: modules of the two packages it imports}``."""
+    modules = {}
+    for package, folder in PACKAGES.items():
+        for path in folder.rglob("*.py"):
+            modules[_module_name(package, path)] = path
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for imported in _imports(path, name):
+            while imported and imported not in modules:
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name:
+                targets.add(imported)
+        graph[name] = targets
+    return graph
+
+
+GRAPH = import_graph()
+
+
+def _is_commands(module: str) -> bool:
+    return module == "blendflag.commands" or module.startswith("blendflag.commands.")
+
+
+def test_the_graph_is_read():
+    assert "blendflag.shear.engine" in GRAPH["blendflag.pipeline"] or any(
+        "blendflag.shear" in t for t in GRAPH["blendflag.pipeline"]
+    )
+    assert "blendflag.shear.results" in GRAPH["blendflag.shear.statistics"]
+
+
+def test_the_library_never_imports_the_command_layer():
+    upward = {
+        m: sorted(t for t in targets if _is_commands(t))
+        for m, targets in GRAPH.items()
+        if m.startswith("blendflag") and not _is_commands(m) and m != "blendflag.cli"
+    }
+    assert {m: t for m, t in upward.items() if t} == {}
+
+
+def test_the_core_never_imports_a_plugin():
+    bad = {
+        m: sorted(t for t in targets if t.startswith("blendflag_plugins"))
+        for m, targets in GRAPH.items()
+        if m.startswith("blendflag.") or m == "blendflag"
+    }
+    assert {m: t for m, t in bad.items() if t} == {}
+
+
+def test_registered_plugins_do_not_import_each_other():
+    registered = {ep.value for ep in entry_points(group="blendflag")}
+    registered &= set(GRAPH)
+    assert registered, "no built-in plugin module found among the entry points"
+    bad = {m: sorted(GRAPH[m] & (registered - {m})) for m in registered}
+    assert {m: t for m, t in bad.items() if t} == {}
+
+
+def _find_cycle(graph):
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_no_import_circles():
+    # a package's __init__ importing its submodules is not a circle of modules
+    graph = {m: {t for t in ts if not m.startswith(t + ".")} for m, ts in GRAPH.items()}
+    assert _find_cycle(graph) is None
+
+
+def test_the_cycle_finder_finds_a_circle():
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+@pytest.mark.parametrize("folder", ["blendflag", "plugins"])
+def test_no_module_over_400_lines(folder):
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in (ROOT / folder).rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 400
+    }
+    assert long == {}
