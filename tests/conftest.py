@@ -76,25 +76,44 @@ def run_cli(args, capsys):
     return code, out, err
 
 
+def install_entry_point_plugin(site, module_name, source, entry_name):
+    """Make ``module_name`` a plugin found through a real ``blendflag`` entry point.
+
+    Writes the module and a ``.dist-info`` declaring the entry point into the
+    directory ``site``, which the caller puts on ``sys.path`` (``monkeypatch.syspath_prepend``).
+
+    Parameters
+    ----------
+    site : pathlib.Path
+        An existing directory.
+    module_name : str
+        Import name of the plugin module.
+    source : str
+        Python source of the module.
+    entry_name : str
+        Name of the entry point, which is the plugin's name in the manager.
+    """
+    import importlib
+
+    (site / f"{module_name}.py").write_text(source)
+    dist = module_name.replace("_", "-")
+    info = site / f"{module_name}-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.0.1\n")
+    (info / "entry_points.txt").write_text(f"[blendflag]\n{entry_name} = {module_name}\n")
+    importlib.invalidate_caches()
+
+
 @pytest.fixture
 def third_party_plugin(tmp_path, monkeypatch):
     """Register tests/example_plugin through a real entry point (a dist-info on sys.path)."""
-    import importlib
-    import shutil
     import sys
     from pathlib import Path
 
     src = Path(__file__).parent / "example_plugin" / "blendflag_neighbours.py"
     site = tmp_path / "site"
     site.mkdir()
-    shutil.copy(src, site / "blendflag_neighbours.py")
-    info = site / "blendflag_neighbours-0.0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: blendflag-neighbours\nVersion: 0.0.1\n"
-    )
-    (info / "entry_points.txt").write_text("[blendflag]\nneighbours = blendflag_neighbours\n")
+    install_entry_point_plugin(site, "blendflag_neighbours", src.read_text(), "neighbours")
     monkeypatch.syspath_prepend(str(site))
-    importlib.invalidate_caches()
     yield "neighbours"
     sys.modules.pop("blendflag_neighbours", None)

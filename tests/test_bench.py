@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import run_cli
 
 
+@pytest.mark.slow
 def test_bench_quick(tmp_path, capsys):
     out = tmp_path / "b.json"
     code, stdout, err = run_cli(

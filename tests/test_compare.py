@@ -48,6 +48,7 @@ def small_run(tmp_path_factory):
     return paths
 
 
+@pytest.mark.slow
 def test_json_contract(small_run):
     data = json.loads(small_run["json"].read_text())
     assert data["engine"] in ("metacal", "ngmix")
@@ -66,6 +67,7 @@ def test_json_contract(small_run):
     assert data["original_images_flagged"]  # --catalogue-out needs the BLEND_* columns
 
 
+@pytest.mark.slow
 def test_without_a_catalogue_the_original_stamps_are_not_flagged(small_run):
     """The selections use the flags on the metacal images only: same result without them."""
     from blendflag.cli import main
@@ -95,6 +97,7 @@ def test_without_a_catalogue_the_original_stamps_are_not_flagged(small_run):
     assert lean["selections"] == full["selections"] and lean["truth"] == full["truth"]
 
 
+@pytest.mark.slow
 def test_selections_hold_what_they_claim(small_run):
     """An object flagged by the cut (on the noshear metacal image) is not in its selection."""
     data = json.loads(small_run["json"].read_text())
@@ -127,6 +130,7 @@ def field_files(tmp_path_factory):
     return tmp / "f"
 
 
+@pytest.mark.slow
 def test_on_user_files(field_files, tmp_path, capsys):
     out = tmp_path / "u.json"
     code, _, err = run_cli(
@@ -242,6 +246,7 @@ def test_noise_correction_fields_are_turned_within_rotated_pairs():
     np.testing.assert_array_equal(fields, again)
 
 
+@pytest.mark.slow
 def test_simulated_compare_keeps_stamps_inside_each_half(small_run):
     data = json.loads(small_run["json"].read_text())
     assert data["input"]["margin"] == 26  # half of the 51-px stamps, plus one

@@ -73,6 +73,7 @@ def test_siamese_embedding_is_unit_norm_and_prototypes_decide():
     assert p[0] > 0.9 and p[1] < 0.1 and p[2] == pytest.approx(0.5)
 
 
+@pytest.mark.slow
 def test_both_run_in_evaluate(trained, tmp_path, capsys):
     out = tmp_path / "e.json"
     code, _, err = run_cli(
@@ -101,6 +102,7 @@ def test_both_run_in_evaluate(trained, tmp_path, capsys):
         assert 0 <= data["methods"][name]["auc"] <= 1
 
 
+@pytest.mark.slow
 def test_flag_catalogue_with_oneclass(trained, detected, tmp_path, capsys):
     from blendflag.catalog import read_catalogue
 
@@ -127,6 +129,7 @@ def test_flag_catalogue_with_oneclass(trained, detected, tmp_path, capsys):
     np.testing.assert_array_equal(cat.column("BLEND_ONECLASS"), p >= 0.5)
 
 
+@pytest.mark.slow
 def test_weights_of_another_method_are_refused(trained):
     from blendflag.errors import BlendflagError
 

@@ -51,6 +51,7 @@ def test_tile_list_and_glob(tiles_dir, tmp_path):
         read_tiles(str(listing))
 
 
+@pytest.mark.slow
 def test_two_dask_workers_match_serial_bit_for_bit(tiles_dir, tmp_path, capsys):
     pattern = str(tiles_dir / "*" / "image.fits")
     code, _, err = _compare(
@@ -89,6 +90,7 @@ def test_two_dask_workers_match_serial_bit_for_bit(tiles_dir, tmp_path, capsys):
     assert serial["selections"][0]["m"] is not None
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_missing_tiles_only(tiles_dir, tmp_path, capsys, monkeypatch):
     # the crash plugin is installed like any third party's: a dist-info on sys.path
     from pathlib import Path

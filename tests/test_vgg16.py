@@ -166,6 +166,7 @@ precision: float32
 """
 
 
+@pytest.mark.slow
 def test_training_runs_in_pieces_and_resumes(tmp_path, capsys):
     from tests.conftest import run_cli
 
@@ -251,6 +252,7 @@ def test_kind_fractions_bad_values(tmp_path, capsys, bad):
     assert code == 2 and "kind_fractions" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_fine_tuning_starts_from_init_weights(model, tmp_path, capsys):
     from blendflag_plugins.vgg16_train import initial_weights, load_train_config
     from tests.conftest import run_cli
@@ -279,6 +281,7 @@ def test_fine_tuning_starts_from_init_weights(model, tmp_path, capsys):
     assert parts["original"]["n"] > 0 and parts["metacal"]["n"] > 0
 
 
+@pytest.mark.slow
 def test_fine_tuning_to_a_smaller_input(model, tmp_path, capsys):
     """48-px weights start a 32-px network: the arrays fit, the result says 32 px."""
     from blendflag_plugins.vgg16_train import initial_weights, load_train_config
@@ -345,6 +348,7 @@ def test_train_bad_config(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason="shipped weights not built yet")
+@pytest.mark.slow
 def test_shipped_weights_accuracy_on_a_fixed_sample():
     """The shipped model on 300 seeded GREAT3-like stamps (a seed not used in training).
 
@@ -370,6 +374,7 @@ def test_shipped_weights_accuracy_on_a_fixed_sample():
 
 
 @pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason="shipped weights not built yet")
+@pytest.mark.slow
 def test_shipped_weights_work_on_metacal_images():
     """``compare`` selects on metacal images: the shipped model must find blends there.
 
@@ -404,6 +409,7 @@ def test_shipped_weights_work_on_metacal_images():
     assert flag[labels].mean() >= 0.80 and (~flag[~labels]).mean() >= 0.75
 
 
+@pytest.mark.slow
 def test_bf16_and_float32_agree():
     """Mixed-precision inference gives the float32 labels (design.md: bf16 is 5x faster)."""
     from blendflag.simulate import simulate_stamps
@@ -510,6 +516,7 @@ def test_reference_weights_use_the_reference_noise(model, tmp_path):
     assert "BF_VGGRN" not in {k for k, _, _ in old.provenance()}
 
 
+@pytest.mark.slow
 def test_training_with_a_reference_plane(tmp_path, capsys):
     """reference_channel: the cache holds two planes, the file records its input layout."""
     from blendflag_plugins.nettrain import simulate_mixture
