@@ -91,7 +91,9 @@ def simulated_input(
     Galaxy centres stay half a stamp (``stamp_size // 2 + 1`` pixels) inside
     each half, so no stamp reaches into the other half.
     """
-    from blendflag.simulate import label_reference_noise, load_dataset, simulate_field
+    from blendflag.simulate.field import simulate_field
+    from blendflag.simulate.galaxies import label_reference_noise
+    from blendflag.simulate.presets import load_dataset
 
     preset = load_dataset(dataset)
     fld = simulate_field(

@@ -61,7 +61,8 @@ def metacal_mixture(
     """
     from blendflag.config import load_pipeline_config
     from blendflag.metacal_images import metacal_stamps
-    from blendflag.simulate import load_dataset, psf_image
+    from blendflag.simulate.galaxies import psf_image
+    from blendflag.simulate.presets import load_dataset
     from blendflag_plugins.metacal_galsim import GalSimMetacal
 
     n = len(stamps)
@@ -112,7 +113,8 @@ def simulate_mixture(
         record, and ``reference_sigma``: the noise sigma (ADU) at which each
         stamp's label is defined (its isophote over ``blend.isophote_nsigma``).
     """
-    from blendflag.simulate import DEFAULT_FRACTIONS, load_dataset, simulate_stamps
+    from blendflag.simulate.presets import load_dataset
+    from blendflag.simulate.stamps import DEFAULT_FRACTIONS, simulate_stamps
     from blendflag_plugins.netcore import INPUT_SIZE, crop_center
 
     parts = np.full(len(datasets), n // len(datasets))
@@ -389,7 +391,7 @@ class NetTrainConfig:
     METHOD = ""
 
     def validate(self, where: str) -> None:
-        from blendflag.config import _check
+        from blendflag.config import check as _check
 
         _check(self.method == self.METHOD, f"{where}.method", f"must be {self.METHOD}")
         _check(len(self.datasets) > 0, f"{where}.datasets", "name at least one dataset")
@@ -413,7 +415,7 @@ class NetTrainConfig:
             0.0 <= self.metacal_fraction <= 1.0, f"{where}.metacal_fraction", "must be in [0, 1]"
         )
         if self.kind_fractions is not None:
-            from blendflag.simulate import kind_counts
+            from blendflag.simulate.stamps import kind_counts
 
             try:
                 kind_counts(1, self.kind_fractions)

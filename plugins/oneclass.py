@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from blendflag import hookimpl
-from blendflag.config import _check
+from blendflag.config import check as _check
 from blendflag_plugins import netcore
 from blendflag_plugins.nettrain import NetTrainConfig
 

@@ -89,7 +89,7 @@ class VGG16TrainConfig(NetTrainConfig):
     reference_channel: bool = False
 
     def validate(self, where: str) -> None:
-        from blendflag.config import _check
+        from blendflag.config import check as _check
 
         super().validate(where)
         _check(

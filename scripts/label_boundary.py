@@ -5,12 +5,12 @@ Usage::
     python scripts/label_boundary.py --dataset great3 --n 4000 --seed 9 \
         [--noise SIGMA] [--weights FILE] [--views N] [--json OUT.json]
 
-The blend label (``blendflag.simulate``) asks whether the two sources' *own*
+The blend label (``blendflag.simulate.stamp_maker``) asks whether the two sources' *own*
 footprints (each noiseless source above the isophote, 1 sigma of the preset's
 reference noise) share a pixel. What an image shows, even without noise, is
 the isophote of the *sum*: two sources whose own footprints miss each other can
 still be joined by their summed light in the gap. This script redraws every
-pair's noiseless sources (:func:`blendflag.simulate.render_components`),
+pair's noiseless sources (:func:`blendflag.simulate.stamp_maker.render_components`),
 segments the noiseless sum at the isophote with sep (no deblending), and
 counts the separated pairs whose summed isophote joins both centres. It then
 reports the share of stamps the VGG16 flagger calls blends in each group:
@@ -43,7 +43,7 @@ def joined_in_sum(dataset, truth) -> np.ndarray:
     """
     import sep
 
-    from blendflag.simulate import render_components
+    from blendflag.simulate.stamp_maker import render_components
 
     out = np.zeros(len(truth), dtype=bool)
     for i in np.flatnonzero(np.asarray(truth["N_SOURCES"]) > 1):
@@ -100,7 +100,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
-    from blendflag.simulate import load_dataset, simulate_stamps
+    from blendflag.simulate.presets import load_dataset
+    from blendflag.simulate.stamps import simulate_stamps
     from blendflag_plugins.vgg16 import VGG16Flagger
 
     stamps, truth = simulate_stamps(args.dataset, args.n, seed=args.seed, noise=args.noise)

@@ -122,7 +122,8 @@ def test_pair_complete():
 
 @pytest.fixture(scope="module")
 def field_files(tmp_path_factory):
-    from blendflag.simulate import simulate_field, write_field
+    from blendflag.simulate.field import simulate_field
+    from blendflag.simulate.field_io import write_field
 
     tmp = tmp_path_factory.mktemp("field")
     field = simulate_field("cfis", 120, shear=(0.02, 0.0), seed=8, noise=3.0)

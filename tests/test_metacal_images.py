@@ -10,7 +10,9 @@ import pytest
 from blendflag.config import load_pipeline_config
 from blendflag.errors import BlendflagError
 from blendflag.metacal_images import metacal_stamps
-from blendflag.simulate import load_dataset, psf_image, simulate_stamps
+from blendflag.simulate.galaxies import psf_image
+from blendflag.simulate.presets import load_dataset
+from blendflag.simulate.stamps import simulate_stamps
 from blendflag_plugins.metacal_galsim import GalSimMetacal
 from tests.conftest import run_cli
 

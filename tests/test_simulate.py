@@ -8,16 +8,12 @@ import galsim
 import numpy as np
 import pytest
 
-from blendflag.config import DatasetConfig, dataset_preset_names, load_dataset_config
 from blendflag.errors import BlendflagError, ConfigError
-from blendflag.simulate import (
-    bench_simulation,
-    kind_counts,
-    render_components,
-    simulate_field,
-    simulate_stamps,
-    write_field,
-)
+from blendflag.simulate.field import simulate_field
+from blendflag.simulate.field_io import write_field
+from blendflag.simulate.presets import DatasetConfig, dataset_preset_names, load_dataset
+from blendflag.simulate.stamp_maker import render_components
+from blendflag.simulate.stamps import bench_simulation, kind_counts, simulate_stamps
 
 TRUTH_COLUMNS = ("LABEL", "KIND", "N_SOURCES", "SEPARATION", "FLUX1", "FLUX2", "SNR", "NOISE_SIGMA")
 
@@ -35,7 +31,7 @@ def grid_set():
 
 @pytest.mark.parametrize("name", ["great3", "euclid", "cfis"])
 def test_presets_load(name):
-    config = load_dataset_config(name)
+    config = load_dataset(name)
     assert isinstance(config, DatasetConfig)
     assert config.name == name
     assert config.stamp_size == 51
@@ -44,9 +40,9 @@ def test_presets_load(name):
 
 
 def test_preset_pixel_scales():
-    assert load_dataset_config("cfis").pixel_scale == pytest.approx(0.187)
-    assert load_dataset_config("euclid").pixel_scale == pytest.approx(0.1)
-    assert load_dataset_config("great3").pixel_scale == pytest.approx(0.2)
+    assert load_dataset("cfis").pixel_scale == pytest.approx(0.187)
+    assert load_dataset("euclid").pixel_scale == pytest.approx(0.1)
+    assert load_dataset("great3").pixel_scale == pytest.approx(0.2)
 
 
 def test_user_yaml_works(tmp_path):
@@ -79,15 +75,32 @@ def test_invalid_yaml_is_a_config_error(tmp_path, text, match):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=match) as exc:
-        load_dataset_config(path)
+        load_dataset(path)
     assert "\n" not in str(exc.value)
 
 
 def test_unknown_dataset():
     with pytest.raises(ConfigError, match="unknown dataset 'hst'"):
-        load_dataset_config("hst")
+        load_dataset("hst")
     with pytest.raises(ConfigError, match="unknown dataset"):
-        load_dataset_config("train_vgg16")  # a packaged YAML that is not a dataset
+        load_dataset("train_vgg16")  # a packaged YAML that is not a dataset
+    with pytest.raises(ConfigError, match="unknown dataset 'pipeline'"):
+        load_dataset("pipeline")  # packaged, but the pipeline's defaults
+
+
+def test_presets_are_the_yaml_files_with_dataset_keys(tmp_path, monkeypatch):
+    """Discovery names no file: a packaged YAML is a preset by its keys alone."""
+    import blendflag.simulate.presets as presets
+
+    (tmp_path / "tiny.yaml").write_text("pixel_scale: 0.2\nstamp_size: 31\n")
+    (tmp_path / "pipeline.yaml").write_text("detect:\n  thresh: 2.0\n")
+    (tmp_path / "train_net.yaml").write_text("method: net\npixel_scale: 0.2\n")
+    (tmp_path / "broken.yaml").write_text("pixel_scale: [\n")
+    monkeypatch.setattr(presets, "configs_dir", lambda: tmp_path)
+    assert presets.dataset_preset_names() == ["tiny"]
+    assert presets.load_dataset("tiny").name == "tiny"
+    with pytest.raises(ConfigError, match=r"unknown dataset 'train_net' \(choose from tiny,"):
+        presets.load_dataset("train_net")
 
 
 # ---------------------------------------------------------------------------
@@ -151,7 +164,7 @@ def test_blend_criterion_holds_for_every_pair(grid_set):
     pairs = np.nonzero(np.asarray(truth["N_SOURCES"]) == 2)[0]
     assert (overlap[label == 1] >= 1).all()
     assert (overlap[pairs][label[pairs] == 0] == 0).all()
-    config = load_dataset_config("cfis")
+    config = load_dataset("cfis")
     for i in pairs[::3]:  # a third of the pairs, redrawn from the truth parameters
         row = truth[i]
         central, companion = render_components(config, row)
@@ -185,7 +198,7 @@ def test_close_blends_and_honest_separated_pairs(grid_set):
 
 def test_noise_options():
     _, t = simulate_stamps("euclid", 6, seed=2)
-    assert (t["NOISE_SIGMA"] == load_dataset_config("euclid").default_noise).all()
+    assert (t["NOISE_SIGMA"] == load_dataset("euclid").default_noise).all()
     _, t = simulate_stamps("great3", 6, seed=2, noise=7.5)
     assert (t["NOISE_SIGMA"] == 7.5).all()
     _, t = simulate_stamps("great3", 60, seed=2, noise=[2.0, 9.0])
@@ -235,7 +248,7 @@ def test_bench_simulation_small():
 
 
 def _isolated_round_config(**galaxy):
-    cfg = load_dataset_config("cfis")
+    cfg = load_dataset("cfis")
     gal = dataclasses.replace(cfg.galaxy, hlr=(0.6, 0.9), flux=(1e4, 2e4), **galaxy)
     return dataclasses.replace(cfg, galaxy=gal, field=dataclasses.replace(cfg.field, margin=40))
 
@@ -309,7 +322,7 @@ def test_field_shear_rotated_pairs_cancel_shape_noise():
 
 def test_positions_are_sheared_with_the_scene():
     """A ring of positions becomes an ellipse of the applied shear, inside the margins."""
-    from blendflag.simulate_field import shear_positions
+    from blendflag.simulate.field_geometry import shear_positions
 
     side = 101
     c = (side + 1) / 2
@@ -402,7 +415,7 @@ def test_write_field(tmp_path):
             "PAIR_ID",
             "OVERLAPS",
         } <= set(hdul["TRUTH"].columns.names)
-    assert load_dataset_config(out / "config.yaml") == field.config
+    assert load_dataset(out / "config.yaml") == field.config
     # same seed, same bytes; writing into the existing directory replaces the files
     again = simulate_field("cfis", 20, shear=(0.02, -0.01), seed=2, size=200)
     before = (out / "image.fits").read_bytes()
@@ -438,7 +451,7 @@ def test_write_field_bad_outdir(tmp_path):
 
 
 def test_field_does_not_depend_on_workers(monkeypatch):
-    import blendflag.simulate_field as sf
+    import blendflag.simulate.field as sf
 
     monkeypatch.setattr(sf, "FIELD_CHUNK", 100)
     a = simulate_field("cfis", 300, shear=(0.02, 0.0), seed=8, workers=1)

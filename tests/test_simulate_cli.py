@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from blendflag.simulate import read_stamps
+from blendflag.simulate.stamps import read_stamps
 from tests.conftest import run_cli as _run_cli
 
 

@@ -9,7 +9,8 @@ import sys
 import pytest
 from astropy.io import fits
 
-from blendflag.simulate import simulate_field, write_field
+from blendflag.simulate.field import simulate_field
+from blendflag.simulate.field_io import write_field
 from blendflag.tiles import read_tiles
 from tests.conftest import run_cli
 

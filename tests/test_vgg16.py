@@ -197,7 +197,7 @@ def test_training_runs_in_pieces_and_resumes(tmp_path, capsys):
 
 def test_metacal_mixture_replaces_a_fraction_with_metacal_images():
     """Replaced stamps are metacal images: same source, smoother (correlated) noise."""
-    from blendflag.simulate import simulate_stamps
+    from blendflag.simulate.stamps import simulate_stamps
     from blendflag_plugins.nettrain import metacal_mixture
 
     stamps, truth = simulate_stamps("great3", 40, seed=5, noise=14.0)
@@ -360,7 +360,7 @@ def test_shipped_weights_accuracy_on_a_fixed_sample():
     the threshold, and bfloat16 and float32 probabilities differ by at most
     0.009 (stage 6, shipped before: 0.943; stage 4: 0.950; stage 1: 0.927).
     """
-    from blendflag.simulate import simulate_stamps
+    from blendflag.simulate.stamps import simulate_stamps
     from blendflag_plugins.sextractor import SExtractorFlagger
 
     stamps, truth = simulate_stamps("great3", 300, seed=4242)
@@ -388,7 +388,9 @@ def test_shipped_weights_work_on_metacal_images():
     """
     from blendflag.config import load_pipeline_config
     from blendflag.metacal_images import metacal_stamps
-    from blendflag.simulate import load_dataset, psf_image, simulate_stamps
+    from blendflag.simulate.galaxies import psf_image
+    from blendflag.simulate.presets import load_dataset
+    from blendflag.simulate.stamps import simulate_stamps
     from blendflag_plugins.metacal_galsim import GalSimMetacal
 
     stamps, truth = simulate_stamps("great3", 300, seed=4242)
@@ -412,7 +414,7 @@ def test_shipped_weights_work_on_metacal_images():
 @pytest.mark.slow
 def test_bf16_and_float32_agree():
     """Mixed-precision inference gives the float32 labels (design.md: bf16 is 5x faster)."""
-    from blendflag.simulate import simulate_stamps
+    from blendflag.simulate.stamps import simulate_stamps
 
     if not DEFAULT_WEIGHTS.exists():
         pytest.skip("shipped weights not built yet")
@@ -542,7 +544,7 @@ def test_truth_reference_noise():
     from astropy.table import Table
 
     from blendflag.evaluation import truth_reference_noise
-    from blendflag.simulate import simulate_stamps
+    from blendflag.simulate.stamps import simulate_stamps
 
     _, truth = simulate_stamps("great3", 12, seed=6, noise="grid")
     assert len(set(np.asarray(truth["NOISE_SIGMA"]))) > 1
@@ -599,7 +601,7 @@ def test_views_average_the_probability_over_symmetries():
     does not shift under rotation; the shipped weights, so that the views do
     give different probabilities.
     """
-    from blendflag.simulate import simulate_stamps
+    from blendflag.simulate.stamps import simulate_stamps
     from blendflag_plugins.netcore import dihedral_view as dihedral  # tested above
 
     stamps, _ = simulate_stamps("great3", 24, seed=4244)

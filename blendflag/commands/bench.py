@@ -50,7 +50,7 @@ def bench_detection(pm, config, n_galaxies: int) -> list[dict]:
     from dataclasses import replace
 
     from blendflag.commands.detect import detect
-    from blendflag.simulate import simulate_field
+    from blendflag.simulate.field import simulate_field
 
     field = simulate_field("cfis", n_galaxies=n_galaxies, shear=(0.0, 0.0), seed=11)
     rows = []
@@ -76,7 +76,7 @@ def bench_detection(pm, config, n_galaxies: int) -> list[dict]:
 
 def bench_flaggers(pm, config, n: int) -> list[dict]:
     """Each registered flagger on the same simulated GREAT3-like stamps."""
-    from blendflag.simulate import simulate_stamps
+    from blendflag.simulate.stamps import simulate_stamps
 
     stamps, _ = simulate_stamps("great3", n, seed=12)
     rows = []
@@ -113,7 +113,7 @@ def run(args, pm) -> int:
     quick = args.quick
     rows = []
     if "simulation" in parts:
-        from blendflag.simulate import bench_simulation
+        from blendflag.simulate.stamps import bench_simulation
 
         sim = bench_simulation(n=400 if quick else 4000)
         rows.append({"stage": "simulate (two-galaxy stamps)", **sim})
@@ -163,7 +163,8 @@ def bench_scaling(pm, config, n_tiles: int = 8, n_galaxies: int = 400) -> dict:
 
     from blendflag.plugins import get_shear_engines
     from blendflag.shear.engine import select_engine
-    from blendflag.simulate import simulate_field, write_field
+    from blendflag.simulate.field import simulate_field
+    from blendflag.simulate.field_io import write_field
     from blendflag.tiles import read_tiles, run_tiles, settings_for
 
     engine = select_engine(get_shear_engines(pm), "metacal").name

@@ -136,7 +136,7 @@ def run(args, pm) -> int:
     if user_data:
         data = file_input(args.image, args.psf, args.catalogue, args.weight, args.pixel_scale)
     else:
-        from blendflag.simulate_field import parse_shear
+        from blendflag.simulate.field import parse_shear
 
         shear = parse_shear(args.shear) if args.shear else DEFAULT_SHEAR
         data = simulated_input(

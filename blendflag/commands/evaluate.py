@@ -74,12 +74,13 @@ def _noise_arg(text):
 def load_stamps(args):
     """Stamps, truth and dataset config (None if unknown) from ``--data`` or a simulation."""
     if args.data:
-        from blendflag.simulate import read_stamps
+        from blendflag.simulate.stamps import read_stamps
 
         return read_stamps(args.data)
     if args.n <= 0:
         raise BlendflagError("--n must be positive")
-    from blendflag.simulate import load_dataset, simulate_stamps
+    from blendflag.simulate.presets import load_dataset
+    from blendflag.simulate.stamps import simulate_stamps
 
     stamps, truth = simulate_stamps(
         args.dataset, args.n, seed=args.seed, noise=_noise_arg(args.noise), progress=not args.quiet
@@ -95,7 +96,7 @@ def to_metacal(pm, config, args, stamps, truth, dataset):
     from blendflag.metacal_images import metacal_stamps
     from blendflag.plugins import get_shear_engines
     from blendflag.shear.engine import select_engine
-    from blendflag.simulate import psf_image
+    from blendflag.simulate.galaxies import psf_image
 
     if dataset is None:
         raise BlendflagError(f"{args.data} has no CONFIG HDU: --metacal needs the dataset's PSF")
@@ -128,7 +129,7 @@ def run(args, pm) -> int:
             check_output_path(path)
     stamps, truth, dataset = load_stamps(args)
     # the depth the labels refer to (a file's truth table loses the header that says it)
-    from blendflag.simulate import label_reference_noise
+    from blendflag.simulate.galaxies import label_reference_noise
 
     reference = label_reference_noise(dataset) if dataset is not None else None
     mcal_info = None

@@ -141,22 +141,13 @@ def _check_writable(path: Path) -> None:
         raise BlendflagError(f"cannot write to {parent}: permission denied")
 
 
-def config_yaml(config) -> str:
-    """The resolved dataset config as YAML text (saved beside every output)."""
-    import yaml
-
-    from blendflag.config import to_mapping
-    from blendflag.simulate_field import _plain
-
-    return yaml.safe_dump(_plain(to_mapping(config)), sort_keys=False)
-
-
 def stamps_hdulist(stamps, truth, config, *, seed, noise, fractions):
     """The FITS layout of ``simulate``: primary (provenance), STAMPS, TRUTH, CONFIG."""
     import numpy as np
     from astropy.io import fits
 
     from blendflag import __version__
+    from blendflag.config import to_yaml
 
     primary = fits.PrimaryHDU()
     h = primary.header
@@ -177,7 +168,7 @@ def stamps_hdulist(stamps, truth, config, *, seed, noise, fractions):
     cube.header["BUNIT"] = "adu"
     table = fits.table_to_hdu(truth)
     table.name = "TRUTH"
-    text = config_yaml(config)
+    text = to_yaml(config)
     conf = fits.BinTableHDU.from_columns(
         [fits.Column(name="YAML", format=f"{max(len(text), 1)}A", array=np.array([text]))],
         name="CONFIG",
@@ -188,7 +179,8 @@ def stamps_hdulist(stamps, truth, config, *, seed, noise, fractions):
 def run_simulate(args, pm) -> int:
     from blendflag.atomic import atomic_output
     from blendflag.commands.common import check_output_path
-    from blendflag.simulate import load_dataset, simulate_stamps
+    from blendflag.simulate.presets import load_dataset
+    from blendflag.simulate.stamps import simulate_stamps
 
     out = check_output_path(args.out)
     _check_writable(out)
@@ -239,7 +231,8 @@ def plot_examples(dataset, path, seed: int = 0, per_row: int = PLOT_PER_ROW) -> 
     import numpy as np
 
     from blendflag.atomic import atomic_output
-    from blendflag.simulate import KINDS, load_dataset, simulate_stamps
+    from blendflag.simulate.presets import load_dataset
+    from blendflag.simulate.stamps import KINDS, simulate_stamps
 
     config = load_dataset(dataset)
     levels = [min(config.noise_grid), max(config.noise_grid)]
@@ -323,13 +316,9 @@ def plot_examples(dataset, path, seed: int = 0, per_row: int = PLOT_PER_ROW) -> 
 
 
 def run_simulate_field(args, pm) -> int:
-    from blendflag.simulate import load_dataset
-    from blendflag.simulate_field import (
-        check_field_outdir,
-        parse_shear,
-        simulate_field,
-        write_field,
-    )
+    from blendflag.simulate.field import parse_shear, simulate_field
+    from blendflag.simulate.field_io import check_field_outdir, write_field
+    from blendflag.simulate.presets import load_dataset
 
     outdir = check_field_outdir(args.out)
     config = load_dataset(args.dataset)

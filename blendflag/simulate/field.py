@@ -13,38 +13,83 @@ then sheared like the left. Intrinsic shape noise cancels in pair averages,
 for blended galaxies too (their light rotates with them, and a 90-degree turn
 maps the pixel grid onto itself). ``PAIR_ID`` links the two members.
 
-``OVERLAPS`` uses the stamps' blend criterion (:mod:`blendflag.simulate`): a
-galaxy's footprint is where its own noiseless image exceeds the isophote of
-:func:`blendflag.simulate.isophote_level` (``blend.isophote_nsigma`` times the
-preset's ``default_noise`` by default); ``OVERLAPS`` is the ``ID`` of the galaxy whose footprint
-shares the most pixels with it, or -1, and ``N_OVERLAPS`` how many do.
+``OVERLAPS`` uses the stamps' blend criterion
+(:mod:`blendflag.simulate.stamp_maker`): a galaxy's footprint is where its own
+noiseless image exceeds the isophote of
+:func:`blendflag.simulate.galaxies.isophote_level` (``blend.isophote_nsigma``
+times the preset's ``default_noise`` by default); ``OVERLAPS`` is the ``ID``
+of the galaxy whose footprint shares the most pixels with it, or -1, and
+``N_OVERLAPS`` how many do (:func:`blendflag.simulate.field_geometry.footprint_overlaps`).
+
+Positions are sheared like the shapes
+(:func:`blendflag.simulate.field_geometry.shear_positions`);
+:func:`blendflag.simulate.field_io.write_field` writes a field's FITS files.
+
+GalSim is imported inside the functions, never at import time.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
-from blendflag.config import DatasetConfig, to_mapping
 from blendflag.errors import BlendflagError
-from blendflag.simulate import (
-    Field,
+from blendflag.parallel import _resolve_workers, run_chunks
+from blendflag.simulate.field_geometry import field_size, footprint_overlaps, shear_positions
+from blendflag.simulate.galaxies import (
     galaxy_object,
     isophote_level,
-    load_dataset,
     make_psf,
     psf_image,
-    run_chunks,
     sample_galaxy,
 )
+from blendflag.simulate.presets import DatasetConfig, load_dataset
 
 #: Galaxies per task when fields are drawn in worker processes.
 FIELD_CHUNK = 2000
 #: Below this many galaxies, ``workers=None`` draws serially.
 FIELD_SERIAL_BELOW = 20000
+
+
+@dataclass
+class Field:
+    """A simulated field with a known shear (see :func:`simulate_field`).
+
+    Attributes
+    ----------
+    image : numpy.ndarray
+        float32 science image, ADU, background 0.
+    weight : numpy.ndarray
+        float32 inverse variance, 1/ADU^2 (1 for a noiseless field).
+    psf : numpy.ndarray
+        float32 PSF image at the image pixel scale (pixel included), sum 1.
+    truth : astropy.table.Table
+        One row per galaxy (see :func:`simulate_field`).
+    pixel_scale : float
+        Arcsec per pixel.
+    noise_sigma : float
+        Gaussian noise sigma, ADU.
+    shear : (float, float)
+        The reduced shear applied to every galaxy.
+    seed : int
+    dataset : str
+        The preset's name.
+    config : DatasetConfig or None
+        The resolved dataset config.
+    """
+
+    image: np.ndarray
+    weight: np.ndarray
+    psf: np.ndarray
+    truth: object
+    pixel_scale: float
+    noise_sigma: float
+    shear: tuple
+    seed: int = 0
+    dataset: str = ""
+    config: DatasetConfig | None = None
 
 
 def parse_shear(text) -> tuple[float, float]:
@@ -75,14 +120,6 @@ def parse_shear(text) -> tuple[float, float]:
     if math.hypot(g1, g2) >= 1:
         raise BlendflagError(f"|shear| must be < 1, got |g| = {math.hypot(g1, g2):.3g}")
     return g1, g2
-
-
-def field_size(config: DatasetConfig, n_galaxies: int) -> int:
-    """Side of a square field (or half-field), in pixels: ``field.size`` or from the density."""
-    if config.field.size:
-        return int(config.field.size)
-    area_arcmin2 = n_galaxies / config.field.density
-    return max(math.ceil(math.sqrt(area_arcmin2) * 60.0 / config.pixel_scale), 64)
 
 
 def _stamp_side(config: DatasetConfig, hlr_arcsec: float) -> int:
@@ -146,95 +183,6 @@ def _draw_field_task(start: int, *args):
     return start, _draw_field_chunk(*args)
 
 
-def shear_positions(xs, ys, shear, side: int, right_half) -> tuple[np.ndarray, np.ndarray]:
-    """Shear galaxy positions like their shapes, about the centre of their square.
-
-    Lensing shears the whole scene: the separation of two neighbours is
-    sheared as well, and metacalibration (which shears whole stamps) assumes
-    it. Positions are first drawn towards the centre by the largest stretch
-    of the shear matrix, so that sheared positions stay inside the margins;
-    without shear they are unchanged.
-
-    Parameters
-    ----------
-    xs, ys : numpy.ndarray
-        1-based pixel positions before shear.
-    shear : (float, float)
-        Reduced shear (g1, g2).
-    side : int
-        Side of each square (the image, or each half of a rotated-pair image).
-    right_half : numpy.ndarray of bool
-        Galaxies of the right half (centre shifted by ``side``).
-
-    Returns
-    -------
-    xs, ys : numpy.ndarray
-    """
-    import galsim
-
-    g1, g2 = shear
-    if g1 == 0 and g2 == 0:
-        return xs, ys
-    matrix = galsim.Shear(g1=g1, g2=g2).getMatrix()  # area-preserving, like .shear()
-    shrink = 1.0 / np.abs(matrix).sum(axis=1).max()
-    centre = (side + 1) / 2.0
-    cx = centre + np.where(right_half, side, 0)
-    dx = (xs - cx) * shrink
-    dy = (ys - centre) * shrink
-    return (
-        cx + matrix[0, 0] * dx + matrix[0, 1] * dy,
-        centre + matrix[1, 0] * dx + matrix[1, 1] * dy,
-    )
-
-
-def _overlaps(footprints, n: int, nx: int, ny: int):
-    """Footprint overlaps between galaxies, clipped to the image.
-
-    ``footprints`` holds, per galaxy, ``(fx0, fy0, mask)``: a cropped boolean
-    footprint and the 1-based image coordinates of its first pixel.
-
-    Returns
-    -------
-    best : numpy.ndarray
-        Per galaxy, the index of the galaxy sharing the most footprint pixels, or -1.
-    count : numpy.ndarray
-        Per galaxy, how many galaxies share footprint pixels with it.
-    """
-    boxes = np.full((n, 4), -1, dtype=np.int64)  # x0, x1, y0, y1 of the footprint (inclusive)
-    for i, (x0, y0, mask) in enumerate(footprints):
-        if mask.size:
-            boxes[i] = (x0, x0 + mask.shape[1] - 1, y0, y0 + mask.shape[0] - 1)
-    best = np.full(n, -1, dtype=np.int32)
-    best_n = np.zeros(n, dtype=np.int64)
-    count = np.zeros(n, dtype=np.int32)
-    valid = np.nonzero(boxes[:, 0] >= 0)[0]
-    order = valid[np.argsort(boxes[valid, 0])]
-    for k, i in enumerate(order):  # sweep along x
-        for j in order[k + 1 :]:
-            if boxes[j, 0] > boxes[i, 1]:
-                break
-            xa, xb = max(boxes[i, 0], boxes[j, 0], 1), min(boxes[i, 1], boxes[j, 1], nx)
-            ya, yb = max(boxes[i, 2], boxes[j, 2], 1), min(boxes[i, 3], boxes[j, 3], ny)
-            if xa > xb or ya > yb:
-                continue
-            xi0, yi0, mi = footprints[i]
-            xj0, yj0, mj = footprints[j]
-            shared = int(
-                np.count_nonzero(
-                    mi[ya - yi0 : yb - yi0 + 1, xa - xi0 : xb - xi0 + 1]
-                    & mj[ya - yj0 : yb - yj0 + 1, xa - xj0 : xb - xj0 + 1]
-                )
-            )
-            if shared == 0:
-                continue
-            count[i] += 1
-            count[j] += 1
-            for a, b in ((i, j), (j, i)):
-                if shared > best_n[a]:
-                    best_n[a], best[a] = shared, b
-    return best, count
-
-
 def simulate_field(
     dataset,
     n_galaxies=None,
@@ -292,8 +240,6 @@ def simulate_field(
     """
     import galsim
     from astropy.table import Table
-
-    from blendflag.simulate import _resolve_workers
 
     config = load_dataset(dataset)
     if n_galaxies is None:
@@ -404,7 +350,7 @@ def simulate_field(
     finally:
         if bar is not None:
             bar.close()
-    best, count = _overlaps(footprints, n, nx_img, ny_img)
+    best, count = footprint_overlaps(footprints, n, nx_img, ny_img)
     if sigma > 0:
         image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(sigma)
     if sigma > 0:
@@ -443,152 +389,3 @@ def simulate_field(
         dataset=config.name,
         config=config,
     )
-
-
-def _field_cards(field: Field) -> list:
-    from blendflag import __version__
-
-    return [
-        ("PIXSCALE", field.pixel_scale, "[arcsec/pixel] pixel scale"),
-        ("SHEAR1", field.shear[0], "true reduced shear g1"),
-        ("SHEAR2", field.shear[1], "true reduced shear g2"),
-        ("NOISE", field.noise_sigma, "[adu] Gaussian noise sigma"),
-        ("SEED", field.seed, "numpy default_rng seed"),
-        ("DATASET", field.dataset, "blendflag dataset preset"),
-        ("NGAL", len(field.truth), "number of galaxies"),
-        (
-            "ROTPAIRS",
-            bool((np.asarray(field.truth["ROTATED"])).any()),
-            "right half = 90-degree rotated copy",
-        ),
-        ("BFVERS", __version__, "blendflag version"),
-    ]
-
-
-def _write_field_files(field: Field, directory: Path, atomic: bool) -> None:
-    import yaml
-    from astropy.io import fits
-
-    from blendflag.atomic import atomic_output
-
-    cards = _field_cards(field)
-
-    def header(extra=()):
-        h = fits.Header()
-        for key, value, comment in [*cards, *extra]:
-            h[key] = (value, comment)
-        return h
-
-    outputs = {
-        "image.fits": fits.HDUList(
-            [fits.PrimaryHDU(field.image, header=header([("BUNIT", "adu", "pixel unit")]))]
-        ),
-        "weight.fits": fits.HDUList(
-            [
-                fits.PrimaryHDU(
-                    field.weight, header=header([("BUNIT", "1/adu**2", "inverse variance")])
-                )
-            ]
-        ),
-        "psf.fits": fits.HDUList(
-            [
-                fits.PrimaryHDU(
-                    field.psf,
-                    header=header(
-                        [("COMMENT", "PSF image (pixel included), normalised to sum 1", "")]
-                    ),
-                )
-            ]
-        ),
-    }
-    truth_hdu = fits.table_to_hdu(field.truth)
-    truth_hdu.name = "TRUTH"
-    for key, value, comment in cards:
-        truth_hdu.header[key] = (value, comment)
-    outputs["truth.fits"] = fits.HDUList([fits.PrimaryHDU(header=header()), truth_hdu])
-    config_text = None
-    if field.config is not None:
-        config_text = yaml.safe_dump(_plain(to_mapping(field.config)), sort_keys=False)
-    for name, hdul in outputs.items():
-        if atomic:
-            with atomic_output(directory / name) as tmp:
-                hdul.writeto(tmp)
-        else:
-            hdul.writeto(directory / name)
-    if config_text is not None:
-        if atomic:
-            with atomic_output(directory / "config.yaml") as tmp:
-                tmp.write_text(config_text)
-        else:
-            (directory / "config.yaml").write_text(config_text)
-
-
-def _plain(value):
-    """Tuples -> lists so the YAML dump is plain (safe_load-able)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def check_field_outdir(outdir) -> Path:
-    """Fail early when ``outdir`` cannot be created or written.
-
-    Raises
-    ------
-    BlendflagError
-        The parent does not exist, ``outdir`` is a file, or is not writable.
-    """
-    outdir = Path(outdir)
-    if outdir.exists() and not outdir.is_dir():
-        raise BlendflagError(f"output {outdir} exists and is not a directory")
-    parent = outdir.parent if str(outdir.parent) else Path(".")
-    if not parent.is_dir():
-        raise BlendflagError(f"output directory's parent does not exist: {parent}")
-    target = outdir if outdir.is_dir() else parent
-    if not os.access(target, os.W_OK | os.X_OK):
-        raise BlendflagError(f"cannot write to {target}: permission denied")
-    return outdir
-
-
-def write_field(field: Field, outdir) -> Path:
-    """Write ``image.fits``, ``weight.fits``, ``psf.fits``, ``truth.fits`` and ``config.yaml``.
-
-    A new directory is filled under a temporary name beside it and renamed
-    when complete; into an existing directory each file is written
-    atomically. Every file's header carries PIXSCALE (arcsec/pixel), SHEAR1,
-    SHEAR2, NOISE (ADU), SEED, DATASET, NGAL, ROTPAIRS and BFVERS; the truth
-    table is HDU ``TRUTH`` of ``truth.fits``.
-
-    Returns
-    -------
-    pathlib.Path
-        ``outdir``.
-    """
-    import shutil
-    import tempfile
-
-    outdir = check_field_outdir(outdir)
-    if outdir.is_dir():
-        _write_field_files(field, outdir, atomic=True)
-        return outdir
-    parent = outdir.parent if str(outdir.parent) else Path(".")
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", suffix=".tmp", dir=parent))
-    except OSError as exc:
-        raise BlendflagError(f"cannot write to {parent}: {exc.strerror}") from None
-    try:
-        _write_field_files(field, tmp, atomic=False)
-        os.chmod(tmp, 0o777 & ~_umask())
-        os.rename(tmp, outdir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return outdir
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -1,0 +1,157 @@
+"""Writing simulated fields to a directory of FITS files and their config.
+
+:func:`write_field` writes a :class:`~blendflag.simulate.field.Field` into a
+directory (``image.fits``, ``weight.fits``, ``psf.fits``, ``truth.fits``,
+``config.yaml``), atomically; :func:`check_field_outdir` checks the directory before
+any drawing starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from blendflag.config import to_yaml
+from blendflag.errors import BlendflagError
+from blendflag.simulate.field import Field
+
+
+def _field_cards(field: Field) -> list:
+    from blendflag import __version__
+
+    return [
+        ("PIXSCALE", field.pixel_scale, "[arcsec/pixel] pixel scale"),
+        ("SHEAR1", field.shear[0], "true reduced shear g1"),
+        ("SHEAR2", field.shear[1], "true reduced shear g2"),
+        ("NOISE", field.noise_sigma, "[adu] Gaussian noise sigma"),
+        ("SEED", field.seed, "numpy default_rng seed"),
+        ("DATASET", field.dataset, "blendflag dataset preset"),
+        ("NGAL", len(field.truth), "number of galaxies"),
+        (
+            "ROTPAIRS",
+            bool((np.asarray(field.truth["ROTATED"])).any()),
+            "right half = 90-degree rotated copy",
+        ),
+        ("BFVERS", __version__, "blendflag version"),
+    ]
+
+
+def _write_field_files(field: Field, directory: Path, atomic: bool) -> None:
+    from astropy.io import fits
+
+    from blendflag.atomic import atomic_output
+
+    cards = _field_cards(field)
+
+    def header(extra=()):
+        h = fits.Header()
+        for key, value, comment in [*cards, *extra]:
+            h[key] = (value, comment)
+        return h
+
+    outputs = {
+        "image.fits": fits.HDUList(
+            [fits.PrimaryHDU(field.image, header=header([("BUNIT", "adu", "pixel unit")]))]
+        ),
+        "weight.fits": fits.HDUList(
+            [
+                fits.PrimaryHDU(
+                    field.weight, header=header([("BUNIT", "1/adu**2", "inverse variance")])
+                )
+            ]
+        ),
+        "psf.fits": fits.HDUList(
+            [
+                fits.PrimaryHDU(
+                    field.psf,
+                    header=header(
+                        [("COMMENT", "PSF image (pixel included), normalised to sum 1", "")]
+                    ),
+                )
+            ]
+        ),
+    }
+    truth_hdu = fits.table_to_hdu(field.truth)
+    truth_hdu.name = "TRUTH"
+    for key, value, comment in cards:
+        truth_hdu.header[key] = (value, comment)
+    outputs["truth.fits"] = fits.HDUList([fits.PrimaryHDU(header=header()), truth_hdu])
+    config_text = None
+    if field.config is not None:
+        config_text = to_yaml(field.config)
+    for name, hdul in outputs.items():
+        if atomic:
+            with atomic_output(directory / name) as tmp:
+                hdul.writeto(tmp)
+        else:
+            hdul.writeto(directory / name)
+    if config_text is not None:
+        if atomic:
+            with atomic_output(directory / "config.yaml") as tmp:
+                tmp.write_text(config_text)
+        else:
+            (directory / "config.yaml").write_text(config_text)
+
+
+def check_field_outdir(outdir) -> Path:
+    """Fail early when ``outdir`` cannot be created or written.
+
+    Raises
+    ------
+    BlendflagError
+        The parent does not exist, ``outdir`` is a file, or is not writable.
+    """
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise BlendflagError(f"output {outdir} exists and is not a directory")
+    parent = outdir.parent if str(outdir.parent) else Path(".")
+    if not parent.is_dir():
+        raise BlendflagError(f"output directory's parent does not exist: {parent}")
+    target = outdir if outdir.is_dir() else parent
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise BlendflagError(f"cannot write to {target}: permission denied")
+    return outdir
+
+
+def write_field(field: Field, outdir) -> Path:
+    """Write ``image.fits``, ``weight.fits``, ``psf.fits``, ``truth.fits`` and ``config.yaml``.
+
+    A new directory is filled under a temporary name beside it and renamed
+    when complete; into an existing directory each file is written
+    atomically. Every file's header carries PIXSCALE (arcsec/pixel), SHEAR1,
+    SHEAR2, NOISE (ADU), SEED, DATASET, NGAL, ROTPAIRS and BFVERS; the truth
+    table is HDU ``TRUTH`` of ``truth.fits``.
+
+    Returns
+    -------
+    pathlib.Path
+        ``outdir``.
+    """
+    import shutil
+    import tempfile
+
+    outdir = check_field_outdir(outdir)
+    if outdir.is_dir():
+        _write_field_files(field, outdir, atomic=True)
+        return outdir
+    parent = outdir.parent if str(outdir.parent) else Path(".")
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", suffix=".tmp", dir=parent))
+    except OSError as exc:
+        raise BlendflagError(f"cannot write to {parent}: {exc.strerror}") from None
+    try:
+        _write_field_files(field, tmp, atomic=False)
+        os.chmod(tmp, 0o777 & ~_umask())
+        os.rename(tmp, outdir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return outdir
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

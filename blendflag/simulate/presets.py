@@ -1,0 +1,348 @@
+"""Dataset presets: the instrument, galaxy population, noise, stamps and fields of a simulation.
+
+A preset is a YAML file (``configs/great3.yaml``, ``euclid.yaml``, ``cfis.yaml``,
+or the user's own) loaded into a :class:`DatasetConfig` and validated once; the
+sections ``psf``, ``galaxy``, ``blend`` and ``field`` are :class:`PSFSpec`,
+:class:`GalaxySpec`, :class:`BlendSpec` and :class:`FieldSpec`. Sizes are in
+arcsec unless said otherwise, fluxes and noise in ADU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from blendflag.config import check, configs_dir, from_mapping, load_yaml
+from blendflag.errors import ConfigError
+
+#: PSF profiles (``psf.type``).
+PSF_TYPES = ("moffat", "airy", "gaussian")
+#: Galaxy profiles (``galaxy.profile``).
+GALAXY_PROFILES = ("exponential", "sersic", "bulge_disk")
+
+
+def _check_range(pair, where: str, low: float = 0.0) -> None:
+    check(
+        pair[0] > low and pair[1] >= pair[0],
+        where,
+        f"expected [min, max] with {low} < min <= max, got {list(pair)}",
+    )
+
+
+@dataclass
+class PSFSpec:
+    """The point-spread function of a dataset.
+
+    Attributes
+    ----------
+    type : str
+        ``"moffat"``, ``"airy"`` or ``"gaussian"``. [default: "moffat"]
+    fwhm : float
+        Full width at half maximum, in arcsec (Moffat and Gaussian). [default: 0.65]
+    beta : float
+        Moffat index. [default: 2.5]
+    lam_over_diam : float
+        Airy lambda / D, in arcsec; FWHM ~= 1.03 lam_over_diam unobscured. [default: 0.165]
+    obscuration : float
+        Airy central obscuration, as a fraction of the diameter. [default: 0.0]
+    g1, g2 : float
+        PSF shape as a reduced shear (constant over the field). [default: 0.0]
+    image_size : int
+        Side of the PSF image written beside fields, in pixels (odd). [default: 51]
+    """
+
+    type: str = "moffat"
+    fwhm: float = 0.65
+    beta: float = 2.5
+    lam_over_diam: float = 0.165
+    obscuration: float = 0.0
+    g1: float = 0.0
+    g2: float = 0.0
+    image_size: int = 51
+
+    def validate(self, where: str) -> None:
+        check(
+            self.type in PSF_TYPES,
+            f"{where}.type",
+            f"unknown PSF type {self.type!r} (allowed: {', '.join(PSF_TYPES)})",
+        )
+        check(self.fwhm > 0, f"{where}.fwhm", "must be positive (arcsec)")
+        check(self.beta > 1.1, f"{where}.beta", "must be > 1.1")
+        check(self.lam_over_diam > 0, f"{where}.lam_over_diam", "must be positive (arcsec)")
+        check(0 <= self.obscuration < 1, f"{where}.obscuration", "must be in [0, 1)")
+        check(self.g1**2 + self.g2**2 < 0.25, f"{where}.g1/g2", "|g| must be < 0.5")
+        check(
+            self.image_size >= 9 and self.image_size % 2 == 1,
+            f"{where}.image_size",
+            "must be an odd number of pixels >= 9",
+        )
+
+
+@dataclass
+class GalaxySpec:
+    """The galaxy population of a dataset.
+
+    Attributes
+    ----------
+    profile : str
+        ``"exponential"``, ``"sersic"`` (index drawn from ``sersic_n``) or
+        ``"bulge_disk"`` (exponential disk + de Vaucouleurs bulge). [default: "exponential"]
+    sersic_n : list of float
+        Sersic indices drawn uniformly (a short list keeps GalSim's caches warm). [default: [1.0]]
+    bulge_fraction : [float, float]
+        Range of the bulge-to-total flux ratio, drawn uniformly (``bulge_disk``).
+        [default: [0, 0.5]]
+    bulge_size_ratio : float
+        Bulge half-light radius over the disk's. [default: 0.5]
+    hlr : [float, float]
+        Half-light radius range, in arcsec, drawn log-uniformly. [default: [0.3, 0.9]]
+    flux : [float, float]
+        Total flux range, in ADU, drawn log-uniformly. [default: [3000, 40000]]
+    ellipticity_sigma : float
+        Standard deviation of each intrinsic reduced-shear component. [default: 0.25]
+    ellipticity_max : float
+        Intrinsic |g| is redrawn above this. [default: 0.7]
+    """
+
+    profile: str = "exponential"
+    sersic_n: list[float] = field(default_factory=lambda: [1.0])
+    bulge_fraction: tuple[float, float] = (0.0, 0.5)
+    bulge_size_ratio: float = 0.5
+    hlr: tuple[float, float] = (0.3, 0.9)
+    flux: tuple[float, float] = (3000.0, 40000.0)
+    ellipticity_sigma: float = 0.25
+    ellipticity_max: float = 0.7
+
+    def validate(self, where: str) -> None:
+        check(
+            self.profile in GALAXY_PROFILES,
+            f"{where}.profile",
+            f"unknown profile {self.profile!r} (allowed: {', '.join(GALAXY_PROFILES)})",
+        )
+        check(
+            len(self.sersic_n) > 0 and all(0.3 <= n <= 6.2 for n in self.sersic_n),
+            f"{where}.sersic_n",
+            "give one or more indices in [0.3, 6.2]",
+        )
+        check(
+            0 <= self.bulge_fraction[0] <= self.bulge_fraction[1] <= 1,
+            f"{where}.bulge_fraction",
+            "expected [min, max] within [0, 1]",
+        )
+        check(self.bulge_size_ratio > 0, f"{where}.bulge_size_ratio", "must be positive")
+        _check_range(self.hlr, f"{where}.hlr")
+        _check_range(self.flux, f"{where}.flux")
+        check(
+            0 <= self.ellipticity_sigma <= 0.5, f"{where}.ellipticity_sigma", "must be in [0, 0.5]"
+        )
+        check(0 < self.ellipticity_max < 1, f"{where}.ellipticity_max", "must be in (0, 1)")
+
+
+@dataclass
+class BlendSpec:
+    """How two-galaxy stamps are placed (see :mod:`blendflag.simulate.stamp_maker`).
+
+    Attributes
+    ----------
+    isophote_nsigma : float
+        A source's footprint is the set of stamp pixels where its noiseless
+        (PSF-convolved, pixelated) image exceeds this many noise sigmas; two
+        sources are blended when their footprints share a pixel. [default: 1.0]
+    isophote_reference : str
+        Which sigma sets the isophote: ``"default_noise"`` (the preset's
+        ``default_noise``, so the label is a property of the pair, the same at
+        every noise level) or ``"stamp_noise"`` (each stamp's own sigma, so the
+        same pair is a blend at low noise and separated at high noise).
+        [default: "default_noise"]
+    min_separation : float
+        Smallest centre-to-centre distance of a blend, in pixels. [default: 1.0]
+    separated_max_factor : float
+        Separated companions are drawn at up to this many times the blend
+        reach (the sum of the footprints' radii). [default: 3.0]
+    edge_margin : int
+        A companion's centre stays this many pixels inside the stamp. [default: 4]
+    min_snr : float
+        Every source's optimal S/N (sqrt(sum I^2) / sigma of its noiseless
+        image) is at least this; fainter draws are redrawn, so no stamp holds an
+        invisible "blend" companion or an empty "single". [default: 5.0]
+    """
+
+    isophote_nsigma: float = 1.0
+    isophote_reference: str = "default_noise"
+    min_separation: float = 1.0
+    separated_max_factor: float = 3.0
+    edge_margin: int = 4
+    min_snr: float = 5.0
+
+    def validate(self, where: str) -> None:
+        check(self.isophote_nsigma > 0, f"{where}.isophote_nsigma", "must be positive")
+        check(
+            self.isophote_reference in ("default_noise", "stamp_noise"),
+            f"{where}.isophote_reference",
+            "must be default_noise or stamp_noise",
+        )
+        check(self.min_separation >= 0, f"{where}.min_separation", "must be >= 0 pixels")
+        check(self.separated_max_factor >= 1, f"{where}.separated_max_factor", "must be >= 1")
+        check(self.edge_margin >= 0, f"{where}.edge_margin", "must be >= 0 pixels")
+        check(0 <= self.min_snr <= 100, f"{where}.min_snr", "must be in [0, 100]")
+
+
+@dataclass
+class FieldSpec:
+    """Settings of simulated fields (``simulate-field``).
+
+    Attributes
+    ----------
+    n_galaxies : int
+        Galaxies per field when not given on the command line. [default: 2000]
+    size : int
+        Side of the (square) field image, in pixels; 0 chooses it from
+        ``n_galaxies`` and ``density``. [default: 0]
+    density : float
+        Galaxies per square arcminute, used when ``size`` is 0. [default: 30]
+    margin : int
+        Galaxy centres stay this many pixels inside the image. [default: 10]
+    """
+
+    n_galaxies: int = 2000
+    size: int = 0
+    density: float = 30.0
+    margin: int = 10
+
+    def validate(self, where: str) -> None:
+        check(self.n_galaxies >= 1, f"{where}.n_galaxies", "must be at least 1")
+        check(
+            self.size == 0 or self.size >= 64,
+            f"{where}.size",
+            "must be 0 (automatic) or at least 64 pixels",
+        )
+        check(self.density > 0, f"{where}.density", "must be positive (per arcmin^2)")
+        check(self.margin >= 0, f"{where}.margin", "must be >= 0 pixels")
+
+
+@dataclass
+class DatasetConfig:
+    """A simulated dataset: instrument, galaxies, noise, stamps and fields.
+
+    Attributes
+    ----------
+    name : str
+        Short name, written into output headers.
+    description : str
+        One line.
+    pixel_scale : float
+        Arcsec per pixel.
+    stamp_size : int
+        Side of the postage stamps, in pixels (odd). [default: 51]
+    noise_grid : list of float
+        Gaussian noise sigmas, in ADU, drawn uniformly with ``--noise grid``.
+    default_noise : float
+        Noise sigma used when none is given, in ADU.
+    folding_threshold : float
+        GalSim GSParams folding_threshold (accuracy of FFT drawing). [default: 0.005]
+    psf, galaxy, blend, field
+        See :class:`PSFSpec`, :class:`GalaxySpec`, :class:`BlendSpec`, :class:`FieldSpec`.
+    """
+
+    name: str = "custom"
+    description: str = ""
+    pixel_scale: float = 0.187
+    stamp_size: int = 51
+    noise_grid: list[float] = field(default_factory=lambda: [5.0, 14.0, 18.0, 26.0, 35.0, 40.0])
+    default_noise: float = 14.0
+    folding_threshold: float = 5e-3
+    psf: PSFSpec = field(default_factory=PSFSpec)
+    galaxy: GalaxySpec = field(default_factory=GalaxySpec)
+    blend: BlendSpec = field(default_factory=BlendSpec)
+    field: FieldSpec = field(default_factory=FieldSpec)
+
+    def validate(self, where: str) -> None:
+        # Top-level keys are named bare ("pixel_scale"), as in the YAML file.
+        where = "" if where == "datasetconfig" else f"{where}."
+        check(
+            0.01 <= self.pixel_scale <= 2.0,
+            f"{where}pixel_scale",
+            "must be in [0.01, 2] arcsec per pixel",
+        )
+        check(
+            self.stamp_size >= 15 and self.stamp_size % 2 == 1,
+            f"{where}stamp_size",
+            "must be an odd number of pixels >= 15",
+        )
+        check(
+            len(self.noise_grid) > 0 and all(s > 0 for s in self.noise_grid),
+            f"{where}noise_grid",
+            "give one or more positive sigmas (ADU)",
+        )
+        check(self.default_noise > 0, f"{where}default_noise", "must be positive (ADU)")
+        check(
+            1e-4 <= self.folding_threshold <= 0.05,
+            f"{where}folding_threshold",
+            "must be in [1e-4, 0.05]",
+        )
+        check(
+            2 * self.blend.edge_margin < self.stamp_size - 2,
+            f"{where}blend.edge_margin",
+            "leaves no room in the stamp",
+        )
+
+
+def _preset_files() -> dict:
+    """``{name: path}`` of the packaged dataset presets (see :func:`dataset_preset_names`)."""
+    keys = {f.name for f in dataclasses.fields(DatasetConfig)}
+    found = {}
+    for path in configs_dir().glob("*.yaml"):
+        try:
+            data = load_yaml(path)
+        except ConfigError:
+            continue
+        if "pixel_scale" in data and set(data) <= keys:
+            found[path.stem] = path
+    return found
+
+
+def dataset_preset_names() -> list[str]:
+    """Names of the packaged dataset presets, sorted.
+
+    A YAML file in ``configs/`` (installed as ``blendflag.configs``) is a preset
+    when its top-level mapping holds ``pixel_scale`` and only keys of
+    :class:`DatasetConfig`; other packaged files (the pipeline defaults, say)
+    are not.
+    """
+    return sorted(_preset_files())
+
+
+def load_dataset(dataset) -> DatasetConfig:
+    """A dataset preset by name (``"great3"``, ``"euclid"``, ``"cfis"``) or YAML path.
+
+    Parameters
+    ----------
+    dataset : str, path-like or DatasetConfig
+        A packaged preset name, a path to a YAML file with the same keys as
+        ``configs/cfis.yaml``, or an already loaded config (returned as is).
+
+    Raises
+    ------
+    ConfigError
+        Unknown name, missing or invalid file, or invalid values.
+    """
+    if isinstance(dataset, DatasetConfig):
+        return dataset
+    text = str(dataset)
+    presets = _preset_files()
+    names = sorted(presets)
+    if text in presets:
+        path = presets[text]
+    elif text.endswith((".yaml", ".yml")) or Path(text).is_file():
+        path = Path(text)
+    else:
+        raise ConfigError(
+            f"unknown dataset {text!r} (choose from {', '.join(names)}, or give a YAML file)"
+        )
+    data = load_yaml(path)
+    data.setdefault("name", path.stem)
+    try:
+        return from_mapping(DatasetConfig, data, "")
+    except ConfigError as exc:
+        raise ConfigError(f"config error in {path.name}: {exc}") from None
