@@ -358,6 +358,7 @@ class NetworkFlagger(Flagger):
     CHANNELS = 1
     CARD = "NN"
     needs_stamps = True
+    cli_options = ("weights", "threshold", "views")
 
     def __init__(self, options=None):
         super().__init__(options)
