@@ -13,18 +13,6 @@ import sys
 from blendflag import __version__
 from blendflag.errors import BlendflagError
 
-#: Built-in command modules, in the order ``--help`` lists them.
-BUILTIN_COMMANDS = (
-    "blendflag.commands.plugins_cmd",
-    "blendflag.commands.detect",
-    "blendflag.commands.flag",
-    "blendflag.commands.simulate",
-    "blendflag.commands.train",
-    "blendflag.commands.evaluate",
-    "blendflag.commands.compare",
-    "blendflag.commands.bench",
-)
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse with the project's one-line error format."""
@@ -39,10 +27,14 @@ class CommandRegistry:
     Parameters
     ----------
     subparsers : argparse._SubParsersAction
+    pm : pluggy.PluginManager or None
+        The plugin manager, for commands that offer registered names (flaggers,
+        detectors) as choices.
     """
 
-    def __init__(self, subparsers):
+    def __init__(self, subparsers, pm=None):
         self._subparsers = subparsers
+        self.pm = pm
         self.names: list[str] = []
 
     def add_command(self, name: str, help: str, func, description: str | None = None):
@@ -77,18 +69,19 @@ class CommandRegistry:
 
 
 def build_parser(pm) -> argparse.ArgumentParser:
-    """The full parser: built-in commands, then every plugin's commands."""
-    import importlib
+    """The full parser: every command registered through ``blendflag_register_commands``.
 
+    The built-in commands are a plugin like any other (``blendflag.commands``);
+    its implementation runs first, so ``--help`` lists them before a third
+    party's.
+    """
     parser = _Parser(
         prog="blendflag-shear",
         description="Find blended galaxies and measure what removing them does to the shear.",
     )
     parser.add_argument("--version", action="version", version=f"blendflag {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    registry = CommandRegistry(sub)
-    for module in BUILTIN_COMMANDS:
-        importlib.import_module(module).register(registry)
+    registry = CommandRegistry(sub, pm)
     pm.hook.blendflag_register_commands(cli=registry)
     return parser
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -31,7 +32,10 @@ class Flagger:
 
     Subclasses set ``name`` and implement :meth:`flag_stamps`; catalogue-level
     flaggers that read catalogue columns (like SExtractor's FLAGS) override
-    :meth:`flag_catalogue` and set ``needs_stamps = False``.
+    :meth:`flag_catalogue` and set ``needs_stamps = False``. A flagger declares
+    what the core may ask of it: the generic command-line options it takes
+    (``cli_options``) and whether ``blendflag-shear train`` can train it
+    (``trainable``, :meth:`train`, ``training_config``).
 
     Parameters
     ----------
@@ -47,6 +51,17 @@ class Flagger:
     #: Whether the flagger's decisions stay valid on metacalibration images
     #: (PSF-dilated, correlated noise); `compare` leaves it out by default if not.
     metacal_safe: bool = True
+    #: Generic command-line options it accepts, a subset of :data:`CLI_OPTIONS`
+    #: (``--weights``, ``--threshold``, ``--views``, ``--backend``); a command
+    #: passes each given value on as the option of that name to exactly the
+    #: flaggers that declare it (see :func:`cli_overrides`).
+    cli_options: tuple[str, ...] = ()
+    #: Whether :meth:`train` is implemented (``blendflag-shear train``).
+    trainable: bool = False
+    #: The training config it ships: a path relative to the package that holds
+    #: the flagger's module, read with :mod:`importlib.resources` (for example
+    #: ``"configs/train_mine.yaml"``); None when it ships none.
+    training_config: str | None = None
 
     def __init__(self, options: dict | None = None):
         self.options = dict(options or {})
@@ -90,6 +105,74 @@ class Flagger:
         """Header cards ``(keyword, value, comment)`` describing this flagger's setup."""
         return []
 
+    @classmethod
+    def train(
+        cls,
+        config_path,
+        out,
+        *,
+        resume: bool = False,
+        max_minutes: float | None = None,
+        quiet: bool = False,
+        workdir=None,
+        overrides: dict | None = None,
+    ) -> dict:
+        """Train the flagger from a YAML config and write its weights file.
+
+        Implemented by flaggers with ``trainable = True``.
+
+        Parameters
+        ----------
+        config_path : path-like
+            Training config (YAML), e.g. :meth:`training_config_path`.
+        out : path-like
+            Weights file to write.
+        resume : bool
+            Continue an unfinished run from its checkpoints. [default: False]
+        max_minutes : float or None
+            Stop after the epoch that crosses this many minutes of training.
+        quiet : bool
+            No per-epoch lines. [default: False]
+        workdir : path-like or None
+            Data and checkpoints. [default: ``OUT.run``]
+        overrides : dict or None
+            Top-level config keys to replace (e.g. ``{"datasets": [...]}``).
+
+        Returns
+        -------
+        dict
+            ``{"finished": bool, "epochs": int}`` and, when finished, ``"val"``
+            (validation recalls: ``blend_recall``, ``nonblend_recall``),
+            ``"threshold"`` and ``"out"``.
+
+        Raises
+        ------
+        NotImplementedError
+            The flagger cannot be trained.
+        """
+        raise NotImplementedError(f"flagger {cls.name!r} cannot be trained")
+
+    @classmethod
+    def training_config_path(cls) -> Path | None:
+        """Path of the shipped ``training_config``, or None when there is none.
+
+        Resolved with :mod:`importlib.resources` inside the package that holds
+        the flagger's module (beside a top-level module for a single-file plugin).
+        """
+        if not cls.training_config:
+            return None
+        import sys
+        from importlib import resources
+
+        module = sys.modules[cls.__module__]
+        spec = getattr(module, "__spec__", None)
+        package = spec.parent if spec is not None else module.__package__
+        if package:
+            root = resources.files(package)
+        else:
+            root = Path(module.__file__).parent
+        return Path(str(root.joinpath(*cls.training_config.split("/"))))
+
 
 def _positive(value, flagger: str) -> float:
     """``value`` as a positive finite float, else a one-line error naming the option."""
@@ -131,38 +214,89 @@ def make_flaggers(pm, names, config: PipelineConfig, overrides: dict | None = No
     return flaggers
 
 
-def network_overrides(names, weights=None, threshold=None, backend=None, views=None) -> dict:
-    """Per-flagger options from ``--weights``, ``--threshold``, ``--backend`` and ``--views``.
+#: The generic command-line options a flagger may declare in ``cli_options``.
+CLI_OPTIONS = ("weights", "threshold", "views", "backend")
+#: Options whose value may instead name flaggers: ``name=value[,name=value...]``.
+PER_FLAGGER_OPTIONS = ("weights",)
 
-    ``--weights`` is either one path (for every flagger named) or
-    ``name=path[,name=path...]``; ``--backend`` applies to the sextractor flagger.
+
+def cli_overrides(classes: dict[str, type], names, values: dict) -> dict:
+    """Per-flagger options from generic command-line values.
+
+    Each given value goes to exactly the named flaggers that declare the option
+    in ``cli_options``; a flagger that does not declare it never sees it.
+
+    Parameters
+    ----------
+    classes : dict of str to type
+        Registered flagger classes by name (:func:`blendflag.plugins.get_flaggers`).
+    names : list of str
+        The flaggers asked for (registered names).
+    values : dict
+        ``{option: value}`` for options of :data:`CLI_OPTIONS`; None or ``""``
+        means not given. A ``weights`` value is one path (for every flagger
+        that takes weights) or ``name=path[,name=path...]``.
+
+    Returns
+    -------
+    dict
+        ``{flagger name: {option: value}}`` for every name.
 
     Raises
     ------
     BlendflagError
-        ``name=path`` names a flagger that was not asked for.
+        ``name=path`` names a flagger that was not asked for, or one that does
+        not take the option.
     """
     overrides = {n: {} for n in names}
-    if weights:
-        if "=" in weights:
-            for item in weights.split(","):
-                name, _, path = item.partition("=")
+    for option, value in values.items():
+        if option not in CLI_OPTIONS:
+            raise ValueError(f"{option!r} is not a generic flagger option ({CLI_OPTIONS})")
+        if value is None or value == "":
+            continue
+        flag = f"--{option}"
+        if option in PER_FLAGGER_OPTIONS and "=" in str(value):
+            for item in str(value).split(","):
+                name, _, text = item.partition("=")
                 name = name.strip()
                 if name not in overrides:
                     raise BlendflagError(
-                        f"--weights names {name!r}, which is not among the "
+                        f"{flag} names {name!r}, which is not among the "
                         f"flaggers asked for ({', '.join(names)})"
                     )
-                overrides[name]["weights"] = path.strip()
-        else:
-            for n in names:
-                if n != "sextractor":
-                    overrides[n]["weights"] = weights
-    for key, value in (("threshold", threshold), ("views", views)):
-        if value is not None:
-            for n in names:
-                if n != "sextractor":
-                    overrides[n][key] = value
-    if backend:
-        overrides.setdefault("sextractor", {})["backend"] = backend
+                if option not in classes[name].cli_options:
+                    takers = [n for n in sorted(classes) if option in classes[n].cli_options]
+                    raise BlendflagError(
+                        f"{flag} names {name!r}, which takes no {option} "
+                        f"(flaggers that do: {', '.join(takers) or 'none'})"
+                    )
+                overrides[name][option] = text.strip()
+            continue
+        for n in names:
+            if option in classes[n].cli_options:
+                overrides[n][option] = value
     return overrides
+
+
+def flagger_overrides(pm, names, **values) -> dict:
+    """:func:`cli_overrides` for the flaggers registered with ``pm``.
+
+    Parameters
+    ----------
+    pm : pluggy.PluginManager
+    names : str or list of str
+        ``"a,b"`` or a list of flagger names.
+    **values
+        ``weights=``, ``threshold=``, ``views=``, ``backend=`` (None: not given).
+
+    Raises
+    ------
+    PluginError
+        A name is not a registered flagger.
+    BlendflagError
+        See :func:`cli_overrides`.
+    """
+    from blendflag.plugins import get_flaggers, resolve_names
+
+    classes = get_flaggers(pm)
+    return cli_overrides(classes, resolve_names(names, classes, "flagger"), values)

@@ -52,7 +52,8 @@ def blendflag_detect(image, weight, config):
         weight 0 are masked.
     config : blendflag.config.DetectConfig
         Thresholds and deblending settings; ``config.backend`` names the
-        detector that should answer (``"sep"``, ``"sextractor"``, ...).
+        detector that should answer (one of the names registered with
+        :func:`blendflag_register_detectors`).
 
     Returns
     -------
@@ -78,6 +79,21 @@ def blendflag_register_flaggers():
     list of type
         Flagger classes, subclasses of :class:`blendflag.flaggers.Flagger`,
         each with a unique ``name``. The lists of all plugins are concatenated;
+        a name registered twice is an error.
+    """
+
+
+@hookspec
+def blendflag_register_detectors():
+    """Register detector backends (the names ``blendflag_detect`` answers for).
+
+    Returns
+    -------
+    list of type
+        Detector classes, subclasses of :class:`blendflag.detectors.Detector`,
+        each with a unique ``name``: the ``detect.backend`` value for which the
+        same plugin's :func:`blendflag_detect` answers. They are the choices of
+        every ``--backend`` option. The lists of all plugins are concatenated;
         a name registered twice is an error.
     """
 
@@ -134,9 +150,12 @@ def blendflag_register_commands(cli):
         Call ``cli.add_command(name, help=..., func=...)``; it returns the
         :class:`argparse.ArgumentParser` of the new command to add options to.
         ``func(args, pm)`` runs the command and returns the exit code.
+        ``cli.pm`` is the plugin manager (to offer registered names as choices).
 
     Returns
     -------
     None
-        Every implementation is called; return values are ignored.
+        Every implementation is called, the built-in commands' first (they
+        register through this hook too); ``--help`` lists commands in that
+        order. Return values are ignored.
     """

@@ -136,6 +136,11 @@ def get_shear_engines(pm: pluggy.PluginManager) -> dict[str, type]:
     return registered_classes(pm.hook.blendflag_register_shear_engines(), "shear engine")
 
 
+def get_detectors(pm: pluggy.PluginManager) -> dict[str, type]:
+    """All registered detector classes (:class:`blendflag.detectors.Detector`) by name."""
+    return registered_classes(pm.hook.blendflag_register_detectors(), "detector")
+
+
 def resolve_names(requested: str | list[str], available: dict[str, type], kind: str) -> list[str]:
     """Split ``"a,b"`` and check every name is registered.
 

@@ -51,7 +51,7 @@ def compare_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str)
         from blendflag.catalog import write_output_catalogue
         from blendflag.compare import file_input, run_compare
         from blendflag.config import PipelineConfig, from_mapping
-        from blendflag.flaggers import make_flaggers, network_overrides
+        from blendflag.flaggers import flagger_overrides, make_flaggers
         from blendflag.plugins import get_plugin_manager, get_shear_engines
         from blendflag.shear.engine import select_engine
 
@@ -59,7 +59,7 @@ def compare_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str)
         config = from_mapping(PipelineConfig, settings["config"])
         names = settings["flaggers"]
         flaggers = make_flaggers(
-            pm, names, config, network_overrides(names, settings.get("weights"))
+            pm, names, config, flagger_overrides(pm, names, weights=settings.get("weights"))
         )
         engine_cls = select_engine(get_shear_engines(pm), settings["engine"])
         data = file_input(
@@ -126,7 +126,7 @@ def flag_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str) ->
         from blendflag.atomic import atomic_output
         from blendflag.catalog import read_catalogue, write_annotated
         from blendflag.config import PipelineConfig, from_mapping
-        from blendflag.flaggers import make_flaggers, network_overrides
+        from blendflag.flaggers import flagger_overrides, make_flaggers
         from blendflag.images import load_image_and_weight
         from blendflag.pipeline import Context, run_pipeline, table_from_catalogue
         from blendflag.plugins import get_plugin_manager
@@ -140,10 +140,11 @@ def flag_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str) ->
             pm,
             names,
             config,
-            network_overrides(
+            flagger_overrides(
+                pm,
                 names,
-                settings.get("weights"),
-                settings.get("threshold"),
+                weights=settings.get("weights"),
+                threshold=settings.get("threshold"),
                 views=settings.get("views"),
             ),
         )

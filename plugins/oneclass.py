@@ -98,6 +98,8 @@ class OneClassFlagger(netcore.NetworkFlagger):
     DEFAULT_WEIGHTS = DEFAULT_WEIGHTS
     CHANNELS = 1
     CARD = "OCL"
+    trainable = True
+    training_config = "configs/train_oneclass.yaml"
 
     @classmethod
     def build(cls, metadata, precision):

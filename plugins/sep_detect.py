@@ -13,6 +13,7 @@ import numpy as np
 from astropy.table import Table
 
 from blendflag import hookimpl
+from blendflag.detectors import Detector
 
 #: SExtractor FLAGS bit values.
 SEX_NEIGHBOURS = 1
@@ -130,9 +131,21 @@ def detect_with_sep(image, weight, config) -> Table:
     return table
 
 
+class SepDetector(Detector):
+    """sep (SExtractor's algorithms as a library); always available."""
+
+    name = "sep"
+    description = "sep, SExtractor's algorithms as a Python library"
+
+
+@hookimpl
+def blendflag_register_detectors():
+    return [SepDetector]
+
+
 @hookimpl(trylast=True)
 def blendflag_detect(image, weight, config):
     """The default detector: sep, unless another backend is asked for."""
-    if config.backend not in ("sep", "auto"):
+    if config.backend not in (SepDetector.name, "auto"):
         return None
     return detect_with_sep(image, weight, config)

@@ -40,6 +40,7 @@ class SExtractorFlagger(Flagger):
 
     name = "sextractor"
     needs_stamps = False
+    cli_options = ("backend",)
 
     def flag_catalogue(self, context) -> FlagResult:
         table = context.table

@@ -75,6 +75,8 @@ class SiameseFlagger(netcore.NetworkFlagger):
     DEFAULT_WEIGHTS = DEFAULT_WEIGHTS
     CHANNELS = 1
     CARD = "SIA"
+    trainable = True
+    training_config = "configs/train_siamese.yaml"
 
     @classmethod
     def build(cls, metadata, precision):

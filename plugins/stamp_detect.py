@@ -59,7 +59,7 @@ def classify_stamps(
     )
     background = stamp_border_median(stamps)
     if backend == "sextractor":
-        from blendflag_plugins.sextractor_binary import detect_stamps_with_binary
+        from blendflag_plugins.sextractor_run import detect_stamps_with_binary
 
         catalogues = detect_stamps_with_binary(stamps - background[:, None, None], sigma, config)
     elif backend == "sep":

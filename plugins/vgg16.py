@@ -152,6 +152,8 @@ class VGG16Flagger(NetworkFlagger):
     DEFAULT_WEIGHTS = DEFAULT_WEIGHTS
     CHANNELS = 3
     CARD = "VGG"
+    trainable = True
+    training_config = "configs/train_vgg16_onerun.yaml"
 
     @classmethod
     def build(cls, metadata, precision):

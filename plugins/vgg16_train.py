@@ -37,7 +37,7 @@ from blendflag_plugins.nettrain import (
 
 @dataclass
 class VGG16TrainConfig(NetTrainConfig):
-    """Training settings (``configs/train_vgg16.yaml``); shared keys in NetTrainConfig.
+    """Training settings (``configs/train_vgg16_onerun.yaml``); shared keys in NetTrainConfig.
 
     Attributes
     ----------

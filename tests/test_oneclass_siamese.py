@@ -144,3 +144,16 @@ def test_train_method_and_config_must_agree(tmp_path, capsys):
         ["train", "--method", "oneclass", "--config", cfg, "--out", tmp_path / "x.npz"], capsys
     )
     assert code == 2 and "configures method 'siamese'" in err
+
+
+@pytest.mark.parametrize("method", ["oneclass", "siamese"])
+def test_each_ships_its_training_config(method):
+    """``train --method NAME`` without --config uses the flagger's own config."""
+    from blendflag.plugins import get_flaggers, get_plugin_manager
+    from blendflag_plugins import nettrain, oneclass, siamese
+
+    cls = get_flaggers(get_plugin_manager())[method]
+    path = cls.training_config_path()
+    assert cls.trainable and path.is_file() and path.name == f"train_{method}.yaml"
+    config_cls = {"oneclass": oneclass.OneClassTrainConfig, "siamese": siamese.SiameseTrainConfig}
+    assert nettrain.load_config(config_cls[method], path, None, method).method == method

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import sys
 import types
+import typing
 
 import pytest
 
 from blendflag import hookimpl, hookspecs
-from blendflag.errors import PluginError
+from blendflag.errors import BlendflagError, PluginError
 from blendflag.plugins import (
     describe_plugins,
     get_flaggers,
@@ -20,6 +21,7 @@ from blendflag.plugins import (
 from tests.conftest import run_cli
 
 BUILTINS = {
+    "commands",
     "sep_detect",
     "sextractor",
     "sextractor_binary",
@@ -102,7 +104,8 @@ def test_plugins_command_json(capsys):
     by_name = {p["name"]: p for p in data["plugins"]}
     assert BUILTINS <= set(by_name)
     assert by_name["sep_detect"]["origin"] == "built-in"
-    assert by_name["sep_detect"]["hooks"] == ["blendflag_detect"]
+    assert by_name["sep_detect"]["hooks"] == ["blendflag_detect", "blendflag_register_detectors"]
+    assert by_name["commands"]["hooks"] == ["blendflag_register_commands"]
     assert "sextractor" in data["flaggers"] and "vgg16" in data["flaggers"]
 
 
@@ -128,7 +131,7 @@ def test_hookspecs_module_holds_only_markers_and_specs():
     public = {n for n in dir(hookspecs) if not n.startswith("_")}
     specs = {n for n in public if n.startswith("blendflag_")}
     assert public - specs == {"hookspec", "hookimpl", "pluggy"}
-    assert len(specs) == 6
+    assert len(specs) == 7
     assert "blendflag_detect" in sys.modules["blendflag.hookspecs"].__dict__
 
 
@@ -227,3 +230,270 @@ def test_every_flaggers_header_cards_fit_a_fits_card(reference):
                 header[key] = (value, comment)
             header.tostring()
         assert all(len(card.image) == 80 for card in header.cards)
+
+
+# ---------------------------------------------------------------------------
+# Plugins declare, the core asks: flagger options, detectors, commands, training
+# ---------------------------------------------------------------------------
+
+
+def _plugin(name, **hooks):
+    """A plugin module named ``name`` with the given hook functions."""
+    plugin = types.ModuleType(name)
+    for hook, func in hooks.items():
+        setattr(plugin, hook, hookimpl(func))
+    return plugin
+
+
+def _flagger_classes():
+    """A third-party flagger that declares weights and threshold, and one that declares none."""
+    import numpy as np
+
+    from blendflag.flaggers import Flagger, FlagResult
+
+    class Weighted(Flagger):
+        name = "weighted"
+        cli_options = ("weights", "threshold")
+        seen: typing.ClassVar[list] = []
+
+        def __init__(self, options=None):
+            super().__init__(options)
+            Weighted.seen.append(dict(self.options))
+
+        def flag_stamps(self, stamps):
+            return FlagResult(flag=np.zeros(len(stamps), bool))
+
+    class Plain(Weighted):
+        name = "plain"
+        cli_options = ()
+
+    return Weighted, Plain
+
+
+def test_cli_overrides_reach_exactly_the_flaggers_that_declare_them():
+    from blendflag.flaggers import cli_overrides
+
+    weighted, plain = _flagger_classes()
+    classes = {"weighted": weighted, "plain": plain}
+    names = ["weighted", "plain"]
+    values = {"weights": "w.npz", "threshold": 0.3, "views": None, "backend": ""}
+    assert cli_overrides(classes, names, values) == {
+        "weighted": {"weights": "w.npz", "threshold": 0.3},
+        "plain": {},
+    }
+    named = cli_overrides(classes, names, {"weights": "weighted=a.npz"})
+    assert named == {"weighted": {"weights": "a.npz"}, "plain": {}}
+    with pytest.raises(BlendflagError, match=r"names 'plain', which takes no weights"):
+        cli_overrides(classes, names, {"weights": "weighted=a.npz,plain=b.npz"})
+    with pytest.raises(BlendflagError, match=r"not among the flaggers asked for \(plain\)"):
+        cli_overrides(classes, ["plain"], {"weights": "weighted=a.npz"})
+
+
+def test_builtin_declarations_keep_the_old_routing():
+    """Networks take weights/threshold/views, the SExtractor rule takes the backend."""
+    from blendflag.flaggers import flagger_overrides
+
+    pm = get_plugin_manager()
+    names = ["sextractor", "vgg16", "oneclass", "siamese"]
+    got = flagger_overrides(pm, names, weights="w.npz", threshold=0.4, views=2, backend="sep")
+    assert got["sextractor"] == {"backend": "sep"}
+    for name in names[1:]:
+        assert got[name] == {"weights": "w.npz", "threshold": 0.4, "views": 2}
+
+
+def test_third_party_flagger_declaring_weights_gets_them(detected):
+    """``--weights``/``--threshold`` reach a plugin's flagger because it declares them."""
+    from blendflag.cli import build_parser
+
+    weighted, _ = _flagger_classes()
+    weighted.seen.clear()
+    plugin = _plugin("weighted", blendflag_register_flaggers=lambda: [weighted])
+    pm = get_plugin_manager(extra_plugins=[("weighted", plugin)])
+    out = detected["tmp"] / "w.fits"
+    argv = ["flag", detected["catalogue"], "--image", detected["image"], "--flaggers"]
+    argv += ["weighted", "--weights", "my.npz", "--threshold", "0.25", "--out", out]
+    args = build_parser(pm).parse_args([str(a) for a in argv])
+    assert args.func(args, pm) == 0
+    assert weighted.seen[-1] == {"weights": "my.npz", "threshold": 0.25}
+
+
+def test_weights_for_a_flagger_that_takes_none_is_one_line_error(detected, tmp_path, capsys):
+    out = tmp_path / "x.fits"
+    code, _, err = run_cli(
+        [
+            *("flag", detected["catalogue"], "--image", detected["image"]),
+            *("--flaggers", "sextractor", "--weights", "sextractor=w.npz", "--out", out),
+        ],
+        capsys,
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("error: --weights names 'sextractor', which takes no weights")
+    assert not out.exists()
+
+
+def test_backends_are_the_registered_detectors(small_field, capsys):
+    """A plugin's detector becomes a --backend choice and answers for it."""
+    from astropy.table import Table
+
+    from blendflag.cli import build_parser
+    from blendflag.detectors import Detector
+    from blendflag.plugins import get_detectors
+
+    class Fake(Detector):
+        name = "fake"
+
+    def blendflag_register_detectors():
+        return [Fake]
+
+    def blendflag_detect(image, weight, config):
+        if config.backend != "fake":
+            return None
+        return Table({"NUMBER": [1], "X_IMAGE": [3.0], "Y_IMAGE": [4.0], "FLAGS": [2]})
+
+    plugin = _plugin(
+        "fake_det",
+        blendflag_register_detectors=blendflag_register_detectors,
+        blendflag_detect=blendflag_detect,
+    )
+    pm = get_plugin_manager(extra_plugins=[("fake_det", plugin)])
+    detectors = get_detectors(pm)
+    assert {"sep", "sextractor", "fake"} <= set(detectors)
+    assert detectors["sep"].available() and detectors["fake"].available()
+    out = small_field["tmp"] / "fake.fits"
+    argv = ["detect", str(small_field["image"]), "--out", str(out), "--backend", "fake"]
+    args = build_parser(pm).parse_args(argv)
+    assert args.func(args, pm) == 0
+    assert "1 sources (1 deblended)" in capsys.readouterr().out
+    # without the plugin, "fake" is not a choice of detect or evaluate
+    for cmd in (argv, ["evaluate", "--dataset", "great3", "--backend", "fake"]):
+        with pytest.raises(SystemExit) as exc:
+            run_cli(cmd, capsys)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: argument --backend: invalid choice: 'fake'")
+
+
+def test_duplicate_detector_names_rejected():
+    from blendflag.detectors import Detector
+    from blendflag.plugins import get_detectors
+
+    other = type("OtherSep", (Detector,), {"name": "sep"})
+    plugin = _plugin("dup_det", blendflag_register_detectors=lambda: [other])
+    pm = get_plugin_manager(extra_plugins=[("dup_det", plugin)])
+    with pytest.raises(PluginError, match="two plugins register a detector named 'sep'"):
+        get_detectors(pm)
+
+
+def test_plugins_command_lists_detectors_and_trainable_flaggers(capsys):
+    code, out, err = run_cli(["plugins", "--json"], capsys)
+    assert code == 0, err
+    data = json.loads(out)
+    assert {"sep", "sextractor"} <= set(data["detectors"])
+    assert "sep" in data["detectors_available"]
+    assert {"vgg16", "oneclass", "siamese"} <= set(data["trainable_flaggers"])
+    assert "sextractor" not in data["trainable_flaggers"]
+
+
+def test_builtin_commands_come_from_the_hook(third_party_plugin, monkeypatch, capsys):
+    """Built-ins register through blendflag_register_commands, listed before a plugin's."""
+    code, out, _ = run_cli([], capsys)
+    assert code == 0
+    order = [out.index(f"    {c}") for c in ("plugins", "detect", "flag", "bench", "neighbours")]
+    assert order == sorted(order)
+    code, out, _ = run_cli(["neighbours"], capsys)
+    assert code == 0 and "neighbour radius" in out
+    # cli.py itself lists no command: block the built-in commands plugin and they are gone
+    monkeypatch.setenv("BLENDFLAG_DISABLE_PLUGINS", "commands")
+    with pytest.raises(SystemExit) as exc:
+        run_cli(["plugins"], capsys)
+    assert exc.value.code == 2 and "invalid choice: 'plugins'" in capsys.readouterr().err
+    code, out, _ = run_cli(["neighbours"], capsys)
+    assert code == 0 and "neighbour radius" in out
+
+
+def _trainable_plugin(tmp_path, monkeypatch):
+    """A single-file third-party plugin whose flagger ships ``train_mine.yaml`` beside it."""
+    import importlib
+
+    site = tmp_path / "site"
+    (site / "mine_configs").mkdir(parents=True)
+    (site / "mine_configs" / "train_mine.yaml").write_text("method: mine\nepochs: 1\n")
+    (site / "blendflag_mine.py").write_text(
+        "from blendflag import hookimpl\n"
+        "from blendflag.flaggers import Flagger\n\n\n"
+        "class Mine(Flagger):\n"
+        "    name = 'mine'\n"
+        "    trainable = True\n"
+        "    training_config = 'mine_configs/train_mine.yaml'\n"
+        "    calls = []\n\n"
+        "    @classmethod\n"
+        "    def train(cls, config_path, out, **kwargs):\n"
+        "        cls.calls.append((config_path, out, kwargs))\n"
+        "        return {'finished': False, 'epochs': 0}\n\n\n"
+        "@hookimpl\n"
+        "def blendflag_register_flaggers():\n"
+        "    return [Mine]\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    module = importlib.import_module("blendflag_mine")
+    return module, site
+
+
+def test_train_asks_the_flagger_for_its_config(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from blendflag.cli import build_parser
+
+    module, site = _trainable_plugin(tmp_path, monkeypatch)
+    try:
+        pm = get_plugin_manager(extra_plugins=[("mine", module)])
+        out = tmp_path / "w.npz"
+        args = build_parser(pm).parse_args(["train", "--method", "mine", "--out", str(out)])
+        assert args.func(args, pm) == 0
+        config_path, written, kwargs = module.Mine.calls[-1]
+        assert config_path == site / "mine_configs" / "train_mine.yaml"
+        assert written == out and kwargs["resume"] is False
+        assert "continue with --resume" in capsys.readouterr().out
+    finally:
+        sys.modules.pop("blendflag_mine", None)
+
+
+def test_train_default_is_the_first_trainable_configured_flagger(tmp_path, monkeypatch, capsys):
+    """Without --method or --config: the vgg16 flagger and its own shipped config."""
+    from blendflag_plugins.vgg16 import VGG16Flagger
+
+    calls = []
+
+    def fake_train(cls, config_path, out, **kwargs):
+        calls.append((cls.name, config_path))
+        return {"finished": False, "epochs": 0}
+
+    monkeypatch.setattr(VGG16Flagger, "train", classmethod(fake_train))
+    code, _, err = run_cli(["train", "--out", tmp_path / "w.npz"], capsys)
+    assert code == 0, err
+    assert calls[0][0] == "vgg16" and calls[0][1].name == "train_vgg16_onerun.yaml"
+    assert calls[0][1] == VGG16Flagger.training_config_path() and calls[0][1].is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--method", "sextractor"], "flagger 'sextractor' cannot be trained"),
+        (["--method", "nope"], "unknown flagger 'nope'"),
+        (["--method", "vgg16,oneclass"], "train one flagger at a time"),
+    ],
+)
+def test_train_refuses_what_cannot_be_trained(argv, match, tmp_path, capsys):
+    code, _, err = run_cli(["train", *argv, "--out", tmp_path / "w.npz"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert match in err
+
+
+def test_base_flagger_declares_nothing():
+    from blendflag.flaggers import Flagger
+
+    assert Flagger.cli_options == () and not Flagger.trainable
+    assert Flagger.training_config_path() is None
+    with pytest.raises(NotImplementedError, match="cannot be trained"):
+        Flagger.train("c.yaml", "w.npz")

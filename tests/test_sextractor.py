@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from blendflag.config import DetectConfig
-from blendflag_plugins.sextractor_binary import find_binary, run_sextractor
+from blendflag_plugins.sextractor_run import find_binary, run_sextractor
 from blendflag_plugins.stamp_detect import classify_stamps
 from tests.conftest import gaussian_image, run_cli
 

@@ -562,19 +562,22 @@ def test_bad_reference_noise_option(bad):
 
 
 def test_packaged_vgg16_training_configs_are_valid():
-    """Every stage's config loads and validates; the 32-px stages start from a 48-px file."""
+    """Every stage's config (configs/history/) loads and validates; the 32-px
+    stages start from a 48-px file; the flagger ships the one-run recipe."""
     from pathlib import Path
 
     from blendflag_plugins.vgg16_train import load_train_config
 
-    paths = sorted((Path(__file__).parents[1] / "configs").glob("train_vgg16*.yaml"))
+    paths = sorted((Path(__file__).parents[1] / "configs" / "history").glob("train_vgg16*.yaml"))
     assert len(paths) >= 7
     sizes = {p.stem: load_train_config(p).input_size for p in paths}
     assert sizes["train_vgg16"] == 48 and sizes["train_vgg16_32px"] == 32
     assert load_train_config(
         paths[0].parent / "train_vgg16_32px_separated.yaml"
     ).kind_fractions == [0.5, 0.1, 0.4]
-    onerun = load_train_config(paths[0].parent / "train_vgg16_onerun.yaml")
+    shipped = VGG16Flagger.training_config_path()
+    assert VGG16Flagger.trainable and shipped.name == "train_vgg16_onerun.yaml"
+    onerun = load_train_config(shipped)
     assert onerun.init_weights is None and onerun.input_size == 32  # the shipped file's recipe
 
 

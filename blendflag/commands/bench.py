@@ -46,19 +46,17 @@ def _timed(func, *args, **kwargs):
 
 
 def bench_detection(pm, config, n_galaxies: int) -> list[dict]:
-    """sep (and the SExtractor binary when present) on a simulated CFIS-like field."""
+    """Every registered detector that is available here, on a simulated CFIS-like field."""
     from dataclasses import replace
 
     from blendflag.commands.detect import detect
+    from blendflag.plugins import get_detectors
     from blendflag.simulate.field import simulate_field
 
     field = simulate_field("cfis", n_galaxies=n_galaxies, shear=(0.0, 0.0), seed=11)
     rows = []
-    backends = ["sep"]
-    from blendflag_plugins.sextractor_binary import find_binary
-
-    if find_binary(config.detect) is not None:
-        backends.append("sextractor")
+    detectors = get_detectors(pm)
+    backends = [n for n in sorted(detectors) if detectors[n].available(config.detect)]
     for backend in backends:
         cfg = replace(config.detect, backend=backend)
         table, seconds = _timed(detect, pm, field.image, field.weight, cfg)
@@ -157,7 +155,11 @@ def run(args, pm) -> int:
 
 
 def bench_scaling(pm, config, n_tiles: int = 8, n_galaxies: int = 400) -> dict:
-    """The same tile job (compare, sextractor flagger) on 1 and 2 local Dask workers."""
+    """The same tile job on 1 and 2 local Dask workers.
+
+    The job is ``compare`` with the first flagger of ``flag.flaggers`` and the
+    config's shear engine (``shear.engine``).
+    """
     import tempfile
     from pathlib import Path
 
@@ -167,8 +169,8 @@ def bench_scaling(pm, config, n_tiles: int = 8, n_galaxies: int = 400) -> dict:
     from blendflag.simulate.field_io import write_field
     from blendflag.tiles import read_tiles, run_tiles, settings_for
 
-    engine = select_engine(get_shear_engines(pm), "metacal").name
-    settings = settings_for(config, ["sextractor"], engine, 0, bootstrap=20)
+    engine = select_engine(get_shear_engines(pm), config.shear.engine).name
+    settings = settings_for(config, list(config.flag.flaggers[:1]), engine, 0, bootstrap=20)
     seconds = {}
     with tempfile.TemporaryDirectory(prefix="blendflag-scaling-") as tmp:
         root = Path(tmp)

@@ -46,16 +46,69 @@ def check_output_path(path, what: str = "output") -> Path:
     return path
 
 
-def add_views_arg(parser) -> None:
-    """``--views``: the network flaggers' ``views`` option (see NetworkFlagger)."""
-    parser.add_argument(
-        "--views",
-        type=int,
-        choices=(1, 2, 4, 8),
-        help="network flaggers average each stamp's blend probability over "
-        "this many rotations/flips (test-time augmentation; that many "
-        "times slower) [default: 1]",
-    )
+#: argparse settings of the generic flagger options (see ``Flagger.cli_options``).
+FLAGGER_OPTION_ARGS = {
+    "weights": {
+        "metavar": "PATH",
+        "help": "weights file for the flaggers that take one, or name=path,name=path",
+    },
+    "threshold": {
+        "type": float,
+        "metavar": "P",
+        "help": "probability threshold of the flaggers that take one",
+    },
+    "views": {
+        "type": int,
+        "choices": (1, 2, 4, 8),
+        "help": "flaggers that take views (the networks) average each stamp's blend "
+        "probability over this many rotations/flips (test-time augmentation; that "
+        "many times slower) [default: 1]",
+    },
+    "backend": {
+        "help": "detector backend of the flaggers that take one [default: their "
+        "backend option in the config]",
+    },
+}
+
+
+def add_flagger_options(parser, options, pm=None) -> None:
+    """Add generic flagger options (``--weights``, ``--threshold``, ``--views``, ``--backend``).
+
+    A given value reaches exactly the flaggers that declare the option in
+    ``cli_options`` (see :func:`flagger_option_values` and
+    :func:`blendflag.flaggers.flagger_overrides`).
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+    options : iterable of str
+        Names from :data:`blendflag.flaggers.CLI_OPTIONS`.
+    pm : pluggy.PluginManager or None
+        For ``backend``: its choices are the registered detectors.
+    """
+    for option in options:
+        kwargs = dict(FLAGGER_OPTION_ARGS[option])
+        if option == "backend":
+            add_backend_arg(parser, pm, kwargs["help"])
+            continue
+        parser.add_argument(f"--{option}", **kwargs)
+
+
+def add_backend_arg(parser, pm, help: str) -> None:
+    """``--backend``, with the detectors registered with ``pm`` as its choices."""
+    choices = None
+    if pm is not None:
+        from blendflag.plugins import get_detectors
+
+        choices = sorted(get_detectors(pm))
+    parser.add_argument("--backend", choices=choices, help=help)
+
+
+def flagger_option_values(args) -> dict:
+    """``{option: value}`` of the generic flagger options the command has (None: not given)."""
+    from blendflag.flaggers import CLI_OPTIONS
+
+    return {o: getattr(args, o) for o in CLI_OPTIONS if hasattr(args, o)}
 
 
 def add_common_output_args(parser, json=True, plot=False, quiet=True) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from blendflag.commands.common import (
+    add_flagger_options,
     check_output_path,
     load_config,
     write_json,
@@ -17,7 +18,7 @@ from blendflag.compare import (
     DEFAULT_SHEAR,
 )
 from blendflag.errors import BlendflagError
-from blendflag.flaggers import make_flaggers, network_overrides
+from blendflag.flaggers import flagger_overrides, make_flaggers
 
 
 def register(cli) -> None:
@@ -66,7 +67,7 @@ def register(cli) -> None:
         help="comma-separated flaggers [default: the config's flag.flaggers whose model "
         "is available and that are valid on metacal images (metacal_safe)]",
     )
-    parser.add_argument("--weights", metavar="PATH", help="network weights, or name=path,...")
+    add_flagger_options(parser, ("weights",), cli.pm)
     run_on = parser.add_mutually_exclusive_group()
     run_on.add_argument(
         "--workers", type=int, help="processes for metacalibration [default: the idle cores]"
@@ -131,7 +132,7 @@ def run(args, pm) -> int:
             check_output_path(path)
     engine_cls = select_engine(get_shear_engines(pm), args.engine or config.shear.engine)
     names = args.flaggers.split(",") if args.flaggers else _default_flaggers(pm, config)
-    flaggers = make_flaggers(pm, names, config, network_overrides(names, args.weights))
+    flaggers = make_flaggers(pm, names, config, flagger_overrides(pm, names, weights=args.weights))
     workers = args.workers or os.cpu_count() or 1
     if user_data:
         data = file_input(args.image, args.psf, args.catalogue, args.weight, args.pixel_scale)
@@ -199,7 +200,8 @@ def run_tiles_command(args, pm, config) -> int:
         raise BlendflagError(f"tile {missing[0]} has no PSF (psf= or psf.fits beside the image)")
     engine = select_engine(get_shear_engines(pm), args.engine or config.shear.engine).name
     names = args.flaggers.split(",") if args.flaggers else _default_flaggers(pm, config)
-    make_flaggers(pm, names, config, network_overrides(names, args.weights))  # fail early
+    overrides = flagger_overrides(pm, names, weights=args.weights)
+    make_flaggers(pm, names, config, overrides)  # fail early
     settings = settings_for(
         config, names, engine, args.seed, args.weights, args.pixel_scale, args.bootstrap
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from blendflag.catalog import write_ldac
-from blendflag.commands.common import check_output_path, load_config
+from blendflag.commands.common import add_backend_arg, check_output_path, load_config
 from blendflag.errors import PluginError
 from blendflag.images import load_image_and_weight
 
@@ -15,18 +15,15 @@ def register(cli) -> None:
         "detect",
         func=run,
         help="detect sources and write a SExtractor-style FITS_LDAC catalogue",
-        description="Detect sources with the configured backend (sep by default: thresh 1.5 x "
-        "global rms, deblend_nthresh 32, deblend_cont 0.005, minarea 5) and write "
-        "a FITS_LDAC catalogue with SExtractor's FLAGS convention.",
+        description="Detect sources with the configured backend (detect.backend; the "
+        "original study's settings by default: thresh 1.5 x global rms, deblend_nthresh "
+        "32, deblend_cont 0.005, minarea 5) and write a FITS_LDAC catalogue with "
+        "SExtractor's FLAGS convention.",
     )
     parser.add_argument("image", help="science image (FITS)")
     parser.add_argument("--weight", metavar="FITS", help="weight map; weight 0 masks a pixel")
     parser.add_argument("--out", required=True, metavar="CAT.fits", help="output catalogue")
-    parser.add_argument(
-        "--backend",
-        choices=("sep", "sextractor"),
-        help="detector (overrides detect.backend of the config)",
-    )
+    add_backend_arg(parser, cli.pm, "detector (overrides detect.backend of the config)")
 
 
 def detect(pm, image, weight, detect_config):

@@ -6,13 +6,14 @@ import numpy as np
 
 from blendflag.commands.common import (
     add_common_output_args,
-    add_views_arg,
+    add_flagger_options,
     check_output_path,
+    flagger_option_values,
     load_config,
     write_json,
 )
 from blendflag.errors import BlendflagError
-from blendflag.flaggers import make_flaggers, network_overrides
+from blendflag.flaggers import flagger_overrides, make_flaggers
 
 
 def register(cli) -> None:
@@ -32,21 +33,9 @@ def register(cli) -> None:
     parser.add_argument("--noise", help="noise sigma (ADU), or 'grid' [default: preset default]")
     parser.add_argument(
         "--methods",
-        default="sextractor",
-        help="comma-separated flagger names [default: sextractor]",
+        help="comma-separated flagger names [default: the first of flag.flaggers in the config]",
     )
-    parser.add_argument(
-        "--backend",
-        choices=("sep", "sextractor"),
-        help="backend of the sextractor flagger [default: sep]",
-    )
-    parser.add_argument(
-        "--weights",
-        metavar="PATH",
-        help="weights file for the network flagger, or name=path,name=path",
-    )
-    parser.add_argument("--threshold", type=float, help="probability threshold for networks")
-    add_views_arg(parser)
+    add_flagger_options(parser, ("backend", "weights", "threshold", "views"), cli.pm)
     parser.add_argument(
         "--metacal",
         nargs="?",
@@ -121,8 +110,9 @@ def to_metacal(pm, config, args, stamps, truth, dataset):
 
 def run(args, pm) -> int:
     config = load_config(args)
-    names = [n.strip() for n in args.methods.split(",") if n.strip()]
-    overrides = network_overrides(names, args.weights, args.threshold, args.backend, args.views)
+    methods = args.methods if args.methods is not None else config.flag.flaggers[0]
+    names = [n.strip() for n in methods.split(",") if n.strip()]
+    overrides = flagger_overrides(pm, names, **flagger_option_values(args))
     flaggers = make_flaggers(pm, names, config, overrides)
     for path in (args.json, args.plot):
         if path:

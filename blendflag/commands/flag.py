@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from blendflag.catalog import read_catalogue, write_annotated
 from blendflag.commands.common import (
-    add_views_arg,
+    add_flagger_options,
     check_output_path,
+    flagger_option_values,
     load_config,
 )
 from blendflag.errors import BlendflagError
-from blendflag.flaggers import make_flaggers, network_overrides
+from blendflag.flaggers import flagger_overrides, make_flaggers
 from blendflag.images import load_image_and_weight
 from blendflag.pipeline import Context, run_pipeline, table_from_catalogue
 
@@ -31,15 +32,7 @@ def register(cli) -> None:
         metavar="NAMES",
         help="comma-separated flagger names (default: flag.flaggers of the config)",
     )
-    parser.add_argument(
-        "--weights",
-        metavar="PATH",
-        help="weights file for the network flagger, or name=path,name=path",
-    )
-    parser.add_argument(
-        "--threshold", type=float, metavar="P", help="probability threshold for network flaggers"
-    )
-    add_views_arg(parser)
+    add_flagger_options(parser, ("weights", "threshold", "views"), cli.pm)
     parser.add_argument("--out", metavar="OUT.fits", help="output catalogue")
     parser.add_argument(
         "--in-place", action="store_true", help="overwrite the input catalogue (atomically)"
@@ -65,9 +58,8 @@ def run(args, pm) -> int:
         raise BlendflagError("name the output with --out (or use --in-place)")
     config = load_config(args)
     names = args.flaggers.split(",") if args.flaggers else list(config.flag.flaggers)
-    flaggers = make_flaggers(
-        pm, names, config, network_overrides(names, args.weights, args.threshold, views=args.views)
-    )
+    overrides = flagger_overrides(pm, names, **flagger_option_values(args))
+    flaggers = make_flaggers(pm, names, config, overrides)
     out = check_output_path(args.out) if args.out else None
     catalogue = read_catalogue(args.catalogue)
     table = table_from_catalogue(catalogue)
@@ -105,9 +97,7 @@ def run_tiles_command(args, pm) -> int:
         raise BlendflagError("--tiles replaces CATALOGUE, --out and --in-place")
     config = load_config(args)
     names = args.flaggers.split(",") if args.flaggers else list(config.flag.flaggers)
-    make_flaggers(
-        pm, names, config, network_overrides(names, args.weights, args.threshold, views=args.views)
-    )
+    make_flaggers(pm, names, config, flagger_overrides(pm, names, **flagger_option_values(args)))
     tiles = read_tiles(args.tiles)
     settings = settings_for(config, names, "none", 0, args.weights)
     settings["threshold"] = args.threshold

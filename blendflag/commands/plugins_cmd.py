@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from blendflag.commands.common import write_json
-from blendflag.plugins import describe_plugins, get_flaggers, get_shear_engines
+from blendflag.plugins import describe_plugins, get_detectors, get_flaggers, get_shear_engines
 
 
 def register(cli) -> None:
@@ -19,6 +19,7 @@ def run(args, pm) -> int:
     infos = describe_plugins(pm)
     flaggers = get_flaggers(pm)
     engines = get_shear_engines(pm)
+    detectors = get_detectors(pm)
     data = {
         "plugins": [
             {
@@ -33,6 +34,9 @@ def run(args, pm) -> int:
         "flaggers": sorted(flaggers),
         "shear_engines": sorted(engines),
         "shear_engines_available": sorted(n for n, cls in engines.items() if cls.available()),
+        "detectors": sorted(detectors),
+        "detectors_available": sorted(n for n, cls in detectors.items() if cls.available()),
+        "trainable_flaggers": sorted(n for n, cls in flaggers.items() if cls.trainable),
     }
     if args.json == "-":
         import json
@@ -47,4 +51,6 @@ def run(args, pm) -> int:
     print(f"flaggers: {', '.join(sorted(flaggers)) or 'none'}")
     shown = [n if engines[n].available() else f"{n} (not installed)" for n in sorted(engines)]
     print(f"shear engines: {', '.join(shown) or 'none'}")
+    shown = [n if detectors[n].available() else f"{n} (not installed)" for n in sorted(detectors)]
+    print(f"detectors: {', '.join(shown) or 'none'}")
     return 0

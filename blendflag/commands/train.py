@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from blendflag.commands.common import check_output_path
-from blendflag.config import load_yaml, packaged_config
+from blendflag.config import load_pipeline_config, load_yaml
 from blendflag.errors import BlendflagError
 from blendflag.plugins import get_flaggers, resolve_names
 
@@ -14,12 +14,17 @@ def register(cli) -> None:
     parser = cli.add_command(
         "train",
         func=run,
-        help="train a network flagger (default: vgg16) on simulated stamps",
+        help="train a network flagger on simulated stamps",
         description="Simulate (or reload cached) stamps, train with checkpoints after every "
         "epoch, and write a compact weights file. A killed or time-limited run "
-        "continues with --resume.",
+        "continues with --resume. --config is a training config here; without it the "
+        "flagger's own (shipped) training config is used.",
     )
-    parser.add_argument("--method", help="flagger to train (default: the config's method, vgg16)")
+    parser.add_argument(
+        "--method",
+        help="flagger to train (default: the config's method, else the first "
+        "trainable flagger of the default flag.flaggers)",
+    )
     parser.add_argument(
         "--dataset",
         metavar="NAMES",
@@ -37,32 +42,51 @@ def register(cli) -> None:
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 
 
+def default_method(flaggers: dict[str, type]) -> str:
+    """The first trainable flagger of the default pipeline config's ``flag.flaggers``.
+
+    Raises
+    ------
+    BlendflagError
+        None of them is trainable.
+    """
+    for name in load_pipeline_config(None).flag.flaggers:
+        if name in flaggers and flaggers[name].trainable:
+            return name
+    trainable = sorted(n for n, cls in flaggers.items() if cls.trainable)
+    raise BlendflagError(f"name the flagger to train with --method ({', '.join(trainable)})")
+
+
 def run(args, pm) -> int:
+    flaggers = get_flaggers(pm)
     if args.config:
         config_path = Path(args.config)
-        method = args.method or load_yaml(config_path).get("method", "vgg16")
+        method = args.method or load_yaml(config_path).get("method") or default_method(flaggers)
     else:
-        method = args.method or "vgg16"
-        config_path = packaged_config(f"train_{method}")
-        if not config_path.exists():
-            raise BlendflagError(f"no packaged training config for {method!r}; pass --config")
-    flaggers = get_flaggers(pm)
-    resolve_names(method, flaggers, "flagger")
+        method = args.method or default_method(flaggers)
+    names = resolve_names(str(method), flaggers, "flagger")
+    if len(names) != 1:
+        raise BlendflagError(f"train one flagger at a time, not {method!r}")
+    method = names[0]
+    cls = flaggers[method]
+    if not cls.trainable:
+        raise BlendflagError(f"flagger {method!r} cannot be trained")
+    if not args.config:
+        config_path = cls.training_config_path()
+        if config_path is None or not config_path.is_file():
+            raise BlendflagError(f"flagger {method!r} ships no training config; pass --config")
     if args.method and load_yaml(config_path).get("method", method) != method:
         raise BlendflagError(
             f"{config_path.name} configures method "
             f"{load_yaml(config_path).get('method')!r}, not {method!r}"
         )
-    trainer = getattr(flaggers[method], "train", None)
-    if trainer is None:
-        raise BlendflagError(f"flagger {method!r} cannot be trained")
     out = check_output_path(args.out)
     if args.max_minutes is not None and args.max_minutes <= 0:
         raise BlendflagError("--max-minutes must be positive")
     overrides = {}
     if args.dataset:
         overrides["datasets"] = [d.strip() for d in args.dataset.split(",") if d.strip()]
-    result = trainer(
+    result = cls.train(
         config_path,
         out,
         resume=args.resume,
