@@ -1,6 +1,6 @@
 """What one tile runs in a worker: the comparison or the flagging of that tile.
 
-Each task takes a :class:`blendflag.tiles.Tile`, the run's settings (a plain
+Each task takes a :class:`blendflag.tile_list.Tile`, the run's settings (a plain
 dict, hashed for resuming), the output directory and the tile's hash; it writes
 ``OUT_DIR/<tile>.fits`` and ``OUT_DIR/<tile>.sums.npz`` atomically and returns a
 summary. It never raises: a failing tile is reported and the others go on.
@@ -11,14 +11,11 @@ from __future__ import annotations
 import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from blendflag.errors import BlendflagError
-
-if TYPE_CHECKING:  # the tile list imports these tasks, not the other way round
-    from blendflag.tiles import Tile
+from blendflag.tile_list import Tile
 
 
 def _truth_info(tile: Tile):

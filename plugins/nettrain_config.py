@@ -68,7 +68,7 @@ class NetTrainConfig:
     METHOD = ""
 
     def validate(self, where: str) -> None:
-        from blendflag.config import _check
+        from blendflag.config import check as _check
 
         _check(self.method == self.METHOD, f"{where}.method", f"must be {self.METHOD}")
         _check(len(self.datasets) > 0, f"{where}.datasets", "name at least one dataset")

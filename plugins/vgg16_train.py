@@ -121,7 +121,7 @@ def initial_weights(config: VGG16TrainConfig) -> list | None:
         fit a network of ``input_size`` (checked here, before any data are
         simulated).
     """
-    from blendflag_plugins.vgg16 import DEFAULT_WEIGHTS, build_model, read_weights
+    from blendflag_plugins.vgg16_model import DEFAULT_WEIGHTS, build_model, read_weights
 
     if not config.init_weights:
         return None
@@ -192,13 +192,13 @@ def train_from_config(
 def _train(config, out, workdir, state, max_minutes, quiet, start_from=None) -> dict:
     import keras
 
-    from blendflag_plugins.vgg16 import build_model, find_imagenet_weights, save_weights
+    from blendflag_plugins.vgg16_model import build_model, find_imagenet_weights, save_weights
 
     data = prepare_data(config, workdir, quiet)
     keras.utils.set_random_seed(config.train_seed)
     ckpt = workdir / "checkpoint.keras"
     if state is not None and ckpt.exists():
-        from blendflag_plugins.vgg16 import resolve_precision
+        from blendflag_plugins.vgg16_model import resolve_precision
 
         keras.mixed_precision.set_global_policy(resolve_precision(config.precision))
         model = keras.models.load_model(ckpt)
@@ -288,7 +288,12 @@ def _train(config, out, workdir, state, max_minutes, quiet, start_from=None) -> 
 def _finish(config, out, workdir, state, data, best_path) -> dict:
     """Pick the threshold on validation data and write the shipped weights file."""
     from blendflag.metrics import choose_threshold, recalls, roc_auc
-    from blendflag_plugins.vgg16 import _compiled_predict, build_model, read_weights, save_weights
+    from blendflag_plugins.vgg16_model import (
+        _compiled_predict,
+        build_model,
+        read_weights,
+        save_weights,
+    )
 
     arrays, _ = read_weights(best_path)
     # Validation stamps are stored preprocessed; run the network on them directly.

@@ -11,7 +11,7 @@ from astropy.io import fits
 
 from blendflag.simulate.field import simulate_field
 from blendflag.simulate.field_io import write_field
-from blendflag.tiles import read_tiles
+from blendflag.tile_list import read_tiles
 from tests.conftest import run_cli
 
 pytest.importorskip("dask.distributed")

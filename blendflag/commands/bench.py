@@ -167,7 +167,8 @@ def bench_scaling(pm, config, n_tiles: int = 8, n_galaxies: int = 400) -> dict:
     from blendflag.shear.engine import select_engine
     from blendflag.simulate.field import simulate_field
     from blendflag.simulate.field_io import write_field
-    from blendflag.tiles import read_tiles, run_tiles, settings_for
+    from blendflag.tile_list import read_tiles
+    from blendflag.tiles import run_tiles, settings_for
 
     engine = select_engine(get_shear_engines(pm), config.shear.engine).name
     settings = settings_for(config, list(config.flag.flaggers[:1]), engine, 0, bootstrap=20)

@@ -185,7 +185,8 @@ def run_tiles_command(args, pm, config) -> int:
     """``compare --tiles``: every tile a task, then the combined statistics."""
     from blendflag.plugins import get_shear_engines
     from blendflag.shear.engine import select_engine
-    from blendflag.tiles import combine_tiles, read_tiles, run_tiles, settings_for
+    from blendflag.tile_list import read_tiles
+    from blendflag.tiles import combine_tiles, run_tiles, settings_for
 
     if not args.out_dir:
         raise BlendflagError("--tiles needs --out-dir for the per-tile results")

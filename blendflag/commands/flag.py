@@ -88,8 +88,9 @@ def run(args, pm) -> int:
 def run_tiles_command(args, pm) -> int:
     """``flag --tiles``: one task per tile, resumable."""
     from blendflag.parallel import idle_cores
+    from blendflag.tile_list import read_tiles
     from blendflag.tile_tasks import flag_tile
-    from blendflag.tiles import read_tiles, run_tiles, settings_for
+    from blendflag.tiles import run_tiles, settings_for
 
     if not args.out_dir:
         raise BlendflagError("--tiles needs --out-dir")
