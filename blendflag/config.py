@@ -9,6 +9,7 @@ raise :class:`~blendflag.errors.ConfigError` naming the key, e.g.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -186,7 +187,8 @@ class DetectConfig:
     Attributes
     ----------
     backend : str
-        ``"sep"`` (built-in) or ``"sextractor"`` (the binary on PATH). [default: "sep"]
+        A registered detector (``blendflag-shear plugins`` lists them).
+        [default: ``detect.backend`` of the packaged pipeline.yaml]
     thresh : float
         Detection threshold in units of the global background rms. [default: 1.5]
     minarea : int
@@ -212,7 +214,7 @@ class DetectConfig:
         ``sex`` on PATH. [default: None]
     """
 
-    backend: str = "sep"
+    backend: str = field(default_factory=lambda: packaged_default("detect", "backend"))
     thresh: float = 1.5
     minarea: int = 5
     deblend_nthresh: int = 32
@@ -241,7 +243,8 @@ class FlagConfig:
     Attributes
     ----------
     flaggers : list of str
-        Flagger names to run, in order. [default: ["sextractor", "vgg16"]]
+        Flagger names to run, in order; ``compare`` runs those valid on
+        metacal images. [default: ``flag.flaggers`` of the packaged pipeline.yaml]
     stamp_size : int
         Side of the postage stamps cut around sources, in pixels (odd). [default: 51]
     batch_size : int
@@ -251,7 +254,7 @@ class FlagConfig:
         ``{"vgg16": {"weights": "my.npz", "threshold": 0.5}}``.
     """
 
-    flaggers: list[str] = field(default_factory=lambda: ["sextractor", "vgg16"])
+    flaggers: list[str] = field(default_factory=lambda: list(packaged_default("flag", "flaggers")))
     stamp_size: int = 51
     batch_size: int = 256
     options: dict = field(default_factory=dict)
@@ -320,6 +323,23 @@ def load_pipeline_config(path=None) -> PipelineConfig:
         return from_mapping(PipelineConfig, data)
     except ConfigError as exc:
         raise ConfigError(f"config error in {Path(path).name}: {exc}") from None
+
+
+@functools.cache
+def _packaged_pipeline() -> dict:
+    return load_yaml(packaged_config("pipeline"))
+
+
+def packaged_default(section: str, key: str):
+    """A default that names plugins, read from the packaged ``configs/pipeline.yaml``.
+
+    The core names no plugin: the default detector backend and flagger list
+    live in that file, and the dataclasses take them from it.
+    """
+    try:
+        return _packaged_pipeline()[section][key]
+    except (KeyError, TypeError):
+        raise ConfigError(f"the packaged pipeline.yaml has no {section}.{key}") from None
 
 
 def configs_dir() -> Path:

@@ -145,3 +145,42 @@ def test_no_module_over_400_lines(folder):
         if (n := len(p.read_text().splitlines())) > 400
     }
     assert long == {}
+
+
+def _builtin_plugin_names() -> set[str]:
+    from blendflag.plugins import get_detectors, get_flaggers, get_plugin_manager, get_shear_engines
+
+    pm = get_plugin_manager()
+    return set(get_flaggers(pm)) | set(get_shear_engines(pm)) | set(get_detectors(pm))
+
+
+def _string_values(tree) -> list[ast.Constant]:
+    """String constants that are values: not docstrings, not subscript keys (JSON fields)."""
+    skip = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            skip.add(id(body[0].value))
+        if isinstance(node, ast.Subscript):
+            skip.add(id(node.slice))
+    return [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in skip
+    ]
+
+
+def test_the_core_names_no_builtin_plugin():
+    names = _builtin_plugin_names()
+    assert {"sextractor", "sep"} <= names  # the registry is read
+    found = []
+    for path in (ROOT / "blendflag").rglob("*.py"):
+        for const in _string_values(ast.parse(path.read_text())):
+            if const.value in names:
+                found.append(f"{path.relative_to(ROOT)}:{const.lineno}: {const.value!r}")
+    assert found == []
+
+
+def test_the_literal_check_sees_a_name():
+    tree = ast.parse('"""doc vgg16"""\nx = {"a": 1}["vgg16"]\ny = "vgg16"\n')
+    assert sorted(c.value for c in _string_values(tree)) == ["a", "vgg16"]
