@@ -194,7 +194,7 @@ class CompareResult:
     Attributes
     ----------
     json : dict
-        The JSON document (design contract).
+        The JSON document (keys: see :func:`_compare_json`).
     context : blendflag.pipeline.Context
         The pipeline's context after the run (annotation, results, timings).
     """
@@ -286,7 +286,7 @@ def run_compare(
 
 
 def _compare_json(context: Context, data: FieldInput, flaggers) -> dict:
-    """The JSON document of one comparison (design contract, section 3)."""
+    """The JSON document of one comparison (the README's compare contract; docs/architecture.md)."""
     from blendflag.truth import truth_summary
 
     result = context.results["shear"]

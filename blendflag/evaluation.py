@@ -1,7 +1,7 @@
 """Judging flaggers on labelled stamps: the numbers of the study's tables.
 
 Every method runs on the same stamps; the results follow the ``evaluate`` JSON
-contract of design.md section 3 (column-normalised confusion, recalls,
+contract of the README's evaluate section (column-normalised confusion, recalls,
 accuracy by noise level, blend recall by separation, stamps per second).
 """
 

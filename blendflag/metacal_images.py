@@ -1,8 +1,9 @@
 """Stamps as metacalibration shows them to a flagger.
 
 ``compare`` applies every flagger to the five metacalibration images of each
-object, so that the selection response of a blend cut is measured (design.md
-section 4). Those images are not the stamps a flagger usually sees: the PSF is
+object, so that the selection response of a blend cut is measured (the
+``flag_metacal_blends`` stage, docs/architecture.md). Those images are not the
+stamps a flagger usually sees: the PSF is
 deconvolved, the image sheared and reconvolved with a round, slightly dilated
 PSF, and the noise correction is added, so they are smoother and their noise is
 correlated. A flagger that selects on them must be judged (``evaluate

@@ -1,7 +1,7 @@
 """Running chunks of work in parallel: in this process, in spawned processes, or on Dask.
 
 GalSim and numpy in worker processes must run one thread each and be started
-with ``spawn`` (design.md section 6: forking after GalSim has drawn deadlocked,
+with ``spawn`` (measured here: forking after GalSim has drawn deadlocked,
 and two multi-threaded processes ran slower than one). ``run_chunks`` does
 both; with a Dask scheduler address the same chunks become Dask tasks.
 """

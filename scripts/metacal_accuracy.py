@@ -9,7 +9,7 @@ Example (about 3 minutes on 2 cores)::
 
     python scripts/metacal_accuracy.py --n-pairs 10000 --workers 2 --json m.json
 
-Workers are started with ``spawn`` and ``OMP_NUM_THREADS=1`` (design §6).
+Workers are started with ``spawn`` and ``OMP_NUM_THREADS=1`` (see blendflag.parallel).
 """
 
 from __future__ import annotations

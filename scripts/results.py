@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-STUDY = {  # design.md section 5: the original study, GREAT3-like, column-normalised
+STUDY = {  # the original study (Farrens et al.), GREAT3-like, column-normalised
     "vgg16": (0.963, 0.977),
     "oneclass": (0.794, 0.861),
     "siamese": (0.672, 0.856),

@@ -413,7 +413,7 @@ def test_shipped_weights_work_on_metacal_images():
 
 @pytest.mark.slow
 def test_bf16_and_float32_agree():
-    """Mixed-precision inference gives the float32 labels (design.md: bf16 is 5x faster)."""
+    """Mixed-precision inference gives the float32 labels (bf16: several times faster)."""
     from blendflag.simulate.stamps import simulate_stamps
 
     if not DEFAULT_WEIGHTS.exists():

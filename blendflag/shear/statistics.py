@@ -174,7 +174,7 @@ def selection_statistics(
     -------
     dict
         ``name, n, R11, R22, g1, g1_err, g2, g2_err, m, m_err, c, c_err``
-        (design §3) plus ``R11_S, R22_S`` (selection responses), ``g1_noRS,
+        (the compare JSON contract) plus ``R11_S, R22_S`` (selection responses), ``g1_noRS,
         m_noRS, m_noRS_err`` (correcting by R_gamma only, as a pipeline that
         ignores the selection would) and ``fraction_kept`` (n over the number
         of unflagged objects). Non-finite values are None. ``g = <e>/(R + R_S)``;

@@ -13,7 +13,7 @@ Randomness and workers
 noise sigmas and one 63-bit seed per stamp; each stamp draws everything else
 (parameters, positions, noise) from its own generator. The output is therefore
 the same for any number of worker processes. Workers are started with the
-``spawn`` method and ``OMP_NUM_THREADS=1`` (see design.md section 6).
+``spawn`` method and ``OMP_NUM_THREADS=1`` (see :mod:`blendflag.parallel`).
 
 GalSim is imported inside the functions, never at import time.
 """
