@@ -8,48 +8,19 @@ appended to the objects table and provenance cards to its header.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from blendflag.annotation import Annotation
 from blendflag.atomic import atomic_output
 from blendflag.errors import CatalogueError
 
 LDAC_OBJECTS = "LDAC_OBJECTS"
 LDAC_IMHEAD = "LDAC_IMHEAD"
-
-
-@dataclass
-class Annotation:
-    """Columns and header cards a plugin adds to an output catalogue.
-
-    Attributes
-    ----------
-    columns : dict
-        ``{name: numpy.ndarray}``, one value per object row.
-    cards : list
-        ``(keyword, value, comment)`` tuples for the objects-table header.
-    units : dict
-        Optional ``{column name: unit string}``.
-    """
-
-    columns: dict = field(default_factory=dict)
-    cards: list = field(default_factory=list)
-    units: dict = field(default_factory=dict)
-
-    def merge(self, other: Annotation | None) -> None:
-        """Add ``other``'s columns and cards; a column present in both is an error."""
-        if other is None:
-            return
-        for name in other.columns:
-            if name in self.columns:
-                raise CatalogueError(f"two plugins write the catalogue column {name}")
-        self.columns.update(other.columns)
-        self.cards.extend(other.cards)
-        self.units.update(other.units)
 
 
 @dataclass

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.table import Table
 
 from blendflag.errors import CatalogueError
 from blendflag.pipeline import Context, run_pipeline
+
+if TYPE_CHECKING:
+    from astropy.table import Table
 
 #: The default `compare` run: a CFIS-like field with a known shear.
 DEFAULT_DATASET = "cfis"

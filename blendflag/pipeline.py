@@ -15,15 +15,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from astropy.table import Table
 
-from blendflag.catalog import Annotation, Catalogue
+from blendflag.annotation import Annotation
 from blendflag.config import PipelineConfig
 from blendflag.errors import BlendflagError, CatalogueError, PluginError
 from blendflag.stamps import check_positions, cut_stamps
+
+if TYPE_CHECKING:  # astropy is imported where tables are made, not to build the manager
+    from astropy.table import Table
+
+    from blendflag.catalog import Catalogue
 
 
 @dataclass

@@ -21,7 +21,7 @@ import numpy as np
 
 import blendflag
 from blendflag import hookimpl
-from blendflag.catalog import Annotation
+from blendflag.annotation import Annotation
 from blendflag.errors import PluginError
 from blendflag.pipeline import Stage
 

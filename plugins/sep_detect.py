@@ -9,11 +9,15 @@ at the image edge). Positions are 1-based like SExtractor's X_IMAGE/Y_IMAGE.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from astropy.table import Table
 
 from blendflag import hookimpl
 from blendflag.detectors import Detector
+
+if TYPE_CHECKING:  # astropy is imported when detecting, not to build the plugin manager
+    from astropy.table import Table
 
 #: SExtractor FLAGS bit values.
 SEX_NEIGHBOURS = 1
@@ -105,6 +109,8 @@ def detect_with_sep(image, weight, config) -> Table:
         flux, fluxerr, _ = sep.sum_ellipse(
             sub, x, y, a, b, theta_c, r=radius, err=rms, mask=mask, subpix=1
         )
+    from astropy.table import Table
+
     table = Table()
     table["NUMBER"] = np.arange(1, n + 1, dtype=np.int32)
     table["X_IMAGE"] = (x + 1.0).astype(np.float64)

@@ -17,12 +17,14 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.io import fits
-from astropy.table import Table
 
 from blendflag.errors import BlendflagError
+
+if TYPE_CHECKING:  # astropy is imported when SExtractor runs, not at plugin load
+    from astropy.table import Table
 
 #: Output columns requested from SExtractor (the sep plugin writes the same).
 PARAMETERS = (
@@ -80,6 +82,9 @@ def run_sextractor(
     BlendflagError
         No binary, or the binary failed (its last stderr line is shown).
     """
+    from astropy.io import fits
+    from astropy.table import Table
+
     binary = find_binary(config)
     if binary is None:
         raise BlendflagError(
@@ -154,6 +159,8 @@ def run_sextractor(
 
 
 def _empty_table() -> Table:
+    from astropy.table import Table
+
     return Table({name: np.zeros(0, dtype=np.float64) for name in PARAMETERS})
 
 

@@ -7,10 +7,10 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
+from blendflag.annotation import Annotation
+from blendflag.atomic import atomic_output
 from blendflag.catalog import (
-    Annotation,
     annotate_hdul,
-    atomic_output,
     read_catalogue,
     write_annotated,
     write_ldac,

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from blendflag.catalog import write_ldac
 from blendflag.commands.common import add_backend_arg, check_output_path, load_config
 from blendflag.errors import PluginError
-from blendflag.images import load_image_and_weight
 
 
 def register(cli) -> None:
@@ -35,6 +33,9 @@ def detect(pm, image, weight, detect_config):
 
 
 def run(args, pm) -> int:
+    from blendflag.catalog import write_ldac
+    from blendflag.images import load_image_and_weight
+
     config = load_config(args)
     if args.backend:
         config = replace(config, detect=replace(config.detect, backend=args.backend))

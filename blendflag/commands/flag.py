@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from blendflag.catalog import read_catalogue, write_annotated
 from blendflag.commands.common import (
     add_flagger_options,
     check_output_path,
@@ -11,8 +10,6 @@ from blendflag.commands.common import (
 )
 from blendflag.errors import BlendflagError
 from blendflag.flaggers import flagger_overrides, make_flaggers
-from blendflag.images import load_image_and_weight
-from blendflag.pipeline import Context, run_pipeline, table_from_catalogue
 
 
 def register(cli) -> None:
@@ -50,6 +47,10 @@ def register(cli) -> None:
 
 
 def run(args, pm) -> int:
+    from blendflag.catalog import read_catalogue, write_annotated
+    from blendflag.images import load_image_and_weight
+    from blendflag.pipeline import Context, run_pipeline, table_from_catalogue
+
     if args.tiles:
         return run_tiles_command(args, pm)
     if args.catalogue is None or args.image is None:

@@ -25,11 +25,14 @@ the same method (``unit_sums``), so the statistics never ask which kind ran.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.table import Table
 
 from blendflag.errors import BlendflagError
+
+if TYPE_CHECKING:
+    from astropy.table import Table
 
 #: The five metacalibration versions, in the order engines produce them.
 METACAL_VERSIONS = ("noshear", "1p", "1m", "2p", "2m")
@@ -132,6 +135,8 @@ def empty_result_table(n: int) -> Table:
     ``S2N_NOSHEAR`` (signal-to-noise of the adaptive-weighted flux; inf for a
     noiseless stamp) and ``MCAL_FLAGS`` (int32 bits of :data:`MCAL_FLAG_NAMES`).
     """
+    from astropy.table import Table
+
     table = Table()
     for version in METACAL_VERSIONS:
         for col in SHAPE_COLUMNS[version]:

@@ -8,7 +8,7 @@ the stage order it saw, and adds a sub-command ``neighbours``.
 import numpy as np
 
 from blendflag import hookimpl
-from blendflag.catalog import Annotation
+from blendflag.annotation import Annotation
 from blendflag.pipeline import Stage
 
 RADIUS = 10.0  # pixels
