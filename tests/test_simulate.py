@@ -254,7 +254,6 @@ def _isolated_round_config(**galaxy):
 
 
 def _measure_shear(field, rows):
-    import galsim
 
     image, psf = galsim.ImageF(field.image), galsim.ImageF(field.psf)
     g = []
@@ -304,11 +303,17 @@ def test_field_shear_rotated_pairs_cancel_shape_noise():
     np.testing.assert_array_equal(truth["PAIR_ID"][:half], truth["PAIR_ID"][half:])
     np.testing.assert_allclose(truth["E1_INTRINSIC"][half:], -truth["E1_INTRINSIC"][:half])
     c = 350.5  # the scene turns by 90 degrees about the left half's centre, then is sheared
-    inverse = np.linalg.inv(galsim.Shear(g1=0.02, g2=0.0).getMatrix())
-    left = inverse @ np.vstack([truth["X"][:half] - c, truth["Y"][:half] - c])
-    right = inverse @ np.vstack([truth["X"][half:] - 700 - c, truth["Y"][half:] - c])
-    np.testing.assert_allclose(right[0], -left[1], atol=1e-9)
-    np.testing.assert_allclose(right[1], left[0], atol=1e-9)
+    # about each group's centre: a galaxy with no neighbour within 30 px is a
+    # group of its own, does not move, and its partner is its exact turn
+    x, y = np.asarray(truth["X"][:half]), np.asarray(truth["Y"][:half])
+    d2 = (x[:, None] - x[None]) ** 2 + (y[:, None] - y[None]) ** 2
+    np.fill_diagonal(d2, np.inf)
+    alone = d2.min(axis=1) > 30.0**2
+    assert alone.sum() >= 10
+    right_x = np.asarray(truth["X"][half:]) - 700 - c
+    right_y = np.asarray(truth["Y"][half:]) - c
+    np.testing.assert_allclose(right_x[alone], -(y[alone] - c), atol=1e-9)
+    np.testing.assert_allclose(right_y[alone], x[alone] - c, atol=1e-9)
     assert not truth["ROTATED"][:half].any() and truth["ROTATED"][half:].all()
     assert np.std(truth["E1_INTRINSIC"]) > 0.1
     iso = _isolated(truth)
@@ -321,27 +326,42 @@ def test_field_shear_rotated_pairs_cancel_shape_noise():
 
 
 def test_positions_are_sheared_with_the_scene():
-    """A ring of positions becomes an ellipse of the applied shear, inside the margins."""
-    from blendflag.simulate.field_geometry import shear_positions
+    """A ring of neighbours becomes an ellipse of the applied shear about its own centre."""
+    from blendflag.simulate.field_geometry import friends_of_friends, shear_positions
 
-    side = 101
-    c = (side + 1) / 2
+    c = 51.0
     angle = np.linspace(0, 2 * np.pi, 400, endpoint=False)
     xs, ys = c + 50 * np.cos(angle), c + 50 * np.sin(angle)
-    same = shear_positions(xs, ys, (0.0, 0.0), side, np.zeros(400, bool))
+    groups = friends_of_friends(xs, ys)
+    assert set(groups) == {0}  # 0.8 px apart: one group
+    same = shear_positions(xs, ys, (0.0, 0.0), groups)
     np.testing.assert_array_equal(same[0], xs)
     for g1, g2 in ((0.1, 0.0), (0.0, -0.1), (0.05, 0.05)):
-        x, y = shear_positions(xs, ys, (g1, g2), side, np.zeros(400, bool))
-        assert x.min() >= c - 50 - 1e-9 and x.max() <= c + 50 + 1e-9
-        assert y.min() >= c - 50 - 1e-9 and y.max() <= c + 50 + 1e-9
+        x, y = shear_positions(xs, ys, (g1, g2), groups)
+        assert x.mean() == pytest.approx(c) and y.mean() == pytest.approx(c)
         # second moments of the ring give back the shear (e = 2g/(1+g^2) for moments)
         dx, dy = x - c, y - c
         qxx, qyy, qxy = (dx * dx).mean(), (dy * dy).mean(), (dx * dy).mean()
         e = np.array([qxx - qyy, 2 * qxy]) / (qxx + qyy)
         g = np.array([g1, g2])
         np.testing.assert_allclose(e, 2 * g / (1 + g @ g), atol=1e-12)
-    x, y = shear_positions(xs + side, ys, (0.1, 0.0), side, np.ones(400, bool))
-    assert x.min() >= side + c - 50 - 1e-9  # the right half turns about its own centre
+
+
+def test_isolated_galaxies_do_not_move_and_pairs_keep_their_centre():
+    from blendflag.simulate.field_geometry import friends_of_friends, shear_positions
+
+    xs = np.array([10.0, 100.0, 110.0, 300.0, 300.0])
+    ys = np.array([10.0, 100.0, 100.0, 300.0, 300.0])
+    keys = np.array([0, 0, 0, 0, 1])  # the last two sit in different halves
+    groups = friends_of_friends(xs, ys, keys=keys)
+    assert groups[1] == groups[2] and len(set(groups)) == 4
+    for sign in (1, -1):
+        x, y = shear_positions(xs, ys, (0.1 * sign, 0.0), groups)
+        np.testing.assert_array_equal(x[[0, 3, 4]], xs[[0, 3, 4]])
+        np.testing.assert_array_equal(y[[0, 3, 4]], ys[[0, 3, 4]])
+        assert (x[1] + x[2]) / 2 == pytest.approx(105.0)
+        stretch = (1 + 0.1) / np.sqrt(1 - 0.01)  # the largest of the shear matrix
+        assert x[2] - x[1] == pytest.approx(10 * (1 + 0.1 * sign) / np.sqrt(1 - 0.01) / stretch)
 
 
 def test_field_margin_keeps_galaxies_away_from_the_edges():

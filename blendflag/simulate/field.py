@@ -21,7 +21,10 @@ times the preset's ``default_noise`` by default); ``OVERLAPS`` is the ``ID``
 of the galaxy whose footprint shares the most pixels with it, or -1, and
 ``N_OVERLAPS`` how many do (:func:`blendflag.simulate.field_geometry.footprint_overlaps`).
 
-Positions are sheared like the shapes
+Positions are sheared like the shapes, about the centre of each group of
+neighbours (friends-of-friends, linking length 25 px): blended separations are
+sheared, isolated galaxies do not move, so fields of the same seed sheared by
++g and -g put every galaxy on the same noise pixels
 (:func:`blendflag.simulate.field_geometry.shear_positions`);
 :func:`blendflag.simulate.field_io.write_field` writes a field's FITS files.
 
@@ -37,7 +40,12 @@ import numpy as np
 
 from blendflag.errors import BlendflagError
 from blendflag.parallel import _resolve_workers, run_chunks
-from blendflag.simulate.field_geometry import field_size, footprint_overlaps, shear_positions
+from blendflag.simulate.field_geometry import (
+    field_size,
+    footprint_overlaps,
+    friends_of_friends,
+    shear_positions,
+)
 from blendflag.simulate.galaxies import (
     galaxy_object,
     isophote_level,
@@ -299,7 +307,8 @@ def simulate_field(
         )
         rotated[n_draw:] = True
         pair_id[:] = np.tile(np.arange(n_draw, dtype=np.int32), 2)
-    xs, ys = shear_positions(xs, ys, (g1, g2), side, rotated)
+    groups = friends_of_friends(xs, ys, keys=rotated)
+    xs, ys = shear_positions(xs, ys, (g1, g2), groups)
 
     thresh = isophote_level(config, sigma if sigma > 0 else config.default_noise)
     workers = 1 if workers is None and n < FIELD_SERIAL_BELOW else _resolve_workers(workers, n)

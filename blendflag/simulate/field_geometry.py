@@ -21,14 +21,79 @@ def field_size(config: DatasetConfig, n_galaxies: int) -> int:
     return max(math.ceil(math.sqrt(area_arcmin2) * 60.0 / config.pixel_scale), 64)
 
 
-def shear_positions(xs, ys, shear, side: int, right_half) -> tuple[np.ndarray, np.ndarray]:
-    """Shear galaxy positions like their shapes, about the centre of their square.
+#: Linking length (pixels) of the groups whose positions are sheared together:
+#: about half a measurement stamp (51 px), so that galaxies that share a stamp
+#: keep their sheared separation and an isolated galaxy does not move.
+GROUP_LINK = 25.0
+
+
+def friends_of_friends(xs, ys, link: float = GROUP_LINK, keys=None) -> np.ndarray:
+    """Group label of each position: friends-of-friends with linking length ``link``.
+
+    Parameters
+    ----------
+    xs, ys : numpy.ndarray
+        Positions, pixels.
+    link : float
+        Two positions closer than this are friends; groups are the connected sets.
+    keys : numpy.ndarray or None
+        Positions with different keys are never linked (e.g. the two halves of
+        a rotated-pair image). [default: one key]
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 label per position, 0..n_groups-1, in order of first member.
+    """
+    xs = np.asarray(xs, dtype=np.float64)
+    ys = np.asarray(ys, dtype=np.float64)
+    n = len(xs)
+    keys = np.zeros(n, dtype=np.int64) if keys is None else np.asarray(keys, dtype=np.int64)
+    parent = np.arange(n)
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    cell = {}
+    cx = np.floor(xs / link).astype(np.int64)
+    cy = np.floor(ys / link).astype(np.int64)
+    for i in range(n):
+        cell.setdefault((int(keys[i]), int(cx[i]), int(cy[i])), []).append(i)
+    link2 = link * link
+    for (k, gx, gy), members in cell.items():
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                others = cell.get((k, gx + dx, gy + dy))
+                if not others:
+                    continue
+                a = np.asarray(members)
+                b = np.asarray(others)
+                d2 = (xs[a, None] - xs[None, b]) ** 2 + (ys[a, None] - ys[None, b]) ** 2
+                for i, j in zip(*np.nonzero(d2 < link2), strict=True):
+                    ri, rj = root(a[i]), root(b[j])
+                    if ri != rj:
+                        parent[max(ri, rj)] = min(ri, rj)
+    roots = np.array([root(i) for i in range(n)], dtype=np.int64)
+    _, labels = np.unique(roots, return_inverse=True)
+    return labels.ravel()
+
+
+def shear_positions(xs, ys, shear, groups) -> tuple[np.ndarray, np.ndarray]:
+    """Shear galaxy positions like their shapes, about the centre of their group.
 
     Lensing shears the whole scene: the separation of two neighbours is
     sheared as well, and metacalibration (which shears whole stamps) assumes
-    it. Positions are first drawn towards the centre by the largest stretch
-    of the shear matrix, so that sheared positions stay inside the margins;
-    without shear they are unchanged.
+    it. Shearing about each group's centre (:func:`friends_of_friends`) keeps
+    that, while an isolated galaxy does not move: two images of the same
+    galaxies sheared by +g and -g then put each galaxy on the same noise
+    pixels, and the noise cancels in the pair. Offsets from the group centre
+    are first drawn in by the largest stretch of the shear matrix (the same
+    for +g and -g), so that a group stays inside its unsheared extent and the
+    field's margins hold. Without shear, or for a lone galaxy, positions are
+    unchanged.
 
     Parameters
     ----------
@@ -36,10 +101,8 @@ def shear_positions(xs, ys, shear, side: int, right_half) -> tuple[np.ndarray, n
         1-based pixel positions before shear.
     shear : (float, float)
         Reduced shear (g1, g2).
-    side : int
-        Side of each square (the image, or each half of a rotated-pair image).
-    right_half : numpy.ndarray of bool
-        Galaxies of the right half (centre shifted by ``side``).
+    groups : numpy.ndarray of int
+        Group label of each galaxy.
 
     Returns
     -------
@@ -48,17 +111,20 @@ def shear_positions(xs, ys, shear, side: int, right_half) -> tuple[np.ndarray, n
     import galsim
 
     g1, g2 = shear
+    xs = np.asarray(xs, dtype=np.float64)
+    ys = np.asarray(ys, dtype=np.float64)
     if g1 == 0 and g2 == 0:
         return xs, ys
+    groups = np.asarray(groups)
+    counts = np.bincount(groups)
+    cx = (np.bincount(groups, weights=xs) / counts)[groups]
+    cy = (np.bincount(groups, weights=ys) / counts)[groups]
     matrix = galsim.Shear(g1=g1, g2=g2).getMatrix()  # area-preserving, like .shear()
     shrink = 1.0 / np.abs(matrix).sum(axis=1).max()
-    centre = (side + 1) / 2.0
-    cx = centre + np.where(right_half, side, 0)
-    dx = (xs - cx) * shrink
-    dy = (ys - centre) * shrink
+    dx, dy = (xs - cx) * shrink, (ys - cy) * shrink
     return (
         cx + matrix[0, 0] * dx + matrix[0, 1] * dy,
-        centre + matrix[1, 0] * dx + matrix[1, 1] * dy,
+        cy + matrix[1, 0] * dx + matrix[1, 1] * dy,
     )
 
 
