@@ -228,23 +228,27 @@ def test_bad_input(case, field_files, tmp_path, capsys):
     assert not out.exists()
 
 
-def test_noise_correction_fields_are_turned_within_rotated_pairs():
-    """Complete pairs share one field turned by 90 degrees; others get their own."""
+def test_noise_correction_fields_are_keyed_by_truth_identity():
+    """A galaxy's field depends on its true identity, turned for the rotated member."""
     from blendflag.shear.inputs import paired_noise_fields
 
-    pid = np.array([0, 1, 0, 2, 1, 3, 3])
-    rotated = np.array([False, True, True, False, False, False, False])
-    sigma = np.array([1.0, 2.0, 1.0, 1.0, 2.0, 1.0, 1.0])
-    fields = paired_noise_fields(pid, rotated, sigma, 9, seed=4)
-    assert fields.shape == (7, 9, 9) and fields.dtype == np.float32
+    keys = np.array([0, 1, 0, 2, 1, 3, -1, -1])
+    rotated = np.array([False, True, True, False, False, False, False, False])
+    sigma = np.array([1.0, 2.0, 1.0, 1.0, 2.0, 1.0, 1.0, 1.0])
+    fields = paired_noise_fields(keys, rotated, sigma, 9, seed=4)
+    assert fields.shape == (8, 9, 9) and fields.dtype == np.float32
     np.testing.assert_allclose(fields[2], np.rot90(fields[0], -1))
     np.testing.assert_allclose(fields[1], np.rot90(fields[4], -1))  # the right one is turned
     assert fields[1].std() == pytest.approx(2 * fields[0].std(), rel=0.5)  # own sigma
-    # 5 and 6 are both unrotated: not a rotated pair, so independent fields
-    assert abs(np.corrcoef(fields[5].ravel(), fields[6].ravel())[0, 1]) < 0.4
+    # unmatched detections get fields of their own
+    assert abs(np.corrcoef(fields[6].ravel(), fields[7].ravel())[0, 1]) < 0.4
     assert abs(np.corrcoef(fields[0].ravel(), fields[3].ravel())[0, 1]) < 0.4
-    again = paired_noise_fields(pid, rotated, sigma, 9, seed=4)
-    np.testing.assert_array_equal(fields, again)
+    # detection order does not matter: the +g and -g images detect in other orders
+    order = np.array([5, 3, 0, 1, 2, 4])
+    again = paired_noise_fields(keys[order], rotated[order], sigma[order], 9, seed=4)
+    np.testing.assert_array_equal(again, fields[order])
+    other_seed = paired_noise_fields(keys, rotated, sigma, 9, seed=5)
+    assert abs(np.corrcoef(fields[0].ravel(), other_seed[0].ravel())[0, 1]) < 0.4
 
 
 @pytest.mark.slow

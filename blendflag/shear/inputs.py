@@ -86,37 +86,49 @@ def noise_from_weight(weight, x, y, size: int) -> np.ndarray:
 
 
 def context_noise_fields(context, noise_sigma, size: int) -> np.ndarray | None:
-    """Paired noise-correction fields for a rotated-pair simulation, else None.
+    """Noise-correction fields keyed by truth identity on a simulated field, else None.
 
-    Needs the truth's ``ROTATED`` column, a known noise and the rotated-pair
-    ids of the detections (``context.results["pair_id"]``, from the
-    ``match_truth`` stage).
+    Needs the truth's ``PAIR_ID`` and ``ROTATED`` columns, a known noise and
+    the detections' truth matches (``context.results["truth_match"]``, from
+    the ``match_truth`` stage).
     """
     truth = context.truth
-    pid = context.results.get("pair_id")
-    if pid is None or not context.noise_sigma or "ROTATED" not in truth.colnames:
+    match = context.results.get("truth_match")
+    if match is None or not context.noise_sigma:
         return None
-    match = context.results["truth_match"]
-    rotated = np.where(match >= 0, np.asarray(truth["ROTATED"])[np.maximum(match, 0)], False)
-    return paired_noise_fields(pid, rotated, noise_sigma, size, context.seed)
+    if "ROTATED" not in truth.colnames or "PAIR_ID" not in truth.colnames:
+        return None
+    matched = match >= 0
+    index = np.maximum(match, 0)
+    keys = np.where(matched, np.asarray(truth["PAIR_ID"])[index], -1).astype(np.int64)
+    rotated = np.where(matched, np.asarray(truth["ROTATED"])[index], False)
+    return paired_noise_fields(keys, rotated, noise_sigma, size, context.seed)
 
 
-def paired_noise_fields(pid, rotated, noise_sigma, size: int, seed: int) -> np.ndarray:
-    """Metacal noise-correction fields turned like the rotated pairs they serve.
+#: Streams of the noise-correction fields, apart from every other use of the seed.
+_FIELD_STREAM = 0x6E6F697365
+_UNMATCHED_STREAM = 0x756E6D61
+
+
+def paired_noise_fields(keys, rotated, noise_sigma, size: int, seed: int) -> np.ndarray:
+    """Metacal noise-correction fields keyed by truth identity, turned with rotated pairs.
 
     The noise correction adds a pure-noise image to every object; drawn
-    independently it doubles the measurement noise of each pair. Here the
-    right-hand member of every complete rotated pair gets its partner's field
-    turned by the pair's 90 degrees, so that the correction noise cancels in
-    the pair as the intrinsic shapes do; every other object gets its own field.
-    Each object's correction is still an honest noise field of the right sigma.
+    independently per detection it doubles the measurement noise of a pair.
+    Here the field of an object is drawn from ``(seed, key)`` where ``key`` is
+    its true galaxy's rotated-pair id: both members of a rotated pair get the
+    same field, turned by 90 degrees for the right (rotated) member so that the
+    correction noise cancels in the pair as the intrinsic shapes do, and the
+    same galaxy in the +g and -g images of a shear pair gets the same field,
+    whatever order it was detected in. Objects without a key (-1) get their
+    own field. Each is still an honest noise field of the object's sigma.
 
     Parameters
     ----------
-    pid : numpy.ndarray
-        Pair id of every detection (:func:`pair_ids`).
+    keys : numpy.ndarray of int
+        Rotated-pair id of each detection's true galaxy, -1 when unmatched.
     rotated : numpy.ndarray of bool
-        Whether a detection is in the rotated (right) half.
+        Whether a detection's galaxy is in the rotated (right) half.
     noise_sigma : numpy.ndarray
         Noise sigma per detection (ADU).
     size : int
@@ -129,15 +141,12 @@ def paired_noise_fields(pid, rotated, noise_sigma, size: int, seed: int) -> np.n
     numpy.ndarray
         ``(n, size, size)`` float32, ADU.
     """
-    n = len(pid)
-    rng = np.random.default_rng([int(seed), 0x6E6F697365])  # apart from the bootstrap's
-    fields = rng.standard_normal((n, size, size), dtype=np.float32)
-    order = np.argsort(pid, kind="stable")
-    _, first, counts = np.unique(pid[order], return_index=True, return_counts=True)
-    for start in first[counts == 2]:
-        a, b = order[start], order[start + 1]
-        if rotated[a] == rotated[b]:
-            continue
-        left, right = (a, b) if not rotated[a] else (b, a)
-        fields[right] = np.rot90(fields[left], -1)  # the turn of the right half's scene
+    keys = np.asarray(keys, dtype=np.int64)
+    fields = np.empty((len(keys), size, size), dtype=np.float32)
+    for i, key in enumerate(keys):
+        stream = (
+            [int(seed), _FIELD_STREAM, int(key)] if key >= 0 else [int(seed), _UNMATCHED_STREAM, i]
+        )
+        field = np.random.default_rng(stream).standard_normal((size, size), dtype=np.float32)
+        fields[i] = np.rot90(field, -1) if (key >= 0 and rotated[i]) else field
     return fields * np.asarray(noise_sigma, dtype=np.float32)[:, None, None]

@@ -20,6 +20,11 @@ noiseless image exceeds the isophote of
 times the preset's ``default_noise`` by default); ``OVERLAPS`` is the ``ID``
 of the galaxy whose footprint shares the most pixels with it, or -1, and
 ``N_OVERLAPS`` how many do (:func:`blendflag.simulate.field_geometry.footprint_overlaps`).
+``OVERLAPS_FIELD`` and ``N_OVERLAPS_FIELD`` are the same at the field's own
+noise (the isophote at ``blend.isophote_nsigma`` times the field's sigma): the
+blends this image shows, which at a deep field's low noise include galaxies the
+preset's depth calls isolated. The truth's ``meta`` holds both depths
+(``ISONOISE``, ``FLDNOISE``, ADU).
 
 Positions are sheared like the shapes, about the centre of each group of
 neighbours (friends-of-friends, linking length 25 px): blended separations are
@@ -40,19 +45,14 @@ import numpy as np
 
 from blendflag.errors import BlendflagError
 from blendflag.parallel import _resolve_workers, run_chunks
+from blendflag.simulate.field_draw import draw_field_task, footprint
 from blendflag.simulate.field_geometry import (
     field_size,
     footprint_overlaps,
     friends_of_friends,
     shear_positions,
 )
-from blendflag.simulate.galaxies import (
-    galaxy_object,
-    isophote_level,
-    make_psf,
-    psf_image,
-    sample_galaxy,
-)
+from blendflag.simulate.galaxies import isophote_level, psf_image, sample_galaxy
 from blendflag.simulate.presets import DatasetConfig, load_dataset
 
 #: Galaxies per task when fields are drawn in worker processes.
@@ -130,67 +130,6 @@ def parse_shear(text) -> tuple[float, float]:
     return g1, g2
 
 
-def _stamp_side(config: DatasetConfig, hlr_arcsec: float) -> int:
-    """Side of the postage stamp a field galaxy is drawn into (odd, pixels)."""
-    psf_px = (
-        2.0
-        * max(
-            config.psf.fwhm if config.psf.type != "airy" else 1.03 * config.psf.lam_over_diam, 0.1
-        )
-        / config.pixel_scale
-    )
-    side = math.ceil(2 * (8.0 * hlr_arcsec / config.pixel_scale + 2 * psf_px)) | 1
-    return min(max(side, 33), 201)
-
-
-def _draw_field_chunk(config: DatasetConfig, params: list, xs, ys, shear, thresh: float):
-    """Draw galaxies (in a worker).
-
-    Returns
-    -------
-    list of (x0, y0, image, fx0, fy0, footprint)
-        Per galaxy: the noiseless stamp with the 1-based image coordinates of
-        its first pixel, and its footprint (pixels above ``thresh``) cropped to
-        its bounding box, with that box's first pixel (empty: a 0x0 array).
-    """
-    import galsim
-
-    gsparams = galsim.GSParams(folding_threshold=config.folding_threshold)
-    psf = make_psf(config, gsparams)
-    out = []
-    for p, x, y in zip(params, xs, ys, strict=True):
-        gal = galaxy_object(p, config.galaxy, gsparams, shear=shear)
-        side = _stamp_side(config, p["hlr"])
-        stamp = galsim.Convolve(gal, psf, gsparams=gsparams).drawImage(
-            nx=side, ny=side, scale=config.pixel_scale, center=galsim.PositionD(x, y)
-        )
-        arr = stamp.array
-        mask = arr > thresh
-        ys_, xs_ = np.nonzero(mask)
-        if len(xs_):
-            x_lo, y_lo = xs_.min(), ys_.min()
-            mask = mask[y_lo : ys_.max() + 1, x_lo : xs_.max() + 1]
-        else:
-            x_lo = y_lo = 0
-            mask = np.zeros((0, 0), dtype=bool)
-        out.append(
-            (
-                stamp.bounds.xmin,
-                stamp.bounds.ymin,
-                arr,
-                stamp.bounds.xmin + int(x_lo),
-                stamp.bounds.ymin + int(y_lo),
-                mask,
-            )
-        )
-    return out
-
-
-def _draw_field_task(start: int, *args):
-    """``(start, _draw_field_chunk(*args))``: the first galaxy's index travels with the result."""
-    return start, _draw_field_chunk(*args)
-
-
 def simulate_field(
     dataset,
     n_galaxies=None,
@@ -243,7 +182,8 @@ def simulate_field(
         ``truth`` (Table: ``ID`` (0-based row index), ``X``, ``Y`` (1-based
         pixels), ``FLUX`` (ADU), ``HLR`` (arcsec), ``E1_INTRINSIC``,
         ``E2_INTRINSIC``, ``ROTATED``, ``PAIR_ID`` (-1 without pairs),
-        ``OVERLAPS``, ``N_OVERLAPS``, ``SERSIC_N``, ``B2T``), ``pixel_scale``
+        ``OVERLAPS``, ``N_OVERLAPS``, ``OVERLAPS_FIELD``, ``N_OVERLAPS_FIELD``,
+        ``SERSIC_N``, ``B2T``), ``pixel_scale``
         (arcsec), ``noise_sigma`` (ADU), ``shear``.
     """
     import galsim
@@ -324,6 +264,9 @@ def simulate_field(
         bar = make_bar(total=n, desc="field", unit="gal")
     image = np.zeros((ny_img, nx_img), dtype=np.float32)
     footprints = [None] * n
+    # footprints at the field's own depth too: the truth of blends as this image shows them
+    thresh_field = config.blend.isophote_nsigma * sigma if sigma > 0 else None
+    field_footprints = [None] * n
     waiting = {}  # chunks that finished early, keyed by first galaxy index
     state = {"next": 0}
 
@@ -336,6 +279,8 @@ def simulate_field(
             chunk = waiting.pop(start)
             for k, (x0, y0, arr, fx0, fy0, mask) in enumerate(chunk):
                 footprints[start + k] = (fx0, fy0, mask)
+                if thresh_field is not None:
+                    field_footprints[start + k] = footprint(arr, x0, y0, thresh_field)
                 # each half is its own scene: light is clipped at its edges, so the
                 # right half stays an exact 90-degree turn of the left
                 lo, hi = (
@@ -355,11 +300,15 @@ def simulate_field(
             bar.update(len(result[1]))
 
     try:
-        run_chunks(_draw_field_task, tasks, workers, on_done=add, keep=False)
+        run_chunks(draw_field_task, tasks, workers, on_done=add, keep=False)
     finally:
         if bar is not None:
             bar.close()
     best, count = footprint_overlaps(footprints, n, nx_img, ny_img)
+    if thresh_field is not None:
+        best_field, count_field = footprint_overlaps(field_footprints, n, nx_img, ny_img)
+    else:
+        best_field, count_field = best, count
     if sigma > 0:
         image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(sigma)
     if sigma > 0:
@@ -382,6 +331,10 @@ def simulate_field(
     truth["PAIR_ID"] = pair_id
     truth["OVERLAPS"] = best
     truth["N_OVERLAPS"] = count
+    truth["OVERLAPS_FIELD"] = best_field
+    truth["N_OVERLAPS_FIELD"] = count_field
+    truth.meta["ISONOISE"] = float(thresh / config.blend.isophote_nsigma)
+    truth.meta["FLDNOISE"] = float(sigma)
     truth["SERSIC_N"] = np.array([p["n"] for p in params])
     truth["B2T"] = np.array([p["b2t"] for p in params])
     for name, unit in (("X", "pix"), ("Y", "pix"), ("FLUX", "adu"), ("HLR", "arcsec")):

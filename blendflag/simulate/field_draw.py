@@ -1,0 +1,82 @@
+"""Drawing a field's galaxies in worker processes: noiseless stamps and footprints."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from blendflag.simulate.galaxies import galaxy_object, make_psf
+from blendflag.simulate.presets import DatasetConfig
+
+
+def _stamp_side(config: DatasetConfig, hlr_arcsec: float) -> int:
+    """Side of the postage stamp a field galaxy is drawn into (odd, pixels)."""
+    psf_px = (
+        2.0
+        * max(
+            config.psf.fwhm if config.psf.type != "airy" else 1.03 * config.psf.lam_over_diam, 0.1
+        )
+        / config.pixel_scale
+    )
+    side = math.ceil(2 * (8.0 * hlr_arcsec / config.pixel_scale + 2 * psf_px)) | 1
+    return min(max(side, 33), 201)
+
+
+def _draw_field_chunk(config: DatasetConfig, params: list, xs, ys, shear, thresh: float):
+    """Draw galaxies (in a worker).
+
+    Returns
+    -------
+    list of (x0, y0, image, fx0, fy0, footprint)
+        Per galaxy: the noiseless stamp with the 1-based image coordinates of
+        its first pixel, and its footprint (pixels above ``thresh``) cropped to
+        its bounding box, with that box's first pixel (empty: a 0x0 array).
+    """
+    import galsim
+
+    gsparams = galsim.GSParams(folding_threshold=config.folding_threshold)
+    psf = make_psf(config, gsparams)
+    out = []
+    for p, x, y in zip(params, xs, ys, strict=True):
+        gal = galaxy_object(p, config.galaxy, gsparams, shear=shear)
+        side = _stamp_side(config, p["hlr"])
+        stamp = galsim.Convolve(gal, psf, gsparams=gsparams).drawImage(
+            nx=side, ny=side, scale=config.pixel_scale, center=galsim.PositionD(x, y)
+        )
+        arr = stamp.array
+        x0, y0 = stamp.bounds.xmin, stamp.bounds.ymin
+        out.append((x0, y0, arr, *footprint(arr, x0, y0, thresh)))
+    return out
+
+
+def draw_field_task(start: int, *args):
+    """``(start, _draw_field_chunk(*args))``: the first galaxy's index travels with the result."""
+    return start, _draw_field_chunk(*args)
+
+
+def footprint(arr: np.ndarray, x0: int, y0: int, thresh: float) -> tuple:
+    """The pixels of a noiseless stamp above ``thresh``, cropped to their bounding box.
+
+    Parameters
+    ----------
+    arr : numpy.ndarray
+        Noiseless stamp (ADU per pixel) whose first pixel is at 1-based ``(x0, y0)``.
+    thresh : float
+        Isophote (ADU per pixel).
+
+    Returns
+    -------
+    (fx0, fy0, mask)
+        The box's first pixel and the bool footprint (a 0x0 array when empty).
+    """
+    mask = arr > thresh
+    ys_, xs_ = np.nonzero(mask)
+    if not len(xs_):
+        return x0, y0, np.zeros((0, 0), dtype=bool)
+    x_lo, y_lo = xs_.min(), ys_.min()
+    return (
+        x0 + int(x_lo),
+        y0 + int(y_lo),
+        mask[y_lo : ys_.max() + 1, x_lo : xs_.max() + 1],
+    )
