@@ -290,6 +290,11 @@ class ShearConfig:
         moves a shape by about 0.01-0.02; 0.2 means a response of 10 or more,
         a measurement that jumped to another solution); 0 switches the check
         off. [default: 0.2]
+    truth_depth : str
+        Depth of the blend truth behind the ``no_true_blends`` selection of a
+        simulated field: ``field`` (footprints at the image's own noise: the
+        blends the image shows) or ``reference`` (the preset's depth, at which
+        the flaggers' blend label is defined). [default: "field"]
     """
 
     engine: str = "auto"
@@ -297,8 +302,14 @@ class ShearConfig:
     stamp_size: int = 51
     n_bootstrap: int = 200
     max_version_spread: float = 0.2
+    truth_depth: str = "field"
 
     def validate(self, where: str) -> None:
+        check(
+            self.truth_depth in ("field", "reference"),
+            f"{where}.truth_depth",
+            f"must be field or reference, got {self.truth_depth!r}",
+        )
         check(0 < self.step < 0.1, f"{where}.step", "must be in (0, 0.1)")
         check(self.n_bootstrap >= 10, f"{where}.n_bootstrap", "must be at least 10")
         check(self.max_version_spread >= 0, f"{where}.max_version_spread", "must be >= 0")

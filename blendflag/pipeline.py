@@ -105,6 +105,9 @@ class Context:
         The galaxies of a simulated field (positions, rotated pairs, overlaps).
     true_shear : tuple of float or None
         The shear applied to a simulated field.
+    shear_sign : int
+        +1, or -1 for the -g twin of a ±g pair of images (its unit sums are
+        paired with the +g image's). [default: 1]
     seed : int
         Seed of the metacal noise-correction fields and of the bootstrap.
     workers : int
@@ -142,6 +145,7 @@ class Context:
     noise_sigma: float | None = None
     truth: Table | None = None
     true_shear: tuple | None = None
+    shear_sign: int = 1
     seed: int = 0
     workers: int = 1
     scheduler: str | None = None

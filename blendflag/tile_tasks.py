@@ -46,8 +46,9 @@ def compare_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str)
     try:
         from blendflag.atomic import atomic_output
         from blendflag.catalog import write_output_catalogue
-        from blendflag.compare import file_input, run_compare
+        from blendflag.compare import run_compare
         from blendflag.config import PipelineConfig, from_mapping
+        from blendflag.field_input import file_input
         from blendflag.flaggers import flagger_overrides, make_flaggers
         from blendflag.plugins import get_plugin_manager, get_shear_engines
         from blendflag.shear.engine import select_engine

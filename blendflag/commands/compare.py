@@ -10,14 +10,14 @@ from blendflag.commands.common import (
     load_config,
     write_json,
 )
-from blendflag.compare import (
+from blendflag.errors import BlendflagError
+from blendflag.field_input import (
     DEFAULT_DATASET,
     DEFAULT_N_GALAXIES,
     DEFAULT_NOISE,
     DEFAULT_SEED,
     DEFAULT_SHEAR,
 )
-from blendflag.errors import BlendflagError
 from blendflag.flaggers import flagger_overrides, make_flaggers
 
 
@@ -54,6 +54,18 @@ def register(cli) -> None:
     sim.add_argument("--n-galaxies", type=int, help=f"[default: {DEFAULT_N_GALAXIES}]")
     sim.add_argument("--shear", help="G1,G2 [default: 0.02,0]")
     sim.add_argument("--seed", type=int, default=DEFAULT_SEED, help="[default: 1]")
+    sim.add_argument(
+        "--density",
+        type=float,
+        metavar="PER_ARCMIN2",
+        help="galaxies per arcmin^2 (sets the field's size) [default: the preset's]",
+    )
+    sim.add_argument(
+        "--single-sign",
+        action="store_true",
+        help="only the +g field (by default the same galaxies and pixel noise are also "
+        "drawn with -g, and m, c come from the pair)",
+    )
     sim.add_argument("--noise", type=float, help=f"noise sigma, ADU [default: {DEFAULT_NOISE}]")
     parser.add_argument(
         "--engine",
@@ -104,7 +116,8 @@ def _default_flaggers(pm, config):
 
 
 def run(args, pm) -> int:
-    from blendflag.compare import file_input, run_compare, simulated_input
+    from blendflag.compare import run_compare
+    from blendflag.field_input import file_input, simulated_inputs
     from blendflag.plugins import get_shear_engines
     from blendflag.shear.engine import select_engine
 
@@ -112,7 +125,7 @@ def run(args, pm) -> int:
     if args.tiles:
         return run_tiles_command(args, pm, config)
     user_data = args.image is not None or args.psf is not None or args.catalogue is not None
-    sim_opts = (args.dataset, args.n_galaxies, args.shear, args.noise)
+    sim_opts = (args.dataset, args.n_galaxies, args.shear, args.noise, args.density)
     if user_data:
         if args.image is None or args.psf is None:
             raise BlendflagError(
@@ -120,7 +133,7 @@ def run(args, pm) -> int:
             )
         if any(v is not None for v in sim_opts):
             raise BlendflagError(
-                "--dataset/--n-galaxies/--shear/--noise are for simulated "
+                "--dataset/--n-galaxies/--shear/--noise/--density are for simulated "
                 "fields; leave them out with --image"
             )
     if args.n_galaxies is not None and args.n_galaxies < 2:
@@ -140,7 +153,7 @@ def run(args, pm) -> int:
         from blendflag.simulate.field import parse_shear
 
         shear = parse_shear(args.shear) if args.shear else DEFAULT_SHEAR
-        data = simulated_input(
+        data = simulated_inputs(
             args.dataset or DEFAULT_DATASET,
             args.n_galaxies or DEFAULT_N_GALAXIES,
             shear,
@@ -149,6 +162,8 @@ def run(args, pm) -> int:
             workers=workers,
             progress=not args.quiet,
             stamp_size=max(config.flag.stamp_size, config.shear.stamp_size),
+            density=args.density,
+            shear_pairs=not args.single_sign,
         )
     # the flags on the original stamps only fill the catalogue's BLEND_* columns
     result = run_compare(
@@ -236,29 +251,33 @@ def run_tiles_command(args, pm, config) -> int:
 
 
 def print_table(data: dict) -> None:
-    """The comparison as a table on stdout."""
+    """The comparison as a table on stdout: one row per selection."""
     rows = data["selections"]
+    pairs = "±g pairs, " if data.get("shear_pairs") else ""
     print(
-        f"engine: {data['engine']}   true shear: {data['true_shear']}   "
+        f"engine: {data['engine']}   true shear: {data['true_shear']} ({pairs}rotated pairs)   "
         f"objects: {data['n_objects']} ({data['n_measured']} measured)"
     )
     head = (
-        f"{'selection':<24} {'N':>6} {'kept':>6} {'R11':>6} {'R11_S':>7} {'g1':>9} "
-        f"{'g2':>9} {'m':>16} {'c':>16} {'m (no R_S)':>16}"
+        f"{'selection':<22} {'N':>6} {'kept':>6} {'R11':>6} {'R11_S':>7} {'m':>16} "
+        f"{'c1':>17} {'c2':>17} {'dm_vs_all':>16} {'dm_vs_truth':>16}"
     )
     print(head)
     print("-" * len(head))
 
-    def pm_(v, e, fmt="{:+.4f}"):
-        if v is None:
-            return "null"
-        return f"{fmt.format(v)}±{e:.4f}" if e is not None else fmt.format(v)
+    def pm_(value, error, fmt="{:+.4f}", err="{:.4f}"):
+        if value is None:
+            return "-"
+        text = fmt.format(value)
+        return f"{text}±{err.format(error)}" if error is not None else text
 
     for r in rows:
         print(
-            f"{r['name']:<24} {r['n']:>6} {r['fraction_kept'] or 0:6.3f} "
+            f"{r['name']:<22} {r['n']:>6} {r['fraction_kept'] or 0:6.3f} "
             f"{r['R11'] or float('nan'):6.3f} {r.get('R11_S') or 0:+7.4f} "
-            f"{r['g1'] or float('nan'):+9.5f} {r['g2'] or float('nan'):+9.5f} "
-            f"{pm_(r['m'], r['m_err']):>16} {pm_(r['c'], r['c_err'], '{:+.5f}'):>16} "
-            f"{pm_(r.get('m_noRS'), r.get('m_noRS_err')):>16}"
+            f"{pm_(r['m'], r['m_err']):>16} "
+            f"{pm_(r.get('c1'), r.get('c1_err'), '{:+.5f}', '{:.5f}'):>17} "
+            f"{pm_(r.get('c2'), r.get('c2_err'), '{:+.5f}', '{:.5f}'):>17} "
+            f"{pm_(r.get('dm_vs_all'), r.get('dm_vs_all_err')):>16} "
+            f"{pm_(r.get('dm_vs_truth'), r.get('dm_vs_truth_err')):>16}"
         )

@@ -61,6 +61,14 @@ class VersionCatalogues:
         """Unchanged: rows of separately detected catalogues are not paired."""
         return masks
 
+    def unit_keys(self, unit_id=None) -> np.ndarray:
+        """The id of each row of :meth:`unit_sums` (0 to the largest unit)."""
+        units = unit_id if unit_id is not None else self.units
+        if units is None:
+            return np.arange(len(self.tables["noshear"]), dtype=np.int64)
+        top = max((int(np.max(u)) for u in units.values() if len(u)), default=0)
+        return np.arange(top + 1, dtype=np.int64)
+
     def catalogue_columns(self) -> dict:
         """None: version catalogues have their own rows, not the pipeline's detections."""
         return {}

@@ -206,6 +206,12 @@ class MetacalResult:
         """Per-unit sums of a selection (see :func:`selection_unit_sums`)."""
         return selection_unit_sums(self.table, selection_masks, unit_id)
 
+    def unit_keys(self, unit_id=None) -> np.ndarray:
+        """The id of each row of :meth:`unit_sums`: sorted unit ids, or the row index."""
+        if unit_id is None:
+            return np.arange(len(self.table), dtype=np.int64)
+        return np.unique(np.asarray(unit_id)).astype(np.int64)
+
     def catalogue_columns(self) -> dict:
         """The result table's columns, one row per detection, for the output catalogue."""
         return {name: np.asarray(self.table[name]) for name in self.table.colnames}

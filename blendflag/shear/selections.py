@@ -19,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 
 from blendflag.shear.results import METACAL_VERSIONS
-from blendflag.shear.statistics import statistics_from_sums
 
 
 def selection_name(flagger_name: str) -> str:
@@ -28,46 +27,88 @@ def selection_name(flagger_name: str) -> str:
 
 
 def measure_selections(context) -> None:
-    """Masks, per-unit sums and statistics of every selection, into the context.
+    """Masks and per-unit sums of every selection, and their statistics, into the context.
 
     Reads ``context.results["shear"]`` (the engine's result), ``["pair_id"]``
-    (rotated pairs of a simulated field) and ``["metacal_flags"]`` (``{flagger:
-    {version: bool per row}}``). Writes ``results["selection_masks"]``,
-    ``["selection_sums"]`` (``{name: (sums, n_good)}``, what ``--tiles``
-    stores), ``["selections"]`` (the JSON entries) and the shear columns of the
-    output catalogue.
+    and ``["truth_match"]`` (the truth of a simulated field) and
+    ``["metacal_flags"]`` (``{flagger: {version: bool per row}}``). Writes
+    ``results["selection_masks"]``, ``["unit_sums"]`` (``{name: UnitSums}``,
+    what ``--tiles`` stores and what a ±g comparison pairs), ``["selections"]``
+    (the JSON entries of this image alone) and the shear columns of the output
+    catalogue.
     """
+    from blendflag.shear.paired import UnitSums, compare_statistics
+
     result = context.results["shear"]
     units = result.bootstrap_units(context.results.get("pair_id"))
     blend_flags = context.results.get("metacal_flags") or {}
     good = result.good_masks()
     masks = {"all": result.complete_units(dict(good), units)}
+    isolated = true_isolation(context)
+    if isolated is not None and result.sum_layout == "stamps":
+        keep = {v: good[v] & isolated for v in METACAL_VERSIONS}
+        masks[TRUTH_SELECTION] = result.complete_units(keep, units)
     for name, flags in blend_flags.items():
         keep = {v: good[v] & ~np.asarray(flags[v], dtype=bool) for v in METACAL_VERSIONS}
         masks[selection_name(name)] = result.complete_units(keep, units)
-    sums = {name: result.unit_sums(m, units) for name, m in masks.items()}
+    keys = result.unit_keys(units)
+    unit_sums = {}
+    for name, m in masks.items():
+        sums, n_good = result.unit_sums(m, units)
+        unit_sums[name] = UnitSums(keys, sums, n_good, context.shear_sign, result.sum_layout)
     n_boot = context.n_bootstrap or context.config.shear.n_bootstrap
-    entries = [
-        statistics_from_sums(
-            name,
-            unit_sums,
-            n_good,
-            result.step,
-            context.true_shear,
-            np.random.default_rng(context.seed + 1),
-            n_boot,
-            result.sum_layout,
-        )
-        for name, (unit_sums, n_good) in sums.items()
-    ]
+    entries = compare_statistics(
+        {name: [u] for name, u in unit_sums.items()},
+        result.step,
+        context.true_shear,
+        np.random.default_rng(context.seed + 1),
+        n_boot,
+    )
     good0 = good["noshear"]
-    for entry, flags in zip(entries[1:], blend_flags.values(), strict=True):
-        removed = np.asarray(flags["noshear"], dtype=bool)[good0]
-        entry["fraction_removed"] = float(removed.mean()) if good0.any() else None
+    removed = {
+        selection_name(name): (
+            int(np.asarray(flags["noshear"], dtype=bool)[good0].sum()),
+            int(good0.sum()),
+        )
+        for name, flags in blend_flags.items()
+    }
+    add_fraction_removed(entries, removed)
+    context.results["flag_counts"] = removed
     context.results["selection_masks"] = masks
-    context.results["selection_sums"] = sums
+    context.results["unit_sums"] = unit_sums
     context.results["selections"] = entries
     _annotate(context, result, units)
+
+
+def add_fraction_removed(entries: list, counts: dict) -> None:
+    """``fraction_removed`` of each flagger's selection: flagged / measured (noshear)."""
+    for entry in entries:
+        if entry["name"] in counts:
+            flagged, measured = counts[entry["name"]]
+            entry["fraction_removed"] = flagged / measured if measured else None
+
+
+#: The truth reference: detections whose true galaxy overlaps no other.
+TRUTH_SELECTION = "no_true_blends"
+
+
+def true_isolation(context) -> np.ndarray | None:
+    """Per detection: matched to a true galaxy whose footprint overlaps no other's.
+
+    The footprints are those at the depth ``config.shear.truth_depth`` names:
+    ``field`` (the isophote at the image's own noise: the blends this image
+    shows) or ``reference`` (the preset's depth, the flaggers' blend label).
+    None without a truth that has them.
+    """
+    truth = context.truth
+    match = context.results.get("truth_match")
+    if truth is None or match is None:
+        return None
+    column = {"field": "OVERLAPS_FIELD", "reference": "OVERLAPS"}[context.config.shear.truth_depth]
+    if column not in truth.colnames:
+        return None
+    lonely = np.asarray(truth[column]) < 0
+    return (match >= 0) & lonely[np.maximum(match, 0)]
 
 
 def _annotate(context, result, units) -> None:

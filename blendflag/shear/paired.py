@@ -1,0 +1,190 @@
+"""Shear statistics of several selections together: ±g pairs and paired differences.
+
+A comparison measures each selection on the same images: once on a field
+sheared by +g and, with ±g pairs, once on the same galaxies and the same pixel
+noise sheared by -g. Each selection gives, per image, its per-unit sums
+(:class:`UnitSums`: one row per bootstrap unit, keyed by the unit's id, the
+rotated pair of the truth on a simulated field). This module then
+
+- puts every selection and sign on one table of units (the union of keys), so
+  that one bootstrap draw resamples the same units (rotated pair x sign) for
+  every selection;
+- forms, per selection, ``m = (g1(+) - g1(-)) / (2 g) - 1``,
+  ``c1 = (g1(+) + g1(-)) / 2`` and ``c2 = (g2(+) + g2(-)) / 2`` with ±g pairs,
+  or ``m = g1 / g - 1`` and ``c2 = g2`` with one sign (``c1`` is then not
+  separable from m and is None);
+- forms the differences ``dm_vs_all`` and ``dm_vs_truth`` (against the
+  selections ``all`` and ``no_true_blends``) on the same draws, so their errors
+  are those of the difference, not two errors added in quadrature.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from blendflag.shear.statistics import _estimates
+
+#: The reference selections of the differences.
+ALL = "all"
+TRUTH = "no_true_blends"
+
+
+@dataclass
+class UnitSums:
+    """One selection's per-unit sums on one image.
+
+    Attributes
+    ----------
+    keys : numpy.ndarray
+        int64 id of each unit (row of ``sums``).
+    sums : numpy.ndarray
+        ``(n_units, 15)`` sums in the result's ``layout``.
+    n_good : int
+        Objects measured without a flag on that image.
+    sign : int
+        +1 for the image sheared by +g (or the only image), -1 for its -g twin.
+    layout : str
+        ``stamps`` or ``versions`` (see :func:`blendflag.shear.statistics._estimates`).
+    """
+
+    keys: np.ndarray
+    sums: np.ndarray
+    n_good: int
+    sign: int = 1
+    layout: str = "stamps"
+
+
+def bootstrap_counts(n_units: int, n_bootstrap: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n_bootstrap, n_units)`` float32: how often each unit is drawn in each resampling."""
+    counts = np.empty((n_bootstrap, n_units), dtype=np.float32)
+    for b in range(n_bootstrap):
+        counts[b] = np.bincount(rng.integers(0, n_units, size=n_units), minlength=n_units)
+    return counts
+
+
+def _float(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _std(values: np.ndarray) -> float | None:
+    values = values[np.isfinite(values)]
+    return float(np.std(values, ddof=1)) if values.size >= 2 else None
+
+
+def _biases(est: dict, true_g1: float | None, paired: bool) -> dict:
+    """g1, g2, m, c1, c2 (and m without R_S) from per-sign estimates.
+
+    One sign alone (the -g image of a pair measured on its own, say) compares
+    its g1 with that sign's true shear.
+    """
+    out = {}
+    if not paired:
+        ((sign, only),) = est.items()
+        out["g1"], out["g2"] = only["g1"], only["g2"]
+        out["c1"] = np.full_like(only["g1"], np.nan)
+        out["c2"] = only["g2"]
+        if true_g1:
+            out["m"] = out["g1"] / (sign * true_g1) - 1.0
+            out["m_noRS"] = only["g1_noRS"] / (sign * true_g1) - 1.0
+        return out
+    plus, minus = est[1], est[-1]
+    if paired:
+        out["g1"] = (plus["g1"] - minus["g1"]) / 2.0
+        out["g2"] = (plus["g2"] + minus["g2"]) / 2.0
+        out["c1"] = (plus["g1"] + minus["g1"]) / 2.0
+        out["c2"] = out["g2"]
+        g1_noRS = (plus["g1_noRS"] - minus["g1_noRS"]) / 2.0
+    if true_g1:
+        out["m"] = out["g1"] / true_g1 - 1.0
+        out["m_noRS"] = g1_noRS / true_g1 - 1.0
+    return out
+
+
+def compare_statistics(
+    selections: dict,
+    step: float,
+    true_shear=None,
+    rng: np.random.Generator | None = None,
+    n_bootstrap: int = 200,
+) -> list[dict]:
+    """The JSON entries of every selection, with paired differences.
+
+    Parameters
+    ----------
+    selections : dict
+        ``{name: [UnitSums, ...]}``: one entry per image (sign) the selection
+        was measured on; every selection on the same images.
+    step : float
+        Metacalibration shear step.
+    true_shear : (float, float) or None
+        The shear of the +g image (applied along g1); None leaves m and c null.
+    rng : numpy.random.Generator or None
+        The bootstrap's generator: one set of draws for all selections.
+        [default: seeded with 0]
+    n_bootstrap : int
+        Resamplings. [default: 200]
+
+    Returns
+    -------
+    list of dict
+        Per selection ``name, n, fraction_kept, R11, R22, R11_S, R22_S, g1,
+        g1_err, g2, g2_err, m, m_err, c1, c1_err, c2, c2_err, c, c_err (= c2),
+        m_noRS, m_noRS_err, dm_vs_all, dm_vs_all_err, dm_vs_truth,
+        dm_vs_truth_err``; non-finite values and missing references are None.
+    """
+    rng = rng if rng is not None else np.random.default_rng(0)
+    keys = np.unique(np.concatenate([u.keys for parts in selections.values() for u in parts]))
+    n_units = len(keys)
+    true_g1 = None if true_shear is None else float(true_shear[0])
+    signs = sorted({u.sign for parts in selections.values() for u in parts}, reverse=True)
+    paired = signs == [1, -1]
+    counts = bootstrap_counts(n_units, n_bootstrap, rng) if n_units > 1 else None
+    point, boot, meta = {}, {}, {}
+    for name, parts in selections.items():
+        stacked, est, est_boot = {}, {}, {}
+        for u in parts:
+            table = np.zeros((n_units, u.sums.shape[1]))
+            table[np.searchsorted(keys, u.keys)] = u.sums
+            stacked[u.sign] = stacked.get(u.sign, 0) + table
+        layout = parts[0].layout
+        for sign, table in stacked.items():
+            est[sign] = _estimates(table.sum(axis=0), step, true_g1, layout)
+            if counts is not None:
+                est_boot[sign] = _estimates(counts @ table, step, true_g1, layout)
+        point[name] = _biases(est, true_g1, paired)
+        boot[name] = _biases(est_boot, true_g1, paired) if counts is not None else None
+        total = sum(stacked.values())
+        meta[name] = {
+            "response": _estimates(total.sum(axis=0), step, true_g1, layout),
+            "n": int(np.rint(total[:, 0].sum())),
+            "n_good": sum(u.n_good for u in parts),
+        }
+    entries = []
+    for name in selections:
+        p, b, r = point[name], boot[name], meta[name]["response"]
+        entry = {
+            "name": name,
+            "n": meta[name]["n"],
+            "fraction_kept": meta[name]["n"] / meta[name]["n_good"]
+            if meta[name]["n_good"]
+            else None,
+        }
+        for key in ("R11", "R22", "R11_S", "R22_S"):
+            entry[key] = _float(r[key])
+        for key in ("g1", "g2", "m", "c1", "c2", "m_noRS"):
+            value = p.get(key)
+            entry[key] = None if value is None else _float(value)
+            entry[f"{key}_err"] = None if (b is None or key not in b) else _std(b[key])
+        entry["c"], entry["c_err"] = entry["c2"], entry["c2_err"]
+        for ref, label in ((ALL, "dm_vs_all"), (TRUTH, "dm_vs_truth")):
+            entry[label] = entry[f"{label}_err"] = None
+            if ref in point and "m" in p and "m" in point[ref]:
+                entry[label] = _float(p["m"] - point[ref]["m"])
+                if b is not None:
+                    entry[f"{label}_err"] = _std(b["m"] - boot[ref]["m"])
+        entries.append(entry)
+    return entries
