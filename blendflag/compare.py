@@ -106,7 +106,10 @@ def run_compare(
     start = time.perf_counter()
     for flagger in flaggers:  # the depth of the truth's blend definition (simulations)
         flagger.default_reference_noise(inputs[0].reference_noise)
-    true_shear = inputs[0].true_shear
+    first = inputs[0]  # m is measured against the shear of the +g image
+    true_shear = (
+        None if first.true_shear is None else tuple(first.sign * g for g in first.true_shear)
+    )
     contexts = []
     for item in inputs:
         context = Context(
@@ -186,7 +189,7 @@ def _compare_json(contexts, inputs, flaggers, entries, timings) -> dict:
     ]
     return {
         "engine": result.engine,
-        "true_shear": list(inputs[0].true_shear) if inputs[0].true_shear is not None else None,
+        "true_shear": _plus_shear(inputs[0]),
         "shear_pairs": sorted(item.sign for item in inputs) == [-1, 1],
         "selections": entries,
         "n_objects": sum(len(c.table) for c in contexts),
@@ -200,3 +203,10 @@ def _compare_json(contexts, inputs, flaggers, entries, timings) -> dict:
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "workers": first.workers,
     }
+
+
+def _plus_shear(item) -> list | None:
+    """The shear of the +g image (the reference of m), from any image of a pair."""
+    if item.true_shear is None:
+        return None
+    return [item.sign * g for g in item.true_shear]

@@ -90,47 +90,86 @@ def plot_evaluation(results: dict, path, title: str | None = None) -> Path:
     return save_figure(fig, path)
 
 
+#: The requirement band on m drawn in the comparison plot (Stage-IV surveys).
+M_REQUIREMENT = 2e-3
+
+
+def _values(rows, key):
+    vals = np.array([r.get(key) if r.get(key) is not None else np.nan for r in rows])
+    errs = np.array([r.get(f"{key}_err") or 0.0 for r in rows])
+    return vals, errs
+
+
 def plot_compare(results: dict, path) -> Path:
-    """m and c per selection with error bars, and the fraction of sources each keeps."""
+    """m per selection, its differences to ``all`` and to the truth, c, and the fraction kept.
+
+    Error bars are bootstrap standard deviations; the differences' error bars
+    come from the same bootstrap draws (paired), so they are those of the
+    difference. The grey band is the requirement |m| < 2e-3.
+    """
     plt = _pyplot()
     rows = results["selections"]
     names = [r["name"] for r in rows]
     y = np.arange(len(rows))[::-1]
     fig, axes = plt.subplots(
-        1, 3, figsize=(12, 1.2 + 0.7 * len(rows)), sharey=True, layout="constrained"
+        1, 4, figsize=(15, 1.6 + 0.7 * len(rows)), sharey=True, layout="constrained"
     )
-    for ax, key, label in (
-        (axes[0], "m", "multiplicative bias m"),
-        (axes[1], "c", "additive bias c"),
+    ax = axes[0]
+    ax.axvspan(-M_REQUIREMENT, M_REQUIREMENT, color="0.85", label="|m| < 2e-3")
+    vals, errs = _values(rows, "m")
+    ax.errorbar(vals, y, xerr=errs, fmt="o", color="C0", capsize=3, label="with R_S")
+    vals, errs = _values(rows, "m_noRS")
+    ax.errorbar(
+        vals, y - 0.15, xerr=errs, fmt="s", color="C1", capsize=3, mfc="none", label="without R_S"
+    )
+    ax.set_xlabel("multiplicative bias m")
+    ax.legend(fontsize=8, loc="best")
+    ax = axes[1]
+    for k, (key, label) in enumerate(
+        (("dm_vs_all", "vs all"), ("dm_vs_truth", "vs no_true_blends"))
     ):
-        vals = [r[key] if r[key] is not None else np.nan for r in rows]
-        errs = [r[f"{key}_err"] if r[f"{key}_err"] is not None else 0 for r in rows]
-        ax.errorbar(vals, y, xerr=errs, fmt="o", color="C0", capsize=3, label="with R_S")
-        if key == "m":
-            nors = [r.get("m_noRS") if r.get("m_noRS") is not None else np.nan for r in rows]
-            nors_err = [r.get("m_noRS_err") or 0 for r in rows]
-            ax.errorbar(
-                nors,
-                y - 0.15,
-                xerr=nors_err,
-                fmt="s",
-                color="C1",
-                capsize=3,
-                mfc="none",
-                label="without R_S",
-            )
-            ax.legend(fontsize=8, loc="best")
+        vals, errs = _values(rows, key)
+        ax.errorbar(
+            vals,
+            y - 0.15 * k,
+            xerr=errs,
+            fmt="o" if k == 0 else "D",
+            color=f"C{k + 2}",
+            capsize=3,
+            label=label,
+        )
+    ax.set_xlabel("difference in m (paired errors)")
+    ax.legend(fontsize=8, loc="best")
+    ax = axes[2]
+    for k, key in enumerate(("c1", "c2")):
+        vals, errs = _values(rows, key)
+        ax.errorbar(
+            vals,
+            y - 0.15 * k,
+            xerr=errs,
+            fmt="o" if k == 0 else "s",
+            color=f"C{k + 4}",
+            capsize=3,
+            label=key,
+        )
+    ax.set_xlabel("additive bias c")
+    ax.legend(fontsize=8, loc="best")
+    for ax in axes[:3]:
         ax.axvline(0, color="k", lw=0.8)
         ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 2))
-        ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     kept = [r.get("fraction_kept") or 0 for r in rows]
-    axes[2].barh(y, kept, color="C2")
+    axes[3].barh(y, kept, color="C2")
     for yi, k in zip(y, kept, strict=True):
-        axes[2].text(min(k, 0.98), yi, f" {k:.3f}", va="center", ha="right" if k > 0.9 else "left")
-    axes[2].set_xlim(0, 1)
-    axes[2].set_xlabel("fraction of sources kept")
+        axes[3].text(min(k, 0.98), yi, f" {k:.3f}", va="center", ha="right" if k > 0.9 else "left")
+    axes[3].set_xlim(0, 1)
+    axes[3].set_xlabel("fraction of sources kept")
     axes[0].set_yticks(y, names)
+    pairs = ", ±g pairs" if results.get("shear_pairs") else ""
     truth = results.get("true_shear")
-    fig.suptitle(f"shear three ways ({results['engine']}; true shear {truth})", fontsize=11)
+    fig.suptitle(
+        f"shear per selection ({results['engine']}; true shear {truth}{pairs}); "
+        "error bars: bootstrap over rotated pairs x sign",
+        fontsize=11,
+    )
     return save_figure(fig, path)

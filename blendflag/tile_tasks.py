@@ -18,23 +18,53 @@ from blendflag.errors import BlendflagError
 from blendflag.tile_list import Tile
 
 
-def _truth_info(tile: Tile):
-    """(truth table, true shear) of a simulated tile, or (None, None)."""
-    if not tile.truth:
-        return None, None
-    from astropy.io import fits
-    from astropy.table import Table
+def simulated_tile(tile: Tile) -> dict:
+    """What a simulated tile's files say about it (``simulate-field`` writes them).
 
-    with fits.open(tile.truth) as hdul:
-        table = Table(hdul[1].data)
-        header = hdul[0].header
-    shear = None
+    Returns
+    -------
+    dict
+        ``truth`` (Table with its header's depths in ``meta``, or None),
+        ``shear`` (the applied g1, g2, or None), ``sign`` (``SHRSIGN``: -1 for
+        the -g twin of a ±g pair, else +1), ``noise`` (``NOISE``, ADU),
+        ``reference_noise`` (``REFNOISE``: the depth of the flaggers' blend
+        label, ADU) and ``field`` (the key pairing the +g and -g tiles: preset,
+        seed and number of galaxies; the tile's name for real data).
+    """
+    from astropy.io import fits
+
+    info = {
+        "truth": None,
+        "shear": None,
+        "sign": 1,
+        "noise": None,
+        "reference_noise": None,
+        "field": tile.name,
+    }
     image_header = fits.getheader(tile.image)
-    for h in (image_header, header):
-        if "SHEAR1" in h:
-            shear = (float(h["SHEAR1"]), float(h.get("SHEAR2", 0.0)))
-            break
-    return table, shear
+    headers = [image_header]
+    if tile.truth:
+        from astropy.table import Table
+
+        with fits.open(tile.truth) as hdul:
+            table = Table(hdul[1].data)
+            for key in ("ISONOISE", "FLDNOISE"):
+                if key in hdul[1].header:
+                    table.meta[key] = float(hdul[1].header[key])
+            headers.append(hdul[0].header)
+        info["truth"] = table
+    for h in headers:
+        if "SHEAR1" in h and info["shear"] is None:
+            info["shear"] = (float(h["SHEAR1"]), float(h.get("SHEAR2", 0.0)))
+        if "SHRSIGN" in h:
+            info["sign"] = int(h["SHRSIGN"])
+        if "NOISE" in h and info["noise"] is None:
+            info["noise"] = float(h["NOISE"])
+        if "REFNOISE" in h and info["reference_noise"] is None:
+            info["reference_noise"] = float(h["REFNOISE"])
+        if "SEED" in h and "DATASET" in h:
+            info["field"] = f"{h['DATASET']}:{h['SEED']}:{h.get('NGAL', '')}"
+    return info
 
 
 def compare_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str) -> dict:
@@ -63,8 +93,10 @@ def compare_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str)
         data = file_input(
             tile.image, tile.psf, tile.catalogue, tile.weight, settings.get("pixel_scale")
         )
-        truth, shear = _truth_info(tile)
-        data.truth, data.true_shear = truth, shear
+        info = simulated_tile(tile)
+        data.truth, data.true_shear, data.sign = info["truth"], info["shear"], info["sign"]
+        if info["truth"] is not None:  # a simulation: its known noise and label depth
+            data.noise_sigma, data.reference_noise = info["noise"], info["reference_noise"]
         result = run_compare(
             pm,
             config,
@@ -81,17 +113,22 @@ def compare_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str)
         write_output_catalogue(
             ctx.catalogue, ctx.table, ctx.annotation, out / f"{tile.name}.fits", ctx.image_header
         )
+        counts = result.context.results.get("flag_counts", {})
         arrays = {
             "hash": np.array(tile_hash_value),
-            "names": np.array(list(result.sums)),
-            "true_shear": np.array(shear if shear is not None else [np.nan, np.nan]),
+            "names": np.array(list(result.unit_sums)),
+            "true_shear": np.array(info["shear"] if info["shear"] else [np.nan, np.nan]),
+            "sign": np.array(info["sign"]),
+            "field": np.array(info["field"]),
             "step": np.array(result.metacal.step),
             "engine": np.array(result.metacal.engine),
             "layout": np.array(result.metacal.sum_layout),
         }
-        for k, (unit_sums, n_good) in enumerate(result.sums.values()):
-            arrays[f"sums{k}"] = unit_sums
-            arrays[f"ngood{k}"] = np.array(n_good)
+        for k, (name, (sums,)) in enumerate(result.unit_sums.items()):
+            arrays[f"keys{k}"] = sums.keys
+            arrays[f"sums{k}"] = sums.sums
+            arrays[f"ngood{k}"] = np.array(sums.n_good)
+            arrays[f"flagged{k}"] = np.array(counts.get(name, (-1, -1)))
         with atomic_output(out / f"{tile.name}.sums.npz") as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
         return {

@@ -134,30 +134,53 @@ def run_tiles(
 def combine_tiles(tiles: list[Tile], out_dir, seed: int = 0, n_bootstrap: int = 200) -> dict:
     """Combined statistics of all finished tiles, from their per-unit sums.
 
-    Sums are stacked in tile-name order and bootstrapped with ``seed``, so the
-    result does not depend on how (or in how many pieces) the tiles were run.
+    Units are keyed by (field, unit): the +g and -g tiles of one simulated
+    field (``SHRSIGN``, same preset and seed) pair unit by unit, as ``compare``
+    pairs them directly. Sums are stacked in tile-name order and bootstrapped
+    with ``seed``, so the result does not depend on how (or in how many
+    pieces) the tiles were run.
     """
-    from blendflag.shear.statistics import statistics_from_sums
+    from blendflag.shear.paired import UnitSums, compare_statistics
+    from blendflag.shear.selections import add_fraction_removed
 
     out = Path(out_dir)
-    per_name: dict[str, list] = {}
-    n_good: dict[str, int] = {}
-    shears, engines, layouts, step = set(), set(), set(), 0.01
-    used = []
+    selections: dict[str, list] = {}
+    counts: dict[str, tuple] = {}
+    fields: dict[str, int] = {}
+    shears, engines, layouts, signs, step = set(), set(), set(), set(), 0.01
+    used, n_objects = [], 0
     for tile in sorted(tiles, key=lambda t: t.name):
         path = out / f"{tile.name}.sums.npz"
         if not path.exists():
             continue
         with np.load(path, allow_pickle=False) as data:
-            names = [str(n) for n in data["names"]]
-            for k, name in enumerate(names):
-                per_name.setdefault(name, []).append(data[f"sums{k}"])
-                n_good[name] = n_good.get(name, 0) + int(data[f"ngood{k}"])
-            shear = tuple(float(v) for v in data["true_shear"])
+            if "keys0" not in data.files:
+                raise BlendflagError(
+                    f"{path.name} was written by an older blendflag: delete it and rerun the tile"
+                )
+            sign = int(data["sign"])
+            offset = fields.setdefault(str(data["field"]), len(fields)) << 32
+            for k, name in enumerate(str(n) for n in data["names"]):
+                selections.setdefault(name, []).append(
+                    UnitSums(
+                        data[f"keys{k}"] + offset,
+                        data[f"sums{k}"],
+                        int(data[f"ngood{k}"]),
+                        sign,
+                        str(data["layout"]),
+                    )
+                )
+                flagged, measured = (int(v) for v in data[f"flagged{k}"])
+                if measured >= 0:
+                    old = counts.get(name, (0, 0))
+                    counts[name] = (old[0] + flagged, old[1] + measured)
+            shear = tuple(sign * float(v) for v in data["true_shear"])
             shears.add(None if np.isnan(shear[0]) else shear)
             engines.add(str(data["engine"]))
-            layouts.add(str(data["layout"]) if "layout" in data.files else "stamps")
+            layouts.add(str(data["layout"]))
+            signs.add(sign)
             step = float(data["step"])
+            n_objects += int(data["ngood0"])
         used.append(tile.name)
     if not used:
         raise BlendflagError("no tile has finished: nothing to combine")
@@ -167,28 +190,19 @@ def combine_tiles(tiles: list[Tile], out_dir, seed: int = 0, n_bootstrap: int = 
             f"({', '.join(sorted(engines))}): rerun them with one --engine"
         )
     true_shear = shears.pop() if len(shears) == 1 else None
-    layout = layouts.pop()
-    selections = [
-        statistics_from_sums(
-            name,
-            np.concatenate(parts),
-            n_good[name],
-            step,
-            true_shear,
-            np.random.default_rng(seed + 1),
-            n_bootstrap,
-            layout,
-        )
-        for name, parts in per_name.items()
-    ]
+    entries = compare_statistics(
+        selections, step, true_shear, np.random.default_rng(seed + 1), n_bootstrap
+    )
+    add_fraction_removed(entries, counts)
     return {
         "engine": ",".join(sorted(engines)),
         "true_shear": list(true_shear) if true_shear is not None else None,
-        "selections": selections,
+        "shear_pairs": signs == {1, -1},
+        "selections": entries,
         "tiles": used,
         "n_tiles": len(used),
-        "n_objects": n_good.get("all", 0),
-        "n_measured": n_good.get("all", 0),
+        "n_objects": n_objects,
+        "n_measured": n_objects,
     }
 
 

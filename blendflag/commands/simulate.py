@@ -98,6 +98,25 @@ def register(cli) -> None:
         help="side of the square image (of each half with --rotated-pairs), "
         "pixels (default: from the density)",
     )
+    parser.add_argument(
+        "--density",
+        type=float,
+        metavar="PER_ARCMIN2",
+        help="galaxies per arcmin^2 (sets the size; default: the preset's)",
+    )
+    parser.add_argument(
+        "--shear-pairs",
+        action="store_true",
+        help="write DIR/plus and DIR/minus: the same "
+        "galaxies and pixel noise sheared by +G and -G (compare --tiles pairs them)",
+    )
+    parser.add_argument(
+        "--margin",
+        type=int,
+        metavar="PIX",
+        help="distance of galaxy centres from the edges "
+        "(default: half the config's stamp plus one, as compare uses)",
+    )
     parser.add_argument("--workers", type=int, metavar="N", help="worker processes")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
@@ -316,12 +335,13 @@ def plot_examples(dataset, path, seed: int = 0, per_row: int = PLOT_PER_ROW) -> 
 
 
 def run_simulate_field(args, pm) -> int:
+    from blendflag.commands.common import load_config
+    from blendflag.field_input import simulated_preset
     from blendflag.simulate.field import parse_shear, simulate_field
     from blendflag.simulate.field_io import check_field_outdir, write_field
-    from blendflag.simulate.presets import load_dataset
 
     outdir = check_field_outdir(args.out)
-    config = load_dataset(args.dataset)
+    config = simulated_preset(args.dataset, args.density)
     shear = parse_shear(args.shear)
     if args.n_galaxies <= 0:
         raise BlendflagError(f"--n-galaxies must be a positive integer, got {args.n_galaxies}")
@@ -331,22 +351,34 @@ def run_simulate_field(args, pm) -> int:
         raise BlendflagError(f"--noise must be >= 0 (ADU), got {args.noise}")
     if args.workers is not None and args.workers < 1:
         raise BlendflagError(f"--workers must be at least 1, got {args.workers}")
-    field = simulate_field(
-        config,
-        args.n_galaxies,
-        shear=shear,
-        seed=args.seed,
-        rotated_pairs=args.rotated_pairs,
-        noise=args.noise,
-        size=args.size,
-        workers=args.workers,
-        progress=not args.quiet,
-    )
-    write_field(field, outdir)
-    n_overlap = int((field.truth["OVERLAPS"] >= 0).sum())
-    ny, nx = field.image.shape
-    print(
-        f"{len(field.truth)} galaxies ({n_overlap} overlapping another) in a {nx}x{ny} "
-        f"image, shear ({shear[0]:g}, {shear[1]:g}) -> {outdir}"
-    )
+    pipeline = load_config(args)
+    margin = args.margin
+    if margin is None:  # as compare: no measurement stamp reaches across a half
+        margin = max(pipeline.flag.stamp_size, pipeline.shear.stamp_size) // 2 + 1
+    signs = ((1, "plus"), (-1, "minus")) if args.shear_pairs else ((1, None),)
+    for sign, sub in signs:
+        field = simulate_field(
+            config,
+            args.n_galaxies,
+            shear=(sign * shear[0], sign * shear[1]),
+            seed=args.seed,
+            rotated_pairs=args.rotated_pairs,
+            noise=args.noise,
+            size=args.size,
+            workers=args.workers,
+            progress=not args.quiet,
+            margin=margin,
+        )
+        field.sign = sign
+        target = outdir / sub if sub else outdir
+        if sub:
+            outdir.mkdir(exist_ok=True)
+            target = check_field_outdir(target)
+        write_field(field, target)
+        n_overlap = int((field.truth["OVERLAPS"] >= 0).sum())
+        ny, nx = field.image.shape
+        print(
+            f"{len(field.truth)} galaxies ({n_overlap} overlapping another) in a {nx}x{ny} "
+            f"image, shear ({field.shear[0]:g}, {field.shear[1]:g}) -> {target}"
+        )
     return 0

@@ -129,8 +129,8 @@ def paired_noise_fields(keys, rotated, noise_sigma, size: int, seed: int) -> np.
         Rotated-pair id of each detection's true galaxy, -1 when unmatched.
     rotated : numpy.ndarray of bool
         Whether a detection's galaxy is in the rotated (right) half.
-    noise_sigma : numpy.ndarray
-        Noise sigma per detection (ADU).
+    noise_sigma : float or numpy.ndarray
+        Noise sigma, one or per detection (ADU).
     size : int
         Stamp side (pixels).
     seed : int
@@ -149,4 +149,5 @@ def paired_noise_fields(keys, rotated, noise_sigma, size: int, seed: int) -> np.
         )
         field = np.random.default_rng(stream).standard_normal((size, size), dtype=np.float32)
         fields[i] = np.rot90(field, -1) if (key >= 0 and rotated[i]) else field
-    return fields * np.asarray(noise_sigma, dtype=np.float32)[:, None, None]
+    sigma = np.broadcast_to(np.asarray(noise_sigma, dtype=np.float32), (len(keys),))
+    return fields * sigma[:, None, None]

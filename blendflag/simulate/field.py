@@ -86,6 +86,8 @@ class Field:
         The preset's name.
     config : DatasetConfig or None
         The resolved dataset config.
+    sign : int
+        +1, or -1 for the -g twin of a ±g pair (set by whoever makes the pair).
     """
 
     image: np.ndarray
@@ -98,6 +100,12 @@ class Field:
     seed: int = 0
     dataset: str = ""
     config: DatasetConfig | None = None
+    sign: int = 1
+
+    @property
+    def reference_noise(self) -> float:
+        """Noise sigma (ADU) of the depth at which the blend label is defined."""
+        return float(self.truth.meta.get("ISONOISE", self.noise_sigma))
 
 
 def parse_shear(text) -> tuple[float, float]:

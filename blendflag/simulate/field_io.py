@@ -27,6 +27,8 @@ def _field_cards(field: Field) -> list:
         ("SHEAR2", field.shear[1], "true reduced shear g2"),
         ("NOISE", field.noise_sigma, "[adu] Gaussian noise sigma"),
         ("SEED", field.seed, "numpy default_rng seed"),
+        ("SHRSIGN", field.sign, "+1, or -1 for the -g twin of a shear pair"),
+        ("REFNOISE", field.reference_noise, "[adu] depth of the blend label"),
         ("DATASET", field.dataset, "blendflag dataset preset"),
         ("NGAL", len(field.truth), "number of galaxies"),
         (
@@ -121,7 +123,8 @@ def write_field(field: Field, outdir) -> Path:
     A new directory is filled under a temporary name beside it and renamed
     when complete; into an existing directory each file is written
     atomically. Every file's header carries PIXSCALE (arcsec/pixel), SHEAR1,
-    SHEAR2, NOISE (ADU), SEED, DATASET, NGAL, ROTPAIRS and BFVERS; the truth
+    SHEAR2, NOISE (ADU), SEED, SHRSIGN (-1 for the -g twin of a ±g pair),
+    REFNOISE (ADU, the depth of the blend label), DATASET, NGAL, ROTPAIRS and BFVERS; the truth
     table is HDU ``TRUTH`` of ``truth.fits``.
 
     Returns
