@@ -269,6 +269,10 @@ class FlagConfig:
         check(self.batch_size >= 1, f"{where}.batch_size", "must be at least 1")
 
 
+#: Values of ``shear.neighbours``: measure stamps as cut, or mask other sources.
+NEIGHBOUR_CHOICES = ("keep", "mask")
+
+
 @dataclass
 class ShearConfig:
     """Shear measurement settings.
@@ -295,6 +299,14 @@ class ShearConfig:
         simulated field: ``field`` (footprints at the image's own noise: the
         blends the image shows) or ``reference`` (the preset's depth, at which
         the flaggers' blend label is defined). [default: "field"]
+    neighbours : str
+        What a stamp engine does with the pixels of other detected sources in
+        an object's stamp: ``"keep"`` measures the stamp as cut; ``"mask"``
+        gives them zero weight and fills them with Gaussian noise of the
+        object's noise sigma before metacalibration, so every metacal version
+        sees the filled stamp (the uberseg / noise-fill approach of ShapePipe;
+        the footprints come from the detection's segmentation map, see
+        :mod:`blendflag.masking`). [default: "keep"]
     """
 
     engine: str = "auto"
@@ -303,6 +315,7 @@ class ShearConfig:
     n_bootstrap: int = 200
     max_version_spread: float = 0.2
     truth_depth: str = "field"
+    neighbours: str = "keep"
 
     def validate(self, where: str) -> None:
         check(
@@ -313,6 +326,11 @@ class ShearConfig:
         check(0 < self.step < 0.1, f"{where}.step", "must be in (0, 0.1)")
         check(self.n_bootstrap >= 10, f"{where}.n_bootstrap", "must be at least 10")
         check(self.max_version_spread >= 0, f"{where}.max_version_spread", "must be >= 0")
+        check(
+            self.neighbours in NEIGHBOUR_CHOICES,
+            f"{where}.neighbours",
+            f"must be {' or '.join(NEIGHBOUR_CHOICES)}, got {self.neighbours!r}",
+        )
 
 
 @dataclass

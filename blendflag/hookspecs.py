@@ -62,6 +62,14 @@ def blendflag_detect(image, weight, config):
         (1-based pixels), FLUX_AUTO (ADU), FLAGS (SExtractor bits; value 2 =
         deblended), A_IMAGE, B_IMAGE (pixels), THETA_IMAGE (degrees). Return
         None to let another detector answer. Stops at first non-None result.
+
+        Optionally ``table.meta["segmentation"]``: the segmentation map, an
+        integer array of the image's shape holding 0 for sky and, on every
+        pixel of an object's footprint, that object's NUMBER. The pipeline's
+        ``detect`` stage pops it into ``context.segmentation`` before anything
+        copies or writes the table
+        (:func:`blendflag.detectors.pop_segmentation`); neighbour masking
+        (``shear.neighbours: mask``) needs it.
     """
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from blendflag.annotation import Annotation
 from blendflag.config import PipelineConfig
+from blendflag.detectors import pop_segmentation
 from blendflag.errors import BlendflagError, CatalogueError, PluginError
 from blendflag.stamps import check_positions, cut_stamps
 
@@ -86,6 +87,11 @@ class Context:
         The input catalogue file, when one was given.
     table : astropy.table.Table or None
         The objects being processed (from ``catalogue`` or from ``detect``).
+    segmentation : numpy.ndarray or None
+        int32 segmentation map of the image from ``detect`` (0 sky, else the
+        NUMBER of the object a pixel belongs to); None when the detector gives
+        none or a catalogue was given (neighbour masking then makes one, see
+        :func:`blendflag.masking.context_segment_ids`).
     stamps : numpy.ndarray or None
         ``(n, size, size)`` stamps around the objects; ``stamp_flags`` their bits.
     flaggers : list of str
@@ -135,6 +141,7 @@ class Context:
     image_header: Any = None
     catalogue: Catalogue | None = None
     table: Table | None = None
+    segmentation: np.ndarray | None = None
     stamps: np.ndarray | None = None
     stamp_flags: np.ndarray | None = None
     flaggers: list[str] = field(default_factory=list)
@@ -163,7 +170,7 @@ class Context:
 
 
 def stage_detect(context: Context) -> None:
-    """Detect sources when no catalogue was given."""
+    """Detect sources when no catalogue was given; keep the segmentation map apart."""
     if context.table is not None:
         return
     if context.image is None:
@@ -173,6 +180,7 @@ def stage_detect(context: Context) -> None:
     )
     if table is None:
         raise PluginError(f"no detector answered for backend {context.config.detect.backend!r}")
+    context.segmentation = pop_segmentation(table, context.image.shape)
     context.table = table
 
 

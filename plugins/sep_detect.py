@@ -4,7 +4,9 @@ Defaults follow the original study's sep call: threshold 1.5 x the global
 background rms, 32 deblending thresholds, minimum contrast 0.005, minimum
 area 5 pixels. sep's ``OBJ_MERGED`` (value 1) becomes SExtractor's FLAGS bit
 value 2 (deblended); sep's ``OBJ_TRUNC`` (value 2) becomes value 8 (truncated
-at the image edge). Positions are 1-based like SExtractor's X_IMAGE/Y_IMAGE.
+at the image edge). Positions are 1-based like SExtractor's X_IMAGE/Y_IMAGE. The segmentation
+map comes back in ``table.meta["segmentation"]`` (the ``blendflag_detect``
+contract), pixel value = NUMBER of the object, 0 = sky.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from blendflag import hookimpl
-from blendflag.detectors import Detector
+from blendflag.detectors import SEGMENTATION_KEY, Detector
 
 if TYPE_CHECKING:  # astropy is imported when detecting, not to build the plugin manager
     from astropy.table import Table
@@ -48,7 +50,7 @@ def sep_flags_to_sextractor(flag: np.ndarray) -> np.ndarray:
     return out
 
 
-def detect_with_sep(image, weight, config) -> Table:
+def detect_with_sep(image, weight, config, segmentation: bool = False) -> Table:
     """Background-subtract ``image`` and extract sources with sep.
 
     Parameters
@@ -58,6 +60,10 @@ def detect_with_sep(image, weight, config) -> Table:
     weight : numpy.ndarray or None
         Weight map; pixels with weight <= 0 (and non-finite pixels) are masked.
     config : blendflag.config.DetectConfig
+    segmentation : bool
+        Also return the segmentation map, int32 of the image's shape, in
+        ``table.meta["segmentation"]`` (0 sky, NUMBER on each object's
+        footprint). [default: False]
 
     Returns
     -------
@@ -85,7 +91,7 @@ def detect_with_sep(image, weight, config) -> Table:
     rms = bkg.globalrms
     sep.set_extract_pixstack(max(300_000, data.size // 4))
     sep.set_sub_object_limit(4096)
-    objects = sep.extract(
+    found = sep.extract(
         sub,
         config.thresh,
         err=rms,
@@ -95,7 +101,9 @@ def detect_with_sep(image, weight, config) -> Table:
         deblend_cont=config.deblend_cont,
         clean=config.clean,
         clean_param=config.clean_param,
+        segmentation_map=segmentation,
     )
+    objects, segmap = found if segmentation else (found, None)
     n = len(objects)
     x, y = objects["x"], objects["y"]
     a, b, theta = objects["a"], objects["b"], objects["theta"]
@@ -134,6 +142,8 @@ def detect_with_sep(image, weight, config) -> Table:
     ):
         table[col].unit = unit
     table.meta["BACKRMS"] = float(rms)
+    if segmap is not None:  # sep numbers segments k + 1 for the k-th object: NUMBER
+        table.meta[SEGMENTATION_KEY] = np.asarray(segmap, dtype=np.int32)
     return table
 
 
@@ -154,4 +164,4 @@ def blendflag_detect(image, weight, config):
     """The default detector: sep, unless another backend is asked for."""
     if config.backend not in (SepDetector.name, "auto"):
         return None
-    return detect_with_sep(image, weight, config)
+    return detect_with_sep(image, weight, config, segmentation=True)

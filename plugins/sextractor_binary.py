@@ -34,7 +34,7 @@ def blendflag_detect(image, weight, config):
     """Answer when ``detect.backend`` is ``sextractor``."""
     if config.backend != SExtractorDetector.name:
         return None
-    table = run_sextractor(image, config, weight=weight)
+    table = run_sextractor(image, config, weight=weight, segmentation=True)
     for col in ("FLUX_AUTO", "FLUXERR_AUTO", "KRON_RADIUS", "A_IMAGE", "B_IMAGE", "THETA_IMAGE"):
         table[col] = np.asarray(table[col], dtype=np.float32)
     return table

@@ -55,7 +55,13 @@ def find_binary(config=None) -> str | None:
 
 
 def run_sextractor(
-    image, config, weight=None, weight_type="MAP_WEIGHT", background=None, timeout=600
+    image,
+    config,
+    weight=None,
+    weight_type="MAP_WEIGHT",
+    background=None,
+    timeout=600,
+    segmentation=False,
 ) -> Table:
     """Run the binary on ``image`` and return its catalogue.
 
@@ -71,6 +77,10 @@ def run_sextractor(
     background : float or None
         A constant background (BACK_TYPE MANUAL); None estimates it (meshes of
         ``config.back_size`` pixels).
+    segmentation : bool
+        Also write SExtractor's SEGMENTATION check-image and return it, int32
+        of the image's shape (0 sky, NUMBER on each object's footprint), in
+        ``table.meta["segmentation"]``. [default: False]
 
     Returns
     -------
@@ -135,6 +145,8 @@ def run_sextractor(
         }
         if background is not None:
             options.update(BACK_TYPE="MANUAL", BACK_VALUE=str(background))
+        if segmentation:
+            options.update(CHECKIMAGE_TYPE="SEGMENTATION", CHECKIMAGE_NAME=str(tmp / "seg.fits"))
         if weight is not None:
             fits.PrimaryHDU(np.asarray(weight, dtype=np.float32)).writeto(tmp / "weight.fits")
             options.update(
@@ -155,6 +167,9 @@ def run_sextractor(
             raise BlendflagError(f"SExtractor failed (exit {proc.returncode}): {last}")
         cat = read_catalogue(tmp / "cat.fits", require_rows=False)
         table = Table(cat.hdul[cat.objects_hdu].data) if len(cat) else _empty_table()
+        if segmentation:
+            seg = fits.getdata(tmp / "seg.fits")
+            table.meta["segmentation"] = np.array(seg, dtype=np.int32)  # a copy: tmp goes
     return table
 
 

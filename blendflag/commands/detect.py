@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from blendflag.commands.common import add_backend_arg, check_output_path, load_config
+from blendflag.detectors import pop_segmentation
 from blendflag.errors import PluginError
 
 
@@ -25,10 +26,15 @@ def register(cli) -> None:
 
 
 def detect(pm, image, weight, detect_config):
-    """Run the ``blendflag_detect`` hook; raise when no detector answers."""
+    """Run the ``blendflag_detect`` hook; raise when no detector answers.
+
+    The table comes back without the detector's segmentation map (a catalogue
+    holds no 2-d arrays).
+    """
     table = pm.hook.blendflag_detect(image=image, weight=weight, config=detect_config)
     if table is None:
         raise PluginError(f"no detector plugin answered for backend {detect_config.backend!r}")
+    pop_segmentation(table, image.shape)
     return table
 
 

@@ -161,7 +161,9 @@ class StampShearEngine(ShearEngine):
         options ``context.seed``, ``workers``, ``scheduler``, ``quiet``. The
         metacal images are kept when the context has flaggers (to flag each
         version). Objects whose stamp carries ``context.stamp_flags`` get
-        :data:`MCAL_STAMP_FLAGGED`.
+        :data:`MCAL_STAMP_FLAGGED`. With ``config.neighbours == "mask"`` the
+        pixels of other sources are filled with noise first
+        (:func:`blendflag.masking.masked_stamps_for`).
 
         Raises
         ------
@@ -184,6 +186,11 @@ class StampShearEngine(ShearEngine):
         stamps = crop_stamps(np.asarray(context.stamps), int(self.config.stamp_size))
         pixel_scale = context_pixel_scale(context)
         noise = object_noise(context, stamps.shape[-1])
+        if self.config.neighbours == "mask":  # other sources' pixels filled with noise
+            from blendflag.masking import masked_stamps_for
+
+            keys = np.arange(len(stamps))  # keys: truth identity, see lead
+            stamps = masked_stamps_for(context, stamps, noise, keys)
         noise_fields = context_noise_fields(context, noise, stamps.shape[-1])
         bar = progress(total=len(stamps), desc="shear", quiet=context.quiet, unit="obj")
         try:
