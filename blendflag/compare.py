@@ -70,6 +70,7 @@ def run_compare(
     quiet: bool = True,
     n_bootstrap: int | None = None,
     flag_original: bool = True,
+    masked_selection: bool = True,
 ) -> CompareResult:
     """Detect, flag, measure and compare the selections: the pipeline's stages, in order.
 
@@ -98,6 +99,10 @@ def run_compare(
         ``flag_blends`` stage: the ``BLEND_<NAME>`` columns of the annotated
         catalogue). The selections use only the flags on the metacal images,
         so a run that writes no catalogue can skip them. [default: True]
+    masked_selection : bool
+        Also report ``all_masked``: every object measured again with the other
+        sources' pixels filled with noise (skipped when ``shear.neighbours``
+        already masks, or for an image engine). [default: True]
     """
     from blendflag.shear.paired import compare_statistics
     from blendflag.shear.selections import add_fraction_removed
@@ -134,6 +139,7 @@ def run_compare(
             scheduler=scheduler,
             quiet=quiet,
             n_bootstrap=n_bootstrap,
+            masked_selection=masked_selection,
             rng=np.random.default_rng(seed),
         )
         context.flaggers = [f.name for f in flaggers]

@@ -1,7 +1,8 @@
 """The catalogue pipeline: an ordered list of named stages over one context.
 
 The core stages are ``detect`` (only when no catalogue was given), ``cutout``,
-``match_truth`` (simulated fields only), ``measure_shear`` and
+``match_truth`` (simulated fields only), ``measure_shear``,
+``measure_shear_masked`` (for the ``all_masked`` selection) and
 ``shear_statistics`` (only when a shear engine is set) and ``annotate``.
 Plugins edit the list through the ``blendflag_pipeline_stages`` hook; the
 built-in ``flag_stage`` plugin inserts ``flag_blends`` after ``cutout`` and
@@ -124,6 +125,10 @@ class Context:
         No progress bars. [default: True]
     n_bootstrap : int or None
         Bootstrap resamplings; None takes ``config.shear.n_bootstrap``.
+    masked_selection : bool
+        Also measure every object with the other sources' pixels filled with
+        noise (``measure_shear_masked``), for the selection ``all_masked``.
+        [default: False]
     results : dict
         Per-stage outputs, e.g. ``results["flags"][name]`` -> FlagResult.
     annotation : Annotation
@@ -158,6 +163,7 @@ class Context:
     scheduler: str | None = None
     quiet: bool = True
     n_bootstrap: int | None = None
+    masked_selection: bool = False
     results: dict = field(default_factory=dict)
     annotation: Annotation = field(default_factory=Annotation)
     timings: dict = field(default_factory=dict)
@@ -232,6 +238,20 @@ def stage_measure_shear(context: Context) -> None:
     context.results["shear"] = engine.measure_context(context)
 
 
+def stage_measure_shear_masked(context: Context) -> None:
+    """Measure again with neighbours masked, for ``all_masked`` (when asked and not done)."""
+    if context.shear_engine is None or not context.masked_selection:
+        return
+    cls = _engine_class(context)
+    if not cls.needs_stamps or context.config.shear.neighbours == "mask":
+        return  # no stamps to mask, or the main measurement is masked already
+    from dataclasses import replace
+
+    engine = cls(replace(context.config.shear, neighbours="mask"))
+    view = replace(context, flagger_objects=[])  # no metacal images, no flags
+    context.results["shear_masked"] = engine.measure_context(view)
+
+
 def stage_shear_statistics(context: Context) -> None:
     """Shear, responses, m and c of every selection (see blendflag.shear.selections)."""
     if context.results.get("shear") is None:
@@ -257,6 +277,7 @@ def default_stages() -> Stages:
             Stage("cutout", stage_cutout),
             Stage("match_truth", stage_match_truth),
             Stage("measure_shear", stage_measure_shear),
+            Stage("measure_shear_masked", stage_measure_shear_masked),
             Stage("shear_statistics", stage_shear_statistics),
             Stage("annotate", stage_annotate),
         ]

@@ -13,6 +13,22 @@ from blendflag.truth import pair_complete
 from tests.conftest import run_cli
 
 KEYS = {"name", "n", "R11", "R22", "g1", "g1_err", "g2", "g2_err", "m", "m_err", "c", "c_err"}
+#: The paired-shear contract (issue 16): every selection carries these.
+PAIRED_KEYS = {
+    "m",
+    "m_err",
+    "c1",
+    "c1_err",
+    "c2",
+    "c2_err",
+    "dm_vs_all",
+    "dm_vs_all_err",
+    "dm_vs_truth",
+    "dm_vs_truth_err",
+    "fraction_kept",
+    "R11",
+    "R11_S",
+}
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +69,19 @@ def test_json_contract(small_run):
     data = json.loads(small_run["json"].read_text())
     assert data["engine"] in ("metacal", "ngmix")
     assert data["true_shear"] == [0.02, 0.0]
+    assert data["shear_pairs"] is True
     names = [s["name"] for s in data["selections"]]
-    assert names == ["all", "no_sextractor_blends"]
+    assert names == ["all", "all_masked", "no_true_blends", "no_sextractor_blends"]
     for sel in data["selections"]:
-        assert KEYS <= set(sel)
+        assert KEYS | PAIRED_KEYS <= set(sel)
         assert sel["m"] is not None and sel["m_err"] > 0 and sel["c_err"] > 0
+        assert sel["c1_err"] > 0 and sel["dm_vs_truth"] is not None
         assert 0.5 < sel["R11"] < 1.5
+    assert data["truth"]["depth"]["used"] == "field"
     # the cut removes objects, and its selection response is reported
-    all_, cut = data["selections"]
+    by_name = {s["name"]: s for s in data["selections"]}
+    all_, cut = by_name["all"], by_name["no_sextractor_blends"]
+    assert all_["dm_vs_all"] == 0.0 and cut["dm_vs_all_err"] > 0
     assert cut["n"] < all_["n"]
     assert "R11_S" in cut and "m_noRS" in cut
     assert small_run["plot"].read_bytes()[:4] == b"\x89PNG"
@@ -105,7 +126,7 @@ def test_selections_hold_what_they_claim(small_run):
     good = cat.column("MCAL_FLAGS") == 0
     pid = cat.column("PAIR_ID")
     flagged = cat.column("MCAL_BLEND_SEXTRACTOR")
-    n = {s["name"]: s["n"] for s in data["selections"]}
+    n = {s["name"]: s["n_per_image"][0] for s in data["selections"]}  # the +g image's
     assert n["all"] == pair_complete(good, pid).sum()
     assert n["no_sextractor_blends"] == pair_complete(good & ~flagged, pid).sum()
     # and the catalogue keeps the flags written by `flag` and the metacal shapes

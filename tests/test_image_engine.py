@@ -98,7 +98,8 @@ def test_image_engine_runs_through_the_pipeline_stages(pm):
     assert entry["g1"] == pytest.approx(TRUE_G1, rel=1e-9)
     assert entry["m"] == pytest.approx(0.0, abs=1e-9)
     assert entry["m_err"] is not None
-    sums, n_good = context.results["selection_sums"]["all"]
+    unit_sums = context.results["unit_sums"]["all"]
+    sums, n_good = unit_sums.sums, unit_sums.n_good
     assert sums.shape == (20, 15) and n_good == 400
     # the catalogue gets the engine's cards, not columns of another row set
     assert not any(c.startswith("G1_") for c in context.annotation.columns)

@@ -20,6 +20,7 @@ def test_default_stage_order_with_builtin_flag_stage():
         "cutout",
         "match_truth",
         "measure_shear",
+        "measure_shear_masked",
         "shear_statistics",
         "annotate",
     ]
@@ -30,6 +31,7 @@ def test_default_stage_order_with_builtin_flag_stage():
         "match_truth",
         "measure_shear",
         "flag_metacal_blends",
+        "measure_shear_masked",
         "shear_statistics",
         "annotate",
     ]
@@ -84,6 +86,7 @@ def test_pipeline_detects_and_flags_in_memory(small_field):
         "match_truth",
         "measure_shear",
         "flag_metacal_blends",
+        "measure_shear_masked",
         "shear_statistics",
         "annotate",
     ]

@@ -169,3 +169,73 @@ def test_failed_tile_is_reported_and_others_finish(tiles_dir, tmp_path, capsys):
     assert "failed" in out and "not a readable FITS file" in out
     assert "1 of 2 tiles failed" in err
     assert (tmp_path / "o" / "t0.fits").exists()
+
+
+@pytest.mark.slow
+def test_simulated_pair_gives_the_same_answer_through_tiles_and_directly(tmp_path, capsys):
+    """simulate-field --shear-pairs + compare --tiles == compare on the same field."""
+    import json
+
+    from blendflag.cli import main
+
+    field = ["--n-galaxies", "160", "--seed", "3"]
+    common = ["--flaggers", "sextractor", "--bootstrap", "40", "--quiet"]
+    assert (
+        main(
+            [
+                "simulate-field",
+                "--dataset",
+                "cfis",
+                "--shear",
+                "0.02,0",
+                "--noise",
+                "2",
+                "--rotated-pairs",
+                "--shear-pairs",
+                "--out",
+                str(tmp_path / "f"),
+                "--quiet",
+                *field,
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "f" / "plus" / "image.fits").is_file()
+    assert (tmp_path / "f" / "minus" / "image.fits").is_file()
+    assert (
+        main(
+            [
+                "compare",
+                "--tiles",
+                str(tmp_path / "f" / "*" / "image.fits"),
+                "--out-dir",
+                str(tmp_path / "out"),
+                "--seed",
+                "3",
+                "--workers",
+                "1",
+                "--json",
+                str(tmp_path / "tiles.json"),
+                *common,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            ["compare", "--workers", "1", "--json", str(tmp_path / "direct.json"), *field, *common]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    tiles = json.loads((tmp_path / "tiles.json").read_text())
+    direct = json.loads((tmp_path / "direct.json").read_text())
+    assert tiles["shear_pairs"] and direct["shear_pairs"]
+    assert tiles["true_shear"] == direct["true_shear"] == [0.02, 0.0]
+    by_name = {s["name"]: s for s in direct["selections"]}
+    assert [s["name"] for s in tiles["selections"]] == list(by_name)
+    for entry in tiles["selections"]:
+        mine = by_name[entry["name"]]
+        assert entry["n"] == mine["n"]
+        for key in ("m", "m_err", "c1", "c2", "dm_vs_all", "dm_vs_truth", "R11"):
+            assert entry[key] == pytest.approx(mine[key], rel=1e-9, abs=1e-12), key

@@ -176,6 +176,7 @@ class StampShearEngine(ShearEngine):
             context_noise_fields,
             context_pixel_scale,
             crop_stamps,
+            object_keys,
             object_noise,
         )
 
@@ -189,8 +190,7 @@ class StampShearEngine(ShearEngine):
         if self.config.neighbours == "mask":  # other sources' pixels filled with noise
             from blendflag.masking import masked_stamps_for
 
-            keys = np.arange(len(stamps))  # keys: truth identity, see lead
-            stamps = masked_stamps_for(context, stamps, noise, keys)
+            stamps = masked_stamps_for(context, stamps, noise, object_keys(context, len(stamps)))
         noise_fields = context_noise_fields(context, noise, stamps.shape[-1])
         bar = progress(total=len(stamps), desc="shear", quiet=context.quiet, unit="obj")
         try:

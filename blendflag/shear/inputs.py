@@ -105,6 +105,25 @@ def context_noise_fields(context, noise_sigma, size: int) -> np.ndarray | None:
     return paired_noise_fields(keys, rotated, noise_sigma, size, context.seed)
 
 
+#: Keys of detections without a true galaxy start here (above every truth key).
+UNMATCHED_KEYS = 1 << 40
+
+
+def object_keys(context, n: int) -> np.ndarray:
+    """A key per detection that names the same galaxy in every image of a simulation.
+
+    The ``ID`` of the matched true galaxy (the same in the +g and -g images,
+    whatever the detection order), else ``UNMATCHED_KEYS`` plus the
+    detection's index; the index alone without a truth.
+    """
+    truth = context.truth
+    match = context.results.get("truth_match")
+    if match is None or truth is None or "ID" not in truth.colnames:
+        return np.arange(n, dtype=np.int64)
+    ids = np.asarray(truth["ID"], dtype=np.int64)[np.maximum(match, 0)]
+    return np.where(match >= 0, ids, UNMATCHED_KEYS + np.arange(n)).astype(np.int64)
+
+
 #: Streams of the noise-correction fields, apart from every other use of the seed.
 _FIELD_STREAM = 0x6E6F697365
 _UNMATCHED_STREAM = 0x756E6D61

@@ -131,7 +131,7 @@ def compare_statistics(
     Returns
     -------
     list of dict
-        Per selection ``name, n, fraction_kept, R11, R22, R11_S, R22_S, g1,
+        Per selection ``name, n, n_per_image, fraction_kept, R11, R22, R11_S, R22_S, g1,
         g1_err, g2, g2_err, m, m_err, c1, c1_err, c2, c2_err, c, c_err (= c2),
         m_noRS, m_noRS_err, dm_vs_all, dm_vs_all_err, dm_vs_truth,
         dm_vs_truth_err``; non-finite values and missing references are None.
@@ -161,6 +161,7 @@ def compare_statistics(
         meta[name] = {
             "response": _estimates(total.sum(axis=0), step, true_g1, layout),
             "n": int(np.rint(total[:, 0].sum())),
+            "n_per_image": [int(np.rint(u.sums[:, 0].sum())) for u in parts],
             "n_good": sum(u.n_good for u in parts),
         }
     entries = []
@@ -169,6 +170,7 @@ def compare_statistics(
         entry = {
             "name": name,
             "n": meta[name]["n"],
+            "n_per_image": meta[name]["n_per_image"],
             "fraction_kept": meta[name]["n"] / meta[name]["n_good"]
             if meta[name]["n_good"]
             else None,
@@ -176,7 +178,7 @@ def compare_statistics(
         for key in ("R11", "R22", "R11_S", "R22_S"):
             entry[key] = _float(r[key])
         for key in ("g1", "g2", "m", "c1", "c2", "m_noRS"):
-            value = p.get(key)
+            value = p.get(key) if (true_g1 is not None or key in ("g1", "g2")) else None
             entry[key] = None if value is None else _float(value)
             entry[f"{key}_err"] = None if (b is None or key not in b) else _std(b[key])
         entry["c"], entry["c_err"] = entry["c2"], entry["c2_err"]

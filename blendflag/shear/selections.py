@@ -2,6 +2,13 @@
 
 ``all``
     every object measured without a metacal flag;
+``all_masked``
+    the same, measured with the other detected sources' pixels in each stamp
+    filled with noise (``shear.neighbours: mask``; when the pipeline ran the
+    masked measurement);
+``no_true_blends``
+    on a simulated field, the detections whose true galaxy's footprint
+    overlaps no other (the reference a flagger should reach);
 ``no_<flagger>_blends``
     the objects a flagger does not call a blend, the flagger run on each
     metacal version's images (``context.results["metacal_flags"]``, filled by
@@ -44,6 +51,11 @@ def measure_selections(context) -> None:
     blend_flags = context.results.get("metacal_flags") or {}
     good = result.good_masks()
     masks = {"all": result.complete_units(dict(good), units)}
+    results_of = dict.fromkeys(masks, result)
+    masked = context.results.get("shear_masked")
+    if masked is not None:  # every object, other sources' pixels filled with noise
+        masks[MASKED_SELECTION] = masked.complete_units(dict(masked.good_masks()), units)
+        results_of[MASKED_SELECTION] = masked
     isolated = true_isolation(context)
     if isolated is not None and result.sum_layout == "stamps":
         keep = {v: good[v] & isolated for v in METACAL_VERSIONS}
@@ -54,7 +66,7 @@ def measure_selections(context) -> None:
     keys = result.unit_keys(units)
     unit_sums = {}
     for name, m in masks.items():
-        sums, n_good = result.unit_sums(m, units)
+        sums, n_good = results_of.get(name, result).unit_sums(m, units)
         unit_sums[name] = UnitSums(keys, sums, n_good, context.shear_sign, result.sum_layout)
     n_boot = context.n_bootstrap or context.config.shear.n_bootstrap
     entries = compare_statistics(
@@ -87,6 +99,9 @@ def add_fraction_removed(entries: list, counts: dict) -> None:
             flagged, measured = counts[entry["name"]]
             entry["fraction_removed"] = flagged / measured if measured else None
 
+
+#: Every object measured with the other sources' pixels filled with noise.
+MASKED_SELECTION = "all_masked"
 
 #: The truth reference: detections whose true galaxy overlaps no other.
 TRUTH_SELECTION = "no_true_blends"
