@@ -56,6 +56,9 @@ class NgmixMetacal(StampShearEngine):
     name = "ngmix"
     #: ``--engine auto`` preference: the reference implementation, first when it imports.
     priority = 20
+    #: ngmix draws its own noise-correction image: paired fields are ignored,
+    #: so ``auto`` keeps the GalSim engine for paired simulations.
+    takes_noise_fields = False
 
     def __init__(self, config=None, *, psf=None, fixnoise: bool = True):
         super().__init__(config)

@@ -460,3 +460,15 @@ def test_unstable_objects_are_flagged():
     assert np.isnan(table["G1_NOSHEAR"][1]) and table["G1_NOSHEAR"][0] == pytest.approx(0.1)
     assert flag_names(MCAL_UNSTABLE) == ["unstable"]
     assert flag_unstable(table, STEP, 0.0) == 0  # switched off
+
+
+def test_auto_keeps_paired_runs_on_engines_that_take_the_paired_fields():
+    class Ignores(RecordingEngine):
+        name = "ignores_fields"
+        priority = 50
+        takes_noise_fields = False
+
+    engines = {"metacal": RecordingEngine, "ignores_fields": Ignores}
+    assert select_engine(engines, "auto") is Ignores  # priority decides otherwise
+    assert select_engine(engines, "auto", paired=True) is RecordingEngine
+    assert select_engine(engines, "ignores_fields", paired=True) is Ignores  # asked by name

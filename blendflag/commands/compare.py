@@ -143,7 +143,9 @@ def run(args, pm) -> int:
     for path in (args.json, args.plot, args.catalogue_out):
         if path:
             check_output_path(path)
-    engine_cls = select_engine(get_shear_engines(pm), args.engine or config.shear.engine)
+    engine_cls = select_engine(
+        get_shear_engines(pm), args.engine or config.shear.engine, paired=not user_data
+    )
     names = args.flaggers.split(",") if args.flaggers else _default_flaggers(pm, config)
     flaggers = make_flaggers(pm, names, config, flagger_overrides(pm, names, weights=args.weights))
     workers = args.workers or os.cpu_count() or 1
@@ -214,7 +216,10 @@ def run_tiles_command(args, pm, config) -> int:
     missing = [t.name for t in tiles if not t.psf]
     if missing:
         raise BlendflagError(f"tile {missing[0]} has no PSF (psf= or psf.fits beside the image)")
-    engine = select_engine(get_shear_engines(pm), args.engine or config.shear.engine).name
+    simulated = any(t.truth for t in tiles)  # paired noise fields: engines that take them
+    engine = select_engine(
+        get_shear_engines(pm), args.engine or config.shear.engine, paired=simulated
+    ).name
     names = args.flaggers.split(",") if args.flaggers else _default_flaggers(pm, config)
     overrides = flagger_overrides(pm, names, weights=args.weights)
     make_flaggers(pm, names, config, overrides)  # fail early
@@ -253,9 +258,10 @@ def run_tiles_command(args, pm, config) -> int:
 def print_table(data: dict) -> None:
     """The comparison as a table on stdout: one row per selection."""
     rows = data["selections"]
-    pairs = "±g pairs, " if data.get("shear_pairs") else ""
+    pairs = " (±g pairs)" if data.get("shear_pairs") else ""
+    fields = f", correction fields {data['noise_fields']}" if data.get("noise_fields") else ""
     print(
-        f"engine: {data['engine']}   true shear: {data['true_shear']} ({pairs}rotated pairs)   "
+        f"engine: {data['engine']}{fields}   true shear: {data['true_shear']}{pairs}   "
         f"objects: {data['n_objects']} ({data['n_measured']} measured)"
     )
     head = (

@@ -56,6 +56,10 @@ class ShearEngine:
     #: Whether the engine measures stamps cut around the detections (the
     #: pipeline's ``cutout`` stage then cuts them).
     needs_stamps: bool = False
+    #: Whether the engine uses the noise-correction fields it is given (the
+    #: paired fields that make ±g and rotated pairs cancel); ``auto`` prefers
+    #: engines that do when a simulation provides them.
+    takes_noise_fields: bool = False
 
     def __init__(self, config: ShearConfig | None = None):
         self.config = config if config is not None else ShearConfig()
@@ -105,6 +109,7 @@ class StampShearEngine(ShearEngine):
     """
 
     needs_stamps = True
+    takes_noise_fields = True
 
     def measure(
         self,
@@ -331,7 +336,7 @@ class ImageShearEngine(ShearEngine):
         )
 
 
-def select_engine(engines: dict[str, type], name: str = "auto") -> type:
+def select_engine(engines: dict[str, type], name: str = "auto", paired: bool = False) -> type:
     """Pick an engine class by name, or by priority for ``"auto"``.
 
     Parameters
@@ -341,6 +346,11 @@ def select_engine(engines: dict[str, type], name: str = "auto") -> type:
     name : str
         ``"auto"`` (the available engine of highest :attr:`ShearEngine.priority`)
         or a registered engine name. [default: "auto"]
+    paired : bool
+        The run provides paired noise-correction fields (a simulation with
+        rotated and ±g pairs): ``auto`` then prefers the engines that take them
+        (:attr:`ShearEngine.takes_noise_fields`), so that whether an optional
+        package imports never changes what is measured. [default: False]
 
     Raises
     ------
@@ -348,7 +358,10 @@ def select_engine(engines: dict[str, type], name: str = "auto") -> type:
         The name is not registered, or the engine cannot run here.
     """
     if name == "auto":
-        ranked = sorted(engines.values(), key=lambda cls: (-int(cls.priority), cls.name))
+        ranked = sorted(
+            engines.values(),
+            key=lambda cls: (paired and not cls.takes_noise_fields, -int(cls.priority), cls.name),
+        )
         for cls in ranked:
             if cls.available():
                 return cls
