@@ -268,3 +268,44 @@ def test_simulate_field_out_is_a_file(tmp_path, capsys):
     )
     assert code == 2 and "not a directory" in err
     assert (tmp_path / "f").read_text() == "not a directory"
+
+
+def test_simulate_field_shear_pairs_density_and_margin(tmp_path, capsys):
+    """--shear-pairs writes the +g and -g twins; --density sets the size; margin as compare."""
+    base = [
+        "simulate-field",
+        "--dataset",
+        "cfis",
+        "--n-galaxies",
+        "60",
+        "--seed",
+        "5",
+        "--shear",
+        "0.02,0",
+        "--noise",
+        "2",
+        "--rotated-pairs",
+        "--quiet",
+    ]
+    code, _, err = _run_cli([*base, "--shear-pairs", "--out", tmp_path / "pair"], capsys)
+    assert code == 0, err
+    plus, minus = (fits.getheader(tmp_path / "pair" / s / "image.fits") for s in ("plus", "minus"))
+    assert (plus["SHRSIGN"], minus["SHRSIGN"]) == (1, -1)
+    assert (plus["SHEAR1"], minus["SHEAR1"]) == (0.02, -0.02)
+    assert plus["REFNOISE"] == 14.0 and plus["NOISE"] == 2.0
+    truth = {s: fits.getdata(tmp_path / "pair" / s / "truth.fits", 1) for s in ("plus", "minus")}
+    np.testing.assert_array_equal(truth["plus"]["FLUX"], truth["minus"]["FLUX"])
+    x = np.asarray(truth["plus"]["X"])
+    xh = np.where(
+        truth["plus"]["ROTATED"],
+        x - fits.getdata(tmp_path / "pair" / "plus" / "image.fits").shape[1] // 2,
+        x,
+    )
+    assert xh.min() >= 26  # compare's margin: half a 51-px stamp plus one
+    code, _, err = _run_cli([*base, "--density", "90", "--out", tmp_path / "dense"], capsys)
+    assert code == 0, err
+    dense = fits.getdata(tmp_path / "dense" / "image.fits")
+    sparse = fits.getdata(tmp_path / "pair" / "plus" / "image.fits")
+    assert dense.shape[0] < sparse.shape[0]
+    code, _, err = _run_cli([*base, "--density", "-3", "--out", tmp_path / "bad"], capsys)
+    assert code == 2 and err.startswith("error:") and "density" in err
