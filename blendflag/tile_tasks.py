@@ -8,6 +8,7 @@ summary. It never raises: a failing tile is reported and the others go on.
 
 from __future__ import annotations
 
+import functools
 import time
 import traceback
 from pathlib import Path
@@ -16,6 +17,37 @@ import numpy as np
 
 from blendflag.errors import BlendflagError
 from blendflag.tile_list import Tile
+
+
+def _tile_task(run):
+    """Make ``run(tile, settings, out_dir, hash) -> {"n": ...}`` a task that never raises.
+
+    The task returns ``{"tile", "status": "done", "n", "seconds"}``, or
+    ``{"tile", "status": "failed", "reason", "seconds"}`` for a bad input
+    (``BlendflagError``) or any other failure, so one bad tile never stops
+    the others.
+    """
+
+    @functools.wraps(run)
+    def task(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str) -> dict:
+        start = time.perf_counter()
+        try:
+            summary = {"tile": tile.name, "status": "done"}
+            summary.update(run(tile, settings, out_dir, tile_hash_value))
+        except BlendflagError as exc:
+            summary = {"tile": tile.name, "status": "failed", "reason": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - one bad tile never stops the others
+            last = traceback.extract_tb(exc.__traceback__)[-1]
+            where = f"{Path(last.filename).name}:{last.lineno}"
+            summary = {
+                "tile": tile.name,
+                "status": "failed",
+                "reason": f"{type(exc).__name__}: {exc} ({where})",
+            }
+        summary["seconds"] = time.perf_counter() - start
+        return summary
+
+    return task
 
 
 def simulated_tile(tile: Tile) -> dict:
@@ -67,156 +99,115 @@ def simulated_tile(tile: Tile) -> dict:
     return info
 
 
+@_tile_task
 def compare_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str) -> dict:
     """Run the comparison on one tile and write its catalogue and sums.
 
     Returns a summary ``{"tile", "status": "done"|"failed", ...}``; never raises.
     """
-    start = time.perf_counter()
-    try:
-        from blendflag.atomic import atomic_output
-        from blendflag.catalog import write_output_catalogue
-        from blendflag.compare import run_compare
-        from blendflag.config import PipelineConfig, from_mapping
-        from blendflag.field_input import file_input
-        from blendflag.flaggers import flagger_overrides, make_flaggers
-        from blendflag.plugins import get_plugin_manager, get_shear_engines
-        from blendflag.shear.engine import select_engine
+    from blendflag.atomic import atomic_output
+    from blendflag.catalog import write_output_catalogue
+    from blendflag.compare import run_compare
+    from blendflag.config import PipelineConfig, from_mapping
+    from blendflag.field_input import file_input
+    from blendflag.flaggers import flagger_overrides, make_flaggers
+    from blendflag.plugins import get_plugin_manager, get_shear_engines
+    from blendflag.shear.engine import select_engine
 
-        pm = get_plugin_manager()
-        config = from_mapping(PipelineConfig, settings["config"])
-        names = settings["flaggers"]
-        flaggers = make_flaggers(
-            pm, names, config, flagger_overrides(pm, names, weights=settings.get("weights"))
-        )
-        engine_cls = select_engine(get_shear_engines(pm), settings["engine"])
-        data = file_input(
-            tile.image, tile.psf, tile.catalogue, tile.weight, settings.get("pixel_scale")
-        )
-        info = simulated_tile(tile)
-        data.truth, data.true_shear, data.sign = info["truth"], info["shear"], info["sign"]
-        if info["truth"] is not None:  # a simulation: its known noise and label depth
-            data.noise_sigma, data.reference_noise = info["noise"], info["reference_noise"]
-        result = run_compare(
-            pm,
-            config,
-            data,
-            flaggers,
-            engine_cls,
-            seed=settings["seed"],
-            workers=1,
-            quiet=True,
-            n_bootstrap=settings.get("bootstrap"),
-        )
-        out = Path(out_dir)
-        ctx = result.context
-        write_output_catalogue(
-            ctx.catalogue, ctx.table, ctx.annotation, out / f"{tile.name}.fits", ctx.image_header
-        )
-        counts = result.context.results.get("flag_counts", {})
-        arrays = {
-            "hash": np.array(tile_hash_value),
-            "names": np.array(list(result.unit_sums)),
-            "true_shear": np.array(info["shear"] if info["shear"] else [np.nan, np.nan]),
-            "sign": np.array(info["sign"]),
-            "field": np.array(info["field"]),
-            "step": np.array(result.metacal.step),
-            "engine": np.array(result.metacal.engine),
-            "layout": np.array(result.metacal.sum_layout),
-        }
-        for k, (name, (sums,)) in enumerate(result.unit_sums.items()):
-            arrays[f"keys{k}"] = sums.keys
-            arrays[f"sums{k}"] = sums.sums
-            arrays[f"ngood{k}"] = np.array(sums.n_good)
-            arrays[f"flagged{k}"] = np.array(counts.get(name, (-1, -1)))
-        with atomic_output(out / f"{tile.name}.sums.npz") as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        return {
-            "tile": tile.name,
-            "status": "done",
-            "n": result.json["n_objects"],
-            "seconds": time.perf_counter() - start,
-        }
-    except BlendflagError as exc:
-        return {
-            "tile": tile.name,
-            "status": "failed",
-            "reason": str(exc),
-            "seconds": time.perf_counter() - start,
-        }
-    except Exception as exc:  # noqa: BLE001 - one bad tile never stops the others
-        last = traceback.extract_tb(exc.__traceback__)[-1]
-        return {
-            "tile": tile.name,
-            "status": "failed",
-            "reason": f"{type(exc).__name__}: {exc} ({Path(last.filename).name}:{last.lineno})",
-            "seconds": time.perf_counter() - start,
-        }
+    pm = get_plugin_manager()
+    config = from_mapping(PipelineConfig, settings["config"])
+    names = settings["flaggers"]
+    flaggers = make_flaggers(
+        pm, names, config, flagger_overrides(pm, names, weights=settings.get("weights"))
+    )
+    engine_cls = select_engine(get_shear_engines(pm), settings["engine"])
+    data = file_input(
+        tile.image, tile.psf, tile.catalogue, tile.weight, settings.get("pixel_scale")
+    )
+    info = simulated_tile(tile)
+    data.truth, data.true_shear, data.sign = info["truth"], info["shear"], info["sign"]
+    if info["truth"] is not None:  # a simulation: its known noise and label depth
+        data.noise_sigma, data.reference_noise = info["noise"], info["reference_noise"]
+    result = run_compare(
+        pm,
+        config,
+        data,
+        flaggers,
+        engine_cls,
+        seed=settings["seed"],
+        workers=1,
+        quiet=True,
+        n_bootstrap=settings.get("bootstrap"),
+    )
+    out = Path(out_dir)
+    ctx = result.context
+    write_output_catalogue(
+        ctx.catalogue, ctx.table, ctx.annotation, out / f"{tile.name}.fits", ctx.image_header
+    )
+    counts = result.context.results.get("flag_counts", {})
+    arrays = {
+        "hash": np.array(tile_hash_value),
+        "names": np.array(list(result.unit_sums)),
+        "true_shear": np.array(info["shear"] if info["shear"] else [np.nan, np.nan]),
+        "sign": np.array(info["sign"]),
+        "field": np.array(info["field"]),
+        "step": np.array(result.metacal.step),
+        "engine": np.array(result.metacal.engine),
+        "layout": np.array(result.metacal.sum_layout),
+    }
+    for k, (name, (sums,)) in enumerate(result.unit_sums.items()):
+        arrays[f"keys{k}"] = sums.keys
+        arrays[f"sums{k}"] = sums.sums
+        arrays[f"ngood{k}"] = np.array(sums.n_good)
+        arrays[f"flagged{k}"] = np.array(counts.get(name, (-1, -1)))
+    with atomic_output(out / f"{tile.name}.sums.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    return {"n": result.json["n_objects"]}
 
 
+@_tile_task
 def flag_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str) -> dict:
     """Flag one tile's catalogue (``flag --tiles``); writes ``OUT_DIR/<tile>.fits``."""
-    start = time.perf_counter()
-    try:
-        from blendflag.atomic import atomic_output
-        from blendflag.catalog import read_catalogue, write_annotated
-        from blendflag.config import PipelineConfig, from_mapping
-        from blendflag.flaggers import flagger_overrides, make_flaggers
-        from blendflag.images import load_image_and_weight
-        from blendflag.pipeline import Context, run_pipeline, table_from_catalogue
-        from blendflag.plugins import get_plugin_manager
+    from blendflag.atomic import atomic_output
+    from blendflag.catalog import read_catalogue, write_annotated
+    from blendflag.config import PipelineConfig, from_mapping
+    from blendflag.flaggers import flagger_overrides, make_flaggers
+    from blendflag.images import load_image_and_weight
+    from blendflag.pipeline import Context, run_pipeline, table_from_catalogue
+    from blendflag.plugins import get_plugin_manager
 
-        if not tile.catalogue:
-            raise BlendflagError("no catalogue for this tile (catalogue= or catalogue.fits)")
-        pm = get_plugin_manager()
-        config = from_mapping(PipelineConfig, settings["config"])
-        names = settings["flaggers"]
-        flaggers = make_flaggers(
+    if not tile.catalogue:
+        raise BlendflagError("no catalogue for this tile (catalogue= or catalogue.fits)")
+    pm = get_plugin_manager()
+    config = from_mapping(PipelineConfig, settings["config"])
+    names = settings["flaggers"]
+    flaggers = make_flaggers(
+        pm,
+        names,
+        config,
+        flagger_overrides(
             pm,
             names,
-            config,
-            flagger_overrides(
-                pm,
-                names,
-                weights=settings.get("weights"),
-                threshold=settings.get("threshold"),
-                views=settings.get("views"),
-            ),
-        )
-        catalogue = read_catalogue(tile.catalogue)
-        image, weight, header = load_image_and_weight(tile.image, tile.weight)
-        context = Context(
-            config=config,
-            pm=pm,
-            image=image,
-            weight=weight,
-            image_header=header,
-            catalogue=catalogue,
-            table=table_from_catalogue(catalogue),
-        )
-        context.flagger_objects = flaggers
-        run_pipeline(context)
-        out = Path(out_dir)
-        write_annotated(catalogue, context.annotation, out / f"{tile.name}.fits")
-        with atomic_output(out / f"{tile.name}.sums.npz") as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, hash=np.array(tile_hash_value))
-        return {
-            "tile": tile.name,
-            "status": "done",
-            "n": len(context.table),
-            "seconds": time.perf_counter() - start,
-        }
-    except BlendflagError as exc:
-        return {
-            "tile": tile.name,
-            "status": "failed",
-            "reason": str(exc),
-            "seconds": time.perf_counter() - start,
-        }
-    except Exception as exc:  # noqa: BLE001 - one bad tile never stops the others
-        return {
-            "tile": tile.name,
-            "status": "failed",
-            "reason": f"{type(exc).__name__}: {exc}",
-            "seconds": time.perf_counter() - start,
-        }
+            weights=settings.get("weights"),
+            threshold=settings.get("threshold"),
+            views=settings.get("views"),
+        ),
+    )
+    catalogue = read_catalogue(tile.catalogue)
+    image, weight, header = load_image_and_weight(tile.image, tile.weight)
+    context = Context(
+        config=config,
+        pm=pm,
+        image=image,
+        weight=weight,
+        image_header=header,
+        catalogue=catalogue,
+        table=table_from_catalogue(catalogue),
+    )
+    context.flagger_objects = flaggers
+    run_pipeline(context)
+    out = Path(out_dir)
+    write_annotated(catalogue, context.annotation, out / f"{tile.name}.fits")
+    with atomic_output(out / f"{tile.name}.sums.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, hash=np.array(tile_hash_value))
+    return {"n": len(context.table)}
