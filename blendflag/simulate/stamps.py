@@ -251,22 +251,7 @@ def simulate_stamps(
     truth["OVERLAP_PIX"] = cols["OVERLAP_PIX"]
     truth["ISOPHOTE"] = cols["ISOPHOTE"].astype(np.float32)
     truth["SNR2"] = cols["SNR2"].astype(np.float32)
-    for name in (
-        "X1",
-        "Y1",
-        "X2",
-        "Y2",
-        "HLR1",
-        "HLR2",
-        "E1_1",
-        "E2_1",
-        "E1_2",
-        "E2_2",
-        "SERSIC_N1",
-        "SERSIC_N2",
-        "B2T1",
-        "B2T2",
-    ):
+    for name in _FLOAT_COLUMNS[_FLOAT_COLUMNS.index("X1") :]:  # the sources' parameters
         truth[name] = cols[name]  # float64: render_components redraws them exactly
     truth["STAMP_SEED"] = seeds
     for name, unit in TRUTH_UNITS.items():
