@@ -178,7 +178,7 @@ def test_simulated_pair_gives_the_same_answer_through_tiles_and_directly(tmp_pat
 
     from blendflag.cli import main
 
-    field = ["--n-galaxies", "160", "--seed", "3"]
+    field = ["--n-galaxies", "100", "--seed", "3"]
     common = ["--flaggers", "sextractor", "--bootstrap", "40", "--quiet"]
     assert (
         main(
