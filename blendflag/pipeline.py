@@ -323,3 +323,37 @@ def table_from_catalogue(catalogue: Catalogue) -> Table:
                 "(positions are needed to cut stamps)"
             )
     return catalogue.table
+
+
+def flag_catalogue_file(pm, config, flaggers, catalogue_path, image_path, weight_path=None):
+    """Run the pipeline's stages with ``flaggers`` over a catalogue file and its image.
+
+    What ``flag`` and ``flag --tiles`` both do before writing.
+
+    Returns
+    -------
+    Context
+        With ``catalogue`` (the file read) and ``annotation`` (the columns to add).
+
+    Raises
+    ------
+    CatalogueError
+        Unreadable files, positions missing or outside the image.
+    """
+    from blendflag.catalog import read_catalogue
+    from blendflag.images import load_image_and_weight
+
+    catalogue = read_catalogue(catalogue_path)
+    image, weight, header = load_image_and_weight(image_path, weight_path)
+    context = Context(
+        config=config,
+        pm=pm,
+        image=image,
+        weight=weight,
+        image_header=header,
+        catalogue=catalogue,
+        table=table_from_catalogue(catalogue),
+        flagger_objects=list(flaggers),
+    )
+    context.flaggers = [f.name for f in flaggers]
+    return run_pipeline(context)

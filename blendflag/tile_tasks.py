@@ -169,11 +169,10 @@ def compare_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str)
 def flag_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str) -> dict:
     """Flag one tile's catalogue (``flag --tiles``); writes ``OUT_DIR/<tile>.fits``."""
     from blendflag.atomic import atomic_output
-    from blendflag.catalog import read_catalogue, write_annotated
+    from blendflag.catalog import write_annotated
     from blendflag.config import PipelineConfig, from_mapping
     from blendflag.flaggers import flagger_overrides, make_flaggers
-    from blendflag.images import load_image_and_weight
-    from blendflag.pipeline import Context, run_pipeline, table_from_catalogue
+    from blendflag.pipeline import flag_catalogue_file
     from blendflag.plugins import get_plugin_manager
 
     if not tile.catalogue:
@@ -193,19 +192,8 @@ def flag_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str) ->
             views=settings.get("views"),
         ),
     )
-    catalogue = read_catalogue(tile.catalogue)
-    image, weight, header = load_image_and_weight(tile.image, tile.weight)
-    context = Context(
-        config=config,
-        pm=pm,
-        image=image,
-        weight=weight,
-        image_header=header,
-        catalogue=catalogue,
-        table=table_from_catalogue(catalogue),
-    )
-    context.flagger_objects = flaggers
-    run_pipeline(context)
+    context = flag_catalogue_file(pm, config, flaggers, tile.catalogue, tile.image, tile.weight)
+    catalogue = context.catalogue
     out = Path(out_dir)
     write_annotated(catalogue, context.annotation, out / f"{tile.name}.fits")
     with atomic_output(out / f"{tile.name}.sums.npz") as tmp, open(tmp, "wb") as fh:

@@ -47,9 +47,8 @@ def register(cli) -> None:
 
 
 def run(args, pm) -> int:
-    from blendflag.catalog import read_catalogue, write_annotated
-    from blendflag.images import load_image_and_weight
-    from blendflag.pipeline import Context, run_pipeline, table_from_catalogue
+    from blendflag.catalog import write_annotated
+    from blendflag.pipeline import flag_catalogue_file
 
     if args.tiles:
         return run_tiles_command(args, pm)
@@ -62,21 +61,8 @@ def run(args, pm) -> int:
     overrides = flagger_overrides(pm, names, **flagger_option_values(args))
     flaggers = make_flaggers(pm, names, config, overrides)
     out = check_output_path(args.out) if args.out else None
-    catalogue = read_catalogue(args.catalogue)
-    table = table_from_catalogue(catalogue)
-    image, weight, header = load_image_and_weight(args.image, args.weight)
-    context = Context(
-        config=config,
-        pm=pm,
-        image=image,
-        weight=weight,
-        image_header=header,
-        catalogue=catalogue,
-        table=table,
-    )
-    context.flagger_objects = flaggers
-    context.flaggers = [f.name for f in flaggers]
-    run_pipeline(context)
+    context = flag_catalogue_file(pm, config, flaggers, args.catalogue, args.image, args.weight)
+    catalogue, table = context.catalogue, context.table
     target = out if out is not None else catalogue.path
     write_annotated(catalogue, context.annotation, target, in_place=args.in_place)
     summary = ", ".join(
