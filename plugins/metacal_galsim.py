@@ -37,6 +37,7 @@ import numpy as np
 from blendflag import hookimpl
 from blendflag.errors import BlendflagError
 from blendflag.shear.engine import StampShearEngine
+from blendflag.shear.metacal_ops import INTERPOLANT, MetacalOperators, round_target_psf  # noqa: F401 (re-exported)
 from blendflag.shear.results import (
     MCAL_ENGINE_FAILED,
     MCAL_MOMENTS_FAILED,
@@ -44,69 +45,9 @@ from blendflag.shear.results import (
     MCAL_RENDER_FAILED,
     METACAL_VERSIONS,
     SHAPE_COLUMNS,
-    VERSION_SHEARS,
     MetacalResult,
     empty_result_table,
 )
-
-#: Real-space interpolant of the stamps and the PSF (ngmix uses the same).
-INTERPOLANT = "lanczos15"
-#: The reconvolution Gaussian is pinned where the PSF's azimuthally averaged
-#: Fourier profile falls to SMALL_KVAL of its flux, at SMALLER_KVAL there.
-SMALL_KVAL = 3.0e-2
-SMALLER_KVAL = 9.0e-3
-
-
-def round_target_psf(psf_obj, small_kval: float = SMALL_KVAL, smaller_kval: float = SMALLER_KVAL):
-    """A round Gaussian reconvolution kernel below the PSF in Fourier space.
-
-    Let ``k0`` be the wavenumber where the azimuthally averaged real part of
-    the PSF's Fourier transform first drops below ``small_kval`` (relative to
-    its flux). The Gaussian is chosen to be ``smaller_kval`` there, so it
-    falls faster than the PSF beyond: ``exp(-k0^2 sigma^2 / 2) = smaller_kval``.
-    The azimuthal average (not a pixel-wise minimum) makes the kernel
-    insensitive to noise in the PSF image and to its ellipticity only through
-    the average profile.
-
-    Parameters
-    ----------
-    psf_obj : galsim.GSObject
-        The PSF (including the pixel), e.g. an InterpolatedImage, flux 1.
-
-    Returns
-    -------
-    galsim.Gaussian
-        Unit flux; ``sigma`` in the PSF's units (arcsec).
-    """
-    import galsim
-
-    dk = psf_obj.stepk / 4.0
-    kimage = psf_obj.drawKImage(scale=dk)
-    kreal = kimage.real.array
-    nk = kreal.shape[0]
-    ky, kx = np.indices(kreal.shape)
-    kr = np.hypot(kx - nk // 2, ky - nk // 2)
-    rings = np.rint(kr).astype(np.int64).ravel()
-    counts = np.bincount(rings)
-    sums = np.bincount(rings, weights=kreal.ravel())
-    # only full rings inside the k image
-    n_full = nk // 2
-    profile = sums[:n_full] / np.maximum(counts[:n_full], 1) / psf_obj.flux
-    below = np.flatnonzero(profile < small_kval)
-    if below.size == 0 or below[0] == 0:
-        raise ValueError(
-            "cannot derive a reconvolution PSF: the PSF's Fourier profile "
-            "does not fall below threshold inside the k image"
-        )
-    i = int(below[0])
-    p0, p1 = profile[i - 1], profile[i]
-    if p0 > 0 and p1 > 0:
-        frac = math.log(small_kval / p0) / math.log(p1 / p0)
-    else:
-        frac = (small_kval - p0) / (p1 - p0)
-    k0 = (i - 1 + frac) * dk
-    sigma = math.sqrt(-2.0 * math.log(smaller_kval)) / k0
-    return galsim.Gaussian(sigma=sigma, flux=1.0)
 
 
 class GalSimMetacal(StampShearEngine):
@@ -137,41 +78,6 @@ class GalSimMetacal(StampShearEngine):
 
         return importlib.util.find_spec("galsim") is not None
 
-    # -- metacal operators --------------------------------------------------
-
-    def _setup(self, psf: np.ndarray, pixel_scale: float):
-        """Per-call objects shared by every stamp."""
-        import galsim
-
-        psf_ii = galsim.InterpolatedImage(
-            galsim.ImageD(psf, scale=pixel_scale), x_interpolant=INTERPOLANT
-        )
-        psf_inv = galsim.Deconvolve(psf_ii)
-        base = round_target_psf(psf_ii)
-        # dilating a unit-flux Gaussian = a Gaussian of larger sigma
-        target = galsim.Gaussian(sigma=base.sigma * (1.0 + 2.0 * self.step), flux=1.0)
-        shears = {
-            v: galsim.Shear(g1=s1 * self.step, g2=s2 * self.step) if (s1 or s2) else None
-            for v, (s1, s2) in VERSION_SHEARS.items()
-        }
-        return psf_inv, target, shears
-
-    def _metacal_images(self, array, pixel_scale, psf_inv, target, shears, out_image):
-        """The five metacal versions of one 2-d array, as ``{version: ndarray}``."""
-        import galsim
-
-        ii = galsim.InterpolatedImage(
-            galsim.ImageD(array, scale=pixel_scale), x_interpolant=INTERPOLANT
-        )
-        deconv = galsim.Convolve(ii, psf_inv)
-        images = {}
-        for version in METACAL_VERSIONS:
-            shear = shears[version]
-            obj = deconv if shear is None else deconv.shear(shear)
-            galsim.Convolve(obj, target).drawImage(image=out_image, method="no_pixel")
-            images[version] = out_image.array.copy()
-        return images
-
     # -- engine ---------------------------------------------------------------
 
     def measure(
@@ -195,7 +101,7 @@ class GalSimMetacal(StampShearEngine):
         table = empty_result_table(n)
         flags = data.flags.copy()
         try:
-            psf_inv, target, shears = self._setup(data.psf, data.pixel_scale)
+            ops = MetacalOperators.from_psf(data.psf, data.pixel_scale, self.step)
         except ValueError as exc:  # the whole image, not one object: bad input
             raise BlendflagError(
                 f"metacalibration cannot use this PSF: {exc} (is it undersampled?)"
@@ -213,14 +119,12 @@ class GalSimMetacal(StampShearEngine):
         s2n_den = np.full(n, np.nan)
         noise_var = data.noise_sigma**2
         # first guess of the adaptive sigma (pixels): a bit more than the kernel
-        guess_default = max(1.0, 1.5 * target.sigma / data.pixel_scale)
+        guess_default = max(1.0, 1.5 * ops.target.sigma / data.pixel_scale)
         for i in range(n):
             if flags[i]:
                 continue
             try:
-                mc = self._metacal_images(
-                    data.stamps[i], data.pixel_scale, psf_inv, target, shears, out_image
-                )
+                mc = ops.images(data.stamps[i], out_image)
                 sigma_i = data.noise_sigma[i]
                 if self.fixnoise and sigma_i > 0:
                     noise = (
@@ -228,12 +132,7 @@ class GalSimMetacal(StampShearEngine):
                         if noise_fields is not None
                         else rng.normal(0.0, sigma_i, size=(ny, nx))
                     )
-                    rotated = np.ascontiguousarray(np.rot90(noise, 1))
-                    nmc = self._metacal_images(
-                        rotated, data.pixel_scale, psf_inv, target, shears, out_image
-                    )
-                    for version in METACAL_VERSIONS:
-                        mc[version] += np.rot90(nmc[version], -1)
+                    ops.add_noise_correction(mc, noise)
                     noise_var[i] *= 2.0
             except (galsim.GalSimError, RuntimeError, ValueError, MemoryError):
                 flags[i] |= MCAL_RENDER_FAILED
@@ -289,9 +188,9 @@ class GalSimMetacal(StampShearEngine):
                 table[col][flags != 0] = np.nan
         elapsed = time.perf_counter() - start
         meta = {
-            "reconvolution_psf": f"round Gaussian, sigma {target.sigma:.4f} arcsec "
+            "reconvolution_psf": f"round Gaussian, sigma {ops.target.sigma:.4f} arcsec "
             f"(dilated by 1 + 2 step)",
-            "reconvolution_sigma_arcsec": float(target.sigma),
+            "reconvolution_sigma_arcsec": float(ops.target.sigma),
             "fixnoise": self.fixnoise,
             "noise_fields": "given" if noise_fields is not None else "drawn",
             "interpolant": INTERPOLANT,

@@ -178,7 +178,9 @@ def test_bad_stamps_are_flagged_not_raised(pairs):
 def test_failures_inside_the_engine_become_flags(pairs, monkeypatch):
     from blendflag.shear.results import MCAL_ENGINE_FAILED, MCAL_MOMENTS_FAILED, MCAL_RENDER_FAILED
 
-    real_images = GalSimMetacal._metacal_images
+    from blendflag.shear.metacal_ops import MetacalOperators
+
+    real_images = MetacalOperators.images
     real_moments = galsim.hsm.FindAdaptiveMom
     calls = {"images": 0, "moments": 0}
 
@@ -196,7 +198,7 @@ def test_failures_inside_the_engine_become_flags(pairs, monkeypatch):
             kwargs["hsmparams"] = galsim.hsm.HSMParams(max_mom2_iter=1)
         return real_moments(image, **kwargs)
 
-    monkeypatch.setattr(GalSimMetacal, "_metacal_images", images)
+    monkeypatch.setattr(MetacalOperators, "images", images)
     monkeypatch.setattr(galsim.hsm, "FindAdaptiveMom", moments)
     result = GalSimMetacal(ShearConfig()).measure(
         pairs.stamps[:4], pairs.psf, pairs.pixel_scale, 0.0, np.random.default_rng(0)
