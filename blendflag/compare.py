@@ -179,7 +179,11 @@ def _compare_json(contexts, inputs, flaggers, entries, timings) -> dict:
                 name: flags["noshear"]
                 for name, flags in (context.results.get("metacal_flags") or {}).items()
             }
-            per_image.append(truth_summary(context.results["truth_match"], item.truth, blend_flags))
+            # an image engine's flags are on its own noshear detections
+            match = (context.results.get("version_truth_match") or {}).get(
+                "noshear", context.results["truth_match"]
+            )
+            per_image.append(truth_summary(match, item.truth, blend_flags))
         truth_info = (
             per_image[0] if len(per_image) == 1 else {"plus": per_image[0], "minus": per_image[1]}
         )

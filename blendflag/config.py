@@ -307,6 +307,9 @@ class ShearConfig:
         sees the filled stamp (the uberseg / noise-fill approach of ShapePipe;
         the footprints come from the detection's segmentation map, see
         :mod:`blendflag.masking`). [default: "keep"]
+    options : dict
+        Per-engine settings, keyed by engine name; each engine documents its
+        own (e.g. a metadetection engine's cell size and cuts).
     """
 
     engine: str = "auto"
@@ -316,6 +319,7 @@ class ShearConfig:
     max_version_spread: float = 0.2
     truth_depth: str = "field"
     neighbours: str = "keep"
+    options: dict = field(default_factory=dict)
 
     def validate(self, where: str) -> None:
         check(

@@ -59,6 +59,8 @@ MCAL_NONFINITE_RESULT = 32  #: a measured ellipticity or size is NaN or inf
 MCAL_BAD_NOISE = 64  #: the noise sigma of the object is negative or not finite
 MCAL_ENGINE_FAILED = 128  #: any other failure inside the engine
 MCAL_UNSTABLE = 256  #: the five versions' shapes differ by more than ``max_version_spread``
+MCAL_LOW_S2N = 512  #: S/N below an engine's cut (metadetection: ``min_s2n``)
+MCAL_SMALL_SIZE = 1024  #: size below an engine's cut (metadetection: ``T / T_psf < min_t_ratio``)
 
 #: Bit value -> name, to decode ``MCAL_FLAGS``.
 MCAL_FLAG_NAMES = {
@@ -71,6 +73,8 @@ MCAL_FLAG_NAMES = {
     MCAL_BAD_NOISE: "bad_noise",
     MCAL_ENGINE_FAILED: "engine_failed",
     MCAL_UNSTABLE: "unstable",
+    MCAL_LOW_S2N: "low_s2n",
+    MCAL_SMALL_SIZE: "small_size",
 }
 
 #: Ellipticity columns of a result table, per version: (e1 column, e2 column).

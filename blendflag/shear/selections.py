@@ -60,6 +60,9 @@ def measure_selections(context) -> None:
     if isolated is not None and result.sum_layout == "stamps":
         keep = {v: good[v] & isolated for v in METACAL_VERSIONS}
         masks[TRUTH_SELECTION] = result.complete_units(keep, units)
+    lonely_rows = version_true_isolation(context, result)
+    if lonely_rows is not None:  # separately detected catalogues: each its own match
+        masks[TRUTH_SELECTION] = {v: good[v] & lonely_rows[v] for v in METACAL_VERSIONS}
     for name, flags in blend_flags.items():
         keep = {v: good[v] & ~np.asarray(flags[v], dtype=bool) for v in METACAL_VERSIONS}
         masks[selection_name(name)] = result.complete_units(keep, units)
@@ -107,23 +110,63 @@ MASKED_SELECTION = "all_masked"
 TRUTH_SELECTION = "no_true_blends"
 
 
-def true_isolation(context) -> np.ndarray | None:
-    """Per detection: matched to a true galaxy whose footprint overlaps no other's.
+def _lonely_truth(context) -> np.ndarray | None:
+    """Per true galaxy: its footprint overlaps no other's (None without that truth).
 
     The footprints are those at the depth ``config.shear.truth_depth`` names:
     ``field`` (the isophote at the image's own noise: the blends this image
     shows) or ``reference`` (the preset's depth, the flaggers' blend label).
-    None without a truth that has them.
     """
     truth = context.truth
-    match = context.results.get("truth_match")
-    if truth is None or match is None:
+    if truth is None:
         return None
     column = {"field": "OVERLAPS_FIELD", "reference": "OVERLAPS"}[context.config.shear.truth_depth]
     if column not in truth.colnames:
         return None
-    lonely = np.asarray(truth[column]) < 0
+    return np.asarray(truth[column]) < 0
+
+
+def true_isolation(context) -> np.ndarray | None:
+    """Per detection: matched to a true galaxy whose footprint overlaps no other's.
+
+    None without a truth that has the footprints (see :func:`_lonely_truth`).
+    """
+    lonely = _lonely_truth(context)
+    match = context.results.get("truth_match")
+    if lonely is None or match is None:
+        return None
     return (match >= 0) & lonely[np.maximum(match, 0)]
+
+
+def version_true_isolation(context, result) -> dict | None:
+    """Per version of an image engine's catalogues: rows matched to a lonely true galaxy.
+
+    Each version's detections are matched to the truth on their own, at the
+    positions before that version's shear (``X_UNSHEARED``, ``Y_UNSHEARED``
+    when the engine gives them, else ``X_IMAGE``, ``Y_IMAGE``); the matches
+    go to ``context.results["version_truth_match"]``. None for a stamp
+    result or without a truth with footprints.
+    """
+    lonely = _lonely_truth(context)
+    if lonely is None or result.sum_layout != "versions":
+        return None
+    from astropy.table import Table
+
+    from blendflag.truth import match_truth
+
+    matches, out = {}, {}
+    for v in METACAL_VERSIONS:
+        t = result.tables[v]
+        cols = (
+            ("X_UNSHEARED", "Y_UNSHEARED")
+            if "X_UNSHEARED" in t.colnames
+            else ("X_IMAGE", "Y_IMAGE")
+        )
+        positions = Table({"X_IMAGE": t[cols[0]], "Y_IMAGE": t[cols[1]]})
+        matches[v] = match_truth(positions, context.truth)
+        out[v] = (matches[v] >= 0) & lonely[np.maximum(matches[v], 0)]
+    context.results["version_truth_match"] = matches
+    return out
 
 
 def _annotate(context, result, units) -> None:
