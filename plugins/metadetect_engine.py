@@ -299,6 +299,8 @@ def _measure_cell(
 
     ops = MetacalOperators.from_psf(psf, pixel_scale, step)
     good = np.isfinite(array) if weight is None else np.isfinite(array) & (weight > 0)
+    if not np.any(array[good]):  # all masked or all zero: nothing to detect
+        return _empty_cell(cell, noise_sigma, ops, flag_stamp_size)
     images = ops.images(np.where(good, array, 0.0))
     sigma = noise_sigma
     if noise_sigma > 0:
@@ -322,8 +324,11 @@ def _measure_cell(
         found = _detect(version_image, detect_weight, detect_config)
         x = np.asarray(found["X_IMAGE"], dtype=np.float64) - 1.0  # 0-based, cell
         y = np.asarray(found["Y_IMAGE"], dtype=np.float64) - 1.0
-        keep = cell.owns(x + x0, y + y0)
-        x, y = x[keep], y[keep]
+        # ownership by the position before the version's shear: the images of
+        # two cells are sheared about different centres, the galaxy is one
+        ux, uy = _unshear(x, y, array.shape, ops.shears[version])
+        keep = cell.owns(ux + x0, uy + y0)
+        x, y, ux, uy = x[keep], y[keep], ux[keep], uy[keep]
         stamps, stamp_flags = cut_stamps(version_image, x + 1.0, y + 1.0, size, weight=weight)
         centres = np.column_stack([half + x - np.rint(x), half + y - np.rint(y)])
         moments = weighted_moments(
@@ -336,7 +341,6 @@ def _measure_cell(
             flags[moments.ok & ~(moments.s2n >= settings["min_s2n"])] |= MCAL_LOW_S2N
             t_ratio = moments.T / t_psf
             flags[moments.ok & ~(t_ratio >= settings["min_t_ratio"])] |= MCAL_SMALL_SIZE
-        ux, uy = _unshear(x, y, array.shape, ops.shears[version])
         columns = {
             "X_IMAGE": x + x0 + 1.0,
             "Y_IMAGE": y + y0 + 1.0,
@@ -357,6 +361,21 @@ def _measure_cell(
             "flags": flags,
             "cell": np.full(len(x), cell.index, dtype=np.int64),
             "stamps": stamps_out,
+        }
+    return out
+
+
+def _empty_cell(cell, noise_sigma, ops, flag_stamp_size) -> dict:
+    """The part of a cell with no pixel to measure: no detection in any version."""
+    out = {"noise_sigma": float(noise_sigma), "target_sigma": float(ops.target.sigma)}
+    for version in METACAL_VERSIONS:
+        out[version] = {
+            "columns": {c: np.zeros(0) for c in _COLUMNS},
+            "flags": np.zeros(0, dtype=np.int32),
+            "cell": np.zeros(0, dtype=np.int64),
+            "stamps": np.zeros((0, flag_stamp_size, flag_stamp_size), np.float32)
+            if flag_stamp_size
+            else None,
         }
     return out
 
