@@ -176,9 +176,8 @@ def test_bad_stamps_are_flagged_not_raised(pairs):
 
 
 def test_failures_inside_the_engine_become_flags(pairs, monkeypatch):
-    from blendflag.shear.results import MCAL_ENGINE_FAILED, MCAL_MOMENTS_FAILED, MCAL_RENDER_FAILED
-
     from blendflag.shear.metacal_ops import MetacalOperators
+    from blendflag.shear.results import MCAL_ENGINE_FAILED, MCAL_MOMENTS_FAILED, MCAL_RENDER_FAILED
 
     real_images = MetacalOperators.images
     real_moments = galsim.hsm.FindAdaptiveMom

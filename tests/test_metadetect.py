@@ -162,6 +162,6 @@ def test_the_engine_is_chosen_by_name_or_priority():
 
 def test_bad_settings_are_one_line_errors():
     with pytest.raises(BlendflagError, match="unknown setting 'cellsize'"):
-        _engine(cellsize=100).settings
+        _ = _engine(cellsize=100).settings
     with pytest.raises(BlendflagError, match="cell_buffer"):
-        _engine(cell_buffer=5).settings
+        _ = _engine(cell_buffer=5).settings
