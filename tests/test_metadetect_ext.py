@@ -1,0 +1,174 @@
+"""The ``metadetect_ext`` adapter to ``metadetect.do_metadetect``.
+
+The first tests run everywhere (the plugin loads without the package); the
+scene tests need metadetect, ngmix, meds and sxdes (not on PyPI) and skip
+without them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from blendflag.errors import PluginError
+from blendflag.plugins import get_plugin_manager, get_shear_engines
+from blendflag.shear.engine import select_engine
+from tests.conftest import run_cli
+
+SCALE = 0.2  # arcsec / pixel
+PSF_FWHM = 0.9  # arcsec, Gaussian
+R50 = 0.5  # arcsec, exponential
+WEIGHT_FWHM = 1.2  # arcsec
+STEP = 0.01
+
+
+def _hide_metadetect(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name.split(".")[0] == "metadetect" else real(name, *a),
+    )
+
+
+def test_plugin_registers_with_low_priority():
+    engines = get_shear_engines(get_plugin_manager())
+    cls = engines["metadetect_ext"]
+    assert cls.name == "metadetect_ext"
+    assert cls.priority < min(c.priority for n, c in engines.items() if n != "metadetect_ext")
+
+
+def test_unavailable_without_the_package(monkeypatch):
+    _hide_metadetect(monkeypatch)
+    engines = get_shear_engines(get_plugin_manager())
+    assert not engines["metadetect_ext"].available()
+    assert select_engine(engines, "auto") is not engines["metadetect_ext"]
+    with pytest.raises(PluginError, match="'metadetect_ext' is registered but cannot run here"):
+        select_engine(engines, "metadetect_ext")
+
+
+def test_selecting_it_by_name_is_a_one_line_error(monkeypatch, capsys, tmp_path):
+    _hide_metadetect(monkeypatch)
+    code, _out, err = run_cli(
+        ["compare", "--engine", "metadetect_ext", "--n-galaxies", "10", "--out-dir", tmp_path],
+        capsys,
+    )
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "metadetect_ext" in lines[0]
+    assert "Traceback" not in err
+
+
+def test_unknown_setting_is_refused():
+    from blendflag.config import ShearConfig
+    from blendflag.errors import BlendflagError
+    from blendflag_plugins.metadetect_ext import MetadetectExternal
+
+    config = ShearConfig()
+    if not hasattr(config, "options"):
+        pytest.skip("this ShearConfig has no per-engine options")
+    config.options = {"metadetect_ext": {"min_snr": 5}}
+    with pytest.raises(BlendflagError, match="unknown setting 'min_snr'"):
+        _ = MetadetectExternal(config).settings
+
+
+# -- with the real package ---------------------------------------------------------
+
+
+def _scene(g1, positions, size, sigma, seed):
+    """Round exponentials sheared by (g1, 0) about the image centre, Gaussian PSF, noise."""
+    import galsim
+
+    psf = galsim.Gaussian(fwhm=PSF_FWHM)
+    gals = galsim.Add(
+        [galsim.Exponential(half_light_radius=R50).shift(dx, dy) for dx, dy in positions]
+    ).shear(g1=g1, g2=0.0)
+    image = galsim.Convolve(gals, psf).drawImage(nx=size, ny=size, scale=SCALE).array
+    image = image + np.random.default_rng(seed).normal(0.0, sigma, image.shape)
+    return image, psf.drawImage(nx=33, ny=33, scale=SCALE).array
+
+
+def _expected_response():
+    """d<e1>/dg1 of one noiseless galaxy, measured as metadetect measures it.
+
+    The reconvolution kernel is ngmix's ``fitgauss``: the round Gaussian of
+    the pixelised PSF's adaptive moments, dilated by 1 + 2 * step; the
+    ellipticity is the Gaussian-weighted (FWHM 1.2") e1 = M1 / MT about the centre.
+    """
+    import galsim
+
+    psf_image = galsim.Gaussian(fwhm=PSF_FWHM).drawImage(nx=33, ny=33, scale=SCALE)
+    sigma = psf_image.FindAdaptiveMom().moments_sigma * SCALE * (1 + 2 * STEP)
+    n = 65
+    y, x = (np.mgrid[0:n, 0:n] - (n - 1) / 2) * SCALE
+    s = WEIGHT_FWHM / np.sqrt(8 * np.log(2))
+    w = np.exp(-(x**2 + y**2) / (2 * s**2))
+    e1 = []
+    for g in (STEP, -STEP):
+        gal = galsim.Exponential(half_light_radius=R50).shear(g1=g, g2=0.0)
+        im = galsim.Convolve(gal, galsim.Gaussian(sigma=sigma)).drawImage(
+            nx=n, ny=n, scale=SCALE, method="no_pixel"
+        )
+        wi = w * im.array
+        e1.append(np.sum(wi * (x**2 - y**2)) / np.sum(wi * (x**2 + y**2)))
+    return (e1[0] - e1[1]) / (2 * STEP)
+
+
+@pytest.mark.slow  # numba compiles ngmix's moments on the first call (~10 s)
+def test_a_pair_of_sheared_scenes_gives_the_shear_and_the_response():
+    pytest.importorskip("metadetect", reason="metadetect (esheldon, not on PyPI) is not installed")
+    from blendflag_plugins.metadetect_ext import MetadetectExternal
+
+    size, sigma, g_true = 101, 1e-6, 0.02
+    positions = [(-5.0, -5.0), (5.0, -5.2), (-4.8, 5.0), (5.1, 4.9)]  # arcsec from the centre
+    engine = MetadetectExternal()
+    shears, responses = [], []
+    for g1 in (g_true, -g_true):
+        image, psf = _scene(g1, positions, size, sigma, seed=3)
+        cats = engine.measure_image(image, None, psf, SCALE, sigma, np.random.default_rng(7))
+        assert "failed" not in cats.meta
+        for table in cats.tables.values():
+            for col in ("G1", "G2", "MCAL_FLAGS", "X_IMAGE", "Y_IMAGE", "S2N", "T_RATIO"):
+                assert col in table.colnames
+        good = cats.good_masks()
+        assert all(int(good[v].sum()) == 4 for v in good)
+        noshear = cats.tables["noshear"][good["noshear"]]
+        # 1-based positions near the (sheared) truth
+        centre = (size - 1) / 2 + 1
+        for dx, dy in positions:
+            tx, ty = centre + dx * (1 + g1) / SCALE, centre + dy * (1 - g1) / SCALE
+            d = np.hypot(noshear["X_IMAGE"] - tx, noshear["Y_IMAGE"] - ty)
+            assert d.min() < 0.5
+        mean = {v: np.mean(cats.tables[v]["G1"][good[v]]) for v in good}
+        responses.append((mean["1p"] - mean["1m"]) / (2 * STEP))
+        shears.append(mean["noshear"])
+    expected = _expected_response()
+    assert responses[0] == pytest.approx(expected, rel=0.005)
+    assert responses[1] == pytest.approx(expected, rel=0.005)
+    m = (shears[0] - shears[1]) / (responses[0] + responses[1]) / g_true - 1
+    assert abs(m) < 1e-3
+
+
+def test_cuts_are_flag_bits_and_move_with_the_settings():
+    pytest.importorskip("metadetect", reason="metadetect (esheldon, not on PyPI) is not installed")
+    from blendflag.config import ShearConfig
+    from blendflag_plugins.metadetect_ext import LOW_S2N, MetadetectExternal
+
+    sigma = 2e-3
+    image, psf = _scene(0.0, [(-4.0, 0.0), (4.0, 0.0)], 81, sigma, seed=4)
+    config = ShearConfig()
+    cats = MetadetectExternal(config).measure_image(
+        image, None, psf, SCALE, sigma, np.random.default_rng(1)
+    )
+    s2n = np.asarray(cats.tables["noshear"]["S2N"])
+    assert len(s2n) >= 2
+    flags = np.asarray(cats.tables["noshear"]["MCAL_FLAGS"])
+    assert np.all(((flags & LOW_S2N) != 0) == ~(s2n > 10.0))
+    if hasattr(config, "options"):
+        config.options = {"metadetect_ext": {"min_s2n": float(np.max(s2n)) + 1}}
+        cut = MetadetectExternal(config).measure_image(
+            image, None, psf, SCALE, sigma, np.random.default_rng(1)
+        )
+        assert np.all(np.asarray(cut.tables["noshear"]["MCAL_FLAGS"]) & LOW_S2N)
