@@ -28,7 +28,11 @@ Settings (``shear.options.metadetect`` in the pipeline config; defaults in
 :data:`DEFAULTS`): ``cell_size`` and ``cell_buffer`` (pixels),
 ``weight_fwhm`` (arcsec), ``min_s2n``, ``min_t_ratio``, ``measure_size``
 (stamp side for the moments, pixels), ``recentre`` (iterations moving the
-weight to the light's weighted centroid; 0 keeps the detection's position).
+weight to the light's weighted centroid; 0 keeps the detection's position,
+as metadetect does), ``kernel`` (the reconvolution Gaussian: ``fitgauss``,
+ngmix's adaptive-moments fit as metadetect uses, or ``kspace``, the stamp
+engine's), ``detect`` (overrides of the pipeline's detection settings on
+the metacal images, e.g. ``{thresh: 0.8, minarea: 4}``).
 
 The noise-correction field of a cell comes from the run's seed and the
 cell's index, so the +g and -g images of a pair get the same fields, and the
@@ -63,6 +67,8 @@ DEFAULTS = {
     "min_t_ratio": 1.2,
     "measure_size": 33,
     "recentre": 0,
+    "kernel": "fitgauss",
+    "detect": {},
 }
 
 #: Float columns of every version's catalogue.
@@ -117,6 +123,11 @@ class Metadetection(ImageShearEngine):
                 f"(known: {', '.join(DEFAULTS)})"
             )
         settings = {k: type(v)(given.get(k, v)) for k, v in DEFAULTS.items()}
+        if settings["kernel"] not in ("kspace", "fitgauss"):
+            raise BlendflagError(
+                f"shear.options.{self.name}.kernel: must be kspace or fitgauss, "
+                f"got {settings['kernel']!r}"
+            )
         if settings["cell_size"] < 32 or settings["cell_buffer"] < settings["measure_size"]:
             raise BlendflagError(
                 f"shear.options.{self.name}: cell_size must be >= 32 and cell_buffer >= "
@@ -231,6 +242,14 @@ class Metadetection(ImageShearEngine):
                     int(cell_seed),
                 )
             )
+        if settings["detect"]:
+            from dataclasses import replace
+
+            try:
+                detect_config = replace(detect_config, **settings["detect"])
+                detect_config.validate(f"shear.options.{self.name}.detect")
+            except TypeError as exc:
+                raise BlendflagError(f"shear.options.{self.name}.detect: {exc}") from None
         bar = progress(total=len(cells), desc="metadetect", quiet=quiet, unit="cell")
         try:
             parts = run_chunks(
@@ -297,7 +316,7 @@ def _measure_cell(
     from blendflag.shear.moments import weighted_moments
     from blendflag.stamps import cut_stamps
 
-    ops = MetacalOperators.from_psf(psf, pixel_scale, step)
+    ops = MetacalOperators.from_psf(psf, pixel_scale, step, settings["kernel"])
     good = np.isfinite(array) if weight is None else np.isfinite(array) & (weight > 0)
     if not np.any(array[good]):  # all masked or all zero: nothing to detect
         return _empty_cell(cell, noise_sigma, ops, flag_stamp_size)

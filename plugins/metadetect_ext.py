@@ -43,11 +43,11 @@ WEIGHT_FWHM = 1.2
 #: Settings and their defaults (``shear.options.metadetect_ext`` overrides them).
 DEFAULTS = {"min_s2n": MIN_S2N, "min_t_ratio": MIN_T_RATIO, "weight_fwhm": WEIGHT_FWHM}
 
-#: Cut bits: the core's when it defines them (issue 17), else the same values.
-LOW_S2N = getattr(_results, "MCAL_LOW_S2N", 512)
-SMALL_SIZE = getattr(_results, "MCAL_SMALL_SIZE", 1024)
-#: Names of the bits this engine sets, added to the core's table of names.
-FLAG_NAMES = {**_results.MCAL_FLAG_NAMES, LOW_S2N: "low_s2n", SMALL_SIZE: "small_size"}
+#: Cut bits: the core's.
+LOW_S2N = _results.MCAL_LOW_S2N
+SMALL_SIZE = _results.MCAL_SMALL_SIZE
+#: Names of the bits this engine sets.
+FLAG_NAMES = dict(_results.MCAL_FLAG_NAMES)
 
 #: metadetect's edge bit (``metadetect.defaults.BMASK_EDGE``, ``procflags.EDGE_HIT``).
 BMASK_EDGE = 2**30

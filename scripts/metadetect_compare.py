@@ -105,7 +105,8 @@ def run(args):
     from blendflag.shear.engine import select_engine
 
     engines = get_shear_engines(get_plugin_manager())
-    engine = select_engine(engines, args.engine)(ShearConfig())
+    options = json.loads(args.options) if args.options else {}
+    engine = select_engine(engines, args.engine)(ShearConfig(options={args.engine: options}))
     seeds = np.random.SeedSequence(args.seed).generate_state(2 * args.pairs).reshape(-1, 2)
     # one untimed call first: numba compiles ngmix's code, GalSim builds its tables
     image, psf, sigma, _ = draw_scene(args.g, 0, args.density, args.snr, args.psf, args.buffer)
@@ -247,6 +248,10 @@ def main(argv=None):
     r.add_argument("--buffer", type=int, default=34, help="border without galaxies, pixels")
     r.add_argument("--out", required=True, help="JSON of per-pair results")
     r.add_argument("--quiet", action="store_true")
+    r.add_argument(
+        "--options",
+        help='engine settings as JSON, e.g. {"cell_size": 256, "detect": {"thresh": 0.8}}',
+    )
     d = sub.add_parser("diff", help="compare two runs pair by pair")
     d.add_argument("a")
     d.add_argument("b")

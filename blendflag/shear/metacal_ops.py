@@ -84,6 +84,47 @@ def round_target_psf(psf_obj, small_kval: float = SMALL_KVAL, smaller_kval: floa
     return galsim.Gaussian(sigma=sigma, flux=1.0)
 
 
+def fitgauss_target_psf(psf: np.ndarray, pixel_scale: float, max_dilation: float = 1.1):
+    """A round Gaussian from the PSF image's adaptive moments (ngmix's ``fitgauss``).
+
+    The adaptive-moments Gaussian of the pixelised PSF image has size ``T``
+    and ellipticity ``e``; it is made round without shrinking its major axis
+    by ``T_round = T d`` with ``d = 1 + 2 (sqrt(lambda_max / (T / 2)) - 1)``
+    (at most ``max_dilation``), ``lambda_max`` the larger eigenvalue of its
+    second-moment matrix. The pixel is already in the image and is not added
+    again.
+
+    Parameters
+    ----------
+    psf : numpy.ndarray
+        PSF image, centred.
+    pixel_scale : float
+        arcsec per pixel.
+
+    Returns
+    -------
+    galsim.Gaussian
+        Unit flux; ``sigma`` in arcsec.
+
+    Raises
+    ------
+    ValueError
+        The adaptive moments fail.
+    """
+    import galsim
+
+    moments = galsim.hsm.FindAdaptiveMom(galsim.ImageD(psf, scale=pixel_scale), strict=False)
+    if moments.moments_status != 0:
+        raise ValueError(f"adaptive moments of the PSF failed: {moments.error_message}")
+    e1, e2 = moments.observed_shape.e1, moments.observed_shape.e2
+    esq = e1 * e1 + e2 * e2
+    T = 2.0 * moments.moments_sigma**2 / math.sqrt(1.0 - esq) * pixel_scale**2
+    ixx, iyy, ixy = 0.5 * T * (1 + e1), 0.5 * T * (1 - e1), 0.5 * T * e2
+    lam_max = 0.5 * (ixx + iyy) + math.sqrt(0.25 * (ixx - iyy) ** 2 + ixy**2)
+    dilation = min(1.0 + 2.0 * (math.sqrt(lam_max / (T / 2.0)) - 1.0), max_dilation)
+    return galsim.Gaussian(sigma=math.sqrt(T * dilation / 2.0), flux=1.0)
+
+
 @dataclass
 class MetacalOperators:
     """What every metacal image of one PSF shares.
@@ -106,20 +147,36 @@ class MetacalOperators:
     pixel_scale: float
 
     @classmethod
-    def from_psf(cls, psf: np.ndarray, pixel_scale: float, step: float) -> MetacalOperators:
+    def from_psf(
+        cls, psf: np.ndarray, pixel_scale: float, step: float, kernel: str = "kspace"
+    ) -> MetacalOperators:
         """Build the operators of a PSF image (sum 1, centred) for a shear ``step``.
+
+        Parameters
+        ----------
+        kernel : str
+            The round Gaussian before dilation: ``"kspace"`` (below the PSF
+            in Fourier space, :func:`round_target_psf`) or ``"fitgauss"``
+            (ngmix's choice: the adaptive-moments Gaussian of the PSF image,
+            :func:`fitgauss_target_psf`). [default: "kspace"]
 
         Raises
         ------
         ValueError
-            No reconvolution kernel fits below the PSF (undersampled PSF).
+            No reconvolution kernel fits the PSF (undersampled PSF), or an
+            unknown ``kernel``.
         """
         import galsim
 
         psf_ii = galsim.InterpolatedImage(
             galsim.ImageD(psf, scale=pixel_scale), x_interpolant=INTERPOLANT
         )
-        base = round_target_psf(psf_ii)
+        if kernel == "kspace":
+            base = round_target_psf(psf_ii)
+        elif kernel == "fitgauss":
+            base = fitgauss_target_psf(psf, pixel_scale)
+        else:
+            raise ValueError(f"unknown reconvolution kernel {kernel!r} (kspace or fitgauss)")
         # dilating a unit-flux Gaussian = a Gaussian of larger sigma
         target = galsim.Gaussian(sigma=base.sigma * (1.0 + 2.0 * step), flux=1.0)
         shears = {
