@@ -212,6 +212,10 @@ class DetectConfig:
     sextractor_binary : str or None
         Path of the SExtractor binary; None searches ``source-extractor`` then
         ``sex`` on PATH. [default: None]
+    filter_fwhm : float
+        FWHM (pixels) of a 7x7 Gaussian detection filter, as metadetect's
+        detection uses (3); 0 keeps sep's default 3x3 kernel. Read by the sep
+        detector. [default: 0]
     """
 
     backend: str = field(default_factory=lambda: packaged_default("detect", "backend"))
@@ -226,9 +230,11 @@ class DetectConfig:
     kron_fact: float = 2.5
     min_radius: float = 3.5
     sextractor_binary: str | None = None
+    filter_fwhm: float = 0.0
 
     def validate(self, where: str) -> None:
         check(self.thresh > 0, f"{where}.thresh", "must be positive")
+        check(self.filter_fwhm >= 0, f"{where}.filter_fwhm", "must be >= 0 pixels")
         check(self.minarea >= 1, f"{where}.minarea", "must be at least 1")
         check(1 <= self.deblend_nthresh <= 64, f"{where}.deblend_nthresh", "must be in 1..64")
         check(0 <= self.deblend_cont <= 1, f"{where}.deblend_cont", "must be in 0..1")

@@ -31,8 +31,12 @@ Settings (``shear.options.metadetect`` in the pipeline config; defaults in
 weight to the light's weighted centroid; 0 keeps the detection's position,
 as metadetect does), ``kernel`` (the reconvolution Gaussian: ``fitgauss``,
 ngmix's adaptive-moments fit as metadetect uses, or ``kspace``, the stamp
-engine's), ``detect`` (overrides of the pipeline's detection settings on
-the metacal images, e.g. ``{thresh: 0.8, minarea: 4}``).
+engine's), ``threshold_noise`` (``stated``: the detection threshold counts in units of
+the metacal images' stated noise sigma ``sqrt(2) sigma``, as metadetect's
+does; ``measured``: in units of the detector's own background rms, which the
+smoothing of the metacal images makes smaller), ``detect`` (overrides of the
+pipeline's detection settings on the metacal images, e.g.
+``{thresh: 0.8, minarea: 4, filter_fwhm: 3}``, metadetect's).
 
 The noise-correction field of a cell comes from the run's seed and the
 cell's index, so the +g and -g images of a pair get the same fields, and the
@@ -68,6 +72,7 @@ DEFAULTS = {
     "measure_size": 33,
     "recentre": 0,
     "kernel": "fitgauss",
+    "threshold_noise": "stated",
     "detect": {},
 }
 
@@ -123,6 +128,11 @@ class Metadetection(ImageShearEngine):
                 f"(known: {', '.join(DEFAULTS)})"
             )
         settings = {k: type(v)(given.get(k, v)) for k, v in DEFAULTS.items()}
+        if settings["threshold_noise"] not in ("stated", "measured"):
+            raise BlendflagError(
+                f"shear.options.{self.name}.threshold_noise: must be stated or measured, "
+                f"got {settings['threshold_noise']!r}"
+            )
         if settings["kernel"] not in ("kspace", "fitgauss"):
             raise BlendflagError(
                 f"shear.options.{self.name}.kernel: must be kspace or fitgauss, "
@@ -222,6 +232,14 @@ class Metadetection(ImageShearEngine):
         start = time.perf_counter()
         settings = self.settings
         image = np.asarray(image, dtype=np.float64)
+        if settings["detect"]:
+            from dataclasses import replace
+
+            try:
+                detect_config = replace(detect_config, **settings["detect"])
+                detect_config.validate(f"shear.options.{self.name}.detect")
+            except TypeError as exc:
+                raise BlendflagError(f"shear.options.{self.name}.detect: {exc}") from None
         cells = cell_grid(image.shape, settings["cell_size"], settings["cell_buffer"])
         seeds = np.random.SeedSequence(seed).generate_state(len(cells))
         tasks = []
@@ -242,14 +260,6 @@ class Metadetection(ImageShearEngine):
                     int(cell_seed),
                 )
             )
-        if settings["detect"]:
-            from dataclasses import replace
-
-            try:
-                detect_config = replace(detect_config, **settings["detect"])
-                detect_config.validate(f"shear.options.{self.name}.detect")
-            except TypeError as exc:
-                raise BlendflagError(f"shear.options.{self.name}.detect: {exc}") from None
         bar = progress(total=len(cells), desc="metadetect", quiet=quiet, unit="cell")
         try:
             parts = run_chunks(
@@ -340,7 +350,10 @@ def _measure_cell(
     y0, _, x0, _ = cell.region
     out = {"noise_sigma": float(noise_sigma), "target_sigma": float(ops.target.sigma)}
     for version, version_image in images.items():
-        found = _detect(version_image, detect_weight, detect_config)
+        config = detect_config
+        if settings["threshold_noise"] == "stated" and sigma > 0:
+            config = _stated_threshold(version_image, good, sigma, detect_config)
+        found = _detect(version_image, detect_weight, config)
         x = np.asarray(found["X_IMAGE"], dtype=np.float64) - 1.0  # 0-based, cell
         y = np.asarray(found["Y_IMAGE"], dtype=np.float64) - 1.0
         # ownership by the position before the version's shear: the images of
@@ -412,6 +425,25 @@ def _unshear(x, y, shape, shear):
     inverse = np.linalg.inv(shear.getMatrix())
     d = inverse @ np.vstack([x - cx, y - cy])
     return d[0] + cx, d[1] + cy
+
+
+def _stated_threshold(image, good, sigma, detect_config):
+    """The detection settings with ``thresh`` rescaled to count in units of ``sigma``.
+
+    The detector thresholds in units of its own background rms; the
+    metacal images' pixel rms is below their stated noise (the reconvolution
+    smooths the noise), so ``thresh`` is multiplied by ``sigma / rms``.
+    """
+    from dataclasses import replace
+
+    pixels = image[good]
+    if pixels.size < 100:
+        return detect_config
+    mad = np.median(np.abs(pixels - np.median(pixels)))
+    rms = 1.4826 * mad
+    if not rms > 0:
+        return detect_config
+    return replace(detect_config, thresh=float(detect_config.thresh * sigma / rms))
 
 
 def _detect(image, weight, detect_config):

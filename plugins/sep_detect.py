@@ -102,6 +102,7 @@ def detect_with_sep(image, weight, config, segmentation: bool = False) -> Table:
         clean=config.clean,
         clean_param=config.clean_param,
         segmentation_map=segmentation,
+        **_filter_arguments(config),
     )
     objects, segmap = found if segmentation else (found, None)
     n = len(objects)
@@ -145,6 +146,17 @@ def detect_with_sep(image, weight, config, segmentation: bool = False) -> Table:
     if segmap is not None:  # sep numbers segments k + 1 for the k-th object: NUMBER
         table.meta[SEGMENTATION_KEY] = np.asarray(segmap, dtype=np.int32)
     return table
+
+
+def _filter_arguments(config) -> dict:
+    """sep's filter: its default, or a 7x7 Gaussian of ``config.filter_fwhm`` pixels."""
+    fwhm = float(getattr(config, "filter_fwhm", 0.0) or 0.0)
+    if fwhm <= 0:
+        return {}
+    sigma = fwhm / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+    r = np.arange(-3, 4)
+    kernel = np.exp(-0.5 * (r[:, None] ** 2 + r[None, :] ** 2) / sigma**2)
+    return {"filter_kernel": kernel / kernel.sum(), "filter_type": "conv"}
 
 
 class SepDetector(Detector):
