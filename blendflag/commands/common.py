@@ -46,6 +46,49 @@ def check_output_path(path, what: str = "output") -> Path:
     return path
 
 
+def _weights_paths(value) -> list[str]:
+    """The file paths in a ``--weights`` value (``PATH`` or ``name=PATH,name=PATH``)."""
+    if not value:
+        return []
+    parts = [p.strip() for p in str(value).split(",")] if "=" in str(value) else [str(value)]
+    return [p.split("=", 1)[1] if "=" in p else p for p in parts if p]
+
+
+def guard_outputs(args, inputs=(), outputs=(), directories=(), extra_inputs=None) -> None:
+    """Refuse (before any work) an output of ``args`` that is one of its inputs.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+    inputs, outputs, directories : iterable of str
+        Attribute names of ``args`` holding input files, output files and
+        output directories; ``config`` and the files of ``weights`` are
+        always inputs.
+    extra_inputs : dict or None
+        ``{what: path}`` of further inputs (a positional argument, a dataset YAML).
+
+    Raises
+    ------
+    BlendflagError
+        See :func:`blendflag.paths.check_outputs`.
+    """
+    from blendflag.paths import check_outputs
+
+    def opt(name):
+        return "--" + name.replace("_", "-")
+
+    ins = {opt(n): getattr(args, n, None) for n in inputs}
+    ins["--config"] = getattr(args, "config", None)
+    for i, path in enumerate(_weights_paths(getattr(args, "weights", None))):
+        ins[f"--weights[{i}]"] = path
+    ins.update(extra_inputs or {})
+    check_outputs(
+        {opt(n): getattr(args, n, None) for n in outputs},
+        ins,
+        {opt(n): getattr(args, n, None) for n in directories},
+    )
+
+
 #: argparse settings of the generic flagger options (see ``Flagger.cli_options``).
 FLAGGER_OPTION_ARGS = {
     "weights": {

@@ -7,6 +7,7 @@ import os
 from blendflag.commands.common import (
     add_flagger_options,
     check_output_path,
+    guard_outputs,
     load_config,
     write_json,
 )
@@ -140,6 +141,9 @@ def run(args, pm) -> int:
         raise BlendflagError("--n-galaxies must be at least 2")
     if args.workers is not None and args.workers < 1:
         raise BlendflagError("--workers must be at least 1")
+    guard_outputs(
+        args, ("image", "psf", "catalogue", "weight", "truth"), ("json", "plot", "catalogue_out")
+    )
     for path in (args.json, args.plot, args.catalogue_out):
         if path:
             check_output_path(path)
@@ -209,6 +213,10 @@ def run_tiles_command(args, pm, config) -> int:
         raise BlendflagError("--tiles needs --out-dir for the per-tile results")
     if args.image or args.psf or args.catalogue:
         raise BlendflagError("--tiles replaces --image/--psf/--catalogue")
+    from pathlib import Path
+
+    tile_list = args.tiles if Path(args.tiles).is_file() else None
+    guard_outputs(args, (), ("json", "plot"), ("out_dir",), extra_inputs={"--tiles": tile_list})
     for path in (args.json, args.plot):
         if path:
             check_output_path(path)

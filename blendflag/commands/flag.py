@@ -6,6 +6,7 @@ from blendflag.commands.common import (
     add_flagger_options,
     check_output_path,
     flagger_option_values,
+    guard_outputs,
     load_config,
 )
 from blendflag.errors import BlendflagError
@@ -56,6 +57,7 @@ def run(args, pm) -> int:
         raise BlendflagError("name a CATALOGUE and its --image (or use --tiles)")
     if not args.out and not args.in_place:
         raise BlendflagError("name the output with --out (or use --in-place)")
+    guard_outputs(args, ("image", "weight"), ("out",), extra_inputs={"CATALOGUE": args.catalogue})
     config = load_config(args)
     names = args.flaggers.split(",") if args.flaggers else list(config.flag.flaggers)
     overrides = flagger_overrides(pm, names, **flagger_option_values(args))
@@ -72,6 +74,13 @@ def run(args, pm) -> int:
     return 0
 
 
+def _list_file(tiles: str) -> str | None:
+    """The tile list of ``--tiles`` when it is a file (not a glob), else None."""
+    from pathlib import Path
+
+    return tiles if Path(tiles).is_file() else None
+
+
 def run_tiles_command(args, pm) -> int:
     """``flag --tiles``: one task per tile, resumable."""
     from blendflag.parallel import idle_cores
@@ -83,6 +92,7 @@ def run_tiles_command(args, pm) -> int:
         raise BlendflagError("--tiles needs --out-dir")
     if args.catalogue or args.out or args.in_place:
         raise BlendflagError("--tiles replaces CATALOGUE, --out and --in-place")
+    guard_outputs(args, directories=("out_dir",), extra_inputs={"--tiles": _list_file(args.tiles)})
     config = load_config(args)
     names = args.flaggers.split(",") if args.flaggers else list(config.flag.flaggers)
     make_flaggers(pm, names, config, flagger_overrides(pm, names, **flagger_option_values(args)))
