@@ -87,6 +87,10 @@ def run(args, pm) -> int:
     overrides = {}
     if args.dataset:
         overrides["datasets"] = [d.strip() for d in args.dataset.split(",") if d.strip()]
+        from blendflag.simulate.presets import load_dataset
+
+        for name in overrides["datasets"]:  # an unknown name fails before any work
+            load_dataset(name)
     result = cls.train(
         config_path,
         out,
