@@ -66,10 +66,31 @@ class Catalogue:
         return np.asarray(self.hdul[self.objects_hdu].data[name])
 
     def positions(self) -> tuple[np.ndarray, np.ndarray]:
-        """X_IMAGE, Y_IMAGE (1-based pixels, SExtractor convention), as float64."""
-        x = self.column("X_IMAGE").astype(np.float64)
-        y = self.column("Y_IMAGE").astype(np.float64)
-        return x, y
+        """X_IMAGE, Y_IMAGE (1-based pixels, SExtractor convention), as float64.
+
+        Raises
+        ------
+        CatalogueError
+            A column that is missing, not numeric (text, booleans, vectors) or
+            holds NaN/inf.
+        """
+        return self.numeric_column("X_IMAGE"), self.numeric_column("Y_IMAGE")
+
+    def numeric_column(self, name: str) -> np.ndarray:
+        """One column as finite float64 values; anything else raises :class:`CatalogueError`."""
+        where = self.path.name if self.path else "catalogue"
+        col = self.column(name)
+        if col.dtype.kind not in "iuf" or col.ndim != 1:
+            raise CatalogueError(
+                f"{where}: column {name} holds {col.dtype} values, not one number per row"
+            )
+        values = col.astype(np.float64)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            raise CatalogueError(
+                f"{where}: column {name} has {bad.size} NaN/inf values (first in row {bad[0] + 1})"
+            )
+        return values
 
 
 def read_catalogue(path, require_rows: bool = True) -> Catalogue:

@@ -11,8 +11,8 @@ line that says by how much, any PSF image that
 - is smaller than :data:`MIN_SIDE_FWHM` times its FWHM on a side.
 
 With ``recentre=True`` (``--recentre-psf``) an even-sized image is padded to
-an odd size and an off-centre one shifted onto the central pixel (cubic
-spline, :func:`scipy.ndimage.shift`), each with a logged note. A PSF whose sum
+an odd size and an off-centre one shifted onto the central pixel (quintic
+interpolation, GalSim's ``InterpolatedImage``), each with a logged note. A PSF whose sum
 is not 1 is normalised to sum 1 with a logged note (shapes do not depend on
 the PSF's flux, so normalising changes no measurement; the note says so).
 """
@@ -67,6 +67,15 @@ def _pad_to_odd(psf: np.ndarray, name: str) -> np.ndarray:
     out[: psf.shape[0], : psf.shape[1]] = psf
     log.info("%s is %dx%d: padded to %dx%d to re-centre it", name, nx, ny, *out.shape[::-1])
     return out
+
+
+def _shifted(psf: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """``psf`` moved by (dx, dy) pixels: GalSim's interpolated image (quintic), flux kept."""
+    import galsim
+
+    ny, nx = psf.shape
+    profile = galsim.InterpolatedImage(galsim.Image(psf, scale=1.0)).shift(dx, dy)
+    return profile.drawImage(nx=nx, ny=ny, scale=1.0, method="no_pixel").array.astype(np.float64)
 
 
 def check_psf_image(
@@ -130,9 +139,7 @@ def check_psf_image(
                 f"(dx {dx:+.2f}, dy {dy:+.2f}; at most {tolerance:g} px); centre it or "
                 "pass --recentre-psf"
             )
-        from scipy.ndimage import shift
-
-        psf = shift(psf, (-dy, -dx), order=3, mode="constant", cval=0.0)
+        psf = _shifted(psf, -dx, -dy)
         log.info("%s shifted by (%+.2f, %+.2f) px onto its central pixel", name, -dx, -dy)
         dx, dy = _offset(psf)
         if math.hypot(dx, dy) > tolerance:

@@ -16,11 +16,31 @@ def load_config(args) -> PipelineConfig:
 
 
 def write_json(data, path) -> Path:
-    """Write ``data`` as indented JSON atomically."""
+    """Write ``data`` as indented JSON atomically; NaN and inf (undefined values) become null."""
     path = Path(path)
+    text = json.dumps(finite_or_null(data), indent=2, allow_nan=False, default=_jsonable)
     with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, allow_nan=False, default=_jsonable) + "\n")
+        tmp.write_text(text + "\n")
     return path
+
+
+def finite_or_null(value):
+    """``value`` with every NaN/inf float (numpy scalars and arrays included) replaced by None."""
+    import math
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return finite_or_null(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _jsonable(value):

@@ -303,7 +303,10 @@ def run_tiles_command(args, pm, config) -> int:
     for failure in status["failed"]:
         print(f"  failed {failure['tile']}: {failure['reason']}")
     combined = combine_tiles(
-        tiles, args.out_dir, seed=args.seed, n_bootstrap=args.bootstrap or config.shear.n_bootstrap
+        tiles,
+        args.out_dir,
+        seed=args.seed,
+        n_bootstrap=config.shear.n_bootstrap if args.bootstrap is None else args.bootstrap,
     )
     combined["status"] = status
     print_table(combined)
@@ -353,3 +356,10 @@ def print_table(data: dict) -> None:
             f"{pm_(r.get('dm_vs_all'), r.get('dm_vs_all_err')):>16} "
             f"{pm_(r.get('dm_vs_truth'), r.get('dm_vs_truth_err')):>16}"
         )
+    reasons: dict = {}
+    for r in rows:
+        if r.get("null_reason"):
+            reasons.setdefault(r["null_reason"], []).append(r["name"])
+    for reason, names in reasons.items():
+        which = "every selection" if len(names) == len(rows) else ", ".join(names)
+        print(f"m is null for {which}: {reason}")

@@ -63,7 +63,9 @@ def run(args, pm) -> int:
     overrides = flagger_overrides(pm, names, **flagger_option_values(args))
     flaggers = make_flaggers(pm, names, config, overrides)
     out = check_output_path(args.out) if args.out else None
-    context = flag_catalogue_file(pm, config, flaggers, args.catalogue, args.image, args.weight)
+    context = flag_catalogue_file(
+        pm, config, flaggers, args.catalogue, args.image, args.weight, quiet=args.quiet
+    )
     catalogue, table = context.catalogue, context.table
     target = out if out is not None else catalogue.path
     write_annotated(catalogue, context.annotation, target, in_place=args.in_place)
