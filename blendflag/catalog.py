@@ -17,7 +17,7 @@ from astropy.table import Table
 
 from blendflag.annotation import Annotation
 from blendflag.atomic import atomic_output
-from blendflag.errors import CatalogueError
+from blendflag.errors import CatalogueError, plain_reason
 
 LDAC_OBJECTS = "LDAC_OBJECTS"
 LDAC_IMHEAD = "LDAC_IMHEAD"
@@ -136,8 +136,10 @@ def open_fits(path: Path, what: str) -> fits.HDUList:
         raise CatalogueError(f"{what} not found: {path}")
     if path.is_dir():
         raise CatalogueError(f"{what} {path} is a directory, not a FITS file")
+    caught = []
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             warnings.simplefilter("error", fits.verify.VerifyWarning)
             # Own the file handle so it is closed even when astropy fails half-way.
             with open(path, "rb") as fh, fits.open(fh, memmap=False) as hdul:
@@ -147,7 +149,8 @@ def open_fits(path: Path, what: str) -> fits.HDUList:
     except CatalogueError:
         raise
     except (OSError, ValueError, TypeError, IndexError, fits.VerifyError, Warning) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        truncated = [w for w in caught if "truncated" in str(w.message)]
+        msg = plain_reason(truncated[0].message if truncated else exc)
         raise CatalogueError(f"{what} {path.name} is not a readable FITS file: {msg}") from None
     return copied
 

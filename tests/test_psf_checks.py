@@ -44,7 +44,9 @@ def test_recentre_psf_shifts_it_onto_the_central_pixel(offset, caplog):
         out = check_psf_image(gaussian_psf(dx=offset, dy=-0.5 * offset), recentre=True)
     x, y = psf_centroid(out)
     assert abs(x - 25) < 0.02 and abs(y - 25) < 0.02
-    np.testing.assert_allclose(out, gaussian_psf(), atol=1e-2 * out.max())  # interpolation of a 3.5 px FWHM
+    np.testing.assert_allclose(
+        out, gaussian_psf(), atol=1e-2 * out.max()
+    )  # interpolation of a 3.5 px FWHM
     assert "shifted" in caplog.text
 
 

@@ -220,7 +220,10 @@ def null_reason(n_units: int, true_g1: float | None) -> str | None:
         The true shear along g1 (None or 0: m is undefined).
     """
     if n_units < MIN_UNITS:
-        return f"too few objects: {n_units} measured units, at least {MIN_UNITS} needed"
+        return (
+            f"too few objects: {n_units} measured units (objects, or rotated pairs with "
+            f"both members kept), at least {MIN_UNITS} needed"
+        )
     if true_g1 is None:
         return "no true shear (give --true-shear or --truth)"
     if not true_g1:
