@@ -117,8 +117,8 @@ def install(verbose: bool = False) -> None:
     verbose : bool
         Keep every line (``--verbose``, ``BLENDFLAG_DEBUG=1``). [default: False]
     """
-    if verbose:
-        os.environ["TF_CPP_MIN_LOG_LEVEL"] = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0")
+    if verbose:  # and undo an earlier install (``main`` installs before parsing)
+        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, QuietImportFinder)]
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if any(isinstance(f, QuietImportFinder) for f in sys.meta_path):
