@@ -10,7 +10,6 @@ that holds an input.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from blendflag.errors import BlendflagError
 
@@ -88,7 +87,35 @@ def check_outputs(outputs: dict, inputs: dict, directories: dict | None = None) 
                 )
 
 
-def directory_is_empty(path) -> bool:
-    """True when ``path`` does not exist or is an empty directory."""
-    path = Path(path)
-    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+def check_tile_outputs(tiles, out_dir, suffixes) -> None:
+    """Refuse a tile run whose per-tile outputs (``out_dir/<name><suffix>``) are inputs.
+
+    Parameters
+    ----------
+    tiles : list of blendflag.tile_list.Tile
+        Each with ``name`` and its input paths (``image``, ``psf``,
+        ``catalogue``, ``weight``, ``truth``).
+    out_dir : path-like
+    suffixes : iterable of str
+        What each tile writes, e.g. ``(".fits", ".sums.npz")``.
+
+    Raises
+    ------
+    BlendflagError
+        An output of some tile is an input of any tile.
+    """
+    inputs = {}
+    for tile in tiles:
+        for key in ("image", "psf", "catalogue", "weight", "truth"):
+            path = getattr(tile, key, None)
+            if path:
+                inputs[_real(path)] = (tile.name, key, path)
+    for tile in tiles:
+        for suffix in suffixes:
+            out = os.path.join(os.fspath(out_dir), f"{tile.name}{suffix}")
+            hit = inputs.get(_real(out))
+            if hit is not None:
+                raise BlendflagError(
+                    f"tile {tile.name}'s output {out} is the {hit[1]} of tile {hit[0]}; "
+                    "choose another --out-dir"
+                )

@@ -68,6 +68,10 @@ def files(tmp_path):
     (p["full"] / "old.txt").write_text("an earlier run\n")
     p["dataset"] = p["full"] / "mine.yaml"
     p["dataset"].write_text("base: cfis\n")
+    p["tiles"] = tmp_path / "tiles"  # a tile whose output <name>.fits would be its image
+    p["tiles"].mkdir()
+    for name, src in (("t1.fits", "image"), ("psf.fits", "psf"), ("catalogue.fits", "cat")):
+        (p["tiles"] / name).write_bytes(p[src].read_bytes())
     p["tmp"] = tmp_path
     return p
 
@@ -114,6 +118,12 @@ CASES = [
     (
         "simulate-field --dataset cfis --n-galaxies 4 --shear 0.02,0 --seed 1 --out {full}",
         "not empty; pass --overwrite",
+    ),
+    ("flag --tiles {tiles}/t1.fits --out-dir {tiles} --flaggers sextractor", "is the image"),
+    ("compare --tiles {tiles}/t1.fits --out-dir {tiles} --flaggers sextractor", "is the image"),
+    (
+        "compare --tiles {tiles}/t1.fits --out-dir {tmp}/o --json {tiles}/psf.fits",
+        "is the psf of tile t1 input",
     ),
     # PSF images
     (C.replace("{psf}", "{psf_off1}"), "1.00 px from its central pixel"),

@@ -271,12 +271,17 @@ def run_tiles_command(args, pm, config) -> int:
         raise BlendflagError("--tiles replaces --image/--psf/--catalogue/--truth/--true-shear")
     from pathlib import Path
 
-    tile_list = args.tiles if Path(args.tiles).is_file() else None
-    guard_outputs(args, (), ("json", "plot"), ("out_dir",), extra_inputs={"--tiles": tile_list})
     for path in (args.json, args.plot):
         if path:
             check_output_path(path)
     tiles = read_tiles(args.tiles)
+    tile_inputs = {  # per-tile outputs are checked by run_tiles
+        f"{key} of tile {t.name}": getattr(t, key)
+        for t in tiles
+        for key in ("image", "psf", "catalogue", "weight", "truth")
+    }
+    tile_inputs["--tiles"] = args.tiles if Path(args.tiles).is_file() else None
+    guard_outputs(args, (), ("json", "plot"), extra_inputs=tile_inputs)
     missing = [t.name for t in tiles if not t.psf]
     if missing:
         raise BlendflagError(f"tile {missing[0]} has no PSF (psf= or psf.fits beside the image)")

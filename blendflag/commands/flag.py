@@ -76,13 +76,6 @@ def run(args, pm) -> int:
     return 0
 
 
-def _list_file(tiles: str) -> str | None:
-    """The tile list of ``--tiles`` when it is a file (not a glob), else None."""
-    from pathlib import Path
-
-    return tiles if Path(tiles).is_file() else None
-
-
 def run_tiles_command(args, pm) -> int:
     """``flag --tiles``: one task per tile, resumable."""
     from blendflag.parallel import idle_cores
@@ -94,7 +87,6 @@ def run_tiles_command(args, pm) -> int:
         raise BlendflagError("--tiles needs --out-dir")
     if args.catalogue or args.out or args.in_place:
         raise BlendflagError("--tiles replaces CATALOGUE, --out and --in-place")
-    guard_outputs(args, directories=("out_dir",), extra_inputs={"--tiles": _list_file(args.tiles)})
     config = load_config(args)
     names = args.flaggers.split(",") if args.flaggers else list(config.flag.flaggers)
     make_flaggers(pm, names, config, flagger_overrides(pm, names, **flagger_option_values(args)))
