@@ -181,7 +181,6 @@ def test_compare_true_shear_gives_m_on_your_own_image(own_field, tmp_path, capsy
     common += ["--workers", "1", "--bootstrap", "0", "--quiet"]
     runs = {}
     for name, extra in {
-        "none": [],
         "true_shear": ["--true-shear", "0.04,0"],
         "truth": ["--truth", own_field / "truth.fits"],
     }.items():
@@ -189,8 +188,6 @@ def test_compare_true_shear_gives_m_on_your_own_image(own_field, tmp_path, capsy
         code, stdout, err = run_cli([*common, *extra, "--json", out], capsys)
         assert code == 0, err
         runs[name] = (_strict_json(out), stdout)
-    data, stdout = runs["none"]
-    assert data["selections"][0]["m"] is None and "m is null" in stdout
     for name in ("true_shear", "truth"):
         data, _ = runs[name]
         assert data["true_shear"] == [0.04, 0.0]
