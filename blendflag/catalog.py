@@ -17,7 +17,7 @@ from astropy.table import Table
 
 from blendflag.annotation import Annotation
 from blendflag.atomic import atomic_output
-from blendflag.errors import CatalogueError
+from blendflag.errors import CatalogueError, plain_reason
 
 LDAC_OBJECTS = "LDAC_OBJECTS"
 LDAC_IMHEAD = "LDAC_IMHEAD"
@@ -66,10 +66,31 @@ class Catalogue:
         return np.asarray(self.hdul[self.objects_hdu].data[name])
 
     def positions(self) -> tuple[np.ndarray, np.ndarray]:
-        """X_IMAGE, Y_IMAGE (1-based pixels, SExtractor convention), as float64."""
-        x = self.column("X_IMAGE").astype(np.float64)
-        y = self.column("Y_IMAGE").astype(np.float64)
-        return x, y
+        """X_IMAGE, Y_IMAGE (1-based pixels, SExtractor convention), as float64.
+
+        Raises
+        ------
+        CatalogueError
+            A column that is missing, not numeric (text, booleans, vectors) or
+            holds NaN/inf.
+        """
+        return self.numeric_column("X_IMAGE"), self.numeric_column("Y_IMAGE")
+
+    def numeric_column(self, name: str) -> np.ndarray:
+        """One column as finite float64 values; anything else raises :class:`CatalogueError`."""
+        where = self.path.name if self.path else "catalogue"
+        col = self.column(name)
+        if col.dtype.kind not in "iuf" or col.ndim != 1:
+            raise CatalogueError(
+                f"{where}: column {name} holds {col.dtype} values, not one number per row"
+            )
+        values = col.astype(np.float64)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            raise CatalogueError(
+                f"{where}: column {name} has {bad.size} NaN/inf values (first in row {bad[0] + 1})"
+            )
+        return values
 
 
 def read_catalogue(path, require_rows: bool = True) -> Catalogue:
@@ -115,8 +136,10 @@ def open_fits(path: Path, what: str) -> fits.HDUList:
         raise CatalogueError(f"{what} not found: {path}")
     if path.is_dir():
         raise CatalogueError(f"{what} {path} is a directory, not a FITS file")
+    caught = []
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             warnings.simplefilter("error", fits.verify.VerifyWarning)
             # Own the file handle so it is closed even when astropy fails half-way.
             with open(path, "rb") as fh, fits.open(fh, memmap=False) as hdul:
@@ -126,7 +149,8 @@ def open_fits(path: Path, what: str) -> fits.HDUList:
     except CatalogueError:
         raise
     except (OSError, ValueError, TypeError, IndexError, fits.VerifyError, Warning) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        truncated = [w for w in caught if "truncated" in str(w.message)]
+        msg = plain_reason(truncated[0].message if truncated else exc)
         raise CatalogueError(f"{what} {path.name} is not a readable FITS file: {msg}") from None
     return copied
 

@@ -7,6 +7,7 @@ Every sub-command exits 0 on success and 2 on bad input, printing a single
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -63,6 +64,11 @@ class CommandRegistry:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         parser.add_argument("--config", metavar="YAML", help="pipeline config file (YAML)")
+        parser.add_argument(
+            "--verbose",
+            action="store_true",
+            help="notes (PSF re-centred, normalised, ...) and TensorFlow's start-up lines",
+        )
         parser.set_defaults(func=func)
         self.names.append(name)
         return parser
@@ -86,20 +92,50 @@ def build_parser(pm) -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.Handler):
+    """``warning: ...`` / ``note: ...`` lines on the current ``sys.stderr``."""
+
+    def emit(self, record):
+        level = "note" if record.levelno < logging.WARNING else record.levelname.lower()
+        print(f"{level}: {record.getMessage()}", file=sys.stderr)
+
+
+def configure_logging(verbose: bool) -> None:
+    """The library's log on stderr: warnings always, notes (INFO) with ``--verbose``."""
+    for name in ("blendflag", "blendflag_plugins"):
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+            logger.removeHandler(handler)
+        logger.addHandler(_StderrHandler())
+        logger.setLevel(logging.INFO if verbose else logging.WARNING)
+        logger.propagate = False
+
+
 def main(argv=None) -> int:
     """Entry point of ``blendflag-shear``."""
     debug = os.environ.get("BLENDFLAG_DEBUG", "") not in ("", "0")
-    # TensorFlow's C++ start-up chatter is not for users (set it to 0 to see it)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        from blendflag.plugins import get_plugin_manager
+        from blendflag import quiet_imports
+        from blendflag.commands.validation import validate_args
+        from blendflag.plugins import get_plugin_manager, unknown_blocked_names
 
+        quiet_imports.install(verbose=debug)
         pm = get_plugin_manager()
         parser = build_parser(pm)
         args = parser.parse_args(argv)
+        verbose = debug or bool(getattr(args, "verbose", False))
+        configure_logging(verbose)
+        quiet_imports.install(verbose=verbose)
+        for name in unknown_blocked_names(pm):
+            logging.getLogger("blendflag").warning(
+                "BLENDFLAG_DISABLE_PLUGINS names %r, which is no installed plugin "
+                "('blendflag-shear plugins' lists them)",
+                name,
+            )
         if getattr(args, "func", None) is None:
             parser.print_help()
             return 0
+        validate_args(args)
         return int(args.func(args, pm) or 0)
     except BlendflagError as exc:
         if debug:

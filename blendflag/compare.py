@@ -146,7 +146,7 @@ def run_compare(
         run_pipeline(context)
         contexts.append(context)
     result = CompareResult(json={}, contexts=contexts)
-    n_boot = n_bootstrap or config.shear.n_bootstrap
+    n_boot = config.shear.n_bootstrap if n_bootstrap is None else n_bootstrap
     entries = compare_statistics(
         result.unit_sums, result.metacal.step, true_shear, np.random.default_rng(seed + 1), n_boot
     )

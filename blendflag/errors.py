@@ -11,6 +11,20 @@ class BlendflagError(ValueError):
     """
 
 
+def plain_reason(exc: BaseException) -> str:
+    """The first line of a library's message, without its advice on its own options.
+
+    ``No SIMPLE card found, ... If this is really a FITS file, try with
+    ignore_missing_simple=True`` becomes ``No SIMPLE card found, ...``: the
+    advice names options no blendflag command has.
+    """
+    import re
+
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = re.split(r"\s*(?:If this is really|try with \w+=|when \w+=\w+)", text)[0]
+    return text.rstrip(" .,;:") or type(exc).__name__
+
+
 class ConfigError(BlendflagError):
     """A configuration file or value is invalid."""
 

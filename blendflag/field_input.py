@@ -195,30 +195,46 @@ def simulated_input(
     )
 
 
-def file_input(image, psf, catalogue=None, weight=None, pixel_scale=None):
+def file_input(
+    image,
+    psf,
+    catalogue=None,
+    weight=None,
+    pixel_scale=None,
+    recentre_psf: bool = False,
+    true_shear=None,
+):
     """The user's image, PSF, optional catalogue and weight, as :class:`FieldInput`.
+
+    Parameters
+    ----------
+    image, psf, catalogue, weight : path-like or None
+        FITS files; ``catalogue`` and ``weight`` are optional.
+    pixel_scale : float or None
+        Arcsec per pixel when the headers hold none.
+    recentre_psf : bool
+        Pad and shift a PSF that is even-sized or off-centre instead of
+        refusing it (:func:`blendflag.psf_checks.check_psf_image`). [default: False]
+    true_shear : (float, float) or None
+        The shear applied to a simulated image (``compare --true-shear``): m
+        and c are then reported.
 
     Raises
     ------
     CatalogueError
         Unreadable files, a catalogue without positions or positions outside
-        the image, a PSF that is not a small 2-d image.
+        the image, a PSF that fails :func:`~blendflag.psf_checks.check_psf_image`.
     """
     from pathlib import Path
 
     from blendflag.catalog import read_catalogue
     from blendflag.images import load_image_and_weight, pixel_scale_from_header, read_image
+    from blendflag.psf_checks import check_psf_image
     from blendflag.stamps import check_positions
 
     img, wgt, header = load_image_and_weight(image, weight)
     psf_img, psf_header = read_image(psf, "PSF image")
-    if not np.all(np.isfinite(psf_img)) or psf_img.sum() <= 0:
-        raise CatalogueError(f"PSF image {Path(psf).name} has NaN pixels or no positive flux")
-    if max(psf_img.shape) > 256:
-        raise CatalogueError(
-            f"PSF image {Path(psf).name} is {psf_img.shape[1]}x"
-            f"{psf_img.shape[0]}: expected a PSF stamp, not an image"
-        )
+    psf_img = check_psf_image(psf_img, f"PSF image {Path(psf).name}", recentre=recentre_psf)
     cat = None
     if catalogue is not None:
         cat = read_catalogue(catalogue)
@@ -241,6 +257,7 @@ def file_input(image, psf, catalogue=None, weight=None, pixel_scale=None):
         header=header,
         pixel_scale=scale,
         catalogue=cat,
+        true_shear=None if true_shear is None else tuple(float(g) for g in true_shear),
         description={
             "image": str(image),
             "psf": str(psf),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -63,6 +64,30 @@ def check_finite(image: np.ndarray, weight: np.ndarray | None, what: str = "imag
         )
 
 
+def mask_bad_weights(weight: np.ndarray, name: str = "weight map") -> np.ndarray:
+    """Give NaN, inf and negative weights the weight 0 (masked), with one warning line.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``weight`` itself when every value is finite and >= 0, else a masked copy.
+    """
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(weight) | (weight < 0)
+    n_bad = int(bad.sum())
+    if not n_bad:
+        return weight
+    logging.getLogger(__name__).warning(
+        "weight map %s has %d NaN/inf/negative pixels (of %d): masked (weight 0)",
+        name,
+        n_bad,
+        weight.size,
+    )
+    weight = weight.copy()
+    weight[bad] = 0
+    return weight
+
+
 def load_image_and_weight(image_path, weight_path=None):
     """Read the science image and optional weight map, checking they fit.
 
@@ -85,6 +110,7 @@ def load_image_and_weight(image_path, weight_path=None):
                 f"weight map is {weight.shape[1]}x{weight.shape[0]} but the image is "
                 f"{image.shape[1]}x{image.shape[0]}"
             )
+        weight = mask_bad_weights(weight, Path(weight_path).name)
         if not bool(((weight > 0) & (weight < float("inf"))).any()):
             raise CatalogueError("weight map has no positive finite pixel")
     check_finite(image, weight, f"image {Path(image_path).name}")

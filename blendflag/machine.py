@@ -37,3 +37,18 @@ def cpu_description() -> dict:
             model = line.split(":", 1)[1].strip()
             break
     return {"model": model or platform.processor() or None, "bf16": cpu_supports_bf16()}
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (``MemAvailable``), or None if unknown."""
+    for line in _meminfo().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def _meminfo() -> str:
+    try:
+        return Path("/proc/meminfo").read_text()
+    except OSError:
+        return ""

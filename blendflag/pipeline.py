@@ -322,10 +322,13 @@ def table_from_catalogue(catalogue: Catalogue) -> Table:
                 f"{catalogue.path.name if catalogue.path else 'catalogue'} has no {col} column "
                 "(positions are needed to cut stamps)"
             )
+    catalogue.positions()  # numeric and finite, else one line
     return catalogue.table
 
 
-def flag_catalogue_file(pm, config, flaggers, catalogue_path, image_path, weight_path=None):
+def flag_catalogue_file(
+    pm, config, flaggers, catalogue_path, image_path, weight_path=None, quiet=True
+):
     """Run the pipeline's stages with ``flaggers`` over a catalogue file and its image.
 
     What ``flag`` and ``flag --tiles`` both do before writing.
@@ -354,6 +357,7 @@ def flag_catalogue_file(pm, config, flaggers, catalogue_path, image_path, weight
         catalogue=catalogue,
         table=table_from_catalogue(catalogue),
         flagger_objects=list(flaggers),
+        quiet=quiet,
     )
     context.flaggers = [f.name for f in flaggers]
     return run_pipeline(context)

@@ -78,6 +78,20 @@ def blocked_plugin_names() -> list[str]:
     return [n for n in raw.replace(",", " ").split() if n]
 
 
+def unknown_blocked_names(pm: pluggy.PluginManager) -> list[str]:
+    """Names in ``$BLENDFLAG_DISABLE_PLUGINS`` that match no entry point nor registered plugin."""
+    from importlib.metadata import distributions
+
+    known = {  # every distribution, as pluggy loads them (shadowed copies included)
+        ep.name
+        for dist in distributions()
+        for ep in dist.entry_points
+        if ep.group == ENTRY_POINT_GROUP
+    }
+    known |= {name for name, plugin in pm.list_name_plugin() if plugin is not None}
+    return [n for n in blocked_plugin_names() if n not in known]
+
+
 @dataclass(frozen=True)
 class PluginInfo:
     """What ``blendflag-shear plugins`` reports about one plugin."""

@@ -122,7 +122,12 @@ def compare_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str)
     )
     engine_cls = select_engine(get_shear_engines(pm), settings["engine"])
     data = file_input(
-        tile.image, tile.psf, tile.catalogue, tile.weight, settings.get("pixel_scale")
+        tile.image,
+        tile.psf,
+        tile.catalogue,
+        tile.weight,
+        settings.get("pixel_scale"),
+        recentre_psf=bool(settings.get("recentre_psf")),
     )
     info = simulated_tile(tile)
     data.truth, data.true_shear, data.sign = info["truth"], info["shear"], info["sign"]

@@ -75,8 +75,10 @@ def run_tiles(
     ``task`` is :func:`compare_tile` or :func:`flag_tile`; ``force_cluster``
     uses a Dask cluster even for one worker (for fair scaling measurements).
     """
+    from blendflag.paths import check_tile_outputs
     from blendflag.progress import progress
 
+    check_tile_outputs(tiles, out_dir, (".fits", ".sums.npz"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     todo, skipped = [], []

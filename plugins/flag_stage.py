@@ -30,15 +30,20 @@ def stage_flag_blends(context) -> None:
     """Run each flagger of ``context.flagger_objects`` over the catalogue."""
     if not context.flag_original:
         return
+    from blendflag.progress import progress
+
     results = context.results.setdefault("flags", {})
     n = len(context.table)
-    for flagger in context.flagger_objects:
-        result = flagger.flag_catalogue(context)
-        if len(result.flag) != n:
-            raise PluginError(
-                f"flagger {flagger.name} returned {len(result.flag)} flags for {n} objects"
-            )
-        results[flagger.name] = result
+    total = n * len(context.flagger_objects)
+    with progress(total=total, desc="flag", quiet=context.quiet, unit="obj") as bar:
+        for flagger in context.flagger_objects:
+            result = flagger.flag_catalogue(context)
+            if len(result.flag) != n:
+                raise PluginError(
+                    f"flagger {flagger.name} returned {len(result.flag)} flags for {n} objects"
+                )
+            results[flagger.name] = result
+            bar.update(n)
 
 
 def stage_flag_metacal_blends(context) -> None:
@@ -54,13 +59,19 @@ def stage_flag_metacal_blends(context) -> None:
     flags = context.results.setdefault("metacal_flags", {})
     for flagger in context.flagger_objects:
         flagger.default_reference_noise(sigma)
-    for flagger in context.flagger_objects:
-        start = time.perf_counter()
-        flags[flagger.name] = {
-            v: np.asarray(flagger.flag_stamps(images).flag, dtype=bool)
-            for v, images in result.images.items()
-        }
-        context.timings[f"select ({flagger.name})"] = time.perf_counter() - start
+    from blendflag.progress import progress
+
+    total = sum(len(images) for images in result.images.values()) * len(context.flagger_objects)
+    with progress(
+        total=total, desc="flag metacal images", quiet=context.quiet, unit="stamp"
+    ) as bar:
+        for flagger in context.flagger_objects:
+            start = time.perf_counter()
+            flags[flagger.name] = {}
+            for v, images in result.images.items():
+                flags[flagger.name][v] = np.asarray(flagger.flag_stamps(images).flag, dtype=bool)
+                bar.update(len(images))
+            context.timings[f"select ({flagger.name})"] = time.perf_counter() - start
     result.images = None  # free the 5 x n stamps
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blendflag.errors import BlendflagError
+from blendflag.errors import BlendflagError, plain_reason
 
 #: Version of the weights-file layout written by :func:`save_weights`.
 FORMAT_VERSION = 1
@@ -82,7 +82,7 @@ def read_weights(path, fmt: str, what: str) -> tuple[list[np.ndarray], dict]:
         json.JSONDecodeError,
         zipfile.BadZipFile,
     ) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else "unreadable"
+        reason = plain_reason(exc)
         raise BlendflagError(
             f"{path.name} is not a blendflag {what} weights file ({type(exc).__name__}: {reason})"
         ) from None

@@ -147,7 +147,7 @@ def test_evaluate_command_json_and_plot(tmp_path, capsys):
     ("args", "match"),
     [
         (["--methods", "nope"], "unknown flagger 'nope'"),
-        (["--n", "0"], "--n must be positive"),
+        (["--n", "0"], "--n must be a positive"),
         (["--noise", "loud"], "--noise must be a number or 'grid'"),
     ],
 )

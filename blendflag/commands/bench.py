@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from blendflag.commands.common import check_output_path, load_config, write_json
+from blendflag.commands.common import check_output_path, guard_outputs, load_config, write_json
 from blendflag.errors import BlendflagError
 from blendflag.flaggers import make_flaggers
 from blendflag.plugins import get_flaggers
@@ -102,9 +102,13 @@ def bench_flaggers(pm, config, n: int) -> list[dict]:
 
 def run(args, pm) -> int:
     config = load_config(args)
+    guard_outputs(args, (), ("json",))
     if args.json:
         check_output_path(args.json)
-    parts = PARTS if not args.only else tuple(p.strip() for p in args.only.split(","))
+    parts = PARTS if args.only is None else tuple(p.strip() for p in args.only.split(","))
+    if not any(parts):
+        raise BlendflagError(f"--only names no part; choose from {', '.join(PARTS)}")
+    parts = tuple(p for p in parts if p)
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise BlendflagError(f"unknown bench part {sorted(unknown)[0]!r} ({', '.join(PARTS)})")

@@ -16,11 +16,31 @@ def load_config(args) -> PipelineConfig:
 
 
 def write_json(data, path) -> Path:
-    """Write ``data`` as indented JSON atomically."""
+    """Write ``data`` as indented JSON atomically; NaN and inf (undefined values) become null."""
     path = Path(path)
+    text = json.dumps(finite_or_null(data), indent=2, allow_nan=False, default=_jsonable)
     with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, allow_nan=False, default=_jsonable) + "\n")
+        tmp.write_text(text + "\n")
     return path
+
+
+def finite_or_null(value):
+    """``value`` with every NaN/inf float (numpy scalars and arrays included) replaced by None."""
+    import math
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return finite_or_null(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _jsonable(value):
@@ -44,6 +64,49 @@ def check_output_path(path, what: str = "output") -> Path:
     if path.is_dir():
         raise BlendflagError(f"{what} {path} is a directory")
     return path
+
+
+def _weights_paths(value) -> list[str]:
+    """The file paths in a ``--weights`` value (``PATH`` or ``name=PATH,name=PATH``)."""
+    if not value:
+        return []
+    parts = [p.strip() for p in str(value).split(",")] if "=" in str(value) else [str(value)]
+    return [p.split("=", 1)[1] if "=" in p else p for p in parts if p]
+
+
+def guard_outputs(args, inputs=(), outputs=(), directories=(), extra_inputs=None) -> None:
+    """Refuse (before any work) an output of ``args`` that is one of its inputs.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+    inputs, outputs, directories : iterable of str
+        Attribute names of ``args`` holding input files, output files and
+        output directories; ``config`` and the files of ``weights`` are
+        always inputs.
+    extra_inputs : dict or None
+        ``{what: path}`` of further inputs (a positional argument, a dataset YAML).
+
+    Raises
+    ------
+    BlendflagError
+        See :func:`blendflag.paths.check_outputs`.
+    """
+    from blendflag.paths import check_outputs
+
+    def opt(name):
+        return "--" + name.replace("_", "-")
+
+    ins = {opt(n): getattr(args, n, None) for n in inputs}
+    ins["--config"] = getattr(args, "config", None)
+    for i, path in enumerate(_weights_paths(getattr(args, "weights", None))):
+        ins[f"--weights[{i}]"] = path
+    ins.update(extra_inputs or {})
+    check_outputs(
+        {opt(n): getattr(args, n, None) for n in outputs},
+        ins,
+        {opt(n): getattr(args, n, None) for n in directories},
+    )
 
 
 #: argparse settings of the generic flagger options (see ``Flagger.cli_options``).

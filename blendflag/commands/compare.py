@@ -7,6 +7,7 @@ import os
 from blendflag.commands.common import (
     add_flagger_options,
     check_output_path,
+    guard_outputs,
     load_config,
     write_json,
 )
@@ -31,7 +32,7 @@ def register(cli) -> None:
         "that are valid on metacalibration images, "
         "runs metacalibration and reports R, g, m and c per selection (with and "
         "without the selection response R_S). With --image/--psf it runs on your "
-        "data (m and c are null without a true shear).",
+        "data (m and c are null unless --true-shear or --truth gives the applied shear).",
     )
     data = parser.add_argument_group("your data")
     data.add_argument("--image", metavar="FITS", help="science image")
@@ -40,6 +41,23 @@ def register(cli) -> None:
     data.add_argument("--weight", metavar="FITS", help="weight map (noise and masking)")
     data.add_argument(
         "--pixel-scale", type=float, metavar="ARCSEC", help="pixel scale when the header has no WCS"
+    )
+    data.add_argument(
+        "--true-shear",
+        metavar="G1,G2",
+        help="the shear applied to your simulated image: m and c are then reported",
+    )
+    data.add_argument(
+        "--truth",
+        metavar="FITS",
+        help="truth table of your simulated image (as simulate-field writes it: its "
+        "SHEAR1/SHEAR2 cards give the true shear, its rows the no_true_blends selection)",
+    )
+    data.add_argument(
+        "--recentre-psf",
+        action="store_true",
+        help="pad an even-sized PSF and shift an off-centre one onto its central pixel "
+        "(logged) instead of refusing it",
     )
     many = parser.add_argument_group("many tiles (one Dask task each; resumable)")
     many.add_argument(
@@ -115,9 +133,46 @@ def _default_flaggers(pm, config):
     return names
 
 
+def _user_input(args):
+    """The ``FieldInput`` of ``--image``/``--psf``/..., with the truth of ``--truth``.
+
+    The true shear comes from ``--true-shear`` or else from the truth file's
+    ``SHEAR1``/``SHEAR2`` cards (``simulate-field`` writes them).
+    """
+    from blendflag.field_input import file_input
+    from blendflag.simulate.field import parse_shear
+
+    true_shear = parse_shear(args.true_shear) if args.true_shear else None
+    info = None
+    if args.truth:
+        from blendflag.catalog import read_catalogue
+        from blendflag.tile_list import Tile
+        from blendflag.tile_tasks import simulated_tile
+
+        read_catalogue(args.truth)  # a readable FITS table, else one line
+        info = simulated_tile(Tile(name="image", image=args.image, truth=args.truth))
+        if true_shear is None:
+            true_shear = info["shear"]
+    data = file_input(
+        args.image,
+        args.psf,
+        args.catalogue,
+        args.weight,
+        args.pixel_scale,
+        recentre_psf=args.recentre_psf,
+        true_shear=true_shear,
+    )
+    if info is not None:
+        data.truth, data.sign = info["truth"], info["sign"]
+        data.noise_sigma, data.reference_noise = info["noise"], info["reference_noise"]
+    if true_shear is not None:
+        data.description["true_shear"] = list(true_shear)
+    return data
+
+
 def run(args, pm) -> int:
     from blendflag.compare import run_compare
-    from blendflag.field_input import file_input, simulated_inputs
+    from blendflag.field_input import simulated_inputs
     from blendflag.plugins import get_shear_engines
     from blendflag.shear.engine import select_engine
 
@@ -125,6 +180,8 @@ def run(args, pm) -> int:
     if args.tiles:
         return run_tiles_command(args, pm, config)
     user_data = args.image is not None or args.psf is not None or args.catalogue is not None
+    if (args.true_shear or args.truth) and not user_data:
+        raise BlendflagError("--true-shear and --truth go with --image/--psf (your data)")
     sim_opts = (args.dataset, args.n_galaxies, args.shear, args.noise, args.density)
     if user_data:
         if args.image is None or args.psf is None:
@@ -140,6 +197,9 @@ def run(args, pm) -> int:
         raise BlendflagError("--n-galaxies must be at least 2")
     if args.workers is not None and args.workers < 1:
         raise BlendflagError("--workers must be at least 1")
+    guard_outputs(
+        args, ("image", "psf", "catalogue", "weight", "truth"), ("json", "plot", "catalogue_out")
+    )
     for path in (args.json, args.plot, args.catalogue_out):
         if path:
             check_output_path(path)
@@ -150,7 +210,7 @@ def run(args, pm) -> int:
     flaggers = make_flaggers(pm, names, config, flagger_overrides(pm, names, weights=args.weights))
     workers = args.workers or os.cpu_count() or 1
     if user_data:
-        data = file_input(args.image, args.psf, args.catalogue, args.weight, args.pixel_scale)
+        data = _user_input(args)
     else:
         from blendflag.simulate.field import parse_shear
 
@@ -207,12 +267,21 @@ def run_tiles_command(args, pm, config) -> int:
 
     if not args.out_dir:
         raise BlendflagError("--tiles needs --out-dir for the per-tile results")
-    if args.image or args.psf or args.catalogue:
-        raise BlendflagError("--tiles replaces --image/--psf/--catalogue")
+    if args.image or args.psf or args.catalogue or args.truth or args.true_shear:
+        raise BlendflagError("--tiles replaces --image/--psf/--catalogue/--truth/--true-shear")
+    from pathlib import Path
+
     for path in (args.json, args.plot):
         if path:
             check_output_path(path)
     tiles = read_tiles(args.tiles)
+    tile_inputs = {  # per-tile outputs are checked by run_tiles
+        f"{key} of tile {t.name}": getattr(t, key)
+        for t in tiles
+        for key in ("image", "psf", "catalogue", "weight", "truth")
+    }
+    tile_inputs["--tiles"] = args.tiles if Path(args.tiles).is_file() else None
+    guard_outputs(args, (), ("json", "plot"), extra_inputs=tile_inputs)
     missing = [t.name for t in tiles if not t.psf]
     if missing:
         raise BlendflagError(f"tile {missing[0]} has no PSF (psf= or psf.fits beside the image)")
@@ -226,6 +295,8 @@ def run_tiles_command(args, pm, config) -> int:
     settings = settings_for(
         config, names, engine, args.seed, args.weights, args.pixel_scale, args.bootstrap
     )
+    if args.recentre_psf:  # only when asked: the settings key the resumable tiles
+        settings["recentre_psf"] = True
     workers = args.workers or os.cpu_count() or 1
     status = run_tiles(
         tiles, settings, args.out_dir, workers=workers, scheduler=args.scheduler, quiet=args.quiet
@@ -237,7 +308,10 @@ def run_tiles_command(args, pm, config) -> int:
     for failure in status["failed"]:
         print(f"  failed {failure['tile']}: {failure['reason']}")
     combined = combine_tiles(
-        tiles, args.out_dir, seed=args.seed, n_bootstrap=args.bootstrap or config.shear.n_bootstrap
+        tiles,
+        args.out_dir,
+        seed=args.seed,
+        n_bootstrap=config.shear.n_bootstrap if args.bootstrap is None else args.bootstrap,
     )
     combined["status"] = status
     print_table(combined)
@@ -287,3 +361,10 @@ def print_table(data: dict) -> None:
             f"{pm_(r.get('dm_vs_all'), r.get('dm_vs_all_err')):>16} "
             f"{pm_(r.get('dm_vs_truth'), r.get('dm_vs_truth_err')):>16}"
         )
+    reasons: dict = {}
+    for r in rows:
+        if r.get("null_reason"):
+            reasons.setdefault(r["null_reason"], []).append(r["name"])
+    for reason, names in reasons.items():
+        which = "every selection" if len(names) == len(rows) else ", ".join(names)
+        print(f"m is null for {which}: {reason}")

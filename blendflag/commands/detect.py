@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from blendflag.commands.common import add_backend_arg, check_output_path, load_config
+from blendflag.commands.common import (
+    add_backend_arg,
+    check_output_path,
+    guard_outputs,
+    load_config,
+)
 from blendflag.detectors import pop_segmentation
 from blendflag.errors import PluginError
 
@@ -45,6 +50,7 @@ def run(args, pm) -> int:
     config = load_config(args)
     if args.backend:
         config = replace(config, detect=replace(config.detect, backend=args.backend))
+    guard_outputs(args, ("weight",), ("out",), extra_inputs={"IMAGE": args.image})
     out = check_output_path(args.out)
     image, weight, header = load_image_and_weight(args.image, args.weight)
     table = detect(pm, image, weight, config.detect)

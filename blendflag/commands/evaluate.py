@@ -9,6 +9,7 @@ from blendflag.commands.common import (
     add_flagger_options,
     check_output_path,
     flagger_option_values,
+    guard_outputs,
     load_config,
     write_json,
 )
@@ -58,6 +59,13 @@ def _noise_arg(text):
     if not value > 0:
         raise BlendflagError("--noise must be positive")
     return value
+
+
+def _file(value) -> str | None:
+    """``value`` when it names an existing file (a dataset YAML), else None."""
+    from pathlib import Path
+
+    return value if value and Path(value).is_file() else None
 
 
 def load_stamps(args):
@@ -114,6 +122,9 @@ def run(args, pm) -> int:
     names = [n.strip() for n in methods.split(",") if n.strip()]
     overrides = flagger_overrides(pm, names, **flagger_option_values(args))
     flaggers = make_flaggers(pm, names, config, overrides)
+    guard_outputs(
+        args, ("data",), ("json", "plot"), extra_inputs={"--dataset": _file(args.dataset)}
+    )
     for path in (args.json, args.plot):
         if path:
             check_output_path(path)

@@ -6,6 +6,7 @@ from blendflag.commands.common import (
     add_flagger_options,
     check_output_path,
     flagger_option_values,
+    guard_outputs,
     load_config,
 )
 from blendflag.errors import BlendflagError
@@ -56,12 +57,15 @@ def run(args, pm) -> int:
         raise BlendflagError("name a CATALOGUE and its --image (or use --tiles)")
     if not args.out and not args.in_place:
         raise BlendflagError("name the output with --out (or use --in-place)")
+    guard_outputs(args, ("image", "weight"), ("out",), extra_inputs={"CATALOGUE": args.catalogue})
     config = load_config(args)
     names = args.flaggers.split(",") if args.flaggers else list(config.flag.flaggers)
     overrides = flagger_overrides(pm, names, **flagger_option_values(args))
     flaggers = make_flaggers(pm, names, config, overrides)
     out = check_output_path(args.out) if args.out else None
-    context = flag_catalogue_file(pm, config, flaggers, args.catalogue, args.image, args.weight)
+    context = flag_catalogue_file(
+        pm, config, flaggers, args.catalogue, args.image, args.weight, quiet=args.quiet
+    )
     catalogue, table = context.catalogue, context.table
     target = out if out is not None else catalogue.path
     write_annotated(catalogue, context.annotation, target, in_place=args.in_place)

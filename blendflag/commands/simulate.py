@@ -120,6 +120,11 @@ def register(cli) -> None:
     parser.add_argument("--workers", type=int, metavar="N", help="worker processes")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty DIR as a whole (no file of the old run is kept)",
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -197,10 +202,12 @@ def stamps_hdulist(stamps, truth, config, *, seed, noise, fractions):
 
 def run_simulate(args, pm) -> int:
     from blendflag.atomic import atomic_output
-    from blendflag.commands.common import check_output_path
+    from blendflag.commands.common import check_output_path, guard_outputs
     from blendflag.simulate.presets import load_dataset
     from blendflag.simulate.stamps import simulate_stamps
 
+    dataset_file = args.dataset if Path(args.dataset).is_file() else None
+    guard_outputs(args, (), ("out", "plot"), extra_inputs={"--dataset": dataset_file})
     out = check_output_path(args.out)
     _check_writable(out)
     plot = check_output_path(args.plot, "plot") if args.plot else None
@@ -335,12 +342,14 @@ def plot_examples(dataset, path, seed: int = 0, per_row: int = PLOT_PER_ROW) -> 
 
 
 def run_simulate_field(args, pm) -> int:
-    from blendflag.commands.common import load_config
+    from blendflag.commands.common import guard_outputs, load_config
     from blendflag.field_input import simulated_preset
     from blendflag.simulate.field import parse_shear, simulate_field
-    from blendflag.simulate.field_io import check_field_outdir, write_field
+    from blendflag.simulate.field_io import check_field_outdir, field_staging, write_field
 
     outdir = check_field_outdir(args.out)
+    dataset_file = args.dataset if Path(args.dataset).is_file() else None
+    guard_outputs(args, directories=("out",), extra_inputs={"--dataset": dataset_file})
     config = simulated_preset(args.dataset, args.density)
     shear = parse_shear(args.shear)
     if args.n_galaxies <= 0:
@@ -356,29 +365,29 @@ def run_simulate_field(args, pm) -> int:
     if margin is None:  # as compare: no measurement stamp reaches across a half
         margin = max(pipeline.flag.stamp_size, pipeline.shear.stamp_size) // 2 + 1
     signs = ((1, "plus"), (-1, "minus")) if args.shear_pairs else ((1, None),)
-    for sign, sub in signs:
-        field = simulate_field(
-            config,
-            args.n_galaxies,
-            shear=(sign * shear[0], sign * shear[1]),
-            seed=args.seed,
-            rotated_pairs=args.rotated_pairs,
-            noise=args.noise,
-            size=args.size,
-            workers=args.workers,
-            progress=not args.quiet,
-            margin=margin,
-        )
-        field.sign = sign
-        target = outdir / sub if sub else outdir
-        if sub:
-            outdir.mkdir(exist_ok=True)
-            target = check_field_outdir(target)
-        write_field(field, target)
-        n_overlap = int((field.truth["OVERLAPS"] >= 0).sum())
-        ny, nx = field.image.shape
-        print(
-            f"{len(field.truth)} galaxies ({n_overlap} overlapping another) in a {nx}x{ny} "
-            f"image, shear ({field.shear[0]:g}, {field.shear[1]:g}) -> {target}"
-        )
+    lines = []
+    with field_staging(outdir, overwrite=args.overwrite) as staging:
+        for sign, sub in signs:
+            field = simulate_field(
+                config,
+                args.n_galaxies,
+                shear=(sign * shear[0], sign * shear[1]),
+                seed=args.seed,
+                rotated_pairs=args.rotated_pairs,
+                noise=args.noise,
+                size=args.size,
+                workers=args.workers,
+                progress=not args.quiet,
+                margin=margin,
+            )
+            field.sign = sign
+            write_field(field, staging / sub if sub else staging)
+            n_overlap = int((field.truth["OVERLAPS"] >= 0).sum())
+            ny, nx = field.image.shape
+            lines.append(
+                f"{len(field.truth)} galaxies ({n_overlap} overlapping another) in a {nx}x{ny} "
+                f"image, shear ({field.shear[0]:g}, {field.shear[1]:g}) -> "
+                f"{outdir / sub if sub else outdir}"
+            )
+    print("\n".join(lines))
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from blendflag.commands.common import check_output_path
+from blendflag.commands.common import check_output_path, guard_outputs
 from blendflag.config import load_pipeline_config, load_yaml
 from blendflag.errors import BlendflagError
 from blendflag.plugins import get_flaggers, resolve_names
@@ -80,12 +80,17 @@ def run(args, pm) -> int:
             f"{config_path.name} configures method "
             f"{load_yaml(config_path).get('method')!r}, not {method!r}"
         )
+    guard_outputs(args, (), ("out",), extra_inputs={"training config": str(config_path)})
     out = check_output_path(args.out)
     if args.max_minutes is not None and args.max_minutes <= 0:
         raise BlendflagError("--max-minutes must be positive")
     overrides = {}
     if args.dataset:
         overrides["datasets"] = [d.strip() for d in args.dataset.split(",") if d.strip()]
+        from blendflag.simulate.presets import load_dataset
+
+        for name in overrides["datasets"]:  # an unknown name fails before any work
+            load_dataset(name)
     result = cls.train(
         config_path,
         out,

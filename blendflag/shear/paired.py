@@ -27,6 +27,10 @@ import numpy as np
 
 from blendflag.shear.statistics import _estimates
 
+#: Fewest units (rotated pairs, or objects) with a measurement for a selection's shear,
+#: m and c: below it they are null, with the reason in ``null_reason``.
+MIN_UNITS = 10
+
 #: The reference selections of the differences.
 ALL = "all"
 TRUTH = "no_true_blends"
@@ -142,7 +146,9 @@ def compare_statistics(
     true_g1 = None if true_shear is None else float(true_shear[0])
     signs = sorted({u.sign for parts in selections.values() for u in parts}, reverse=True)
     paired = signs == [1, -1]
-    counts = bootstrap_counts(n_units, n_bootstrap, rng) if n_units > 1 else None
+    counts = (
+        bootstrap_counts(n_units, n_bootstrap, rng) if n_units > 1 and n_bootstrap > 1 else None
+    )
     point, boot, meta = {}, {}, {}
     for name, parts in selections.items():
         stacked, est, est_boot = {}, {}, {}
@@ -163,6 +169,7 @@ def compare_statistics(
             "n": int(np.rint(total[:, 0].sum())),
             "n_per_image": [int(np.rint(u.sums[:, 0].sum())) for u in parts],
             "n_good": sum(u.n_good for u in parts),
+            "n_units": int((np.abs(total).sum(axis=1) > 0).sum()),
         }
     entries = []
     for name in selections:
@@ -188,5 +195,37 @@ def compare_statistics(
                 entry[label] = _float(p["m"] - point[ref]["m"])
                 if b is not None:
                     entry[f"{label}_err"] = _std(b["m"] - boot[ref]["m"])
+        entry["n_units"] = meta[name]["n_units"]
+        entry["null_reason"] = null_reason(meta[name]["n_units"], true_g1)
+        too_few = [n for n in (name, ALL, TRUTH) if n in meta and meta[n]["n_units"] < MIN_UNITS]
+        if meta[name]["n_units"] < MIN_UNITS:
+            for key in ("g1", "g2", "m", "c1", "c2", "c", "m_noRS", "dm_vs_all", "dm_vs_truth"):
+                entry[key] = entry[f"{key}_err"] = None
+        elif too_few:  # a difference against a reference that has too few units
+            for label, ref in (("dm_vs_all", ALL), ("dm_vs_truth", TRUTH)):
+                if ref in too_few:
+                    entry[label] = entry[f"{label}_err"] = None
         entries.append(entry)
     return entries
+
+
+def null_reason(n_units: int, true_g1: float | None) -> str | None:
+    """Why a selection's m is null (None when it is not).
+
+    Parameters
+    ----------
+    n_units : int
+        Units (rotated pairs, or objects) of the selection with a measurement.
+    true_g1 : float or None
+        The true shear along g1 (None or 0: m is undefined).
+    """
+    if n_units < MIN_UNITS:
+        return (
+            f"too few objects: {n_units} measured units (objects, or rotated pairs with "
+            f"both members kept), at least {MIN_UNITS} needed"
+        )
+    if true_g1 is None:
+        return "no true shear (give --true-shear or --truth)"
+    if not true_g1:
+        return "true g1 is 0: m is undefined"
+    return None

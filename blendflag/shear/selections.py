@@ -71,7 +71,9 @@ def measure_selections(context) -> None:
     for name, m in masks.items():
         sums, n_good = results_of.get(name, result).unit_sums(m, units)
         unit_sums[name] = UnitSums(keys, sums, n_good, context.shear_sign, result.sum_layout)
-    n_boot = context.n_bootstrap or context.config.shear.n_bootstrap
+    n_boot = context.config.shear.n_bootstrap
+    if context.n_bootstrap is not None:  # 0: no error bars
+        n_boot = context.n_bootstrap
     entries = compare_statistics(
         {name: [u] for name, u in unit_sums.items()},
         result.step,

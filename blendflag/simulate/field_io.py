@@ -8,6 +8,7 @@ any drawing starts.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -152,6 +153,47 @@ def write_field(field: Field, outdir) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return outdir
+
+
+@contextlib.contextmanager
+def field_staging(outdir, overwrite: bool = False):
+    """Yield an empty directory beside ``outdir`` that becomes ``outdir`` on success.
+
+    A directory ``outdir`` that holds files is refused unless ``overwrite``;
+    then it is replaced as a whole once the new one is complete, so no file of
+    the old run is left beside the new ones. On failure nothing changes.
+
+    Raises
+    ------
+    BlendflagError
+        ``outdir`` is not empty and ``overwrite`` is False; it cannot be written.
+    """
+    import shutil
+    import tempfile
+
+    outdir = check_field_outdir(outdir)
+    if outdir.is_dir() and any(outdir.iterdir()) and not overwrite:
+        raise BlendflagError(
+            f"output directory {outdir} is not empty; pass --overwrite to replace it"
+        )
+    parent = outdir.parent if str(outdir.parent) else Path(".")
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", suffix=".tmp", dir=parent))
+    except OSError as exc:
+        raise BlendflagError(f"cannot write to {parent}: {exc.strerror}") from None
+    try:
+        yield staging
+        os.chmod(staging, 0o777 & ~_umask())
+        old = None
+        if outdir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", suffix=".old", dir=parent))
+            os.rename(outdir, old / "replaced")
+        os.rename(staging, outdir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def _umask() -> int:
