@@ -15,6 +15,7 @@ import shutil
 import sys
 import types
 from configparser import ConfigParser
+from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -303,3 +304,47 @@ def test_runner_with_vgg16_writes_what_flag_writes(recorded, stage, logger, caps
     assert_same_catalogue(out, expected)
     with fits.open(out) as hdul:
         assert "P_BLEND_VGG16" in hdul["LDAC_OBJECTS"].columns.names
+
+
+def _ini_blocks(path) -> list[str]:
+    import re
+
+    return re.findall(r"```ini\n(.*?)\n```", path.read_text(), re.S)
+
+
+def test_readme_section_lists_every_option_at_its_default(recorded):
+    from pathlib import Path
+
+    from blendflag.config import PipelineConfig
+
+    runner, calls = recorded
+    root = Path(__file__).resolve().parents[1]
+    (block,) = [b for b in _ini_blocks(root / "README.md") if "[BLENDFLAG_RUNNER]" in b]
+    config = ShapePipeConfig()
+    config.read_string(block)
+    options = runner.read_options(config, SECTION)
+    assert options == runner.RunnerOptions(
+        flaggers=list(PipelineConfig().flag.flaggers),
+        views=1,
+        input_roles=list(runner.DEFAULT_ROLES[3]),
+    )
+    (kwargs,) = calls
+    assert config.getlist(SECTION, "FILE_PATTERN") == kwargs["file_pattern"]
+    assert config.get(SECTION, "NUMBERING_SCHEME") == kwargs["numbering_scheme"]
+    documented = {k.upper() for k in config[SECTION]} - {"INPUT_DIR", "FILE_PATTERN"}
+    documented -= {"NUMBERING_SCHEME"}
+    table = (root / "blendflag/integrations/shapepipe/README.md").read_text()
+    assert all(f"| `{name}` |" in table for name in documented)
+    assert len(documented) == len(fields(runner.RunnerOptions))
+
+
+def test_integration_readme_example_is_read(recorded):
+    from pathlib import Path
+
+    runner, _ = recorded
+    path = Path(__file__).resolve().parents[1] / "blendflag/integrations/shapepipe/README.md"
+    (block,) = _ini_blocks(path)
+    config = ShapePipeConfig()
+    config.read_string(block)
+    options = runner.read_options(config, SECTION)
+    assert options.flaggers == ["sextractor", "vgg16"] and options.threshold is None
