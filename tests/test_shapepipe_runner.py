@@ -245,7 +245,7 @@ def test_options_are_read_with_shapepipes_api(recorded, monkeypatch):
         ({"VIEWS": "2.5"}, "VIEWS = '2.5' is not an integer"),
         ({"INPUT_ROLES": "catalogue, picture, weight"}, "unknown role(s) 'picture'"),
         ({"INPUT_ROLES": "catalogue, image"}, "2 roles for 3 input files"),
-        ({"INPUT_ROLES": "catalogue, weight, ignore"}, "must name a 'image' file"),
+        ({"INPUT_ROLES": "catalogue, weight, ignore"}, "must name the image file"),
         ({"FLAGGERS": "sextractor, nosuch"}, "unknown flagger 'nosuch'"),
         ({"FLAGGERS": "sextractor", "CONFIG_PATH": "/no/such.yaml"}, "such.yaml"),
     ],
@@ -259,7 +259,8 @@ def test_bad_config_is_logged_and_raised(recorded, stage, logger, caplog, option
     assert message in str(raised.value)
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and message in errors[0].getMessage()
-    assert f"[{SECTION}]" in errors[0].getMessage()
+    assert errors[0].getMessage().startswith(f"blendflag_runner [{SECTION}]: ")
+    assert errors[0].getMessage() == str(raised.value)
     assert os.listdir(stage["run_dirs"]["output"]) == []  # nothing half-written
 
 

@@ -104,7 +104,7 @@ def _number(config, section: str, option: str, kind: type):
         return kind(text)
     except ValueError:
         what = "an integer" if kind is int else "a number"
-        raise ConfigError(f"[{section}] {option} = {text!r} is not {what}") from None
+        raise ConfigError(f"{option} = {text!r} is not {what}") from None
 
 
 def read_options(config, section: str) -> RunnerOptions:
@@ -138,19 +138,19 @@ def read_options(config, section: str) -> RunnerOptions:
         unknown = [r for r in roles if r not in ROLES]
         if unknown:
             raise ConfigError(
-                f"[{section}] INPUT_ROLES: unknown role(s) {', '.join(map(repr, unknown))} "
+                f"INPUT_ROLES: unknown role(s) {', '.join(map(repr, unknown))} "
                 f"(roles: {', '.join(ROLES)})"
             )
         options.input_roles = roles
     if config.has_option(section, "OUTPUT_PREFIX"):
         prefix = config.get(section, "OUTPUT_PREFIX").strip()
         if not prefix or "/" in prefix:
-            raise ConfigError(f"[{section}] OUTPUT_PREFIX must be a non-empty file name prefix")
+            raise ConfigError("OUTPUT_PREFIX must be a non-empty file name prefix")
         options.output_prefix = prefix
     return options
 
 
-def assign_inputs(input_file_list, roles, section: str) -> dict[str, str]:
+def assign_inputs(input_file_list, roles) -> dict[str, str]:
     """Which input file is the catalogue, the image and (optionally) the weight.
 
     Returns
@@ -167,13 +167,13 @@ def assign_inputs(input_file_list, roles, section: str) -> dict[str, str]:
     if roles is None:
         if len(files) not in DEFAULT_ROLES:
             raise ConfigError(
-                f"[{section}] the stage has {len(files)} input files; say which is which "
+                f"the stage has {len(files)} input files; say which is which "
                 f"with INPUT_ROLES (a list of: {', '.join(ROLES)})"
             )
         roles = DEFAULT_ROLES[len(files)]
     if len(roles) != len(files):
         raise ConfigError(
-            f"[{section}] INPUT_ROLES names {len(roles)} roles for {len(files)} input files "
+            f"INPUT_ROLES names {len(roles)} roles for {len(files)} input files "
             f"({', '.join(Path(f).name for f in files)})"
         )
     chosen = {}
@@ -181,11 +181,11 @@ def assign_inputs(input_file_list, roles, section: str) -> dict[str, str]:
         if role == "ignore":
             continue
         if role in chosen:
-            raise ConfigError(f"[{section}] INPUT_ROLES names {role!r} twice")
+            raise ConfigError(f"INPUT_ROLES names {role!r} twice")
         chosen[role] = path
     for role in ("catalogue", "image"):
         if role not in chosen:
-            raise ConfigError(f"[{section}] INPUT_ROLES must name a {role!r} file")
+            raise ConfigError(f"INPUT_ROLES must name the {role} file")
     chosen.setdefault("weight", None)
     return chosen
 
@@ -278,7 +278,7 @@ def blendflag_runner(
     """
     try:
         options = read_options(config, module_config_sec)
-        files = assign_inputs(input_file_list, options.input_roles, module_config_sec)
+        files = assign_inputs(input_file_list, options.input_roles)
         out = output_path(run_dirs, options.output_prefix, file_number_string)
         w_log.info(
             f"blendflag {__version__}: catalogue {files['catalogue']}, image {files['image']}, "
