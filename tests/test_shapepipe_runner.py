@@ -82,8 +82,26 @@ def logger(caplog):
     return logging.getLogger("shapepipe.worker")
 
 
+@pytest.fixture(scope="module")
+def field(tmp_path_factory):
+    """A small GalSim field with natural blends, and its FITS_LDAC catalogue from ``detect``."""
+    from blendflag.cli import main
+
+    out = tmp_path_factory.mktemp("field")
+    simulate = ["simulate-field", "--dataset", "cfis", "--n-galaxies", "40", "--shear", "0.02,0"]
+    assert main([*simulate, "--seed", "3", "--quiet", "--out", str(out)]) == 0
+    detect = ["detect", str(out / "image.fits"), "--weight", str(out / "weight.fits")]
+    assert main([*detect, "--out", str(out / "cat.fits")]) == 0
+    return {
+        "catalogue": out / "cat.fits",
+        "image": out / "image.fits",
+        "weight": out / "weight.fits",
+        "tmp": out,
+    }
+
+
 @pytest.fixture
-def stage(detected, tmp_path):
+def stage(field, tmp_path):
     """One ShapePipe job: the stage's input files with ShapePipe's names, and run dirs."""
     inputs = tmp_path / "inputs"
     inputs.mkdir()
@@ -94,11 +112,11 @@ def stage(detected, tmp_path):
         ("CFIS_weight", "weight"),
     ):
         path = inputs / f"{pattern}{NUMBER}.fits"
-        shutil.copy(detected[key], path)
+        shutil.copy(field[key], path)
         files.append(str(path))
     output = tmp_path / "run" / "blendflag_runner" / "output"
     output.mkdir(parents=True)
-    return {"files": files, "run_dirs": {"output": str(output)}, "detected": detected}
+    return {"files": files, "run_dirs": {"output": str(output)}, "detected": field, "tmp": tmp_path}
 
 
 def test_decorator_gets_shapepipe_arguments(recorded):
@@ -185,11 +203,12 @@ def test_runner_writes_what_flag_writes(recorded, stage, logger, caplog, capsys)
     assert out in caplog.text
 
     d = stage["detected"]
-    expected = d["tmp"] / "flag_cli.fits"
+    expected = stage["tmp"] / "flag_cli.fits"
     args = ["flag", d["catalogue"], "--image", d["image"], "--weight", d["weight"]]
-    code, _, err = run_cli([*args, "--flaggers", "sextractor", "--out", expected], capsys)
+    code, printed, err = run_cli([*args, "--flaggers", "sextractor", "--out", expected], capsys)
     assert code == 0, err
     assert_same_catalogue(out, expected)
+    assert stdout.partition(" -> ")[0] == printed.partition(" -> ")[0]  # same counts
     with fits.open(out) as hdul:
         flags = hdul["LDAC_OBJECTS"].data
         np.testing.assert_array_equal(flags["BLEND_SEXTRACTOR"], (flags["FLAGS"] & 2) != 0)
@@ -298,7 +317,7 @@ def test_runner_with_vgg16_writes_what_flag_writes(recorded, stage, logger, caps
     runner.blendflag_runner(stage["files"], stage["run_dirs"], NUMBER, config, SECTION, logger)
     out = os.path.join(stage["run_dirs"]["output"], f"blendflag_sexcat{NUMBER}.fits")
     d = stage["detected"]
-    expected = d["tmp"] / "flag_cli.fits"
+    expected = stage["tmp"] / "flag_cli.fits"
     args = ["flag", d["catalogue"], "--image", d["image"], "--weight", d["weight"]]
     code, _, err = run_cli([*args, "--flaggers", "sextractor,vgg16", "--out", expected], capsys)
     assert code == 0, err
