@@ -1,9 +1,10 @@
 """Layers point one way: the import graph of the package, read from the source.
 
 Every ``import`` counts, including those inside functions (a lazy import is
-still a dependency). The checks: the library never imports the command layer,
-the core never imports a plugin, plugins registered as entry points never
-import one another, and there are no circles.
+still a dependency). The checks: the library never imports the command layer
+or an integration (``blendflag/integrations/``), integrations never import the
+command layer, the core never imports a plugin, plugins registered as entry
+points never import one another, and there are no circles.
 """
 
 from __future__ import annotations
@@ -68,6 +69,10 @@ def _is_commands(module: str) -> bool:
     return module == "blendflag.commands" or module.startswith("blendflag.commands.")
 
 
+def _is_integration(module: str) -> bool:
+    return module == "blendflag.integrations" or module.startswith("blendflag.integrations.")
+
+
 def test_the_graph_is_read():
     assert "blendflag.shear.engine" in GRAPH["blendflag.pipeline"] or any(
         "blendflag.shear" in t for t in GRAPH["blendflag.pipeline"]
@@ -82,6 +87,27 @@ def test_the_library_never_imports_the_command_layer():
         if m.startswith("blendflag") and not _is_commands(m) and m != "blendflag.cli"
     }
     assert {m: t for m, t in upward.items() if t} == {}
+
+
+def test_the_library_never_imports_an_integration():
+    """Integrations (adapters to other pipelines) sit above the library, beside commands."""
+    assert "blendflag.integrations.shapepipe.blendflag_runner" in GRAPH
+    upward = {
+        m: sorted(t for t in targets if _is_integration(t))
+        for m, targets in GRAPH.items()
+        if m.startswith("blendflag") and not _is_integration(m)
+    }
+    assert {m: t for m, t in upward.items() if t} == {}
+
+
+def test_integrations_do_not_use_the_command_layer():
+    """An integration calls the library, as a command does, never a command."""
+    sideways = {
+        m: sorted(t for t in targets if _is_commands(t) or t == "blendflag.cli")
+        for m, targets in GRAPH.items()
+        if _is_integration(m)
+    }
+    assert {m: t for m, t in sideways.items() if t} == {}
 
 
 def test_the_core_never_imports_a_plugin():
