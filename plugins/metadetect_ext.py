@@ -41,7 +41,14 @@ MIN_T_RATIO = 1.2
 #: Gaussian weight FWHM of the wmom moments, arcsec. [default: 1.2]
 WEIGHT_FWHM = 1.2
 #: Settings and their defaults (``shear.options.metadetect_ext`` overrides them).
-DEFAULTS = {"min_s2n": MIN_S2N, "min_t_ratio": MIN_T_RATIO, "weight_fwhm": WEIGHT_FWHM}
+DEFAULTS = {
+    "min_s2n": MIN_S2N,
+    "min_t_ratio": MIN_T_RATIO,
+    "weight_fwhm": WEIGHT_FWHM,
+    # cells as the built-in engine's (blendflag.shear.cells); 0: the whole image
+    "cell_size": 200,
+    "cell_buffer": 50,
+}
 
 #: Cut bits: the core's.
 LOW_S2N = _results.MCAL_LOW_S2N
@@ -91,11 +98,14 @@ METADETECT_CONFIG = {
 }
 
 #: Float columns of every version's catalogue (as the built-in engine's).
-COLUMNS = ("X_IMAGE", "Y_IMAGE", "G1", "G2", "T", "T_RATIO", "S2N", "FLUX")
+COLUMNS = (
+    *("X_IMAGE", "Y_IMAGE", "X_UNSHEARED", "Y_UNSHEARED"),
+    *("G1", "G2", "T", "T_RATIO", "S2N", "FLUX"),
+)
 
 
 class MetadetectExternal(ImageShearEngine):
-    """``metadetect.do_metadetect`` on the whole image (the reference implementation).
+    """``metadetect.do_metadetect`` on each cell of the image (the reference implementation).
 
     Parameters
     ----------
@@ -129,7 +139,7 @@ class MetadetectExternal(ImageShearEngine):
                 f"shear.options.{self.name}: unknown setting {unknown[0]!r} "
                 f"(known: {', '.join(DEFAULTS)})"
             )
-        return {k: float(given.get(k, v)) for k, v in DEFAULTS.items()}
+        return {k: type(v)(given.get(k, v)) for k, v in DEFAULTS.items()}
 
     def metadetect_config(self) -> dict:
         """The ``config`` given to ``do_metadetect`` (step and weight FWHM from the settings)."""
@@ -160,7 +170,10 @@ class MetadetectExternal(ImageShearEngine):
         Returns
         -------
         VersionCatalogues
-            One unit (0); ``meta["failed"]`` holds the reason when metadetect
+            Units are the cells (``blendflag.shear.cells``, ``cell_size`` 0: one
+            cell); a cell keeps the detections whose position before the shear
+            (``sx_col_noshear``, ``sx_row_noshear``) lies in its core.
+            ``meta["failed"]`` holds the reason when metadetect
             returned nothing for the image (all five catalogues are then empty).
 
         Raises
@@ -170,32 +183,55 @@ class MetadetectExternal(ImageShearEngine):
         """
         import metadetect
 
+        from blendflag.shear.cells import cell_grid
+
         start = time.perf_counter()
-        mbobs, sigma = _observation(image, weight, psf, pixel_scale, noise_sigma, rng)
-        state = np.random.RandomState(int(rng.integers(0, 2**31 - 1)))
-        failed = None
-        try:
-            result = metadetect.do_metadetect(self.metadetect_config(), mbobs, state)
-        except Exception as exc:  # noqa: BLE001 - a foreign package: any failure is one image's
-            result, failed = None, f"{type(exc).__name__}: {exc}"
-        if result is None and failed is None:
-            failed = "do_metadetect returned None (PSF fit failed or no usable pixels)"
         settings = self.settings
-        tables = {
-            v: _version_table(None if result is None else result.get(v), settings)
-            for v in _results.METACAL_VERSIONS
-        }
-        units = {v: np.zeros(len(t), dtype=np.int64) for v, t in tables.items()}
+        image = np.asarray(image)
+        if image.ndim != 2:
+            raise BlendflagError(f"the image must be 2-d, got shape {image.shape}")
+        size = int(settings["cell_size"]) or max(image.shape)
+        cells = cell_grid(image.shape, size, int(settings["cell_buffer"]))
+        parts, failures, sigma = {v: [] for v in _results.METACAL_VERSIONS}, [], noise_sigma
+        for cell in cells:
+            y0, y1, x0, x1 = cell.region
+            region_weight = None if weight is None else np.asarray(weight)[y0:y1, x0:x1]
+            mbobs, sigma = _observation(
+                image[y0:y1, x0:x1], region_weight, psf, pixel_scale, noise_sigma, rng
+            )
+            state = np.random.RandomState(int(rng.integers(0, 2**31 - 1)))
+            failed = None
+            try:
+                result = metadetect.do_metadetect(self.metadetect_config(), mbobs, state)
+            except Exception as exc:  # noqa: BLE001 - a foreign package: any failure is one cell's
+                result, failed = None, f"{type(exc).__name__}: {exc}"
+            if result is None:
+                failures.append(failed or "do_metadetect returned None (PSF fit or no pixels)")
+            for v in _results.METACAL_VERSIONS:
+                table = _version_table(None if result is None else result.get(v), settings)
+                table["X_IMAGE"] += x0
+                table["Y_IMAGE"] += y0
+                table["X_UNSHEARED"] += x0
+                table["Y_UNSHEARED"] += y0
+                # metadetect's positions before the shear: one owner per galaxy
+                keep = cell.owns(table["X_UNSHEARED"] - 1.0, table["Y_UNSHEARED"] - 1.0)
+                table = table[keep]
+                table["CELL"] = np.full(len(table), cell.index, dtype=np.int64)
+                parts[v].append(table)
+        from astropy.table import vstack
+
+        tables = {v: vstack(parts[v], metadata_conflicts="silent") for v in parts}
+        units = {v: np.asarray(t["CELL"], dtype=np.int64) for v, t in tables.items()}
         seconds = time.perf_counter() - start
         meta = {
             "seconds": seconds,
             "noise_sigma": float(sigma),
             "metadetect_version": getattr(metadetect, "__version__", "?"),
             "settings": settings,
-            "cells": 1,
+            "cells": len(cells),
         }
-        if failed:
-            meta["failed"] = failed
+        if failures:
+            meta["failed"] = f"{len(failures)} of {len(cells)} cells: {failures[0]}"
         return VersionCatalogues(
             tables=tables,
             units=units,
@@ -280,6 +316,8 @@ def _version_table(data, settings):
     cols = {
         "X_IMAGE": np.asarray(data["sx_col"], dtype=np.float64) + 1.0,
         "Y_IMAGE": np.asarray(data["sx_row"], dtype=np.float64) + 1.0,
+        "X_UNSHEARED": np.asarray(data["sx_col_noshear"], dtype=np.float64) + 1.0,
+        "Y_UNSHEARED": np.asarray(data["sx_row_noshear"], dtype=np.float64) + 1.0,
         "G1": g[:, 0],
         "G2": g[:, 1],
         "T": np.asarray(data["wmom_T"], dtype=np.float64),

@@ -74,8 +74,15 @@ def simulate_tiles(root: Path, density, noise, seeds, n_galaxies, margin):
             write_field(field, target)
 
 
-def run_configuration(root: Path, workers: int, seed: int, bootstrap: int) -> dict:
-    """``compare --tiles`` over the configuration's fields; the combined JSON."""
+def run_configuration(
+    root: Path, workers: int, seed: int, bootstrap: int, engine_name: str | None = None
+) -> dict:
+    """``compare --tiles`` over the configuration's fields; the combined JSON.
+
+    ``engine_name`` None takes the config's engine (``auto``) and the tiles go
+    to ``root/tiles``; a named engine's tiles go to ``root/tiles_<name>``, so
+    several engines measure the same fields side by side.
+    """
     from blendflag.config import load_pipeline_config
     from blendflag.flaggers import make_flaggers
     from blendflag.plugins import get_flaggers, get_plugin_manager, get_shear_engines
@@ -88,15 +95,16 @@ def run_configuration(root: Path, workers: int, seed: int, bootstrap: int) -> di
     classes = get_flaggers(pm)
     names = [n for n in config.flag.flaggers if getattr(classes.get(n), "metacal_safe", False)]
     make_flaggers(pm, names, config)  # fail early
-    engine = select_engine(get_shear_engines(pm), config.shear.engine, paired=True).name
+    engine = select_engine(
+        get_shear_engines(pm), engine_name or config.shear.engine, paired=True
+    ).name
     tiles = read_tiles(str(root / "seed*" / "*" / "image.fits"))
     settings = settings_for(config, names, engine, seed, bootstrap=bootstrap)
-    status = run_tiles(
-        tiles, settings, root / "tiles", workers=workers, quiet=True, on_message=None
-    )
+    out = root / ("tiles" if engine_name is None else f"tiles_{engine_name}")
+    status = run_tiles(tiles, settings, out, workers=workers, quiet=True, on_message=None)
     if status["failed"]:
         raise SystemExit(f"{len(status['failed'])} tiles failed: {status['failed'][0]}")
-    combined = combine_tiles(tiles, root / "tiles", seed=seed, n_bootstrap=bootstrap)
+    combined = combine_tiles(tiles, out, seed=seed, n_bootstrap=bootstrap)
     combined["status"] = {k: len(v) for k, v in status.items()}
     return combined
 
@@ -172,6 +180,9 @@ def main(argv=None) -> int:
     parser.add_argument("--bootstrap", type=int, default=200)
     parser.add_argument("--out", default="science", help="work directory [science]")
     parser.add_argument("--docs", default="docs/science_run", help="table and figure stem")
+    parser.add_argument(
+        "--engine", default=None, help="shear engine (default: the config's); own tiles directory"
+    )
     args = parser.parse_args(argv)
 
     from blendflag.simulate.presets import load_dataset
@@ -186,9 +197,12 @@ def main(argv=None) -> int:
         root = Path(args.out) / name
         seeds = range(args.seed, args.seed + args.tiles)
         simulate_tiles(root, density, noise, seeds, args.n_galaxies, margin=26)
-        results[name] = run_configuration(root, args.workers, args.seed, args.bootstrap)
+        results[name] = run_configuration(
+            root, args.workers, args.seed, args.bootstrap, args.engine
+        )
         results[name].update(density=density, noise_sigma=noise)
-        (root / "compare.json").write_text(json.dumps(results[name], indent=2))
+        stem = "compare" if args.engine is None else f"compare_{args.engine}"
+        (root / f"{stem}.json").write_text(json.dumps(results[name], indent=2))
         print(
             name, {s["name"]: (s["m"], s["m_err"]) for s in results[name]["selections"]}, flush=True
         )
