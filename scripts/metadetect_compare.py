@@ -51,14 +51,24 @@ STEP = 0.01
 NBOOT = 500
 
 
-def draw_scene(g1, seed, density, snr, psf_kind, buffer):
-    """One scene: (image, psf image, noise sigma, number of galaxies)."""
+def draw_scene(g1, seed, density, snr, psf_kind, buffer, grid=0):
+    """One scene: (image, psf image, noise sigma, number of galaxies).
+
+    ``grid`` > 0 puts the galaxies on a ``grid`` x ``grid`` lattice inside the
+    border instead (isolated galaxies; ``density`` is then unused).
+    """
     import galsim
 
     rng = np.random.default_rng(seed)
     half = (SIZE - 2 * buffer) * SCALE / 2
-    n = int(density * ((SIZE - 2 * buffer) * SCALE / 60) ** 2)
-    xy = rng.uniform(-half, half, size=(n, 2)) + rng.uniform(-SCALE, SCALE, size=(n, 2))
+    if grid:
+        ticks = np.linspace(-half, half, grid)
+        xy = np.array([(x, y) for y in ticks for x in ticks])
+        xy = xy + rng.uniform(-SCALE / 2, SCALE / 2, size=xy.shape)
+        n = len(xy)
+    else:
+        n = int(density * ((SIZE - 2 * buffer) * SCALE / 60) ** 2)
+        xy = rng.uniform(-half, half, size=(n, 2)) + rng.uniform(-SCALE, SCALE, size=(n, 2))
     if psf_kind == "moffat":
         psf = galsim.Moffat(beta=2.5, fwhm=PSF_FWHM)
     else:
@@ -116,7 +126,7 @@ def run(args):
         row = {"index": i, "scene_seed": int(scene_seed), "engine_seed": int(engine_seed)}
         for sign, g in (("p", args.g), ("m", -args.g)):
             image, psf, sigma, n = draw_scene(
-                g, int(scene_seed), args.density, args.snr, args.psf, args.buffer
+                g, int(scene_seed), args.density, args.snr, args.psf, args.buffer, args.grid
             )
             start = time.perf_counter()
             cats = engine.measure_image(
@@ -135,7 +145,15 @@ def run(args):
     report = {
         "engine": engine.name,
         "options": {k: getattr(args, k) for k in ("pairs", "seed", "g", "density", "snr", "psf")}
-        | {"buffer": args.buffer, "size": SIZE, "scale": SCALE, "r50": R50, "psf_fwhm": PSF_FWHM},
+        | {
+            "buffer": args.buffer,
+            "grid": args.grid,
+            "engine_options": options,
+            "size": SIZE,
+            "scale": SCALE,
+            "r50": R50,
+            "psf_fwhm": PSF_FWHM,
+        },
         "pairs": pairs,
         "summary": {**m_and_c(usable, args.g), **timing(pairs), "n_pairs_used": len(usable)},
     }
@@ -246,6 +264,9 @@ def main(argv=None):
     r.add_argument("--snr", type=float, default=75.0, help="matched-filter S/N of one galaxy")
     r.add_argument("--psf", choices=("gauss", "moffat"), default="gauss")
     r.add_argument("--buffer", type=int, default=34, help="border without galaxies, pixels")
+    r.add_argument(
+        "--grid", type=int, default=0, help="N: isolated galaxies on an N x N grid (0: random)"
+    )
     r.add_argument("--out", required=True, help="JSON of per-pair results")
     r.add_argument("--quiet", action="store_true")
     r.add_argument(
