@@ -103,14 +103,7 @@ class Metadetection(ImageShearEngine):
         BlendflagError
             An unknown setting, or a value out of range.
         """
-        given = dict((self.config.options or {}).get(self.name) or {})
-        unknown = sorted(set(given) - set(DEFAULTS))
-        if unknown:
-            raise BlendflagError(
-                f"shear.options.{self.name}: unknown setting {unknown[0]!r} "
-                f"(known: {', '.join(DEFAULTS)})"
-            )
-        settings = {k: type(v)(given.get(k, v)) for k, v in DEFAULTS.items()}
+        settings = self.engine_settings(DEFAULTS)
         if settings["threshold_noise"] not in ("stated", "measured"):
             raise BlendflagError(
                 f"shear.options.{self.name}.threshold_noise: must be stated or measured, "
@@ -139,18 +132,8 @@ class Metadetection(ImageShearEngine):
 
     def measure_context(self, context) -> VersionCatalogues:
         """Metadetection of the context's image, cells on ``context.workers`` or Dask."""
-        from blendflag.shear.inputs import context_pixel_scale, image_noise
-
-        if context.image is None:
-            raise BlendflagError(f"the {self.name} engine needs an image")
-        if context.psf is None:
-            raise BlendflagError("measure_shear needs a PSF image (give --psf)")
         return self.measure_cells(
-            context.image,
-            context.weight,
-            context.psf,
-            context_pixel_scale(context),
-            image_noise(context),
+            *self.context_inputs(context),
             int(context.seed),
             context.config.detect,
             context.config.flag,

@@ -132,14 +132,7 @@ class MetadetectExternal(ImageShearEngine):
         BlendflagError
             An unknown setting.
         """
-        given = dict((getattr(self.config, "options", None) or {}).get(self.name) or {})
-        unknown = sorted(set(given) - set(DEFAULTS))
-        if unknown:
-            raise BlendflagError(
-                f"shear.options.{self.name}: unknown setting {unknown[0]!r} "
-                f"(known: {', '.join(DEFAULTS)})"
-            )
-        return {k: type(v)(given.get(k, v)) for k, v in DEFAULTS.items()}
+        return self.engine_settings(DEFAULTS)
 
     def metadetect_config(self) -> dict:
         """The ``config`` given to ``do_metadetect`` (step and weight FWHM from the settings)."""

@@ -74,6 +74,26 @@ class ShearEngine:
         """Metacalibration shear step (dimensionless)."""
         return float(self.config.step)
 
+    def engine_settings(self, defaults: dict) -> dict:
+        """``defaults`` updated with ``config.options[name]``, cast to the defaults' types.
+
+        Raises
+        ------
+        BlendflagError
+            A setting the engine does not know, or a value of the wrong type.
+        """
+        given = dict((self.config.options or {}).get(self.name) or {})
+        unknown = sorted(set(given) - set(defaults))
+        if unknown:
+            raise BlendflagError(
+                f"shear.options.{self.name}: unknown setting {unknown[0]!r} "
+                f"(known: {', '.join(defaults)})"
+            )
+        try:
+            return {k: type(v)(given.get(k, v)) for k, v in defaults.items()}
+        except (TypeError, ValueError) as exc:
+            raise BlendflagError(f"shear.options.{self.name}: {exc}") from None
+
     def measure_context(self, context) -> MetacalResult | VersionCatalogues:
         """Measure the shear of a pipeline context's sources.
 
@@ -320,19 +340,31 @@ class ImageShearEngine(ShearEngine):
         BlendflagError
             No image or no PSF in the context.
         """
+        image, weight, psf, pixel_scale, noise = self.context_inputs(context)
+        return self.measure_image(
+            image, weight, psf, pixel_scale, noise, np.random.default_rng(context.seed)
+        )
+
+    def context_inputs(self, context) -> tuple:
+        """``(image, weight, psf, pixel_scale, noise_sigma)`` of a pipeline context.
+
+        Raises
+        ------
+        BlendflagError
+            No image or no PSF in the context.
+        """
         from blendflag.shear.inputs import context_pixel_scale, image_noise
 
         if context.image is None:
             raise BlendflagError(f"the {self.name} engine needs an image")
         if context.psf is None:
             raise BlendflagError("measure_shear needs a PSF image (give --psf)")
-        return self.measure_image(
+        return (
             context.image,
             context.weight,
             context.psf,
             context_pixel_scale(context),
             image_noise(context),
-            np.random.default_rng(context.seed),
         )
 
 
