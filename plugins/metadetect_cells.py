@@ -33,6 +33,23 @@ COLUMNS = (
 )
 
 
+def edge_window(shape: tuple[int, int], width: int) -> np.ndarray:
+    """A window that rises from 0 to 1 over ``width`` pixels at each edge (cosine taper).
+
+    Deconvolving a cell cut out of an image rings from its hard edges (light of
+    galaxies the edge cuts through); tapering the outer part of the buffer
+    keeps that ringing orders of magnitude below it, and the cores untouched
+    (``width`` is well inside the buffer). ``width`` 0: all ones.
+    """
+    if width <= 0:
+        return np.ones(shape)
+    axes = []
+    for n in shape:
+        t = np.minimum(np.arange(n), np.arange(n)[::-1]).astype(np.float64)
+        axes.append(np.where(t < width, 0.5 * (1.0 - np.cos(np.pi * (t + 0.5) / width)), 1.0))
+    return axes[0][:, None] * axes[1][None, :]
+
+
 def measure_cell(
     cell,
     array,
@@ -59,11 +76,13 @@ def measure_cell(
     good = np.isfinite(array) if weight is None else np.isfinite(array) & (weight > 0)
     if not np.any(array[good]):  # all masked or all zero: nothing to detect
         return _empty_cell(cell, noise_sigma, ops, flag_stamp_size)
-    images = ops.images(np.where(good, array, 0.0))
+    window = edge_window(array.shape, int(settings["apodize"]))
+    images = ops.images(np.where(good, array, 0.0) * window)
     sigma = noise_sigma
     if noise_sigma > 0:
         rng = np.random.default_rng(seed)
-        ops.add_noise_correction(images, rng.normal(0.0, noise_sigma, size=array.shape))
+        noise = rng.normal(0.0, noise_sigma, size=array.shape) * window
+        ops.add_noise_correction(images, noise)
         sigma = noise_sigma * np.sqrt(2.0)
     size = int(settings["measure_size"])
     half = size // 2

@@ -29,14 +29,16 @@ Settings (``shear.options.metadetect`` in the pipeline config; defaults in
 ``weight_fwhm`` (arcsec), ``min_s2n``, ``min_t_ratio``, ``measure_size``
 (stamp side for the moments, pixels), ``recentre`` (iterations moving the
 weight to the light's weighted centroid; 0 keeps the detection's position,
-as metadetect does), ``kernel`` (the reconvolution Gaussian: ``fitgauss``,
-ngmix's adaptive-moments fit as metadetect uses, or ``kspace``, the stamp
-engine's), ``threshold_noise`` (``stated``: the detection threshold counts in units of
-the metacal images' stated noise sigma ``sqrt(2) sigma``, as metadetect's
-does; ``measured``: in units of the detector's own background rms, which the
-smoothing of the metacal images makes smaller), ``detect`` (overrides of the
-pipeline's detection settings on the metacal images, e.g.
-``{thresh: 0.8, minarea: 4, filter_fwhm: 3}``, metadetect's).
+as metadetect does), ``apodize`` (pixels of cosine taper at each cell's
+edges, inside the buffer, against deconvolution ringing; 0 off), ``kernel``
+(the reconvolution Gaussian: ``fitgauss``, ngmix's adaptive-moments fit as
+metadetect uses, or ``kspace``, the stamp engine's), ``threshold_noise``
+(``stated``: the detection threshold counts in units of the metacal images'
+stated noise sigma ``sqrt(2) sigma``, as metadetect's does; ``measured``: in
+units of the detector's own background rms, which the smoothing of the
+metacal images makes smaller), ``detect`` (overrides of the pipeline's
+detection settings on the metacal images, e.g. ``{thresh: 0.8, minarea: 4,
+filter_fwhm: 3}``, metadetect's).
 
 The noise-correction field of a cell comes from the run's seed and the
 cell's index, so the +g and -g images of a pair get the same fields, and the
@@ -69,6 +71,7 @@ DEFAULTS = {
     "measure_size": 33,
     "recentre": 0,
     "kernel": "fitgauss",
+    "apodize": 10,
     "threshold_noise": "stated",
     "detect": {},
 }
@@ -114,10 +117,11 @@ class Metadetection(ImageShearEngine):
                 f"shear.options.{self.name}.kernel: must be kspace or fitgauss, "
                 f"got {settings['kernel']!r}"
             )
-        if settings["cell_size"] < 32 or settings["cell_buffer"] < settings["measure_size"]:
+        margin = settings["measure_size"] // 2 + 1 + max(settings["apodize"], 0)
+        if settings["cell_size"] < 32 or settings["cell_buffer"] < margin:
             raise BlendflagError(
                 f"shear.options.{self.name}: cell_size must be >= 32 and cell_buffer >= "
-                f"measure_size ({settings['measure_size']}) pixels"
+                f"measure_size / 2 + 1 + apodize ({margin}) pixels"
             )
         return settings
 
