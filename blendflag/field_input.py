@@ -36,7 +36,11 @@ class FieldInput:
     Attributes
     ----------
     image, weight, psf : numpy.ndarray
-        Science image (ADU), inverse-variance weight (or None), PSF image.
+        Science image (ADU), inverse-variance weight (or None), PSF image
+        (for a varying PSF, the model at the image centre).
+    psf_model : blendflag.psf_model.PSFModel or None
+        A PSF that varies across the image (a PSFEx ``.psf`` file), evaluated
+        at every object by engines that can; None: ``psf`` everywhere.
     header : astropy.io.fits.Header or None
     pixel_scale : float
         Arcsec per pixel.
@@ -71,6 +75,7 @@ class FieldInput:
     reference_noise: float | None = None
     sign: int = 1
     description: dict = field(default_factory=dict)
+    psf_model: object = None
 
 
 def simulated_preset(dataset=DEFAULT_DATASET, density=None):
@@ -207,18 +212,16 @@ def file_input(image, psf, catalogue=None, weight=None, pixel_scale=None):
     from pathlib import Path
 
     from blendflag.catalog import read_catalogue
-    from blendflag.images import load_image_and_weight, pixel_scale_from_header, read_image
+    from blendflag.images import load_image_and_weight, pixel_scale_from_header
+    from blendflag.psf_model import ImagePSF, load_psf
     from blendflag.stamps import check_positions
 
     img, wgt, header = load_image_and_weight(image, weight)
-    psf_img, psf_header = read_image(psf, "PSF image")
-    if not np.all(np.isfinite(psf_img)) or psf_img.sum() <= 0:
-        raise CatalogueError(f"PSF image {Path(psf).name} has NaN pixels or no positive flux")
-    if max(psf_img.shape) > 256:
-        raise CatalogueError(
-            f"PSF image {Path(psf).name} is {psf_img.shape[1]}x"
-            f"{psf_img.shape[0]}: expected a PSF stamp, not an image"
-        )
+    model, psf_header = load_psf(psf)
+    if isinstance(model, ImagePSF):  # the image as read: the one-PSF path is unchanged
+        psf_img, model = read_image_psf(psf), None
+    else:  # a PSFEx model: its image at the centre stands for it where one PSF is used
+        psf_img = model.image_at((img.shape[1] + 1) / 2.0, (img.shape[0] + 1) / 2.0)
     cat = None
     if catalogue is not None:
         cat = read_catalogue(catalogue)
@@ -241,10 +244,19 @@ def file_input(image, psf, catalogue=None, weight=None, pixel_scale=None):
         header=header,
         pixel_scale=scale,
         catalogue=cat,
+        psf_model=model,
         description={
             "image": str(image),
             "psf": str(psf),
+            "psf_model": None if model is None else model.description,
             "catalogue": str(catalogue) if catalogue else None,
             "weight": str(weight) if weight else None,
         },
     )
+
+
+def read_image_psf(path) -> np.ndarray:
+    """A PSF image file's pixels as stored (checked by :func:`blendflag.psf_model.load_psf`)."""
+    from blendflag.images import read_image
+
+    return read_image(path, "PSF image")[0]

@@ -83,6 +83,10 @@ class Context:
     pm : pluggy.PluginManager
     image, weight, psf : numpy.ndarray or None
         Science image (ADU), inverse-variance weight, PSF image.
+    psf_model : blendflag.psf_model.PSFModel or None
+        A PSF that varies across the image; engines evaluate it where they
+        measure (:func:`blendflag.shear.inputs.context_psf_model`). None:
+        ``psf`` everywhere.
     image_header : astropy.io.fits.Header or None
     catalogue : Catalogue or None
         The input catalogue file, when one was given.
@@ -143,6 +147,7 @@ class Context:
     image: np.ndarray | None = None
     weight: np.ndarray | None = None
     psf: np.ndarray | None = None
+    psf_model: Any = None
     image_header: Any = None
     catalogue: Catalogue | None = None
     table: Table | None = None
