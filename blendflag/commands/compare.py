@@ -36,10 +36,21 @@ def register(cli) -> None:
     data = parser.add_argument_group("your data")
     data.add_argument("--image", metavar="FITS", help="science image")
     data.add_argument("--catalogue", metavar="FITS", help="SExtractor catalogue (else detect)")
-    data.add_argument("--psf", metavar="FITS", help="PSF image at the image's pixel scale")
+    data.add_argument(
+        "--psf",
+        metavar="FITS",
+        help="PSF image at the image's pixel scale, or a PSFEx .psf model "
+        "(evaluated at every object by engines that can)",
+    )
     data.add_argument("--weight", metavar="FITS", help="weight map (noise and masking)")
     data.add_argument(
         "--pixel-scale", type=float, metavar="ARCSEC", help="pixel scale when the header has no WCS"
+    )
+    data.add_argument(
+        "--true-shear",
+        metavar="G1,G2",
+        help="the shear your image is known to carry (e.g. a simulation): m and c "
+        "are then measured against it",
     )
     many = parser.add_argument_group("many tiles (one Dask task each; resumable)")
     many.add_argument(
@@ -136,6 +147,8 @@ def run(args, pm) -> int:
                 "--dataset/--n-galaxies/--shear/--noise/--density are for simulated "
                 "fields; leave them out with --image"
             )
+    if args.true_shear is not None and not user_data:
+        raise BlendflagError("--true-shear is for your data (--image); use --shear for simulations")
     if args.n_galaxies is not None and args.n_galaxies < 2:
         raise BlendflagError("--n-galaxies must be at least 2")
     if args.workers is not None and args.workers < 1:
@@ -151,6 +164,10 @@ def run(args, pm) -> int:
     workers = args.workers or os.cpu_count() or 1
     if user_data:
         data = file_input(args.image, args.psf, args.catalogue, args.weight, args.pixel_scale)
+        if args.true_shear is not None:
+            from blendflag.simulate.field import parse_shear
+
+            data.true_shear = parse_shear(args.true_shear)
     else:
         from blendflag.simulate.field import parse_shear
 
