@@ -200,8 +200,16 @@ def simulated_input(
     )
 
 
-def file_input(image, psf, catalogue=None, weight=None, pixel_scale=None):
-    """The user's image, PSF, optional catalogue and weight, as :class:`FieldInput`.
+def file_input(image, psf, catalogue=None, weight=None, pixel_scale=None, flag_map=None):
+    """The user's image, PSF, optional catalogue, weight and flag map, as :class:`FieldInput`.
+
+    The pixel scale is ``pixel_scale``, else ``sqrt(|det J|)`` of the image
+    WCS's local Jacobian at the median object position (or the centre;
+    :mod:`blendflag.wcs_jacobian`), else the header's CD/CDELT/PIXSCALE.
+    Shears are measured in the image frame (pixel x, y axes);
+    ``description["wcs"]`` gives that Jacobian's scale, rotation, skew and
+    parity, and :func:`blendflag.wcs_jacobian.image_to_sky_shear` turns a
+    result into the sky frame.
 
     Raises
     ------
@@ -216,7 +224,7 @@ def file_input(image, psf, catalogue=None, weight=None, pixel_scale=None):
     from blendflag.psf_model import ImagePSF, load_psf
     from blendflag.stamps import check_positions
 
-    img, wgt, header = load_image_and_weight(image, weight)
+    img, wgt, header = load_image_and_weight(image, weight, flag_map)
     model, psf_header = load_psf(psf)
     if isinstance(model, ImagePSF):  # the image as read: the one-PSF path is unchanged
         psf_img, model = read_image_psf(psf), None
@@ -232,7 +240,13 @@ def file_input(image, psf, catalogue=None, weight=None, pixel_scale=None):
                 )
         x, y = cat.positions()
         check_positions(x, y, img.shape)
-    scale = pixel_scale or pixel_scale_from_header(header) or pixel_scale_from_header(psf_header)
+    wcs_info = _wcs_description(header, cat, img.shape)
+    scale = (
+        pixel_scale
+        or (wcs_info or {}).get("pixel_scale_arcsec")
+        or pixel_scale_from_header(header)
+        or pixel_scale_from_header(psf_header)
+    )
     if scale is None:
         raise CatalogueError(
             "no pixel scale in the image header (CD/CDELT/PIXSCALE): give --pixel-scale"
@@ -251,6 +265,9 @@ def file_input(image, psf, catalogue=None, weight=None, pixel_scale=None):
             "psf_model": None if model is None else model.description,
             "catalogue": str(catalogue) if catalogue else None,
             "weight": str(weight) if weight else None,
+            "flag_map": str(flag_map) if flag_map else None,
+            "shear_frame": "image (pixel x, y axes)",
+            "wcs": wcs_info,
         },
     )
 
@@ -260,3 +277,23 @@ def read_image_psf(path) -> np.ndarray:
     from blendflag.images import read_image
 
     return read_image(path, "PSF image")[0]
+
+
+def _wcs_description(header, catalogue, shape) -> dict | None:
+    """:func:`blendflag.wcs_jacobian.jacobian_summary` at the median object (or the centre)."""
+    from blendflag.wcs_jacobian import celestial_wcs, jacobian_summary, local_jacobians
+
+    wcs = celestial_wcs(header)
+    if wcs is None:
+        return None
+    if catalogue is not None and len(catalogue):
+        x, y = (float(np.median(v)) for v in catalogue.positions())
+    else:
+        x, y = (shape[1] + 1) / 2.0, (shape[0] + 1) / 2.0
+    try:
+        jac = local_jacobians(wcs, x, y)[0]
+    except (ValueError, ArithmeticError):
+        return None
+    if not np.all(np.isfinite(jac)):
+        return None
+    return dict(jacobian_summary(jac), at_pixel=[x, y])

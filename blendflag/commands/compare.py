@@ -44,6 +44,9 @@ def register(cli) -> None:
     )
     data.add_argument("--weight", metavar="FITS", help="weight map (noise and masking)")
     data.add_argument(
+        "--flag-map", metavar="FITS", help="integer flag map; a non-zero pixel is masked"
+    )
+    data.add_argument(
         "--pixel-scale", type=float, metavar="ARCSEC", help="pixel scale when the header has no WCS"
     )
     data.add_argument(
@@ -163,7 +166,9 @@ def run(args, pm) -> int:
     flaggers = make_flaggers(pm, names, config, flagger_overrides(pm, names, weights=args.weights))
     workers = args.workers or os.cpu_count() or 1
     if user_data:
-        data = file_input(args.image, args.psf, args.catalogue, args.weight, args.pixel_scale)
+        data = file_input(
+            args.image, args.psf, args.catalogue, args.weight, args.pixel_scale, args.flag_map
+        )
         if args.true_shear is not None:
             from blendflag.simulate.field import parse_shear
 

@@ -25,6 +25,9 @@ def register(cli) -> None:
     parser.add_argument("--image", metavar="FITS", help="the catalogue's image")
     parser.add_argument("--weight", metavar="FITS", help="weight map; weight 0 masks a pixel")
     parser.add_argument(
+        "--flag-map", metavar="FITS", help="integer flag map; a non-zero pixel is masked"
+    )
+    parser.add_argument(
         "--flaggers",
         metavar="NAMES",
         help="comma-separated flagger names (default: flag.flaggers of the config)",
@@ -61,7 +64,9 @@ def run(args, pm) -> int:
     overrides = flagger_overrides(pm, names, **flagger_option_values(args))
     flaggers = make_flaggers(pm, names, config, overrides)
     out = check_output_path(args.out) if args.out else None
-    context = flag_catalogue_file(pm, config, flaggers, args.catalogue, args.image, args.weight)
+    context = flag_catalogue_file(
+        pm, config, flaggers, args.catalogue, args.image, args.weight, args.flag_map
+    )
     catalogue, table = context.catalogue, context.table
     target = out if out is not None else catalogue.path
     write_annotated(catalogue, context.annotation, target, in_place=args.in_place)
