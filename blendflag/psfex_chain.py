@@ -207,7 +207,7 @@ def run_chain(
     catalogue = out_dir.resolve() / f"{stem}.ldac"
     psf = out_dir.resolve() / f"{stem}.psf"
     with tempfile.TemporaryDirectory(prefix="blendflag-chain-") as tmp:
-        work = Path(keep) if keep is not None else Path(tmp)
+        work = Path(keep).resolve() if keep is not None else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         configs = write_configs(work, psf_degree, flag_image is not None)
         cmd = [sex, str(image), "-c", str(configs["sex"]), "-CATALOG_NAME", str(work / "cat.ldac")]
