@@ -20,6 +20,7 @@ inside the functions.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -177,7 +178,7 @@ class PSFExModel(PSFModel):
         XWIN_IMAGE, YWIN_IMAGE).
     size : int or None
         Default side of the drawn images, pixels; None: the model's own
-        ``PSFAXIS1`` (made odd).
+        ``PSFAXIS1`` times ``PSF_SAMP`` (made odd).
 
     Raises
     ------
@@ -194,7 +195,7 @@ class PSFExModel(PSFModel):
         except (OSError, KeyError, ValueError, IndexError) as exc:
             raise CatalogueError(f"{self.path.name} is not a PSFEx model: {exc}") from None
         _, ny, nx = self._psfex.basis.shape
-        self.size = _odd(size or max(nx, ny) * max(self._psfex.sample_scale, 1.0))
+        self.size = _odd(size or math.ceil(max(nx, ny) * self._psfex.sample_scale))
         self.varies = self._psfex.fit_order > 0
         self.description = (
             f"PSFEx {self.path.name} (degree {self._psfex.fit_order}, {nx}x{ny} "

@@ -117,7 +117,9 @@ def test_file_input_reads_a_psfex_model(psfex_field):
         d / "image.fits", psfex_field["chain"]["psf"], psfex_field["chain"]["catalogue"]
     )
     assert data.psf_model is not None and data.psf_model.varies
-    assert data.psf.shape == (35, 35) and data.psf.sum() == pytest.approx(1.0)
+    side = data.psf_model.size
+    assert side % 2 == 1 and data.psf.shape == (side, side)
+    assert data.psf.sum() == pytest.approx(1.0)
     plain = file_input(d / "image.fits", d / "psf.fits")
     assert plain.psf_model is None  # a PSF image keeps the one-PSF path
 
