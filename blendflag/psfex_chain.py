@@ -121,11 +121,14 @@ def find_binary(*names: str) -> str | None:
     return None
 
 
-def write_configs(directory, psf_degree: int = 2, flag_image: bool = False) -> dict:
+def write_configs(
+    directory, psf_degree: int = 2, flag_image: bool = False, psfex_options=None
+) -> dict:
     """Write ``chain.sex``, ``chain.param``, ``chain.conv`` and ``chain.psfex`` into ``directory``.
 
     With ``flag_image`` the catalogue also gets ``IMAFLAGS_ISO`` (the OR of
-    the flag map's pixels on each object), which needs a ``FLAG_IMAGE``.
+    the flag map's pixels on each object), which needs a ``FLAG_IMAGE``;
+    ``psfex_options`` (``{KEY: value}``) replace entries of :data:`PSFEX_OPTIONS`.
 
     Returns
     -------
@@ -139,7 +142,7 @@ def write_configs(directory, psf_degree: int = 2, flag_image: bool = False) -> d
     columns = SEX_PARAMETERS + (("IMAFLAGS_ISO",) if flag_image else ())
     paths["param"].write_text("\n".join(columns) + "\n")
     paths["conv"].write_text(FILTER)
-    psfex = dict(PSFEX_OPTIONS, PSFVAR_DEGREES=str(int(psf_degree)))
+    psfex = dict(PSFEX_OPTIONS, PSFVAR_DEGREES=str(int(psf_degree)), **(psfex_options or {}))
     paths["psfex"].write_text("".join(f"{k:<18} {v}\n" for k, v in psfex.items()))
     return paths
 
@@ -164,6 +167,7 @@ def run_chain(
     psf_degree: int = 2,
     keep=None,
     timeout: float = 1800.0,
+    psfex_options=None,
 ) -> dict:
     """SExtractor then PSFEx on ``image``: ``OUT_DIR/<stem>.ldac`` and ``OUT_DIR/<stem>.psf``.
 
@@ -184,6 +188,9 @@ def run_chain(
         Write the config files here (and keep them) instead of a temporary directory.
     timeout : float
         Seconds allowed to each binary. [default: 1800]
+    psfex_options : dict or None
+        PSFEx settings replacing those of :data:`PSFEX_OPTIONS`, e.g.
+        ``{"PSF_SAMPLING": "1.0"}``.
 
     Returns
     -------
@@ -211,7 +218,7 @@ def run_chain(
     with tempfile.TemporaryDirectory(prefix="blendflag-chain-") as tmp:
         work = Path(keep).resolve() if keep is not None else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        configs = write_configs(work, psf_degree, flag_image is not None)
+        configs = write_configs(work, psf_degree, flag_image is not None, psfex_options)
         cmd = [sex, str(image), "-c", str(configs["sex"]), "-CATALOG_NAME", str(work / "cat.ldac")]
         if weight is not None:
             cmd += ["-WEIGHT_TYPE", "MAP_WEIGHT", "-WEIGHT_IMAGE", str(Path(weight).resolve())]

@@ -297,7 +297,8 @@ class ImageShearEngine(ShearEngine):
 
     Subclasses implement :meth:`measure_image`, detecting on each version's
     image themselves (metadetection); the pipeline's detections and stamps
-    are not used.
+    are not used. A PSF that varies is evaluated per cell with
+    ``blendflag.shear.inputs.context_psf_model(context).image_at(x, y, size)``.
     """
 
     def measure_image(self, image, weight, psf, pixel_scale, noise_sigma, rng) -> VersionCatalogues:
