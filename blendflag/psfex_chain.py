@@ -85,9 +85,9 @@ SEX_OPTIONS = {
     "NTHREADS": "1",
 }
 #: PSFEx settings: a pixel basis of 41 x 41 samples at the sampling PSFEx
-#: chooses (about 1 pixel here: PSF_SAMPLING 1.0 exactly gave a PSF 0.35 %
-#: too small in size, the automatic 0.98 one 0.1 %, on the recipe's tile),
-#: varying as a polynomial in X_IMAGE, Y_IMAGE; stars chosen automatically.
+#: chooses (0.95-0.98 pixel on the simulated tiles), varying as a polynomial
+#: in X_IMAGE, Y_IMAGE; stars chosen automatically. The sampling moves m on
+#: isolated galaxies by a few 1e-3 either way (docs/results.md, "A varying PSF").
 PSFEX_OPTIONS = {
     "BASIS_TYPE": "PIXEL_AUTO",
     "PSF_SAMPLING": "0.0",
