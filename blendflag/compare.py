@@ -123,6 +123,7 @@ def run_compare(
             image=item.image,
             weight=item.weight,
             psf=item.psf,
+            psf_model=getattr(item, "psf_model", None),
             image_header=item.header,
             catalogue=item.catalogue,
             table=item.catalogue.table if item.catalogue is not None else None,

@@ -36,7 +36,11 @@ class FieldInput:
     Attributes
     ----------
     image, weight, psf : numpy.ndarray
-        Science image (ADU), inverse-variance weight (or None), PSF image.
+        Science image (ADU), inverse-variance weight (or None), PSF image
+        (for a varying PSF, the model at the image centre).
+    psf_model : blendflag.psf_model.PSFModel or None
+        A PSF that varies across the image (a PSFEx ``.psf`` file), evaluated
+        at every object by engines that can; None: ``psf`` everywhere.
     header : astropy.io.fits.Header or None
     pixel_scale : float
         Arcsec per pixel.
@@ -71,6 +75,7 @@ class FieldInput:
     reference_noise: float | None = None
     sign: int = 1
     description: dict = field(default_factory=dict)
+    psf_model: object = None
 
 
 def simulated_preset(dataset=DEFAULT_DATASET, density=None):
@@ -203,8 +208,17 @@ def file_input(
     pixel_scale=None,
     recentre_psf: bool = False,
     true_shear=None,
+    flag_map=None,
 ):
-    """The user's image, PSF, optional catalogue and weight, as :class:`FieldInput`.
+    """The user's image, PSF, optional catalogue, weight and flag map, as :class:`FieldInput`.
+
+    The pixel scale is ``pixel_scale``, else ``sqrt(|det J|)`` of the image
+    WCS's local Jacobian at the median object position (or the centre;
+    :mod:`blendflag.wcs_jacobian`), else the header's CD/CDELT/PIXSCALE.
+    Shears are measured in the image frame (pixel x, y axes);
+    ``description["wcs"]`` gives that Jacobian's scale, rotation, skew and
+    parity, and :func:`blendflag.wcs_jacobian.image_to_sky_shear` turns a
+    result into the sky frame.
 
     Parameters
     ----------
@@ -218,6 +232,8 @@ def file_input(
     true_shear : (float, float) or None
         The shear applied to a simulated image (``compare --true-shear``): m
         and c are then reported.
+    flag_map : path-like or None
+        Integer flag map; a non-zero pixel gets weight 0.
 
     Raises
     ------
@@ -228,12 +244,17 @@ def file_input(
     from pathlib import Path
 
     from blendflag.catalog import read_catalogue
-    from blendflag.images import load_image_and_weight, pixel_scale_from_header, read_image
+    from blendflag.images import load_image_and_weight, pixel_scale_from_header
     from blendflag.psf_checks import check_psf_image
+    from blendflag.psf_model import ImagePSF, load_psf
     from blendflag.stamps import check_positions
 
-    img, wgt, header = load_image_and_weight(image, weight)
-    psf_img, psf_header = read_image(psf, "PSF image")
+    img, wgt, header = load_image_and_weight(image, weight, flag_map)
+    model, psf_header = load_psf(psf)
+    if isinstance(model, ImagePSF):  # the image as read: the one-PSF path is unchanged
+        psf_img, model = read_image_psf(psf), None
+    else:  # a PSFEx model: its image at the centre stands for it where one PSF is used
+        psf_img = model.image_at((img.shape[1] + 1) / 2.0, (img.shape[0] + 1) / 2.0)
     psf_img = check_psf_image(psf_img, f"PSF image {Path(psf).name}", recentre=recentre_psf)
     cat = None
     if catalogue is not None:
@@ -245,7 +266,13 @@ def file_input(
                 )
         x, y = cat.positions()
         check_positions(x, y, img.shape)
-    scale = pixel_scale or pixel_scale_from_header(header) or pixel_scale_from_header(psf_header)
+    wcs_info = _wcs_description(header, cat, img.shape)
+    scale = (
+        pixel_scale
+        or (wcs_info or {}).get("pixel_scale_arcsec")
+        or pixel_scale_from_header(header)
+        or pixel_scale_from_header(psf_header)
+    )
     if scale is None:
         raise CatalogueError(
             "no pixel scale in the image header (CD/CDELT/PIXSCALE): give --pixel-scale"
@@ -258,10 +285,42 @@ def file_input(
         pixel_scale=scale,
         catalogue=cat,
         true_shear=None if true_shear is None else tuple(float(g) for g in true_shear),
+        psf_model=model,
         description={
             "image": str(image),
             "psf": str(psf),
+            "psf_model": None if model is None else model.description,
             "catalogue": str(catalogue) if catalogue else None,
             "weight": str(weight) if weight else None,
+            "flag_map": str(flag_map) if flag_map else None,
+            "shear_frame": "image (pixel x, y axes)",
+            "wcs": wcs_info,
         },
     )
+
+
+def read_image_psf(path) -> np.ndarray:
+    """A PSF image file's pixels as stored (checked by :func:`blendflag.psf_model.load_psf`)."""
+    from blendflag.images import read_image
+
+    return read_image(path, "PSF image")[0]
+
+
+def _wcs_description(header, catalogue, shape) -> dict | None:
+    """:func:`blendflag.wcs_jacobian.jacobian_summary` at the median object (or the centre)."""
+    from blendflag.wcs_jacobian import celestial_wcs, jacobian_summary, local_jacobians
+
+    wcs = celestial_wcs(header)
+    if wcs is None:
+        return None
+    if catalogue is not None and len(catalogue):
+        x, y = (float(np.median(v)) for v in catalogue.positions())
+    else:
+        x, y = (shape[1] + 1) / 2.0, (shape[0] + 1) / 2.0
+    try:
+        jac = local_jacobians(wcs, x, y)[0]
+    except (ValueError, ArithmeticError):
+        return None
+    if not np.all(np.isfinite(jac)):
+        return None
+    return dict(jacobian_summary(jac), at_pixel=[x, y])

@@ -88,13 +88,20 @@ def mask_bad_weights(weight: np.ndarray, name: str = "weight map") -> np.ndarray
     return weight
 
 
-def load_image_and_weight(image_path, weight_path=None):
-    """Read the science image and optional weight map, checking they fit.
+def load_image_and_weight(image_path, weight_path=None, flag_map_path=None):
+    """Read the science image and optional weight map and flag map, checking they fit.
+
+    A flag map (integer, SExtractor's FLAG_IMAGE) masks every pixel where it
+    is non-zero: the weight there becomes 0, so masked pixels are never
+    detected, never reach a flagger (zeroed in the stamps) and flag the
+    objects whose stamps they fall in (``STAMP_MASKED``). Without a weight
+    map the unmasked pixels get weight ``1 / sigma^2``, sigma the robust
+    (1.4826 MAD) noise of the unmasked pixels.
 
     Returns
     -------
     image, weight, header
-        ``weight`` is None when no path was given.
+        ``weight`` is None when neither a weight map nor a flag map was given.
 
     Raises
     ------
@@ -113,6 +120,8 @@ def load_image_and_weight(image_path, weight_path=None):
         weight = mask_bad_weights(weight, Path(weight_path).name)
         if not bool(((weight > 0) & (weight < float("inf"))).any()):
             raise CatalogueError("weight map has no positive finite pixel")
+    if flag_map_path is not None:
+        weight = apply_flag_map(image, weight, flag_map_path)
     check_finite(image, weight, f"image {Path(image_path).name}")
     return image, weight, header
 
@@ -142,3 +151,27 @@ def pixel_scale_from_header(header) -> float | None:
     except (TypeError, ValueError):
         return None
     return scale if scale > 0 and math.isfinite(scale) else None
+
+
+def apply_flag_map(image, weight, flag_map_path) -> np.ndarray:
+    """The weight map with 0 wherever the flag map is non-zero (see :func:`load_image_and_weight`).
+
+    Raises
+    ------
+    CatalogueError
+        A flag map of another shape, or one that masks every pixel.
+    """
+    flags, _ = read_image(flag_map_path, "flag map")
+    if flags.shape != image.shape:
+        raise CatalogueError(
+            f"flag map is {flags.shape[1]}x{flags.shape[0]} but the image is "
+            f"{image.shape[1]}x{image.shape[0]}"
+        )
+    masked = flags != 0
+    if masked.all():
+        raise CatalogueError("the flag map masks every pixel")
+    if weight is None:
+        good = image[~masked & np.isfinite(image)]
+        sigma = 1.4826 * float(np.median(np.abs(good - np.median(good)))) if good.size else 0.0
+        weight = np.full(image.shape, 1.0 / sigma**2 if sigma > 0 else 1.0, dtype=np.float32)
+    return np.where(masked, 0, weight).astype(weight.dtype)

@@ -24,7 +24,7 @@ from blendflag.annotation import Annotation
 from blendflag.config import PipelineConfig
 from blendflag.detectors import pop_segmentation
 from blendflag.errors import BlendflagError, CatalogueError, PluginError
-from blendflag.stamps import check_positions, cut_stamps
+from blendflag.stamps import check_positions, cut_stamps, stamp_flags
 
 if TYPE_CHECKING:  # astropy is imported where tables are made, not to build the manager
     from astropy.table import Table
@@ -83,6 +83,10 @@ class Context:
     pm : pluggy.PluginManager
     image, weight, psf : numpy.ndarray or None
         Science image (ADU), inverse-variance weight, PSF image.
+    psf_model : blendflag.psf_model.PSFModel or None
+        A PSF that varies across the image; engines evaluate it where they
+        measure (:func:`blendflag.shear.inputs.context_psf_model`). None:
+        ``psf`` everywhere.
     image_header : astropy.io.fits.Header or None
     catalogue : Catalogue or None
         The input catalogue file, when one was given.
@@ -143,6 +147,7 @@ class Context:
     image: np.ndarray | None = None
     weight: np.ndarray | None = None
     psf: np.ndarray | None = None
+    psf_model: Any = None
     image_header: Any = None
     catalogue: Catalogue | None = None
     table: Table | None = None
@@ -202,7 +207,10 @@ def stage_cutout(context: Context) -> None:
     x = np.asarray(context.table["X_IMAGE"], dtype=np.float64)
     y = np.asarray(context.table["Y_IMAGE"], dtype=np.float64)
     check_positions(x, y, context.image.shape)
-    if not needed:
+    if not needed:  # the edge and mask bits all the same (the catalogue's STAMP_FLAGS)
+        context.stamp_flags = stamp_flags(
+            context.image, x, y, context.config.flag.stamp_size, weight=context.weight
+        )
         return
     context.stamps, context.stamp_flags = cut_stamps(
         context.image, x, y, context.config.flag.stamp_size, weight=context.weight
@@ -327,7 +335,14 @@ def table_from_catalogue(catalogue: Catalogue) -> Table:
 
 
 def flag_catalogue_file(
-    pm, config, flaggers, catalogue_path, image_path, weight_path=None, quiet=True
+    pm,
+    config,
+    flaggers,
+    catalogue_path,
+    image_path,
+    weight_path=None,
+    flag_map_path=None,
+    quiet=True,
 ):
     """Run the pipeline's stages with ``flaggers`` over a catalogue file and its image.
 
@@ -347,7 +362,7 @@ def flag_catalogue_file(
     from blendflag.images import load_image_and_weight
 
     catalogue = read_catalogue(catalogue_path)
-    image, weight, header = load_image_and_weight(image_path, weight_path)
+    image, weight, header = load_image_and_weight(image_path, weight_path, flag_map_path)
     context = Context(
         config=config,
         pm=pm,

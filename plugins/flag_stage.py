@@ -88,6 +88,11 @@ def blendflag_annotate_catalogue(table, context):
     if not flags and not metacal_flags:
         return None
     annotation = Annotation(cards=[("BF_VERS", blendflag.__version__, "blendflag version")])
+    stamp_flags = context.stamp_flags
+    if stamp_flags is not None and len(stamp_flags) == len(table):
+        # 1: the stamp reaches past the image edge, 2: it holds masked pixels
+        # (weight 0 / flag map), 4: non-finite pixels (blendflag.stamps)
+        annotation.columns["STAMP_FLAGS"] = np.asarray(stamp_flags, dtype=np.int16)
     for name, per_version in metacal_flags.items():
         if len(per_version["noshear"]) != len(table):
             continue  # an image engine's own detections, not this catalogue's rows

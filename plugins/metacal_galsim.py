@@ -24,7 +24,9 @@ correlations cancel those of the image's own noise (the noise variance
 doubles). Noiseless stamps (sigma 0) skip it.
 
 The PSF objects (interpolated PSF, its inverse, the reconvolution kernel)
-are built once per call and shared by every stamp.
+are built once per call and shared by every stamp; given one PSF image per
+stamp (a varying PSF evaluated at each object, ``takes_psf_per_object``) they
+are built per stamp, each object with its own reconvolution kernel.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class GalSimMetacal(StampShearEngine):
     name = "metacal"
     #: ``--engine auto`` preference (built on GalSim alone: runs everywhere).
     priority = 10
+    takes_psf_per_object = True
 
     def __init__(self, config=None, *, fixnoise: bool = True):
         super().__init__(config)
@@ -100,12 +103,18 @@ class GalSimMetacal(StampShearEngine):
                 raise ValueError(f"{len(noise_fields)} noise fields for {n} stamps")
         table = empty_result_table(n)
         flags = data.flags.copy()
+        per_object = data.psf.ndim == 3
         try:
-            ops = MetacalOperators.from_psf(data.psf, data.pixel_scale, self.step)
+            ops = (
+                None
+                if per_object
+                else MetacalOperators.from_psf(data.psf, data.pixel_scale, self.step)
+            )
         except ValueError as exc:  # the whole image, not one object: bad input
             raise BlendflagError(
                 f"metacalibration cannot use this PSF: {exc} (is it undersampled?)"
             ) from None
+        kernel_sigma = np.full(n, np.nan)  # reconvolution sigma per object, arcsec
         out_image = galsim.ImageD(nx, ny, scale=data.pixel_scale)
         images = (
             {v: np.zeros((n, ny, nx), dtype=np.float32) for v in METACAL_VERSIONS}
@@ -118,11 +127,18 @@ class GalSimMetacal(StampShearEngine):
         s2n_num = np.full(n, np.nan)
         s2n_den = np.full(n, np.nan)
         noise_var = data.noise_sigma**2
-        # first guess of the adaptive sigma (pixels): a bit more than the kernel
-        guess_default = max(1.0, 1.5 * ops.target.sigma / data.pixel_scale)
         for i in range(n):
             if flags[i]:
                 continue
+            if per_object:
+                try:
+                    ops = MetacalOperators.from_psf(data.psf[i], data.pixel_scale, self.step)
+                except (galsim.GalSimError, RuntimeError, ValueError, MemoryError):
+                    flags[i] |= MCAL_RENDER_FAILED
+                    continue
+            kernel_sigma[i] = ops.target.sigma
+            # first guess of the adaptive sigma (pixels): a bit more than the kernel
+            guess_default = max(1.0, 1.5 * ops.target.sigma / data.pixel_scale)
             try:
                 mc = ops.images(data.stamps[i], out_image)
                 sigma_i = data.noise_sigma[i]
@@ -187,10 +203,17 @@ class GalSimMetacal(StampShearEngine):
             if col != "MCAL_FLAGS":
                 table[col][flags != 0] = np.nan
         elapsed = time.perf_counter() - start
+        sigma_k = (
+            ops.target.sigma
+            if not per_object
+            else float(np.nanmedian(kernel_sigma))
+            if np.isfinite(kernel_sigma).any()
+            else float("nan")
+        )
         meta = {
-            "reconvolution_psf": f"round Gaussian, sigma {ops.target.sigma:.4f} arcsec "
-            f"(dilated by 1 + 2 step)",
-            "reconvolution_sigma_arcsec": float(ops.target.sigma),
+            "reconvolution_psf": f"round Gaussian, sigma {sigma_k:.4f} arcsec "
+            f"(dilated by 1 + 2 step{'; median of the per-object kernels' if per_object else ''})",
+            "reconvolution_sigma_arcsec": float(sigma_k),
             "fixnoise": self.fixnoise,
             "noise_fields": "given" if noise_fields is not None else "drawn",
             "interpolant": INTERPOLANT,

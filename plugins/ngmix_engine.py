@@ -60,6 +60,8 @@ class NgmixMetacal(StampShearEngine):
     #: so ``auto`` keeps the GalSim engine for paired simulations.
     takes_noise_fields = False
 
+    takes_psf_per_object = True
+
     def __init__(self, config=None, *, psf=None, fixnoise: bool = True):
         super().__init__(config)
         self.psf_choice = psf
@@ -104,15 +106,18 @@ class NgmixMetacal(StampShearEngine):
         # ngmix wants numpy.random.RandomState; derive one from the Generator.
         nrng = np.random.RandomState(int(rng.integers(0, 2**31 - 1)))
         psf_choice = self._default_psf()
-        psf_jac = ngmix.DiagonalJacobian(
-            row=(data.psf.shape[0] - 1) / 2.0,
-            col=(data.psf.shape[1] - 1) / 2.0,
-            scale=data.pixel_scale,
-        )
-        psf_sigma = data.psf.max() / 1.0e3
-        psf_obs = ngmix.Observation(
-            data.psf, weight=np.full(data.psf.shape, 1.0 / psf_sigma**2), jacobian=psf_jac
-        )
+
+        def psf_observation(psf):
+            psf_jac = ngmix.DiagonalJacobian(
+                row=(psf.shape[0] - 1) / 2.0, col=(psf.shape[1] - 1) / 2.0, scale=data.pixel_scale
+            )
+            psf_sigma = psf.max() / 1.0e3
+            return ngmix.Observation(
+                psf, weight=np.full(psf.shape, 1.0 / psf_sigma**2), jacobian=psf_jac
+            )
+
+        per_object = data.psf.ndim == 3  # one PSF per stamp: a varying PSF
+        psf_obs = None if per_object else psf_observation(data.psf)
         jac = ngmix.DiagonalJacobian(row=(ny - 1) / 2.0, col=(nx - 1) / 2.0, scale=data.pixel_scale)
         fitter = ngmix.admom.AdmomFitter(rng=nrng)
         guesser = ngmix.guessers.GMixPSFGuesser(rng=nrng, ngauss=1, guess_from_moms=True)
@@ -145,8 +150,9 @@ class NgmixMetacal(StampShearEngine):
             noisy = sigma > 0
             weight = np.full((ny, nx), 1.0 / (sigma if noisy else NOISELESS_SIGMA) ** 2)
             try:
+                psf_i = psf_observation(data.psf[i]) if per_object else psf_obs.copy()
                 obs = ngmix.Observation(
-                    data.stamps[i].copy(), weight=weight, jacobian=jac, psf=psf_obs.copy()
+                    data.stamps[i].copy(), weight=weight, jacobian=jac, psf=psf_i
                 )
                 resdict, obsdict = boots[bool(noisy and self.fixnoise)].go(obs)
             except (

@@ -37,8 +37,16 @@ def register(cli) -> None:
     data = parser.add_argument_group("your data")
     data.add_argument("--image", metavar="FITS", help="science image")
     data.add_argument("--catalogue", metavar="FITS", help="SExtractor catalogue (else detect)")
-    data.add_argument("--psf", metavar="FITS", help="PSF image at the image's pixel scale")
+    data.add_argument(
+        "--psf",
+        metavar="FITS",
+        help="PSF image at the image's pixel scale, or a PSFEx .psf model "
+        "(evaluated at every object by engines that can)",
+    )
     data.add_argument("--weight", metavar="FITS", help="weight map (noise and masking)")
+    data.add_argument(
+        "--flag-map", metavar="FITS", help="integer flag map; a non-zero pixel is masked"
+    )
     data.add_argument(
         "--pixel-scale", type=float, metavar="ARCSEC", help="pixel scale when the header has no WCS"
     )
@@ -161,6 +169,7 @@ def _user_input(args):
         args.pixel_scale,
         recentre_psf=args.recentre_psf,
         true_shear=true_shear,
+        flag_map=args.flag_map,
     )
     if info is not None:
         data.truth, data.sign = info["truth"], info["sign"]
@@ -193,6 +202,8 @@ def run(args, pm) -> int:
                 "--dataset/--n-galaxies/--shear/--noise/--density are for simulated "
                 "fields; leave them out with --image"
             )
+    if args.true_shear is not None and not user_data:
+        raise BlendflagError("--true-shear is for your data (--image); use --shear for simulations")
     if args.n_galaxies is not None and args.n_galaxies < 2:
         raise BlendflagError("--n-galaxies must be at least 2")
     if args.workers is not None and args.workers < 1:

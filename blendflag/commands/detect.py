@@ -26,6 +26,9 @@ def register(cli) -> None:
     )
     parser.add_argument("image", help="science image (FITS)")
     parser.add_argument("--weight", metavar="FITS", help="weight map; weight 0 masks a pixel")
+    parser.add_argument(
+        "--flag-map", metavar="FITS", help="integer flag map; a non-zero pixel is masked"
+    )
     parser.add_argument("--out", required=True, metavar="CAT.fits", help="output catalogue")
     add_backend_arg(parser, cli.pm, "detector (overrides detect.backend of the config)")
 
@@ -52,7 +55,7 @@ def run(args, pm) -> int:
         config = replace(config, detect=replace(config.detect, backend=args.backend))
     guard_outputs(args, ("weight",), ("out",), extra_inputs={"IMAGE": args.image})
     out = check_output_path(args.out)
-    image, weight, header = load_image_and_weight(args.image, args.weight)
+    image, weight, header = load_image_and_weight(args.image, args.weight, args.flag_map)
     table = detect(pm, image, weight, config.detect)
     write_ldac(table, out, image_header=header)
     n_blend = int(((table["FLAGS"] & 2) != 0).sum())

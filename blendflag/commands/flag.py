@@ -26,6 +26,9 @@ def register(cli) -> None:
     parser.add_argument("--image", metavar="FITS", help="the catalogue's image")
     parser.add_argument("--weight", metavar="FITS", help="weight map; weight 0 masks a pixel")
     parser.add_argument(
+        "--flag-map", metavar="FITS", help="integer flag map; a non-zero pixel is masked"
+    )
+    parser.add_argument(
         "--flaggers",
         metavar="NAMES",
         help="comma-separated flagger names (default: flag.flaggers of the config)",
@@ -64,7 +67,14 @@ def run(args, pm) -> int:
     flaggers = make_flaggers(pm, names, config, overrides)
     out = check_output_path(args.out) if args.out else None
     context = flag_catalogue_file(
-        pm, config, flaggers, args.catalogue, args.image, args.weight, quiet=args.quiet
+        pm,
+        config,
+        flaggers,
+        args.catalogue,
+        args.image,
+        args.weight,
+        args.flag_map,
+        quiet=args.quiet,
     )
     catalogue, table = context.catalogue, context.table
     target = out if out is not None else catalogue.path

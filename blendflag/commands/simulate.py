@@ -117,6 +117,15 @@ def register(cli) -> None:
         help="distance of galaxy centres from the edges "
         "(default: half the config's stamp plus one, as compare uses)",
     )
+    parser.add_argument(
+        "--varying-psf",
+        action="store_true",
+        help="PSF size and ellipticity gradients across the image (PSF* header cards; "
+        "psf.fits: the PSF at the centre)",
+    )
+    parser.add_argument(
+        "--stars", type=int, default=0, metavar="N", help="N stars (truth STAR) [default: 0]"
+    )
     parser.add_argument("--workers", type=int, metavar="N", help="worker processes")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
@@ -379,14 +388,18 @@ def run_simulate_field(args, pm) -> int:
                 workers=args.workers,
                 progress=not args.quiet,
                 margin=margin,
+                varying_psf=args.varying_psf or None,
+                n_stars=args.stars,
             )
             field.sign = sign
             write_field(field, staging / sub if sub else staging)
-            n_overlap = int((field.truth["OVERLAPS"] >= 0).sum())
+            n_overlap = int((field.truth["OVERLAPS"][: args.n_galaxies] >= 0).sum())
             ny, nx = field.image.shape
+            stars = f" and {args.stars} stars" if args.stars else ""
+            varying = ", varying PSF" if args.varying_psf else ""
             lines.append(
-                f"{len(field.truth)} galaxies ({n_overlap} overlapping another) in a {nx}x{ny} "
-                f"image, shear ({field.shear[0]:g}, {field.shear[1]:g}) -> "
+                f"{args.n_galaxies} galaxies ({n_overlap} overlapping another){stars} in a "
+                f"{nx}x{ny} image{varying}, shear ({field.shear[0]:g}, {field.shear[1]:g}) -> "
                 f"{outdir / sub if sub else outdir}"
             )
     print("\n".join(lines))

@@ -57,7 +57,7 @@ def measure_parallel(
     stamps : numpy.ndarray
         ``(n, S, S)`` stamps (ADU).
     psf : numpy.ndarray
-        PSF image at the stamps' pixel scale.
+        PSF image at the stamps' pixel scale, or ``(n, P, P)``: one per stamp.
     pixel_scale : float
         Arcsec per pixel.
     noise_sigma : float or numpy.ndarray
@@ -92,7 +92,7 @@ def measure_parallel(
             engine_cls,
             config,
             stamps[i : i + MEASURE_CHUNK],
-            psf,
+            psf if np.ndim(psf) == 2 else psf[i : i + MEASURE_CHUNK],
             pixel_scale,
             noise[i : i + MEASURE_CHUNK],
             int(seeds[k]),

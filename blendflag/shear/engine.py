@@ -115,7 +115,7 @@ class PreparedInput:
     """Validated engine input (see :meth:`StampShearEngine.prepare`)."""
 
     stamps: np.ndarray  # (n, S, S) float64, non-finite pixels zeroed
-    psf: np.ndarray  # (P, P) float64, sum 1
+    psf: np.ndarray  # (P, P) float64, sum 1; or (n, P, P), one per stamp, each sum 1
     pixel_scale: float  # arcsec / pixel
     noise_sigma: np.ndarray  # (n,) float64 ADU, bad values set to 0
     flags: np.ndarray  # (n,) int32 flags found before measuring
@@ -130,6 +130,10 @@ class StampShearEngine(ShearEngine):
 
     needs_stamps = True
     takes_noise_fields = True
+    #: Whether :meth:`measure` takes one PSF image per stamp (an ``(n, P, P)``
+    #: cube): a varying PSF (``context.psf_model``) is then evaluated at every
+    #: object; engines that do not get the PSF at the image centre.
+    takes_psf_per_object = False
 
     def measure(
         self,
@@ -150,7 +154,8 @@ class StampShearEngine(ShearEngine):
             ADU, each centred on its object.
         psf : numpy.ndarray
             2-d PSF image at the same pixel scale, centred; it is normalised
-            to unit sum here.
+            to unit sum here. Engines with :attr:`takes_psf_per_object` also
+            take an ``(n, P, P)`` cube: the PSF at each stamp's object.
         pixel_scale : float
             arcsec per pixel (sets the units of ``T_NOSHEAR`` only).
         noise_sigma : float or numpy.ndarray
@@ -178,8 +183,11 @@ class StampShearEngine(ShearEngine):
         """Measure every stamp of a pipeline context, in parallel chunks.
 
         Uses ``context.stamps`` (centre-cropped to ``config.stamp_size``),
-        ``context.psf``, the pixel scale (``context.pixel_scale``, else the
-        image header's WCS, else 1: T is then in pixel^2), the per-object
+        ``context.psf`` (or, when ``context.psf_model`` varies and the engine
+        :attr:`takes_psf_per_object`, the model at every object's position:
+        :func:`blendflag.shear.inputs.object_psfs`), the pixel scale
+        (``context.pixel_scale``, else the image header's WCS, else 1: T is
+        then in pixel^2), the per-object
         noise (:func:`blendflag.shear.inputs.object_noise`), the paired
         noise-correction fields of a rotated-pair simulation
         (:func:`blendflag.shear.inputs.context_noise_fields`), and the run
@@ -203,6 +211,7 @@ class StampShearEngine(ShearEngine):
             crop_stamps,
             object_keys,
             object_noise,
+            object_psfs,
         )
 
         if context.stamps is None:
@@ -217,13 +226,14 @@ class StampShearEngine(ShearEngine):
 
             stamps = masked_stamps_for(context, stamps, noise, object_keys(context, len(stamps)))
         noise_fields = context_noise_fields(context, noise, stamps.shape[-1])
+        psf = object_psfs(context) if self.takes_psf_per_object else None
         bar = progress(total=len(stamps), desc="shear", quiet=context.quiet, unit="obj")
         try:
             result = measure_parallel(
                 type(self),
                 self.config,
                 stamps,
-                context.psf,
+                context.psf if psf is None else psf,
                 pixel_scale,
                 noise,
                 seed=context.seed,
@@ -239,6 +249,16 @@ class StampShearEngine(ShearEngine):
             bad = np.asarray(context.stamp_flags) != 0
             result.table["MCAL_FLAGS"][bad] |= MCAL_STAMP_FLAGGED
         result.meta.setdefault("pixel_scale", float(pixel_scale))
+        model = getattr(context, "psf_model", None)
+        result.meta["psf"] = (
+            "one PSF image"
+            if model is None or not model.varies
+            else (
+                f"{model.description} at every object"
+                if psf is not None
+                else f"{model.description} at the image centre (engine takes one PSF)"
+            )
+        )
         result.meta["median_noise_sigma"] = float(np.median(noise)) if len(noise) else None
         return result
 
@@ -262,17 +282,9 @@ class StampShearEngine(ShearEngine):
                 f"stamps must be an (n, S, S) cube with S >= 5, got shape {stamps.shape}"
             )
         n = stamps.shape[0]
-        psf = np.asarray(psf, dtype=np.float64)
-        if psf.ndim != 2 or min(psf.shape) < 3:
-            raise BlendflagError(
-                f"the PSF must be a 2-d image of at least 3x3 pixels, got shape {psf.shape}"
-            )
-        if not np.all(np.isfinite(psf)):
-            raise BlendflagError("the PSF image holds NaN or inf pixels")
-        total = psf.sum()
-        if not total > 0:
-            raise BlendflagError(f"the PSF image must have a positive sum, got {total:g}")
-        psf = psf / total
+        from blendflag.shear.inputs import normalised_psf
+
+        psf = normalised_psf(psf, n, self.takes_psf_per_object)
         try:
             pixel_scale = float(pixel_scale)
         except (TypeError, ValueError):
@@ -305,7 +317,8 @@ class ImageShearEngine(ShearEngine):
 
     Subclasses implement :meth:`measure_image`, detecting on each version's
     image themselves (metadetection); the pipeline's detections and stamps
-    are not used.
+    are not used. A PSF that varies is evaluated per cell with
+    ``blendflag.shear.inputs.context_psf_model(context).image_at(x, y, size)``.
     """
 
     def measure_image(self, image, weight, psf, pixel_scale, noise_sigma, rng) -> VersionCatalogues:

@@ -4,6 +4,8 @@ One place decides each of them, for every engine and every route:
 
 - :func:`crop_stamps`: the engine's stamp size out of the cutout stage's stamps;
 - :func:`context_pixel_scale`: the given scale, else the image WCS, else 1;
+- :func:`context_psf_model`, :func:`object_psfs`: the PSF model (a constant
+  image or one that varies) and its images at the objects;
 - :func:`object_noise`: the known noise of a simulation, else the weight map
   around each object, else the stamp borders
   (:func:`blendflag.stamps.stamp_noise_sigma`, the project's one estimator);
@@ -32,6 +34,81 @@ def context_pixel_scale(context) -> float:
     if context.pixel_scale is not None:
         return float(context.pixel_scale)
     return pixel_scale_from_header(context.image_header) or 1.0
+
+
+def context_psf_model(context):
+    """The context's :class:`blendflag.psf_model.PSFModel`: ``context.psf_model``, else its image.
+
+    An image engine calls ``context_psf_model(context).image_at(x, y, size)``
+    for the PSF at a cell's centre (1-based pixels).
+
+    Raises
+    ------
+    BlendflagError
+        Neither a PSF model nor a PSF image.
+    """
+    from blendflag.errors import BlendflagError
+    from blendflag.psf_model import ImagePSF
+
+    model = getattr(context, "psf_model", None)
+    if model is not None:
+        return model
+    if context.psf is None:
+        raise BlendflagError("measure_shear needs a PSF (give --psf)")
+    return ImagePSF(context.psf)
+
+
+def object_psfs(context) -> np.ndarray | None:
+    """The PSF at every object of a context whose PSF varies, else None (use ``context.psf``).
+
+    ``(n, P, P)`` float64, each of sum 1, with P the side of ``context.psf``
+    (the model's own without one), at the objects' ``X_IMAGE``, ``Y_IMAGE``.
+    """
+    model = getattr(context, "psf_model", None)
+    if model is None or not model.varies or context.table is None:
+        return None
+    size = None if context.psf is None else int(np.shape(context.psf)[0])
+    x = np.asarray(context.table["X_IMAGE"], dtype=np.float64)
+    y = np.asarray(context.table["Y_IMAGE"], dtype=np.float64)
+    return model.images_at(x, y, size, context_pixel_scale(context))
+
+
+def normalised_psf(psf, n: int, per_object: bool) -> np.ndarray:
+    """A stamp engine's PSF input checked and normalised to unit sum (each, for a cube).
+
+    ``psf`` is one 2-d image or, when ``per_object``, may be an ``(n, P, P)`` cube.
+
+    Raises
+    ------
+    BlendflagError
+        Not a finite image (or cube of ``n``) of at least 3x3 pixels and positive sum.
+    """
+    from blendflag.errors import BlendflagError
+
+    psf = np.asarray(psf, dtype=np.float64)
+    if psf.ndim == 3 and per_object:
+        if len(psf) != n or min(psf.shape[1:]) < 3:
+            raise BlendflagError(
+                f"per-object PSFs must be an ({n}, P, P) cube, got shape {psf.shape}"
+            )
+        if not np.all(np.isfinite(psf)):
+            raise BlendflagError("a PSF image holds NaN or inf pixels")
+        totals = psf.sum(axis=(1, 2))
+        if not np.all(totals > 0):
+            raise BlendflagError("every PSF image must have a positive sum")
+        psf = psf / totals[:, None, None]
+    else:
+        if psf.ndim != 2 or min(psf.shape) < 3:
+            raise BlendflagError(
+                f"the PSF must be a 2-d image of at least 3x3 pixels, got shape {psf.shape}"
+            )
+        if not np.all(np.isfinite(psf)):
+            raise BlendflagError("the PSF image holds NaN or inf pixels")
+        total = psf.sum()
+        if not total > 0:
+            raise BlendflagError(f"the PSF image must have a positive sum, got {total:g}")
+        psf = psf / total
+    return psf
 
 
 def object_noise(context, size: int) -> np.ndarray:

@@ -52,6 +52,13 @@ from blendflag.simulate.field_geometry import (
     friends_of_friends,
     shear_positions,
 )
+from blendflag.simulate.field_stars import (
+    add_stars,
+    add_stars_and_psf_columns,
+    centre_psf_image,
+    paste,
+    varying_psf_for,
+)
 from blendflag.simulate.galaxies import isophote_level, psf_image, sample_galaxy
 from blendflag.simulate.presets import DatasetConfig, load_dataset
 
@@ -88,6 +95,9 @@ class Field:
         The resolved dataset config.
     sign : int
         +1, or -1 for the -g twin of a ±g pair (set by whoever makes the pair).
+    varying_psf : VaryingPSF or None
+        The PSF model of a field drawn with ``varying_psf`` (``psf`` is then
+        the PSF at the image centre); None: one PSF everywhere.
     """
 
     image: np.ndarray
@@ -101,6 +111,7 @@ class Field:
     dataset: str = ""
     config: DatasetConfig | None = None
     sign: int = 1
+    varying_psf: object = None
 
     @property
     def reference_noise(self) -> float:
@@ -149,6 +160,8 @@ def simulate_field(
     workers=None,
     progress=False,
     margin=None,
+    varying_psf=None,
+    n_stars=0,
 ) -> Field:
     """Simulate a field of galaxies with a known constant shear.
 
@@ -181,6 +194,15 @@ def simulate_field(
         Comparison runs keep it at half a stamp so that no measurement stamp
         reaches across into the other half, which would break the symmetry of
         rotated pairs. [default: None]
+    varying_psf : bool, PSFVariation or None
+        Draw every source with the PSF at its position: True takes the default
+        gradients of :class:`~blendflag.simulate.psf_variation.PSFVariation`.
+        The truth then has ``PSF_FWHM`` (arcsec), ``PSF_G1``, ``PSF_G2`` and
+        the field's ``varying_psf`` rebuilds the model. [default: None]
+    n_stars : int
+        Stars drawn with the PSF (their own random stream: the galaxies and
+        the noise do not change); rows of the truth with ``STAR`` true
+        (:mod:`blendflag.simulate.field_stars`). [default: 0]
 
     Returns
     -------
@@ -236,6 +258,7 @@ def simulate_field(
     nx_img, ny_img = (2 * side, side) if rotated_pairs else (side, side)
     if side - 2 * margin < 2:
         raise BlendflagError(f"field of {side} pixels is too small for margin {margin}")
+    psf_at = varying_psf_for(config, varying_psf, nx_img, ny_img, n_stars)
 
     rng = np.random.default_rng(int(seed))
     params = [sample_galaxy(rng, config.galaxy) for _ in range(n_draw)]
@@ -263,6 +286,7 @@ def simulate_field(
     step = FIELD_CHUNK if workers > 1 or n <= 200 else max(100, n // 20)  # smooth bar
     tasks = [
         (i, config, params[i : i + step], xs[i : i + step], ys[i : i + step], (g1, g2), thresh)
+        + ((psf_at,) if psf_at is not None else ())
         for i in range(0, n, step)
     ]
     bar = None
@@ -296,13 +320,7 @@ def simulate_field(
                     if not rotated_pairs
                     else ((1, side) if start + k < n_draw else (side + 1, nx_img))
                 )
-                xa, ya = max(x0, lo), max(y0, 1)
-                xb = min(x0 + arr.shape[1] - 1, hi)
-                yb = min(y0 + arr.shape[0] - 1, ny_img)
-                if xa <= xb and ya <= yb:
-                    image[ya - 1 : yb, xa - 1 : xb] += arr[
-                        ya - y0 : yb - y0 + 1, xa - x0 : xb - x0 + 1
-                    ]
+                paste(image, arr, x0, y0, lo, hi)
             state["next"] = start + len(chunk)
         if bar is not None:
             bar.update(len(result[1]))
@@ -312,9 +330,13 @@ def simulate_field(
     finally:
         if bar is not None:
             bar.close()
-    best, count = footprint_overlaps(footprints, n, nx_img, ny_img)
+    # stars after the galaxies, so that their float32 sums do not change
+    footprint_lists, thresholds = (footprints, field_footprints), (thresh, thresh_field)
+    stars = add_stars(image, config, seed, n_stars, margin, psf_at, footprint_lists, thresholds)
+    n_all = n + int(n_stars)
+    best, count = footprint_overlaps(footprints, n_all, nx_img, ny_img)
     if thresh_field is not None:
-        best_field, count_field = footprint_overlaps(field_footprints, n, nx_img, ny_img)
+        best_field, count_field = footprint_overlaps(field_footprints, n_all, nx_img, ny_img)
     else:
         best_field, count_field = best, count
     if sigma > 0:
@@ -325,7 +347,9 @@ def simulate_field(
         weight = np.ones(image.shape, dtype=np.float32)
 
     gsparams = galsim.GSParams(folding_threshold=config.folding_threshold)
-    psf_img = psf_image(config, gsparams)
+    psf_img = psf_image(config, gsparams) if psf_at is None else centre_psf_image(config, psf_at)
+    overlaps = (best, count, best_field, count_field)  # galaxies, then stars
+    best, count, best_field, count_field = (a[:n] for a in overlaps)
 
     truth = Table()
     truth["ID"] = np.arange(n, dtype=np.int32)
@@ -347,6 +371,7 @@ def simulate_field(
     truth["B2T"] = np.array([p["b2t"] for p in params])
     for name, unit in (("X", "pix"), ("Y", "pix"), ("FLUX", "adu"), ("HLR", "arcsec")):
         truth[name].unit = unit
+    truth = add_stars_and_psf_columns(truth, stars, overlaps, psf_at)
     return Field(
         image=image,
         weight=weight,
@@ -358,4 +383,5 @@ def simulate_field(
         seed=int(seed),
         dataset=config.name,
         config=config,
+        varying_psf=psf_at,
     )

@@ -1,4 +1,4 @@
-"""Drawing a field's galaxies in worker processes: noiseless stamps and footprints."""
+"""Drawing a field's galaxies (in worker processes) and stars: noiseless stamps and footprints."""
 
 from __future__ import annotations
 
@@ -23,8 +23,13 @@ def _stamp_side(config: DatasetConfig, hlr_arcsec: float) -> int:
     return min(max(side, 33), 201)
 
 
-def _draw_field_chunk(config: DatasetConfig, params: list, xs, ys, shear, thresh: float):
+def _draw_field_chunk(
+    config: DatasetConfig, params: list, xs, ys, shear, thresh: float, psf_at=None
+):
     """Draw galaxies (in a worker).
+
+    ``psf_at`` (a :class:`~blendflag.simulate.psf_variation.VaryingPSF` or
+    None) gives each galaxy the PSF at its position; None: the preset's PSF.
 
     Returns
     -------
@@ -41,6 +46,8 @@ def _draw_field_chunk(config: DatasetConfig, params: list, xs, ys, shear, thresh
     for p, x, y in zip(params, xs, ys, strict=True):
         gal = galaxy_object(p, config.galaxy, gsparams, shear=shear)
         side = _stamp_side(config, p["hlr"])
+        if psf_at is not None:
+            psf = psf_at.profile_at(x, y, gsparams)
         stamp = galsim.Convolve(gal, psf, gsparams=gsparams).drawImage(
             nx=side, ny=side, scale=config.pixel_scale, center=galsim.PositionD(x, y)
         )
@@ -48,6 +55,33 @@ def _draw_field_chunk(config: DatasetConfig, params: list, xs, ys, shear, thresh
         x0, y0 = stamp.bounds.xmin, stamp.bounds.ymin
         out.append((x0, y0, arr, *footprint(arr, x0, y0, thresh)))
     return out
+
+
+def draw_stars(config: DatasetConfig, fluxes, xs, ys, thresh: float, psf_at=None):
+    """Draw stars: the PSF (at each position with ``psf_at``) times each flux (ADU).
+
+    Returns the same list as :func:`_draw_field_chunk`; the stamps are
+    :data:`STAR_STAMP` pixels a side (the Moffat wings of a bright star).
+    """
+    import galsim
+
+    gsparams = galsim.GSParams(folding_threshold=config.folding_threshold)
+    psf = make_psf(config, gsparams)
+    out = []
+    for flux, x, y in zip(fluxes, xs, ys, strict=True):
+        if psf_at is not None:
+            psf = psf_at.profile_at(x, y, gsparams)
+        stamp = psf.withFlux(float(flux)).drawImage(
+            nx=STAR_STAMP, ny=STAR_STAMP, scale=config.pixel_scale, center=galsim.PositionD(x, y)
+        )
+        arr = stamp.array
+        x0, y0 = stamp.bounds.xmin, stamp.bounds.ymin
+        out.append((x0, y0, arr, *footprint(arr, x0, y0, thresh)))
+    return out
+
+
+#: Side of a star's stamp, pixels.
+STAR_STAMP = 65
 
 
 def draw_field_task(start: int, *args):

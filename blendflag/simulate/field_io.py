@@ -22,6 +22,11 @@ from blendflag.simulate.field import Field
 def _field_cards(field: Field) -> list:
     from blendflag import __version__
 
+    stars = np.asarray(field.truth["STAR"]) if "STAR" in field.truth.colnames else None
+    n_gal = len(field.truth) if stars is None else int((~stars).sum())
+    extra = [] if stars is None else [("NSTAR", int(stars.sum()), "number of stars")]
+    if field.varying_psf is not None:
+        extra += field.varying_psf.cards()
     return [
         ("PIXSCALE", field.pixel_scale, "[arcsec/pixel] pixel scale"),
         ("SHEAR1", field.shear[0], "true reduced shear g1"),
@@ -31,13 +36,14 @@ def _field_cards(field: Field) -> list:
         ("SHRSIGN", field.sign, "+1, or -1 for the -g twin of a shear pair"),
         ("REFNOISE", field.reference_noise, "[adu] depth of the blend label"),
         ("DATASET", field.dataset, "blendflag dataset preset"),
-        ("NGAL", len(field.truth), "number of galaxies"),
+        ("NGAL", n_gal, "number of galaxies"),
         (
             "ROTPAIRS",
             bool((np.asarray(field.truth["ROTATED"])).any()),
             "right half = 90-degree rotated copy",
         ),
         ("BFVERS", __version__, "blendflag version"),
+        *extra,
     ]
 
 
@@ -126,7 +132,10 @@ def write_field(field: Field, outdir) -> Path:
     atomically. Every file's header carries PIXSCALE (arcsec/pixel), SHEAR1,
     SHEAR2, NOISE (ADU), SEED, SHRSIGN (-1 for the -g twin of a ±g pair),
     REFNOISE (ADU, the depth of the blend label), DATASET, NGAL, ROTPAIRS and BFVERS; the truth
-    table is HDU ``TRUTH`` of ``truth.fits``.
+    table is HDU ``TRUTH`` of ``truth.fits``. A field with stars adds NSTAR, one
+    with a varying PSF the ``PSF*`` cards of
+    :meth:`~blendflag.simulate.psf_variation.VaryingPSF.cards` (``psf.fits`` is
+    then the PSF at the image centre).
 
     Returns
     -------
