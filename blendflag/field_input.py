@@ -250,12 +250,12 @@ def file_input(
     from blendflag.stamps import check_positions
 
     img, wgt, header = load_image_and_weight(image, weight, flag_map)
-    model, psf_header = load_psf(psf)
-    if isinstance(model, ImagePSF):  # the image as read: the one-PSF path is unchanged
-        psf_img, model = read_image_psf(psf), None
+    model, psf_header = load_psf(psf, recentre=recentre_psf)
+    if isinstance(model, ImagePSF):  # one PSF image, checked at the door: one-PSF path
+        psf_img, model = model.image, None
     else:  # a PSFEx model: its image at the centre stands for it where one PSF is used
         psf_img = model.image_at((img.shape[1] + 1) / 2.0, (img.shape[0] + 1) / 2.0)
-    psf_img = check_psf_image(psf_img, f"PSF image {Path(psf).name}", recentre=recentre_psf)
+        psf_img = check_psf_image(psf_img, f"PSF model {Path(psf).name} at the centre")
     cat = None
     if catalogue is not None:
         cat = read_catalogue(catalogue)
@@ -297,13 +297,6 @@ def file_input(
             "wcs": wcs_info,
         },
     )
-
-
-def read_image_psf(path) -> np.ndarray:
-    """A PSF image file's pixels as stored (checked by :func:`blendflag.psf_model.load_psf`)."""
-    from blendflag.images import read_image
-
-    return read_image(path, "PSF image")[0]
 
 
 def _wcs_description(header, catalogue, shape) -> dict | None:

@@ -172,3 +172,46 @@ def resolve_names(requested: str | list[str], available: dict[str, type], kind: 
             known = ", ".join(sorted(available)) or "none"
             raise PluginError(f"unknown {kind} {n!r} (registered: {known})")
     return names
+
+
+def select_engine(engines: dict[str, type], name: str = "auto", paired: bool = False) -> type:
+    """Pick an engine class by name, or by priority for ``"auto"``.
+
+    Parameters
+    ----------
+    engines : dict
+        ``{name: class}`` from :func:`blendflag.plugins.get_shear_engines`.
+    name : str
+        ``"auto"`` (the available engine of highest :attr:`ShearEngine.priority`)
+        or a registered engine name. [default: "auto"]
+    paired : bool
+        The run provides paired noise-correction fields (a simulation with
+        rotated and ±g pairs): ``auto`` then prefers the engines that take them
+        (:attr:`ShearEngine.takes_noise_fields`), so that whether an optional
+        package imports never changes what is measured. [default: False]
+
+    Raises
+    ------
+    PluginError
+        The name is not registered, or the engine cannot run here.
+    """
+    if name == "auto":
+        ranked = sorted(
+            engines.values(),
+            key=lambda cls: (paired and not cls.takes_noise_fields, -int(cls.priority), cls.name),
+        )
+        for cls in ranked:
+            if cls.available():
+                return cls
+        raise PluginError(
+            f"no shear engine can run here (registered: {', '.join(sorted(engines)) or 'none'})"
+        )
+    if name not in engines:
+        known = ", ".join(sorted(engines)) or "none"
+        raise PluginError(f"unknown shear engine {name!r} (registered: {known})")
+    cls = engines[name]
+    if not cls.available():
+        raise PluginError(
+            f"shear engine {name!r} is registered but cannot run here (its package does not import)"
+        )
+    return cls

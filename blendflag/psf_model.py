@@ -250,7 +250,7 @@ def is_psfex_file(path) -> bool:
         return False
 
 
-def load_psf(path, max_side: int = 256):
+def load_psf(path, max_side: int = 256, recentre: bool = False):
     """A PSF file as a :class:`PSFModel` and its header.
 
     A PSFEx ``.psf`` file becomes a :class:`PSFExModel`, any other FITS file
@@ -273,12 +273,14 @@ def load_psf(path, max_side: int = 256):
     path = Path(path)
     if path.is_file() and is_psfex_file(path):
         return PSFExModel(path), None
+    from blendflag.psf_checks import check_psf_image
+
     img, header = read_image(path, "PSF image")
-    if not np.all(np.isfinite(img)) or img.sum() <= 0:
-        raise CatalogueError(f"PSF image {path.name} has NaN pixels or no positive flux")
     if max(img.shape) > max_side:
         raise CatalogueError(
             f"PSF image {path.name} is {img.shape[1]}x{img.shape[0]}: "
             "expected a PSF stamp or a PSFEx .psf file, not an image"
         )
+    # the checks at the door: odd, centred, finite, positive (re-centred if asked)
+    img = check_psf_image(img, f"PSF image {path.name}", recentre=recentre)
     return ImagePSF(img), header

@@ -111,8 +111,7 @@ def compare_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str)
     from blendflag.config import PipelineConfig, from_mapping
     from blendflag.field_input import file_input
     from blendflag.flaggers import flagger_overrides, make_flaggers
-    from blendflag.plugins import get_plugin_manager, get_shear_engines
-    from blendflag.shear.engine import select_engine
+    from blendflag.plugins import get_plugin_manager, get_shear_engines, select_engine
 
     pm = get_plugin_manager()
     config = from_mapping(PipelineConfig, settings["config"])

@@ -111,8 +111,7 @@ def summarise(cats):
 
 def run(args):
     from blendflag.config import ShearConfig
-    from blendflag.plugins import get_plugin_manager, get_shear_engines
-    from blendflag.shear.engine import select_engine
+    from blendflag.plugins import get_plugin_manager, get_shear_engines, select_engine
 
     engines = get_shear_engines(get_plugin_manager())
     options = json.loads(args.options) if args.options else {}

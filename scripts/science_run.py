@@ -85,8 +85,7 @@ def run_configuration(
     """
     from blendflag.config import load_pipeline_config
     from blendflag.flaggers import make_flaggers
-    from blendflag.plugins import get_flaggers, get_plugin_manager, get_shear_engines
-    from blendflag.shear.engine import select_engine
+    from blendflag.plugins import get_flaggers, get_plugin_manager, get_shear_engines, select_engine
     from blendflag.tile_list import read_tiles
     from blendflag.tiles import combine_tiles, run_tiles, settings_for
 

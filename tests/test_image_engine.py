@@ -14,9 +14,9 @@ from astropy.table import Table
 from blendflag import hookimpl
 from blendflag.config import PipelineConfig
 from blendflag.pipeline import Context, run_pipeline
-from blendflag.plugins import get_plugin_manager, get_shear_engines
+from blendflag.plugins import get_plugin_manager, get_shear_engines, select_engine
 from blendflag.shear.catalogues import VersionCatalogues
-from blendflag.shear.engine import ImageShearEngine, select_engine
+from blendflag.shear.engine import ImageShearEngine
 from blendflag.shear.results import METACAL_VERSIONS, VERSION_SHEARS
 
 STEP = 0.01

@@ -8,9 +8,8 @@ import pytest
 
 from blendflag.config import DetectConfig, FlagConfig, ShearConfig
 from blendflag.errors import BlendflagError
-from blendflag.plugins import get_plugin_manager, get_shear_engines
+from blendflag.plugins import get_plugin_manager, get_shear_engines, select_engine
 from blendflag.shear.cells import cell_grid
-from blendflag.shear.engine import select_engine
 from blendflag.shear.moments import FWHM_PER_SIGMA, weighted_moments
 from blendflag_plugins.metadetect_engine import DEFAULTS, Metadetection
 

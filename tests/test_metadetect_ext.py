@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 from blendflag.errors import PluginError
-from blendflag.plugins import get_plugin_manager, get_shear_engines
-from blendflag.shear.engine import select_engine
+from blendflag.plugins import get_plugin_manager, get_shear_engines, select_engine
 from tests.conftest import run_cli
 
 SCALE = 0.2  # arcsec / pixel

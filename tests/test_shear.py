@@ -14,7 +14,8 @@ from astropy.io import fits
 from blendflag.config import ShearConfig
 from blendflag.errors import BlendflagError, PluginError
 from blendflag.images import pixel_scale_from_header
-from blendflag.shear.engine import StampShearEngine, select_engine
+from blendflag.plugins import select_engine
+from blendflag.shear.engine import StampShearEngine
 from blendflag.shear.inputs import crop_stamps, noise_from_weight
 from blendflag.shear.results import (
     MCAL_EMPTY_STAMP,

@@ -167,8 +167,7 @@ def bench_scaling(pm, config, n_tiles: int = 8, n_galaxies: int = 400) -> dict:
     import tempfile
     from pathlib import Path
 
-    from blendflag.plugins import get_shear_engines
-    from blendflag.shear.engine import select_engine
+    from blendflag.plugins import get_shear_engines, select_engine
     from blendflag.simulate.field import simulate_field
     from blendflag.simulate.field_io import write_field
     from blendflag.tile_list import read_tiles

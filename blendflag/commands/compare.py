@@ -182,8 +182,7 @@ def _user_input(args):
 def run(args, pm) -> int:
     from blendflag.compare import run_compare
     from blendflag.field_input import simulated_inputs
-    from blendflag.plugins import get_shear_engines
-    from blendflag.shear.engine import select_engine
+    from blendflag.plugins import get_shear_engines, select_engine
 
     config = load_config(args)
     if args.tiles:
@@ -271,8 +270,7 @@ def run(args, pm) -> int:
 
 def run_tiles_command(args, pm, config) -> int:
     """``compare --tiles``: every tile a task, then the combined statistics."""
-    from blendflag.plugins import get_shear_engines
-    from blendflag.shear.engine import select_engine
+    from blendflag.plugins import get_shear_engines, select_engine
     from blendflag.tile_list import read_tiles
     from blendflag.tiles import combine_tiles, run_tiles, settings_for
 

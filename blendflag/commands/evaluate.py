@@ -91,8 +91,7 @@ def to_metacal(pm, config, args, stamps, truth, dataset):
     Stamps the engine could not render are left out and counted.
     """
     from blendflag.metacal_images import metacal_stamps
-    from blendflag.plugins import get_shear_engines
-    from blendflag.shear.engine import select_engine
+    from blendflag.plugins import get_shear_engines, select_engine
     from blendflag.simulate.galaxies import psf_image
 
     if dataset is None:
