@@ -188,6 +188,11 @@ def _compare_json(contexts, inputs, flaggers, entries, timings) -> dict:
         truth_info = (
             per_image[0] if len(per_image) == 1 else {"plus": per_image[0], "minus": per_image[1]}
         )
+        truth_info["matching"] = (
+            "each metacal version's own detections, at their positions before that version's shear"
+            if result.sum_layout == "versions"
+            else "the detections of the original image"
+        )
         truth_info["depth"] = {
             "used": first.config.shear.truth_depth,
             "field_noise": inputs[0].truth.meta.get("FLDNOISE"),
