@@ -207,9 +207,17 @@ def timing(pairs):
     return out
 
 
+def _scene_options(options: dict) -> dict:
+    """The options that define the scenes (not the engine's settings; no grid = 0)."""
+    scene = {k: v for k, v in options.items() if k != "engine_options"}
+    scene.setdefault("grid", 0)
+    return scene
+
+
 def diff(args):
     runs = [json.load(open(path)) for path in (args.a, args.b)]
-    if runs[0]["options"] != runs[1]["options"]:
+    scenes = [_scene_options(run["options"]) for run in runs]
+    if scenes[0] != scenes[1]:
         raise ValueError("the two runs were made with different scene options")
     keep = [
         i
