@@ -144,8 +144,11 @@ def write_table(results: dict, path: Path, command: str, minutes: float) -> None
     path.write_text("\n".join(lines))
 
 
-def plot(results: dict, path: Path) -> None:
-    """m per selection (rows) and configuration (colours), with the requirement band."""
+def plot(results: dict, path: Path, units: str = "rotated pair x sign") -> None:
+    """m per selection (rows) and configuration (colours), with the requirement band.
+
+    ``units`` names the bootstrap units in the axis label (metadetection: cells x sign).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,7 +165,7 @@ def plot(results: dict, path: Path) -> None:
         ax.errorbar(m, y, xerr=e, fmt="o", capsize=3, color=f"C{k}", label=config)
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(np.arange(len(names))[::-1], names)
-    ax.set_xlabel("multiplicative bias m (±g pairs; bootstrap over rotated pair x sign)")
+    ax.set_xlabel(f"multiplicative bias m (±g pairs; 1-sigma bootstrap over {units})")
     ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
     fig.savefig(path, dpi=120)
@@ -210,7 +213,10 @@ def main(argv=None) -> int:
     docs.parent.mkdir(parents=True, exist_ok=True)
     command = "python scripts/science_run.py " + " ".join(argv or sys.argv[1:])
     write_table(results, docs.with_suffix(".md"), command, minutes)
-    plot(results, docs.with_suffix(".png"))
+    image_engine = any(r.get("layout") == "versions" for r in results.values())
+    plot(
+        results, docs.with_suffix(".png"), "cells x sign" if image_engine else "rotated pair x sign"
+    )
     return 0
 
 
