@@ -188,6 +188,11 @@ def run_split_compare(
         "objects_per_sub_tile": [info["owned"][s.index] for s in busy],
         "task_seconds": [round(s, 2) for s in seconds],
     }
+    stages: dict = {}  # seconds per stage, summed over the sub-tiles run now (per worker)
+    for done in status["done"]:
+        for key, value in (done.get("timings") or {}).items():
+            stages[key] = stages.get(key, 0.0) + value
+    combined["stage_seconds"] = {k: round(v, 2) for k, v in stages.items()}
     combined["timings_s"] = {
         "prepare": round(prep_seconds, 2),
         "total": round(time.perf_counter() - start, 2),

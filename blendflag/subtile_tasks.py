@@ -121,4 +121,4 @@ def compare_subtile(sub: SubTile, settings: dict, out_dir: str, tile_hash_value:
     write_tile_sums(
         Path(out_dir) / f"{sub.name}.sums.npz", result, info, tile_hash_value, keys=data.object_keys
     )
-    return {"n": len(data.object_keys)}
+    return {"n": len(data.object_keys), "timings": result.json["timings_s"]}

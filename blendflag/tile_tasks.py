@@ -30,6 +30,12 @@ def _tile_task(run):
 
     @functools.wraps(run)
     def task(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str) -> dict:
+        import os
+
+        from blendflag import quiet_imports
+
+        # a Dask worker is a fresh process: TensorFlow's start-up notes stay quiet there too
+        quiet_imports.install(verbose=os.environ.get("BLENDFLAG_DEBUG", "") not in ("", "0"))
         start = time.perf_counter()
         try:
             summary = {"tile": tile.name, "status": "done"}
