@@ -144,6 +144,10 @@ def run_compare(
             rng=np.random.default_rng(seed),
         )
         context.flaggers = [f.name for f in flaggers]
+        context.segmentation = getattr(item, "segmentation", None)
+        for key in ("object_keys", "segment_ids"):  # a split image's row identities
+            if getattr(item, key, None) is not None:
+                context.results[key] = getattr(item, key)
         run_pipeline(context)
         contexts.append(context)
     result = CompareResult(json={}, contexts=contexts)

@@ -61,6 +61,14 @@ class FieldInput:
         noise sheared by -g). [default: 1]
     description : dict
         Where the data came from (for the JSON).
+    object_keys : numpy.ndarray or None
+        int64 identity of each catalogue row (its row in the whole image's
+        catalogue): keys its noise-correction field and neighbour fill, so
+        that a split image measures every object as the whole one does.
+    segmentation, segment_ids : numpy.ndarray or None
+        A segmentation map made beforehand (int32, the image's shape) and the
+        segment id of each catalogue row, for neighbour masking; None lets
+        the pipeline run the detector for them.
     """
 
     image: np.ndarray
@@ -76,6 +84,9 @@ class FieldInput:
     sign: int = 1
     description: dict = field(default_factory=dict)
     psf_model: object = None
+    object_keys: np.ndarray | None = None
+    segmentation: np.ndarray | None = None
+    segment_ids: np.ndarray | None = None
 
 
 def simulated_preset(dataset=DEFAULT_DATASET, density=None):
@@ -284,6 +295,7 @@ def file_input(
         header=header,
         pixel_scale=scale,
         catalogue=cat,
+        object_keys=None if cat is None else np.arange(len(cat), dtype=np.int64),
         true_shear=None if true_shear is None else tuple(float(g) for g in true_shear),
         psf_model=model,
         description={

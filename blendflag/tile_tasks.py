@@ -30,6 +30,12 @@ def _tile_task(run):
 
     @functools.wraps(run)
     def task(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str) -> dict:
+        import os
+
+        from blendflag import quiet_imports
+
+        # a Dask worker is a fresh process: TensorFlow's start-up notes stay quiet there too
+        quiet_imports.install(verbose=os.environ.get("BLENDFLAG_DEBUG", "") not in ("", "0"))
         start = time.perf_counter()
         try:
             summary = {"tile": tile.name, "status": "done"}
@@ -105,7 +111,6 @@ def compare_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str)
 
     Returns a summary ``{"tile", "status": "done"|"failed", ...}``; never raises.
     """
-    from blendflag.atomic import atomic_output
     from blendflag.catalog import write_output_catalogue
     from blendflag.compare import run_compare
     from blendflag.config import PipelineConfig, from_mapping
@@ -148,6 +153,27 @@ def compare_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str)
     write_output_catalogue(
         ctx.catalogue, ctx.table, ctx.annotation, out / f"{tile.name}.fits", ctx.image_header
     )
+    write_tile_sums(out / f"{tile.name}.sums.npz", result, info, tile_hash_value)
+    return {"n": result.json["n_objects"]}
+
+
+def write_tile_sums(path, result, info: dict, tile_hash_value: str, keys=None) -> None:
+    """Write one tile's per-unit sums of every selection (``<tile>.sums.npz``), atomically.
+
+    Parameters
+    ----------
+    path : path-like
+    result : blendflag.compare.CompareResult
+    info : dict
+        ``shear`` (g1, g2 or None), ``sign`` and ``field`` (see :func:`simulated_tile`).
+    tile_hash_value : str
+        The hash that marks the tile done (:func:`blendflag.tile_list.tile_hash`).
+    keys : numpy.ndarray or None
+        The unit ids to store instead of the result's own: ``keys[k]`` for
+        the result's unit ``k`` (a sub-tile's rows in the whole catalogue).
+    """
+    from blendflag.atomic import atomic_output
+
     counts = result.context.results.get("flag_counts", {})
     arrays = {
         "hash": np.array(tile_hash_value),
@@ -160,13 +186,12 @@ def compare_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str)
         "layout": np.array(result.metacal.sum_layout),
     }
     for k, (name, (sums,)) in enumerate(result.unit_sums.items()):
-        arrays[f"keys{k}"] = sums.keys
+        arrays[f"keys{k}"] = sums.keys if keys is None else np.asarray(keys)[sums.keys]
         arrays[f"sums{k}"] = sums.sums
         arrays[f"ngood{k}"] = np.array(sums.n_good)
         arrays[f"flagged{k}"] = np.array(counts.get(name, (-1, -1)))
-    with atomic_output(out / f"{tile.name}.sums.npz") as tmp, open(tmp, "wb") as fh:
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **arrays)
-    return {"n": result.json["n_objects"]}
 
 
 @_tile_task

@@ -68,12 +68,15 @@ def run_tiles(
     on_message=print,
     task=compare_tile,
     force_cluster: bool = False,
+    hash_of=tile_hash,
 ) -> dict:
     """Run every unfinished tile; return ``{"done", "skipped", "failed"}`` summaries.
 
     ``workers == 1`` without a scheduler runs the tiles in this process, in order.
     ``task`` is :func:`compare_tile` or :func:`flag_tile`; ``force_cluster``
     uses a Dask cluster even for one worker (for fair scaling measurements).
+    ``hash_of(tile, settings)`` is the hash that marks a tile done
+    [default: :func:`blendflag.tile_list.tile_hash`].
     """
     from blendflag.paths import check_tile_outputs
     from blendflag.progress import progress
@@ -83,7 +86,7 @@ def run_tiles(
     out.mkdir(parents=True, exist_ok=True)
     todo, skipped = [], []
     for tile in tiles:
-        h = tile_hash(tile, settings)
+        h = hash_of(tile, settings)
         if stored_hash(out / f"{tile.name}.sums.npz") == h:
             skipped.append({"tile": tile.name, "status": "skipped"})
         else:

@@ -27,7 +27,8 @@ def register(cli) -> None:
     parser.add_argument(
         "--only",
         metavar="PARTS",
-        help="comma-separated subset of: simulation,detection,flaggers,shear",
+        help="comma-separated subset of: simulation,detection,flaggers,shear,tile "
+        "(tile: compare on a 2000x2000 CFIS-like image split into 4 sub-tiles, 2 workers)",
     )
     parser.add_argument(
         "--scaling",
@@ -36,7 +37,7 @@ def register(cli) -> None:
     )
 
 
-PARTS = ("simulation", "detection", "flaggers", "shear")
+PARTS = ("simulation", "detection", "flaggers", "shear", "tile")
 
 
 def _timed(func, *args, **kwargs):
@@ -127,6 +128,12 @@ def run(args, pm) -> int:
         from blendflag.shear.bench import bench_shear_engines
 
         rows += bench_shear_engines(pm, n=20 if quick else 200, rng=np.random.default_rng(13))
+    if "tile" in parts:
+        from blendflag.commands.compare import _default_flaggers
+        from blendflag.subtile_bench import bench_split_tile
+
+        names = _default_flaggers(pm, config)
+        rows += bench_split_tile(pm, config, names, size=400 if quick else 2000)
     from blendflag.machine import cpu_description
 
     result = {
@@ -145,11 +152,11 @@ def run(args, pm) -> int:
         f"CPU: {cpu['model'] or 'unknown'}; native bfloat16: "
         f"{'yes' if cpu['bf16'] else 'no (networks run in float32)'}"
     )
-    print(f"{'stage':<34} {'objects/s':>10}   (cores: {result['cores']})")
+    print(f"{'stage':<44} {'objects/s':>10}   (cores: {result['cores']})")
     for row in rows:
         rate = row.get("objects_per_s") or row.get("stamps_per_s")
         text = f"{rate:10.1f}" if rate is not None else f"  {row.get('error', '')}"
-        print(f"{row['stage']:<34} {text}")
+        print(f"{row['stage']:<44} {text}")
     if "scaling" in result:
         sc = result["scaling"]
         for w, sec in sc["seconds"].items():

@@ -67,6 +67,13 @@ def register(cli) -> None:
         help="pad an even-sized PSF and shift an off-centre one onto its central pixel "
         "(logged) instead of refusing it",
     )
+    data.add_argument(
+        "--sub-tile",
+        metavar="PIX|auto|0",
+        help="split --image into overlapping sub-tiles with cores of PIX pixels, each a "
+        "task (a Dask task with --workers > 1 or --scheduler), resumable with --out-dir; "
+        "auto splits images over 25 Mpx into 2500-px cores, 0 never splits [default: auto]",
+    )
     many = parser.add_argument_group("many tiles (one Dask task each; resumable)")
     many.add_argument(
         "--tiles",
@@ -74,7 +81,12 @@ def register(cli) -> None:
         help="a glob of images (siblings psf.fits, weight.fits, catalogue.fits, "
         "truth.fits are used) or a file of 'image=... psf=...' lines",
     )
-    many.add_argument("--out-dir", metavar="DIR", help="per-tile catalogues and sums")
+    many.add_argument(
+        "--out-dir",
+        metavar="DIR",
+        help="per-tile catalogues and sums; with a split --image, its sub-tiles' work "
+        "directory (rerun with the same DIR to resume)",
+    )
     sim = parser.add_argument_group("simulated field (the default)")
     sim.add_argument("--dataset", default=None, help=f"preset [default: {DEFAULT_DATASET}]")
     sim.add_argument("--n-galaxies", type=int, help=f"[default: {DEFAULT_N_GALAXIES}]")
@@ -219,6 +231,17 @@ def run(args, pm) -> int:
     names = args.flaggers.split(",") if args.flaggers else _default_flaggers(pm, config)
     flaggers = make_flaggers(pm, names, config, flagger_overrides(pm, names, weights=args.weights))
     workers = args.workers or os.cpu_count() or 1
+    core = 0
+    if user_data:
+        from blendflag.split_compare import split_core
+
+        core = split_core(args.sub_tile, args.image)
+    elif args.sub_tile is not None:
+        raise BlendflagError("--sub-tile goes with --image (your data)")
+    if core:
+        from blendflag.commands.compare_split import run_split
+
+        return _report(args, run_split(args, pm, config, names, engine_cls, workers, core))
     if user_data:
         data = _user_input(args)
     else:
@@ -251,13 +274,7 @@ def run(args, pm) -> int:
         n_bootstrap=args.bootstrap,
         flag_original=bool(args.catalogue_out),
     )
-    print_table(result.json)
-    if args.json:
-        write_json(result.json, args.json)
-    if args.plot:
-        from blendflag.plots import plot_compare
-
-        plot_compare(result.json, args.plot)
+    _report(args, result.json)
     if args.catalogue_out:
         from blendflag.catalog import write_output_catalogue
 
@@ -265,6 +282,18 @@ def run(args, pm) -> int:
         write_output_catalogue(
             ctx.catalogue, ctx.table, ctx.annotation, args.catalogue_out, ctx.image_header
         )
+    return 0
+
+
+def _report(args, document: dict) -> int:
+    """Print the table; write ``--json`` and ``--plot`` when asked."""
+    print_table(document)
+    if args.json:
+        write_json(document, args.json)
+    if args.plot:
+        from blendflag.plots import plot_compare
+
+        plot_compare(document, args.plot)
     return 0
 
 

@@ -165,12 +165,21 @@ def noise_from_weight(weight, x, y, size: int) -> np.ndarray:
 def context_noise_fields(context, noise_sigma, size: int) -> np.ndarray | None:
     """Noise-correction fields keyed by truth identity on a simulated field, else None.
 
+    Without a truth, ``context.results["object_keys"]`` (one identity per
+    row, e.g. the row of the whole image's catalogue that a sub-tile's object
+    is) keys each object's own field, so an object gets the same field however
+    the image was split (:mod:`blendflag.subtiles`).
+
     Needs the truth's ``PAIR_ID`` and ``ROTATED`` columns, a known noise and
     the detections' truth matches (``context.results["truth_match"]``, from
     the ``match_truth`` stage).
     """
     truth = context.truth
     match = context.results.get("truth_match")
+    given = context.results.get("object_keys")
+    if match is None and given is not None:  # the caller's identities (a split image)
+        keys = np.asarray(given, dtype=np.int64)
+        return paired_noise_fields(keys, np.zeros(len(keys), bool), noise_sigma, size, context.seed)
     if match is None or not context.noise_sigma:
         return None
     if "ROTATED" not in truth.colnames or "PAIR_ID" not in truth.colnames:
@@ -191,10 +200,13 @@ def object_keys(context, n: int) -> np.ndarray:
 
     The ``ID`` of the matched true galaxy (the same in the +g and -g images,
     whatever the detection order), else ``UNMATCHED_KEYS`` plus the
-    detection's index; the index alone without a truth.
+    detection's index; without a truth, ``context.results["object_keys"]``
+    when given, else the index alone.
     """
     truth = context.truth
     match = context.results.get("truth_match")
+    if match is None and context.results.get("object_keys") is not None:
+        return np.asarray(context.results["object_keys"], dtype=np.int64)
     if match is None or truth is None or "ID" not in truth.colnames:
         return np.arange(n, dtype=np.int64)
     ids = np.asarray(truth["ID"], dtype=np.int64)[np.maximum(match, 0)]

@@ -1,0 +1,60 @@
+"""``compare --image`` on an image split into sub-tiles (``--sub-tile``; see blendflag.subtiles)."""
+
+from __future__ import annotations
+
+from blendflag.errors import BlendflagError
+
+
+def run_split(args, pm, config, names, engine_cls, workers, core) -> dict:
+    """``compare --image`` on a large image: sub-tiles as tasks; returns the combined JSON.
+
+    The work directory is ``--out-dir`` (a rerun resumes), else a temporary
+    one removed at the end.
+    """
+    import tempfile
+
+    from blendflag.simulate.field import parse_shear
+    from blendflag.split_compare import run_split_compare
+
+    if args.catalogue is None:
+        raise BlendflagError(
+            "a split image needs --catalogue (run 'blendflag-shear detect' first), "
+            "or --sub-tile 0 to run it whole"
+        )
+    if args.truth or args.catalogue_out:
+        raise BlendflagError(
+            "--truth and --catalogue-out are not available on a split image: give "
+            "--true-shear, or --sub-tile 0 to run it whole"
+        )
+    true_shear = parse_shear(args.true_shear) if args.true_shear else None
+    with tempfile.TemporaryDirectory(prefix="blendflag-subtiles-") as tmp:
+        work = args.out_dir
+        if work is None:
+            work = tmp
+            if not args.quiet:
+                print(
+                    "sub-tiles in a temporary directory: give --out-dir to make the run resumable"
+                )
+        result = run_split_compare(
+            pm,
+            config,
+            names,
+            engine_cls,
+            args.image,
+            args.psf,
+            args.catalogue,
+            args.weight,
+            work_dir=work,
+            core=core,
+            true_shear=true_shear,
+            seed=args.seed,
+            workers=workers,
+            scheduler=args.scheduler,
+            quiet=args.quiet,
+            n_bootstrap=args.bootstrap,
+            weights=args.weights,
+            pixel_scale=args.pixel_scale,
+            recentre_psf=args.recentre_psf,
+            on_message=None if args.quiet else print,
+        )
+    return result

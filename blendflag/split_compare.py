@@ -1,0 +1,201 @@
+"""``compare`` on one large image split into sub-tiles run as tasks (:mod:`blendflag.subtiles`).
+
+:func:`run_split_compare` prepares the sub-tiles (:mod:`blendflag.subtile_prep`),
+runs every sub-tile that owns objects as one task through
+:func:`blendflag.tiles.run_tiles` (in this process for one worker, else on a
+local Dask cluster or the scheduler given), and combines the stored per-unit
+sums with :func:`blendflag.tiles.combine_tiles`: the units are the rows of the
+whole catalogue, so the statistics are those of the whole image's run. A rerun
+with the same work directory skips the preparation and every finished
+sub-tile (their hash covers the input files, the settings and the sub-tile's
+place).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from blendflag.errors import BlendflagError
+from blendflag.subtiles import AUTO_SPLIT_PIXELS, DEFAULT_CORE, image_shape, inputs_hash
+
+
+def split_core(option: str | None, image) -> int:
+    """The core side (pixels) ``--sub-tile`` asks for on ``image``; 0 runs it whole.
+
+    ``auto`` (the default) splits images of more than :data:`AUTO_SPLIT_PIXELS`
+    pixels into cores of :data:`DEFAULT_CORE`; ``0`` never splits; a number is
+    the core side.
+
+    Raises
+    ------
+    BlendflagError
+        Anything else, or a core smaller than 64 pixels.
+    """
+    text = "auto" if option is None else str(option).strip().lower()
+    if text == "auto":
+        ny, nx = image_shape(image)
+        return DEFAULT_CORE if ny * nx > AUTO_SPLIT_PIXELS else 0
+    try:
+        core = int(text)
+    except ValueError:
+        raise BlendflagError(
+            f"--sub-tile must be auto, 0 or a core side in pixels, got {option!r}"
+        ) from None
+    if core != 0 and core < 64:
+        raise BlendflagError(f"--sub-tile must be 0 (no split) or at least 64 pixels, got {core}")
+    return core
+
+
+def run_split_compare(
+    pm,
+    config,
+    names: list[str],
+    engine_cls,
+    image,
+    psf,
+    catalogue,
+    weight=None,
+    *,
+    work_dir,
+    core: int,
+    true_shear=None,
+    seed: int = 0,
+    workers: int = 1,
+    scheduler: str | None = None,
+    quiet: bool = True,
+    n_bootstrap: int | None = None,
+    weights=None,
+    pixel_scale: float | None = None,
+    recentre_psf: bool = False,
+    on_message=print,
+) -> dict:
+    """Compare the selections on one image split into sub-tiles; return the JSON document.
+
+    Parameters
+    ----------
+    pm : pluggy.PluginManager
+    config : blendflag.config.PipelineConfig
+    names : list of str
+        Flagger names (their selections use the flags on the metacal images).
+    engine_cls : type
+        A stamp shear engine (an image engine has its own cells: refused).
+    image, psf, catalogue, weight : path-like
+        The whole image's files; ``weight`` is optional.
+    work_dir : path-like
+        Preparation and per-sub-tile sums; reuse it to resume a killed run.
+    core : int
+        Side of a sub-tile's core, pixels.
+    true_shear : (float, float) or None
+        The applied shear (m and c are reported).
+    seed, workers, scheduler, quiet, n_bootstrap, weights, pixel_scale, recentre_psf
+        As ``compare --image``.
+    on_message : callable or None
+        Gets one line about the split and the Dask dashboard.
+
+    Raises
+    ------
+    BlendflagError
+        An image engine, bad inputs (one line), or sub-tiles that failed
+        (after the others finished and were stored).
+    """
+    from blendflag.subtile_prep import prepare_subtiles
+    from blendflag.subtile_tasks import compare_subtile
+    from blendflag.subtiles import subtile_hash
+    from blendflag.tiles import combine_tiles, run_tiles, settings_for
+
+    if not getattr(engine_cls, "needs_stamps", True):
+        raise BlendflagError(
+            f"engine {engine_cls.name} measures whole images (its own cells): run it "
+            "with --sub-tile 0, or choose a stamp engine with --engine"
+        )
+    start = time.perf_counter()
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    settings = settings_for(config, names, engine_cls.name, seed, weights, pixel_scale, n_bootstrap)
+    settings.update(
+        {
+            "true_shear": None if true_shear is None else [float(g) for g in true_shear],
+            "core": int(core),
+            "recentre_psf": bool(recentre_psf),
+            "field": Path(image).name,
+        }
+    )
+    settings["inputs_hash"] = inputs_hash((image, psf, catalogue, weight), settings)
+    subtiles, info = prepare_subtiles(
+        pm,
+        config,
+        image,
+        psf,
+        catalogue,
+        weight,
+        work,
+        core,
+        settings,
+        masking=True,
+        pixel_scale=pixel_scale,
+        recentre_psf=recentre_psf,
+    )
+    settings["reference_noise"] = info["reference_noise"]
+    busy = [s for s in subtiles if info["owned"][s.index]]
+    if on_message:
+        on_message(
+            f"{Path(image).name}: {info['image_size'][0]}x{info['image_size'][1]} px, "
+            f"{info['n_objects']} objects in {len(busy)} sub-tiles "
+            f"(cores {core} px, margin {info['margin']} px), work directory {work}"
+        )
+    prep_seconds = time.perf_counter() - start
+    status = run_tiles(
+        busy,
+        settings,
+        work,
+        workers=workers,
+        scheduler=scheduler,
+        quiet=quiet,
+        on_message=on_message,
+        task=compare_subtile,
+        hash_of=subtile_hash,
+    )
+    if status["failed"]:
+        reasons = "; ".join(f"{f['tile']}: {f['reason']}" for f in status["failed"][:3])
+        raise BlendflagError(
+            f"{len(status['failed'])} of {len(busy)} sub-tiles failed ({reasons}); "
+            f"rerun the same command with --out-dir {work} to retry them"
+        )
+    n_boot = config.shear.n_bootstrap if n_bootstrap is None else n_bootstrap
+    combined = combine_tiles(busy, work, seed=seed, n_bootstrap=n_boot)
+    for entry in combined["selections"]:  # one image, whatever its pieces
+        entry["n_per_image"] = [int(sum(entry["n_per_image"]))]
+    combined["n_measured"] = combined.pop("n_objects")
+    combined["n_objects"] = info["n_objects"]
+    combined["input"] = {
+        "image": str(image),
+        "psf": str(psf),
+        "catalogue": str(catalogue),
+        "weight": None if weight is None else str(weight),
+    }
+    if true_shear is not None:
+        combined["input"]["true_shear"] = [float(g) for g in true_shear]
+    seconds = [r["seconds"] for r in status["done"]]
+    combined["sub_tiles"] = {
+        "core": int(core),
+        "margin": info["margin"],
+        "image_size": info["image_size"],
+        "n": len(busy),
+        "run": len(status["done"]),
+        "skipped": len(status["skipped"]),
+        "work_dir": str(work),
+        "objects_per_sub_tile": [info["owned"][s.index] for s in busy],
+        "task_seconds": [round(s, 2) for s in seconds],
+    }
+    stages: dict = {}  # seconds per stage, summed over the sub-tiles run now (per worker)
+    for done in status["done"]:
+        for key, value in (done.get("timings") or {}).items():
+            stages[key] = stages.get(key, 0.0) + value
+    combined["stage_seconds"] = {k: round(v, 2) for k, v in stages.items()}
+    combined["timings_s"] = {
+        "prepare": round(prep_seconds, 2),
+        "total": round(time.perf_counter() - start, 2),
+    }
+    combined["workers"] = workers
+    return combined

@@ -1,0 +1,210 @@
+"""What the sub-tiles of a split image share, made once before the tasks (see subtiles.py).
+
+:func:`prepare_subtiles` checks the inputs as ``compare --image`` does (the
+catalogue's positions, the PSF, the pixel scale, unmasked NaN pixels), assigns
+every catalogue row to one sub-tile, measures the median object noise (the
+flaggers' reference depth in the whole image's run) region by region, and,
+when the engine masks neighbours, runs the detector once on the whole image
+for its segmentation map. It writes ``prep.npz`` and ``segmentation.npy`` into
+the work directory atomically and skips the work when they are already there
+for the same inputs and settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from blendflag.errors import CatalogueError
+from blendflag.subtiles import (
+    SubTile,
+    image_shape,
+    owners,
+    read_section,
+    subtile_grid,
+    subtile_margin,
+)
+
+PREP = "prep.npz"
+SEGMENTATION = "segmentation.npy"
+
+
+def _stored(path: Path, key: str):
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return str(data[key])
+    except (OSError, KeyError, ValueError, EOFError):
+        return None
+
+
+def _region_noise(config, image, weight, x, y) -> np.ndarray:
+    """Each object's noise sigma (ADU) as the stamp engine measures it (``object_noise``)."""
+    from blendflag.shear.inputs import crop_stamps, object_noise
+    from blendflag.stamps import cut_stamps
+
+    stamps, _ = cut_stamps(image, x, y, config.flag.stamp_size, weight=weight)
+    size = crop_stamps(stamps, int(config.shear.stamp_size)).shape[-1]
+    view = SimpleNamespace(
+        stamps=stamps,
+        noise_sigma=None,
+        weight=weight,
+        table={"X_IMAGE": x, "Y_IMAGE": y},
+    )
+    return object_noise(view, size)
+
+
+def _segment_ids(pm, config, image_path, weight_path, catalogue):
+    """The whole image's segmentation map and each catalogue row's segment (as masking does)."""
+    from blendflag.images import load_image_and_weight
+    from blendflag.masking import context_segment_ids
+    from blendflag.pipeline import Context
+
+    image, weight, _ = load_image_and_weight(image_path, weight_path)
+    context = Context(
+        config=config,
+        pm=pm,
+        image=image,
+        weight=weight,
+        catalogue=catalogue,
+        table=catalogue.table,
+    )
+    seg, ids = context_segment_ids(context)
+    return np.asarray(seg, dtype=np.int32), ids
+
+
+def prepare_subtiles(
+    pm,
+    config,
+    image,
+    psf,
+    catalogue,
+    weight,
+    work_dir,
+    core: int,
+    settings: dict,
+    masking: bool,
+    pixel_scale: float | None = None,
+    recentre_psf: bool = False,
+) -> tuple[list[SubTile], dict]:
+    """Check the inputs, cut the grid and write what the sub-tiles share.
+
+    Parameters
+    ----------
+    pm : pluggy.PluginManager
+    config : blendflag.config.PipelineConfig
+    image, psf, catalogue, weight : path-like or None
+        The whole image's files (``weight`` optional).
+    work_dir : path-like
+        Where ``prep.npz``, ``segmentation.npy`` and the sub-tiles' sums go.
+    core : int
+        Side of a sub-tile's core, pixels.
+    settings : dict
+        The run's settings; ``settings["inputs_hash"]`` keys the stored preparation.
+    masking : bool
+        Make the whole image's segmentation map (the engine masks neighbours).
+    pixel_scale : float or None
+        Arcsec per pixel when the headers hold none.
+    recentre_psf : bool
+        As ``compare --recentre-psf``.
+
+    Returns
+    -------
+    subtiles : list of SubTile
+        Every sub-tile of the grid, in row-major order.
+    info : dict
+        ``n_objects``, ``owned`` (objects per sub-tile), ``reference_noise``
+        (ADU), ``pixel_scale`` (arcsec), ``margin`` and ``image_size``.
+
+    Raises
+    ------
+    CatalogueError
+        Unreadable files, positions outside the image or not numbers, a PSF
+        that fails its checks, no pixel scale, NaN pixels with weight.
+    """
+    from astropy.io import fits
+
+    from blendflag.atomic import atomic_output
+    from blendflag.catalog import read_catalogue
+    from blendflag.images import check_finite, mask_bad_weights, pixel_scale_from_header, read_image
+    from blendflag.psf_checks import check_psf_image
+    from blendflag.stamps import check_positions
+
+    work = Path(work_dir)
+    shape = image_shape(image)
+    if weight is not None and image_shape(weight) != shape:
+        ws = image_shape(weight)
+        raise CatalogueError(
+            f"weight map is {ws[1]}x{ws[0]} but the image is {shape[1]}x{shape[0]}"
+        )
+    cat = read_catalogue(catalogue)
+    x, y = cat.positions()
+    check_positions(x, y, shape)
+    psf_img, psf_header = read_image(psf, "PSF image")
+    psf_img = check_psf_image(psf_img, f"PSF image {Path(psf).name}", recentre=recentre_psf)
+    header = fits.getheader(image, 0 if fits.getheader(image).get("NAXIS") == 2 else 1)
+    scale = pixel_scale or pixel_scale_from_header(header) or pixel_scale_from_header(psf_header)
+    if scale is None:
+        raise CatalogueError(
+            "no pixel scale in the image header (CD/CDELT/PIXSCALE): give --pixel-scale"
+        )
+    margin = subtile_margin(config)
+    grid = subtile_grid(shape, core, margin)
+    subtiles = [
+        SubTile(
+            name=f"sub{k:04d}",
+            index=k,
+            core=c,
+            region=r,
+            image=str(image),
+            psf=str(psf),
+            catalogue=str(catalogue),
+            weight=None if weight is None else str(weight),
+        )
+        for k, (c, r) in enumerate(grid)
+    ]
+    owner = owners(x, y, shape, [c for c, _ in grid])
+    prep_path = work / PREP
+    if _stored(prep_path, "hash") != settings["inputs_hash"]:
+        noise = np.full(len(x), np.nan)
+        for sub in subtiles:
+            img, _ = read_section(image, sub.core)
+            wgt = None
+            if weight is not None:
+                wgt = mask_bad_weights(read_section(weight, sub.core)[0], Path(weight).name)
+            check_finite(img, wgt, f"image {Path(image).name}")
+            rows = np.flatnonzero(owner == sub.index)
+            if rows.size:
+                rx0, _, ry0, _ = sub.region
+                img, _ = read_section(image, sub.region)
+                if weight is not None:
+                    wgt = mask_bad_weights(read_section(weight, sub.region)[0], "")
+                noise[rows] = _region_noise(config, img, wgt, x[rows] - rx0, y[rows] - ry0)
+            del img, wgt
+        arrays = {
+            "owner": owner,
+            "psf": psf_img,
+            "pixel_scale": np.array(scale),
+            "reference_noise": np.array(np.median(noise) if noise.size else np.nan),
+        }
+        if masking:
+            seg, ids = _segment_ids(pm, config, image, weight, cat)
+            with atomic_output(work / SEGMENTATION) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, seg)
+            del seg
+            arrays["segment_ids"] = ids
+        arrays["hash"] = np.array(settings["inputs_hash"])  # last: marks the preparation done
+        with atomic_output(prep_path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    with np.load(prep_path, allow_pickle=False) as data:
+        reference = float(data["reference_noise"])
+    info = {
+        "n_objects": len(x),
+        "owned": np.bincount(owner, minlength=len(subtiles)).tolist(),
+        "reference_noise": reference if np.isfinite(reference) else None,
+        "pixel_scale": float(scale),
+        "margin": margin,
+        "image_size": [shape[1], shape[0]],
+    }
+    return subtiles, info

@@ -1,0 +1,124 @@
+"""What one sub-tile of a split image runs in a worker (see :mod:`blendflag.subtiles`).
+
+:func:`compare_subtile` reads its region of the image and weight through a
+memory map, takes the catalogue rows it owns (positions moved to the region's
+origin) and the shared preparation of ``prep.npz`` (PSF, pixel scale,
+reference noise, segmentation), runs :func:`blendflag.compare.run_compare` on
+it and writes ``<sub-tile>.sums.npz`` keyed by the rows of the whole
+catalogue, as ``--tiles`` stores a tile's sums. Like every tile task it never
+raises: a failure is reported and the other sub-tiles go on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from blendflag.subtile_prep import PREP, SEGMENTATION
+from blendflag.subtiles import SubTile, read_section
+from blendflag.tile_tasks import _tile_task, write_tile_sums
+
+
+def subtile_catalogue(path, rows: np.ndarray, offset: tuple[int, int]):
+    """The catalogue rows ``rows`` of ``path``, positions moved by ``-offset`` (x0, y0) pixels.
+
+    Returns
+    -------
+    blendflag.catalog.Catalogue
+        In memory (``path`` None), the objects in HDU 1.
+    """
+    from astropy.io import fits
+
+    from blendflag.catalog import Catalogue, read_catalogue
+
+    cat = read_catalogue(path)
+    data = cat.hdul[cat.objects_hdu].data[rows]
+    hdu = fits.BinTableHDU(data=data)
+    hdu.data["X_IMAGE"] = hdu.data["X_IMAGE"] - offset[0]
+    hdu.data["Y_IMAGE"] = hdu.data["Y_IMAGE"] - offset[1]
+    return Catalogue(
+        path=None, hdul=fits.HDUList([fits.PrimaryHDU(), hdu]), objects_hdu=1, format="FITS"
+    )
+
+
+def subtile_input(sub: SubTile, work_dir, settings: dict):
+    """The :class:`~blendflag.field_input.FieldInput` of one sub-tile; None if it owns nothing."""
+    from blendflag.field_input import FieldInput
+    from blendflag.images import mask_bad_weights
+
+    work = Path(work_dir)
+    with np.load(work / PREP, allow_pickle=False) as prep:
+        rows = np.flatnonzero(prep["owner"] == sub.index)
+        psf = np.array(prep["psf"])
+        scale = float(prep["pixel_scale"])
+        ids = np.array(prep["segment_ids"])[rows] if "segment_ids" in prep.files else None
+    if not rows.size:
+        return None
+    x0, x1, y0, y1 = sub.region
+    image, header = read_section(sub.image, sub.region)
+    weight = None
+    if sub.weight:
+        weight = mask_bad_weights(read_section(sub.weight, sub.region)[0], Path(sub.weight).name)
+    segmentation = None
+    if ids is not None:
+        seg = np.load(work / SEGMENTATION, mmap_mode="r")
+        segmentation = np.array(seg[y0:y1, x0:x1])
+        del seg
+    shear = settings.get("true_shear")
+    return FieldInput(
+        image=image,
+        weight=weight,
+        psf=psf,
+        header=header,
+        pixel_scale=scale,
+        catalogue=subtile_catalogue(sub.catalogue, rows, (x0, y0)),
+        true_shear=None if shear is None else tuple(shear),
+        reference_noise=settings.get("reference_noise"),
+        object_keys=rows.astype(np.int64),
+        segmentation=segmentation,
+        segment_ids=ids,
+        description={"sub_tile": sub.name, "core": list(sub.core), "region": list(sub.region)},
+    )
+
+
+@_tile_task
+def compare_subtile(sub: SubTile, settings: dict, out_dir: str, tile_hash_value: str) -> dict:
+    """Run the comparison on one sub-tile and write its sums (units: whole-catalogue rows).
+
+    Returns a summary ``{"tile", "status": "done"|"failed", "n", "seconds"}``;
+    never raises.
+    """
+    from blendflag.compare import run_compare
+    from blendflag.config import PipelineConfig, from_mapping
+    from blendflag.flaggers import flagger_overrides, make_flaggers
+    from blendflag.plugins import get_plugin_manager, get_shear_engines
+    from blendflag.shear.engine import select_engine
+
+    data = subtile_input(sub, out_dir, settings)
+    if data is None:
+        return {"n": 0}
+    pm = get_plugin_manager()
+    config = from_mapping(PipelineConfig, settings["config"])
+    names = settings["flaggers"]
+    flaggers = make_flaggers(
+        pm, names, config, flagger_overrides(pm, names, weights=settings.get("weights"))
+    )
+    engine_cls = select_engine(get_shear_engines(pm), settings["engine"])
+    result = run_compare(
+        pm,
+        config,
+        data,
+        flaggers,
+        engine_cls,
+        seed=settings["seed"],
+        workers=1,
+        quiet=True,
+        n_bootstrap=0,  # only the sums are kept: the bootstrap is drawn once, on the whole
+        flag_original=False,
+    )
+    info = {"shear": settings.get("true_shear"), "sign": 1, "field": settings["field"]}
+    write_tile_sums(
+        Path(out_dir) / f"{sub.name}.sums.npz", result, info, tile_hash_value, keys=data.object_keys
+    )
+    return {"n": len(data.object_keys), "timings": result.json["timings_s"]}

@@ -1,0 +1,184 @@
+"""One large image as sub-tiles: every object owned once, and the split run equals the whole run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from blendflag.subtiles import centre_pixels, owners, read_section, subtile_grid
+
+
+@pytest.mark.parametrize(
+    ("shape", "core", "margin"),
+    [((600, 600), 300, 42), ((517, 1003), 128, 42), ((64, 70), 64, 0), ((1000, 999), 97, 5)],
+)
+def test_every_object_is_owned_exactly_once(shape, core, margin):
+    ny, nx = shape
+    grid = subtile_grid(shape, core, margin)
+    cover = np.zeros(shape, dtype=np.int32)
+    for (x0, x1, y0, y1), (rx0, rx1, ry0, ry1) in grid:
+        cover[y0:y1, x0:x1] += 1
+        assert rx0 == max(0, x0 - margin) and rx1 == min(nx, x1 + margin)
+        assert ry0 == max(0, y0 - margin) and ry1 == min(ny, y1 + margin)
+    assert (cover == 1).all()  # the cores tile the image once
+    rng = np.random.default_rng(4)
+    n = 5000
+    x = rng.uniform(0.5, nx + 0.5, n)
+    y = rng.uniform(0.5, ny + 0.5, n)
+    # edges, corners and half-pixel positions on core boundaries
+    x[:4], y[:4] = [0.5, nx + 0.5, 0.5, nx + 0.5], [0.5, 0.5, ny + 0.5, ny + 0.5]
+    x[4:8] = core + 0.5
+    y[4:8] = [core + 0.5, core + 1.0, 1.0, ny]
+    owner = owners(x, y, shape, [c for c, _ in grid])
+    assert owner.shape == (n,) and owner.min() >= 0 and owner.max() < len(grid)
+    ix, iy = centre_pixels(x, y, shape)
+    counts = np.zeros(n, dtype=int)
+    for k, ((x0, x1, y0, y1), (rx0, rx1, ry0, ry1)) in enumerate(grid):
+        inside = (ix >= x0) & (ix < x1) & (iy >= y0) & (iy < y1)
+        counts += inside
+        assert (owner[inside] == k).all()
+        # a stamp of side 2 * (margin - 16) + 1 around an owned object is inside the region
+        # or clipped by the image edge only
+        half = max(0, margin - 17)
+        mine = owner == k
+        assert ((ix[mine] - half >= rx0) | (rx0 == 0)).all()
+        assert ((ix[mine] + half < rx1) | (rx1 == nx)).all()
+        assert ((iy[mine] - half >= ry0) | (ry0 == 0)).all()
+        assert ((iy[mine] + half < ry1) | (ry1 == ny)).all()
+    assert (counts == 1).all()
+
+
+def test_read_section_is_the_slice_and_keeps_the_wcs(tmp_path):
+    from astropy.wcs import WCS
+
+    data = np.arange(40 * 50, dtype=">f4").reshape(40, 50)
+    header = fits.Header()
+    header.update(
+        CTYPE1="RA---TAN", CTYPE2="DEC--TAN", CRPIX1=20.0, CRPIX2=15.0, CRVAL1=10.0,
+        CRVAL2=-5.0, CD1_1=-5e-5, CD1_2=1e-6, CD2_1=2e-6, CD2_2=5e-5,
+    )  # fmt: skip
+    fits.PrimaryHDU(data, header).writeto(tmp_path / "img.fits")
+    region = (7, 31, 3, 29)
+    section, head = read_section(tmp_path / "img.fits", region)
+    assert section.dtype == np.float32 and section.dtype.isnative
+    np.testing.assert_array_equal(section, data[3:29, 7:31])
+    whole, part = WCS(header), WCS(head)
+    np.testing.assert_allclose(
+        part.pixel_to_world_values(4.0, 6.0), whole.pixel_to_world_values(11.0, 9.0), rtol=1e-12
+    )
+
+
+@pytest.fixture(scope="module")
+def small_image(tmp_path_factory):
+    """A 300 x 300 CFIS-like image with its weight, PSF and a detected catalogue."""
+    from blendflag.catalog import write_ldac
+    from blendflag.commands.detect import detect
+    from blendflag.config import PipelineConfig
+    from blendflag.plugins import get_plugin_manager
+    from blendflag.simulate.field import simulate_field
+    from blendflag.simulate.field_io import write_field
+
+    root = tmp_path_factory.mktemp("subtiles")
+    field = simulate_field("cfis", 70, shear=(0.02, 0.0), seed=31, size=300)
+    write_field(field, root / "f")
+    table = detect(get_plugin_manager(), field.image, field.weight, PipelineConfig().detect)
+    write_ldac(table, root / "f" / "cat.ldac")
+    return root / "f"
+
+
+def _whole_and_split(small_image, work):
+    from blendflag.compare import run_compare
+    from blendflag.config import PipelineConfig
+    from blendflag.field_input import file_input
+    from blendflag.flaggers import make_flaggers
+    from blendflag.plugins import get_plugin_manager, get_shear_engines
+    from blendflag.shear.engine import select_engine
+    from blendflag.split_compare import run_split_compare
+
+    pm = get_plugin_manager()
+    config = PipelineConfig()
+    engine = select_engine(get_shear_engines(pm), "metacal")
+    files = [small_image / n for n in ("image.fits", "psf.fits", "cat.ldac", "weight.fits")]
+    data = file_input(*files[:3], files[3], true_shear=(0.02, 0.0))
+    flaggers = make_flaggers(pm, ["sextractor"], config)
+    whole = run_compare(
+        pm, config, data, flaggers, engine, seed=3, n_bootstrap=50, flag_original=False
+    )
+    split = run_split_compare(
+        pm, config, ["sextractor"], engine, *files, work_dir=work, core=150,
+        true_shear=(0.02, 0.0), seed=3, n_bootstrap=50, on_message=None,
+    )  # fmt: skip
+    return whole, split
+
+
+def _stored_sums(work, name):
+    keys, sums = [], []
+    for path in sorted(work.glob("sub*.sums.npz")):
+        with np.load(path) as data:
+            k = [str(n) for n in data["names"]].index(name)
+            keys.append(data[f"keys{k}"])
+            sums.append(data[f"sums{k}"])
+    return np.concatenate(keys), np.concatenate(sums)
+
+
+@pytest.mark.slow
+def test_split_run_equals_the_whole_image_and_resumes(small_image, tmp_path):
+    work = tmp_path / "work"
+    whole, split = _whole_and_split(small_image, work)
+    assert split["sub_tiles"]["n"] == 4 and split["sub_tiles"]["run"] == 4
+    assert sum(split["sub_tiles"]["objects_per_sub_tile"]) == split["n_objects"]
+    assert split["n_objects"] == len(whole.context.table)
+    # per-selection, per-object sums: the same units (catalogue rows), the same values
+    for name, (sums,) in whole.unit_sums.items():
+        keys, stored = _stored_sums(work, name)
+        assert len(np.unique(keys)) == len(keys)  # every row owned by one sub-tile
+        order = np.argsort(keys)
+        np.testing.assert_array_equal(keys[order], sums.keys)
+        np.testing.assert_allclose(stored[order], sums.sums, rtol=1e-10, atol=1e-12)
+    names = [e["name"] for e in whole.json["selections"]]
+    assert names == [e["name"] for e in split["selections"]]
+    assert {"all", "all_masked", "no_sextractor_blends"} <= set(names)
+    for a, b in zip(whole.json["selections"], split["selections"], strict=True):
+        for key in ("n", "n_per_image", "R11", "R11_S", "g1", "m", "m_err", "c2", "dm_vs_all"):
+            if a[key] is None:
+                assert b[key] is None
+            else:
+                np.testing.assert_allclose(b[key], a[key], rtol=1e-9, atol=1e-12, err_msg=key)
+    # a killed run: one sub-tile's sums missing; only that one runs again
+    lost = sorted(work.glob("sub*.sums.npz"))[2]
+    lost.unlink()
+    before = {p.name: p.stat().st_mtime_ns for p in work.glob("sub*.sums.npz")}
+    _, again = _whole_and_split(small_image, work)
+    assert again["sub_tiles"]["run"] == 1 and again["sub_tiles"]["skipped"] == 3
+    assert lost.exists()
+    assert {p.name: p.stat().st_mtime_ns for p in work.glob("sub*.sums.npz") if p != lost} == (
+        before
+    )
+    for a, b in zip(split["selections"], again["selections"], strict=True):
+        assert a == b
+
+
+def test_sub_tile_option_errors(small_image, capsys):
+    from tests.conftest import run_cli
+
+    base = ["compare", "--image", small_image / "image.fits", "--psf", small_image / "psf.fits"]
+    code, _, err = run_cli([*base, "--sub-tile", "32", "--quiet"], capsys)
+    assert code == 2 and err.startswith("error: --sub-tile must be 0")
+    code, _, err = run_cli([*base, "--sub-tile", "150", "--quiet"], capsys)
+    assert code == 2 and "needs --catalogue" in err
+    code, _, err = run_cli(["compare", "--sub-tile", "150", "--quiet"], capsys)
+    assert code == 2 and "--sub-tile goes with --image" in err
+
+
+@pytest.mark.slow
+def test_bench_split_tile_rates(capsys):
+    from blendflag.config import PipelineConfig
+    from blendflag.plugins import get_plugin_manager
+    from blendflag.subtile_bench import bench_split_tile
+
+    rows = bench_split_tile(get_plugin_manager(), PipelineConfig(), ["sextractor"], 300, workers=1)
+    stages = [r["stage"] for r in rows]
+    assert stages[0] == "tile: detect" and stages[-1].startswith("tile: compare, 1 workers")
+    assert "tile: measure_shear (per process)" in stages
+    assert all(r["objects"] > 0 and r["objects_per_s"] > 0 for r in rows)
