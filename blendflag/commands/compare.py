@@ -153,44 +153,6 @@ def _default_flaggers(pm, config):
     return names
 
 
-def _user_input(args):
-    """The ``FieldInput`` of ``--image``/``--psf``/..., with the truth of ``--truth``.
-
-    The true shear comes from ``--true-shear`` or else from the truth file's
-    ``SHEAR1``/``SHEAR2`` cards (``simulate-field`` writes them).
-    """
-    from blendflag.field_input import file_input
-    from blendflag.simulate.field import parse_shear
-
-    true_shear = parse_shear(args.true_shear) if args.true_shear else None
-    info = None
-    if args.truth:
-        from blendflag.catalog import read_catalogue
-        from blendflag.tile_list import Tile
-        from blendflag.tile_tasks import simulated_tile
-
-        read_catalogue(args.truth)  # a readable FITS table, else one line
-        info = simulated_tile(Tile(name="image", image=args.image, truth=args.truth))
-        if true_shear is None:
-            true_shear = info["shear"]
-    data = file_input(
-        args.image,
-        args.psf,
-        args.catalogue,
-        args.weight,
-        args.pixel_scale,
-        recentre_psf=args.recentre_psf,
-        true_shear=true_shear,
-        flag_map=args.flag_map,
-    )
-    if info is not None:
-        data.truth, data.sign = info["truth"], info["sign"]
-        data.noise_sigma, data.reference_noise = info["noise"], info["reference_noise"]
-    if true_shear is not None:
-        data.description["true_shear"] = list(true_shear)
-    return data
-
-
 def run(args, pm) -> int:
     from blendflag.compare import run_compare
     from blendflag.field_input import simulated_inputs
@@ -243,7 +205,9 @@ def run(args, pm) -> int:
 
         return _report(args, run_split(args, pm, config, names, engine_cls, workers, core))
     if user_data:
-        data = _user_input(args)
+        from blendflag.commands.compare_inputs import user_input
+
+        data = user_input(args)
     else:
         from blendflag.simulate.field import parse_shear
 
