@@ -43,8 +43,7 @@ def bench_split_tile(pm, config, names, size: int = 2000, workers: int = 2, seed
     """
     from blendflag.catalog import write_ldac
     from blendflag.detectors import pop_segmentation
-    from blendflag.plugins import get_shear_engines
-    from blendflag.shear.engine import select_engine
+    from blendflag.plugins import get_shear_engines, select_engine
     from blendflag.simulate.field import simulate_field
     from blendflag.simulate.field_io import write_field
     from blendflag.split_compare import run_split_compare

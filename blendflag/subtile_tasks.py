@@ -92,8 +92,7 @@ def compare_subtile(sub: SubTile, settings: dict, out_dir: str, tile_hash_value:
     from blendflag.compare import run_compare
     from blendflag.config import PipelineConfig, from_mapping
     from blendflag.flaggers import flagger_overrides, make_flaggers
-    from blendflag.plugins import get_plugin_manager, get_shear_engines
-    from blendflag.shear.engine import select_engine
+    from blendflag.plugins import get_plugin_manager, get_shear_engines, select_engine
 
     data = subtile_input(sub, out_dir, settings)
     if data is None:

@@ -92,8 +92,7 @@ def _whole_and_split(small_image, work):
     from blendflag.config import PipelineConfig
     from blendflag.field_input import file_input
     from blendflag.flaggers import make_flaggers
-    from blendflag.plugins import get_plugin_manager, get_shear_engines
-    from blendflag.shear.engine import select_engine
+    from blendflag.plugins import get_plugin_manager, get_shear_engines, select_engine
     from blendflag.split_compare import run_split_compare
 
     pm = get_plugin_manager()
