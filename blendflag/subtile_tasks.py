@@ -90,20 +90,12 @@ def compare_subtile(sub: SubTile, settings: dict, out_dir: str, tile_hash_value:
     never raises.
     """
     from blendflag.compare import run_compare
-    from blendflag.config import PipelineConfig, from_mapping
-    from blendflag.flaggers import flagger_overrides, make_flaggers
-    from blendflag.plugins import get_plugin_manager, get_shear_engines, select_engine
+    from blendflag.tile_tasks import task_tools
 
     data = subtile_input(sub, out_dir, settings)
     if data is None:
         return {"n": 0}
-    pm = get_plugin_manager()
-    config = from_mapping(PipelineConfig, settings["config"])
-    names = settings["flaggers"]
-    flaggers = make_flaggers(
-        pm, names, config, flagger_overrides(pm, names, weights=settings.get("weights"))
-    )
-    engine_cls = select_engine(get_shear_engines(pm), settings["engine"])
+    pm, config, flaggers, engine_cls = task_tools(settings)
     result = run_compare(
         pm,
         config,

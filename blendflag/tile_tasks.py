@@ -105,16 +105,9 @@ def simulated_tile(tile: Tile) -> dict:
     return info
 
 
-@_tile_task
-def compare_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str) -> dict:
-    """Run the comparison on one tile and write its catalogue and sums.
-
-    Returns a summary ``{"tile", "status": "done"|"failed", ...}``; never raises.
-    """
-    from blendflag.catalog import write_output_catalogue
-    from blendflag.compare import run_compare
+def task_tools(settings: dict) -> tuple:
+    """``(pm, config, flaggers, engine_cls)`` of a tile task's settings (built in the worker)."""
     from blendflag.config import PipelineConfig, from_mapping
-    from blendflag.field_input import file_input
     from blendflag.flaggers import flagger_overrides, make_flaggers
     from blendflag.plugins import get_plugin_manager, get_shear_engines, select_engine
 
@@ -125,6 +118,20 @@ def compare_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str)
         pm, names, config, flagger_overrides(pm, names, weights=settings.get("weights"))
     )
     engine_cls = select_engine(get_shear_engines(pm), settings["engine"])
+    return pm, config, flaggers, engine_cls
+
+
+@_tile_task
+def compare_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str) -> dict:
+    """Run the comparison on one tile and write its catalogue and sums.
+
+    Returns a summary ``{"tile", "status": "done"|"failed", ...}``; never raises.
+    """
+    from blendflag.catalog import write_output_catalogue
+    from blendflag.compare import run_compare
+    from blendflag.field_input import file_input
+
+    pm, config, flaggers, engine_cls = task_tools(settings)
     data = file_input(
         tile.image,
         tile.psf,
