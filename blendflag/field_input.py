@@ -256,17 +256,13 @@ def file_input(
 
     from blendflag.catalog import read_catalogue
     from blendflag.images import load_image_and_weight, pixel_scale_from_header
-    from blendflag.psf_checks import check_psf_image
-    from blendflag.psf_model import ImagePSF, load_psf
+    from blendflag.psf_model import psf_image_and_model
     from blendflag.stamps import check_positions
 
     img, wgt, header = load_image_and_weight(image, weight, flag_map)
-    model, psf_header = load_psf(psf, recentre=recentre_psf)
-    if isinstance(model, ImagePSF):  # one PSF image, checked at the door: one-PSF path
-        psf_img, model = model.image, None
-    else:  # a PSFEx model: its image at the centre stands for it where one PSF is used
-        psf_img = model.image_at((img.shape[1] + 1) / 2.0, (img.shape[0] + 1) / 2.0)
-        psf_img = check_psf_image(psf_img, f"PSF model {Path(psf).name} at the centre")
+    # one checked PSF image; a PSFEx model's image at the centre stands for it where
+    # one PSF is used, the model itself is evaluated at every object
+    psf_img, model, psf_header = psf_image_and_model(psf, img.shape, recentre=recentre_psf)
     cat = None
     if catalogue is not None:
         cat = read_catalogue(catalogue)

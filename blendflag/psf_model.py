@@ -234,6 +234,33 @@ class PSFExModel(PSFModel):
         return arr / arr.sum()
 
 
+class ShiftedPSF(PSFModel):
+    """A PSF model read in the coordinates of a section of its image.
+
+    A sub-tile starting at 0-based pixel ``(x0, y0)`` of the whole image
+    asks for the PSF at its own positions; the model is evaluated at
+    ``(x + x0, y + y0)``. Pickles as the model it wraps (PSFEx models are
+    re-read in a worker).
+
+    Parameters
+    ----------
+    model : PSFModel
+        The whole image's PSF model.
+    x0, y0 : float
+        Offset of the section in the whole image, pixels.
+    """
+
+    def __init__(self, model: PSFModel, x0: float, y0: float):
+        self.model = model
+        self.x0, self.y0 = float(x0), float(y0)
+        self.varies = model.varies
+        self.description = model.description
+
+    def image_at(self, x, y, size=None, pixel_scale=None) -> np.ndarray:
+        """The wrapped model at ``(x + x0, y + y0)``."""
+        return self.model.image_at(float(x) + self.x0, float(y) + self.y0, size, pixel_scale)
+
+
 def is_psfex_file(path) -> bool:
     """Whether ``path`` is a PSFEx model: a table HDU with ``PSF_MASK`` and ``POLNAME1``."""
     from astropy.io import fits
@@ -284,3 +311,41 @@ def load_psf(path, max_side: int = 256, recentre: bool = False):
     # the checks at the door: odd, centred, finite, positive (re-centred if asked)
     img = check_psf_image(img, f"PSF image {path.name}", recentre=recentre)
     return ImagePSF(img), header
+
+
+def psf_image_and_model(path, shape, recentre: bool = False):
+    """The PSF of ``compare``: one checked image, and the varying model if there is one.
+
+    Parameters
+    ----------
+    path : path-like
+        A PSF image or a PSFEx ``.psf`` file (:func:`load_psf`).
+    shape : (int, int)
+        The image's ``(ny, nx)``: a PSFEx model's image is taken at its centre.
+    recentre : bool
+        As ``compare --recentre-psf``.
+
+    Returns
+    -------
+    psf_image : numpy.ndarray
+        The PSF image (the model at the image centre for PSFEx), checked.
+    model : PSFModel or None
+        The PSFEx model, None for a PSF image (the one-PSF paths).
+    header : astropy.io.fits.Header or None
+        The PSF image's header.
+
+    Raises
+    ------
+    CatalogueError
+        As :func:`load_psf`, or a PSFEx model whose image at the centre fails
+        :func:`blendflag.psf_checks.check_psf_image`.
+    """
+    from blendflag.psf_checks import check_psf_image
+
+    model, header = load_psf(path, recentre=recentre)
+    if isinstance(model, ImagePSF):
+        return model.image, None, header
+    ny, nx = shape
+    image = model.image_at((nx + 1) / 2.0, (ny + 1) / 2.0)
+    image = check_psf_image(image, f"PSF model {Path(path).name} at the centre")
+    return image, model, header

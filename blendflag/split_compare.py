@@ -171,6 +171,7 @@ def run_split_compare(
     combined["input"] = {
         "image": str(image),
         "psf": str(psf),
+        "psf_model": info["psf_model"],
         "catalogue": str(catalogue),
         "weight": None if weight is None else str(weight),
     }

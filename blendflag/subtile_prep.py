@@ -127,8 +127,8 @@ def prepare_subtiles(
 
     from blendflag.atomic import atomic_output
     from blendflag.catalog import read_catalogue
-    from blendflag.images import check_finite, mask_bad_weights, pixel_scale_from_header, read_image
-    from blendflag.psf_checks import check_psf_image
+    from blendflag.images import check_finite, mask_bad_weights, pixel_scale_from_header
+    from blendflag.psf_model import psf_image_and_model
     from blendflag.stamps import check_positions
 
     work = Path(work_dir)
@@ -141,8 +141,8 @@ def prepare_subtiles(
     cat = read_catalogue(catalogue)
     x, y = cat.positions()
     check_positions(x, y, shape)
-    psf_img, psf_header = read_image(psf, "PSF image")
-    psf_img = check_psf_image(psf_img, f"PSF image {Path(psf).name}", recentre=recentre_psf)
+    # a PSFEx model is re-read by every sub-tile and evaluated at its objects
+    psf_img, psf_model, psf_header = psf_image_and_model(psf, shape, recentre=recentre_psf)
     header = fits.getheader(image, 0 if fits.getheader(image).get("NAXIS") == 2 else 1)
     scale = pixel_scale or pixel_scale_from_header(header) or pixel_scale_from_header(psf_header)
     if scale is None:
@@ -185,6 +185,7 @@ def prepare_subtiles(
         arrays = {
             "owner": owner,
             "psf": psf_img,
+            "psf_varies": np.array(psf_model is not None and psf_model.varies),
             "pixel_scale": np.array(scale),
             "reference_noise": np.array(np.median(noise) if noise.size else np.nan),
         }
@@ -206,5 +207,6 @@ def prepare_subtiles(
         "pixel_scale": float(scale),
         "margin": margin,
         "image_size": [shape[1], shape[0]],
+        "psf_model": None if psf_model is None else psf_model.description,
     }
     return subtiles, info

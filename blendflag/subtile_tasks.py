@@ -3,7 +3,8 @@
 :func:`compare_subtile` reads its region of the image and weight through a
 memory map, takes the catalogue rows it owns (positions moved to the region's
 origin) and the shared preparation of ``prep.npz`` (PSF, pixel scale,
-reference noise, segmentation), runs :func:`blendflag.compare.run_compare` on
+reference noise, segmentation; a PSFEx model is re-read and evaluated at
+the sub-tile's objects in whole-image coordinates), runs :func:`blendflag.compare.run_compare` on
 it and writes ``<sub-tile>.sums.npz`` keyed by the rows of the whole
 catalogue, as ``--tiles`` stores a tile's sums. Like every tile task it never
 raises: a failure is reported and the other sub-tiles go on.
@@ -51,6 +52,7 @@ def subtile_input(sub: SubTile, work_dir, settings: dict):
     with np.load(work / PREP, allow_pickle=False) as prep:
         rows = np.flatnonzero(prep["owner"] == sub.index)
         psf = np.array(prep["psf"])
+        varies = bool(prep["psf_varies"]) if "psf_varies" in prep.files else False
         scale = float(prep["pixel_scale"])
         ids = np.array(prep["segment_ids"])[rows] if "segment_ids" in prep.files else None
     if not rows.size:
@@ -65,6 +67,11 @@ def subtile_input(sub: SubTile, work_dir, settings: dict):
         seg = np.load(work / SEGMENTATION, mmap_mode="r")
         segmentation = np.array(seg[y0:y1, x0:x1])
         del seg
+    psf_model = None
+    if varies:  # the whole image's PSFEx model, read at this sub-tile's positions
+        from blendflag.psf_model import ShiftedPSF, load_psf
+
+        psf_model = ShiftedPSF(load_psf(sub.psf)[0], x0, y0)
     shear = settings.get("true_shear")
     return FieldInput(
         image=image,
@@ -78,6 +85,7 @@ def subtile_input(sub: SubTile, work_dir, settings: dict):
         object_keys=rows.astype(np.int64),
         segmentation=segmentation,
         segment_ids=ids,
+        psf_model=psf_model,
         description={"sub_tile": sub.name, "core": list(sub.core), "region": list(sub.region)},
     )
 

@@ -127,6 +127,7 @@ class GalSimMetacal(StampShearEngine):
         s2n_num = np.full(n, np.nan)
         s2n_den = np.full(n, np.nan)
         noise_var = data.noise_sigma**2
+        batch = self._matrix_images(ops, data, flags, rng, noise_fields) if ops else None
         for i in range(n):
             if flags[i]:
                 continue
@@ -139,23 +140,27 @@ class GalSimMetacal(StampShearEngine):
             kernel_sigma[i] = ops.target.sigma
             # first guess of the adaptive sigma (pixels): a bit more than the kernel
             guess_default = max(1.0, 1.5 * ops.target.sigma / data.pixel_scale)
-            try:
-                mc = ops.images(data.stamps[i], out_image)
-                sigma_i = data.noise_sigma[i]
-                if self.fixnoise and sigma_i > 0:
-                    noise = (
-                        noise_fields[i]
-                        if noise_fields is not None
-                        else rng.normal(0.0, sigma_i, size=(ny, nx))
-                    )
-                    ops.add_noise_correction(mc, noise)
-                    noise_var[i] *= 2.0
-            except (galsim.GalSimError, RuntimeError, ValueError, MemoryError):
-                flags[i] |= MCAL_RENDER_FAILED
-                continue
-            except Exception:  # noqa: BLE001 - one bad object never stops a catalogue
-                flags[i] |= MCAL_ENGINE_FAILED
-                continue
+            corrected = self.fixnoise and data.noise_sigma[i] > 0
+            if batch is not None:
+                mc = {v: batch[v][i] for v in METACAL_VERSIONS}
+            else:
+                try:
+                    mc = ops.images(data.stamps[i], out_image, fixed_grid=True)
+                    if corrected:
+                        noise = (
+                            noise_fields[i]
+                            if noise_fields is not None
+                            else rng.normal(0.0, data.noise_sigma[i], size=(ny, nx))
+                        )
+                        ops.add_noise_correction(mc, noise, fixed_grid=True)
+                except (galsim.GalSimError, RuntimeError, ValueError, MemoryError):
+                    flags[i] |= MCAL_RENDER_FAILED
+                    continue
+                except Exception:  # noqa: BLE001 - one bad object never stops a catalogue
+                    flags[i] |= MCAL_ENGINE_FAILED
+                    continue
+            if corrected:
+                noise_var[i] *= 2.0
             if images is not None:
                 for version in METACAL_VERSIONS:
                     images[version][i] = mc[version]
@@ -217,12 +222,65 @@ class GalSimMetacal(StampShearEngine):
             "fixnoise": self.fixnoise,
             "noise_fields": "given" if noise_fields is not None else "drawn",
             "interpolant": INTERPOLANT,
+            "matrices": batch is not None,  # blendflag.shear.metacal_matrix
             "seconds": elapsed,
             "ms_per_object": 1e3 * elapsed / max(n, 1),
         }
         return MetacalResult(
             table=table, images=images, engine=self.name, step=self.step, meta=meta
         )
+
+    def before_measuring(self, stamps, psf, pixel_scale, noise_sigma, run_tasks, parts) -> None:
+        """Store the matrices of a run's one PSF, built on its workers, when they pay.
+
+        See :mod:`blendflag.shear.metacal_matrix`; the chunks then memory-map them.
+        """
+        from blendflag.shear import metacal_matrix as mm
+
+        if np.ndim(psf) != 2 or not len(stamps):
+            return
+        data = self.prepare(stamps[:1], psf, pixel_scale, np.atleast_1d(noise_sigma)[:1])
+        shape = data.stamps.shape[1:]
+        if mm.worth_building(len(stamps) * (2 if self.fixnoise else 1), shape):
+            mm.store_operator(
+                data.psf, data.pixel_scale, self.step, "kspace", shape, run_tasks, parts
+            )
+
+    def _matrix_images(self, ops, data, flags, rng, noise_fields):
+        """All stamps' metacal images at once through matrices, or None when they do not pay.
+
+        See :mod:`blendflag.shear.metacal_matrix`: the same images as the
+        per-stamp rendering (to rounding), and the noise-correction fields
+        drawn from ``rng`` in the same order. Used when this process renders
+        at least as many stamps (this call's or ``expected_stamps``) as a stamp
+        has pixels, or when the operator of this PSF is already built.
+        """
+        from blendflag.shear import metacal_matrix as mm
+
+        n, ny, nx = data.stamps.shape
+        good = np.flatnonzero(flags == 0)
+        noisy = good[data.noise_sigma[good] > 0] if self.fixnoise else good[:0]
+        renderings = max(len(good) + len(noisy), self.expected_stamps * (2 if len(noisy) else 1))
+        key = mm.operator_key(data.psf, data.pixel_scale, self.step, "kspace", (ny, nx))
+        if not len(good) or not (mm.cached(key) or mm.worth_building(renderings, (ny, nx))):
+            return None
+        linear = mm.linear_metacal(ops, (ny, nx), key)
+        batch = {v: np.zeros((n, ny, nx)) for v in METACAL_VERSIONS}
+        for version, arr in linear.images(data.stamps[good]).items():
+            batch[version][good] = arr
+        if len(noisy):
+            fields = np.empty((len(noisy), ny, nx))
+            for k, i in enumerate(noisy):  # the per-stamp path's draws, in its order
+                fields[k] = (
+                    noise_fields[i]
+                    if noise_fields is not None
+                    else rng.normal(0.0, data.noise_sigma[i], size=(ny, nx))
+                )
+            part = {v: batch[v][noisy] for v in METACAL_VERSIONS}
+            linear.add_noise_correction(part, fields)
+            for version in METACAL_VERSIONS:
+                batch[version][noisy] = part[version]
+        return batch
 
 
 def _weighted_flux(array, cen, sigma, e1, e2):

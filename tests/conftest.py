@@ -9,6 +9,20 @@ from astropy.io import fits
 from blendflag.cli import main
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _operator_cache(tmp_path_factory):
+    """Metacal operators built by tests go to a temporary cache, not the user's."""
+    import os
+
+    saved = os.environ.get("BLENDFLAG_CACHE_DIR")
+    os.environ["BLENDFLAG_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if saved is None:
+        os.environ.pop("BLENDFLAG_CACHE_DIR", None)
+    else:
+        os.environ["BLENDFLAG_CACHE_DIR"] = saved
+
+
 def gaussian_image(shape, positions, flux=3000.0, sigma_px=2.0, noise=10.0, rng=None):
     """An image of round Gaussian sources plus white noise (ADU)."""
     rng = rng if rng is not None else np.random.default_rng(0)

@@ -183,13 +183,13 @@ def test_failures_inside_the_engine_become_flags(pairs, monkeypatch):
     real_moments = galsim.hsm.FindAdaptiveMom
     calls = {"images": 0, "moments": 0}
 
-    def images(self, *args):
+    def images(self, *args, **kwargs):
         calls["images"] += 1
         if calls["images"] == 1:
             raise galsim.GalSimFFTSizeError("too big", 1 << 20)
         if calls["images"] == 2:
             raise KeyError("anything else")
-        return real_images(self, *args)
+        return real_images(self, *args, **kwargs)
 
     def moments(image, **kwargs):
         calls["moments"] += 1

@@ -124,6 +124,44 @@ def test_file_input_reads_a_psfex_model(psfex_field):
     assert plain.psf_model is None  # a PSF image keeps the one-PSF path
 
 
+@pytest.mark.slow
+@needs_chain
+def test_split_image_reads_the_psfex_model_at_whole_image_positions(psfex_field, tmp_path):
+    """Sub-tiles evaluate the PSFEx model where their objects are on the whole image."""
+    from blendflag.compare import run_compare
+    from blendflag.config import PipelineConfig
+    from blendflag.field_input import file_input
+    from blendflag.flaggers import make_flaggers
+    from blendflag.plugins import get_plugin_manager, get_shear_engines, select_engine
+    from blendflag.psf_model import ShiftedPSF
+    from blendflag.split_compare import run_split_compare
+
+    d, chain = psfex_field["dir"], psfex_field["chain"]
+    model = load_psf(chain["psf"])[0]
+    shifted = ShiftedPSF(model, 350, 120)
+    np.testing.assert_array_equal(
+        shifted.image_at(10.5, 20.0, 25), model.image_at(360.5, 140.0, 25)
+    )
+
+    pm, config = get_plugin_manager(), PipelineConfig()
+    engine = select_engine(get_shear_engines(pm), "metacal")
+    files = (d / "image.fits", chain["psf"], chain["catalogue"], d / "weight.fits")
+    whole = run_compare(
+        pm, config, file_input(*files[:3], files[3], true_shear=(0.02, 0.0)),
+        make_flaggers(pm, ["sextractor"], config), engine, seed=3, n_bootstrap=20,
+        flag_original=False,
+    )  # fmt: skip
+    split = run_split_compare(
+        pm, config, ["sextractor"], engine, *files, work_dir=tmp_path / "work", core=350,
+        true_shear=(0.02, 0.0), seed=3, n_bootstrap=20, on_message=None,
+    )  # fmt: skip
+    assert split["sub_tiles"]["n"] == 4 and split["input"]["psf_model"].startswith("PSFEx")
+    for a, b in zip(whole.json["selections"], split["selections"], strict=True):
+        assert a["name"] == b["name"] and a["n"] == b["n"]
+        np.testing.assert_allclose(b["g1"], a["g1"], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(b["R11"], a["R11"], rtol=1e-9)
+
+
 def test_metacal_per_object_psfs_equal_one_psf_when_all_the_same():
     from blendflag_plugins.metacal_galsim import GalSimMetacal
 

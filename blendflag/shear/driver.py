@@ -14,10 +14,20 @@ MEASURE_CHUNK = 256
 
 
 def _measure_chunk(
-    engine_cls, config, stamps, psf, pixel_scale, noise, seed, return_images, noise_fields=None
+    engine_cls,
+    config,
+    stamps,
+    psf,
+    pixel_scale,
+    noise,
+    seed,
+    return_images,
+    noise_fields=None,
+    expected_stamps=0,
 ):
     """One task of :func:`measure_parallel` (module level: picklable)."""
     engine = engine_cls(config)
+    engine.expected_stamps = int(expected_stamps)
     kwargs = {"noise_fields": noise_fields} if noise_fields is not None else {}
     return engine.measure(
         stamps,
@@ -87,6 +97,18 @@ def measure_parallel(
     n = len(stamps)
     noise = np.broadcast_to(np.asarray(noise_sigma, dtype=np.float64), (n,))
     seeds = np.random.SeedSequence(seed).generate_state(max(1, -(-n // MEASURE_CHUNK)))
+    # stamps each process measures with one PSF (a Dask cluster of unknown size: 2)
+    parts = max(1, 2 if scheduler else workers)
+    per_process = n // parts if np.ndim(psf) == 2 else 0
+    if n:
+        engine_cls(config).before_measuring(
+            stamps,
+            psf,
+            pixel_scale,
+            noise,
+            lambda func, jobs: run_chunks(func, jobs, workers, scheduler=scheduler),
+            parts,
+        )
     tasks = [
         (
             engine_cls,
@@ -98,6 +120,7 @@ def measure_parallel(
             int(seeds[k]),
             return_images,
             None if noise_fields is None else noise_fields[i : i + MEASURE_CHUNK],
+            per_process,
         )
         for k, i in enumerate(range(0, n, MEASURE_CHUNK))
     ]

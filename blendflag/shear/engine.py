@@ -134,6 +134,10 @@ class StampShearEngine(ShearEngine):
     #: cube): a varying PSF (``context.psf_model``) is then evaluated at every
     #: object; engines that do not get the PSF at the image centre.
     takes_psf_per_object = False
+    #: How many stamps this process is expected to measure with one PSF in
+    #: this run (set by the chunk driver; 0: unknown), for engines whose
+    #: set-up pays only over many stamps.
+    expected_stamps = 0
 
     def measure(
         self,
@@ -261,6 +265,14 @@ class StampShearEngine(ShearEngine):
         )
         result.meta["median_noise_sigma"] = float(np.median(noise)) if len(noise) else None
         return result
+
+    def before_measuring(self, stamps, psf, pixel_scale, noise_sigma, run_tasks, parts) -> None:
+        """Called once by the chunk driver before the chunks go out; default: nothing.
+
+        An engine that sets up something per PSF for a whole run builds it
+        here, with ``run_tasks(func, tasks)`` running picklable tasks on the
+        run's ``parts`` workers, where its chunks can find it (a file).
+        """
 
     # -- shared helpers -----------------------------------------------------
 

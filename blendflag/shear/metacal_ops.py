@@ -185,15 +185,26 @@ class MetacalOperators:
         }
         return cls(galsim.Deconvolve(psf_ii), target, shears, float(pixel_scale))
 
-    def images(self, array: np.ndarray, out_image=None) -> dict[str, np.ndarray]:
-        """The five metacal versions of a 2-d array, ``{version: ndarray}`` of its shape."""
+    def images(
+        self, array: np.ndarray, out_image=None, fixed_grid: bool = False
+    ) -> dict[str, np.ndarray]:
+        """The five metacal versions of a 2-d array, ``{version: ndarray}`` of its shape.
+
+        ``fixed_grid``: GalSim's Fourier grid follows from the array's size
+        alone, not from its content (``calculate_stepk`` and ``calculate_maxk``
+        off), so the result is exactly linear in the pixels
+        (:mod:`blendflag.shear.metacal_matrix` relies on it).
+        """
         import galsim
 
         ny, nx = array.shape
         if out_image is None or out_image.array.shape != (ny, nx):
             out_image = galsim.ImageD(nx, ny, scale=self.pixel_scale)
         ii = galsim.InterpolatedImage(
-            galsim.ImageD(array, scale=self.pixel_scale), x_interpolant=INTERPOLANT
+            galsim.ImageD(array, scale=self.pixel_scale),
+            x_interpolant=INTERPOLANT,
+            calculate_stepk=not fixed_grid,
+            calculate_maxk=not fixed_grid,
         )
         deconv = galsim.Convolve(ii, self.psf_inverse)
         images = {}
@@ -204,7 +215,9 @@ class MetacalOperators:
             images[version] = out_image.array.copy()
         return images
 
-    def add_noise_correction(self, images: dict, noise: np.ndarray) -> None:
+    def add_noise_correction(
+        self, images: dict, noise: np.ndarray, fixed_grid: bool = False
+    ) -> None:
         """Add the 90-degree rotated, metacal-processed ``noise`` to ``images`` in place.
 
         ``noise`` is a pure-noise array of the images' shape (ADU), drawn at
@@ -212,7 +225,7 @@ class MetacalOperators:
         the input's.
         """
         rotated = np.ascontiguousarray(np.rot90(noise, 1))
-        processed = self.images(rotated)
+        processed = self.images(rotated, fixed_grid=fixed_grid)
         for version in METACAL_VERSIONS:
             images[version] += np.rot90(processed[version], -1)
 
