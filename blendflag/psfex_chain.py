@@ -122,13 +122,14 @@ def find_binary(*names: str) -> str | None:
 
 
 def write_configs(
-    directory, psf_degree: int = 2, flag_image: bool = False, psfex_options=None
+    directory, psf_degree: int = 2, flag_image: bool = False, psfex_options=None, sex_options=None
 ) -> dict:
     """Write ``chain.sex``, ``chain.param``, ``chain.conv`` and ``chain.psfex`` into ``directory``.
 
     With ``flag_image`` the catalogue also gets ``IMAFLAGS_ISO`` (the OR of
     the flag map's pixels on each object), which needs a ``FLAG_IMAGE``;
-    ``psfex_options`` (``{KEY: value}``) replace entries of :data:`PSFEX_OPTIONS`.
+    ``psfex_options`` and ``sex_options`` (``{KEY: value}``) replace entries of
+    :data:`PSFEX_OPTIONS` and :data:`SEX_OPTIONS`.
 
     Returns
     -------
@@ -138,6 +139,7 @@ def write_configs(
     directory = Path(directory)
     paths = {kind: directory / f"chain.{kind}" for kind in ("sex", "param", "conv", "psfex")}
     sex = dict(SEX_OPTIONS, PARAMETERS_NAME=str(paths["param"]), FILTER_NAME=str(paths["conv"]))
+    sex.update(sex_options or {})
     paths["sex"].write_text("".join(f"{k:<18} {v}\n" for k, v in sex.items()))
     columns = SEX_PARAMETERS + (("IMAFLAGS_ISO",) if flag_image else ())
     paths["param"].write_text("\n".join(columns) + "\n")
@@ -168,6 +170,7 @@ def run_chain(
     keep=None,
     timeout: float = 1800.0,
     psfex_options=None,
+    sex_options=None,
 ) -> dict:
     """SExtractor then PSFEx on ``image``: ``OUT_DIR/<stem>.ldac`` and ``OUT_DIR/<stem>.psf``.
 
@@ -191,6 +194,9 @@ def run_chain(
     psfex_options : dict or None
         PSFEx settings replacing those of :data:`PSFEX_OPTIONS`, e.g.
         ``{"PSF_SAMPLING": "1.0"}``.
+    sex_options : dict or None
+        SExtractor settings replacing those of :data:`SEX_OPTIONS`, e.g.
+        ``{"BACK_SIZE": "256"}``.
 
     Returns
     -------
@@ -218,7 +224,9 @@ def run_chain(
     with tempfile.TemporaryDirectory(prefix="blendflag-chain-") as tmp:
         work = Path(keep).resolve() if keep is not None else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        configs = write_configs(work, psf_degree, flag_image is not None, psfex_options)
+        configs = write_configs(
+            work, psf_degree, flag_image is not None, psfex_options, sex_options
+        )
         cmd = [sex, str(image), "-c", str(configs["sex"]), "-CATALOG_NAME", str(work / "cat.ldac")]
         if weight is not None:
             cmd += ["-WEIGHT_TYPE", "MAP_WEIGHT", "-WEIGHT_IMAGE", str(Path(weight).resolve())]

@@ -141,6 +141,13 @@ def main(argv=None) -> int:
         help="another PSFEx setting (repeatable), e.g. PSF_RECENTER=N",
     )
     parser.add_argument(
+        "--sex-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a SExtractor setting (repeatable), e.g. BACK_SIZE=256",
+    )
+    parser.add_argument(
         "--interpolant",
         help="GalSim interpolant of the PSFEx samples [GalSim's DES_PSFEx: Lanczos-3]",
     )
@@ -178,6 +185,7 @@ def main(argv=None) -> int:
             weight=Path(tmp) / "stars" / "weight.fits",
             psf_degree=args.psf_degree,
             psfex_options=psfex_options,
+            sex_options=dict(o.split("=", 1) for o in args.sex_option),
         )
         psfex_path = str(Path(tmp) / "psfex.psf")
         os.replace(chain["psf"], psfex_path)
@@ -226,6 +234,7 @@ def main(argv=None) -> int:
         "psfex_degree": args.psf_degree,
         "psfex_sampling": sampling,
         "psfex_options": psfex_options,
+        "sex_options": dict(o.split("=", 1) for o in args.sex_option),
         "psfex_interpolant": args.interpolant or "lanczos3 (galsim.des.DES_PSFEx)",
         "star_noise_sigma": args.noise if args.star_noise is None else args.star_noise,
         # time inside engine.measure, summed over tasks (wall clock of each worker)
