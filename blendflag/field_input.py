@@ -24,7 +24,7 @@ DEFAULT_SHEAR = (0.02, 0.0)
 DEFAULT_SEED = 1
 #: Galaxies of the default field (half of them the 90-degree rotated copies), drawn
 #: twice (+g and -g): about 6,000 measurements, in about 4 minutes on 2 cores.
-DEFAULT_N_GALAXIES = 3000
+DEFAULT_N_GALAXIES = 6000
 #: Noise sigma of the default field (ADU): a deep field (median S/N ~200).
 DEFAULT_NOISE = 2.0
 

@@ -145,6 +145,7 @@ class Metadetection(ImageShearEngine):
             scheduler=context.scheduler,
             return_images=bool(context.flagger_objects),
             quiet=context.quiet,
+            psf_model=getattr(context, "psf_model", None),
         )
 
     def measure_cells(
@@ -161,6 +162,7 @@ class Metadetection(ImageShearEngine):
         scheduler=None,
         return_images=False,
         quiet=True,
+        psf_model=None,
     ) -> VersionCatalogues:
         """Measure every cell of ``image`` and join the cells' catalogues.
 
@@ -189,6 +191,9 @@ class Metadetection(ImageShearEngine):
             Keep each version's stamps of its detections (for flaggers).
         quiet : bool
             No progress bar.
+        psf_model : blendflag.psf_model.PSFModel or None
+            A PSF that varies (a PSFEx model): each cell gets it at the centre
+            of its core, drawn at ``psf``'s size; None: ``psf`` everywhere.
 
         Returns
         -------
@@ -213,14 +218,20 @@ class Metadetection(ImageShearEngine):
         cells = cell_grid(image.shape, settings["cell_size"], settings["cell_buffer"])
         seeds = np.random.SeedSequence(seed).generate_state(len(cells))
         tasks = []
+        varies = psf_model is not None and psf_model.varies
         for cell, cell_seed in zip(cells, seeds, strict=True):
             y0, y1, x0, x1 = cell.region
+            cell_psf = psf
+            if varies:  # the model at the core's centre (1-based pixels)
+                cy0, cy1, cx0, cx1 = cell.core
+                centre = (0.5 * (cx0 + cx1) + 0.5, 0.5 * (cy0 + cy1) + 0.5)
+                cell_psf = psf_model.image_at(*centre, np.shape(psf)[0], pixel_scale)
             tasks.append(
                 (
                     cell,
                     image[y0:y1, x0:x1],
                     None if weight is None else np.asarray(weight)[y0:y1, x0:x1],
-                    np.asarray(psf, dtype=np.float64),
+                    np.asarray(cell_psf, dtype=np.float64),
                     float(pixel_scale),
                     float(noise_sigma),
                     self.step,
@@ -237,7 +248,11 @@ class Metadetection(ImageShearEngine):
             )
         finally:
             bar.close()
-        return _join(parts, self, return_images, time.perf_counter() - start, len(cells))
+        result = _join(parts, self, return_images, time.perf_counter() - start, len(cells))
+        result.meta["psf"] = (
+            f"{psf_model.description} at every cell's centre" if varies else "one PSF image"
+        )
+        return result
 
 
 def _join(parts, engine, return_images, seconds, n_cells) -> VersionCatalogues:

@@ -194,3 +194,55 @@ def test_a_near_noiseless_grid_gives_no_spurious_object_and_no_bias():
         _response(plus) + _response(minus)
     ) / g - 1
     assert abs(m) < 1e-3
+
+
+def test_a_varying_psf_is_read_at_each_cells_centre():
+    """Each cell deconvolves the PSF model at its core's centre, so each galaxy gives its shear."""
+    from blendflag.psf_model import PSFModel
+
+    class Recorded(PSFModel):
+        """FWHM 0.7" on the left half of the image, 1.0" on the right; remembers where asked."""
+
+        description = "test model"
+
+        def __init__(self):
+            self.asked = []
+
+        def image_at(self, x, y, size=None, pixel_scale=None):
+            self.asked.append((x, y))
+            image = _half_psf(x).drawImage(nx=size, ny=size, scale=SCALE).array
+            return image / image.sum()
+
+    def _half_psf(x):
+        return galsim.Gaussian(fwhm=0.7 if x < 100 else 1.0)
+
+    # one round galaxy sheared by g1 = 0.02 per cell, convolved with its half's PSF
+    image = galsim.ImageD(200, 100, scale=SCALE)
+    for x in (50.3, 150.6):
+        gal = galsim.Gaussian(sigma=GAL_SIGMA, flux=1000.0).shear(g1=0.02, g2=0.0)
+        stamp = galsim.Convolve(gal, _half_psf(x)).drawImage(
+            nx=41, ny=41, scale=SCALE, center=galsim.PositionD(x + 1, 50.5)
+        )
+        image[stamp.bounds & image.bounds] += stamp[stamp.bounds & image.bounds]
+
+    def shears(result):
+        """g1 = <e>/R of the left and the right galaxy (matched by x across versions)."""
+        e = {}
+        for version, table in result.tables.items():
+            good = _good(table)
+            assert len(good) == 2, version
+            e[version] = np.asarray(good["G1"])[np.argsort(np.asarray(good["X_IMAGE"]))]
+        return e["noshear"] / ((e["1p"] - e["1m"]) / (2 * result.step))
+
+    model = Recorded()
+    engine = _engine(cell_size=100, cell_buffer=40)
+    args = (image.array, None, _psf_image(), SCALE, 1e-3, 1, DetectConfig(), FlagConfig())
+    result = engine.measure_cells(*args, psf_model=model)
+    assert sorted(model.asked) == [(50.5, 50.5), (150.5, 50.5)]
+    assert result.meta["psf"] == "test model at every cell's centre"
+    np.testing.assert_allclose(shears(result), 0.02, rtol=0.01)
+    # the one PSF image (the left half's) misses the right galaxy's shear
+    plain = engine.measure_cells(*args)
+    assert plain.meta["psf"] == "one PSF image"
+    left, right = shears(plain)
+    assert left == pytest.approx(0.02, rel=0.01) and abs(right / 0.02 - 1) > 0.03
