@@ -137,6 +137,8 @@ def run_split_compare(
         recentre_psf=recentre_psf,
     )
     settings["reference_noise"] = info["reference_noise"]
+    if not info["psf_model"]:
+        _before_measuring(engine_cls, config, work, info, workers, scheduler)
     busy = [s for s in subtiles if info["owned"][s.index]]
     if on_message:
         on_message(
@@ -200,3 +202,29 @@ def run_split_compare(
     }
     combined["workers"] = workers
     return combined
+
+
+def _before_measuring(engine_cls, config, work, info, workers, scheduler) -> None:
+    """Let the engine set up its per-PSF work once for the whole image, on the run's workers.
+
+    The sub-tiles each see a few thousand objects; the whole image's count
+    decides (e.g. the metacal matrices are built once here and memory-mapped
+    by every sub-tile, instead of once per worker or not at all).
+    """
+    import numpy as np
+
+    from blendflag.parallel import run_chunks
+    from blendflag.subtile_prep import PREP
+
+    with np.load(Path(work) / PREP, allow_pickle=False) as prep:
+        psf = np.array(prep["psf"])
+    side = int(config.flag.stamp_size)
+    stamps = np.broadcast_to(np.zeros((1, side, side)), (int(info["n_objects"]), side, side))
+    engine_cls(config.shear).before_measuring(
+        stamps,
+        psf,
+        info["pixel_scale"],
+        1.0,
+        lambda func, jobs: run_chunks(func, jobs, workers, scheduler=scheduler),
+        max(1, workers),
+    )
