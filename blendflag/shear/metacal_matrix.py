@@ -118,7 +118,10 @@ def cache_dir() -> Path | None:
     env = os.environ.get("BLENDFLAG_CACHE_DIR")
     if env is not None:
         return None if env.strip().lower() in ("", "none", "0") else Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    try:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    except RuntimeError:  # no home directory: keep nothing on disk
+        return None
     return Path(base) / "blendflag"
 
 
