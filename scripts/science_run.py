@@ -116,8 +116,10 @@ def _pm(value, error, digits=4):
     )
 
 
-def write_table(results: dict, path: Path, command: str, minutes: float) -> None:
-    """The markdown table of every selection in every configuration."""
+def write_table(
+    results: dict, path: Path, command: str, minutes: float, units: str = "rotated pair x sign"
+) -> None:
+    """The markdown table of every selection in every configuration (``units``: bootstrap's)."""
     lines = [
         "# Science run: blend cuts and the shear at two densities and two depths",
         "",
@@ -125,7 +127,7 @@ def write_table(results: dict, path: Path, command: str, minutes: float) -> None
         "",
         "CFIS-like fields with 90-degree rotated pairs and ±g pairs (the same galaxies",
         "and pixel noise sheared by +0.02 and -0.02); m = (g1(+) - g1(-)) / 2g - 1.",
-        "Errors: bootstrap over rotated pair x sign; the differences `dm_vs_all`",
+        f"Errors: bootstrap over {units}; the differences `dm_vs_all`",
         "(against `all`) and `dm_vs_truth` (against `no_true_blends`, the detections",
         "whose true galaxy overlaps no other at the field's own noise) use the same",
         "draws, so their errors are those of the difference.",
@@ -212,12 +214,19 @@ def main(argv=None) -> int:
     docs = Path(args.docs)
     docs.parent.mkdir(parents=True, exist_ok=True)
     command = "python scripts/science_run.py " + " ".join(argv or sys.argv[1:])
-    write_table(results, docs.with_suffix(".md"), command, minutes)
-    image_engine = any(r.get("layout") == "versions" for r in results.values())
-    plot(
-        results, docs.with_suffix(".png"), "cells x sign" if image_engine else "rotated pair x sign"
-    )
+    units = "cells x sign" if _image_engine(results) else "rotated pair x sign"
+    write_table(results, docs.with_suffix(".md"), command, minutes, units)
+    plot(results, docs.with_suffix(".png"), units)
     return 0
+
+
+def _image_engine(results: dict) -> bool:
+    """Whether the results' engine measures whole images (its bootstrap units are cells)."""
+    from blendflag.plugins import get_plugin_manager, get_shear_engines
+
+    engines = get_shear_engines(get_plugin_manager())
+    names = {r.get("engine") for r in results.values()}
+    return any(n in engines and not engines[n].needs_stamps for n in names)
 
 
 if __name__ == "__main__":
