@@ -219,6 +219,8 @@ def _before_measuring(engine_cls, config, work, info, workers, scheduler) -> Non
     with np.load(Path(work) / PREP, allow_pickle=False) as prep:
         psf = np.array(prep["psf"])
     side = int(config.flag.stamp_size)
+    # stand-ins: only the count and the shape matter; a noise sigma > 0 counts the
+    # noise-correction field of every object too
     stamps = np.broadcast_to(np.zeros((1, side, side)), (int(info["n_objects"]), side, side))
     engine_cls(config.shear).before_measuring(
         stamps,

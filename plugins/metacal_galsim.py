@@ -51,6 +51,10 @@ from blendflag.shear.results import (
     empty_result_table,
 )
 
+#: The reconvolution kernel (:meth:`MetacalOperators.from_psf`); also part of the
+#: key of the stored matrices, so both always name the same operator.
+KERNEL = "kspace"
+
 
 class GalSimMetacal(StampShearEngine):
     """Metacalibration with GalSim: deconvolve, shear, reconvolve, adaptive moments.
@@ -108,7 +112,7 @@ class GalSimMetacal(StampShearEngine):
             ops = (
                 None
                 if per_object
-                else MetacalOperators.from_psf(data.psf, data.pixel_scale, self.step)
+                else MetacalOperators.from_psf(data.psf, data.pixel_scale, self.step, KERNEL)
             )
         except ValueError as exc:  # the whole image, not one object: bad input
             raise BlendflagError(
@@ -133,7 +137,9 @@ class GalSimMetacal(StampShearEngine):
                 continue
             if per_object:
                 try:
-                    ops = MetacalOperators.from_psf(data.psf[i], data.pixel_scale, self.step)
+                    ops = MetacalOperators.from_psf(
+                        data.psf[i], data.pixel_scale, self.step, KERNEL
+                    )
                 except (galsim.GalSimError, RuntimeError, ValueError, MemoryError):
                     flags[i] |= MCAL_RENDER_FAILED
                     continue
@@ -243,7 +249,7 @@ class GalSimMetacal(StampShearEngine):
         shape = data.stamps.shape[1:]
         if mm.worth_building(len(stamps) * (2 if self.fixnoise else 1), shape):
             mm.store_operator(
-                data.psf, data.pixel_scale, self.step, "kspace", shape, run_tasks, parts
+                data.psf, data.pixel_scale, self.step, KERNEL, shape, run_tasks, parts
             )
 
     def _matrix_images(self, ops, data, flags, rng, noise_fields):
@@ -261,7 +267,7 @@ class GalSimMetacal(StampShearEngine):
         good = np.flatnonzero(flags == 0)
         noisy = good[data.noise_sigma[good] > 0] if self.fixnoise else good[:0]
         renderings = max(len(good) + len(noisy), self.expected_stamps * (2 if len(noisy) else 1))
-        key = mm.operator_key(data.psf, data.pixel_scale, self.step, "kspace", (ny, nx))
+        key = mm.operator_key(data.psf, data.pixel_scale, self.step, KERNEL, (ny, nx))
         if not len(good) or not (mm.cached(key) or mm.worth_building(renderings, (ny, nx))):
             return None
         linear = mm.linear_metacal(ops, (ny, nx), key)
