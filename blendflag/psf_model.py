@@ -63,6 +63,8 @@ class PSFModel:
     varies: bool = True
     #: What it is, for the JSON and the logs.
     description: str = ""
+    #: ``(ny, nx)`` of the image the model describes, when known.
+    domain: tuple | None = None
 
     def image_at(self, x, y, size=None, pixel_scale=None) -> np.ndarray:
         """The PSF at 1-based image position ``(x, y)``.
@@ -103,6 +105,17 @@ class PSFModel:
         xx, yy = np.meshgrid(gx, gy)
         mean = self.images_at(xx.ravel(), yy.ravel(), size, pixel_scale).mean(axis=0)
         return mean / mean.sum()
+
+    def domain_images(self, shape=None, size=None, pixel_scale=None, n_grid: int = 7):
+        """The PSF on an ``n_grid`` x ``n_grid`` grid spanning its image: ``(n_grid^2, S, S)``.
+
+        The image is :attr:`domain`, else ``shape`` (``(ny, nx)``); a model
+        read in a section's coordinates (:class:`ShiftedPSF`) still spans the
+        whole image, so every section sees the same grid.
+        """
+        ny, nx = self.domain or shape
+        xx, yy = np.meshgrid(np.linspace(1.0, nx, n_grid), np.linspace(1.0, ny, n_grid))
+        return self.images_at(xx.ravel(), yy.ravel(), size, pixel_scale)
 
 
 class ImagePSF(PSFModel):
@@ -260,6 +273,12 @@ class ShiftedPSF(PSFModel):
         """The wrapped model at ``(x + x0, y + y0)``."""
         return self.model.image_at(float(x) + self.x0, float(y) + self.y0, size, pixel_scale)
 
+    def domain_images(self, shape=None, size=None, pixel_scale=None, n_grid: int = 7):
+        """The wrapped model's grid over the whole image (its ``domain``), not the section's."""
+        if self.model.domain is None:
+            raise ValueError("the whole image's shape is not known (the model's domain)")
+        return self.model.domain_images(None, size, pixel_scale, n_grid)
+
 
 def is_psfex_file(path) -> bool:
     """Whether ``path`` is a PSFEx model: a table HDU with ``PSF_MASK`` and ``POLNAME1``."""
@@ -346,6 +365,7 @@ def psf_image_and_model(path, shape, recentre: bool = False):
     if isinstance(model, ImagePSF):
         return model.image, None, header
     ny, nx = shape
+    model.domain = (int(ny), int(nx))
     image = model.image_at((nx + 1) / 2.0, (ny + 1) / 2.0)
     # re-centred: PSFEx centres its model on the stars only on average (0.1 px
     # off at the centre of a simulated tile); the model itself is used as it is

@@ -186,6 +186,7 @@ def prepare_subtiles(
             "owner": owner,
             "psf": psf_img,
             "psf_varies": np.array(psf_model is not None and psf_model.varies),
+            "image_shape": np.array(shape[:2]),
             "pixel_scale": np.array(scale),
             "reference_noise": np.array(np.median(noise) if noise.size else np.nan),
         }

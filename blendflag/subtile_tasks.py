@@ -53,6 +53,7 @@ def subtile_input(sub: SubTile, work_dir, settings: dict):
         rows = np.flatnonzero(prep["owner"] == sub.index)
         psf = np.array(prep["psf"])
         varies = bool(prep["psf_varies"]) if "psf_varies" in prep.files else False
+        whole = tuple(int(v) for v in prep["image_shape"]) if "image_shape" in prep.files else None
         scale = float(prep["pixel_scale"])
         ids = np.array(prep["segment_ids"])[rows] if "segment_ids" in prep.files else None
     if not rows.size:
@@ -71,7 +72,9 @@ def subtile_input(sub: SubTile, work_dir, settings: dict):
     if varies:  # the whole image's PSFEx model, read at this sub-tile's positions
         from blendflag.psf_model import ShiftedPSF, load_psf
 
-        psf_model = ShiftedPSF(load_psf(sub.psf)[0], x0, y0)
+        model = load_psf(sub.psf)[0]
+        model.domain = whole  # the whole image's, for what spans it (domain_images)
+        psf_model = ShiftedPSF(model, x0, y0)
     shear = settings.get("true_shear")
     return FieldInput(
         image=image,

@@ -24,14 +24,21 @@ correlations cancel those of the image's own noise (the noise variance
 doubles). Noiseless stamps (sigma 0) skip it.
 
 The PSF objects (interpolated PSF, its inverse, the reconvolution kernel)
-are built once per call and shared by every stamp; given one PSF image per
-stamp (a varying PSF evaluated at each object, ``takes_psf_per_object``) they
-are built per stamp, each object with its own reconvolution kernel.
+are built once per call and shared by every stamp. Given one PSF image per
+stamp (a varying PSF evaluated at each object, ``takes_psf_per_object``),
+setting ``shear.options.metacal.varying_psf`` chooses how:
+
+- ``common`` (default): every object is brought to one round Gaussian PSF
+  common to the image, the widest of the PSFs' own kernels over the whole
+  image (or ``common_psf_sigma`` arcsec when given, e.g. one value for a
+  survey), and all share one operator and its matrices
+  (:mod:`blendflag.shear.common_psf`; about 4x faster);
+- ``per_object``: each object with its own PSF and reconvolution kernel,
+  rendered stamp by stamp.
 """
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -40,6 +47,7 @@ from blendflag import hookimpl
 from blendflag.errors import BlendflagError
 from blendflag.shear.engine import StampShearEngine
 from blendflag.shear.metacal_ops import INTERPOLANT, MetacalOperators, round_target_psf  # noqa: F401 (re-exported)
+from blendflag.shear.moments import adaptive_weighted_flux
 from blendflag.shear.results import (
     MCAL_ENGINE_FAILED,
     MCAL_MOMENTS_FAILED,
@@ -54,6 +62,11 @@ from blendflag.shear.results import (
 #: The reconvolution kernel (:meth:`MetacalOperators.from_psf`); also part of the
 #: key of the stored matrices, so both always name the same operator.
 KERNEL = "kspace"
+#: The operator of the common Gaussian PSF (:meth:`MetacalOperators.for_gaussian_psf`).
+COMMON_KERNEL = "common-gaussian"
+#: Settings (``shear.options.metacal``); a ``common_psf_sigma`` of 0 is derived.
+DEFAULTS = {"varying_psf": "common", "common_psf_sigma": 0.0}
+VARYING_PSF_CHOICES = ("common", "per_object")
 
 
 class GalSimMetacal(StampShearEngine):
@@ -85,6 +98,59 @@ class GalSimMetacal(StampShearEngine):
 
         return importlib.util.find_spec("galsim") is not None
 
+    @property
+    def settings(self) -> dict:
+        """:data:`DEFAULTS` updated with ``config.options["metacal"]``.
+
+        Raises
+        ------
+        BlendflagError
+            An unknown setting or choice, or a negative sigma.
+        """
+        settings = self.engine_settings(DEFAULTS)
+        if settings["varying_psf"] not in VARYING_PSF_CHOICES:
+            raise BlendflagError(
+                f"shear.options.{self.name}.varying_psf: must be "
+                f"{' or '.join(VARYING_PSF_CHOICES)}, got {settings['varying_psf']!r}"
+            )
+        if not settings["common_psf_sigma"] >= 0:
+            raise BlendflagError(f"shear.options.{self.name}.common_psf_sigma: must be >= 0")
+        return settings
+
+    def with_common_sigma(self, sigma: float):
+        """This engine's config with the common Gaussian fixed at ``sigma`` arcsec."""
+        from dataclasses import replace
+
+        options = dict(self.config.options or {})
+        options[self.name] = dict(options.get(self.name) or {}, common_psf_sigma=float(sigma))
+        return replace(self.config, options=options)
+
+    def measure_context(self, context):
+        """As :meth:`StampShearEngine.measure_context`; a varying PSF's common Gaussian first.
+
+        With ``varying_psf: common`` and no ``common_psf_sigma``, the Gaussian
+        is the widest kernel of the PSF model over its whole image (a 7 x 7
+        grid), so every part of a split image uses the same one.
+        """
+        from blendflag.shear.inputs import context_pixel_scale
+
+        model = getattr(context, "psf_model", None)
+        settings = self.settings
+        if (
+            model is not None
+            and model.varies
+            and settings["varying_psf"] == "common"
+            and not settings["common_psf_sigma"]
+        ):
+            from blendflag.shear.metacal_ops import common_target_sigma
+
+            scale = context_pixel_scale(context)
+            size = None if context.psf is None else int(np.shape(context.psf)[0])
+            shape = None if context.image is None else np.shape(context.image)[:2]
+            grid = model.domain_images(shape, size, scale)
+            self.config = self.with_common_sigma(common_target_sigma(grid, scale))
+        return super().measure_context(context)
+
     # -- engine ---------------------------------------------------------------
 
     def measure(
@@ -97,6 +163,8 @@ class GalSimMetacal(StampShearEngine):
         ``meta`` records the reconvolution kernel and the time per object.
         """
         import galsim
+
+        from blendflag.shear import metacal_matrix as mm
 
         start = time.perf_counter()
         data = self.prepare(stamps, psf, pixel_scale, noise_sigma)
@@ -118,6 +186,26 @@ class GalSimMetacal(StampShearEngine):
             raise BlendflagError(
                 f"metacalibration cannot use this PSF: {exc} (is it undersampled?)"
             ) from None
+        batch, matrices = None, False
+        common = per_object and self.settings["varying_psf"] == "common"
+        if common:  # one round Gaussian PSF for all (blendflag.shear.common_psf)
+            from blendflag.shear.common_psf import common_psf_images, stack_sigma
+
+            sigma0 = self.settings["common_psf_sigma"] or stack_sigma(data.psf, data.pixel_scale)
+            ops, batch, matrices = common_psf_images(
+                data,
+                flags,
+                sigma0,
+                self.step,
+                self.fixnoise,
+                rng,
+                noise_fields,
+                mm.operator_key(
+                    np.array([sigma0]), data.pixel_scale, self.step, COMMON_KERNEL, (ny, nx)
+                ),
+                self.expected_stamps * (2 if self.fixnoise else 1),
+            )
+            per_object = False
         kernel_sigma = np.full(n, np.nan)  # reconvolution sigma per object, arcsec
         out_image = galsim.ImageD(nx, ny, scale=data.pixel_scale)
         images = (
@@ -131,7 +219,12 @@ class GalSimMetacal(StampShearEngine):
         s2n_num = np.full(n, np.nan)
         s2n_den = np.full(n, np.nan)
         noise_var = data.noise_sigma**2
-        batch = self._matrix_images(ops, data, flags, rng, noise_fields) if ops else None
+        if ops and not common:  # blendflag.shear.metacal_matrix: when they pay
+            key = mm.operator_key(data.psf, data.pixel_scale, self.step, KERNEL, (ny, nx))
+            batch = mm.matrix_images(
+                ops, key, data, flags, rng, noise_fields, self.fixnoise, self.expected_stamps
+            )
+            matrices = batch is not None
         for i in range(n):
             if flags[i]:
                 continue
@@ -187,7 +280,7 @@ class GalSimMetacal(StampShearEngine):
                     sigma_pix[i] = moments.moments_sigma
                     # hsm centroids are in image coordinates (1-based)
                     cen[i] = (moments.moments_centroid.x - 1.0, moments.moments_centroid.y - 1.0)
-                    num, den = _weighted_flux(
+                    num, den = adaptive_weighted_flux(
                         mc[version],
                         cen[i],
                         moments.moments_sigma,
@@ -221,14 +314,21 @@ class GalSimMetacal(StampShearEngine):
             if np.isfinite(kernel_sigma).any()
             else float("nan")
         )
+        what = (
+            "; median of the per-object kernels"
+            if per_object
+            else "; common to the image: each object's PSF brought to it"
+            if common
+            else ""
+        )
         meta = {
             "reconvolution_psf": f"round Gaussian, sigma {sigma_k:.4f} arcsec "
-            f"(dilated by 1 + 2 step{'; median of the per-object kernels' if per_object else ''})",
+            f"(dilated by 1 + 2 step{what})",
             "reconvolution_sigma_arcsec": float(sigma_k),
             "fixnoise": self.fixnoise,
             "noise_fields": "given" if noise_fields is not None else "drawn",
             "interpolant": INTERPOLANT,
-            "matrices": batch is not None,  # blendflag.shear.metacal_matrix
+            "matrices": matrices,  # blendflag.shear.metacal_matrix
             "seconds": elapsed,
             "ms_per_object": 1e3 * elapsed / max(n, 1),
         }
@@ -236,83 +336,43 @@ class GalSimMetacal(StampShearEngine):
             table=table, images=images, engine=self.name, step=self.step, meta=meta
         )
 
-    def before_measuring(self, stamps, psf, pixel_scale, noise_sigma, run_tasks, parts) -> None:
+    def before_measuring(self, stamps, psf, pixel_scale, noise_sigma, run_tasks, parts):
         """Store the matrices of a run's one PSF, built on its workers, when they pay.
 
-        See :mod:`blendflag.shear.metacal_matrix`; the chunks then memory-map them.
+        See :mod:`blendflag.shear.metacal_matrix`; the chunks then memory-map
+        them. With a PSF per object and ``varying_psf: common``, the one PSF
+        is the common Gaussian, fixed here for every chunk: the config
+        returned carries it.
         """
+        from functools import partial
+
         from blendflag.shear import metacal_matrix as mm
+        from blendflag.shear.metacal_ops import MetacalOperators
 
-        if np.ndim(psf) != 2 or not len(stamps):
-            return
-        data = self.prepare(stamps[:1], psf, pixel_scale, np.atleast_1d(noise_sigma)[:1])
-        shape = data.stamps.shape[1:]
-        if mm.worth_building(len(stamps) * (2 if self.fixnoise else 1), shape):
-            mm.store_operator(
-                data.psf, data.pixel_scale, self.step, KERNEL, shape, run_tasks, parts
-            )
-
-    def _matrix_images(self, ops, data, flags, rng, noise_fields):
-        """All stamps' metacal images at once through matrices, or None when they do not pay.
-
-        See :mod:`blendflag.shear.metacal_matrix`: the same images as the
-        per-stamp rendering (to rounding), and the noise-correction fields
-        drawn from ``rng`` in the same order. Used when this process renders
-        at least as many stamps (this call's or ``expected_stamps``) as a stamp
-        has pixels, or when the operator of this PSF is already built.
-        """
-        from blendflag.shear import metacal_matrix as mm
-
-        n, ny, nx = data.stamps.shape
-        good = np.flatnonzero(flags == 0)
-        noisy = good[data.noise_sigma[good] > 0] if self.fixnoise else good[:0]
-        renderings = max(len(good) + len(noisy), self.expected_stamps * (2 if len(noisy) else 1))
-        key = mm.operator_key(data.psf, data.pixel_scale, self.step, KERNEL, (ny, nx))
-        if not len(good) or not (mm.cached(key) or mm.worth_building(renderings, (ny, nx))):
+        if not len(stamps) or np.ndim(psf) not in (2, 3):
             return None
-        linear = mm.linear_metacal(ops, (ny, nx), key)
-        batch = {v: np.zeros((n, ny, nx)) for v in METACAL_VERSIONS}
-        for version, arr in linear.images(data.stamps[good]).items():
-            batch[version][good] = arr
-        if len(noisy):
-            fields = np.empty((len(noisy), ny, nx))
-            for k, i in enumerate(noisy):  # the per-stamp path's draws, in its order
-                fields[k] = (
-                    noise_fields[i]
-                    if noise_fields is not None
-                    else rng.normal(0.0, data.noise_sigma[i], size=(ny, nx))
-                )
-            part = {v: batch[v][noisy] for v in METACAL_VERSIONS}
-            linear.add_noise_correction(part, fields)
-            for version in METACAL_VERSIONS:
-                batch[version][noisy] = part[version]
-        return batch
+        config = None
+        stack = np.ndim(psf) == 3
+        if stack and self.settings["varying_psf"] != "common":
+            return None
+        if stack:
+            from blendflag.shear.common_psf import stack_sigma
 
-
-def _weighted_flux(array, cen, sigma, e1, e2):
-    """Adaptive-Gaussian weighted flux ``sum(w I)`` and ``sqrt(sum(w^2))``.
-
-    The S/N of the weighted flux with white noise sigma is
-    ``sum(w I) / (sigma sqrt(sum w^2))`` (the Admom definition); the weight
-    is the adaptive elliptical Gaussian of distortion (e1, e2) and
-    ``det(M)^(1/4) = sigma`` pixels, centred at ``cen`` (0-based x, y).
-    """
-    ny, nx = array.shape
-    y, x = np.mgrid[0:ny, 0:nx]
-    dx = x - cen[0]
-    dy = y - cen[1]
-    esq = e1 * e1 + e2 * e2
-    if not esq < 1.0:
-        return np.nan, np.nan
-    # second moments of the weight: T (1 + e1)/2, T (1 - e1)/2, T e2 / 2
-    T = 2.0 * sigma * sigma / math.sqrt(1.0 - esq)
-    ixx = 0.5 * T * (1.0 + e1)
-    iyy = 0.5 * T * (1.0 - e1)
-    ixy = 0.5 * T * e2
-    det = ixx * iyy - ixy * ixy
-    rho2 = (iyy * dx * dx - 2.0 * ixy * dx * dy + ixx * dy * dy) / det
-    w = np.exp(-0.5 * rho2)
-    return float((w * array).sum()), float(np.sqrt((w * w).sum()))
+            sigma = self.settings["common_psf_sigma"] or stack_sigma(
+                np.asarray(psf, dtype=np.float64), float(pixel_scale)
+            )
+            config = self.with_common_sigma(sigma)
+            key_psf, kernel = np.array([sigma]), COMMON_KERNEL
+            make_ops = partial(MetacalOperators.for_gaussian_psf, sigma, pixel_scale, self.step)
+        data = self.prepare(stamps[:1], psf[:1] if stack else psf, pixel_scale, [1.0])
+        shape = data.stamps.shape[1:]
+        if not stack:
+            key_psf, kernel = data.psf, KERNEL
+            make_ops = partial(MetacalOperators.from_psf, data.psf, pixel_scale, self.step, KERNEL)
+        if mm.worth_building(len(stamps) * (2 if self.fixnoise else 1), shape):
+            key = mm.operator_key(key_psf, data.pixel_scale, self.step, kernel, shape)
+            mm.store_operator(make_ops, key, shape, run_tasks, parts)
+        return config
 
 
 @hookimpl

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 
@@ -96,12 +98,13 @@ def test_operator_is_stored_once_and_memory_mapped(tmp_path, monkeypatch):
         calls.append(len(tasks))
         return [func(*t) for t in tasks]
 
-    assert mm.store_operator(psf, scale, 0.01, "kspace", (side, side), run_tasks, 3)
+    key = mm.operator_key(psf, scale, 0.01, "kspace", (side, side))
+    make_ops = partial(MetacalOperators.from_psf, psf, scale, 0.01, "kspace")
+    assert mm.store_operator(make_ops, key, (side, side), run_tasks, 3)
     assert calls == [3] and len(list(tmp_path.glob("metacal-*.npy"))) == 1
-    assert mm.store_operator(psf, scale, 0.01, "kspace", (side, side), run_tasks, 3)
+    assert mm.store_operator(make_ops, key, (side, side), run_tasks, 3)
     assert calls == [3]  # found on disk: nothing built again
     mm._CACHE.clear()
-    key = mm.operator_key(psf, scale, 0.01, "kspace", (side, side))
     ops = MetacalOperators.from_psf(psf, scale, 0.01)
     linear = mm.linear_metacal(ops, (side, side), key)
     assert isinstance(linear.matrices["1p"], np.memmap)
@@ -109,4 +112,4 @@ def test_operator_is_stored_once_and_memory_mapped(tmp_path, monkeypatch):
     direct = ops.images(stamp[0], fixed_grid=True)
     np.testing.assert_allclose(linear.images(stamp)["2m"][0], direct["2m"], atol=1e-12)
     monkeypatch.setenv("BLENDFLAG_CACHE_DIR", "none")
-    assert not mm.store_operator(psf, scale, 0.01, "kspace", (side, side), run_tasks, 3)
+    assert not mm.store_operator(make_ops, key, (side, side), run_tasks, 3)

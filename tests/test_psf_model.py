@@ -163,13 +163,14 @@ def test_split_image_reads_the_psfex_model_at_whole_image_positions(psfex_field,
 
 
 def test_metacal_per_object_psfs_equal_one_psf_when_all_the_same():
+    from blendflag.config import ShearConfig
     from blendflag_plugins.metacal_galsim import GalSimMetacal
 
     field = simulate_field("cfis", 2, seed=0, size=64)
     rng = np.random.default_rng(2)
     stamps = rng.normal(0.0, 5.0, (3, 41, 41))
     stamps[:, 18:23, 18:23] += 200.0
-    engine = GalSimMetacal()
+    engine = GalSimMetacal(ShearConfig(options={"metacal": {"varying_psf": "per_object"}}))
     one = engine.measure(stamps, field.psf, 0.187, 5.0, np.random.default_rng(0))
     cube = np.repeat(field.psf[None], 3, axis=0)
     many = engine.measure(stamps, cube, 0.187, 5.0, np.random.default_rng(0))

@@ -100,15 +100,15 @@ def measure_parallel(
     # stamps each process measures with one PSF (a Dask cluster of unknown size: 2)
     parts = max(1, 2 if scheduler else workers)
     per_process = n // parts if np.ndim(psf) == 2 else 0
-    if n:
-        engine_cls(config).before_measuring(
+    if n:  # the engine may fix a run-wide setting for its chunks (a config it returns)
+        config = engine_cls(config).before_measuring(
             stamps,
             psf,
             pixel_scale,
             noise,
             lambda func, jobs: run_chunks(func, jobs, workers, scheduler=scheduler),
             parts,
-        )
+        ) or config
     tasks = [
         (
             engine_cls,

@@ -266,13 +266,16 @@ class StampShearEngine(ShearEngine):
         result.meta["median_noise_sigma"] = float(np.median(noise)) if len(noise) else None
         return result
 
-    def before_measuring(self, stamps, psf, pixel_scale, noise_sigma, run_tasks, parts) -> None:
+    def before_measuring(self, stamps, psf, pixel_scale, noise_sigma, run_tasks, parts):
         """Called once by the chunk driver before the chunks go out; default: nothing.
 
         An engine that sets up something per PSF for a whole run builds it
         here, with ``run_tasks(func, tasks)`` running picklable tasks on the
-        run's ``parts`` workers, where its chunks can find it (a file).
+        run's ``parts`` workers, where its chunks can find it (a file). It
+        may return the :class:`ShearConfig` its chunks use instead of its own
+        (a setting fixed for the whole run); None keeps its own.
         """
+        return None
 
     # -- shared helpers -----------------------------------------------------
 

@@ -182,33 +182,29 @@ def _render_columns(ops, shape, start: int, stop: int) -> np.ndarray:
     return out
 
 
-def build_columns(psf, pixel_scale, step, kernel, shape, start, stop) -> np.ndarray:
-    """Columns ``start:stop`` of the five matrices of a PSF image (a picklable task)."""
-    from blendflag.shear.metacal_ops import MetacalOperators
-
-    ops = MetacalOperators.from_psf(psf, pixel_scale, step, kernel)
-    return _render_columns(ops, shape, start, stop)
+def build_columns(make_ops, shape, start, stop) -> np.ndarray:
+    """Columns ``start:stop`` of the five matrices of ``make_ops()`` (a picklable task)."""
+    return _render_columns(make_ops(), shape, start, stop)
 
 
-def store_operator(psf, pixel_scale, step, kernel, shape, run_tasks, parts: int) -> bool:
+def store_operator(make_ops, key: str, shape, run_tasks, parts: int) -> bool:
     """Build the operator with its columns in ``parts`` tasks and store it; False if not stored.
 
-    ``run_tasks(func, tasks)`` runs the tasks (e.g. on the run's worker
-    processes) and returns their results in order. Nothing is built when
-    the cache directory is switched off or the operator is there already.
+    ``make_ops()`` (picklable, e.g. a ``functools.partial`` of
+    :meth:`MetacalOperators.from_psf`) gives the operators, ``key`` names
+    them (:func:`operator_key`). ``run_tasks(func, tasks)`` runs the tasks
+    (e.g. on the run's worker processes) and returns their results in order.
+    Nothing is built when the cache directory is switched off or the
+    operator is there already.
     """
-    key = operator_key(psf, pixel_scale, step, kernel, shape)
     if _operator_path(key) is None:
         return False
     if on_disk(key):
         return True
     size = int(shape[0]) * int(shape[1])
     edges = np.linspace(0, size, max(1, int(parts)) + 1).astype(int)
-    psf = np.asarray(psf, dtype=np.float64)
     tasks = [
-        (psf, float(pixel_scale), float(step), kernel, tuple(shape), int(a), int(b))
-        for a, b in itertools.pairwise(edges)
-        if b > a
+        (make_ops, tuple(shape), int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a
     ]
     _save(key, np.concatenate(run_tasks(build_columns, tasks), axis=2))
     return on_disk(key)
@@ -233,3 +229,60 @@ def linear_metacal(ops, shape, key: str) -> LinearMetacal:
 def cached(key: str) -> bool:
     """Whether the operator of ``key`` is built already (in this process or on disk)."""
     return key in _CACHE or on_disk(key)
+
+
+def when_worth(ops, key: str, shape, n_renderings: int) -> LinearMetacal | None:
+    """The operator of ``key`` if built or worth building for ``n_renderings``; else None."""
+    if cached(key) or worth_building(n_renderings, shape):
+        return linear_metacal(ops, shape, key)
+    return None
+
+
+def matrix_images(ops, key, data, flags, rng, noise_fields, fixnoise, expected=0):
+    """All stamps' metacal images at once through matrices, or None when they do not pay.
+
+    The same images as the per-stamp rendering of ``ops`` (to rounding),
+    with the noise-correction fields drawn from ``rng`` in the same order
+    (or taken from ``noise_fields``). Used when this process renders at
+    least as many stamps (this call's, or ``expected`` for the whole run) as
+    a stamp has pixels, or when the operator of ``key`` is built already.
+
+    Parameters
+    ----------
+    ops : MetacalOperators
+    key : str
+        :func:`operator_key` of ``ops``.
+    data : blendflag.shear.engine.PreparedInput
+    flags : numpy.ndarray
+        Objects with flags are skipped.
+    fixnoise : bool
+        Add the noise correction to objects with noise sigma > 0.
+
+    Returns
+    -------
+    dict or None
+        ``{version: (n, ny, nx) float64}`` (zero for flagged objects).
+    """
+    n, ny, nx = data.stamps.shape
+    good = np.flatnonzero(flags == 0)
+    noisy = good[data.noise_sigma[good] > 0] if fixnoise else good[:0]
+    renderings = max(len(good) + len(noisy), expected * (2 if len(noisy) else 1))
+    linear = when_worth(ops, key, (ny, nx), renderings) if len(good) else None
+    if linear is None:
+        return None
+    batch = {v: np.zeros((n, ny, nx)) for v in METACAL_VERSIONS}
+    for version, arr in linear.images(data.stamps[good]).items():
+        batch[version][good] = arr
+    if len(noisy):
+        fields = np.empty((len(noisy), ny, nx))
+        for k, i in enumerate(noisy):  # the per-stamp path's draws, in its order
+            fields[k] = (
+                noise_fields[i]
+                if noise_fields is not None
+                else rng.normal(0.0, data.noise_sigma[i], size=(ny, nx))
+            )
+        part = {v: batch[v][noisy] for v in METACAL_VERSIONS}
+        linear.add_noise_correction(part, fields)
+        for version in METACAL_VERSIONS:
+            batch[version][noisy] = part[version]
+    return batch

@@ -179,11 +179,21 @@ class MetacalOperators:
             raise ValueError(f"unknown reconvolution kernel {kernel!r} (kspace or fitgauss)")
         # dilating a unit-flux Gaussian = a Gaussian of larger sigma
         target = galsim.Gaussian(sigma=base.sigma * (1.0 + 2.0 * step), flux=1.0)
-        shears = {
-            v: galsim.Shear(g1=s1 * step, g2=s2 * step) if (s1 or s2) else None
-            for v, (s1, s2) in VERSION_SHEARS.items()
-        }
-        return cls(galsim.Deconvolve(psf_ii), target, shears, float(pixel_scale))
+        return cls(galsim.Deconvolve(psf_ii), target, _version_shears(step), float(pixel_scale))
+
+    @classmethod
+    def for_gaussian_psf(cls, sigma: float, pixel_scale: float, step: float) -> MetacalOperators:
+        """The operators of images whose PSF is a round Gaussian of ``sigma`` arcsec.
+
+        The images of :func:`homogenised`: the Gaussian is deconvolved
+        exactly and the reconvolution kernel is the same Gaussian dilated by
+        ``1 + 2 step`` (its Fourier profile covers the sheared one everywhere).
+        """
+        import galsim
+
+        gaussian = galsim.Gaussian(sigma=float(sigma), flux=1.0)
+        target = galsim.Gaussian(sigma=float(sigma) * (1.0 + 2.0 * step), flux=1.0)
+        return cls(galsim.Deconvolve(gaussian), target, _version_shears(step), float(pixel_scale))
 
     def images(
         self, array: np.ndarray, out_image=None, fixed_grid: bool = False
@@ -236,3 +246,84 @@ class MetacalOperators:
         image = galsim.ImageD(size, size, scale=self.pixel_scale)
         self.target.drawImage(image=image, method="no_pixel")
         return image.array / image.array.sum()
+
+
+def _version_shears(step: float) -> dict:
+    """``{version: galsim.Shear or None}`` of the five metacal versions for ``step``."""
+    import galsim
+
+    return {
+        v: galsim.Shear(g1=s1 * step, g2=s2 * step) if (s1 or s2) else None
+        for v, (s1, s2) in VERSION_SHEARS.items()
+    }
+
+
+def common_target_sigma(psf_images, pixel_scale: float) -> float:
+    """The round Gaussian every PSF of ``psf_images`` can be brought to (sigma, arcsec).
+
+    The widest of their :func:`round_target_psf` kernels: below each PSF in
+    Fourier space, so :func:`homogenised` divides by no PSF where it is small.
+
+    Parameters
+    ----------
+    psf_images : sequence of numpy.ndarray
+        PSF images (pixel included), e.g. a PSF model over its whole image.
+    pixel_scale : float
+        arcsec per pixel.
+
+    Raises
+    ------
+    ValueError
+        A PSF has no such kernel (undersampled).
+    """
+    import galsim
+
+    sigmas = [
+        round_target_psf(
+            galsim.InterpolatedImage(
+                galsim.ImageD(np.asarray(p, dtype=np.float64), scale=pixel_scale),
+                x_interpolant=INTERPOLANT,
+            )
+        ).sigma
+        for p in psf_images
+    ]
+    return float(max(sigmas))
+
+
+def homogenised(arrays, psf: np.ndarray, sigma: float, pixel_scale: float) -> np.ndarray:
+    """Images brought from their PSF image ``psf`` to a round Gaussian PSF of ``sigma`` arcsec.
+
+    Each of ``arrays`` (``(k, ny, nx)``, e.g. a stamp and its noise field)
+    is interpolated (Lanczos-15), deconvolved by the PSF, convolved with the
+    Gaussian and drawn on the same grid (``method="no_pixel"``: the
+    Gaussian stands for the pixelated PSF), on a Fourier grid fixed by the
+    array's size, so the result is linear in the pixels. With ``sigma``
+    from :func:`common_target_sigma` the Gaussian lies below the PSF at
+    every k where the PSF matters.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(k, ny, nx)`` float64.
+    """
+    import galsim
+
+    arrays = np.asarray(arrays, dtype=np.float64)
+    _, ny, nx = arrays.shape
+    psf_ii = galsim.InterpolatedImage(
+        galsim.ImageD(np.asarray(psf, dtype=np.float64), scale=pixel_scale),
+        x_interpolant=INTERPOLANT,
+    )
+    kernel = galsim.Convolve(galsim.Deconvolve(psf_ii), galsim.Gaussian(sigma=sigma, flux=1.0))
+    out = galsim.ImageD(nx, ny, scale=pixel_scale)
+    result = np.empty_like(arrays)
+    for k, array in enumerate(arrays):
+        ii = galsim.InterpolatedImage(
+            galsim.ImageD(array, scale=pixel_scale),
+            x_interpolant=INTERPOLANT,
+            calculate_stepk=False,
+            calculate_maxk=False,
+        )
+        galsim.Convolve(ii, kernel).drawImage(image=out, method="no_pixel")
+        result[k] = out.array
+    return result

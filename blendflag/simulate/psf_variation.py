@@ -96,12 +96,14 @@ class VaryingPSF:
         """This PSF as a :class:`blendflag.psf_model.GalSimPSFModel` (drawn with the pixel)."""
         from blendflag.psf_model import GalSimPSFModel
 
-        return GalSimPSFModel(
+        model = GalSimPSFModel(
             self.profile_at,
             pixel_scale,
             size or self.spec.image_size,
             description=f"simulated varying {self.spec.type} PSF",
         )
+        model.domain = (int(self.ny), int(self.nx))
+        return model
 
     def cards(self) -> list:
         """FITS cards ``(key, value, comment)`` that :meth:`from_header` reads back."""
