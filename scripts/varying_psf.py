@@ -70,28 +70,37 @@ def _draw_pairs(vp, xs, ys, rng, shear, flux, noise):
 
 def _run_chunk(task):
     """Draw one chunk of pairs and measure it at both signs with every PSF variant."""
-    (vp, psfex_path, average, xs, ys, seed, first, shear, flux, noise, variants, interp) = task
+    (vp, psfex_path, average, xs, ys, seed, first, shear, flux, noise, variants, interp, mode,
+     undo) = task  # fmt: skip
+    from blendflag.config import ShearConfig
     from blendflag.psf_model import PSFExModel
     from blendflag.shear.inputs import paired_noise_fields
+    from blendflag.shear.metacal_ops import common_target_sigma
     from blendflag_plugins.metacal_galsim import GalSimMetacal
 
     rng = np.random.default_rng(seed)
     stamps = _draw_pairs(vp, xs, ys, rng, shear, flux, noise)
     px, py = np.repeat(xs, 2), np.repeat(ys, 2)
-    psfs = {}
+    psfs, sigmas = {}, {}  # sigmas: each model's common Gaussian over the whole image
+    side = average.shape[0]
     if "psfex" in variants:
-        model = PSFExModel(psfex_path, interpolant=interp)
-        psfs["psfex"] = model.images_at(px, py, average.shape[0])
+        model = PSFExModel(psfex_path, interpolant=interp, undo_resampling=undo)
+        psfs["psfex"] = model.images_at(px, py, side)
+        grid = model.domain_images((vp.ny, vp.nx), side)
+        sigmas["psfex"] = common_target_sigma(grid, PIXEL_SCALE)
     if "average" in variants:
         psfs["average"] = average
     if "true" in variants:
-        psfs["true"] = vp.psf_model(PIXEL_SCALE).images_at(px, py, average.shape[0])
+        psfs["true"] = vp.psf_model(PIXEL_SCALE).images_at(px, py, side)
+        grid = vp.psf_model(PIXEL_SCALE).domain_images(size=side)
+        sigmas["true"] = common_target_sigma(grid, PIXEL_SCALE)
     n = len(xs)
     pair_id = np.repeat(np.arange(n), 2) + first
     fields = paired_noise_fields(pair_id, np.tile([False, True], n), noise, STAMP, 17)
-    engine = GalSimMetacal()
     out, seconds = {}, 0.0
     for name in variants:
+        options = {"varying_psf": mode, "common_psf_sigma": sigmas.get(name, 0.0)}
+        engine = GalSimMetacal(ShearConfig(options={"metacal": options}))
         for sign in (1, -1):
             start = time.perf_counter()
             result = engine.measure(
@@ -155,6 +164,17 @@ def main(argv=None) -> int:
         "--star-noise", type=float, help="pixel noise of the star field, ADU [--noise]"
     )
     parser.add_argument("--variants", default=",".join(VARIANTS), help="PSF variants to measure")
+    parser.add_argument(
+        "--psfex-as-is",
+        action="store_true",
+        help="read the PSFEx model as written (its star resampling not undone)",
+    )
+    parser.add_argument(
+        "--varying-psf",
+        default="common",
+        choices=("common", "per_object"),
+        help="the metacal engine's shear.options.metacal.varying_psf [common]",
+    )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--chunk", type=int, default=100, help="pairs per task [100]")
     parser.add_argument("--seed", type=int, default=2024)
@@ -189,7 +209,9 @@ def main(argv=None) -> int:
         )
         psfex_path = str(Path(tmp) / "psfex.psf")
         os.replace(chain["psf"], psfex_path)
-        model = PSFExModel(psfex_path, interpolant=args.interpolant)
+        model = PSFExModel(
+            psfex_path, interpolant=args.interpolant, undo_resampling=not args.psfex_as_is
+        )
         average = model.average_image((args.size, args.size))
         from astropy.io import fits
 
@@ -202,7 +224,8 @@ def main(argv=None) -> int:
         seeds = np.random.SeedSequence(args.seed).generate_state(-(-args.n_pairs // args.chunk))
         tasks = [
             (vp, psfex_path, average, xs[i : i + args.chunk], ys[i : i + args.chunk],
-             int(seeds[k]), i, args.shear, args.flux, args.noise, variants, args.interpolant)
+             int(seeds[k]), i, args.shear, args.flux, args.noise, variants, args.interpolant,
+             args.varying_psf, not args.psfex_as_is)
             for k, i in enumerate(range(0, args.n_pairs, args.chunk))
         ]  # fmt: skip
         if args.workers > 1:
@@ -236,6 +259,8 @@ def main(argv=None) -> int:
         "psfex_options": psfex_options,
         "sex_options": dict(o.split("=", 1) for o in args.sex_option),
         "psfex_interpolant": args.interpolant or "lanczos3 (galsim.des.DES_PSFEx)",
+        "varying_psf": args.varying_psf,
+        "psfex_resampling_undone": not args.psfex_as_is,
         "star_noise_sigma": args.noise if args.star_noise is None else args.star_noise,
         # time inside engine.measure, summed over tasks (wall clock of each worker)
         "measure_seconds": float(sum(p[2] for p in parts)),

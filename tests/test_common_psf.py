@@ -52,7 +52,7 @@ def _g1(result):
 
 
 def test_identical_psfs_give_the_one_psf_measurement():
-    """Brought to the common Gaussian = the PSF's own kernel: the one-PSF numbers (to resampling)."""
+    """Common Gaussian = the PSF's own kernel: the one-PSF numbers (to resampling)."""
     psf = _psf(0.7)
     stamps, cube = _pairs([psf, psf], 0.02)
     stamps = stamps + np.random.default_rng(4).normal(0.0, 3.0, stamps.shape)
