@@ -84,13 +84,15 @@ SEX_OPTIONS = {
     "WRITE_XML": "N",
     "NTHREADS": "1",
 }
-#: PSFEx settings: a pixel basis of 41 x 41 samples at the sampling PSFEx
-#: chooses (0.95-0.98 pixel on the simulated tiles), varying as a polynomial
-#: in X_IMAGE, Y_IMAGE; stars chosen automatically. The sampling moves m on
-#: isolated galaxies by a few 1e-3 either way (docs/results.md, "A varying PSF").
+#: PSFEx settings: a pixel basis of 41 x 41 samples at the image's pixels
+#: (sampling 1: read without interpolation, and PSFEx's star resampling can
+#: be undone exactly, blendflag.psfex_resampling; PSFEx's automatic choice
+#: was 0.955 to 1.42 pixels on the simulated tiles, and m on isolated galaxies
+#: +0.006 at 0.955, docs/results.md, "A varying PSF"), varying as a
+#: polynomial in X_IMAGE, Y_IMAGE; stars chosen automatically.
 PSFEX_OPTIONS = {
     "BASIS_TYPE": "PIXEL_AUTO",
-    "PSF_SAMPLING": "0.0",
+    "PSF_SAMPLING": "1.0",
     "PSF_SIZE": "41,41",
     "PSF_RECENTER": "Y",
     "PSFVAR_KEYS": "X_IMAGE,Y_IMAGE",

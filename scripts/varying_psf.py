@@ -140,7 +140,7 @@ def main(argv=None) -> int:
     parser.add_argument("--stars", type=int, default=600, help="stars for PSFEx [600]")
     parser.add_argument("--psf-degree", type=int, default=2, help="PSFEx PSFVAR_DEGREES [2]")
     parser.add_argument(
-        "--psf-sampling", help="PSFEx PSF_SAMPLING [blendflag.psfex_chain's: 0, automatic]"
+        "--psf-sampling", help="PSFEx PSF_SAMPLING [psfex_chain's: 1.0; 0: PSFEx chooses]"
     )
     parser.add_argument(
         "--psfex-option",

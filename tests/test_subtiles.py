@@ -181,3 +181,36 @@ def test_bench_split_tile_rates(capsys):
     assert stages[0] == "tile: detect" and stages[-1].startswith("tile: compare, 1 workers")
     assert "tile: measure_shear (per process)" in stages
     assert all(r["objects"] > 0 and r["objects_per_s"] > 0 for r in rows)
+
+
+def test_sub_tile_catalogue_rows_leave_the_whole_table_to_be_freed(tmp_path):
+    """A worker reads the whole catalogue for every sub-tile: none of it may stay in memory."""
+    import gc
+
+    from blendflag.subtile_tasks import subtile_catalogue
+
+    n = 2000
+    rng = np.random.default_rng(0)
+    columns = [
+        fits.Column(name="NUMBER", format="J", array=np.arange(1, n + 1)),
+        fits.Column(name="X_IMAGE", format="E", array=rng.uniform(1, 500, n)),
+        fits.Column(name="Y_IMAGE", format="E", array=rng.uniform(1, 500, n)),
+        fits.Column(name="VIGNET", format="400E", dim="(20, 20)", array=np.ones((n, 20, 20))),
+    ]
+    path = tmp_path / "cat.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(columns)]).writeto(path)
+    table_bytes = n * 20 * 20 * 4
+
+    def whole_tables_alive():
+        gc.collect()
+        arrays = [o for o in gc.get_objects() if isinstance(o, np.ndarray)]
+        return sum(a.nbytes >= table_bytes for a in arrays)
+
+    before = whole_tables_alive()
+    for _ in range(3):
+        cat = subtile_catalogue(path, np.arange(100, 160), (50, 10))
+        data = cat.hdul[cat.objects_hdu].data
+        assert len(data) == 60 and data["VIGNET"].shape == (60, 20, 20)
+        np.testing.assert_allclose(data["NUMBER"], np.arange(101, 161))
+        del cat, data
+    assert whole_tables_alive() == before
