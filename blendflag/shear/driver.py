@@ -101,14 +101,17 @@ def measure_parallel(
     parts = max(1, 2 if scheduler else workers)
     per_process = n // parts if np.ndim(psf) == 2 else 0
     if n:  # the engine may fix a run-wide setting for its chunks (a config it returns)
-        config = engine_cls(config).before_measuring(
-            stamps,
-            psf,
-            pixel_scale,
-            noise,
-            lambda func, jobs: run_chunks(func, jobs, workers, scheduler=scheduler),
-            parts,
-        ) or config
+        config = (
+            engine_cls(config).before_measuring(
+                stamps,
+                psf,
+                pixel_scale,
+                noise,
+                lambda func, jobs: run_chunks(func, jobs, workers, scheduler=scheduler),
+                parts,
+            )
+            or config
+        )
     tasks = [
         (
             engine_cls,
