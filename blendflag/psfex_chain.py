@@ -173,6 +173,7 @@ def run_chain(
     timeout: float = 1800.0,
     psfex_options=None,
     sex_options=None,
+    star_selection: str = "locus",
 ) -> dict:
     """SExtractor then PSFEx on ``image``: ``OUT_DIR/<stem>.ldac`` and ``OUT_DIR/<stem>.psf``.
 
@@ -199,6 +200,10 @@ def run_chain(
     sex_options : dict or None
         SExtractor settings replacing those of :data:`SEX_OPTIONS`, e.g.
         ``{"BACK_SIZE": "256"}``.
+    star_selection : str
+        ``"locus"``: PSFEx gets only the sources on the stellar locus
+        followed across the image (:mod:`blendflag.psf_stars`); ``"psfex"``:
+        every source, PSFEx choosing its stars alone. [default: "locus"]
 
     Returns
     -------
@@ -236,9 +241,18 @@ def run_chain(
         if flag_image is not None:
             cmd += ["-FLAG_IMAGE", str(Path(flag_image).resolve())]
         _run(cmd, work, "SExtractor", timeout)
-        cmd = [psfex, str(work / "cat.ldac"), "-c", str(configs["psfex"]), "-PSF_DIR", str(work)]
+        stars = work / "cat.ldac"
+        if star_selection == "locus":
+            from blendflag.psf_stars import write_star_catalogue
+
+            stars = work / "stars.ldac"
+            if write_star_catalogue(work / "cat.ldac", stars) < 10:
+                raise BlendflagError("fewer than 10 stars on the stellar locus (S/N >= 50)")
+        elif star_selection != "psfex":
+            raise BlendflagError(f"unknown star selection {star_selection!r} (locus or psfex)")
+        cmd = [psfex, str(stars), "-c", str(configs["psfex"]), "-PSF_DIR", str(work)]
         _run(cmd, work, "PSFEx", timeout)
-        model = work / "cat.psf"
+        model = stars.with_suffix(".psf")
         if not model.is_file():
             raise BlendflagError("PSFEx wrote no model (too few stars?)")
         for source, target in ((work / "cat.ldac", catalogue), (model, psf)):
@@ -258,6 +272,12 @@ def main(argv=None) -> int:
     parser.add_argument("--flag-image")
     parser.add_argument("--psf-degree", type=int, default=2)
     parser.add_argument("--keep-configs", metavar="DIR")
+    parser.add_argument(
+        "--star-selection",
+        choices=("locus", "psfex"),
+        default="locus",
+        help="stars for PSFEx: the stellar locus across the image, or PSFEx's own choice",
+    )
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
     try:
@@ -268,6 +288,7 @@ def main(argv=None) -> int:
             flag_image=args.flag_image,
             psf_degree=args.psf_degree,
             keep=args.keep_configs,
+            star_selection=args.star_selection,
         )
     except BlendflagError as exc:
         print(f"error: {exc}", file=sys.stderr)
