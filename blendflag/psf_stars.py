@@ -9,10 +9,11 @@ position, so :func:`stellar_locus` follows their ``FLUX_RADIUS`` across the
 image with a quadratic surface in (x, y):
 
 1. candidates: ``FLAGS == 0``, ``SNR_WIN >= min_snr``, finite positive radius;
-2. a first guess: radii below 1.35 x the candidates' 2nd percentile (the
-   PSF's smallest size plus its variation across a tile);
+2. a first guess in 4 x 4 cells of the image: the candidates within 8 % of
+   the cell's 5th percentile radius (stars are the smallest bright sources,
+   and the PSF changes little inside a cell);
 3. fit the surface to the selected radii and keep the candidates within a
-   band around it, narrowing the band from 15 % to ``band`` over five fits.
+   band around it, narrowing the band from 10 % to ``band`` over five fits.
 
 On that tile (truth-matched) it keeps 2,089 sources of which 96.5 % are
 stars (2,015 of the 2,628 detected; the rest are nearly point-like
@@ -23,10 +24,10 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Band widths (relative) of the successive fits, the last replaced by ``band``.
-WIDTHS = (0.15, 0.10, 0.07)
-#: First guess: radii below this many times the candidates' 2nd percentile.
-FIRST_GUESS = 1.35
+#: Band widths (relative) of the first fits; then ``band``, three times.
+WIDTHS = (0.10, 0.07)
+#: First guess: cells per side, the percentile of the radius in a cell, the band around it.
+CELLS, PERCENTILE, FIRST_BAND = 4, 5.0, 0.08
 
 
 def _surface(x, y) -> np.ndarray:
@@ -64,9 +65,16 @@ def stellar_locus(x, y, radius, snr, flags, min_snr: float = 50.0, band: float =
         return np.zeros(len(radius), dtype=bool)
     scale = max(np.ptp(x[cand]), np.ptp(y[cand]), 1.0)  # conditioning of the fit
     u, v = (x - x[cand].min()) / scale, (y - y[cand].min()) / scale
-    selected = cand & (radius < FIRST_GUESS * np.percentile(radius[cand], 2))
+    cell = np.minimum((u * CELLS).astype(int), CELLS - 1) * CELLS
+    cell += np.minimum((v * CELLS).astype(int), CELLS - 1)
+    selected = np.zeros(len(radius), dtype=bool)
+    for k in np.unique(cell[cand]):
+        inside = cand & (cell == k)
+        if inside.sum() >= 5:
+            low = np.percentile(radius[inside], PERCENTILE)
+            selected |= inside & (np.abs(radius / low - 1.0) < FIRST_BAND)
     design = _surface(u, v)
-    for width in (*WIDTHS, band, band):
+    for width in (*WIDTHS, band, band, band):
         if selected.sum() < design.shape[1]:
             return np.zeros(len(radius), dtype=bool)
         coef, *_ = np.linalg.lstsq(design[selected], radius[selected], rcond=None)
