@@ -9,7 +9,7 @@ task per tile, resumable: a rerun skips finished tiles and fields), and writes
 - ``OUT/<config>/compare.json``: the combined comparison of that configuration;
 - ``DOCS/science_run.md``: the table m, sigma_m, dm_vs_all, dm_vs_truth and the
   fraction kept of every selection in every configuration;
-- ``DOCS/science_run.png``: m per selection and configuration, with the
+- ``DOCS.png`` (the stem's figure): m per selection and configuration, with the
   requirement band |m| < 2e-3 and bootstrap error bars.
 
 Example (the run of docs/science_run.md)::
@@ -142,7 +142,7 @@ def write_table(
                 f"{_pm(s['m'], s['m_err'])} | {_pm(s['dm_vs_all'], s['dm_vs_all_err'])} | "
                 f"{_pm(s['dm_vs_truth'], s['dm_vs_truth_err'])} |"
             )
-    lines += ["", "![m per selection](science_run.png)", ""]
+    lines += ["", f"![m per selection]({path.with_suffix('.png').name})", ""]
     path.write_text("\n".join(lines))
 
 
