@@ -7,7 +7,7 @@ For each configuration (density x noise) the script simulates ``--tiles``
 task per tile, resumable: a rerun skips finished tiles and fields), and writes
 
 - ``OUT/<config>/compare.json``: the combined comparison of that configuration;
-- ``DOCS/science_run.md``: the table m, sigma_m, dm_vs_all, dm_vs_truth and the
+- ``DOCS.md``: the table m, sigma_m, dm_vs_all, dm_vs_truth and the
   fraction kept of every selection in every configuration;
 - ``DOCS.png`` (the stem's figure): m per selection and configuration, with the
   requirement band |m| < 2e-3 and bootstrap error bars.
