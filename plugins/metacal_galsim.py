@@ -146,9 +146,14 @@ class GalSimMetacal(StampShearEngine):
 
             scale = context_pixel_scale(context)
             size = None if context.psf is None else int(np.shape(context.psf)[0])
-            shape = None if context.image is None else np.shape(context.image)[:2]
-            grid = model.domain_images(shape, size, scale)
-            self.config = self.with_common_sigma(common_target_sigma(grid, scale))
+            image = getattr(context, "image", None)
+            shape = model.domain or (None if image is None else np.shape(image)[:2])
+            try:  # without a known image, each run's stack decides (before_measuring)
+                grid = model.domain_images(shape, size, scale)
+            except (TypeError, ValueError):
+                grid = None
+            if grid is not None:
+                self.config = self.with_common_sigma(common_target_sigma(grid, scale))
         return super().measure_context(context)
 
     # -- engine ---------------------------------------------------------------
