@@ -68,6 +68,7 @@ def measure_cell(
     Returns ``{version: {"columns", "flags", "cell", "stamps"}}`` plus the
     cell's noise sigma and kernel size; positions are the image's, 1-based.
     """
+    from blendflag.shear.cells import correction_noise
     from blendflag.shear.metacal_ops import MetacalOperators
     from blendflag.shear.moments import weighted_moments
     from blendflag.stamps import cut_stamps
@@ -80,8 +81,7 @@ def measure_cell(
     images = ops.images(np.where(good, array, 0.0) * window)
     sigma = noise_sigma
     if noise_sigma > 0:
-        rng = np.random.default_rng(seed)
-        noise = rng.normal(0.0, noise_sigma, size=array.shape) * window
+        noise = correction_noise(seed, array.shape, noise_sigma) * window
         ops.add_noise_correction(images, noise)
         sigma = noise_sigma * np.sqrt(2.0)
     size = int(settings["measure_size"])

@@ -202,7 +202,7 @@ class Metadetection(ImageShearEngine):
         """
         from blendflag.parallel import run_chunks
         from blendflag.progress import progress
-        from blendflag.shear.cells import cell_grid
+        from blendflag.shear.cells import cell_grid, cell_seeds
 
         start = time.perf_counter()
         settings = self.settings
@@ -216,22 +216,17 @@ class Metadetection(ImageShearEngine):
             except TypeError as exc:
                 raise BlendflagError(f"shear.options.{self.name}.detect: {exc}") from None
         cells = cell_grid(image.shape, settings["cell_size"], settings["cell_buffer"])
-        seeds = np.random.SeedSequence(seed).generate_state(len(cells))
+        seeds = cell_seeds(seed, len(cells))
         tasks = []
         varies = psf_model is not None and psf_model.varies
         for cell, cell_seed in zip(cells, seeds, strict=True):
             y0, y1, x0, x1 = cell.region
-            cell_psf = psf
-            if varies:  # the model at the core's centre (1-based pixels)
-                cy0, cy1, cx0, cx1 = cell.core
-                centre = (0.5 * (cx0 + cx1) + 0.5, 0.5 * (cy0 + cy1) + 0.5)
-                cell_psf = psf_model.image_at(*centre, np.shape(psf)[0], pixel_scale)
             tasks.append(
                 (
                     cell,
                     image[y0:y1, x0:x1],
                     None if weight is None else np.asarray(weight)[y0:y1, x0:x1],
-                    np.asarray(cell_psf, dtype=np.float64),
+                    cell.psf(psf, psf_model, pixel_scale),
                     float(pixel_scale),
                     float(noise_sigma),
                     self.step,

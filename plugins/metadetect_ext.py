@@ -48,6 +48,10 @@ DEFAULTS = {
     # cells as the built-in engine's (blendflag.shear.cells); 0: the whole image
     "cell_size": 200,
     "cell_buffer": 50,
+    # the noise-correction field: "shared", the one the built-in engine draws
+    # for the same cell and seed (blendflag.shear.cells.correction_noise, given
+    # to ngmix as the observation's noise image); "package", ngmix's own draw
+    "noise_field": "shared",
 }
 
 #: Cut bits: the core's.
@@ -130,19 +134,26 @@ class MetadetectExternal(ImageShearEngine):
         Raises
         ------
         BlendflagError
-            An unknown setting.
+            An unknown setting, or a ``noise_field`` other than shared or package.
         """
-        return self.engine_settings(DEFAULTS)
+        settings = self.engine_settings(DEFAULTS)
+        if settings["noise_field"] not in ("shared", "package"):
+            raise BlendflagError(
+                f"shear.options.{self.name}.noise_field: must be shared or package, "
+                f"got {settings['noise_field']!r}"
+            )
+        return settings
 
     def metadetect_config(self) -> dict:
         """The ``config`` given to ``do_metadetect`` (step and weight FWHM from the settings)."""
         config = copy.deepcopy(METADETECT_CONFIG)
         config["metacal"]["step"] = self.step
         config["weight"]["fwhm"] = self.settings["weight_fwhm"]
+        config["metacal"]["use_noise_image"] = self.settings["noise_field"] == "shared"
         return config
 
     def measure_image(self, image, weight, psf, pixel_scale, noise_sigma, rng) -> VersionCatalogues:
-        """Run ``do_metadetect`` on the image and convert its five catalogues.
+        """Run ``do_metadetect`` on each cell of the image (one PSF image for all).
 
         Parameters
         ----------
@@ -157,8 +168,41 @@ class MetadetectExternal(ImageShearEngine):
         noise_sigma : float
             Per-pixel noise sigma, ADU; 0 means noiseless (see :data:`NOISELESS_FRACTION`).
         rng : numpy.random.Generator
-            Seeds metadetect's ``RandomState`` (its noise-correction field) and
-            the observation's noise image.
+            Its first draw is the run's seed, as in the built-in engine (see
+            :meth:`measure_cells`).
+
+        Returns
+        -------
+        VersionCatalogues
+            See :meth:`measure_cells`.
+        """
+        seed = int(rng.integers(2**31))
+        return self.measure_cells(image, weight, psf, pixel_scale, noise_sigma, seed)
+
+    def measure_context(self, context) -> VersionCatalogues:
+        """``do_metadetect`` on the context's image; a varying PSF is read at each cell's centre."""
+        return self.measure_cells(
+            *self.context_inputs(context),
+            int(context.seed),
+            psf_model=getattr(context, "psf_model", None),
+        )
+
+    def measure_cells(
+        self, image, weight, psf, pixel_scale, noise_sigma, seed, psf_model=None
+    ) -> VersionCatalogues:
+        """Run ``do_metadetect`` on every cell and convert its five catalogues.
+
+        Parameters
+        ----------
+        image, weight, psf, pixel_scale, noise_sigma
+            As :meth:`measure_image`.
+        seed : int
+            The run's seed: each cell's noise-correction field (setting
+            ``noise_field: shared``, the built-in engine's field for the same
+            cell) and the seed of metadetect's ``RandomState``.
+        psf_model : blendflag.psf_model.PSFModel or None
+            A PSF that varies (a PSFEx model): each cell gets it at the centre
+            of its core, drawn at ``psf``'s size; None: ``psf`` everywhere.
 
         Returns
         -------
@@ -167,7 +211,7 @@ class MetadetectExternal(ImageShearEngine):
             cell); a cell keeps the detections whose position before the shear
             (``sx_col_noshear``, ``sx_row_noshear``) lies in its core.
             ``meta["failed"]`` holds the reason when metadetect
-            returned nothing for the image (all five catalogues are then empty).
+            returned nothing for a cell (its five catalogues are then empty).
 
         Raises
         ------
@@ -176,26 +220,32 @@ class MetadetectExternal(ImageShearEngine):
         """
         import metadetect
 
-        from blendflag.shear.cells import cell_grid
+        from blendflag.shear.cells import cell_grid, cell_seeds
 
         start = time.perf_counter()
         settings = self.settings
+        config = self.metadetect_config()
         image = np.asarray(image)
         if image.ndim != 2:
             raise BlendflagError(f"the image must be 2-d, got shape {image.shape}")
         size = int(settings["cell_size"]) or max(image.shape)
         cells = cell_grid(image.shape, size, int(settings["cell_buffer"]))
         parts, failures, sigma = {v: [] for v in _results.METACAL_VERSIONS}, [], noise_sigma
-        for cell in cells:
+        for cell, cell_seed in zip(cells, cell_seeds(seed, len(cells)), strict=True):
             y0, y1, x0, x1 = cell.region
             region_weight = None if weight is None else np.asarray(weight)[y0:y1, x0:x1]
             mbobs, sigma = _observation(
-                image[y0:y1, x0:x1], region_weight, psf, pixel_scale, noise_sigma, rng
+                image[y0:y1, x0:x1],
+                region_weight,
+                cell.psf(psf, psf_model, pixel_scale),
+                pixel_scale,
+                noise_sigma,
+                int(cell_seed),
             )
-            state = np.random.RandomState(int(rng.integers(0, 2**31 - 1)))
+            state = np.random.RandomState(int(cell_seed) % (2**31 - 1))
             failed = None
             try:
-                result = metadetect.do_metadetect(self.metadetect_config(), mbobs, state)
+                result = metadetect.do_metadetect(config, mbobs, state)
             except Exception as exc:  # noqa: BLE001 - a foreign package: any failure is one cell's
                 result, failed = None, f"{type(exc).__name__}: {exc}"
             if result is None:
@@ -216,12 +266,14 @@ class MetadetectExternal(ImageShearEngine):
         tables = {v: vstack(parts[v], metadata_conflicts="silent") for v in parts}
         units = {v: np.asarray(t["CELL"], dtype=np.int64) for v, t in tables.items()}
         seconds = time.perf_counter() - start
+        varies = psf_model is not None and psf_model.varies
         meta = {
             "seconds": seconds,
             "noise_sigma": float(sigma),
             "metadetect_version": getattr(metadetect, "__version__", "?"),
             "settings": settings,
             "cells": len(cells),
+            "psf": f"{psf_model.description} at every cell's centre" if varies else "one PSF image",
         }
         if failures:
             meta["failed"] = f"{len(failures)} of {len(cells)} cells: {failures[0]}"
@@ -235,9 +287,15 @@ class MetadetectExternal(ImageShearEngine):
         )
 
 
-def _observation(image, weight, psf, pixel_scale, noise_sigma, rng):
-    """The one-band ``ngmix.MultiBandObsList`` of the image, and the noise sigma used."""
+def _observation(image, weight, psf, pixel_scale, noise_sigma, cell_seed):
+    """The one-band ``ngmix.MultiBandObsList`` of the image, and the noise sigma used.
+
+    Its noise image is :func:`blendflag.shear.cells.correction_noise` of
+    ``cell_seed`` at the noise sigma used.
+    """
     import ngmix
+
+    from blendflag.shear.cells import correction_noise
 
     image = np.asarray(image, dtype=np.float64)
     if image.ndim != 2 or min(image.shape) < 32:
@@ -273,7 +331,7 @@ def _observation(image, weight, psf, pixel_scale, noise_sigma, rng):
         weight=weight,
         bmask=np.where(good, 0, BMASK_MASKED).astype(np.int32),
         ormask=np.zeros(image.shape, dtype=np.int32),
-        noise=rng.normal(0.0, sigma, size=image.shape),
+        noise=correction_noise(cell_seed, image.shape, sigma),
         jacobian=jac,
         psf=psf_obs,
         ignore_zero_weight=False,

@@ -246,3 +246,24 @@ def test_a_varying_psf_is_read_at_each_cells_centre():
     assert plain.meta["psf"] == "one PSF image"
     left, right = shears(plain)
     assert left == pytest.approx(0.02, rel=0.01) and abs(right / 0.02 - 1) > 0.03
+
+
+def test_cells_read_a_varying_psf_at_their_centre_and_seed_their_fields_alike():
+    from blendflag.shear.cells import cell_grid, cell_seeds, correction_noise
+
+    class Model:
+        varies = True
+
+        def image_at(self, x, y, size, scale):
+            return np.full((size, size), x + 1000 * y)
+
+    cells = cell_grid((300, 500), 200, 50)
+    psf = np.ones((5, 5))
+    assert cells[1].centre == (300.5, 100.5)  # core x 200-399 (0-based): 1-based mean
+    assert cells[1].psf(psf, Model(), 0.2)[0, 0] == 300.5 + 1000 * 100.5
+    assert np.all(cells[1].psf(psf, None, 0.2) == 1)
+    seeds = cell_seeds(7, len(cells))
+    assert np.array_equal(seeds, cell_seeds(7, len(cells))) and len(set(seeds)) == len(cells)
+    a = correction_noise(seeds[0], (50, 60), 2.0)
+    assert np.array_equal(a, correction_noise(seeds[0], (50, 60), 2.0))
+    assert a.std() == pytest.approx(2.0, rel=0.05)

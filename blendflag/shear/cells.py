@@ -46,6 +46,46 @@ class Cell:
         iy = np.floor(np.asarray(y, dtype=np.float64) + 0.5)
         return (ix >= x0) & (ix < x1) & (iy >= y0) & (iy < y1)
 
+    @property
+    def centre(self) -> tuple[float, float]:
+        """``(x, y)`` of the core's centre, 1-based pixels (FITS convention)."""
+        y0, y1, x0, x1 = self.core
+        return 0.5 * (x0 + x1) + 0.5, 0.5 * (y0 + y1) + 0.5
+
+    def psf(self, psf: np.ndarray, psf_model, pixel_scale: float) -> np.ndarray:
+        """The PSF image of this cell: ``psf_model`` at the core's centre, drawn
+        at ``psf``'s size, when the model varies; ``psf`` otherwise.
+
+        Parameters
+        ----------
+        psf : numpy.ndarray
+            The run's PSF image (its size is kept).
+        psf_model : blendflag.psf_model.PSFModel or None
+            A PSF that may vary over the image (a PSFEx model).
+        pixel_scale : float
+            arcsec per pixel.
+        """
+        if psf_model is None or not psf_model.varies:
+            return np.asarray(psf, dtype=np.float64)
+        image = psf_model.image_at(*self.centre, np.shape(psf)[0], pixel_scale)
+        return np.asarray(image, dtype=np.float64)
+
+
+def cell_seeds(seed: int, n_cells: int) -> np.ndarray:
+    """One seed per cell for its noise-correction field, from the run's ``seed``.
+
+    Every image engine derives its fields this way, so two engines given the
+    same seed (the built-in metadetection and the adapter to the package)
+    correct the same cell with the same noise, and the +g and -g images of a
+    pair get the same fields whatever the number of workers.
+    """
+    return np.random.SeedSequence(int(seed)).generate_state(n_cells)
+
+
+def correction_noise(cell_seed: int, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """The noise field (ADU, Gaussian of ``sigma``) a cell's metacal images are corrected with."""
+    return np.random.default_rng(int(cell_seed)).normal(0.0, sigma, size=shape)
+
 
 def cell_grid(shape: tuple[int, int], core: int, buffer: int) -> list[Cell]:
     """Cells whose cores tile an image of ``shape`` (ny, nx) pixels.
