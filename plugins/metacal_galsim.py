@@ -15,6 +15,11 @@ Method (Huff & Mandelbaum 2017; Sheldon & Huff 2017), per stamp:
    pixelated PSF) and measure adaptive moments (``galsim.hsm.FindAdaptiveMom``).
    The ellipticity is the distortion ``e = (Ixx - Iyy, 2 Ixy) / (Ixx + Iyy)``
    of the adaptive Gaussian, the quantity ngmix's Admom reports as ``e``.
+   Setting ``shape: wmom`` measures instead the moments under one round
+   Gaussian weight of ``weight_fwhm`` arcsec (metadetection's ``wmom``,
+   :func:`blendflag.shear.moments.weighted_version_shapes`): a smooth
+   function of the pixels that never fails, so the +g and -g images of a
+   pair give close shapes even for objects an adaptive fit handles badly.
 
 Noise correction ("fixnoise"): deconvolving and shearing turns the pixel
 noise into a sheared, correlated field that biases the response. For each
@@ -47,7 +52,7 @@ from blendflag import hookimpl
 from blendflag.errors import BlendflagError
 from blendflag.shear.engine import StampShearEngine
 from blendflag.shear.metacal_ops import INTERPOLANT, MetacalOperators, round_target_psf  # noqa: F401 (re-exported)
-from blendflag.shear.moments import adaptive_weighted_flux
+from blendflag.shear.moments import adaptive_version_shapes, weighted_version_shapes
 from blendflag.shear.results import (
     MCAL_ENGINE_FAILED,
     MCAL_MOMENTS_FAILED,
@@ -65,8 +70,10 @@ KERNEL = "kspace"
 #: The operator of the common Gaussian PSF (:meth:`MetacalOperators.for_gaussian_psf`).
 COMMON_KERNEL = "common-gaussian"
 #: Settings (``shear.options.metacal``); a ``common_psf_sigma`` of 0 is derived.
-DEFAULTS = {"varying_psf": "common", "common_psf_sigma": 0.0}
+DEFAULTS = {"varying_psf": "common", "common_psf_sigma": 0.0, "shape": "admom", "weight_fwhm": 1.2}
 VARYING_PSF_CHOICES = ("common", "per_object")
+#: ``shape``: HSM adaptive moments, or Gaussian-weighted moments of ``weight_fwhm`` arcsec.
+SHAPE_CHOICES = ("admom", "wmom")
 
 
 class GalSimMetacal(StampShearEngine):
@@ -113,6 +120,13 @@ class GalSimMetacal(StampShearEngine):
                 f"shear.options.{self.name}.varying_psf: must be "
                 f"{' or '.join(VARYING_PSF_CHOICES)}, got {settings['varying_psf']!r}"
             )
+        if settings["shape"] not in SHAPE_CHOICES:
+            raise BlendflagError(
+                f"shear.options.{self.name}.shape: must be {' or '.join(SHAPE_CHOICES)}, "
+                f"got {settings['shape']!r}"
+            )
+        if not settings["weight_fwhm"] > 0:
+            raise BlendflagError(f"shear.options.{self.name}.weight_fwhm: must be > 0 (arcsec)")
         if not settings["common_psf_sigma"] >= 0:
             raise BlendflagError(f"shear.options.{self.name}.common_psf_sigma: must be >= 0")
         return settings
@@ -219,8 +233,8 @@ class GalSimMetacal(StampShearEngine):
             else None
         )
         shape = np.full((len(METACAL_VERSIONS), 2, n), np.nan)
-        sigma_pix = np.full(n, np.nan)  # adaptive sigma of noshear, pixels
-        cen = np.full((n, 2), np.nan)  # noshear centroid, 0-based (x, y)
+        T = np.full(n, np.nan)  # noshear size, arcsec^2
+        weight_fwhm = self.settings["weight_fwhm"] if self.settings["shape"] == "wmom" else 0.0
         s2n_num = np.full(n, np.nan)
         s2n_den = np.full(n, np.nan)
         noise_var = data.noise_sigma**2
@@ -243,7 +257,7 @@ class GalSimMetacal(StampShearEngine):
                     continue
             kernel_sigma[i] = ops.target.sigma
             # first guess of the adaptive sigma (pixels): a bit more than the kernel
-            guess_default = max(1.0, 1.5 * ops.target.sigma / data.pixel_scale)
+            guess = max(1.0, 1.5 * ops.target.sigma / data.pixel_scale)
             corrected = self.fixnoise and data.noise_sigma[i] > 0
             if batch is not None:
                 mc = {v: batch[v][i] for v in METACAL_VERSIONS}
@@ -268,39 +282,22 @@ class GalSimMetacal(StampShearEngine):
             if images is not None:
                 for version in METACAL_VERSIONS:
                     images[version][i] = mc[version]
-            guess = guess_default
-            for k, version in enumerate(METACAL_VERSIONS):
-                moments = galsim.hsm.FindAdaptiveMom(
-                    galsim.ImageD(mc[version], scale=data.pixel_scale),
-                    guess_sig=guess,
-                    strict=False,
-                )
-                if moments.moments_status != 0 or moments.error_message:
-                    flags[i] |= MCAL_MOMENTS_FAILED
-                    break
-                shape[k, 0, i] = moments.observed_shape.e1
-                shape[k, 1, i] = moments.observed_shape.e2
-                if version == "noshear":
-                    guess = moments.moments_sigma
-                    sigma_pix[i] = moments.moments_sigma
-                    # hsm centroids are in image coordinates (1-based)
-                    cen[i] = (moments.moments_centroid.x - 1.0, moments.moments_centroid.y - 1.0)
-                    num, den = adaptive_weighted_flux(
-                        mc[version],
-                        cen[i],
-                        moments.moments_sigma,
-                        moments.observed_shape.e1,
-                        moments.observed_shape.e2,
-                    )
-                    s2n_num[i], s2n_den[i] = num, den
+            shapes = (
+                weighted_version_shapes(mc, METACAL_VERSIONS, data.pixel_scale, weight_fwhm)
+                if weight_fwhm
+                else adaptive_version_shapes(mc, METACAL_VERSIONS, data.pixel_scale, guess)
+            )
+            if shapes is None:
+                flags[i] |= MCAL_MOMENTS_FAILED
+                continue
+            e, T[i], s2n_num[i], s2n_den[i] = shapes
+            shape[:, :, i] = e
         ok = flags == 0
         for k, version in enumerate(METACAL_VERSIONS):
             c1, c2 = SHAPE_COLUMNS[version]
             table[c1] = np.where(ok, shape[k, 0], np.nan)
             table[c2] = np.where(ok, shape[k, 1], np.nan)
-        e2sq = shape[0, 0] ** 2 + shape[0, 1] ** 2
         with np.errstate(invalid="ignore", divide="ignore"):
-            T = 2.0 * sigma_pix**2 / np.sqrt(1.0 - e2sq) * data.pixel_scale**2
             s2n = s2n_num / (np.sqrt(noise_var) * s2n_den)
         s2n = np.where(ok & (noise_var == 0) & (s2n_num > 0), np.inf, s2n)
         table["T_NOSHEAR"] = np.where(ok, T, np.nan)

@@ -33,7 +33,7 @@ import numpy as np
 
 def _run_chunk(args):
     """Simulate and measure one chunk of pairs at one sign; return the table as arrays."""
-    engine_name, step, fixnoise, n_pairs, seed, kwargs, first_pair, sign = args
+    engine_name, step, fixnoise, n_pairs, seed, kwargs, first_pair, sign, options = args
     from blendflag.config import ShearConfig
     from blendflag.plugins import get_plugin_manager, get_shear_engines
     from blendflag.shear.inputs import paired_noise_fields
@@ -43,7 +43,8 @@ def _run_chunk(args):
     g1, g2 = kwargs["true_shear"]
     data = isolated_galaxy_pairs(n_pairs, rng, **dict(kwargs, true_shear=(sign * g1, sign * g2)))
     engines = get_shear_engines(get_plugin_manager())
-    engine = engines[engine_name](ShearConfig(step=step), fixnoise=fixnoise)
+    config = ShearConfig(step=step, options={engine_name: options} if options else {})
+    engine = engines[engine_name](config, fixnoise=fixnoise)
     keys = data.pair_id + first_pair
     rotated = np.tile([False, True], n_pairs)
     fields = paired_noise_fields(keys, rotated, data.noise_sigma, data.stamps.shape[-1], 17)
@@ -80,6 +81,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=12345)
     parser.add_argument("--n-bootstrap", type=int, default=500)
     parser.add_argument("--json", help="write the result here")
+    parser.add_argument(
+        "--options", help='the engine\'s settings as JSON, e.g. \'{"shape": "wmom"}\''
+    )
     args = parser.parse_args(argv)
 
     kwargs = {
@@ -89,13 +93,24 @@ def main(argv=None) -> int:
     }
     seeds = np.random.SeedSequence(args.seed)
     n_chunks = -(-args.n_pairs // args.chunk)
+    options = json.loads(args.options) if args.options else None
     tasks = []
     for k, child in enumerate(seeds.spawn(n_chunks)):
         n = min(args.chunk, args.n_pairs - k * args.chunk)
         first = k * args.chunk
         for sign in (1,) if args.single_sign else (1, -1):
             tasks.append(
-                (args.engine, args.step, not args.no_fixnoise, n, child, kwargs, first, sign)
+                (
+                    args.engine,
+                    args.step,
+                    not args.no_fixnoise,
+                    n,
+                    child,
+                    kwargs,
+                    first,
+                    sign,
+                    options,
+                )
             )
     start = time.perf_counter()
     if args.workers > 1:
@@ -111,7 +126,7 @@ def main(argv=None) -> int:
 
     by_sign = {}
     for (cols, pair_id, _), task in zip(parts, tasks, strict=True):
-        by_sign.setdefault(task[-1], []).append((Table(cols), pair_id))
+        by_sign.setdefault(task[7], []).append((Table(cols), pair_id))  # the sign
     units = []
     for sign, chunks in by_sign.items():
         table = vstack([t for t, _ in chunks])
@@ -129,6 +144,7 @@ def main(argv=None) -> int:
     s2n = np.asarray(table["S2N_NOSHEAR"])
     out = {
         "engine": args.engine,
+        "engine_options": json.loads(args.options) if args.options else {},
         "n_pairs": args.n_pairs,
         "shear_pairs": not args.single_sign,
         "noise_sigma": args.noise,

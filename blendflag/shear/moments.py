@@ -138,3 +138,78 @@ def adaptive_weighted_flux(array, cen, sigma, e1, e2):
     rho2 = (iyy * dx * dx - 2.0 * ixy * dx * dy + ixx * dy * dy) / det
     w = np.exp(-0.5 * rho2)
     return float((w * array).sum()), float(np.sqrt((w * w).sum()))
+
+
+def adaptive_version_shapes(images, versions, pixel_scale, guess):
+    """HSM adaptive moments of one object's metacal images (the ``admom`` shape).
+
+    Parameters
+    ----------
+    images : dict
+        ``{version: (S, S) array}``, ADU.
+    versions : sequence of str
+        The versions to measure, noshear first (its adaptive size seeds the others).
+    pixel_scale : float
+        arcsec per pixel.
+    guess : float
+        First guess of the adaptive sigma, pixels.
+
+    Returns
+    -------
+    tuple or None
+        ``(e, T, num, den)``: ``(n_versions, 2)`` distortions, the noshear size
+        ``T`` (arcsec^2) and its weighted flux ``num`` and ``den = sqrt(sum w^2)``
+        (S/N = num / (sigma den)); None when a version's moments fail.
+    """
+    import galsim
+
+    e = np.full((len(versions), 2), np.nan)
+    T = num = den = np.nan
+    for k, version in enumerate(versions):
+        moments = galsim.hsm.FindAdaptiveMom(
+            galsim.ImageD(images[version], scale=pixel_scale), guess_sig=guess, strict=False
+        )
+        if moments.moments_status != 0 or moments.error_message:
+            return None
+        e[k] = moments.observed_shape.e1, moments.observed_shape.e2
+        if k == 0:
+            guess = moments.moments_sigma
+            # hsm centroids are in image coordinates (1-based)
+            cen = (moments.moments_centroid.x - 1.0, moments.moments_centroid.y - 1.0)
+            num, den = adaptive_weighted_flux(images[version], cen, guess, *e[k])
+            esq = e[k] @ e[k]
+            T = 2.0 * guess**2 / math.sqrt(1.0 - esq) * pixel_scale**2 if esq < 1 else np.nan
+    return e, T, num, den
+
+
+def weighted_version_shapes(images, versions, pixel_scale, weight_fwhm):
+    """Gaussian-weighted moments of one object's metacal images (the ``wmom`` shape).
+
+    One round weight of ``weight_fwhm`` arcsec for every version, centred on
+    the noshear image's weighted centroid (one step from the stamp's centre),
+    so each ellipticity is a smooth function of the pixels: it cannot fail or
+    jump between the +g and -g images of a pair the way an adaptive fit can.
+
+    Returns
+    -------
+    tuple or None
+        As :func:`adaptive_version_shapes`; None when a flux or size is not positive.
+    """
+    stack = np.stack([images[v] for v in versions])
+    ny, nx = stack.shape[1:]
+    mid = np.array([nx // 2, ny // 2], dtype=np.float64)
+    sigma = weight_fwhm / FWHM_PER_SIGMA / pixel_scale  # pixels
+    y, x = np.mgrid[0:ny, 0:nx]
+    wi = np.exp(-0.5 * ((x - mid[0]) ** 2 + (y - mid[1]) ** 2) / sigma**2) * stack[0]
+    flux = wi.sum()
+    if not flux > 0:
+        return None
+    # one recentring step on noshear (np.clip: continuous, unlike a cut)
+    shift = np.array([(wi * (x - mid[0])).sum(), (wi * (y - mid[1])).sum()]) / flux
+    centre = mid + np.clip(shift, -2.0, 2.0)
+    wm = weighted_moments(stack, np.tile(centre, (len(versions), 1)), weight_fwhm, pixel_scale, 1.0)
+    if not wm.ok.all():
+        return None
+    # S/N = flux / (sigma sqrt(sum w^2)); at sigma 1 the moments' s2n is flux / norm
+    e = np.column_stack([wm.e1, wm.e2])
+    return e, float(wm.T[0]), float(wm.flux[0]), float(wm.flux[0] / wm.s2n[0])
