@@ -140,6 +140,10 @@ def adaptive_weighted_flux(array, cen, sigma, e1, e2):
     return float((w * array).sum()), float(np.sqrt((w * w).sum()))
 
 
+#: Recentring iterations of :func:`weighted_version_shapes` in each version.
+RECENTRE = 3
+
+
 def adaptive_version_shapes(images, versions, pixel_scale, guess):
     """HSM adaptive moments of one object's metacal images (the ``admom`` shape).
 
@@ -185,10 +189,15 @@ def adaptive_version_shapes(images, versions, pixel_scale, guess):
 def weighted_version_shapes(images, versions, pixel_scale, weight_fwhm):
     """Gaussian-weighted moments of one object's metacal images (the ``wmom`` shape).
 
-    One round weight of ``weight_fwhm`` arcsec for every version, centred on
-    the noshear image's weighted centroid (one step from the stamp's centre),
-    so each ellipticity is a smooth function of the pixels: it cannot fail or
-    jump between the +g and -g images of a pair the way an adaptive fit can.
+    One round weight of ``weight_fwhm`` arcsec, moved in each version to the
+    light's weighted centroid (:data:`RECENTRE` steps from the stamp's
+    centre), so each ellipticity is a smooth function of the pixels: it
+    cannot fail or jump between the +g and -g images of a pair the way an
+    adaptive fit can. The weight must follow the object into each sheared
+    version: kept at the noshear centroid, an object off the stamp's centre
+    moves under the metacal shear while its weight does not, which biased m
+    by -0.008 (one centring step) and -0.021 (none) on isolated galaxies,
+    against -0.00007 with each version recentred.
 
     Returns
     -------
@@ -197,17 +206,8 @@ def weighted_version_shapes(images, versions, pixel_scale, weight_fwhm):
     """
     stack = np.stack([images[v] for v in versions])
     ny, nx = stack.shape[1:]
-    mid = np.array([nx // 2, ny // 2], dtype=np.float64)
-    sigma = weight_fwhm / FWHM_PER_SIGMA / pixel_scale  # pixels
-    y, x = np.mgrid[0:ny, 0:nx]
-    wi = np.exp(-0.5 * ((x - mid[0]) ** 2 + (y - mid[1]) ** 2) / sigma**2) * stack[0]
-    flux = wi.sum()
-    if not flux > 0:
-        return None
-    # one recentring step on noshear (np.clip: continuous, unlike a cut)
-    shift = np.array([(wi * (x - mid[0])).sum(), (wi * (y - mid[1])).sum()]) / flux
-    centre = mid + np.clip(shift, -2.0, 2.0)
-    wm = weighted_moments(stack, np.tile(centre, (len(versions), 1)), weight_fwhm, pixel_scale, 1.0)
+    centres = np.tile([nx // 2, ny // 2], (len(versions), 1))
+    wm = weighted_moments(stack, centres, weight_fwhm, pixel_scale, 1.0, recentre=RECENTRE)
     if not wm.ok.all():
         return None
     # S/N = flux / (sigma sqrt(sum w^2)); at sigma 1 the moments' s2n is flux / norm
