@@ -210,6 +210,7 @@ def _compare_json(contexts, inputs, flaggers, entries, timings) -> dict:
     return {
         "engine": result.engine,
         "noise_fields": result.meta.get("noise_fields"),
+        "shape": result.meta.get("shape"),
         "true_shear": _plus_shear(inputs[0]),
         "shear_pairs": sorted(item.sign for item in inputs) == [-1, 1],
         "selections": entries,

@@ -70,7 +70,7 @@ KERNEL = "kspace"
 #: The operator of the common Gaussian PSF (:meth:`MetacalOperators.for_gaussian_psf`).
 COMMON_KERNEL = "common-gaussian"
 #: Settings (``shear.options.metacal``); a ``common_psf_sigma`` of 0 is derived.
-DEFAULTS = {"varying_psf": "common", "common_psf_sigma": 0.0, "shape": "admom", "weight_fwhm": 1.2}
+DEFAULTS = {"varying_psf": "common", "common_psf_sigma": 0.0, "shape": "wmom", "weight_fwhm": 1.2}
 VARYING_PSF_CHOICES = ("common", "per_object")
 #: ``shape``: HSM adaptive moments, or Gaussian-weighted moments of ``weight_fwhm`` arcsec.
 SHAPE_CHOICES = ("admom", "wmom")
@@ -327,6 +327,7 @@ class GalSimMetacal(StampShearEngine):
             "reconvolution_psf": f"round Gaussian, sigma {sigma_k:.4f} arcsec "
             f"(dilated by 1 + 2 step{what})",
             "reconvolution_sigma_arcsec": float(sigma_k),
+            "shape": f"wmom, weight FWHM {weight_fwhm:g} arcsec" if weight_fwhm else "admom",
             "fixnoise": self.fixnoise,
             "noise_fields": "given" if noise_fields is not None else "drawn",
             "interpolant": INTERPOLANT,

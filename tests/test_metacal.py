@@ -34,9 +34,13 @@ def pairs():
     )
 
 
+#: The adaptive-moments shape: the tests on ``noiseless_result`` check its known floor.
+ADMOM = ShearConfig(options={"metacal": {"shape": "admom"}})
+
+
 @pytest.fixture(scope="module")
 def noiseless_result(pairs):
-    return GalSimMetacal(ShearConfig()).measure(
+    return GalSimMetacal(ADMOM).measure(
         pairs.stamps, pairs.psf, pairs.pixel_scale, 0.0, np.random.default_rng(1)
     )
 
@@ -226,7 +230,7 @@ def test_failures_inside_the_engine_become_flags(pairs, monkeypatch):
 
     monkeypatch.setattr(MetacalOperators, "images", images)
     monkeypatch.setattr(galsim.hsm, "FindAdaptiveMom", moments)
-    result = GalSimMetacal(ShearConfig()).measure(
+    result = GalSimMetacal(ADMOM).measure(
         pairs.stamps[:4], pairs.psf, pairs.pixel_scale, 0.0, np.random.default_rng(0)
     )
     flags = list(result.table["MCAL_FLAGS"])

@@ -336,6 +336,8 @@ def print_table(data: dict) -> None:
     rows = data["selections"]
     pairs = " (±g pairs)" if data.get("shear_pairs") else ""
     fields = f", correction fields {data['noise_fields']}" if data.get("noise_fields") else ""
+    if data.get("shape"):
+        fields = f" ({data['shape']}){fields}"
     print(
         f"engine: {data['engine']}{fields}   true shear: {data['true_shear']}{pairs}   "
         f"objects: {data['n_objects']} ({data['n_measured']} measured)"
