@@ -12,14 +12,17 @@ Method (Huff & Mandelbaum 2017; Sheldon & Huff 2017), per stamp:
    image's power past the PSF's at any k. The same kernel is used for all
    five versions, so the response is a pure shear response (no PSF term);
 5. draw on the stamp grid (``method="no_pixel"``: the kernel stands for the
-   pixelated PSF) and measure adaptive moments (``galsim.hsm.FindAdaptiveMom``).
-   The ellipticity is the distortion ``e = (Ixx - Iyy, 2 Ixy) / (Ixx + Iyy)``
-   of the adaptive Gaussian, the quantity ngmix's Admom reports as ``e``.
-   Setting ``shape: wmom`` measures instead the moments under one round
-   Gaussian weight of ``weight_fwhm`` arcsec (metadetection's ``wmom``,
-   :func:`blendflag.shear.moments.weighted_version_shapes`): a smooth
-   function of the pixels that never fails, so the +g and -g images of a
-   pair give close shapes even for objects an adaptive fit handles badly.
+   pixelated PSF) and measure the five versions' shapes, as the setting
+   ``shape`` says (:mod:`blendflag.shear.moments`):
+
+   - ``wmom`` (default): moments under one round Gaussian weight of
+     ``weight_fwhm`` arcsec (1.2, metadetection's), recentred on the light in
+     each version; e = (Mxx - Myy, 2 Mxy) / (Mxx + Myy). A smooth function of
+     the pixels that never fails, so the +g and -g images of a pair give
+     close shapes even for objects an adaptive fit handles badly;
+   - ``admom``: HSM adaptive moments (``galsim.hsm.FindAdaptiveMom``), the
+     distortion of the adaptive Gaussian, the quantity ngmix's Admom reports
+     as ``e``.
 
 Noise correction ("fixnoise"): deconvolving and shearing turns the pixel
 noise into a sheared, correlated field that biases the response. For each
@@ -77,7 +80,7 @@ SHAPE_CHOICES = ("admom", "wmom")
 
 
 class GalSimMetacal(StampShearEngine):
-    """Metacalibration with GalSim: deconvolve, shear, reconvolve, adaptive moments.
+    """Metacalibration with GalSim: deconvolve, shear, reconvolve, moments (``shape``).
 
     Parameters
     ----------

@@ -1,4 +1,7 @@
-"""Gaussian-weighted moments of stamps (the ``wmom`` measurement of metadetection).
+"""Shapes from moments: Gaussian-weighted (``wmom``, metadetection's) and adaptive.
+
+:func:`weighted_version_shapes` and :func:`adaptive_version_shapes` measure
+one object's five metacal versions (the ``metacal`` engine's ``shape``).
 
 For a stamp ``I``, a round Gaussian weight ``w`` of fixed size centred on the
 detection (sub-pixel), and offsets ``dx, dy`` from that centre:
