@@ -220,16 +220,30 @@ def settings_for(
     pixel_scale=None,
     bootstrap=None,
 ) -> dict:
-    """The settings that define a tile's result (hashed for resuming)."""
+    """The settings that define a tile's result (hashed for resuming).
+
+    They include the engine's resolved settings (its defaults with the
+    config's ``shear.options`` applied), so a tile measured before an
+    engine's default changed is measured again, not resumed.
+    """
     import blendflag
 
     return {
         "config": asdict(config),
         "flaggers": list(flaggers),
         "engine": engine,
+        "engine_settings": _engine_settings(config, engine),
         "seed": int(seed),
         "weights": weights,
         "pixel_scale": pixel_scale,
         "bootstrap": bootstrap,
         "version": blendflag.__version__,
     }
+
+
+def _engine_settings(config, engine: str) -> dict | None:
+    """The named engine's resolved ``settings`` for ``config.shear`` (None: none known)."""
+    from blendflag.plugins import get_plugin_manager, get_shear_engines
+
+    cls = get_shear_engines(get_plugin_manager()).get(engine)
+    return getattr(cls(config.shear), "settings", None) if cls is not None else None

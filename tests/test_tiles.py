@@ -239,3 +239,20 @@ def test_simulated_pair_gives_the_same_answer_through_tiles_and_directly(tmp_pat
         assert entry["n"] == mine["n"]
         for key in ("m", "m_err", "c1", "c2", "dm_vs_all", "dm_vs_truth", "R11"):
             assert entry[key] == pytest.approx(mine[key], rel=1e-9, abs=1e-12), key
+
+
+def test_a_changed_engine_default_changes_the_tile_hash(monkeypatch):
+    """A tile measured before an engine's default changed is measured again:
+    the hashed settings hold the engine's resolved settings, not only the config."""
+    import blendflag_plugins.metacal_galsim as engine_module
+    from blendflag.config import load_pipeline_config
+    from blendflag.tiles import settings_for
+
+    config = load_pipeline_config(None)
+    before = settings_for(config, ["sextractor"], "metacal", 1)
+    monkeypatch.setitem(engine_module.DEFAULTS, "weight_fwhm", 2.0)
+    after = settings_for(config, ["sextractor"], "metacal", 1)
+    assert before["config"] == after["config"]
+    assert before["engine_settings"]["weight_fwhm"] == 1.2
+    assert after["engine_settings"]["weight_fwhm"] == 2.0
+    assert settings_for(config, [], "none", 1)["engine_settings"] is None
