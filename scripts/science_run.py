@@ -75,13 +75,19 @@ def simulate_tiles(root: Path, density, noise, seeds, n_galaxies, margin):
 
 
 def run_configuration(
-    root: Path, workers: int, seed: int, bootstrap: int, engine_name: str | None = None
+    root: Path,
+    workers: int,
+    seed: int,
+    bootstrap: int,
+    engine_name: str | None = None,
+    seeds=None,
 ) -> dict:
     """``compare --tiles`` over the configuration's fields; the combined JSON.
 
     ``engine_name`` None takes the config's engine (``auto``) and the tiles go
     to ``root/tiles``; a named engine's tiles go to ``root/tiles_<name>``, so
-    several engines measure the same fields side by side.
+    several engines measure the same fields side by side. ``seeds`` keeps
+    only those fields (``seed<k>`` directories); None takes every field there.
     """
     from blendflag.config import load_pipeline_config
     from blendflag.flaggers import make_flaggers
@@ -98,6 +104,9 @@ def run_configuration(
         get_shear_engines(pm), engine_name or config.shear.engine, paired=True
     ).name
     tiles = read_tiles(str(root / "seed*" / "*" / "image.fits"))
+    if seeds is not None:  # only this run's fields, not every field in the directory
+        wanted = {f"seed{k}" for k in seeds}
+        tiles = [t for t in tiles if Path(t.image).parent.parent.name in wanted]
     settings = settings_for(config, names, engine, seed, bootstrap=bootstrap)
     out = root / ("tiles" if engine_name is None else f"tiles_{engine_name}")
     status = run_tiles(tiles, settings, out, workers=workers, quiet=True, on_message=None)
@@ -202,7 +211,7 @@ def main(argv=None) -> int:
         seeds = range(args.seed, args.seed + args.tiles)
         simulate_tiles(root, density, noise, seeds, args.n_galaxies, margin=26)
         results[name] = run_configuration(
-            root, args.workers, args.seed, args.bootstrap, args.engine
+            root, args.workers, args.seed, args.bootstrap, args.engine, seeds
         )
         results[name].update(density=density, noise_sigma=noise)
         stem = "compare" if args.engine is None else f"compare_{args.engine}"
