@@ -202,7 +202,7 @@ class Metadetection(ImageShearEngine):
         """
         from blendflag.parallel import run_chunks
         from blendflag.progress import progress
-        from blendflag.shear.cells import cell_grid, cell_seeds
+        from blendflag.shear.cells import cell_grid, cell_seeds, cells_psf_description
 
         start = time.perf_counter()
         settings = self.settings
@@ -218,7 +218,6 @@ class Metadetection(ImageShearEngine):
         cells = cell_grid(image.shape, settings["cell_size"], settings["cell_buffer"])
         seeds = cell_seeds(seed, len(cells))
         tasks = []
-        varies = psf_model is not None and psf_model.varies
         for cell, cell_seed in zip(cells, seeds, strict=True):
             y0, y1, x0, x1 = cell.region
             tasks.append(
@@ -244,9 +243,7 @@ class Metadetection(ImageShearEngine):
         finally:
             bar.close()
         result = _join(parts, self, return_images, time.perf_counter() - start, len(cells))
-        result.meta["psf"] = (
-            f"{psf_model.description} at every cell's centre" if varies else "one PSF image"
-        )
+        result.meta["psf"] = cells_psf_description(psf_model)
         return result
 
 

@@ -146,10 +146,11 @@ class MetadetectExternal(ImageShearEngine):
 
     def metadetect_config(self) -> dict:
         """The ``config`` given to ``do_metadetect`` (step and weight FWHM from the settings)."""
+        settings = self.settings
         config = copy.deepcopy(METADETECT_CONFIG)
         config["metacal"]["step"] = self.step
-        config["weight"]["fwhm"] = self.settings["weight_fwhm"]
-        config["metacal"]["use_noise_image"] = self.settings["noise_field"] == "shared"
+        config["weight"]["fwhm"] = settings["weight_fwhm"]
+        config["metacal"]["use_noise_image"] = settings["noise_field"] == "shared"
         return config
 
     def measure_image(self, image, weight, psf, pixel_scale, noise_sigma, rng) -> VersionCatalogues:
@@ -220,7 +221,7 @@ class MetadetectExternal(ImageShearEngine):
         """
         import metadetect
 
-        from blendflag.shear.cells import cell_grid, cell_seeds
+        from blendflag.shear.cells import cell_grid, cell_seeds, cells_psf_description
 
         start = time.perf_counter()
         settings = self.settings
@@ -266,14 +267,13 @@ class MetadetectExternal(ImageShearEngine):
         tables = {v: vstack(parts[v], metadata_conflicts="silent") for v in parts}
         units = {v: np.asarray(t["CELL"], dtype=np.int64) for v, t in tables.items()}
         seconds = time.perf_counter() - start
-        varies = psf_model is not None and psf_model.varies
         meta = {
             "seconds": seconds,
             "noise_sigma": float(sigma),
             "metadetect_version": getattr(metadetect, "__version__", "?"),
             "settings": settings,
             "cells": len(cells),
-            "psf": f"{psf_model.description} at every cell's centre" if varies else "one PSF image",
+            "psf": cells_psf_description(psf_model),
         }
         if failures:
             meta["failed"] = f"{len(failures)} of {len(cells)} cells: {failures[0]}"

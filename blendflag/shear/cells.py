@@ -71,6 +71,13 @@ class Cell:
         return np.asarray(image, dtype=np.float64)
 
 
+def cells_psf_description(psf_model) -> str:
+    """What PSF the cells were measured with (for an image engine's ``meta["psf"]``)."""
+    if psf_model is None or not psf_model.varies:
+        return "one PSF image"
+    return f"{psf_model.description} at every cell's centre"
+
+
 def cell_seeds(seed: int, n_cells: int) -> np.ndarray:
     """One seed per cell for its noise-correction field, from the run's ``seed``.
 
