@@ -93,6 +93,7 @@ class GalSimMetacal(StampShearEngine):
     """
 
     name = "metacal"
+    takes_offsets = True
     #: ``--engine auto`` preference (built on GalSim alone: runs everywhere).
     priority = 10
     takes_psf_per_object = True
@@ -176,12 +177,22 @@ class GalSimMetacal(StampShearEngine):
     # -- engine ---------------------------------------------------------------
 
     def measure(
-        self, stamps, psf, pixel_scale, noise_sigma, rng, return_images=False, noise_fields=None
+        self,
+        stamps,
+        psf,
+        pixel_scale,
+        noise_sigma,
+        rng,
+        return_images=False,
+        noise_fields=None,
+        offsets=None,
     ):
         """Metacal ellipticities of every stamp (see :meth:`StampShearEngine.measure`).
 
         ``rng`` draws the noise-correction fields (one per noisy object)
-        unless ``noise_fields`` gives them;
+        unless ``noise_fields`` gives them; ``offsets`` (``(n, 2)`` pixels,
+        each detection's position relative to its stamp's central pixel)
+        start the ``wmom`` weight's centring;
         ``meta`` records the reconvolution kernel and the time per object.
         """
         import galsim
@@ -195,6 +206,7 @@ class GalSimMetacal(StampShearEngine):
             noise_fields = np.asarray(noise_fields, dtype=np.float64).reshape(-1, ny, nx)
             if len(noise_fields) != n:
                 raise ValueError(f"{len(noise_fields)} noise fields for {n} stamps")
+        offsets = np.zeros((n, 2)) if offsets is None else np.asarray(offsets, float).reshape(n, 2)
         table = empty_result_table(n)
         flags = data.flags.copy()
         per_object = data.psf.ndim == 3
@@ -286,7 +298,9 @@ class GalSimMetacal(StampShearEngine):
                 for version in METACAL_VERSIONS:
                     images[version][i] = mc[version]
             shapes = (
-                weighted_version_shapes(mc, METACAL_VERSIONS, data.pixel_scale, weight_fwhm)
+                weighted_version_shapes(
+                    mc, METACAL_VERSIONS, data.pixel_scale, weight_fwhm, offsets[i]
+                )
                 if weight_fwhm
                 else adaptive_version_shapes(mc, METACAL_VERSIONS, data.pixel_scale, guess)
             )

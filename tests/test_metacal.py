@@ -150,6 +150,68 @@ def test_weighted_moments_shape_recovers_the_shear(pairs):
         _ = GalSimMetacal(ShearConfig(options={"metacal": {"shape": "ksb"}})).settings
 
 
+def _blend_shape(x_target: float, offsets: bool):
+    """wmom noshear shape of a galaxy at ``x_target`` (1-based) with a brighter neighbour."""
+    from blendflag.stamps import cut_stamps
+
+    scale, y_target = 0.187, 60.3
+    psf = galsim.Moffat(beta=2.5, fwhm=0.7)
+    image = galsim.ImageF(121, 121, scale=scale)
+    for x, y, flux, g in (
+        (x_target, y_target, 1e4, (0.1, 0.05)),
+        (x_target + 7, 63.3, 2e4, (-0.2, 0.1)),
+    ):
+        gal = galsim.Exponential(half_light_radius=0.5, flux=flux).shear(g1=g[0], g2=g[1])
+        galsim.Convolve(gal, psf).drawImage(
+            image=image, center=galsim.PositionD(x, y), add_to_image=True
+        )
+    stamps, _ = cut_stamps(image.array, np.array([x_target]), np.array([y_target]), 51)
+    position = np.array([[x_target, y_target]]) - 1.0
+    table = (
+        GalSimMetacal(ShearConfig())
+        .measure(
+            stamps,
+            psf.drawImage(nx=51, ny=51, scale=scale).array,
+            scale,
+            0.0,
+            np.random.default_rng(1),
+            offsets=position - np.rint(position) if offsets else None,
+        )
+        .table
+    )
+    return np.array([table["G1_NOSHEAR"][0], table["G2_NOSHEAR"][0]])
+
+
+def test_wmom_shape_does_not_jump_when_the_stamp_centre_does():
+    """A galaxy next to a brighter neighbour, moved by 0.02 px across a half
+    pixel: its stamp's central pixel jumps by one. Started at the detection's
+    sub-pixel position (``offsets``) the weight ends where it did and the shape
+    changes by < 1e-4 (2e-8 measured); started at the central pixel, three
+    centring steps end elsewhere next to the neighbour (0.014 measured). This
+    jump carried most of the variance of m in the +g/-g pairs of `compare`."""
+    moved = _blend_shape(60.51, offsets=True) - _blend_shape(60.49, offsets=True)
+    jumped = _blend_shape(60.51, offsets=False) - _blend_shape(60.49, offsets=False)
+    assert np.abs(moved).max() < 1e-4
+    assert np.abs(jumped).max() > 1e-3  # the setting this test guards is one that jumps
+
+
+def test_stamp_offsets_follow_the_cutout_and_the_crop():
+    """Offsets from the central pixel of the cropped stamp, also for an even cutout."""
+    from types import SimpleNamespace
+
+    from astropy.table import Table
+
+    from blendflag.shear.inputs import stamp_offsets
+
+    table = Table({"X_IMAGE": [10.6, 20.0], "Y_IMAGE": [7.2, 30.5]})
+    odd = SimpleNamespace(table=table, stamps=np.zeros((2, 51, 51)))
+    assert np.allclose(stamp_offsets(odd, 41), [[-0.4, 0.2], [0.0, -0.5]])
+    even = SimpleNamespace(table=table, stamps=np.zeros((2, 52, 52)))
+    # an even cutout puts the object on pixel 26; cropped to 41 that is pixel 21, centre 20
+    assert np.allclose(stamp_offsets(even, 41), [[0.6, 1.2], [1.0, 0.5]])
+    assert stamp_offsets(SimpleNamespace(table=Table({"A": [1]}), stamps=None), 41) is None
+
+
 def test_response_is_positive_and_sensible(noiseless_result):
     R = shear_response(noiseless_result.table, step=0.01)
     # the distortion of a resolved galaxy responds to shear with R ~ 2 (1 - e^2) x resolution

@@ -134,6 +134,9 @@ class StampShearEngine(ShearEngine):
     #: cube): a varying PSF (``context.psf_model``) is then evaluated at every
     #: object; engines that do not get the PSF at the image centre.
     takes_psf_per_object = False
+    #: Whether :meth:`measure` takes ``offsets=``: ``(n, 2)`` pixels, each
+    #: detection's position relative to its stamp's central pixel.
+    takes_offsets = False
     #: How many stamps this process is expected to measure with one PSF in
     #: this run (set by the chunk driver; 0: unknown), for engines whose
     #: set-up pays only over many stamps.
@@ -208,29 +211,25 @@ class StampShearEngine(ShearEngine):
             No stamps or no PSF in the context.
         """
         from blendflag.progress import progress
+        from blendflag.shear import inputs
         from blendflag.shear.driver import measure_parallel
-        from blendflag.shear.inputs import (
-            context_noise_fields,
-            context_pixel_scale,
-            crop_stamps,
-            object_keys,
-            object_noise,
-            object_psfs,
-        )
 
         if context.stamps is None:
             raise BlendflagError("measure_shear needs stamps: the cutout stage made none")
         if context.psf is None:
             raise BlendflagError("measure_shear needs a PSF image (give --psf)")
-        stamps = crop_stamps(np.asarray(context.stamps), int(self.config.stamp_size))
-        pixel_scale = context_pixel_scale(context)
-        noise = object_noise(context, stamps.shape[-1])
+        stamps = inputs.crop_stamps(np.asarray(context.stamps), int(self.config.stamp_size))
+        pixel_scale = inputs.context_pixel_scale(context)
+        noise = inputs.object_noise(context, stamps.shape[-1])
         if self.config.neighbours == "mask":  # other sources' pixels filled with noise
             from blendflag.masking import masked_stamps_for
 
-            stamps = masked_stamps_for(context, stamps, noise, object_keys(context, len(stamps)))
-        noise_fields = context_noise_fields(context, noise, stamps.shape[-1])
-        psf = object_psfs(context) if self.takes_psf_per_object else None
+            stamps = masked_stamps_for(
+                context, stamps, noise, inputs.object_keys(context, len(stamps))
+            )
+        noise_fields = inputs.context_noise_fields(context, noise, stamps.shape[-1])
+        psf = inputs.object_psfs(context) if self.takes_psf_per_object else None
+        offsets = inputs.stamp_offsets(context, stamps.shape[-1]) if self.takes_offsets else None
         bar = progress(total=len(stamps), desc="shear", quiet=context.quiet, unit="obj")
         try:
             result = measure_parallel(
@@ -246,6 +245,7 @@ class StampShearEngine(ShearEngine):
                 progress=bar.update,
                 scheduler=context.scheduler,
                 noise_fields=noise_fields,
+                offsets=offsets,
             )
         finally:
             bar.close()

@@ -3,6 +3,7 @@
 One place decides each of them, for every engine and every route:
 
 - :func:`crop_stamps`: the engine's stamp size out of the cutout stage's stamps;
+- :func:`stamp_offsets`: where each detection sits in its stamp, to the sub-pixel;
 - :func:`context_pixel_scale`: the given scale, else the image WCS, else 1;
 - :func:`context_psf_model`, :func:`object_psfs`: the PSF model (a constant
   image or one that varies) and its images at the objects;
@@ -25,6 +26,26 @@ def crop_stamps(stamps: np.ndarray, size: int) -> np.ndarray:
         return stamps
     lo = (side - size) // 2
     return stamps[..., lo : lo + size, lo : lo + size]
+
+
+def stamp_offsets(context, size: int) -> np.ndarray | None:
+    """Each detection's position relative to the central pixel of its cropped stamp.
+
+    The cutout stage centres a stamp on the pixel nearest the position
+    (:func:`blendflag.stamps.cut_stamps`); this is the rest, ``(dx, dy)`` in
+    pixels (within +-0.5 for odd sizes), for the engine's ``size`` after
+    :func:`crop_stamps`. None without X_IMAGE and Y_IMAGE.
+    """
+    table = context.table
+    if table is None or not {"X_IMAGE", "Y_IMAGE"} <= set(table.colnames):
+        return None
+    side = int(np.shape(context.stamps)[-1])
+    kept = min(size, side) if size > 0 else side
+    shift = side // 2 - (side - kept) // 2 - kept // 2  # central pixel moved by the crop
+    xy = np.column_stack(
+        [np.asarray(table[c], dtype=np.float64) - 1.0 for c in ("X_IMAGE", "Y_IMAGE")]
+    )
+    return xy - np.rint(xy) + shift
 
 
 def context_pixel_scale(context) -> float:

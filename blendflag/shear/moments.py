@@ -189,18 +189,29 @@ def adaptive_version_shapes(images, versions, pixel_scale, guess):
     return e, T, num, den
 
 
-def weighted_version_shapes(images, versions, pixel_scale, weight_fwhm):
+def weighted_version_shapes(images, versions, pixel_scale, weight_fwhm, start=(0.0, 0.0)):
     """Gaussian-weighted moments of one object's metacal images (the ``wmom`` shape).
 
     One round weight of ``weight_fwhm`` arcsec, moved in each version to the
-    light's weighted centroid (:data:`RECENTRE` steps from the stamp's
-    centre), so each ellipticity is a smooth function of the pixels: it
+    light's weighted centroid (:data:`RECENTRE` steps from the detection's
+    position ``start``), so each ellipticity is a smooth function of the pixels: it
     cannot fail or jump between the +g and -g images of a pair the way an
     adaptive fit can. The weight must follow the object into each sheared
     version: kept at the noshear centroid, an object off the stamp's centre
     moves under the metacal shear while its weight does not, which biased m
     by -0.008 (one centring step) and -0.021 (none) on isolated galaxies,
-    against -0.00007 with each version recentred.
+    against -0.00007 with each version recentred. The steps start at the
+    detection's sub-pixel position, not at the stamp's central pixel: the
+    central pixel jumps by one when a position crosses a half pixel between
+    the +g and -g images, and three steps from starting points a pixel apart
+    end in different places next to a neighbour (those jumps carried most of
+    the variance of m on blended fields).
+
+    Parameters
+    ----------
+    start : tuple of float
+        The detection's position relative to the stamp's central pixel
+        ``(S // 2, S // 2)``, ``(dx, dy)`` in pixels. [default: (0, 0)]
 
     Returns
     -------
@@ -209,7 +220,7 @@ def weighted_version_shapes(images, versions, pixel_scale, weight_fwhm):
     """
     stack = np.stack([images[v] for v in versions])
     ny, nx = stack.shape[1:]
-    centres = np.tile([nx // 2, ny // 2], (len(versions), 1))
+    centres = np.tile([nx // 2 + start[0], ny // 2 + start[1]], (len(versions), 1))
     wm = weighted_moments(stack, centres, weight_fwhm, pixel_scale, 1.0, recentre=RECENTRE)
     if not wm.ok.all():
         return None
