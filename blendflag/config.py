@@ -277,6 +277,8 @@ class FlagConfig:
 
 #: Values of ``shear.neighbours``: measure stamps as cut, or mask other sources.
 NEIGHBOUR_CHOICES = ("keep", "mask")
+#: Values of ``shear.neighbour_pixels``: which pixels of a neighbour's segment are masked.
+NEIGHBOUR_PIXEL_CHOICES = ("dominant", "segment")
 
 
 @dataclass
@@ -296,10 +298,8 @@ class ShearConfig:
         Bootstrap resamplings for errors. [default: 200]
     max_version_spread : float
         Objects whose ellipticity differs by more than this between the five
-        metacalibration versions are flagged ``unstable`` (a step of 0.01
-        moves a shape by about 0.01-0.02; 0.2 means a response of 10 or more,
-        a measurement that jumped to another solution); 0 switches the check
-        off. [default: 0.2]
+        versions are flagged ``unstable`` (a jump to another solution: a step
+        of 0.01 moves a shape by 0.01-0.02); 0: off. [default: 0.2]
     truth_depth : str
         Depth of the blend truth behind the ``no_true_blends`` selection of a
         simulated field: ``field`` (footprints at the image's own noise: the
@@ -313,6 +313,10 @@ class ShearConfig:
         sees the filled stamp (the uberseg / noise-fill approach of ShapePipe;
         the footprints come from the detection's segmentation map, see
         :mod:`blendflag.masking`). [default: "keep"]
+    neighbour_pixels : str
+        Which pixels of another source's segment ``"mask"`` fills: where that
+        source's catalogue model outshines the object's (``"dominant"``,
+        :func:`blendflag.masking.dominant_pixels`) or all (``"segment"``).
     options : dict
         Per-engine settings, keyed by engine name; each engine documents its
         own (e.g. a metadetection engine's cell size and cuts).
@@ -325,22 +329,24 @@ class ShearConfig:
     max_version_spread: float = 0.2
     truth_depth: str = "field"
     neighbours: str = "keep"
+    neighbour_pixels: str = "segment"
     options: dict = field(default_factory=dict)
 
     def validate(self, where: str) -> None:
-        check(
-            self.truth_depth in ("field", "reference"),
-            f"{where}.truth_depth",
-            f"must be field or reference, got {self.truth_depth!r}",
-        )
+        for name, choices in (
+            ("truth_depth", ("field", "reference")),
+            ("neighbours", NEIGHBOUR_CHOICES),
+            ("neighbour_pixels", NEIGHBOUR_PIXEL_CHOICES),
+        ):
+            value = getattr(self, name)
+            check(
+                value in choices,
+                f"{where}.{name}",
+                f"must be {' or '.join(choices)}, got {value!r}",
+            )
         check(0 < self.step < 0.1, f"{where}.step", "must be in (0, 0.1)")
         check(self.n_bootstrap >= 10, f"{where}.n_bootstrap", "must be at least 10")
         check(self.max_version_spread >= 0, f"{where}.max_version_spread", "must be >= 0")
-        check(
-            self.neighbours in NEIGHBOUR_CHOICES,
-            f"{where}.neighbours",
-            f"must be {' or '.join(NEIGHBOUR_CHOICES)}, got {self.neighbours!r}",
-        )
 
 
 @dataclass

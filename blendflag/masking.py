@@ -31,7 +31,7 @@ MAX_SEGMENT_ID = 2**24
 MATCH_RADIUS = 1.0
 
 
-def neighbour_masks(segmentation, x, y, numbers, size: int) -> np.ndarray:
+def neighbour_masks(segmentation, x, y, numbers, size: int, models=None) -> np.ndarray:
     """Stamp pixels that belong to other sources, per object.
 
     Parameters
@@ -47,12 +47,19 @@ def neighbour_masks(segmentation, x, y, numbers, size: int) -> np.ndarray:
     size : int
         Stamp side in pixels, centred as :func:`blendflag.stamps.cut_stamps`
         centres (on the pixel nearest the position).
+    models : numpy.ndarray or None
+        ``(n, 4)`` light model of each object: FLUX_AUTO (ADU), A_IMAGE,
+        B_IMAGE (pixels) and THETA_IMAGE (degrees), an elliptical Gaussian.
+        When given, a pixel of another source's segment is a neighbour pixel
+        only where that source's model is brighter than the object's own
+        (:func:`dominant_pixels`); a segment of no listed object stays whole.
 
     Returns
     -------
     numpy.ndarray
         ``(n, size, size)`` bool: True where the segment is neither sky nor
-        the object's own. Pixels outside the image are not neighbours.
+        the object's own (and, with ``models``, its source outshines the
+        object). Pixels outside the image are not neighbours.
 
     Raises
     ------
@@ -72,7 +79,67 @@ def neighbour_masks(segmentation, x, y, numbers, size: int) -> np.ndarray:
     # the map cut as an image: the same rows and columns as the object's stamp
     ids, _ = cut_stamps(seg.astype(np.float32), x, y, size)
     ids = np.rint(ids).astype(np.int64)
-    return (ids != 0) & (ids != numbers[:, None, None])
+    masks = (ids != 0) & (ids != numbers[:, None, None])
+    if models is not None:
+        masks = dominant_pixels(masks, ids, x, y, numbers, np.asarray(models, float))
+    return masks
+
+
+def dominant_pixels(masks, ids, x, y, numbers, models) -> np.ndarray:
+    """Keep the neighbour pixels where the neighbour's light model outshines the object's.
+
+    Two touching sources share a segmentation boundary that deblending draws
+    pixel by pixel, and it moves by whole pixels between images that differ
+    only by a small shear: masking a whole neighbour segment then changes the
+    object's own light by much more than the shear does (sigma_m of the
+    default field's ``all_masked`` 0.0041, against 0.0026 with this rule,
+    seed 1). Here the boundary inside the neighbour's segment is where the
+    two catalogue models (elliptical Gaussians of FLUX_AUTO, A, B, THETA) are
+    equally bright, a smooth curve near the valley between the sources.
+
+    Parameters
+    ----------
+    masks : numpy.ndarray
+        ``(n, S, S)`` bool whole-segment neighbour masks.
+    ids : numpy.ndarray
+        ``(n, S, S)`` segment id of every stamp pixel.
+    x, y, numbers, models
+        As :func:`neighbour_masks`.
+
+    Returns
+    -------
+    numpy.ndarray
+        The masks, restricted; a new array.
+    """
+    x = np.asarray(x, dtype=np.float64) - 1.0  # 0-based
+    y = np.asarray(y, dtype=np.float64) - 1.0
+    flux = np.clip(models[:, 0], 1e-30, None)
+    a, b = (np.clip(models[:, k], 0.3, None) for k in (1, 2))  # pixels: a floor, never 0
+    theta = np.radians(models[:, 3])
+    cos, sin = np.cos(theta), np.sin(theta)
+    # inverse covariance of each Gaussian, and the log of its peak
+    inv = np.stack([cos**2 / a**2 + sin**2 / b**2, cos * sin * (1 / a**2 - 1 / b**2)])
+    inv = np.vstack([inv, [sin**2 / a**2 + cos**2 / b**2]])
+    log_peak = np.log(flux / (2.0 * np.pi * a * b))
+    order = np.argsort(numbers, kind="stable")
+    sorted_ids = numbers[order]
+    size = masks.shape[-1]
+    grid = np.arange(size) - size // 2
+    out = masks.copy()
+    for i in np.flatnonzero(masks.any(axis=(1, 2))):
+        py, px = np.nonzero(masks[i])
+        where = np.minimum(np.searchsorted(sorted_ids, ids[i][py, px]), len(order) - 1)
+        known = sorted_ids[where] == ids[i][py, px]  # the segment's object is listed
+        other = order[where[known]]
+        X = np.rint(x[i]) + grid[px[known]]
+        Y = np.rint(y[i]) + grid[py[known]]
+        keep = np.ones(len(py), dtype=bool)
+        own = np.full(known.sum(), i)
+        keep[known] = _log_light(other, X, Y, x, y, log_peak, inv) > _log_light(
+            own, X, Y, x, y, log_peak, inv
+        )
+        out[i][py, px] = keep
+    return out
 
 
 def fill_neighbours(stamps, masks, noise_sigma, keys, seed: int) -> np.ndarray:
@@ -128,6 +195,12 @@ def fill_neighbours(stamps, masks, noise_sigma, keys, seed: int) -> np.ndarray:
         noise = rng.standard_normal(out.shape[1:], dtype=np.float32)
         out[i][masks[i]] = np.float32(sigma[i]) * noise[masks[i]]
     return out
+
+
+def _log_light(k, X, Y, x, y, log_peak, inv) -> np.ndarray:
+    """Log of the Gaussian models of objects ``k`` at pixels ``(X, Y)`` (0-based)."""
+    dx, dy = X - x[k], Y - y[k]
+    return log_peak[k] - 0.5 * (inv[0, k] * dx * dx + 2 * inv[1, k] * dx * dy + inv[2, k] * dy * dy)
 
 
 def context_segment_ids(context) -> tuple[np.ndarray, np.ndarray]:
@@ -242,8 +315,18 @@ def masked_stamps_for(context, stamps, noise_sigma, keys) -> np.ndarray:
     seg, ids = context_segment_ids(context)
     x = np.asarray(context.table["X_IMAGE"], dtype=np.float64)
     y = np.asarray(context.table["Y_IMAGE"], dtype=np.float64)
+    models = None
+    if context.config.shear.neighbour_pixels == "dominant":
+        need = ("FLUX_AUTO", "A_IMAGE", "B_IMAGE", "THETA_IMAGE")
+        missing = [c for c in need if c not in context.table.colnames]
+        if missing:
+            raise BlendflagError(
+                f"shear.neighbour_pixels: dominant needs the column(s) {', '.join(missing)}; "
+                "give them or use neighbour_pixels: segment"
+            )
+        models = np.column_stack([np.asarray(context.table[c], dtype=np.float64) for c in need])
     # the cutout's geometry, then the engine's crop of it
-    masks = neighbour_masks(seg, x, y, ids, int(np.shape(context.stamps)[-1]))
+    masks = neighbour_masks(seg, x, y, ids, int(np.shape(context.stamps)[-1]), models)
     masks = crop_stamps(masks, int(stamps.shape[-1]))
     context.results["neighbour_pixels"] = masks.sum(axis=(1, 2)).astype(np.int32)
     return fill_neighbours(stamps, masks, noise_sigma, keys, int(context.seed))

@@ -243,3 +243,53 @@ def test_the_detect_command_still_writes_its_catalogue(detected):
         for hdu in hdul:
             assert not any("segmentation" in str(key).lower() for key in hdu.header)
         assert len(hdul["LDAC_OBJECTS"].data) >= 14
+
+
+def _touching_pair_segmentation(split: int) -> np.ndarray:
+    """Two touching sources on a 41 x 41 map: 1 left of column ``split``, 2 from it on."""
+    seg = np.zeros((41, 41), dtype=np.int32)
+    seg[14:27, 12:split] = 1
+    seg[14:27, split:34] = 2
+    seg[2:5, 2:5] = 3  # a source that is not in the catalogue
+    return seg
+
+
+def test_dominant_pixels_split_touching_sources_where_their_models_are_equal():
+    """``neighbour_pixels: dominant``: of the neighbour's segment only the pixels
+    where its model (FLUX_AUTO, A, B, THETA) outshines the object's are masked.
+    Two equal round sources at columns 16 and 24 are equally bright on column
+    20, so whatever column deblending split them at (19 or 18 here), the
+    object's mask starts at column 21; a whole-segment mask follows the split.
+    A segment of no listed source stays whole."""
+    x, y = np.array([17.0, 25.0]), np.array([21.0, 21.0])  # 1-based: columns 16, 24
+    models = np.array([[1000.0, 2.0, 2.0, 0.0], [1000.0, 2.0, 2.0, 0.0]])
+    dominant, whole = [], []
+    for split in (19, 18):
+        seg = _touching_pair_segmentation(split)
+        dominant.append(neighbour_masks(seg, x, y, [1, 2], 41, models)[0])
+        whole.append(neighbour_masks(seg, x, y, [1, 2], 41)[0])
+
+    def first_column(mask):  # image column: the object's column 16 is the stamp's 20
+        columns = np.flatnonzero(mask.any(axis=0)) - 4
+        return columns[columns > 10].min(), columns[columns <= 10]
+
+    assert first_column(dominant[0])[0] == 21
+    assert list(first_column(dominant[0])[1]) == [2, 3, 4]  # the unlisted source, whole
+    assert np.array_equal(dominant[0], dominant[1])  # the split moved, the mask did not
+    assert [first_column(m)[0] for m in whole] == [19, 18]
+    # a brighter neighbour moves the boundary towards the object
+    brighter = neighbour_masks(seg, x, y, [1, 2], 41, models * [[1, 1, 1, 1], [4, 1, 1, 1]])
+    assert first_column(brighter[0])[0] < 21
+
+
+def test_dominant_masking_needs_the_model_columns(scene):
+    """A catalogue without A_IMAGE etc. gets a one-line error naming them."""
+    config = PipelineConfig(shear=ShearConfig(neighbours="mask", neighbour_pixels="dominant"))
+    table = scene["table"].copy()
+    table.remove_column("A_IMAGE")
+    stamps, _ = cut_stamps(scene["image"], scene["x"], scene["y"], SIZE)
+    context = Context(config=config, pm=get_plugin_manager(), image=scene["image"], table=table)
+    context.stamps = stamps
+    context.segmentation = scene["seg"]
+    with pytest.raises(BlendflagError, match=r"needs the column\(s\) A_IMAGE"):
+        masked_stamps_for(context, stamps, NOISE, np.arange(len(table)))

@@ -28,6 +28,9 @@ class GalaxySet:
         The applied (g1, g2).
     pair_id : numpy.ndarray
         Objects ``2k`` and ``2k + 1`` are a pair, the second rotated by 90 degrees.
+    offsets : numpy.ndarray
+        ``(n, 2)`` each galaxy's centre relative to its stamp's central pixel,
+        ``(dx, dy)`` pixels (what a perfect detection gives an engine's ``offsets``).
     """
 
     stamps: np.ndarray
@@ -36,6 +39,7 @@ class GalaxySet:
     noise_sigma: float
     true_shear: tuple
     pair_id: np.ndarray
+    offsets: np.ndarray
 
 
 def isolated_galaxy_pairs(
@@ -89,6 +93,7 @@ def isolated_galaxy_pairs(
     psf_img = psf_img / psf_img.sum()
     stamps = np.empty((2 * n_pairs, stamp_size, stamp_size), dtype=np.float32)
     image = galsim.ImageD(stamp_size, stamp_size, scale=pixel_scale)
+    offsets = np.empty((2 * n_pairs, 2))
     for k in range(n_pairs):
         hlr = rng.uniform(*hlr_range)
         while True:
@@ -96,6 +101,8 @@ def isolated_galaxy_pairs(
             if np.hypot(*g) < 0.7:
                 break
         offset = rng.uniform(-0.5, 0.5, size=2)
+        # galsim's offset is from the true centre, the central pixel of an odd stamp
+        offsets[2 * k : 2 * k + 2] = offset + (stamp_size - 1) / 2.0 - stamp_size // 2
         for j, angle in enumerate((0.0, 90.0)):
             gal = galsim.Exponential(half_light_radius=hlr, flux=flux).shear(g1=g[0], g2=g[1])
             gal = gal.rotate(angle * galsim.degrees).shear(g1=true_shear[0], g2=true_shear[1])
@@ -110,4 +117,5 @@ def isolated_galaxy_pairs(
         noise_sigma=float(noise_sigma),
         true_shear=(float(true_shear[0]), float(true_shear[1])),
         pair_id=np.repeat(np.arange(n_pairs), 2),
+        offsets=offsets,
     )
