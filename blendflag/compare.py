@@ -211,6 +211,7 @@ def _compare_json(contexts, inputs, flaggers, entries, timings) -> dict:
         "engine": result.engine,
         "noise_fields": result.meta.get("noise_fields"),
         "shape": result.meta.get("shape"),
+        "neighbour_masking": first.results.get("neighbour_masking"),
         "true_shear": _plus_shear(inputs[0]),
         "shear_pairs": sorted(item.sign for item in inputs) == [-1, 1],
         "selections": entries,

@@ -275,10 +275,8 @@ class FlagConfig:
         check(self.batch_size >= 1, f"{where}.batch_size", "must be at least 1")
 
 
-#: Values of ``shear.neighbours``: measure stamps as cut, or mask other sources.
-NEIGHBOUR_CHOICES = ("keep", "mask")
-#: Values of ``shear.neighbour_pixels``: which pixels of a neighbour's segment are masked.
-NEIGHBOUR_PIXEL_CHOICES = ("dominant", "segment")
+NEIGHBOUR_CHOICES = ("keep", "mask")  # shear.neighbours, shear.neighbour_pixels
+NEIGHBOUR_PIXEL_CHOICES = ("dominant", "model", "segment")
 
 
 @dataclass
@@ -314,9 +312,11 @@ class ShearConfig:
         the footprints come from the detection's segmentation map, see
         :mod:`blendflag.masking`). [default: "keep"]
     neighbour_pixels : str
-        Which pixels of another source's segment ``"mask"`` fills: where that
-        source's catalogue model outshines the object's (``"dominant"``,
-        :func:`blendflag.masking.dominant_pixels`) or all (``"segment"``).
+        How ``"mask"`` masks: fill a neighbour's segment with noise
+        (``"segment"``) or only where its catalogue model outshines the
+        object's (``"dominant"``); or lower the ``wmom`` weight there, the
+        models sheared with each metacal version (``"model"``,
+        :mod:`blendflag.shear.neighbour_weights`). [default: "model"]
     options : dict
         Per-engine settings, keyed by engine name; each engine documents its
         own (e.g. a metadetection engine's cell size and cuts).
@@ -329,7 +329,7 @@ class ShearConfig:
     max_version_spread: float = 0.2
     truth_depth: str = "field"
     neighbours: str = "keep"
-    neighbour_pixels: str = "segment"
+    neighbour_pixels: str = "model"
     options: dict = field(default_factory=dict)
 
     def validate(self, where: str) -> None:

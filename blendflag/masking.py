@@ -111,16 +111,12 @@ def dominant_pixels(masks, ids, x, y, numbers, models) -> np.ndarray:
     numpy.ndarray
         The masks, restricted; a new array.
     """
+    from blendflag.shear.neighbour_weights import gaussian_parameters
+
     x = np.asarray(x, dtype=np.float64) - 1.0  # 0-based
     y = np.asarray(y, dtype=np.float64) - 1.0
-    flux = np.clip(models[:, 0], 1e-30, None)
-    a, b = (np.clip(models[:, k], 0.3, None) for k in (1, 2))  # pixels: a floor, never 0
-    theta = np.radians(models[:, 3])
-    cos, sin = np.cos(theta), np.sin(theta)
-    # inverse covariance of each Gaussian, and the log of its peak
-    inv = np.stack([cos**2 / a**2 + sin**2 / b**2, cos * sin * (1 / a**2 - 1 / b**2)])
-    inv = np.vstack([inv, [sin**2 / a**2 + cos**2 / b**2]])
-    log_peak = np.log(flux / (2.0 * np.pi * a * b))
+    log_peak, inv = gaussian_parameters(models)
+    inv = inv.T  # (3, n): xx, xy, yy
     order = np.argsort(numbers, kind="stable")
     sorted_ids = numbers[order]
     size = masks.shape[-1]
@@ -307,7 +303,7 @@ def masked_stamps_for(context, stamps, noise_sigma, keys) -> np.ndarray:
         No segmentation to be had (:func:`context_segment_ids`), or stamps
         that do not match the context's objects.
     """
-    from blendflag.shear.inputs import crop_stamps
+    from blendflag.stamps import crop_stamps
 
     stamps = np.asarray(stamps)
     if context.table is None or context.stamps is None or len(stamps) != len(context.table):
@@ -317,14 +313,9 @@ def masked_stamps_for(context, stamps, noise_sigma, keys) -> np.ndarray:
     y = np.asarray(context.table["Y_IMAGE"], dtype=np.float64)
     models = None
     if context.config.shear.neighbour_pixels == "dominant":
-        need = ("FLUX_AUTO", "A_IMAGE", "B_IMAGE", "THETA_IMAGE")
-        missing = [c for c in need if c not in context.table.colnames]
-        if missing:
-            raise BlendflagError(
-                f"shear.neighbour_pixels: dominant needs the column(s) {', '.join(missing)}; "
-                "give them or use neighbour_pixels: segment"
-            )
-        models = np.column_stack([np.asarray(context.table[c], dtype=np.float64) for c in need])
+        from blendflag.shear.neighbour_weights import catalogue_models
+
+        models = catalogue_models(context.table, "dominant")
     # the cutout's geometry, then the engine's crop of it
     masks = neighbour_masks(seg, x, y, ids, int(np.shape(context.stamps)[-1]), models)
     masks = crop_stamps(masks, int(stamps.shape[-1]))

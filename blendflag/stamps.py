@@ -18,6 +18,15 @@ STAMP_NONFINITE = 4  # some pixels were NaN/inf
 STAMP_FLAG_NAMES = {STAMP_EDGE: "edge", STAMP_MASKED: "masked", STAMP_NONFINITE: "nonfinite"}
 
 
+def crop_stamps(stamps: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop ``(n, S, S)`` stamps to ``size`` pixels when S is larger."""
+    side = stamps.shape[-1]
+    if size <= 0 or size >= side:
+        return stamps
+    lo = (side - size) // 2
+    return stamps[..., lo : lo + size, lo : lo + size]
+
+
 def cut_stamps(image, x, y, size: int, weight=None) -> tuple[np.ndarray, np.ndarray]:
     """Cut square stamps of side ``size`` around 1-based positions.
 

@@ -55,7 +55,8 @@ from blendflag import hookimpl
 from blendflag.errors import BlendflagError
 from blendflag.shear.engine import StampShearEngine
 from blendflag.shear.metacal_ops import INTERPOLANT, MetacalOperators, round_target_psf  # noqa: F401 (re-exported)
-from blendflag.shear.moments import adaptive_version_shapes, weighted_version_shapes
+from blendflag.shear.moments import version_shapes
+from blendflag.shear.neighbour_weights import version_weights
 from blendflag.shear.results import (
     MCAL_ENGINE_FAILED,
     MCAL_MOMENTS_FAILED,
@@ -119,21 +120,22 @@ class GalSimMetacal(StampShearEngine):
             An unknown setting or choice, or a negative sigma.
         """
         settings = self.engine_settings(DEFAULTS)
-        if settings["varying_psf"] not in VARYING_PSF_CHOICES:
-            raise BlendflagError(
-                f"shear.options.{self.name}.varying_psf: must be "
-                f"{' or '.join(VARYING_PSF_CHOICES)}, got {settings['varying_psf']!r}"
-            )
-        if settings["shape"] not in SHAPE_CHOICES:
-            raise BlendflagError(
-                f"shear.options.{self.name}.shape: must be {' or '.join(SHAPE_CHOICES)}, "
-                f"got {settings['shape']!r}"
-            )
+        for key, choices in (("varying_psf", VARYING_PSF_CHOICES), ("shape", SHAPE_CHOICES)):
+            if settings[key] not in choices:
+                raise BlendflagError(
+                    f"shear.options.{self.name}.{key}: must be {' or '.join(choices)}, "
+                    f"got {settings[key]!r}"
+                )
         if not settings["weight_fwhm"] > 0:
             raise BlendflagError(f"shear.options.{self.name}.weight_fwhm: must be > 0 (arcsec)")
         if not settings["common_psf_sigma"] >= 0:
             raise BlendflagError(f"shear.options.{self.name}.common_psf_sigma: must be >= 0")
         return settings
+
+    @property
+    def takes_neighbour_models(self) -> bool:
+        """Neighbour models lower the ``wmom`` weight (HSM's adaptive weight takes none)."""
+        return self.settings["shape"] == "wmom"
 
     def with_common_sigma(self, sigma: float):
         """This engine's config with the common Gaussian fixed at ``sigma`` arcsec."""
@@ -186,13 +188,15 @@ class GalSimMetacal(StampShearEngine):
         return_images=False,
         noise_fields=None,
         offsets=None,
+        neighbour_models=None,
     ):
         """Metacal ellipticities of every stamp (see :meth:`StampShearEngine.measure`).
 
         ``rng`` draws the noise-correction fields (one per noisy object)
         unless ``noise_fields`` gives them; ``offsets`` (``(n, 2)`` pixels,
         each detection's position relative to its stamp's central pixel)
-        start the ``wmom`` weight's centring;
+        start the ``wmom`` weight's centring; ``neighbour_models`` lower it
+        in each version (:func:`blendflag.shear.neighbour_weights.version_weights`);
         ``meta`` records the reconvolution kernel and the time per object.
         """
         import galsim
@@ -207,6 +211,7 @@ class GalSimMetacal(StampShearEngine):
             if len(noise_fields) != n:
                 raise ValueError(f"{len(noise_fields)} noise fields for {n} stamps")
         offsets = np.zeros((n, 2)) if offsets is None else np.asarray(offsets, float).reshape(n, 2)
+        models = [None] * n if neighbour_models is None else neighbour_models
         table = empty_result_table(n)
         flags = data.flags.copy()
         per_object = data.psf.ndim == 3
@@ -271,8 +276,7 @@ class GalSimMetacal(StampShearEngine):
                     flags[i] |= MCAL_RENDER_FAILED
                     continue
             kernel_sigma[i] = ops.target.sigma
-            # first guess of the adaptive sigma (pixels): a bit more than the kernel
-            guess = max(1.0, 1.5 * ops.target.sigma / data.pixel_scale)
+            guess = max(1.0, 1.5 * ops.target.sigma / data.pixel_scale)  # admom's start, px
             corrected = self.fixnoise and data.noise_sigma[i] > 0
             if batch is not None:
                 mc = {v: batch[v][i] for v in METACAL_VERSIONS}
@@ -297,13 +301,8 @@ class GalSimMetacal(StampShearEngine):
             if images is not None:
                 for version in METACAL_VERSIONS:
                     images[version][i] = mc[version]
-            shapes = (
-                weighted_version_shapes(
-                    mc, METACAL_VERSIONS, data.pixel_scale, weight_fwhm, offsets[i]
-                )
-                if weight_fwhm
-                else adaptive_version_shapes(mc, METACAL_VERSIONS, data.pixel_scale, guess)
-            )
+            masks = version_weights(models[i], self.step, (ny, nx))
+            shapes = version_shapes(mc, data.pixel_scale, weight_fwhm, guess, offsets[i], masks)
             if shapes is None:
                 flags[i] |= MCAL_MOMENTS_FAILED
                 continue

@@ -81,6 +81,7 @@ def run_configuration(
     bootstrap: int,
     engine_name: str | None = None,
     seeds=None,
+    config_path=None,
 ) -> dict:
     """``compare --tiles`` over the configuration's fields; the combined JSON.
 
@@ -96,7 +97,7 @@ def run_configuration(
     from blendflag.tiles import combine_tiles, run_tiles, settings_for
 
     pm = get_plugin_manager()
-    config = load_pipeline_config(None)
+    config = load_pipeline_config(config_path)
     classes = get_flaggers(pm)
     names = [n for n in config.flag.flaggers if getattr(classes.get(n), "metacal_safe", False)]
     make_flaggers(pm, names, config)  # fail early
@@ -196,6 +197,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--engine", default=None, help="shear engine (default: the config's); own tiles directory"
     )
+    parser.add_argument("--config", default=None, help="pipeline config (YAML) [the packaged one]")
     args = parser.parse_args(argv)
 
     from blendflag.simulate.presets import load_dataset
@@ -211,7 +213,7 @@ def main(argv=None) -> int:
         seeds = range(args.seed, args.seed + args.tiles)
         simulate_tiles(root, density, noise, seeds, args.n_galaxies, margin=26)
         results[name] = run_configuration(
-            root, args.workers, args.seed, args.bootstrap, args.engine, seeds
+            root, args.workers, args.seed, args.bootstrap, args.engine, seeds, args.config
         )
         results[name].update(density=density, noise_sigma=noise)
         stem = "compare" if args.engine is None else f"compare_{args.engine}"

@@ -338,6 +338,8 @@ def print_table(data: dict) -> None:
     fields = f", correction fields {data['noise_fields']}" if data.get("noise_fields") else ""
     if data.get("shape"):
         fields = f" ({data['shape']}){fields}"
+    if data.get("neighbour_masking"):
+        fields += f", all_masked: {data['neighbour_masking']}"
     print(
         f"engine: {data['engine']}{fields}   true shear: {data['true_shear']}{pairs}   "
         f"objects: {data['n_objects']} ({data['n_measured']} measured)"

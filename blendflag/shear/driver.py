@@ -24,14 +24,13 @@ def _measure_chunk(
     return_images,
     noise_fields=None,
     expected_stamps=0,
-    offsets=None,
+    extras=None,
 ):
     """One task of :func:`measure_parallel` (module level: picklable)."""
     engine = engine_cls(config)
     engine.expected_stamps = int(expected_stamps)
     kwargs = {"noise_fields": noise_fields} if noise_fields is not None else {}
-    if offsets is not None:
-        kwargs["offsets"] = offsets
+    kwargs.update(extras or {})
     return engine.measure(
         stamps,
         psf,
@@ -56,7 +55,7 @@ def measure_parallel(
     progress=None,
     scheduler: str | None = None,
     noise_fields=None,
-    offsets=None,
+    extras=None,
 ) -> MetacalResult:
     """Measure ``stamps`` in chunks, serially, in spawned processes or on Dask.
 
@@ -88,9 +87,11 @@ def measure_parallel(
         A Dask scheduler address; chunks become Dask tasks.
     noise_fields : numpy.ndarray or None
         ``(n, S, S)`` noise-correction fields (see :meth:`ShearEngine.measure`).
-    offsets : numpy.ndarray or None
-        ``(n, 2)`` detection positions relative to the stamps' central
-        pixels, for an engine that :attr:`takes_offsets`.
+    extras : dict or None
+        More per-object arrays (first axis ``n``) handed to the engine's
+        ``measure`` as keywords, chunk by chunk: ``offsets`` for an engine
+        that :attr:`takes_offsets`, ``neighbour_models`` for one that
+        :attr:`takes_neighbour_models`.
 
     Returns
     -------
@@ -131,7 +132,7 @@ def measure_parallel(
             return_images,
             None if noise_fields is None else noise_fields[i : i + MEASURE_CHUNK],
             per_process,
-            None if offsets is None else offsets[i : i + MEASURE_CHUNK],
+            {k: v[i : i + MEASURE_CHUNK] for k, v in (extras or {}).items()},
         )
         for k, i in enumerate(range(0, n, MEASURE_CHUNK))
     ]

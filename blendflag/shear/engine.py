@@ -137,6 +137,9 @@ class StampShearEngine(ShearEngine):
     #: Whether :meth:`measure` takes ``offsets=``: ``(n, 2)`` pixels, each
     #: detection's position relative to its stamp's central pixel.
     takes_offsets = False
+    #: Whether :meth:`measure` takes ``neighbour_models=`` (``shear.neighbour_pixels:
+    #: model``; :mod:`blendflag.shear.neighbour_weights`).
+    takes_neighbour_models = False
     #: How many stamps this process is expected to measure with one PSF in
     #: this run (set by the chunk driver; 0: unknown), for engines whose
     #: set-up pays only over many stamps.
@@ -202,8 +205,7 @@ class StampShearEngine(ShearEngine):
         metacal images are kept when the context has flaggers (to flag each
         version). Objects whose stamp carries ``context.stamp_flags`` get
         :data:`MCAL_STAMP_FLAGGED`. With ``config.neighbours == "mask"`` the
-        pixels of other sources are filled with noise first
-        (:func:`blendflag.masking.masked_stamps_for`).
+        other sources are masked first (:func:`blendflag.shear.inputs.engine_inputs`).
 
         Raises
         ------
@@ -221,15 +223,9 @@ class StampShearEngine(ShearEngine):
         stamps = inputs.crop_stamps(np.asarray(context.stamps), int(self.config.stamp_size))
         pixel_scale = inputs.context_pixel_scale(context)
         noise = inputs.object_noise(context, stamps.shape[-1])
-        if self.config.neighbours == "mask":  # other sources' pixels filled with noise
-            from blendflag.masking import masked_stamps_for
-
-            stamps = masked_stamps_for(
-                context, stamps, noise, inputs.object_keys(context, len(stamps))
-            )
+        stamps, extras = inputs.engine_inputs(context, self, stamps, noise)  # masking, offsets
         noise_fields = inputs.context_noise_fields(context, noise, stamps.shape[-1])
         psf = inputs.object_psfs(context) if self.takes_psf_per_object else None
-        offsets = inputs.stamp_offsets(context, stamps.shape[-1]) if self.takes_offsets else None
         bar = progress(total=len(stamps), desc="shear", quiet=context.quiet, unit="obj")
         try:
             result = measure_parallel(
@@ -245,7 +241,7 @@ class StampShearEngine(ShearEngine):
                 progress=bar.update,
                 scheduler=context.scheduler,
                 noise_fields=noise_fields,
-                offsets=offsets,
+                extras=extras,
             )
         finally:
             bar.close()

@@ -4,6 +4,8 @@ One place decides each of them, for every engine and every route:
 
 - :func:`crop_stamps`: the engine's stamp size out of the cutout stage's stamps;
 - :func:`stamp_offsets`: where each detection sits in its stamp, to the sub-pixel;
+- :func:`engine_inputs`: neighbour masking (filled stamps, or light models
+  for the engine's weight) and the per-object keywords the engine takes;
 - :func:`context_pixel_scale`: the given scale, else the image WCS, else 1;
 - :func:`context_psf_model`, :func:`object_psfs`: the PSF model (a constant
   image or one that varies) and its images at the objects;
@@ -18,14 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def crop_stamps(stamps: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop ``(n, S, S)`` stamps to ``size`` pixels when S is larger."""
-    side = stamps.shape[-1]
-    if size <= 0 or size >= side:
-        return stamps
-    lo = (side - size) // 2
-    return stamps[..., lo : lo + size, lo : lo + size]
+from blendflag.stamps import crop_stamps  # noqa: F401 (one place for every engine)
 
 
 def stamp_offsets(context, size: int) -> np.ndarray | None:
@@ -46,6 +41,50 @@ def stamp_offsets(context, size: int) -> np.ndarray | None:
         [np.asarray(table[c], dtype=np.float64) - 1.0 for c in ("X_IMAGE", "Y_IMAGE")]
     )
     return xy - np.rint(xy) + shift
+
+
+def engine_inputs(context, engine, stamps, noise) -> tuple[np.ndarray, dict]:
+    """The stamps an engine measures and the per-object keywords it takes.
+
+    With ``shear.neighbours: mask`` and ``neighbour_pixels`` ``segment`` or
+    ``dominant``, other sources' pixels are filled with noise
+    (:func:`blendflag.masking.masked_stamps_for`); with ``model`` nothing is
+    filled and the engine gets ``neighbour_models``
+    (:mod:`blendflag.shear.neighbour_weights`); an engine that does not
+    take them (an adaptive or external shape) gets ``segment``. The mode
+    used goes to ``context.results["neighbour_masking"]``. ``offsets``
+    (:func:`stamp_offsets`) go to an engine that takes them.
+
+    Raises
+    ------
+    BlendflagError
+        ``model`` without positions or without the models' columns.
+    """
+    from blendflag.errors import BlendflagError
+
+    size = stamps.shape[-1]
+    config = engine.config
+    mode = config.neighbour_pixels if config.neighbours == "mask" else None
+    if mode == "model" and not engine.takes_neighbour_models:
+        mode = "segment"  # an engine whose weight cannot be lowered: the segments filled
+    offsets = stamp_offsets(context, size) if engine.takes_offsets or mode else None
+    extras = {} if offsets is None or not engine.takes_offsets else {"offsets": offsets}
+    if mode == "model":
+        from blendflag.shear import neighbour_weights as nw
+
+        if offsets is None:
+            raise BlendflagError("shear.neighbour_pixels: model needs X_IMAGE and Y_IMAGE")
+        table, psf_var = context.table, nw.psf_variance(context.psf)
+        extras["neighbour_models"] = nw.neighbour_models(
+            table["X_IMAGE"], table["Y_IMAGE"], nw.catalogue_models(table), offsets, size, psf_var
+        )
+    elif mode:  # other sources' pixels filled with noise
+        from blendflag.masking import masked_stamps_for
+
+        stamps = masked_stamps_for(context, stamps, noise, object_keys(context, len(stamps)))
+    if mode:
+        context.results["neighbour_masking"] = mode
+    return stamps, extras
 
 
 def context_pixel_scale(context) -> float:

@@ -60,6 +60,7 @@ def weighted_moments(
     pixel_scale: float,
     noise_sigma: float,
     recentre: int = 0,
+    masks=None,
 ) -> WeightedMoments:
     """Gaussian-weighted moments of each stamp about its centre.
 
@@ -79,6 +80,9 @@ def weighted_moments(
         Iterations that move each centre to the weighted first moment before
         measuring (a detection's isophotal centroid is noisy, and a weight
         off the light's centre changes the shape). [default: 0]
+    masks : numpy.ndarray or None
+        ``(n, S, S)`` factors in [0, 1] on the weight (down-weighted
+        neighbours, :mod:`blendflag.shear.neighbour_weights`). [default: None]
 
     Returns
     -------
@@ -92,6 +96,8 @@ def weighted_moments(
         dx = (np.arange(nx)[None, :] - centres[:, 0:1])[:, None, :] * np.ones((1, ny, 1))
         dy = (np.arange(ny)[None, :] - centres[:, 1:2])[:, :, None] * np.ones((1, 1, nx))
         w = np.exp(-0.5 * (dx * dx + dy * dy) / (sigma * sigma))
+        if masks is not None:
+            w = w * masks
         wi = w * stamps
         if iteration < recentre:
             flux = wi.sum(axis=(1, 2))
@@ -189,7 +195,9 @@ def adaptive_version_shapes(images, versions, pixel_scale, guess):
     return e, T, num, den
 
 
-def weighted_version_shapes(images, versions, pixel_scale, weight_fwhm, start=(0.0, 0.0)):
+def weighted_version_shapes(
+    images, versions, pixel_scale, weight_fwhm, start=(0.0, 0.0), masks=None
+):
     """Gaussian-weighted moments of one object's metacal images (the ``wmom`` shape).
 
     One round weight of ``weight_fwhm`` arcsec, moved in each version to the
@@ -212,6 +220,8 @@ def weighted_version_shapes(images, versions, pixel_scale, weight_fwhm, start=(0
     start : tuple of float
         The detection's position relative to the stamp's central pixel
         ``(S // 2, S // 2)``, ``(dx, dy)`` in pixels. [default: (0, 0)]
+    masks : numpy.ndarray or None
+        ``(len(versions), S, S)`` factors on each version's weight. [default: None]
 
     Returns
     -------
@@ -221,9 +231,26 @@ def weighted_version_shapes(images, versions, pixel_scale, weight_fwhm, start=(0
     stack = np.stack([images[v] for v in versions])
     ny, nx = stack.shape[1:]
     centres = np.tile([nx // 2 + start[0], ny // 2 + start[1]], (len(versions), 1))
-    wm = weighted_moments(stack, centres, weight_fwhm, pixel_scale, 1.0, recentre=RECENTRE)
+    wm = weighted_moments(
+        stack, centres, weight_fwhm, pixel_scale, 1.0, recentre=RECENTRE, masks=masks
+    )
     if not wm.ok.all():
         return None
     # S/N = flux / (sigma sqrt(sum w^2)); at sigma 1 the moments' s2n is flux / norm
     e = np.column_stack([wm.e1, wm.e2])
     return e, float(wm.T[0]), float(wm.flux[0]), float(wm.flux[0] / wm.s2n[0])
+
+
+def version_shapes(images, pixel_scale, weight_fwhm, guess, start=(0.0, 0.0), masks=None):
+    """The five metacal versions' shapes: ``wmom`` when ``weight_fwhm`` > 0, else ``admom``.
+
+    See :func:`weighted_version_shapes` (``start``, ``masks``) and
+    :func:`adaptive_version_shapes` (``guess``, pixels).
+    """
+    from blendflag.shear.results import METACAL_VERSIONS
+
+    if weight_fwhm:
+        return weighted_version_shapes(
+            images, METACAL_VERSIONS, pixel_scale, weight_fwhm, start, masks
+        )
+    return adaptive_version_shapes(images, METACAL_VERSIONS, pixel_scale, guess)
