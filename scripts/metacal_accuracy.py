@@ -95,7 +95,12 @@ def main(argv=None) -> int:
     }
     seeds = np.random.SeedSequence(args.seed)
     n_chunks = -(-args.n_pairs // args.chunk)
-    options = json.loads(args.options) if args.options else None
+    try:
+        options = json.loads(args.options) if args.options else None
+    except json.JSONDecodeError as exc:
+        parser.error(f"--options is not JSON: {exc}")  # one line, exit 2
+    if options is not None and not isinstance(options, dict):
+        parser.error('--options must be a JSON object, e.g. \'{"shape": "wmom"}\'')
     tasks = []
     for k, child in enumerate(seeds.spawn(n_chunks)):
         n = min(args.chunk, args.n_pairs - k * args.chunk)
@@ -146,7 +151,7 @@ def main(argv=None) -> int:
     s2n = np.asarray(table["S2N_NOSHEAR"])
     out = {
         "engine": args.engine,
-        "engine_options": json.loads(args.options) if args.options else {},
+        "engine_options": options or {},
         "n_pairs": args.n_pairs,
         "shear_pairs": not args.single_sign,
         "noise_sigma": args.noise,
