@@ -39,12 +39,12 @@ DEEP_NOISE = 2.0  # ADU: compare's default field
 
 
 def configurations(preset, densities, noises):
-    """``[(name, density, noise)]`` over the grid."""
+    """``[(name, density, noise, factor)]`` over the grid."""
     out = []
     for factor in densities:
         for label, noise in noises:
             density = factor * preset.field.density
-            out.append((f"density{factor:g}x_{label}", density, noise))
+            out.append((f"density{factor:g}x_{label}", density, noise, factor))
     return out
 
 
@@ -185,7 +185,11 @@ def plot(results: dict, path: Path, units: str = "rotated pair x sign") -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tiles", type=int, default=4, help="±g fields per configuration [4]")
+    parser.add_argument(
+        "--tiles",
+        default="4",
+        help="±g fields per configuration, or one count per density (e.g. 8,12) [4]",
+    )
     parser.add_argument("--n-galaxies", type=int, default=3000, help="galaxies per field [3000]")
     parser.add_argument("--densities", default="1,3", help="multiples of the preset's [1,3]")
     parser.add_argument("--noises", default="deep,survey", help="deep (2 ADU), survey (preset's)")
@@ -206,11 +210,15 @@ def main(argv=None) -> int:
     levels = {"deep": DEEP_NOISE, "survey": preset.default_noise}
     noises = [(label, levels[label]) for label in args.noises.split(",")]
     densities = [float(d) for d in args.densities.split(",")]
+    counts = [int(t) for t in args.tiles.split(",")]
+    if len(counts) not in (1, len(densities)):
+        parser.error("--tiles: one count, or one per density")
+    tiles_of = dict(zip(densities, counts * (len(densities) // len(counts)), strict=True))
     start = time.perf_counter()
     results = {}
-    for name, density, noise in configurations(preset, densities, noises):
+    for name, density, noise, factor in configurations(preset, densities, noises):
         root = Path(args.out) / name
-        seeds = range(args.seed, args.seed + args.tiles)
+        seeds = range(args.seed, args.seed + tiles_of[factor])
         simulate_tiles(root, density, noise, seeds, args.n_galaxies, margin=26)
         results[name] = run_configuration(
             root, args.workers, args.seed, args.bootstrap, args.engine, seeds, args.config
