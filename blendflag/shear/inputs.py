@@ -67,13 +67,15 @@ def engine_inputs(context, engine, stamps, noise) -> tuple[np.ndarray, dict]:
     mode = config.neighbour_pixels if config.neighbours == "mask" else None
     if mode == "model" and not engine.takes_neighbour_models:
         mode = "segment"  # an engine whose weight cannot be lowered: the segments filled
-    offsets = stamp_offsets(context, size) if engine.takes_offsets or mode else None
+    offsets = stamp_offsets(context, size) if engine.takes_offsets or mode == "model" else None
     extras = {} if offsets is None or not engine.takes_offsets else {"offsets": offsets}
     if mode == "model":
         from blendflag.shear import neighbour_weights as nw
 
-        if offsets is None:
-            raise BlendflagError("shear.neighbour_pixels: model needs X_IMAGE and Y_IMAGE")
+        if offsets is None or len(offsets) != len(stamps):
+            raise BlendflagError(
+                "shear.neighbour_pixels: model needs each stamp's X_IMAGE, Y_IMAGE"
+            )
         table, psf_var = context.table, nw.psf_variance(context.psf)
         extras["neighbour_models"] = nw.neighbour_models(
             table["X_IMAGE"], table["Y_IMAGE"], nw.catalogue_models(table), offsets, size, psf_var
