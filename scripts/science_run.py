@@ -142,14 +142,15 @@ def write_table(
         "whose true galaxy overlaps no other at the field's own noise) use the same",
         "draws, so their errors are those of the difference.",
         "",
-        "| configuration | selection | N | kept | m | dm_vs_all | dm_vs_truth |",
-        "|---|---|---|---|---|---|---|",
+        "| configuration | selection | N | kept | m | c1 | c2 | dm_vs_all | dm_vs_truth |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, data in results.items():
         for s in data["selections"]:
             lines.append(
                 f"| {name} | {s['name']} | {s['n']} | {s['fraction_kept']:.3f} | "
-                f"{_pm(s['m'], s['m_err'])} | {_pm(s['dm_vs_all'], s['dm_vs_all_err'])} | "
+                f"{_pm(s['m'], s['m_err'])} | {_pm(s['c1'], s['c1_err'], 5)} | "
+                f"{_pm(s['c2'], s['c2_err'], 5)} | {_pm(s['dm_vs_all'], s['dm_vs_all_err'])} | "
                 f"{_pm(s['dm_vs_truth'], s['dm_vs_truth_err'])} |"
             )
     lines += ["", f"![m per selection]({path.with_suffix('.png').name})", ""]
