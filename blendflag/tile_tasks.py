@@ -191,6 +191,8 @@ def write_tile_sums(path, result, info: dict, tile_hash_value: str, keys=None) -
         "step": np.array(result.metacal.step),
         "engine": np.array(result.metacal.engine),
         "layout": np.array(result.metacal.sum_layout),
+        "shape": np.array(result.metacal.meta.get("shape") or ""),
+        "neighbour_masking": np.array(result.context.results.get("neighbour_masking") or ""),
     }
     for k, (name, (sums,)) in enumerate(result.unit_sums.items()):
         arrays[f"keys{k}"] = sums.keys if keys is None else np.asarray(keys)[sums.keys]

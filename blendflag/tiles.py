@@ -153,6 +153,7 @@ def combine_tiles(tiles: list[Tile], out_dir, seed: int = 0, n_bootstrap: int = 
     counts: dict[str, tuple] = {}
     fields: dict[str, int] = {}
     shears, engines, layouts, signs, step = set(), set(), set(), set(), 0.01
+    described = {"shape": set(), "neighbour_masking": set()}
     used, n_objects = [], 0
     for tile in sorted(tiles, key=lambda t: t.name):
         path = out / f"{tile.name}.sums.npz"
@@ -182,6 +183,8 @@ def combine_tiles(tiles: list[Tile], out_dir, seed: int = 0, n_bootstrap: int = 
             shear = tuple(sign * float(v) for v in data["true_shear"])
             shears.add(None if np.isnan(shear[0]) else shear)
             engines.add(str(data["engine"]))
+            for key in ("shape", "neighbour_masking"):  # tiles written before these: none
+                described[key].add(str(data[key]) if key in data.files else "")
             layouts.add(str(data["layout"]))
             signs.add(sign)
             step = float(data["step"])
@@ -201,6 +204,7 @@ def combine_tiles(tiles: list[Tile], out_dir, seed: int = 0, n_bootstrap: int = 
     add_fraction_removed(entries, counts)
     return {
         "engine": ",".join(sorted(engines)),
+        **{key: ",".join(sorted(v - {""})) or None for key, v in described.items()},
         "true_shear": list(true_shear) if true_shear is not None else None,
         "shear_pairs": signs == {1, -1},
         "selections": entries,

@@ -232,6 +232,8 @@ def test_simulated_pair_gives_the_same_answer_through_tiles_and_directly(tmp_pat
     direct = json.loads((tmp_path / "direct.json").read_text())
     assert tiles["shear_pairs"] and direct["shear_pairs"]
     assert tiles["true_shear"] == direct["true_shear"] == [0.02, 0.0]
+    for key in ("engine", "shape", "neighbour_masking"):  # which measurement ran
+        assert tiles[key] == direct[key] and direct[key], key
     by_name = {s["name"]: s for s in direct["selections"]}
     assert [s["name"] for s in tiles["selections"]] == list(by_name)
     for entry in tiles["selections"]:
