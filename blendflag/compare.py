@@ -145,7 +145,7 @@ def run_compare(
         )
         context.flaggers = [f.name for f in flaggers]
         context.segmentation = getattr(item, "segmentation", None)
-        for key in ("object_keys", "segment_ids"):  # a split image's row identities
+        for key in ("object_keys", "segment_ids", "light_models"):  # a split image's
             if getattr(item, key, None) is not None:
                 context.results[key] = getattr(item, key)
         run_pipeline(context)

@@ -69,6 +69,11 @@ class FieldInput:
         A segmentation map made beforehand (int32, the image's shape) and the
         segment id of each catalogue row, for neighbour masking; None lets
         the pipeline run the detector for them.
+    light_models : numpy.ndarray or None
+        ``(m, 6)`` X_IMAGE, Y_IMAGE (this image's pixels), FLUX_AUTO, A_IMAGE,
+        B_IMAGE, THETA_IMAGE of every source that may neighbour the
+        catalogue's (a split image's: those of the whole catalogue in its
+        region); None: the catalogue's own.
     """
 
     image: np.ndarray
@@ -87,6 +92,7 @@ class FieldInput:
     object_keys: np.ndarray | None = None
     segmentation: np.ndarray | None = None
     segment_ids: np.ndarray | None = None
+    light_models: np.ndarray | None = None
 
 
 def simulated_preset(dataset=DEFAULT_DATASET, density=None):

@@ -196,6 +196,12 @@ def prepare_subtiles(
                 np.save(fh, seg)
             del seg
             arrays["segment_ids"] = ids
+            from blendflag.shear.neighbour_weights import MODEL_COLUMNS
+
+            if all(c in cat.colnames for c in MODEL_COLUMNS):  # neighbours across sub-tiles
+                data = cat.hdul[cat.objects_hdu].data
+                models = [np.asarray(data[c], dtype=np.float64) for c in MODEL_COLUMNS]
+                arrays["light_models"] = np.column_stack([x, y, *models])
         arrays["hash"] = np.array(settings["inputs_hash"])  # last: marks the preparation done
         with atomic_output(prep_path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)

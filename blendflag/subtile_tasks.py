@@ -65,6 +65,7 @@ def subtile_input(sub: SubTile, work_dir, settings: dict):
         whole = tuple(int(v) for v in prep["image_shape"]) if "image_shape" in prep.files else None
         scale = float(prep["pixel_scale"])
         ids = np.array(prep["segment_ids"])[rows] if "segment_ids" in prep.files else None
+        pool = np.array(prep["light_models"]) if "light_models" in prep.files else None
     if not rows.size:
         return None
     x0, x1, y0, y1 = sub.region
@@ -77,6 +78,11 @@ def subtile_input(sub: SubTile, work_dir, settings: dict):
         seg = np.load(work / SEGMENTATION, mmap_mode="r")
         segmentation = np.array(seg[y0:y1, x0:x1])
         del seg
+    if pool is not None:  # every catalogue source in the region, owned or not
+        pool[:, 0] -= x0
+        pool[:, 1] -= y0
+        inside = (pool[:, 0] > 0) & (pool[:, 0] <= x1 - x0) & (pool[:, 1] > 0)
+        pool = pool[inside & (pool[:, 1] <= y1 - y0)]
     psf_model = None
     if varies:  # the whole image's PSFEx model, read at this sub-tile's positions
         from blendflag.psf_model import ShiftedPSF, load_psf
@@ -97,6 +103,7 @@ def subtile_input(sub: SubTile, work_dir, settings: dict):
         object_keys=rows.astype(np.int64),
         segmentation=segmentation,
         segment_ids=ids,
+        light_models=pool,
         psf_model=psf_model,
         description={"sub_tile": sub.name, "core": list(sub.core), "region": list(sub.region)},
     )

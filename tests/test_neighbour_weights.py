@@ -184,3 +184,27 @@ def test_model_weights_need_the_model_columns(blended):
     context = _context(table, blended["stamps"])
     with pytest.raises(BlendflagError, match=r"model needs the column\(s\) THETA_IMAGE"):
         engine_inputs(context, GalSimMetacal(context.config.shear), blended["stamps"], np.ones(2))
+
+
+def test_a_pool_of_the_whole_catalogue_gives_a_split_image_the_same_neighbours():
+    """A sub-tile owns some rows; its neighbours come from the whole catalogue's
+    pool (``light_models``), so its rows get the models the whole image gives."""
+    rng = np.random.default_rng(5)
+    x, y = rng.uniform(1, 120, 40), rng.uniform(1, 120, 40)
+    models = np.column_stack(
+        [
+            rng.uniform(50, 500, 40),
+            rng.uniform(1, 3, 40),
+            rng.uniform(0.8, 1, 40),
+            rng.uniform(-90, 90, 40),
+        ]
+    )
+    models[:, 2] *= models[:, 1]  # B <= A
+    offsets = rng.uniform(-0.5, 0.5, (40, 2))
+    whole = nw.neighbour_models(x, y, models, offsets, SIZE, 4.0)
+    owned = np.flatnonzero(x < 60)
+    pool = np.column_stack([x, y, models])
+    split = nw.neighbour_models(x[owned], y[owned], models[owned], offsets[owned], SIZE, 4.0, pool)
+    assert np.array_equal(split, whole[owned])
+    alone = nw.neighbour_models(x[owned], y[owned], models[owned], offsets[owned], SIZE, 4.0)
+    assert not np.array_equal(alone, whole[owned])  # without the pool, neighbours go missing

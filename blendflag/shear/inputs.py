@@ -78,7 +78,13 @@ def engine_inputs(context, engine, stamps, noise) -> tuple[np.ndarray, dict]:
             )
         table, psf_var = context.table, nw.psf_variance(context.psf)
         extras["neighbour_models"] = nw.neighbour_models(
-            table["X_IMAGE"], table["Y_IMAGE"], nw.catalogue_models(table), offsets, size, psf_var
+            table["X_IMAGE"],
+            table["Y_IMAGE"],
+            nw.catalogue_models(table),
+            offsets,
+            size,
+            psf_var,
+            pool=context.results.get("light_models"),  # a split image's whole catalogue
         )
     elif mode:  # other sources' pixels filled with noise
         from blendflag.masking import masked_stamps_for

@@ -78,7 +78,9 @@ def psf_variance(psf) -> float:
     return float(moments.moments_sigma**2) if moments.moments_status == 0 else 0.0
 
 
-def neighbour_models(x, y, models, offsets, size: int, psf_var: float = 0.0) -> np.ndarray:
+def neighbour_models(
+    x, y, models, offsets, size: int, psf_var: float = 0.0, pool=None
+) -> np.ndarray:
     """Each object's light model and its neighbours', in its stamp's pixels.
 
     Parameters
@@ -95,6 +97,11 @@ def neighbour_models(x, y, models, offsets, size: int, psf_var: float = 0.0) -> 
     psf_var : float
         Variance of the PSF (pixels^2, :func:`psf_variance`): the part of each
         model's covariance that a shear of the galaxy does not shear.
+    pool : numpy.ndarray or None
+        ``(m, 6)`` X_IMAGE, Y_IMAGE and the four model columns of the
+        sources the neighbours are taken from (a split image: the whole
+        catalogue's in its region); None: the objects themselves. A pool
+        source at an object's own position is that object.
 
     Returns
     -------
@@ -106,25 +113,32 @@ def neighbour_models(x, y, models, offsets, size: int, psf_var: float = 0.0) -> 
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    log_peak, inv = gaussian_parameters(models)
-    log_flux, cov = gaussian_covariances(models)
+    own_flux, own_cov = gaussian_covariances(models)
+    if pool is None:
+        px, py, pool_models = x, y, models
+    else:
+        pool = np.asarray(pool, dtype=np.float64).reshape(-1, 6)
+        px, py, pool_models = pool[:, 0], pool[:, 1], pool[:, 2:]
+    log_peak, inv = gaussian_parameters(pool_models)
+    log_flux, cov = gaussian_covariances(pool_models)
     offsets = np.asarray(offsets, dtype=np.float64).reshape(len(x), 2)
     out = np.zeros((len(x), 1 + MAX_NEIGHBOURS, 7))
     out[:, :, 2] = -np.inf
     out[:, :, 6] = psf_var
     out[:, 0, :2] = offsets
-    out[:, 0, 2] = log_flux
-    out[:, 0, 3:6] = cov
+    out[:, 0, 2] = own_flux
+    out[:, 0, 3:6] = own_cov
     # a neighbour counts when its model reaches into the stamp (3 A beyond its edge)
-    reach = size / 2.0 + 3.0 * np.clip(np.asarray(models, float)[:, 1], 0.3, None)
-    order = np.argsort(x, kind="stable")
-    sx = x[order]
+    reach = size / 2.0 + 3.0 * np.clip(np.asarray(pool_models, float)[:, 1], 0.3, None)
+    order = np.argsort(px, kind="stable")
+    sx = px[order]
     lo = np.searchsorted(sx, x - reach.max())
     hi = np.searchsorted(sx, x + reach.max())
     for i in range(len(x)):
         near = order[lo[i] : hi[i]]
-        dx, dy = x[near] - x[i], y[near] - y[i]
-        keep = (near != i) & (np.abs(dx) < reach[near]) & (np.abs(dy) < reach[near])
+        dx, dy = px[near] - x[i], py[near] - y[i]
+        itself = (near == i) if pool is None else (np.abs(dx) < 1e-6) & (np.abs(dy) < 1e-6)
+        keep = ~itself & (np.abs(dx) < reach[near]) & (np.abs(dy) < reach[near])
         near, dx, dy = near[keep], dx[keep], dy[keep]
         if not len(near):
             continue
