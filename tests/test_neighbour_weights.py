@@ -178,12 +178,20 @@ def test_an_engine_that_takes_no_models_gets_filled_segments_and_says_so(blended
     assert wmom.results["neighbour_masking"] == "model"
 
 
-def test_model_weights_need_the_model_columns(blended):
+def test_a_catalogue_without_the_model_columns_gets_filled_segments(blended):
+    """``model`` needs FLUX_AUTO, A, B, THETA; without them (a user's catalogue)
+    the neighbours' segments are filled, and the JSON's record says so."""
     table = blended["table"].copy()
     table.remove_column("THETA_IMAGE")
     context = _context(table, blended["stamps"])
+    context.segmentation = blended["segmentation"]
+    context.image, context.seed = blended["image"], 5
+    engine = GalSimMetacal(context.config.shear)
+    filled, extras = engine_inputs(context, engine, blended["stamps"], np.ones(2))
+    assert "neighbour_models" not in extras and not np.array_equal(filled, blended["stamps"])
+    assert context.results["neighbour_masking"] == "segment"
     with pytest.raises(BlendflagError, match=r"model needs the column\(s\) THETA_IMAGE"):
-        engine_inputs(context, GalSimMetacal(context.config.shear), blended["stamps"], np.ones(2))
+        nw.catalogue_models(table)
 
 
 def test_a_pool_of_the_whole_catalogue_gives_a_split_image_the_same_neighbours():

@@ -51,27 +51,29 @@ def engine_inputs(context, engine, stamps, noise) -> tuple[np.ndarray, dict]:
     (:func:`blendflag.masking.masked_stamps_for`); with ``model`` nothing is
     filled and the engine gets ``neighbour_models``
     (:mod:`blendflag.shear.neighbour_weights`); an engine that does not
-    take them (an adaptive or external shape) gets ``segment``. The mode
+    take them (an adaptive or external shape), or a catalogue without
+    FLUX_AUTO, A_IMAGE, B_IMAGE, THETA_IMAGE, gets ``segment``. The mode
     used goes to ``context.results["neighbour_masking"]``. ``offsets``
     (:func:`stamp_offsets`) go to an engine that takes them.
 
     Raises
     ------
     BlendflagError
-        ``model`` without positions or without the models' columns.
+        ``model`` without a position for every stamp.
     """
     from blendflag.errors import BlendflagError
 
     size = stamps.shape[-1]
     config = engine.config
+    from blendflag.shear import neighbour_weights as nw
+
     mode = config.neighbour_pixels if config.neighbours == "mask" else None
-    if mode == "model" and not engine.takes_neighbour_models:
-        mode = "segment"  # an engine whose weight cannot be lowered: the segments filled
+    columns = context.table is not None and set(nw.MODEL_COLUMNS) <= set(context.table.colnames)
+    if mode == "model" and not (engine.takes_neighbour_models and columns):
+        mode = "segment"  # no weight to lower, or no models: the segments filled
     offsets = stamp_offsets(context, size) if engine.takes_offsets or mode == "model" else None
     extras = {} if offsets is None or not engine.takes_offsets else {"offsets": offsets}
     if mode == "model":
-        from blendflag.shear import neighbour_weights as nw
-
         if offsets is None or len(offsets) != len(stamps):
             raise BlendflagError(
                 "shear.neighbour_pixels: model needs each stamp's X_IMAGE, Y_IMAGE"
