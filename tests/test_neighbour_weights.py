@@ -216,3 +216,16 @@ def test_a_pool_of_the_whole_catalogue_gives_a_split_image_the_same_neighbours()
     assert np.array_equal(split, whole[owned])
     alone = nw.neighbour_models(x[owned], y[owned], models[owned], offsets[owned], SIZE, 4.0)
     assert not np.array_equal(alone, whole[owned])  # without the pool, neighbours go missing
+
+
+def test_a_model_with_nan_columns_neither_masks_nor_poisons_its_neighbours():
+    """A catalogue row with NaN FLUX_AUTO or A_IMAGE: it masks nothing, and an
+    object whose own model is NaN keeps its whole weight; weights stay finite."""
+    x, y = np.array([100.0, 108.0, 92.0]), np.array([100.0, 100.0, 100.0])
+    models = np.array([ROUND, ROUND, [np.nan, 2.0, 2.0, 0.0]])
+    rows = nw.neighbour_models(x, y, models, np.zeros((3, 2)), SIZE, 4.0)
+    w = nw.version_weights(rows[0], 0.01, (SIZE, SIZE))
+    c = SIZE // 2
+    assert np.isfinite(w).all() and w[0, c, c - 8] == pytest.approx(1.0)  # the NaN one
+    assert w[0, c, c + 8] < 1e-3  # the good neighbour still masks
+    assert np.array_equal(nw.version_weights(rows[2], 0.01, (SIZE, SIZE)), np.ones((5, SIZE, SIZE)))

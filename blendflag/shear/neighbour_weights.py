@@ -177,10 +177,10 @@ def version_weight(models, matrix, shape, softness: float = SOFTNESS):
         ``(ny, nx)`` factor in [0, 1].
     """
     ny, nx = shape
-    real = np.isfinite(models[:, 2])
-    models = models[real]
-    if len(models) < 2:
+    real = np.isfinite(models).all(axis=1)  # padding (-inf) and NaN catalogue values drop out
+    if not real[0] or real.sum() < 2:  # no model of the object itself: nothing to compare
         return np.ones(shape)
+    models = models[real]
     matrix = np.asarray(matrix, dtype=np.float64)
     centre = np.array([(nx - 1) / 2.0, (ny - 1) / 2.0])
     position = models[:, :2] + np.array([nx // 2, ny // 2]) - centre
