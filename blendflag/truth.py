@@ -51,6 +51,29 @@ def pair_complete(keep: np.ndarray, pid: np.ndarray | None) -> np.ndarray:
     return keep & (members[inverse] == 2) & (kept[inverse] == 2)
 
 
+def lonely_pairs(lonely: np.ndarray, truth: Table) -> np.ndarray:
+    """``lonely`` (per true galaxy) kept only where the 90-degree rotated partner is lonely too.
+
+    A selection made on the truth of a sheared field (a footprint that touches
+    no other) responds to the field's shear, not to a metacal version's, so
+    metacalibration's R cannot correct it; keeping whole rotated pairs makes
+    the kept galaxies' intrinsic shapes cancel whatever the selection. Rows
+    without a partner (``PAIR_ID`` -1: stars, or a field without rotated
+    pairs) keep their own value.
+    """
+    keep = np.asarray(lonely, dtype=bool).copy()
+    if "PAIR_ID" not in truth.colnames:
+        return keep
+    pid = np.asarray(truth["PAIR_ID"], dtype=np.int64)
+    paired = pid >= 0
+    if not paired.any():
+        return keep
+    members = np.bincount(pid[paired])
+    kept = np.bincount(pid[paired], weights=keep[paired].astype(float))
+    keep[paired] &= (members[pid[paired]] == 2) & (kept[pid[paired]] == 2)
+    return keep
+
+
 def pair_ids(table: Table, truth: Table | None) -> np.ndarray | None:
     """Rotated-pair id of each detection (unique ids for unmatched ones), or None."""
     if truth is None or "PAIR_ID" not in truth.colnames:

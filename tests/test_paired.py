@@ -17,7 +17,7 @@ from blendflag.shear.results import (
     empty_result_table,
     selection_unit_sums,
 )
-from blendflag.shear.selections import true_isolation
+from blendflag.shear.selections import true_isolation, version_true_isolation
 
 STEP = 0.01
 G = 0.02
@@ -119,6 +119,38 @@ def test_no_true_blends_keeps_exactly_the_truth_isolated_matches():
         np.testing.assert_array_equal(true_isolation(context), expected)
     no_truth = SimpleNamespace(truth=None, results={}, config=PipelineConfig())
     assert true_isolation(no_truth) is None
+
+
+def test_separately_detected_catalogues_keep_a_lonely_galaxy_only_with_its_lonely_partner():
+    """Metadetection has no detection-level pairs: the truth's rotated pairs are completed."""
+    truth = Table(
+        {
+            "X": [10.0, 50.0, 90.0, 130.0, 170.0, 210.0],
+            "Y": [10.0] * 6,
+            "PAIR_ID": [0, 0, 1, 1, 2, -1],  # pair 2 lost a member; the last row is a star
+            "OVERLAPS_FIELD": [-1, -1, -1, 4, -1, -1],
+        }
+    )
+    # each version detects a different subset, shifted by less than the match radius
+    rows = {v: [0, 1, 2, 3, 4, 5] for v in METACAL_VERSIONS}
+    rows["1p"] = [0, 2, 5]
+    tables = {
+        v: Table({"X_IMAGE": truth["X"][r] + 0.5, "Y_IMAGE": truth["Y"][r] - 0.5})
+        for v, r in rows.items()
+    }
+    context = SimpleNamespace(
+        truth=truth,
+        results={},
+        config=PipelineConfig(shear=ShearConfig(truth_depth="field")),
+    )
+    result = SimpleNamespace(sum_layout="versions", tables=tables)
+    keep = version_true_isolation(context, result)
+    # galaxy 2 is lonely but its partner 3 is not; 4's partner is missing; the star stays
+    np.testing.assert_array_equal(keep["noshear"], [True, True, False, False, False, True])
+    np.testing.assert_array_equal(keep["1p"], [True, False, True])
+    np.testing.assert_array_equal(context.results["version_truth_match"]["1p"], [0, 2, 5])
+    stamps = SimpleNamespace(sum_layout="stamps", tables=tables)
+    assert version_true_isolation(context, stamps) is None
 
 
 @pytest.mark.slow

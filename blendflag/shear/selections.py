@@ -8,7 +8,9 @@
     masked measurement);
 ``no_true_blends``
     on a simulated field, the detections whose true galaxy's footprint
-    overlaps no other (the reference a flagger should reach);
+    overlaps no other (the reference a flagger should reach); on separately
+    detected catalogues (metadetection) its rotated partner's must overlap
+    no other either;
 ``no_<flagger>_blends``
     the objects a flagger does not call a blend, the flagger run on each
     metacal version's images (``context.results["metacal_flags"]``, filled by
@@ -146,15 +148,22 @@ def version_true_isolation(context, result) -> dict | None:
     Each version's detections are matched to the truth on their own, at the
     positions before that version's shear (``X_UNSHEARED``, ``Y_UNSHEARED``
     when the engine gives them, else ``X_IMAGE``, ``Y_IMAGE``); the matches
-    go to ``context.results["version_truth_match"]``. None for a stamp
-    result or without a truth with footprints.
+    go to ``context.results["version_truth_match"]``. A true galaxy counts as
+    lonely only when its rotated partner is lonely too
+    (:func:`blendflag.truth.lonely_pairs`): the footprints are those of the
+    sheared field, so without whole pairs the selection is biased by the
+    shear (-0.041 +/- 0.010 in m on true shapes at 3x density, docs/results.md#metadetection).
+    None for a stamp result or without a truth with footprints.
     """
     lonely = _lonely_truth(context)
     if lonely is None or result.sum_layout != "versions":
         return None
     from astropy.table import Table
 
-    from blendflag.truth import match_truth
+    from blendflag.truth import lonely_pairs, match_truth
+
+    # no detection-level pair completion here, so complete the pairs in the truth
+    lonely = lonely_pairs(lonely, context.truth)
 
     matches, out = {}, {}
     for v in METACAL_VERSIONS:
