@@ -1,4 +1,4 @@
-"""The ``ngmix`` metacalibration engine: ngmix's own metacal with Admom.
+"""The ``ngmix`` metacalibration engine: ngmix's own metacal, Gaussian-weighted or adaptive moments.
 
 Used when ``import ngmix`` works (ngmix is not on PyPI: install it from its
 repository). ngmix is imported only inside functions, so this plugin loads
@@ -6,12 +6,15 @@ everywhere and simply reports ``available() == False`` without it.
 
 Per stamp it builds an ``ngmix.Observation`` (Jacobian at the stamp centre,
 pixel scale in arcsec, weight ``1/sigma^2``) with the PSF observation, and
-runs ``ngmix.metacal.MetacalBootstrapper`` with an adaptive-moments runner
-(``ngmix.admom.AdmomFitter``) on the five versions noshear, 1p, 1m, 2p, 2m.
+runs ``ngmix.metacal.MetacalBootstrapper`` on the five versions noshear, 1p,
+1m, 2p, 2m with the moments the setting ``shear.options.ngmix.shape`` names,
+as the GalSim engine's ``shear.options.metacal.shape`` does: ``wmom`` (the
+default of both) is ``ngmix.gaussmom.GaussMom`` with a Gaussian weight of
+``weight_fwhm`` arcsec, ``admom`` is ``ngmix.admom.AdmomFitter``.
 The reconvolution PSF is ngmix's ``"azgauss"`` round Gaussian where the
 installed ngmix has it (else ``"gauss"``); ``fixnoise`` is ngmix's rotated
 noise field, on (unless ``fixnoise=False``) whenever the object has noise.
-The ellipticity stored is Admom's ``e`` (distortion), as in the GalSim engine.
+The ellipticity stored is the moments' ``e`` (distortion), as in the GalSim engine.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 import numpy as np
 
 from blendflag import hookimpl
+from blendflag.errors import BlendflagError
 from blendflag.shear.engine import StampShearEngine
 from blendflag.shear.results import (
     MCAL_ENGINE_FAILED,
@@ -35,15 +39,20 @@ from blendflag.shear.results import (
 
 #: Weight used for noiseless stamps (sigma 0), where ngmix needs a finite weight.
 NOISELESS_SIGMA = 1.0e-6
+#: ``shear.options.ngmix``: the moments (``wmom`` or ``admom``) and the wmom weight (arcsec).
+DEFAULTS = {"shape": "wmom", "weight_fwhm": 1.2}
+SHAPE_CHOICES = ("wmom", "admom")
 
 
 class NgmixMetacal(StampShearEngine):
-    """ngmix metacalibration (``MetacalBootstrapper`` + Admom).
+    """ngmix metacalibration (``MetacalBootstrapper`` + ``GaussMom`` or ``AdmomFitter``).
 
     Parameters
     ----------
     config : blendflag.config.ShearConfig or None
-        ``step`` is the shear step. [default step: 0.01]
+        ``step`` is the shear step; ``options["ngmix"]`` may set ``shape``
+        (``"wmom"`` or ``"admom"``) and ``weight_fwhm`` (arcsec).
+        [default step: 0.01, shape: "wmom", weight_fwhm: 1.2]
     psf : str or galsim.GSObject or None
         ngmix's reconvolution PSF choice (``"azgauss"``, ``"gauss"``,
         ``"fitgauss"`` or a GalSim object). [default: "azgauss" when the
@@ -61,11 +70,22 @@ class NgmixMetacal(StampShearEngine):
     takes_noise_fields = False
 
     takes_psf_per_object = True
+    #: Each detection's sub-pixel position is the Jacobian's centre: where the
+    #: Gaussian weight sits (``wmom``) or where the adaptive fit starts (``admom``).
+    takes_offsets = True
 
     def __init__(self, config=None, *, psf=None, fixnoise: bool = True):
         super().__init__(config)
         self.psf_choice = psf
         self.fixnoise = bool(fixnoise)
+        self.settings = self.engine_settings(DEFAULTS)
+        if self.settings["shape"] not in SHAPE_CHOICES:
+            raise BlendflagError(
+                f"shear.options.{self.name}.shape: must be wmom or admom, "
+                f"got {self.settings['shape']!r}"
+            )
+        if not self.settings["weight_fwhm"] > 0:
+            raise BlendflagError(f"shear.options.{self.name}.weight_fwhm: must be > 0 (arcsec)")
 
     @classmethod
     def available(cls) -> bool:
@@ -86,9 +106,22 @@ class NgmixMetacal(StampShearEngine):
             return "gauss"
 
     def measure(
-        self, stamps, psf, pixel_scale, noise_sigma, rng, return_images=False, noise_fields=None
+        self,
+        stamps,
+        psf,
+        pixel_scale,
+        noise_sigma,
+        rng,
+        return_images=False,
+        noise_fields=None,
+        offsets=None,
     ):
         """Metacal ellipticities of every stamp (see :meth:`StampShearEngine.measure`).
+
+        ``offsets`` (``(n, 2)`` pixels, each detection's position relative to
+        its stamp's central pixel) centre each observation's Jacobian, as
+        metadetect centres it on a detection; without them it is the stamp's
+        centre.
 
         ngmix wants a ``numpy.random.RandomState``: one is seeded from ``rng``.
         Noiseless stamps (sigma 0) get a tiny sigma for the weight and no
@@ -118,10 +151,19 @@ class NgmixMetacal(StampShearEngine):
 
         per_object = data.psf.ndim == 3  # one PSF per stamp: a varying PSF
         psf_obs = None if per_object else psf_observation(data.psf)
-        jac = ngmix.DiagonalJacobian(row=(ny - 1) / 2.0, col=(nx - 1) / 2.0, scale=data.pixel_scale)
-        fitter = ngmix.admom.AdmomFitter(rng=nrng)
-        guesser = ngmix.guessers.GMixPSFGuesser(rng=nrng, ngauss=1, guess_from_moms=True)
-        runner = ngmix.runners.Runner(fitter=fitter, guesser=guesser)
+        if offsets is None:
+            centres = np.tile([(ny - 1) / 2.0, (nx - 1) / 2.0], (n, 1))
+        else:
+            dxdy = np.asarray(offsets, dtype=float).reshape(n, 2)
+            centres = np.column_stack([ny // 2 + dxdy[:, 1], nx // 2 + dxdy[:, 0]])
+        if self.settings["shape"] == "wmom":
+            runner = ngmix.runners.Runner(
+                fitter=ngmix.gaussmom.GaussMom(fwhm=self.settings["weight_fwhm"])
+            )
+        else:
+            fitter = ngmix.admom.AdmomFitter(rng=nrng)
+            guesser = ngmix.guessers.GMixPSFGuesser(rng=nrng, ngauss=1, guess_from_moms=True)
+            runner = ngmix.runners.Runner(fitter=fitter, guesser=guesser)
         # no psf_runner: nothing here uses the reconvolved PSF's moments, and
         # skipping them saves five Admom fits per object
         boots = {}
@@ -151,6 +193,9 @@ class NgmixMetacal(StampShearEngine):
             weight = np.full((ny, nx), 1.0 / (sigma if noisy else NOISELESS_SIGMA) ** 2)
             try:
                 psf_i = psf_observation(data.psf[i]) if per_object else psf_obs.copy()
+                jac = ngmix.DiagonalJacobian(
+                    row=centres[i, 0], col=centres[i, 1], scale=data.pixel_scale
+                )
                 obs = ngmix.Observation(
                     data.stamps[i].copy(), weight=weight, jacobian=jac, psf=psf_i
                 )
@@ -192,6 +237,7 @@ class NgmixMetacal(StampShearEngine):
         elapsed = time.perf_counter() - start
         meta = {
             "reconvolution_psf": f"ngmix {psf_choice!r}",
+            "shape": self.settings["shape"],
             "fixnoise": self.fixnoise,
             "noise_fields": "ignored" if noise_fields is not None else "drawn",
             "ngmix_version": getattr(ngmix, "__version__", "unknown"),

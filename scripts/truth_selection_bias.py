@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     parser.add_argument("--bootstrap", type=int, default=500)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
-    dirs = sorted(p.parent for p in Path(args.root).glob("seed*/minus/truth.fits"))
+    dirs = sorted(p.parent.parent for p in Path(args.root).glob("seed*/minus/truth.fits"))
     if not dirs:
         print(f"error: no ±g fields under {args.root}", file=sys.stderr)
         return 2
