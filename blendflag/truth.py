@@ -66,11 +66,7 @@ def lonely_pairs(lonely: np.ndarray, truth: Table) -> np.ndarray:
         return keep
     pid = np.asarray(truth["PAIR_ID"], dtype=np.int64)
     paired = pid >= 0
-    if not paired.any():
-        return keep
-    members = np.bincount(pid[paired])
-    kept = np.bincount(pid[paired], weights=keep[paired].astype(float))
-    keep[paired] &= (members[pid[paired]] == 2) & (kept[pid[paired]] == 2)
+    keep[paired] = pair_complete(keep[paired], pid[paired])
     return keep
 
 

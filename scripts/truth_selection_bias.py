@@ -57,7 +57,7 @@ def field_sums(directory: Path, shear: float):
             "lonely": galaxy & lonely,
             "lonely_pairs": galaxy & lonely_pairs(lonely, truth),
         }
-        out[sign] = {name: (e[m[galaxy]].sum(), m.sum()) for name, m in masks.items()}
+        out[sign] = {name: (e[m].sum(), m.sum()) for name, m in masks.items()}
     return out
 
 
@@ -79,7 +79,11 @@ def main(argv=None) -> int:
     if not dirs:
         print(f"error: no ±g fields under {args.root}", file=sys.stderr)
         return 2
-    sums = [field_sums(d, args.shear) for d in dirs]
+    try:
+        sums = [field_sums(d, args.shear) for d in dirs]
+    except (OSError, KeyError, ValueError) as exc:  # a missing or foreign truth table
+        print(f"error: reading the fields' truth: {exc}", file=sys.stderr)
+        return 2
     rng = np.random.default_rng(args.seed)
     draws = [rng.integers(0, len(sums), len(sums)) for _ in range(args.bootstrap)]
     every = range(len(sums))

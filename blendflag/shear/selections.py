@@ -152,7 +152,7 @@ def version_true_isolation(context, result) -> dict | None:
     lonely only when its rotated partner is lonely too
     (:func:`blendflag.truth.lonely_pairs`): the footprints are those of the
     sheared field, so without whole pairs the selection is biased by the
-    shear (-0.041 +/- 0.010 in m on true shapes at 3x density, docs/results.md#metadetection).
+    shear (-0.051 +/- 0.007 in m on true shapes at 3x density, docs/results.md#metadetection).
     None for a stamp result or without a truth with footprints.
     """
     lonely = _lonely_truth(context)
