@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     """Entry point of ``blendflag-shear``."""
     debug = os.environ.get("BLENDFLAG_DEBUG", "") not in ("", "0")
     try:
-        from blendflag import quiet_imports
+        from blendflag._runtime import quiet_imports
         from blendflag.commands.validation import validate_args
         from blendflag.plugins import get_plugin_manager, unknown_blocked_names
 

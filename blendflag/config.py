@@ -310,7 +310,7 @@ class ShearConfig:
         object's noise sigma before metacalibration, so every metacal version
         sees the filled stamp (the uberseg / noise-fill approach of ShapePipe;
         the footprints come from the detection's segmentation map, see
-        :mod:`blendflag.masking`). [default: "keep"]
+        :mod:`blendflag.shear.masking`). [default: "keep"]
     neighbour_pixels : str
         How ``"mask"`` masks: fill a neighbour's segment with noise
         (``"segment"``) or only where its catalogue model outshines the

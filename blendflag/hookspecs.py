@@ -22,8 +22,8 @@ def blendflag_pipeline_stages(stages):
 
     Parameters
     ----------
-    stages : blendflag.pipeline.Stages
-        The ordered, mutable list of :class:`blendflag.pipeline.Stage`. Edit it
+    stages : blendflag.pipeline.stages.Stages
+        The ordered, mutable list of :class:`blendflag.pipeline.stages.Stage`. Edit it
         in place, for example ``stages.insert_after("cutout", Stage(...))``.
 
     Returns
@@ -68,7 +68,7 @@ def blendflag_detect(image, weight, config):
         pixel of an object's footprint, that object's NUMBER. The pipeline's
         ``detect`` stage pops it into ``context.segmentation`` before anything
         copies or writes the table
-        (:func:`blendflag.detectors.pop_segmentation`); neighbour masking
+        (:func:`blendflag.flagging.detectors.pop_segmentation`); neighbour masking
         (``shear.neighbours: mask``) needs it.
     """
 
@@ -85,7 +85,7 @@ def blendflag_register_flaggers():
     Returns
     -------
     list of type
-        Flagger classes, subclasses of :class:`blendflag.flaggers.Flagger`,
+        Flagger classes, subclasses of :class:`blendflag.flagging.flaggers.Flagger`,
         each with a unique ``name``. The lists of all plugins are concatenated;
         a name registered twice is an error.
     """
@@ -98,7 +98,7 @@ def blendflag_register_detectors():
     Returns
     -------
     list of type
-        Detector classes, subclasses of :class:`blendflag.detectors.Detector`,
+        Detector classes, subclasses of :class:`blendflag.flagging.detectors.Detector`,
         each with a unique ``name``: the ``detect.backend`` value for which the
         same plugin's :func:`blendflag_detect` answers. They are the choices of
         every ``--backend`` option. The lists of all plugins are concatenated;
@@ -131,12 +131,12 @@ def blendflag_annotate_catalogue(table, context):
     ----------
     table : astropy.table.Table
         The objects table as it will be written (read it, do not modify it).
-    context : blendflag.pipeline.Context
+    context : blendflag.pipeline.stages.Context
         Everything the pipeline knows: image, catalogue, stamps, results.
 
     Returns
     -------
-    blendflag.catalog.Annotation or None
+    blendflag.io.catalog.Annotation or None
         New columns (one value per row of ``table``) and header cards. The
         annotations of all plugins are merged; two plugins writing the same
         column is an error.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blendflag.atomic import atomic_output
+from blendflag.io.atomic import atomic_output
 
 
 def _pyplot():

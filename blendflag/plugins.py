@@ -151,7 +151,7 @@ def get_shear_engines(pm: pluggy.PluginManager) -> dict[str, type]:
 
 
 def get_detectors(pm: pluggy.PluginManager) -> dict[str, type]:
-    """All registered detector classes (:class:`blendflag.detectors.Detector`) by name."""
+    """All registered detector classes (:class:`blendflag.flagging.detectors.Detector`) by name."""
     return registered_classes(pm.hook.blendflag_register_detectors(), "detector")
 
 

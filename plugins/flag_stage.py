@@ -21,16 +21,16 @@ import numpy as np
 
 import blendflag
 from blendflag import hookimpl
-from blendflag.annotation import Annotation
 from blendflag.errors import PluginError
-from blendflag.pipeline import Stage
+from blendflag.io.annotation import Annotation
+from blendflag.pipeline.stages import Stage
 
 
 def stage_flag_blends(context) -> None:
     """Run each flagger of ``context.flagger_objects`` over the catalogue."""
     if not context.flag_original:
         return
-    from blendflag.progress import progress
+    from blendflag._runtime.progress import progress
 
     results = context.results.setdefault("flags", {})
     n = len(context.table)
@@ -59,7 +59,7 @@ def stage_flag_metacal_blends(context) -> None:
     flags = context.results.setdefault("metacal_flags", {})
     for flagger in context.flagger_objects:
         flagger.default_reference_noise(sigma)
-    from blendflag.progress import progress
+    from blendflag._runtime.progress import progress
 
     total = sum(len(images) for images in result.images.values()) * len(context.flagger_objects)
     with progress(
@@ -91,7 +91,7 @@ def blendflag_annotate_catalogue(table, context):
     stamp_flags = context.stamp_flags
     if stamp_flags is not None and len(stamp_flags) == len(table):
         # 1: the stamp reaches past the image edge, 2: it holds masked pixels
-        # (weight 0 / flag map), 4: non-finite pixels (blendflag.stamps)
+        # (weight 0 / flag map), 4: non-finite pixels (blendflag.io.stamps)
         annotation.columns["STAMP_FLAGS"] = np.asarray(stamp_flags, dtype=np.int16)
     for name, per_version in metacal_flags.items():
         if len(per_version["noshear"]) != len(table):

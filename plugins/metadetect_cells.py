@@ -68,10 +68,10 @@ def measure_cell(
     Returns ``{version: {"columns", "flags", "cell", "stamps"}}`` plus the
     cell's noise sigma and kernel size; positions are the image's, 1-based.
     """
+    from blendflag.io.stamps import cut_stamps
     from blendflag.shear.cells import correction_noise
     from blendflag.shear.metacal_ops import MetacalOperators
     from blendflag.shear.moments import weighted_moments
-    from blendflag.stamps import cut_stamps
 
     ops = MetacalOperators.from_psf(psf, pixel_scale, step, settings["kernel"])
     good = np.isfinite(array) if weight is None else np.isfinite(array) & (weight > 0)

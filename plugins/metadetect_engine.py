@@ -191,7 +191,7 @@ class Metadetection(ImageShearEngine):
             Keep each version's stamps of its detections (for flaggers).
         quiet : bool
             No progress bar.
-        psf_model : blendflag.psf_model.PSFModel or None
+        psf_model : blendflag.psf.model.PSFModel or None
             A PSF that varies (a PSFEx model): each cell gets it at the centre
             of its core, drawn at ``psf``'s size; None: ``psf`` everywhere.
 
@@ -200,8 +200,8 @@ class Metadetection(ImageShearEngine):
         VersionCatalogues
             Units are the cells.
         """
-        from blendflag.parallel import run_chunks
-        from blendflag.progress import progress
+        from blendflag._runtime.parallel import run_chunks
+        from blendflag._runtime.progress import progress
         from blendflag.shear.cells import cell_grid, cell_seeds, cells_psf_description
 
         start = time.perf_counter()

@@ -201,7 +201,7 @@ class MetadetectExternal(ImageShearEngine):
             The run's seed: each cell's noise-correction field (setting
             ``noise_field: shared``, the built-in engine's field for the same
             cell) and the seed of metadetect's ``RandomState``.
-        psf_model : blendflag.psf_model.PSFModel or None
+        psf_model : blendflag.psf.model.PSFModel or None
             A PSF that varies (a PSFEx model): each cell gets it at the centre
             of its core, drawn at ``psf``'s size; None: ``psf`` everywhere.
 

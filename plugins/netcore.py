@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from blendflag._runtime.machine import cpu_supports_bf16
 from blendflag.errors import BlendflagError
-from blendflag.flaggers import Flagger, FlagResult
-from blendflag.machine import cpu_supports_bf16
-from blendflag.stamps import stamp_noise_sigma
+from blendflag.flagging.flaggers import Flagger, FlagResult
+from blendflag.io.stamps import stamp_noise_sigma
 from blendflag_plugins.netweights import (  # noqa: F401 - re-exported for the flaggers
     FORMAT_VERSION,
     compiled_predict,

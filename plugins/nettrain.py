@@ -26,7 +26,7 @@ def metacal_mixture(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Replace a fraction of stamps by one metacalibration image of each.
 
-    ``compare`` flags the metacal images (see :mod:`blendflag.metacal_images`),
+    ``compare`` flags the metacal images (see :mod:`blendflag.shear.metacal_images`),
     so a flagger used there must have seen such images. Each chosen stamp goes
     through the built-in GalSim engine with the settings ``compare`` uses (the
     packaged pipeline config's ``shear`` section, noise correction on) and is
@@ -60,7 +60,7 @@ def metacal_mixture(
         render keeps the original).
     """
     from blendflag.config import load_pipeline_config
-    from blendflag.metacal_images import metacal_stamps
+    from blendflag.shear.metacal_images import metacal_stamps
     from blendflag.simulate.galaxies import psf_image
     from blendflag.simulate.presets import load_dataset
     from blendflag_plugins.metacal_galsim import GalSimMetacal
@@ -180,7 +180,7 @@ def prepare_data(config, workdir: Path, quiet=False) -> dict:
     ``config`` needs ``datasets``, ``n_train``, ``n_val``, ``noise``, ``seed`` and
     ``input_size``; the cache file is keyed by their hash.
     """
-    from blendflag.atomic import atomic_output
+    from blendflag.io.atomic import atomic_output
     from blendflag_plugins.netcore import preprocess
 
     path = workdir / f"data-{_config_hash(config)}.npz"
@@ -276,7 +276,7 @@ def read_state(workdir: Path) -> dict | None:
 
 
 def write_state(workdir: Path, state: dict) -> None:
-    from blendflag.atomic import atomic_output
+    from blendflag.io.atomic import atomic_output
 
     with atomic_output(workdir / "state.json") as tmp:
         tmp.write_text(json.dumps(state, indent=2))

@@ -41,7 +41,7 @@ def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
 
 def save_weights(model, path, metadata: dict, fmt: str) -> Path:
     """Write ``model``'s weights as float16 plus JSON metadata, atomically."""
-    from blendflag.atomic import atomic_output
+    from blendflag.io.atomic import atomic_output
 
     arrays = {
         f"w{i:03d}": np.asarray(w, dtype=np.float16) for i, w in enumerate(model.get_weights())

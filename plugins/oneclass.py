@@ -153,7 +153,7 @@ def train_oneclass(
     import keras
     import tensorflow as tf
 
-    from blendflag.metrics import choose_threshold, recalls, roc_auc
+    from blendflag.flagging.metrics import choose_threshold, recalls, roc_auc
     from blendflag_plugins.nettrain import (
         image_dataset,
         load_config,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from blendflag import hookimpl
-from blendflag.detectors import SEGMENTATION_KEY, Detector
+from blendflag.flagging.detectors import SEGMENTATION_KEY, Detector
 
 if TYPE_CHECKING:  # astropy is imported when detecting, not to build the plugin manager
     from astropy.table import Table

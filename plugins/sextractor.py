@@ -21,7 +21,7 @@ import numpy as np
 
 from blendflag import hookimpl
 from blendflag.errors import CatalogueError
-from blendflag.flaggers import Flagger, FlagResult
+from blendflag.flagging.flaggers import Flagger, FlagResult
 
 DEBLENDED = 2
 

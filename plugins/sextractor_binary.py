@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from blendflag import hookimpl
-from blendflag.detectors import Detector
+from blendflag.flagging.detectors import Detector
 from blendflag_plugins.sextractor_run import find_binary, run_sextractor
 
 

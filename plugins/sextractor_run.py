@@ -5,7 +5,7 @@ A helper of the built-in plugins (not a plugin itself): the detector plugin
 :mod:`blendflag_plugins.stamp_detect` both run the binary through it.
 Configuration, parameter and filter files are written into a temporary
 directory that is removed afterwards; the binary writes a FITS_LDAC catalogue
-that is read back with :func:`blendflag.catalog.read_catalogue`. Defaults are
+that is read back with :func:`blendflag.io.catalog.read_catalogue`. Defaults are
 the sep plugin's (DETECT_THRESH 1.5, DEBLEND_NTHRESH 32, DEBLEND_MINCONT 0.005,
 DETECT_MINAREA 5, the same 3x3 pyramidal filter), from
 :class:`blendflag.config.DetectConfig`.
@@ -101,7 +101,7 @@ def run_sextractor(
             "SExtractor binary not found (install the Debian package "
             "source-extractor, or set detect.sextractor_binary)"
         )
-    from blendflag.catalog import read_catalogue
+    from blendflag.io.catalog import read_catalogue
 
     with tempfile.TemporaryDirectory(prefix="blendflag-sex-") as tmp:
         tmp = Path(tmp)

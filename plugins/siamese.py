@@ -140,7 +140,7 @@ def train_siamese(
     import keras
     import tensorflow as tf
 
-    from blendflag.metrics import choose_threshold, recalls, roc_auc
+    from blendflag.flagging.metrics import choose_threshold, recalls, roc_auc
     from blendflag_plugins.nettrain import load_config, open_run, prepare_data, write_state
 
     config = load_config(SiameseTrainConfig, config_path, overrides, "siamese")

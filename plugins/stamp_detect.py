@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from blendflag.flaggers import FlagResult
-from blendflag.stamps import stamp_border_median, stamp_noise_sigma
+from blendflag.flagging.flaggers import FlagResult
+from blendflag.io.stamps import stamp_border_median, stamp_noise_sigma
 
 DEBLENDED = 2
 

@@ -287,7 +287,7 @@ def _train(config, out, workdir, state, max_minutes, quiet, start_from=None) -> 
 
 def _finish(config, out, workdir, state, data, best_path) -> dict:
     """Pick the threshold on validation data and write the shipped weights file."""
-    from blendflag.metrics import choose_threshold, recalls, roc_auc
+    from blendflag.flagging.metrics import choose_threshold, recalls, roc_auc
     from blendflag_plugins.vgg16_model import (
         _compiled_predict,
         build_model,

@@ -14,7 +14,7 @@ Example (the isolated-galaxy target of the paired-shear issue)::
 
     python scripts/metacal_accuracy.py --n-pairs 4000 --noise 10 --workers 2 --json m.json
 
-Workers are started with ``spawn`` and ``OMP_NUM_THREADS=1`` (see blendflag.parallel).
+Workers are started with ``spawn`` and ``OMP_NUM_THREADS=1`` (see blendflag._runtime.parallel).
 """
 
 from __future__ import annotations

@@ -253,7 +253,7 @@ def diff(args):
 
 
 def write_json(data, path):
-    from blendflag.atomic import atomic_output
+    from blendflag.io.atomic import atomic_output
 
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(data, indent=1, default=float))

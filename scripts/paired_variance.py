@@ -58,9 +58,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from blendflag.commands.common import load_config
-    from blendflag.compare import run_compare
-    from blendflag.field_input import simulated_inputs
-    from blendflag.flaggers import make_flaggers
+    from blendflag.flagging.flaggers import make_flaggers
+    from blendflag.pipeline.compare import run_compare
+    from blendflag.pipeline.field_input import simulated_inputs
     from blendflag.plugins import get_plugin_manager, get_shear_engines, select_engine
 
     pm = get_plugin_manager()

@@ -50,7 +50,7 @@ def configurations(preset, densities, noises):
 
 def simulate_tiles(root: Path, density, noise, seeds, n_galaxies, margin):
     """±g fields for each seed under ``root/seed<k>/{plus,minus}`` (skipping finished ones)."""
-    from blendflag.field_input import simulated_preset
+    from blendflag.pipeline.field_input import simulated_preset
     from blendflag.simulate.field import simulate_field
     from blendflag.simulate.field_io import write_field
 
@@ -91,10 +91,10 @@ def run_configuration(
     only those fields (``seed<k>`` directories); None takes every field there.
     """
     from blendflag.config import load_pipeline_config
-    from blendflag.flaggers import make_flaggers
+    from blendflag.flagging.flaggers import make_flaggers
     from blendflag.plugins import get_flaggers, get_plugin_manager, get_shear_engines, select_engine
-    from blendflag.tile_list import read_tiles
-    from blendflag.tiles import combine_tiles, run_tiles, settings_for
+    from blendflag.tiling.runner import combine_tiles, run_tiles, settings_for
+    from blendflag.tiling.tile_list import read_tiles
 
     pm = get_plugin_manager()
     config = load_pipeline_config(config_path)

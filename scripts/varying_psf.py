@@ -3,7 +3,7 @@
 1. A star field with the varying PSF of ``simulate-field --varying-psf``
    (size +-10 % along x, +-5 % along y, PSF g1 -0.03..+0.03 along x, g2 along y,
    over a SIZE x SIZE image) goes through SExtractor and PSFEx
-   (:func:`blendflag.psfex_chain.run_chain`): the PSFEx model is made from the
+   (:func:`blendflag.psf.psfex_chain.run_chain`): the PSFEx model is made from the
    image, as on a real tile.
 2. Isolated exponential galaxies in 90-degree rotated pairs are placed at
    random over the same image; both members of a pair sit at the same
@@ -73,7 +73,7 @@ def _run_chunk(task):
     (vp, psfex_path, average, xs, ys, seed, first, shear, flux, noise, variants, interp, mode,
      undo) = task  # fmt: skip
     from blendflag.config import ShearConfig
-    from blendflag.psf_model import PSFExModel
+    from blendflag.psf.model import PSFExModel
     from blendflag.shear.inputs import paired_noise_fields
     from blendflag.shear.metacal_ops import common_target_sigma
     from blendflag_plugins.metacal_galsim import GalSimMetacal
@@ -186,8 +186,8 @@ def main(argv=None) -> int:
     if args.psf_sampling:
         psfex_options["PSF_SAMPLING"] = args.psf_sampling
 
-    from blendflag.psf_model import PSFExModel
-    from blendflag.psfex_chain import run_chain
+    from blendflag.psf.model import PSFExModel
+    from blendflag.psf.psfex_chain import run_chain
     from blendflag.simulate.field import simulate_field
     from blendflag.simulate.field_io import write_field
 

@@ -18,8 +18,8 @@ from astropy.table import Table
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blendflag.catalog import read_catalogue, write_ldac
 from blendflag.errors import CatalogueError
+from blendflag.io.catalog import read_catalogue, write_ldac
 from tests.conftest import gaussian_image, run_cli
 from tests.test_psf_checks import gaussian_psf
 

@@ -7,15 +7,15 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from blendflag.annotation import Annotation
-from blendflag.atomic import atomic_output
-from blendflag.catalog import (
+from blendflag.errors import CatalogueError
+from blendflag.io.annotation import Annotation
+from blendflag.io.atomic import atomic_output
+from blendflag.io.catalog import (
     annotate_hdul,
     read_catalogue,
     write_annotated,
     write_ldac,
 )
-from blendflag.errors import CatalogueError
 
 
 def sextractor_fits(path, ldac: bool, n=20, rng=None):

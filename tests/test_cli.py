@@ -7,7 +7,7 @@ import pytest
 from astropy.io import fits
 
 from blendflag import __version__
-from blendflag.catalog import read_catalogue
+from blendflag.io.catalog import read_catalogue
 from tests.conftest import run_cli
 
 

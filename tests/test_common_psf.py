@@ -7,7 +7,7 @@ import pytest
 
 from blendflag.config import ShearConfig
 from blendflag.errors import BlendflagError
-from blendflag.psf_model import ShiftedPSF
+from blendflag.psf.model import ShiftedPSF
 from blendflag.simulate.presets import load_dataset
 from blendflag.simulate.psf_variation import PSFVariation, VaryingPSF
 from blendflag_plugins.metacal_galsim import GalSimMetacal

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from blendflag.catalog import read_catalogue
+from blendflag.io.catalog import read_catalogue
 from blendflag.truth import pair_complete
 from tests.conftest import run_cli
 

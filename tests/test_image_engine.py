@@ -13,7 +13,7 @@ from astropy.table import Table
 
 from blendflag import hookimpl
 from blendflag.config import PipelineConfig
-from blendflag.pipeline import Context, run_pipeline
+from blendflag.pipeline.stages import Context, run_pipeline
 from blendflag.plugins import get_plugin_manager, get_shear_engines, select_engine
 from blendflag.shear.catalogues import VersionCatalogues
 from blendflag.shear.engine import ImageShearEngine

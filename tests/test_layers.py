@@ -74,8 +74,8 @@ def _is_integration(module: str) -> bool:
 
 
 def test_the_graph_is_read():
-    assert "blendflag.shear.engine" in GRAPH["blendflag.pipeline"] or any(
-        "blendflag.shear" in t for t in GRAPH["blendflag.pipeline"]
+    assert "blendflag.shear.engine" in GRAPH["blendflag.pipeline.stages"] or any(
+        "blendflag.shear" in t for t in GRAPH["blendflag.pipeline.stages"]
     )
     assert "blendflag.shear.results" in GRAPH["blendflag.shear.statistics"]
 

@@ -6,21 +6,21 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from blendflag.catalog import read_catalogue, write_ldac
 from blendflag.config import DetectConfig, PipelineConfig, ShearConfig, load_pipeline_config
-from blendflag.detectors import pop_segmentation
 from blendflag.errors import BlendflagError, ConfigError
-from blendflag.masking import (
+from blendflag.flagging.detectors import pop_segmentation
+from blendflag.io.catalog import read_catalogue, write_ldac
+from blendflag.io.stamps import cut_stamps
+from blendflag.pipeline.stages import Context, stage_cutout, stage_detect, table_from_catalogue
+from blendflag.plugins import get_plugin_manager
+from blendflag.shear.engine import StampShearEngine
+from blendflag.shear.masking import (
     context_segment_ids,
     fill_neighbours,
     masked_stamps_for,
     neighbour_masks,
 )
-from blendflag.pipeline import Context, stage_cutout, stage_detect, table_from_catalogue
-from blendflag.plugins import get_plugin_manager
-from blendflag.shear.engine import StampShearEngine
 from blendflag.shear.results import MetacalResult, empty_result_table
-from blendflag.stamps import cut_stamps
 from blendflag_plugins.sep_detect import detect_with_sep
 from blendflag_plugins.sextractor_run import find_binary
 from tests.conftest import gaussian_image, run_cli

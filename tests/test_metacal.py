@@ -7,7 +7,7 @@ import pytest
 
 from blendflag.config import PipelineConfig, ShearConfig
 from blendflag.errors import BlendflagError
-from blendflag.pipeline import Context, stage_measure_shear
+from blendflag.pipeline.stages import Context, stage_measure_shear
 from blendflag.plugins import get_plugin_manager, get_shear_engines
 from blendflag.shear.bench import bench_shear_engines
 from blendflag.shear.results import (
@@ -152,7 +152,7 @@ def test_weighted_moments_shape_recovers_the_shear(pairs):
 
 def _blend_shape(x_target: float, offsets: bool):
     """wmom noshear shape of a galaxy at ``x_target`` (1-based) with a brighter neighbour."""
-    from blendflag.stamps import cut_stamps
+    from blendflag.io.stamps import cut_stamps
 
     scale, y_target = 0.187, 60.3
     psf = galsim.Moffat(beta=2.5, fwhm=0.7)

@@ -9,7 +9,7 @@ import pytest
 
 from blendflag.config import load_pipeline_config
 from blendflag.errors import BlendflagError
-from blendflag.metacal_images import metacal_stamps
+from blendflag.shear.metacal_images import metacal_stamps
 from blendflag.simulate.galaxies import psf_image
 from blendflag.simulate.presets import load_dataset
 from blendflag.simulate.stamps import simulate_stamps

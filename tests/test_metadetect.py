@@ -198,7 +198,7 @@ def test_a_near_noiseless_grid_gives_no_spurious_object_and_no_bias():
 
 def test_a_varying_psf_is_read_at_each_cells_centre():
     """Each cell deconvolves the PSF model at its core's centre, so each galaxy gives its shear."""
-    from blendflag.psf_model import PSFModel
+    from blendflag.psf.model import PSFModel
 
     class Recorded(PSFModel):
         """FWHM 0.7" on the left half of the image, 1.0" on the right; remembers where asked."""

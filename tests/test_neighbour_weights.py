@@ -7,11 +7,11 @@ import pytest
 
 from blendflag.config import DetectConfig, PipelineConfig, ShearConfig
 from blendflag.errors import BlendflagError
-from blendflag.pipeline import Context
+from blendflag.io.stamps import cut_stamps
+from blendflag.pipeline.stages import Context
 from blendflag.plugins import get_plugin_manager
 from blendflag.shear import neighbour_weights as nw
 from blendflag.shear.inputs import engine_inputs, stamp_offsets
-from blendflag.stamps import cut_stamps
 from blendflag_plugins.metacal_galsim import GalSimMetacal
 from blendflag_plugins.sep_detect import detect_with_sep
 from tests.conftest import gaussian_image

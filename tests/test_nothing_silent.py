@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from blendflag.paths import same_file
-from blendflag.progress import LogProgress
-from blendflag.quiet_imports import is_chatter, native_stderr_filtered
+from blendflag._runtime.progress import LogProgress
+from blendflag._runtime.quiet_imports import is_chatter, native_stderr_filtered
+from blendflag.io.paths import same_file
 from blendflag.shear.paired import MIN_UNITS, UnitSums, compare_statistics
 from tests.conftest import run_cli
 
@@ -108,7 +108,7 @@ def test_log_progress_prints_counts_rate_and_time_at_most_every_interval(capsys)
 
 
 def test_progress_off_a_terminal_is_line_based(capsys):
-    from blendflag.progress import progress
+    from blendflag._runtime.progress import progress
 
     assert isinstance(progress(total=3, desc="x"), LogProgress)  # capsys: not a terminal
     assert not isinstance(progress(total=3, desc="x", quiet=True), LogProgress)

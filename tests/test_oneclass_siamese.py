@@ -104,7 +104,7 @@ def test_both_run_in_evaluate(trained, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_flag_catalogue_with_oneclass(trained, detected, tmp_path, capsys):
-    from blendflag.catalog import read_catalogue
+    from blendflag.io.catalog import read_catalogue
 
     out = tmp_path / "f.fits"
     code, _, err = run_cli(

@@ -8,7 +8,14 @@ from astropy.io import fits
 
 from blendflag.config import PipelineConfig
 from blendflag.errors import PluginError
-from blendflag.pipeline import Context, Stage, Stages, build_stages, default_stages, run_pipeline
+from blendflag.pipeline.stages import (
+    Context,
+    Stage,
+    Stages,
+    build_stages,
+    default_stages,
+    run_pipeline,
+)
 from blendflag.plugins import get_plugin_manager
 from tests.conftest import run_cli
 
@@ -70,8 +77,8 @@ def test_duplicate_stage_names_rejected():
 
 
 def test_pipeline_detects_and_flags_in_memory(small_field):
-    from blendflag.flaggers import make_flaggers
-    from blendflag.images import read_image
+    from blendflag.flagging.flaggers import make_flaggers
+    from blendflag.io.images import read_image
 
     pm = get_plugin_manager()
     image, _ = read_image(small_field["image"])

@@ -141,7 +141,7 @@ def test_blendflag_detect_first_result_wins(small_field):
     from astropy.table import Table
 
     from blendflag.config import DetectConfig
-    from blendflag.images import read_image
+    from blendflag.io.images import read_image
 
     plugin = types.ModuleType("fake_detector")
     calls = []
@@ -168,7 +168,7 @@ def test_register_flaggers_hook_adds_a_flagger(detected, capsys):
     import numpy as np
 
     from blendflag.cli import build_parser
-    from blendflag.flaggers import Flagger, FlagResult
+    from blendflag.flagging.flaggers import Flagger, FlagResult
 
     class Brightest(Flagger):
         name = "brightest"
@@ -200,7 +200,7 @@ def test_register_flaggers_hook_adds_a_flagger(detected, capsys):
         ]
     )
     assert args.func(args, pm) == 0
-    from blendflag.catalog import read_catalogue
+    from blendflag.io.catalog import read_catalogue
 
     cat = read_catalogue(out)
     assert cat.column("BLEND_BRIGHTEST").sum() == len(cat) // 2
@@ -217,7 +217,7 @@ def test_every_flaggers_header_cards_fit_a_fits_card(reference):
     from astropy.io import fits
 
     from blendflag.config import load_pipeline_config
-    from blendflag.flaggers import make_flaggers
+    from blendflag.flagging.flaggers import make_flaggers
 
     pm = get_plugin_manager()
     names = sorted(get_flaggers(pm))
@@ -249,7 +249,7 @@ def _flagger_classes():
     """A third-party flagger that declares weights and threshold, and one that declares none."""
     import numpy as np
 
-    from blendflag.flaggers import Flagger, FlagResult
+    from blendflag.flagging.flaggers import Flagger, FlagResult
 
     class Weighted(Flagger):
         name = "weighted"
@@ -271,7 +271,7 @@ def _flagger_classes():
 
 
 def test_cli_overrides_reach_exactly_the_flaggers_that_declare_them():
-    from blendflag.flaggers import cli_overrides
+    from blendflag.flagging.flaggers import cli_overrides
 
     weighted, plain = _flagger_classes()
     classes = {"weighted": weighted, "plain": plain}
@@ -291,7 +291,7 @@ def test_cli_overrides_reach_exactly_the_flaggers_that_declare_them():
 
 def test_builtin_declarations_keep_the_old_routing():
     """Networks take weights/threshold/views, the SExtractor rule takes the backend."""
-    from blendflag.flaggers import flagger_overrides
+    from blendflag.flagging.flaggers import flagger_overrides
 
     pm = get_plugin_manager()
     names = ["sextractor", "vgg16", "oneclass", "siamese"]
@@ -336,7 +336,7 @@ def test_backends_are_the_registered_detectors(small_field, capsys):
     from astropy.table import Table
 
     from blendflag.cli import build_parser
-    from blendflag.detectors import Detector
+    from blendflag.flagging.detectors import Detector
     from blendflag.plugins import get_detectors
 
     class Fake(Detector):
@@ -374,7 +374,7 @@ def test_backends_are_the_registered_detectors(small_field, capsys):
 
 
 def test_duplicate_detector_names_rejected():
-    from blendflag.detectors import Detector
+    from blendflag.flagging.detectors import Detector
     from blendflag.plugins import get_detectors
 
     other = type("OtherSep", (Detector,), {"name": "sep"})
@@ -420,7 +420,7 @@ def _trainable_plugin(tmp_path, monkeypatch):
     (site / "mine_configs" / "train_mine.yaml").write_text("method: mine\nepochs: 1\n")
     (site / "blendflag_mine.py").write_text(
         "from blendflag import hookimpl\n"
-        "from blendflag.flaggers import Flagger\n\n\n"
+        "from blendflag.flagging.flaggers import Flagger\n\n\n"
         "class Mine(Flagger):\n"
         "    name = 'mine'\n"
         "    trainable = True\n"
@@ -491,7 +491,7 @@ def test_train_refuses_what_cannot_be_trained(argv, match, tmp_path, capsys):
 
 
 def test_base_flagger_declares_nothing():
-    from blendflag.flaggers import Flagger
+    from blendflag.flagging.flaggers import Flagger
 
     assert Flagger.cli_options == () and not Flagger.trainable
     assert Flagger.training_config_path() is None

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from blendflag.errors import CatalogueError
-from blendflag.psf_checks import check_psf_image, psf_centroid
+from blendflag.psf.checks import check_psf_image, psf_centroid
 
 FWHM = 3.5  # pixels, about the CFIS preset's PSF
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from blendflag.errors import BlendflagError
-from blendflag.psf_model import ImagePSF, load_psf
-from blendflag.psfex_chain import find_binary, run_chain
+from blendflag.psf.model import ImagePSF, load_psf
+from blendflag.psf.psfex_chain import find_binary, run_chain
 from blendflag.simulate.field import simulate_field
 from blendflag.simulate.field_io import write_field
 from blendflag.simulate.presets import load_dataset
@@ -110,7 +110,7 @@ def test_psfex_model_at_two_positions_matches_what_was_drawn(psfex_field):
 
 @needs_chain
 def test_file_input_reads_a_psfex_model(psfex_field):
-    from blendflag.field_input import file_input
+    from blendflag.pipeline.field_input import file_input
 
     d = psfex_field["dir"]
     data = file_input(
@@ -128,13 +128,13 @@ def test_file_input_reads_a_psfex_model(psfex_field):
 @needs_chain
 def test_split_image_reads_the_psfex_model_at_whole_image_positions(psfex_field, tmp_path):
     """Sub-tiles evaluate the PSFEx model where their objects are on the whole image."""
-    from blendflag.compare import run_compare
     from blendflag.config import PipelineConfig
-    from blendflag.field_input import file_input
-    from blendflag.flaggers import make_flaggers
+    from blendflag.flagging.flaggers import make_flaggers
+    from blendflag.pipeline.compare import run_compare
+    from blendflag.pipeline.field_input import file_input
     from blendflag.plugins import get_plugin_manager, get_shear_engines, select_engine
-    from blendflag.psf_model import ShiftedPSF
-    from blendflag.split_compare import run_split_compare
+    from blendflag.psf.model import ShiftedPSF
+    from blendflag.tiling.split_image import run_split_compare
 
     d, chain = psfex_field["dir"], psfex_field["chain"]
     model = load_psf(chain["psf"])[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from astropy.io import fits
 
-from blendflag.psf_stars import stellar_locus, write_star_catalogue
+from blendflag.psf.stars import stellar_locus, write_star_catalogue
 
 
 def _catalogue(rng, n_stars=400, n_galaxies=4000, size=10000.0):

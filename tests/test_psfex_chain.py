@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from blendflag.catalog import read_catalogue
-from blendflag.psfex_chain import SEX_PARAMETERS, find_binary, main, write_configs
+from blendflag.io.catalog import read_catalogue
+from blendflag.psf.psfex_chain import SEX_PARAMETERS, find_binary, main, write_configs
 from tests.conftest import run_cli
 
 needs_chain = pytest.mark.skipif(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from blendflag.psfex_resampling import lanczos3, transfer_function, undo_resampling
+from blendflag.psf.psfex_resampling import lanczos3, transfer_function, undo_resampling
 
 
 def _sigma(image) -> float:

@@ -79,7 +79,7 @@ def test_missing_binary_is_a_clear_error(monkeypatch):
 @needs_binary
 def test_binary_and_sep_agree_on_a_field(small_field, capsys):
     """sep's OBJ_MERGED and SExtractor's FLAGS & 2 on the same image."""
-    from blendflag.catalog import read_catalogue
+    from blendflag.io.catalog import read_catalogue
 
     tmp = small_field["tmp"]
     for backend in ("sep", "sextractor"):

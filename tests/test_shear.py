@@ -13,7 +13,8 @@ from astropy.io import fits
 
 from blendflag.config import ShearConfig
 from blendflag.errors import BlendflagError, PluginError
-from blendflag.images import pixel_scale_from_header
+from blendflag.io.images import pixel_scale_from_header
+from blendflag.io.stamps import stamp_noise_sigma
 from blendflag.plugins import select_engine
 from blendflag.shear.engine import StampShearEngine
 from blendflag.shear.inputs import crop_stamps, noise_from_weight
@@ -33,7 +34,6 @@ from blendflag.shear.results import (
     flag_unstable,
 )
 from blendflag.shear.statistics import selection_statistics, shear_response
-from blendflag.stamps import stamp_noise_sigma
 
 STEP = 0.01
 REQUIRED_KEYS = {

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from blendflag.subtiles import centre_pixels, owners, read_section, subtile_grid
+from blendflag.tiling.grid import centre_pixels, owners, read_section, subtile_grid
 
 
 @pytest.mark.parametrize(
@@ -72,9 +72,9 @@ def test_read_section_is_the_slice_and_keeps_the_wcs(tmp_path):
 @pytest.fixture(scope="module")
 def small_image(tmp_path_factory):
     """A 300 x 300 CFIS-like image with its weight, PSF and a detected catalogue."""
-    from blendflag.catalog import write_ldac
     from blendflag.commands.detect import detect
     from blendflag.config import PipelineConfig
+    from blendflag.io.catalog import write_ldac
     from blendflag.plugins import get_plugin_manager
     from blendflag.simulate.field import simulate_field
     from blendflag.simulate.field_io import write_field
@@ -88,12 +88,12 @@ def small_image(tmp_path_factory):
 
 
 def _whole_and_split(small_image, work):
-    from blendflag.compare import run_compare
     from blendflag.config import PipelineConfig
-    from blendflag.field_input import file_input
-    from blendflag.flaggers import make_flaggers
+    from blendflag.flagging.flaggers import make_flaggers
+    from blendflag.pipeline.compare import run_compare
+    from blendflag.pipeline.field_input import file_input
     from blendflag.plugins import get_plugin_manager, get_shear_engines, select_engine
-    from blendflag.split_compare import run_split_compare
+    from blendflag.tiling.split_image import run_split_compare
 
     pm = get_plugin_manager()
     config = PipelineConfig()
@@ -174,7 +174,7 @@ def test_sub_tile_option_errors(small_image, capsys):
 def test_bench_split_tile_rates(capsys):
     from blendflag.config import PipelineConfig
     from blendflag.plugins import get_plugin_manager
-    from blendflag.subtile_bench import bench_split_tile
+    from blendflag.tiling.bench import bench_split_tile
 
     rows = bench_split_tile(get_plugin_manager(), PipelineConfig(), ["sextractor"], 300, workers=1)
     stages = [r["stage"] for r in rows]
@@ -187,7 +187,7 @@ def test_sub_tile_catalogue_rows_leave_the_whole_table_to_be_freed(tmp_path):
     """A worker reads the whole catalogue for every sub-tile: none of it may stay in memory."""
     import gc
 
-    from blendflag.subtile_tasks import subtile_catalogue
+    from blendflag.tiling.subtile_tasks import subtile_catalogue
 
     n = 2000
     rng = np.random.default_rng(0)

@@ -11,7 +11,7 @@ from astropy.io import fits
 
 from blendflag.simulate.field import simulate_field
 from blendflag.simulate.field_io import write_field
-from blendflag.tile_list import read_tiles
+from blendflag.tiling.tile_list import read_tiles
 from tests.conftest import run_cli
 
 pytest.importorskip("dask.distributed")
@@ -248,7 +248,7 @@ def test_a_changed_engine_default_changes_the_tile_hash(monkeypatch):
     the hashed settings hold the engine's resolved settings, not only the config."""
     import blendflag_plugins.metacal_galsim as engine_module
     from blendflag.config import load_pipeline_config
-    from blendflag.tiles import settings_for
+    from blendflag.tiling.runner import settings_for
 
     config = load_pipeline_config(None)
     before = settings_for(config, ["sextractor"], "metacal", 1)

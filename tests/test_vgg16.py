@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from blendflag.errors import BlendflagError
-from blendflag.stamps import stamp_noise_sigma
+from blendflag.io.stamps import stamp_noise_sigma
 from blendflag_plugins import vgg16
 from blendflag_plugins.vgg16 import (
     DEFAULT_WEIGHTS,
@@ -387,7 +387,7 @@ def test_shipped_weights_work_on_metacal_images():
     blend), which these floors reject.
     """
     from blendflag.config import load_pipeline_config
-    from blendflag.metacal_images import metacal_stamps
+    from blendflag.shear.metacal_images import metacal_stamps
     from blendflag.simulate.galaxies import psf_image
     from blendflag.simulate.presets import load_dataset
     from blendflag.simulate.stamps import simulate_stamps
@@ -543,7 +543,7 @@ def test_truth_reference_noise():
     """evaluate takes the labels' depth from the truth: one isophote for every stamp."""
     from astropy.table import Table
 
-    from blendflag.evaluation import truth_reference_noise
+    from blendflag.flagging.evaluation import truth_reference_noise
     from blendflag.simulate.stamps import simulate_stamps
 
     _, truth = simulate_stamps("great3", 12, seed=6, noise="grid")

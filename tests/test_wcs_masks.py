@@ -12,10 +12,10 @@ from astropy.table import Table
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
-from blendflag.catalog import read_catalogue
-from blendflag.flaggers import Flagger, FlagResult
-from blendflag.stamps import STAMP_EDGE, STAMP_MASKED, STAMP_NONFINITE, cut_stamps, stamp_flags
-from blendflag.wcs_jacobian import (
+from blendflag.flagging.flaggers import Flagger, FlagResult
+from blendflag.io.catalog import read_catalogue
+from blendflag.io.stamps import STAMP_EDGE, STAMP_MASKED, STAMP_NONFINITE, cut_stamps, stamp_flags
+from blendflag.psf.wcs_jacobian import (
     image_to_sky_shear,
     jacobian_summary,
     local_jacobians,
@@ -65,7 +65,7 @@ def test_image_to_sky_shear():
 
 
 def test_file_input_takes_the_pixel_scale_from_the_local_jacobian(tmp_path):
-    from blendflag.field_input import file_input
+    from blendflag.pipeline.field_input import file_input
 
     image = gaussian_image((400, 400), [(200.0, 200.0)])
     fits.PrimaryHDU(image, header=tan_header()).writeto(tmp_path / "img.fits")
@@ -134,7 +134,7 @@ def masked_pair(tmp_path):
 
 def test_masked_pixels_never_reach_a_flagger(masked_pair):
     from blendflag.config import PipelineConfig
-    from blendflag.pipeline import flag_catalogue_file
+    from blendflag.pipeline.stages import flag_catalogue_file
     from blendflag.plugins import get_plugin_manager
 
     pm, config = get_plugin_manager(), PipelineConfig()

@@ -10,7 +10,7 @@ import numpy as np
 
 from blendflag.commands.common import check_output_path, guard_outputs, load_config, write_json
 from blendflag.errors import BlendflagError
-from blendflag.flaggers import make_flaggers
+from blendflag.flagging.flaggers import make_flaggers
 from blendflag.plugins import get_flaggers
 
 
@@ -130,11 +130,11 @@ def run(args, pm) -> int:
         rows += bench_shear_engines(pm, n=20 if quick else 200, rng=np.random.default_rng(13))
     if "tile" in parts:
         from blendflag.commands.compare import _default_flaggers
-        from blendflag.subtile_bench import bench_split_tile
+        from blendflag.tiling.bench import bench_split_tile
 
         names = _default_flaggers(pm, config)
         rows += bench_split_tile(pm, config, names, size=400 if quick else 2000)
-    from blendflag.machine import cpu_description
+    from blendflag._runtime.machine import cpu_description
 
     result = {
         "cores": os.cpu_count(),
@@ -177,8 +177,8 @@ def bench_scaling(pm, config, n_tiles: int = 8, n_galaxies: int = 400) -> dict:
     from blendflag.plugins import get_shear_engines, select_engine
     from blendflag.simulate.field import simulate_field
     from blendflag.simulate.field_io import write_field
-    from blendflag.tile_list import read_tiles
-    from blendflag.tiles import run_tiles, settings_for
+    from blendflag.tiling.runner import run_tiles, settings_for
+    from blendflag.tiling.tile_list import read_tiles
 
     engine = select_engine(get_shear_engines(pm), config.shear.engine).name
     settings = settings_for(config, list(config.flag.flaggers[:1]), engine, 0, bootstrap=20)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from blendflag.atomic import atomic_output
 from blendflag.config import PipelineConfig, load_pipeline_config
 from blendflag.errors import BlendflagError
+from blendflag.io.atomic import atomic_output
 
 
 def load_config(args) -> PipelineConfig:
@@ -90,9 +90,9 @@ def guard_outputs(args, inputs=(), outputs=(), directories=(), extra_inputs=None
     Raises
     ------
     BlendflagError
-        See :func:`blendflag.paths.check_outputs`.
+        See :func:`blendflag.io.paths.check_outputs`.
     """
-    from blendflag.paths import check_outputs
+    from blendflag.io.paths import check_outputs
 
     def opt(name):
         return "--" + name.replace("_", "-")
@@ -139,13 +139,13 @@ def add_flagger_options(parser, options, pm=None) -> None:
 
     A given value reaches exactly the flaggers that declare the option in
     ``cli_options`` (see :func:`flagger_option_values` and
-    :func:`blendflag.flaggers.flagger_overrides`).
+    :func:`blendflag.flagging.flaggers.flagger_overrides`).
 
     Parameters
     ----------
     parser : argparse.ArgumentParser
     options : iterable of str
-        Names from :data:`blendflag.flaggers.CLI_OPTIONS`.
+        Names from :data:`blendflag.flagging.flaggers.CLI_OPTIONS`.
     pm : pluggy.PluginManager or None
         For ``backend``: its choices are the registered detectors.
     """
@@ -169,7 +169,7 @@ def add_backend_arg(parser, pm, help: str) -> None:
 
 def flagger_option_values(args) -> dict:
     """``{option: value}`` of the generic flagger options the command has (None: not given)."""
-    from blendflag.flaggers import CLI_OPTIONS
+    from blendflag.flagging.flaggers import CLI_OPTIONS
 
     return {o: getattr(args, o) for o in CLI_OPTIONS if hasattr(args, o)}
 

@@ -12,14 +12,14 @@ from blendflag.commands.common import (
     write_json,
 )
 from blendflag.errors import BlendflagError
-from blendflag.field_input import (
+from blendflag.flagging.flaggers import flagger_overrides, make_flaggers
+from blendflag.pipeline.field_input import (
     DEFAULT_DATASET,
     DEFAULT_N_GALAXIES,
     DEFAULT_NOISE,
     DEFAULT_SEED,
     DEFAULT_SHEAR,
 )
-from blendflag.flaggers import flagger_overrides, make_flaggers
 
 
 def register(cli) -> None:
@@ -154,8 +154,8 @@ def _default_flaggers(pm, config):
 
 
 def run(args, pm) -> int:
-    from blendflag.compare import run_compare
-    from blendflag.field_input import simulated_inputs
+    from blendflag.pipeline.compare import run_compare
+    from blendflag.pipeline.field_input import simulated_inputs
     from blendflag.plugins import get_shear_engines, select_engine
 
     config = load_config(args)
@@ -195,7 +195,7 @@ def run(args, pm) -> int:
     workers = args.workers or os.cpu_count() or 1
     core = 0
     if user_data:
-        from blendflag.split_compare import split_core
+        from blendflag.tiling.split_image import split_core
 
         core = split_core(args.sub_tile, args.image)
     elif args.sub_tile is not None:
@@ -240,7 +240,7 @@ def run(args, pm) -> int:
     )
     _report(args, result.json)
     if args.catalogue_out:
-        from blendflag.catalog import write_output_catalogue
+        from blendflag.io.catalog import write_output_catalogue
 
         ctx = result.context
         write_output_catalogue(
@@ -264,8 +264,8 @@ def _report(args, document: dict) -> int:
 def run_tiles_command(args, pm, config) -> int:
     """``compare --tiles``: every tile a task, then the combined statistics."""
     from blendflag.plugins import get_shear_engines, select_engine
-    from blendflag.tile_list import read_tiles
-    from blendflag.tiles import combine_tiles, run_tiles, settings_for
+    from blendflag.tiling.runner import combine_tiles, run_tiles, settings_for
+    from blendflag.tiling.tile_list import read_tiles
 
     if not args.out_dir:
         raise BlendflagError("--tiles needs --out-dir for the per-tile results")

@@ -9,15 +9,15 @@ def user_input(args):
     The true shear comes from ``--true-shear`` or else from the truth file's
     ``SHEAR1``/``SHEAR2`` cards (``simulate-field`` writes them).
     """
-    from blendflag.field_input import file_input
+    from blendflag.pipeline.field_input import file_input
     from blendflag.simulate.field import parse_shear
 
     true_shear = parse_shear(args.true_shear) if args.true_shear else None
     info = None
     if args.truth:
-        from blendflag.catalog import read_catalogue
-        from blendflag.tile_list import Tile
-        from blendflag.tile_tasks import simulated_tile
+        from blendflag.io.catalog import read_catalogue
+        from blendflag.tiling.tasks import simulated_tile
+        from blendflag.tiling.tile_list import Tile
 
         read_catalogue(args.truth)  # a readable FITS table, else one line
         info = simulated_tile(Tile(name="image", image=args.image, truth=args.truth))

@@ -1,4 +1,4 @@
-"""``compare --image`` on an image split into sub-tiles (``--sub-tile``; see blendflag.subtiles)."""
+"""``compare --image`` split into sub-tiles (``--sub-tile``; see :mod:`blendflag.tiling.grid`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def run_split(args, pm, config, names, engine_cls, workers, core) -> dict:
     import tempfile
 
     from blendflag.simulate.field import parse_shear
-    from blendflag.split_compare import run_split_compare
+    from blendflag.tiling.split_image import run_split_compare
 
     if args.catalogue is None:
         raise BlendflagError(

@@ -10,8 +10,8 @@ from blendflag.commands.common import (
     guard_outputs,
     load_config,
 )
-from blendflag.detectors import pop_segmentation
 from blendflag.errors import PluginError
+from blendflag.flagging.detectors import pop_segmentation
 
 
 def register(cli) -> None:
@@ -47,8 +47,8 @@ def detect(pm, image, weight, detect_config):
 
 
 def run(args, pm) -> int:
-    from blendflag.catalog import write_ldac
-    from blendflag.images import load_image_and_weight
+    from blendflag.io.catalog import write_ldac
+    from blendflag.io.images import load_image_and_weight
 
     config = load_config(args)
     if args.backend:

@@ -14,7 +14,7 @@ from blendflag.commands.common import (
     write_json,
 )
 from blendflag.errors import BlendflagError
-from blendflag.flaggers import flagger_overrides, make_flaggers
+from blendflag.flagging.flaggers import flagger_overrides, make_flaggers
 
 
 def register(cli) -> None:
@@ -86,12 +86,12 @@ def load_stamps(args):
 
 
 def to_metacal(pm, config, args, stamps, truth, dataset):
-    """The metacal images of the stamps (see :mod:`blendflag.metacal_images`), and their truth.
+    """The metacal images of the stamps (:mod:`blendflag.shear.metacal_images`) and their truth.
 
     Stamps the engine could not render are left out and counted.
     """
-    from blendflag.metacal_images import metacal_stamps
     from blendflag.plugins import get_shear_engines, select_engine
+    from blendflag.shear.metacal_images import metacal_stamps
     from blendflag.simulate.galaxies import psf_image
 
     if dataset is None:
@@ -137,7 +137,7 @@ def run(args, pm) -> int:
         stamps, truth, mcal_info = to_metacal(pm, config, args, stamps, truth, dataset)
     if len(stamps) == 0:
         raise BlendflagError("no stamps to evaluate")
-    from blendflag.evaluation import evaluate_flaggers
+    from blendflag.flagging.evaluation import evaluate_flaggers
 
     results = evaluate_flaggers(flaggers, stamps, truth, reference)
     results["data"] = (

@@ -10,7 +10,7 @@ from blendflag.commands.common import (
     load_config,
 )
 from blendflag.errors import BlendflagError
-from blendflag.flaggers import flagger_overrides, make_flaggers
+from blendflag.flagging.flaggers import flagger_overrides, make_flaggers
 
 
 def register(cli) -> None:
@@ -51,8 +51,8 @@ def register(cli) -> None:
 
 
 def run(args, pm) -> int:
-    from blendflag.catalog import write_annotated
-    from blendflag.pipeline import flag_catalogue_file
+    from blendflag.io.catalog import write_annotated
+    from blendflag.pipeline.stages import flag_catalogue_file
 
     if args.tiles:
         return run_tiles_command(args, pm)
@@ -88,10 +88,10 @@ def run(args, pm) -> int:
 
 def run_tiles_command(args, pm) -> int:
     """``flag --tiles``: one task per tile, resumable."""
-    from blendflag.parallel import idle_cores
-    from blendflag.tile_list import read_tiles
-    from blendflag.tile_tasks import flag_tile
-    from blendflag.tiles import run_tiles, settings_for
+    from blendflag._runtime.parallel import idle_cores
+    from blendflag.tiling.runner import run_tiles, settings_for
+    from blendflag.tiling.tasks import flag_tile
+    from blendflag.tiling.tile_list import read_tiles
 
     if not args.out_dir:
         raise BlendflagError("--tiles needs --out-dir")

@@ -207,8 +207,8 @@ def stamps_hdulist(stamps, truth, config, *, seed, noise, fractions):
 
 
 def run_simulate(args, pm) -> int:
-    from blendflag.atomic import atomic_output
     from blendflag.commands.common import check_output_path, guard_outputs
+    from blendflag.io.atomic import atomic_output
     from blendflag.simulate.presets import load_dataset
     from blendflag.simulate.stamps import simulate_stamps
 
@@ -254,7 +254,7 @@ def run_simulate(args, pm) -> int:
 
 def run_simulate_field(args, pm) -> int:
     from blendflag.commands.common import guard_outputs, load_config
-    from blendflag.field_input import simulated_preset
+    from blendflag.pipeline.field_input import simulated_preset
     from blendflag.simulate.field import parse_shear, simulate_field
     from blendflag.simulate.field_io import check_field_outdir, field_staging, write_field
 

@@ -20,7 +20,7 @@ def plot_examples(dataset, path, seed: int = 0, per_row: int = PLOT_PER_ROW) -> 
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from blendflag.atomic import atomic_output
+    from blendflag.io.atomic import atomic_output
     from blendflag.simulate.presets import load_dataset
     from blendflag.simulate.stamps import KINDS, simulate_stamps
 

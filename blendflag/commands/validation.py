@@ -80,7 +80,7 @@ def check_memory(args) -> None:
     BlendflagError
         The estimate (bytes) exceeds the available memory.
     """
-    from blendflag.machine import available_memory
+    from blendflag._runtime.machine import available_memory
 
     need = 0
     size = getattr(args, "size", None)

@@ -60,7 +60,7 @@ class Cell:
         ----------
         psf : numpy.ndarray
             The run's PSF image (its size is kept).
-        psf_model : blendflag.psf_model.PSFModel or None
+        psf_model : blendflag.psf.model.PSFModel or None
             A PSF that may vary over the image (a PSFEx model).
         pixel_scale : float
             arcsec per pixel.

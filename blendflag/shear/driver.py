@@ -100,7 +100,7 @@ def measure_parallel(
     """
     from astropy.table import vstack
 
-    from blendflag.parallel import run_chunks
+    from blendflag._runtime.parallel import run_chunks
 
     n = len(stamps)
     noise = np.broadcast_to(np.asarray(noise_sigma, dtype=np.float64), (n,))

@@ -99,7 +99,7 @@ class ShearEngine:
 
         Parameters
         ----------
-        context : blendflag.pipeline.Context
+        context : blendflag.pipeline.stages.Context
             Image, PSF, detections, stamps, noise, run options (seed, workers).
 
         Returns
@@ -212,7 +212,7 @@ class StampShearEngine(ShearEngine):
         BlendflagError
             No stamps or no PSF in the context.
         """
-        from blendflag.progress import progress
+        from blendflag._runtime.progress import progress
         from blendflag.shear import inputs
         from blendflag.shear.driver import measure_parallel
 

@@ -11,7 +11,7 @@ One place decides each of them, for every engine and every route:
   image or one that varies) and its images at the objects;
 - :func:`object_noise`: the known noise of a simulation, else the weight map
   around each object, else the stamp borders
-  (:func:`blendflag.stamps.stamp_noise_sigma`, the project's one estimator);
+  (:func:`blendflag.io.stamps.stamp_noise_sigma`, the project's one estimator);
 - :func:`context_noise_fields`: metacal noise-correction fields turned with
   the rotated pairs of a simulated field, so that correction noise cancels.
 """
@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from blendflag.stamps import crop_stamps  # noqa: F401 (one place for every engine)
+from blendflag.io.stamps import crop_stamps  # noqa: F401 (one place for every engine)
 
 
 def stamp_offsets(context, size: int) -> np.ndarray | None:
     """Each detection's position relative to the central pixel of its cropped stamp.
 
     The cutout stage centres a stamp on the pixel nearest the position
-    (:func:`blendflag.stamps.cut_stamps`); this is the rest, ``(dx, dy)`` in
+    (:func:`blendflag.io.stamps.cut_stamps`); this is the rest, ``(dx, dy)`` in
     pixels (within +-0.5 for odd sizes), for the engine's ``size`` after
     :func:`crop_stamps`. None without X_IMAGE and Y_IMAGE.
     """
@@ -48,7 +48,7 @@ def engine_inputs(context, engine, stamps, noise) -> tuple[np.ndarray, dict]:
 
     With ``shear.neighbours: mask`` and ``neighbour_pixels`` ``segment`` or
     ``dominant``, other sources' pixels are filled with noise
-    (:func:`blendflag.masking.masked_stamps_for`); with ``model`` nothing is
+    (:func:`blendflag.shear.masking.masked_stamps_for`); with ``model`` nothing is
     filled and the engine gets ``neighbour_models``
     (:mod:`blendflag.shear.neighbour_weights`); an engine that does not
     take them (an adaptive or external shape), or a catalogue without
@@ -89,7 +89,7 @@ def engine_inputs(context, engine, stamps, noise) -> tuple[np.ndarray, dict]:
             pool=context.results.get("light_models"),  # a split image's whole catalogue
         )
     elif mode:  # other sources' pixels filled with noise
-        from blendflag.masking import masked_stamps_for
+        from blendflag.shear.masking import masked_stamps_for
 
         stamps = masked_stamps_for(context, stamps, noise, object_keys(context, len(stamps)))
     if mode:
@@ -99,7 +99,7 @@ def engine_inputs(context, engine, stamps, noise) -> tuple[np.ndarray, dict]:
 
 def context_pixel_scale(context) -> float:
     """Arcsec per pixel: ``context.pixel_scale``, else the image header's WCS, else 1."""
-    from blendflag.images import pixel_scale_from_header
+    from blendflag.io.images import pixel_scale_from_header
 
     if context.pixel_scale is not None:
         return float(context.pixel_scale)
@@ -107,7 +107,7 @@ def context_pixel_scale(context) -> float:
 
 
 def context_psf_model(context):
-    """The context's :class:`blendflag.psf_model.PSFModel`: ``context.psf_model``, else its image.
+    """The context's :class:`blendflag.psf.model.PSFModel`: ``context.psf_model``, else its image.
 
     An image engine calls ``context_psf_model(context).image_at(x, y, size)``
     for the PSF at a cell's centre (1-based pixels).
@@ -118,7 +118,7 @@ def context_psf_model(context):
         Neither a PSF model nor a PSF image.
     """
     from blendflag.errors import BlendflagError
-    from blendflag.psf_model import ImagePSF
+    from blendflag.psf.model import ImagePSF
 
     model = getattr(context, "psf_model", None)
     if model is not None:
@@ -186,7 +186,7 @@ def object_noise(context, size: int) -> np.ndarray:
 
     ``context.noise_sigma`` when known (a simulation), else the weight map in
     a ``size``-pixel box around each object (:func:`noise_from_weight`), else
-    :func:`blendflag.stamps.stamp_noise_sigma` of the cutout stamps.
+    :func:`blendflag.io.stamps.stamp_noise_sigma` of the cutout stamps.
     """
     n = len(context.stamps)
     if context.noise_sigma is not None:
@@ -195,7 +195,7 @@ def object_noise(context, size: int) -> np.ndarray:
         return noise_from_weight(
             context.weight, context.table["X_IMAGE"], context.table["Y_IMAGE"], size
         )
-    from blendflag.stamps import stamp_noise_sigma
+    from blendflag.io.stamps import stamp_noise_sigma
 
     return stamp_noise_sigma(context.stamps).astype(np.float64)
 
@@ -220,7 +220,7 @@ def noise_from_weight(weight, x, y, size: int) -> np.ndarray:
     ``x``, ``y`` are 1-based pixel positions. Objects without a positive
     weight in their stamp get NaN (flagged ``MCAL_BAD_NOISE`` later).
     """
-    from blendflag.stamps import cut_stamps
+    from blendflag.io.stamps import cut_stamps
 
     wstamps, _ = cut_stamps(np.asarray(weight, dtype=np.float64), x, y, size)
     wstamps = np.where(wstamps > 0, wstamps, np.nan)
@@ -238,7 +238,7 @@ def context_noise_fields(context, noise_sigma, size: int) -> np.ndarray | None:
     Without a truth, ``context.results["object_keys"]`` (one identity per
     row, e.g. the row of the whole image's catalogue that a sub-tile's object
     is) keys each object's own field, so an object gets the same field however
-    the image was split (:mod:`blendflag.subtiles`).
+    the image was split (:mod:`blendflag.tiling.grid`).
 
     Needs the truth's ``PAIR_ID`` and ``ROTATED`` columns, a known noise and
     the detections' truth matches (``context.results["truth_match"]``, from

@@ -146,7 +146,7 @@ def _load(key: str, shape) -> LinearMetacal | None:
 
 def _save(key: str, stack: np.ndarray) -> None:
     """Write ``stack`` atomically to the cache, keeping the newest :data:`KEEP_OPERATORS`."""
-    from blendflag.atomic import atomic_output
+    from blendflag.io.atomic import atomic_output
 
     path = _operator_path(key)
     if path is None:

@@ -43,8 +43,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from blendflag._runtime.parallel import _resolve_workers, run_chunks
 from blendflag.errors import BlendflagError
-from blendflag.parallel import _resolve_workers, run_chunks
 from blendflag.simulate.field_draw import draw_field_task, footprint
 from blendflag.simulate.field_geometry import (
     field_size,
@@ -291,7 +291,7 @@ def simulate_field(
     ]
     bar = None
     if progress:
-        from blendflag.progress import progress as make_bar
+        from blendflag._runtime.progress import progress as make_bar
 
         bar = make_bar(total=n, desc="field", unit="gal")
     image = np.zeros((ny_img, nx_img), dtype=np.float32)

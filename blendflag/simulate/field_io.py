@@ -50,7 +50,7 @@ def _field_cards(field: Field) -> list:
 def _write_field_files(field: Field, directory: Path, atomic: bool) -> None:
     from astropy.io import fits
 
-    from blendflag.atomic import atomic_output
+    from blendflag.io.atomic import atomic_output
 
     cards = _field_cards(field)
 

@@ -12,7 +12,7 @@ in units of half the image's width and height (-1 at the left/bottom edge,
 :class:`VaryingPSF` holds the model; its FITS cards (:meth:`VaryingPSF.cards`,
 written into every file of the field) and :meth:`VaryingPSF.from_header`
 rebuild it, so the true PSF can be evaluated at any position later
-(:meth:`VaryingPSF.psf_model` gives a :class:`blendflag.psf_model.PSFModel`).
+(:meth:`VaryingPSF.psf_model` gives a :class:`blendflag.psf.model.PSFModel`).
 """
 
 from __future__ import annotations
@@ -93,8 +93,8 @@ class VaryingPSF:
         return psf.shear(g1=float(g1), g2=float(g2))
 
     def psf_model(self, pixel_scale: float, size: int | None = None):
-        """This PSF as a :class:`blendflag.psf_model.GalSimPSFModel` (drawn with the pixel)."""
-        from blendflag.psf_model import GalSimPSFModel
+        """This PSF as a :class:`blendflag.psf.model.GalSimPSFModel` (drawn with the pixel)."""
+        from blendflag.psf.model import GalSimPSFModel
 
         model = GalSimPSFModel(
             self.profile_at,

@@ -13,7 +13,7 @@ Randomness and workers
 noise sigmas and one 63-bit seed per stamp; each stamp draws everything else
 (parameters, positions, noise) from its own generator. The output is therefore
 the same for any number of worker processes. Workers are started with the
-``spawn`` method and ``OMP_NUM_THREADS=1`` (see :mod:`blendflag.parallel`).
+``spawn`` method and ``OMP_NUM_THREADS=1`` (see :mod:`blendflag._runtime.parallel`).
 
 GalSim is imported inside the functions, never at import time.
 """
@@ -26,8 +26,8 @@ import time
 
 import numpy as np
 
+from blendflag._runtime.parallel import _resolve_workers, run_chunks
 from blendflag.errors import BlendflagError
-from blendflag.parallel import _resolve_workers, run_chunks
 from blendflag.simulate.galaxies import isophote_level
 from blendflag.simulate.presets import DatasetConfig, load_dataset
 from blendflag.simulate.stamp_maker import cached_maker
@@ -222,7 +222,7 @@ def simulate_stamps(
     ]
     bar = None
     if progress:
-        from blendflag.progress import progress as make_bar
+        from blendflag._runtime.progress import progress as make_bar
 
         bar = make_bar(total=n, desc="simulate", unit="stamp")
     try:
@@ -328,9 +328,9 @@ def read_stamps(path):
     import yaml
     from astropy.table import Table
 
-    from blendflag.catalog import open_fits
     from blendflag.config import from_mapping
     from blendflag.errors import CatalogueError
+    from blendflag.io.catalog import open_fits
 
     path = Path(path)
     hdul = open_fits(path, "stamps file")

@@ -4,7 +4,7 @@ the process) in the pipeline of the tile whose image path contains $BLENDFLAG_CR
 import os
 
 from blendflag import hookimpl
-from blendflag.pipeline import Stage
+from blendflag.pipeline.stages import Stage
 
 
 def crash(context):

@@ -8,8 +8,8 @@ the stage order it saw, and adds a sub-command ``neighbours``.
 import numpy as np
 
 from blendflag import hookimpl
-from blendflag.annotation import Annotation
-from blendflag.pipeline import Stage
+from blendflag.io.annotation import Annotation
+from blendflag.pipeline.stages import Stage
 
 RADIUS = 10.0  # pixels
 

@@ -195,18 +195,18 @@ def flag_files(files: dict, out: Path, options: RunnerOptions) -> str:
 
     The same steps as ``blendflag-shear flag CATALOGUE --image IMAGE --weight
     WEIGHT --out OUT``: the config, the flaggers with their option overrides,
-    :func:`blendflag.pipeline.flag_catalogue_file`, then
-    :func:`blendflag.catalog.write_annotated`.
+    :func:`blendflag.pipeline.stages.flag_catalogue_file`, then
+    :func:`blendflag.io.catalog.write_annotated`.
 
     Returns
     -------
     str
         One line: objects, flagged counts per column, output path.
     """
-    from blendflag.catalog import write_annotated
     from blendflag.config import load_pipeline_config
-    from blendflag.flaggers import flagger_overrides, make_flaggers
-    from blendflag.pipeline import flag_catalogue_file
+    from blendflag.flagging.flaggers import flagger_overrides, make_flaggers
+    from blendflag.io.catalog import write_annotated
+    from blendflag.pipeline.stages import flag_catalogue_file
     from blendflag.plugins import get_plugin_manager
 
     pm = get_plugin_manager()

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from blendflag.errors import CatalogueError
-from blendflag.subtiles import (
+from blendflag.tiling.grid import (
     SubTile,
     image_shape,
     owners,
@@ -41,8 +41,8 @@ def _stored(path: Path, key: str):
 
 def _region_noise(config, image, weight, x, y) -> np.ndarray:
     """Each object's noise sigma (ADU) as the stamp engine measures it (``object_noise``)."""
+    from blendflag.io.stamps import cut_stamps
     from blendflag.shear.inputs import crop_stamps, object_noise
-    from blendflag.stamps import cut_stamps
 
     stamps, _ = cut_stamps(image, x, y, config.flag.stamp_size, weight=weight)
     size = crop_stamps(stamps, int(config.shear.stamp_size)).shape[-1]
@@ -57,9 +57,9 @@ def _region_noise(config, image, weight, x, y) -> np.ndarray:
 
 def _segment_ids(pm, config, image_path, weight_path, catalogue):
     """The whole image's segmentation map and each catalogue row's segment (as masking does)."""
-    from blendflag.images import load_image_and_weight
-    from blendflag.masking import context_segment_ids
-    from blendflag.pipeline import Context
+    from blendflag.io.images import load_image_and_weight
+    from blendflag.pipeline.stages import Context
+    from blendflag.shear.masking import context_segment_ids
 
     image, weight, _ = load_image_and_weight(image_path, weight_path)
     context = Context(
@@ -125,11 +125,11 @@ def prepare_subtiles(
     """
     from astropy.io import fits
 
-    from blendflag.atomic import atomic_output
-    from blendflag.catalog import read_catalogue
-    from blendflag.images import check_finite, mask_bad_weights, pixel_scale_from_header
-    from blendflag.psf_model import psf_image_and_model
-    from blendflag.stamps import check_positions
+    from blendflag.io.atomic import atomic_output
+    from blendflag.io.catalog import read_catalogue
+    from blendflag.io.images import check_finite, mask_bad_weights, pixel_scale_from_header
+    from blendflag.io.stamps import check_positions
+    from blendflag.psf.model import psf_image_and_model
 
     work = Path(work_dir)
     shape = image_shape(image)

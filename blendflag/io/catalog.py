@@ -15,9 +15,9 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from blendflag.annotation import Annotation
-from blendflag.atomic import atomic_output
 from blendflag.errors import CatalogueError, plain_reason
+from blendflag.io.annotation import Annotation
+from blendflag.io.atomic import atomic_output
 
 LDAC_OBJECTS = "LDAC_OBJECTS"
 LDAC_IMHEAD = "LDAC_IMHEAD"

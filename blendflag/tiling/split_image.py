@@ -1,10 +1,10 @@
-"""``compare`` on one large image split into sub-tiles run as tasks (:mod:`blendflag.subtiles`).
+"""``compare`` on one large image split into sub-tiles run as tasks (:mod:`blendflag.tiling.grid`).
 
-:func:`run_split_compare` prepares the sub-tiles (:mod:`blendflag.subtile_prep`),
+:func:`run_split_compare` prepares the sub-tiles (:mod:`blendflag.tiling.preparation`),
 runs every sub-tile that owns objects as one task through
-:func:`blendflag.tiles.run_tiles` (in this process for one worker, else on a
+:func:`blendflag.tiling.runner.run_tiles` (in this process for one worker, else on a
 local Dask cluster or the scheduler given), and combines the stored per-unit
-sums with :func:`blendflag.tiles.combine_tiles`: the units are the rows of the
+sums with :func:`blendflag.tiling.runner.combine_tiles`: the units are the rows of the
 whole catalogue, so the statistics are those of the whole image's run. A rerun
 with the same work directory skips the preparation and every finished
 sub-tile (their hash covers the input files, the settings and the sub-tile's
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from blendflag.errors import BlendflagError
-from blendflag.subtiles import AUTO_SPLIT_PIXELS, DEFAULT_CORE, image_shape, inputs_hash
+from blendflag.tiling.grid import AUTO_SPLIT_PIXELS, DEFAULT_CORE, image_shape, inputs_hash
 
 
 def split_core(option: str | None, image) -> int:
@@ -99,10 +99,10 @@ def run_split_compare(
         An image engine, bad inputs (one line), or sub-tiles that failed
         (after the others finished and were stored).
     """
-    from blendflag.subtile_prep import prepare_subtiles
-    from blendflag.subtile_tasks import compare_subtile
-    from blendflag.subtiles import subtile_hash
-    from blendflag.tiles import combine_tiles, run_tiles, settings_for
+    from blendflag.tiling.grid import subtile_hash
+    from blendflag.tiling.preparation import prepare_subtiles
+    from blendflag.tiling.runner import combine_tiles, run_tiles, settings_for
+    from blendflag.tiling.subtile_tasks import compare_subtile
 
     if not getattr(engine_cls, "needs_stamps", True):
         raise BlendflagError(
@@ -213,8 +213,8 @@ def _before_measuring(engine_cls, config, work, info, workers, scheduler) -> Non
     """
     import numpy as np
 
-    from blendflag.parallel import run_chunks
-    from blendflag.subtile_prep import PREP
+    from blendflag._runtime.parallel import run_chunks
+    from blendflag.tiling.preparation import PREP
 
     with np.load(Path(work) / PREP, allow_pickle=False) as prep:
         psf = np.array(prep["psf"])

@@ -2,7 +2,7 @@
 
 ``blendflag-shear bench --only tile`` simulates a CFIS-like image at the
 CFIS density (about 500 galaxies per 1000 x 1000 pixels), detects its
-catalogue, and runs :func:`blendflag.split_compare.run_split_compare` on it
+catalogue, and runs :func:`blendflag.tiling.split_image.run_split_compare` on it
 with 2 x 2 sub-tiles: the rates of detection, of the preparation (checks,
 median noise, the segmentation map for neighbour masking) and of every
 pipeline stage inside the sub-tiles (per worker process), and the whole
@@ -41,12 +41,12 @@ def bench_split_tile(pm, config, names, size: int = 2000, workers: int = 2, seed
     list of dict
         ``stage``, ``objects``, ``seconds``, ``objects_per_s`` (and ``image``).
     """
-    from blendflag.catalog import write_ldac
-    from blendflag.detectors import pop_segmentation
+    from blendflag.flagging.detectors import pop_segmentation
+    from blendflag.io.catalog import write_ldac
     from blendflag.plugins import get_shear_engines, select_engine
     from blendflag.simulate.field import simulate_field
     from blendflag.simulate.field_io import write_field
-    from blendflag.split_compare import run_split_compare
+    from blendflag.tiling.split_image import run_split_compare
 
     n_galaxies = max(20, round(CFIS_DENSITY_PER_PIXEL * size * size))
     image = f"{size}x{size}"

@@ -1,6 +1,6 @@
 """What one tile runs in a worker: the comparison or the flagging of that tile.
 
-Each task takes a :class:`blendflag.tile_list.Tile`, the run's settings (a plain
+Each task takes a :class:`blendflag.tiling.tile_list.Tile`, the run's settings (a plain
 dict, hashed for resuming), the output directory and the tile's hash; it writes
 ``OUT_DIR/<tile>.fits`` and ``OUT_DIR/<tile>.sums.npz`` atomically and returns a
 summary. It never raises: a failing tile is reported and the others go on.
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from blendflag.errors import BlendflagError
-from blendflag.tile_list import Tile
+from blendflag.tiling.tile_list import Tile
 
 
 def _tile_task(run):
@@ -32,7 +32,7 @@ def _tile_task(run):
     def task(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str) -> dict:
         import os
 
-        from blendflag import quiet_imports
+        from blendflag._runtime import quiet_imports
 
         # a Dask worker is a fresh process: TensorFlow's start-up notes stay quiet there too
         quiet_imports.install(verbose=os.environ.get("BLENDFLAG_DEBUG", "") not in ("", "0"))
@@ -108,7 +108,7 @@ def simulated_tile(tile: Tile) -> dict:
 def task_tools(settings: dict) -> tuple:
     """``(pm, config, flaggers, engine_cls)`` of a tile task's settings (built in the worker)."""
     from blendflag.config import PipelineConfig, from_mapping
-    from blendflag.flaggers import flagger_overrides, make_flaggers
+    from blendflag.flagging.flaggers import flagger_overrides, make_flaggers
     from blendflag.plugins import get_plugin_manager, get_shear_engines, select_engine
 
     pm = get_plugin_manager()
@@ -127,9 +127,9 @@ def compare_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str)
 
     Returns a summary ``{"tile", "status": "done"|"failed", ...}``; never raises.
     """
-    from blendflag.catalog import write_output_catalogue
-    from blendflag.compare import run_compare
-    from blendflag.field_input import file_input
+    from blendflag.io.catalog import write_output_catalogue
+    from blendflag.pipeline.compare import run_compare
+    from blendflag.pipeline.field_input import file_input
 
     pm, config, flaggers, engine_cls = task_tools(settings)
     data = file_input(
@@ -170,16 +170,16 @@ def write_tile_sums(path, result, info: dict, tile_hash_value: str, keys=None) -
     Parameters
     ----------
     path : path-like
-    result : blendflag.compare.CompareResult
+    result : blendflag.pipeline.compare.CompareResult
     info : dict
         ``shear`` (g1, g2 or None), ``sign`` and ``field`` (see :func:`simulated_tile`).
     tile_hash_value : str
-        The hash that marks the tile done (:func:`blendflag.tile_list.tile_hash`).
+        The hash that marks the tile done (:func:`blendflag.tiling.tile_list.tile_hash`).
     keys : numpy.ndarray or None
         The unit ids to store instead of the result's own: ``keys[k]`` for
         the result's unit ``k`` (a sub-tile's rows in the whole catalogue).
     """
-    from blendflag.atomic import atomic_output
+    from blendflag.io.atomic import atomic_output
 
     counts = result.context.results.get("flag_counts", {})
     arrays = {
@@ -206,11 +206,11 @@ def write_tile_sums(path, result, info: dict, tile_hash_value: str, keys=None) -
 @_tile_task
 def flag_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str) -> dict:
     """Flag one tile's catalogue (``flag --tiles``); writes ``OUT_DIR/<tile>.fits``."""
-    from blendflag.atomic import atomic_output
-    from blendflag.catalog import write_annotated
     from blendflag.config import PipelineConfig, from_mapping
-    from blendflag.flaggers import flagger_overrides, make_flaggers
-    from blendflag.pipeline import flag_catalogue_file
+    from blendflag.flagging.flaggers import flagger_overrides, make_flaggers
+    from blendflag.io.atomic import atomic_output
+    from blendflag.io.catalog import write_annotated
+    from blendflag.pipeline.stages import flag_catalogue_file
     from blendflag.plugins import get_plugin_manager
 
     if not tile.catalogue:

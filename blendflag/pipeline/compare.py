@@ -1,13 +1,13 @@
 """Shear several ways: all sources, without each flagger's blends, and the truth's reference.
 
-`compare` builds one pipeline context per image (:mod:`blendflag.field_input`:
+`compare` builds one pipeline context per image (:mod:`blendflag.pipeline.field_input`:
 a simulated field and its -g twin, or the user's files) and runs the
 pipeline's stages on each: detect, cutout, flag_blends, match_truth,
 measure_shear, flag_metacal_blends, shear_statistics, annotate. The
 selections' per-unit sums (:mod:`blendflag.shear.selections`) of the two
 images are then paired unit by unit (:mod:`blendflag.shear.paired`): m and c
 from ±g, and the differences between selections on the same bootstrap draws.
-``compare --tiles`` (:mod:`blendflag.tiles`) calls :func:`run_compare` per
+``compare --tiles`` (:mod:`blendflag.tiling.runner`) calls :func:`run_compare` per
 tile and pairs the stored sums the same way, so both routes measure alike.
 
 The catalogue columns ``BLEND_<NAME>`` are the flags on the original images
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from blendflag.pipeline import Context, run_pipeline
+from blendflag.pipeline.stages import Context, run_pipeline
 
 
 @dataclass
@@ -33,7 +33,7 @@ class CompareResult:
     ----------
     json : dict
         The JSON document (keys: see :func:`_compare_json`).
-    contexts : list of blendflag.pipeline.Context
+    contexts : list of blendflag.pipeline.stages.Context
         The pipeline's context of each image after the run (+g first).
     """
 
@@ -81,7 +81,7 @@ def run_compare(
     data : FieldInput or list of FieldInput
         One image, or a ±g pair (signs +1 and -1): each runs through the
         pipeline, and the selections are paired unit by unit.
-    flaggers : list of blendflag.flaggers.Flagger
+    flaggers : list of blendflag.flagging.flaggers.Flagger
     engine_cls : type
         The shear engine class (its ``name`` is what the pipeline runs).
     seed : int

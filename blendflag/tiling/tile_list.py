@@ -4,7 +4,7 @@
 siblings ``psf.fits``, ``weight.fits``, ``catalogue.fits`` and ``truth.fits``
 in the same directory are used when present (the layout ``simulate-field``
 writes), or a text file with one tile per line of ``key=path`` tokens (see
-:mod:`blendflag.tiles`).
+:mod:`blendflag.tiling.runner`).
 """
 
 from __future__ import annotations

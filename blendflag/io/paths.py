@@ -92,7 +92,7 @@ def check_tile_outputs(tiles, out_dir, suffixes) -> None:
 
     Parameters
     ----------
-    tiles : list of blendflag.tile_list.Tile
+    tiles : list of blendflag.tiling.tile_list.Tile
         Each with ``name`` and its input paths (``image``, ``psf``,
         ``catalogue``, ``weight``, ``truth``).
     out_dir : path-like

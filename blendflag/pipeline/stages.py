@@ -20,16 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from blendflag.annotation import Annotation
 from blendflag.config import PipelineConfig
-from blendflag.detectors import pop_segmentation
 from blendflag.errors import BlendflagError, CatalogueError, PluginError
-from blendflag.stamps import check_positions, cut_stamps, stamp_flags
+from blendflag.flagging.detectors import pop_segmentation
+from blendflag.io.annotation import Annotation
+from blendflag.io.stamps import check_positions, cut_stamps, stamp_flags
 
 if TYPE_CHECKING:  # astropy is imported where tables are made, not to build the manager
     from astropy.table import Table
 
-    from blendflag.catalog import Catalogue
+    from blendflag.io.catalog import Catalogue
 
 
 @dataclass
@@ -83,7 +83,7 @@ class Context:
     pm : pluggy.PluginManager
     image, weight, psf : numpy.ndarray or None
         Science image (ADU), inverse-variance weight, PSF image.
-    psf_model : blendflag.psf_model.PSFModel or None
+    psf_model : blendflag.psf.model.PSFModel or None
         A PSF that varies across the image; engines evaluate it where they
         measure (:func:`blendflag.shear.inputs.context_psf_model`). None:
         ``psf`` everywhere.
@@ -96,12 +96,12 @@ class Context:
         int32 segmentation map of the image from ``detect`` (0 sky, else the
         NUMBER of the object a pixel belongs to); None when the detector gives
         none or a catalogue was given (neighbour masking then makes one, see
-        :func:`blendflag.masking.context_segment_ids`).
+        :func:`blendflag.shear.masking.context_segment_ids`).
     stamps : numpy.ndarray or None
         ``(n, size, size)`` stamps around the objects; ``stamp_flags`` their bits.
     flaggers : list of str
         Flagger names to run.
-    flagger_objects : list of blendflag.flaggers.Flagger
+    flagger_objects : list of blendflag.flagging.flaggers.Flagger
         The flaggers themselves, built once before the run.
     flag_original : bool
         Run the flaggers on the original stamps (``flag_blends``); a run that
@@ -358,8 +358,8 @@ def flag_catalogue_file(
     CatalogueError
         Unreadable files, positions missing or outside the image.
     """
-    from blendflag.catalog import read_catalogue
-    from blendflag.images import load_image_and_weight
+    from blendflag.io.catalog import read_catalogue
+    from blendflag.io.images import load_image_and_weight
 
     catalogue = read_catalogue(catalogue_path)
     image, weight, header = load_image_and_weight(image_path, weight_path, flag_map_path)

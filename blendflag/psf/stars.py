@@ -90,7 +90,7 @@ def write_star_catalogue(source, target, min_snr: float = 50.0, band: float = 0.
     """
     from astropy.io import fits
 
-    from blendflag.atomic import atomic_output
+    from blendflag.io.atomic import atomic_output
 
     with fits.open(source) as hdul:
         index = max(i for i, h in enumerate(hdul) if isinstance(h, fits.BinTableHDU))

@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from blendflag.errors import BlendflagError
-from blendflag.tile_list import Tile, stored_hash, tile_hash
-from blendflag.tile_tasks import compare_tile
+from blendflag.tiling.tasks import compare_tile
+from blendflag.tiling.tile_list import Tile, stored_hash, tile_hash
 
 # ---------------------------------------------------------------------------
 # Many tiles
@@ -45,7 +45,7 @@ from blendflag.tile_tasks import compare_tile
 def _local_cluster(workers: int):
     from dask.distributed import Client, LocalCluster
 
-    from blendflag.parallel import _single_thread_env
+    from blendflag._runtime.parallel import _single_thread_env
 
     with _single_thread_env():
         cluster = LocalCluster(
@@ -76,10 +76,10 @@ def run_tiles(
     ``task`` is :func:`compare_tile` or :func:`flag_tile`; ``force_cluster``
     uses a Dask cluster even for one worker (for fair scaling measurements).
     ``hash_of(tile, settings)`` is the hash that marks a tile done
-    [default: :func:`blendflag.tile_list.tile_hash`].
+    [default: :func:`blendflag.tiling.tile_list.tile_hash`].
     """
-    from blendflag.paths import check_tile_outputs
-    from blendflag.progress import progress
+    from blendflag._runtime.progress import progress
+    from blendflag.io.paths import check_tile_outputs
 
     check_tile_outputs(tiles, out_dir, (".fits", ".sums.npz"))
     out = Path(out_dir)

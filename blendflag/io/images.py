@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from blendflag.catalog import open_fits
 from blendflag.errors import CatalogueError
+from blendflag.io.catalog import open_fits
 
 
 def read_image(path, what: str = "image", hdu: int | None = None) -> tuple[np.ndarray, fits.Header]:

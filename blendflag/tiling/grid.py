@@ -19,7 +19,7 @@ What must be the same for every sub-tile is made once, before the tasks, by
   (read back memory-mapped, one region at a time).
 
 Each object's noise-correction field and neighbour fill are keyed by its row
-in the whole catalogue (:attr:`blendflag.field_input.FieldInput.object_keys`),
+in the whole catalogue (:attr:`blendflag.pipeline.field_input.FieldInput.object_keys`),
 so a split run measures every object exactly as the whole image's run does,
 and the per-unit sums (units = catalogue rows) add up to the same statistics.
 """
@@ -142,7 +142,7 @@ def image_shape(path) -> tuple[int, int]:
     """(rows, columns) of the first 2-d image HDU of a FITS file, from its header."""
     from astropy.io import fits
 
-    from blendflag.catalog import open_fits
+    from blendflag.io.catalog import open_fits
 
     with open_fits(Path(path), "image") as hdul:
         for hdu in hdul:

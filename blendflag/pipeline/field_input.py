@@ -38,13 +38,13 @@ class FieldInput:
     image, weight, psf : numpy.ndarray
         Science image (ADU), inverse-variance weight (or None), PSF image
         (for a varying PSF, the model at the image centre).
-    psf_model : blendflag.psf_model.PSFModel or None
+    psf_model : blendflag.psf.model.PSFModel or None
         A PSF that varies across the image (a PSFEx ``.psf`` file), evaluated
         at every object by engines that can; None: ``psf`` everywhere.
     header : astropy.io.fits.Header or None
     pixel_scale : float
         Arcsec per pixel.
-    catalogue : blendflag.catalog.Catalogue or None
+    catalogue : blendflag.io.catalog.Catalogue or None
         A user catalogue; None detects sources.
     true_shear : tuple or None
         The applied shear of a simulated field.
@@ -231,10 +231,10 @@ def file_input(
 
     The pixel scale is ``pixel_scale``, else ``sqrt(|det J|)`` of the image
     WCS's local Jacobian at the median object position (or the centre;
-    :mod:`blendflag.wcs_jacobian`), else the header's CD/CDELT/PIXSCALE.
+    :mod:`blendflag.psf.wcs_jacobian`), else the header's CD/CDELT/PIXSCALE.
     Shears are measured in the image frame (pixel x, y axes);
     ``description["wcs"]`` gives that Jacobian's scale, rotation, skew and
-    parity, and :func:`blendflag.wcs_jacobian.image_to_sky_shear` turns a
+    parity, and :func:`blendflag.psf.wcs_jacobian.image_to_sky_shear` turns a
     result into the sky frame.
 
     Parameters
@@ -245,7 +245,7 @@ def file_input(
         Arcsec per pixel when the headers hold none.
     recentre_psf : bool
         Pad and shift a PSF that is even-sized or off-centre instead of
-        refusing it (:func:`blendflag.psf_checks.check_psf_image`). [default: False]
+        refusing it (:func:`blendflag.psf.checks.check_psf_image`). [default: False]
     true_shear : (float, float) or None
         The shear applied to a simulated image (``compare --true-shear``): m
         and c are then reported.
@@ -256,14 +256,14 @@ def file_input(
     ------
     CatalogueError
         Unreadable files, a catalogue without positions or positions outside
-        the image, a PSF that fails :func:`~blendflag.psf_checks.check_psf_image`.
+        the image, a PSF that fails :func:`~blendflag.psf.checks.check_psf_image`.
     """
     from pathlib import Path
 
-    from blendflag.catalog import read_catalogue
-    from blendflag.images import load_image_and_weight, pixel_scale_from_header
-    from blendflag.psf_model import psf_image_and_model
-    from blendflag.stamps import check_positions
+    from blendflag.io.catalog import read_catalogue
+    from blendflag.io.images import load_image_and_weight, pixel_scale_from_header
+    from blendflag.io.stamps import check_positions
+    from blendflag.psf.model import psf_image_and_model
 
     img, wgt, header = load_image_and_weight(image, weight, flag_map)
     # one checked PSF image; a PSFEx model's image at the centre stands for it where
@@ -314,8 +314,8 @@ def file_input(
 
 
 def _wcs_description(header, catalogue, shape) -> dict | None:
-    """:func:`blendflag.wcs_jacobian.jacobian_summary` at the median object (or the centre)."""
-    from blendflag.wcs_jacobian import celestial_wcs, jacobian_summary, local_jacobians
+    """:func:`blendflag.psf.wcs_jacobian.jacobian_summary` at the median object (or the centre)."""
+    from blendflag.psf.wcs_jacobian import celestial_wcs, jacobian_summary, local_jacobians
 
     wcs = celestial_wcs(header)
     if wcs is None:

@@ -9,12 +9,12 @@ output exactly as on a real tile:
    columns ``blendflag-shear flag`` and ``compare`` read);
 2. PSFEx selects the point sources in it and fits a PSF whose pixels vary as
    a polynomial of degree ``psf_degree`` in ``X_IMAGE``, ``Y_IMAGE`` (read
-   back with :class:`blendflag.psf_model.PSFExModel`).
+   back with :class:`blendflag.psf.model.PSFExModel`).
 
 The ``.sex``, ``.param``, ``.conv`` and ``.psfex`` files are written by
 :func:`write_configs` into a temporary directory (kept with ``keep=``); every
 setting is in :data:`SEX_OPTIONS` and :data:`PSFEX_OPTIONS`. Run it as
-``python -m blendflag.psfex_chain IMAGE --weight W --out-dir DIR``.
+``python -m blendflag.psf.psfex_chain IMAGE --weight W --out-dir DIR``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from blendflag.atomic import atomic_output
 from blendflag.errors import BlendflagError
+from blendflag.io.atomic import atomic_output
 
 #: SExtractor output columns: positions, photometry, shapes, flags and the
 #: VIGNET PSFEx fits (no CLASS_STAR: it needs a neural-network file).
@@ -86,7 +86,7 @@ SEX_OPTIONS = {
 }
 #: PSFEx settings: a pixel basis of 41 x 41 samples at the image's pixels
 #: (sampling 1: read without interpolation, and PSFEx's star resampling can
-#: be undone exactly, blendflag.psfex_resampling; PSFEx's automatic choice
+#: be undone exactly, blendflag.psf.psfex_resampling; PSFEx's automatic choice
 #: was 0.955 to 1.42 pixels on the simulated tiles, and m on isolated galaxies
 #: +0.006 at 0.955, docs/results.md, "A varying PSF"), varying as a
 #: polynomial in X_IMAGE, Y_IMAGE; stars chosen automatically.
@@ -202,7 +202,7 @@ def run_chain(
         ``{"BACK_SIZE": "256"}``.
     star_selection : str
         ``"locus"``: PSFEx gets only the sources on the stellar locus
-        followed across the image (:mod:`blendflag.psf_stars`); ``"psfex"``:
+        followed across the image (:mod:`blendflag.psf.stars`); ``"psfex"``:
         every source, PSFEx choosing its stars alone. [default: "locus"]
 
     Returns
@@ -243,7 +243,7 @@ def run_chain(
         _run(cmd, work, "SExtractor", timeout)
         stars = work / "cat.ldac"
         if star_selection == "locus":
-            from blendflag.psf_stars import write_star_catalogue
+            from blendflag.psf.stars import write_star_catalogue
 
             stars = work / "stars.ldac"
             if write_star_catalogue(work / "cat.ldac", stars) < 10:
@@ -262,11 +262,13 @@ def run_chain(
 
 
 def main(argv=None) -> int:
-    """``python -m blendflag.psfex_chain IMAGE [--weight W] [--flag-image F] --out-dir DIR``."""
+    """``python -m blendflag.psf.psfex_chain IMAGE [--weight W] [--flag-image F] --out-dir DIR``."""
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m blendflag.psfex_chain", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m blendflag.psf.psfex_chain", description=__doc__
+    )
     parser.add_argument("image")
     parser.add_argument("--weight")
     parser.add_argument("--flag-image")

@@ -8,7 +8,7 @@ object alone on a noise background; objects with neighbours can then stay in
 the sample instead of being cut.
 
 - :func:`neighbour_masks`: the masks, cut with the geometry of
-  :func:`blendflag.stamps.cut_stamps`;
+  :func:`blendflag.io.stamps.cut_stamps`;
 - :func:`fill_neighbours`: the fill, reproducible per object: the noise of an
   object is drawn from a generator keyed by ``(seed, key)``, so that the same
   galaxy (the same key, e.g. its truth identity) gets the same fill in two
@@ -45,7 +45,7 @@ def neighbour_masks(segmentation, x, y, numbers, size: int, models=None) -> np.n
         Segment id of each object (its NUMBER); 0 when it has no segment, in
         which case every source in its stamp is a neighbour.
     size : int
-        Stamp side in pixels, centred as :func:`blendflag.stamps.cut_stamps`
+        Stamp side in pixels, centred as :func:`blendflag.io.stamps.cut_stamps`
         centres (on the pixel nearest the position).
     models : numpy.ndarray or None
         ``(n, 4)`` light model of each object: FLUX_AUTO (ADU), A_IMAGE,
@@ -66,7 +66,7 @@ def neighbour_masks(segmentation, x, y, numbers, size: int, models=None) -> np.n
     BlendflagError
         Positions and ids differ in length, or ids too large to cut exactly.
     """
-    from blendflag.stamps import cut_stamps
+    from blendflag.io.stamps import cut_stamps
 
     seg = np.asarray(segmentation)
     numbers = np.atleast_1d(np.asarray(numbers, dtype=np.int64))
@@ -223,7 +223,7 @@ def context_segment_ids(context) -> tuple[np.ndarray, np.ndarray]:
     BlendflagError
         No image, or the detector gives no segmentation map.
     """
-    from blendflag.detectors import pop_segmentation
+    from blendflag.flagging.detectors import pop_segmentation
 
     if context.segmentation is not None:
         ids = context.results.get("segment_ids")
@@ -279,7 +279,7 @@ def masked_stamps_for(context, stamps, noise_sigma, keys) -> np.ndarray:
 
     Parameters
     ----------
-    context : blendflag.pipeline.Context
+    context : blendflag.pipeline.stages.Context
         Image, objects table, cutout stamps (``context.stamps``), seed, and
         the segmentation (:func:`context_segment_ids`).
     stamps : numpy.ndarray
@@ -303,7 +303,7 @@ def masked_stamps_for(context, stamps, noise_sigma, keys) -> np.ndarray:
         No segmentation to be had (:func:`context_segment_ids`), or stamps
         that do not match the context's objects.
     """
-    from blendflag.stamps import crop_stamps
+    from blendflag.io.stamps import crop_stamps
 
     stamps = np.asarray(stamps)
     if context.table is None or context.stamps is None or len(stamps) != len(context.table):

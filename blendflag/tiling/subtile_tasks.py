@@ -1,13 +1,14 @@
-"""What one sub-tile of a split image runs in a worker (see :mod:`blendflag.subtiles`).
+"""What one sub-tile of a split image runs in a worker (see :mod:`blendflag.tiling.grid`).
 
 :func:`compare_subtile` reads its region of the image and weight through a
 memory map, takes the catalogue rows it owns (positions moved to the region's
 origin) and the shared preparation of ``prep.npz`` (PSF, pixel scale,
 reference noise, segmentation; a PSFEx model is re-read and evaluated at
-the sub-tile's objects in whole-image coordinates), runs :func:`blendflag.compare.run_compare` on
-it and writes ``<sub-tile>.sums.npz`` keyed by the rows of the whole
-catalogue, as ``--tiles`` stores a tile's sums. Like every tile task it never
-raises: a failure is reported and the other sub-tiles go on.
+the sub-tile's objects in whole-image coordinates), runs
+:func:`blendflag.pipeline.compare.run_compare` on it and writes
+``<sub-tile>.sums.npz`` keyed by the rows of the whole catalogue, as
+``--tiles`` stores a tile's sums. Like every tile task it never raises: a
+failure is reported and the other sub-tiles go on.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from blendflag.subtile_prep import PREP, SEGMENTATION
-from blendflag.subtiles import SubTile, read_section
-from blendflag.tile_tasks import _tile_task, write_tile_sums
+from blendflag.tiling.grid import SubTile, read_section
+from blendflag.tiling.preparation import PREP, SEGMENTATION
+from blendflag.tiling.tasks import _tile_task, write_tile_sums
 
 
 def subtile_catalogue(path, rows: np.ndarray, offset: tuple[int, int]):
@@ -26,12 +27,12 @@ def subtile_catalogue(path, rows: np.ndarray, offset: tuple[int, int]):
 
     Returns
     -------
-    blendflag.catalog.Catalogue
+    blendflag.io.catalog.Catalogue
         In memory (``path`` None), the objects in HDU 1.
     """
     from astropy.io import fits
 
-    from blendflag.catalog import Catalogue, read_catalogue
+    from blendflag.io.catalog import Catalogue, read_catalogue
 
     cat = read_catalogue(path)
     source = cat.hdul[cat.objects_hdu]
@@ -53,9 +54,9 @@ def subtile_catalogue(path, rows: np.ndarray, offset: tuple[int, int]):
 
 
 def subtile_input(sub: SubTile, work_dir, settings: dict):
-    """The :class:`~blendflag.field_input.FieldInput` of one sub-tile; None if it owns nothing."""
-    from blendflag.field_input import FieldInput
-    from blendflag.images import mask_bad_weights
+    """The :class:`~blendflag.pipeline.field_input.FieldInput` of a sub-tile (None: owns none)."""
+    from blendflag.io.images import mask_bad_weights
+    from blendflag.pipeline.field_input import FieldInput
 
     work = Path(work_dir)
     with np.load(work / PREP, allow_pickle=False) as prep:
@@ -85,7 +86,7 @@ def subtile_input(sub: SubTile, work_dir, settings: dict):
         pool = pool[inside & (pool[:, 1] <= y1 - y0)]
     psf_model = None
     if varies:  # the whole image's PSFEx model, read at this sub-tile's positions
-        from blendflag.psf_model import ShiftedPSF, load_psf
+        from blendflag.psf.model import ShiftedPSF, load_psf
 
         model = load_psf(sub.psf)[0]
         model.domain = whole  # the whole image's, for what spans it (domain_images)
@@ -116,8 +117,8 @@ def compare_subtile(sub: SubTile, settings: dict, out_dir: str, tile_hash_value:
     Returns a summary ``{"tile", "status": "done"|"failed", "n", "seconds"}``;
     never raises.
     """
-    from blendflag.compare import run_compare
-    from blendflag.tile_tasks import task_tools
+    from blendflag.pipeline.compare import run_compare
+    from blendflag.tiling.tasks import task_tools
 
     data = subtile_input(sub, out_dir, settings)
     if data is None:

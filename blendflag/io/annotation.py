@@ -1,6 +1,6 @@
 """What a plugin adds to an output catalogue: columns and header cards.
 
-Kept apart from :mod:`blendflag.catalog` (which needs astropy.io.fits) so that
+Kept apart from :mod:`blendflag.io.catalog` (which needs astropy.io.fits) so that
 building the plugin manager stays light.
 """
 

@@ -199,7 +199,7 @@ class PSFExModel(PSFModel):
         test of docs/results.md. [default: None]
     undo_resampling : bool
         Divide out the sharpening of PSFEx's own star resampling
-        (:mod:`blendflag.psfex_resampling`), which leaves the model 0.3-0.4 %
+        (:mod:`blendflag.psf.psfex_resampling`), which leaves the model 0.3-0.4 %
         too small. [default: True]
 
     Raises
@@ -219,7 +219,7 @@ class PSFExModel(PSFModel):
         except (OSError, KeyError, ValueError, IndexError) as exc:
             raise CatalogueError(f"{self.path.name} is not a PSFEx model: {exc}") from None
         if self.undo_resampling:
-            from blendflag import psfex_resampling
+            from blendflag.psf import psfex_resampling
 
             self._psfex.basis = psfex_resampling.undo_resampling(
                 self._psfex.basis, self._psfex.sample_scale
@@ -328,12 +328,12 @@ def load_psf(path, max_side: int = 256, recentre: bool = False):
         An unreadable file, a PSF image with NaN pixels, no positive flux, or
         larger than ``max_side`` pixels (an image, not a PSF).
     """
-    from blendflag.images import read_image
+    from blendflag.io.images import read_image
 
     path = Path(path)
     if path.is_file() and is_psfex_file(path):
         return PSFExModel(path), None
-    from blendflag.psf_checks import check_psf_image
+    from blendflag.psf.checks import check_psf_image
 
     img, header = read_image(path, "PSF image")
     if max(img.shape) > max_side:
@@ -371,9 +371,9 @@ def psf_image_and_model(path, shape, recentre: bool = False):
     ------
     CatalogueError
         As :func:`load_psf`, or a PSFEx model whose image at the centre fails
-        :func:`blendflag.psf_checks.check_psf_image`.
+        :func:`blendflag.psf.checks.check_psf_image`.
     """
-    from blendflag.psf_checks import check_psf_image
+    from blendflag.psf.checks import check_psf_image
 
     model, header = load_psf(path, recentre=recentre)
     if isinstance(model, ImagePSF):

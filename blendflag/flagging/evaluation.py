@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from blendflag.metrics import confusion, recalls, roc_auc
+from blendflag.flagging.metrics import confusion, recalls, roc_auc
 
 #: Upper edges of the separation bins, in pixels (the last bin is open).
 SEPARATION_EDGES = (5.0, 10.0, 15.0)
@@ -121,7 +121,7 @@ def evaluate_flaggers(flaggers, stamps, truth, reference_noise=None) -> dict:
 
     Parameters
     ----------
-    flaggers : list of blendflag.flaggers.Flagger
+    flaggers : list of blendflag.flagging.flaggers.Flagger
     stamps : numpy.ndarray
         ``(n, S, S)`` float32 stamps (ADU).
     truth : astropy.table.Table

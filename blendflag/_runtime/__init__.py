@@ -1,0 +1,1 @@
+"""Runtime helpers: process pools, progress lines, quiet imports, the machine's description."""

@@ -1,0 +1,1 @@
+"""Blend flagging: the flagger and detector interfaces, evaluation and its metrics."""

@@ -1,0 +1,1 @@
+"""Catalogues, images, stamps and their annotation; atomic writes and output paths."""

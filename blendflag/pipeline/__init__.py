@@ -1,0 +1,1 @@
+"""The stages over one context, the comparison's inputs and its statistics."""

@@ -1,0 +1,1 @@
+"""Tiles as Dask tasks, and one large image as overlapping sub-tiles."""
