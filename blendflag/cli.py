@@ -123,6 +123,8 @@ def main(argv=None) -> int:
         pm = get_plugin_manager()
         parser = build_parser(pm)
         args = parser.parse_args(argv)
+        # what produced a result file: its JSON's provenance records this
+        args.command_line = ["blendflag-shear", *(sys.argv[1:] if argv is None else argv)]
         verbose = debug or bool(getattr(args, "verbose", False))
         configure_logging(verbose)
         quiet_imports.install(verbose=verbose)

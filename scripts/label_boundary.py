@@ -25,6 +25,11 @@ import sys
 
 import numpy as np
 
+from blendflag._runtime.provenance import provenance
+from blendflag._runtime.quiet_imports import install_for_script
+
+install_for_script()  # no TensorFlow start-up lines, as in blendflag-shear
+
 
 def joined_in_sum(dataset, truth) -> np.ndarray:
     """True where a pair's noiseless summed light above ISOPHOTE joins both centres.
@@ -142,6 +147,7 @@ def main(argv=None) -> int:
         "groups": rows,
         "blend_recall": float(flag[label].mean()),
         "nonblend_recall": float((~flag[~label]).mean()),
+        "provenance": provenance(),
     }
     print(
         f"\nblend recall {result['blend_recall']:.3f}, non-blend recall "

@@ -42,6 +42,11 @@ import time
 
 import numpy as np
 
+from blendflag._runtime.provenance import provenance
+from blendflag._runtime.quiet_imports import install_for_script
+
+install_for_script()  # no TensorFlow start-up lines, as in blendflag-shear
+
 SIZE = 251  # pixels
 SCALE = 0.2  # arcsec / pixel
 PSF_SIZE = 53  # pixels
@@ -155,6 +160,7 @@ def run(args):
         },
         "pairs": pairs,
         "summary": {**m_and_c(usable, args.g), **timing(pairs), "n_pairs_used": len(usable)},
+        "provenance": provenance(),
     }
     write_json(report, args.out)
     print(json.dumps(report["summary"], indent=1))
@@ -248,7 +254,7 @@ def diff(args):
         "m": [m_and_c([r["pairs"][i] for i in keep], g)["m"] for r in runs],
     }
     if args.json:
-        write_json(out, args.json)
+        write_json({**out, "provenance": provenance()}, args.json)
     print(json.dumps(out, indent=1))
 
 

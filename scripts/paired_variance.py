@@ -26,6 +26,11 @@ import sys
 
 import numpy as np
 
+from blendflag._runtime.provenance import provenance
+from blendflag._runtime.quiet_imports import install_for_script
+
+install_for_script()  # no TensorFlow start-up lines, as in blendflag-shear
+
 
 def influences(sums_plus, sums_minus, g: float, step: float):
     """Unit keys and each unit's influence on m (``stamps`` sum layout)."""
@@ -114,7 +119,8 @@ def main(argv=None) -> int:
                     )
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"options": vars(args), "selections": summary}, fh, indent=1)
+            document = {"options": vars(args), "selections": summary, "provenance": provenance()}
+            json.dump(document, fh, indent=1)
     return 0
 
 

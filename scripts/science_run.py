@@ -34,6 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
+from blendflag._runtime.quiet_imports import install_for_script
+
+install_for_script()  # no TensorFlow start-up lines, as in blendflag-shear
+
 SHEAR = (0.02, 0.0)
 DEEP_NOISE = 2.0  # ADU: compare's default field
 
@@ -93,7 +97,8 @@ def run_configuration(
     from blendflag.config import load_pipeline_config
     from blendflag.flagging.flaggers import make_flaggers
     from blendflag.plugins import get_flaggers, get_plugin_manager, get_shear_engines, select_engine
-    from blendflag.tiling.runner import combine_tiles, run_tiles, settings_for
+    from blendflag.tiling.runner import combine_tiles, run_tiles
+    from blendflag.tiling.settings import RunSettings
     from blendflag.tiling.tile_list import read_tiles
 
     pm = get_plugin_manager()
@@ -108,14 +113,14 @@ def run_configuration(
     if seeds is not None:  # only this run's fields, not every field in the directory
         wanted = {f"seed{k}" for k in seeds}
         tiles = [t for t in tiles if Path(t.image).parent.parent.name in wanted]
-    settings = settings_for(config, names, engine, seed, bootstrap=bootstrap)
+    settings = RunSettings.for_run(pm, config, names, engine, seed, bootstrap=bootstrap)
     out = root / ("tiles" if engine_name is None else f"tiles_{engine_name}")
     status = run_tiles(tiles, settings, out, workers=workers, quiet=True, on_message=None)
     if status["failed"]:
         raise SystemExit(f"{len(status['failed'])} tiles failed: {status['failed'][0]}")
-    combined = combine_tiles(tiles, out, seed=seed, n_bootstrap=bootstrap)
-    combined["status"] = {k: len(v) for k, v in status.items()}
-    return combined
+    summary = combine_tiles(tiles, out, seed=seed, n_bootstrap=bootstrap)
+    summary.tiles["status"] = {k: len(v) for k, v in status.items()}
+    return summary.document()
 
 
 def _pm(value, error, digits=4):

@@ -134,7 +134,7 @@ def test_split_image_reads_the_psfex_model_at_whole_image_positions(psfex_field,
     from blendflag.pipeline.field_input import file_input
     from blendflag.plugins import get_plugin_manager, get_shear_engines, select_engine
     from blendflag.psf.model import ShiftedPSF
-    from blendflag.tiling.split_image import run_split_compare
+    from blendflag.tiling.split_image import SplitImage, run_split_compare
 
     d, chain = psfex_field["dir"], psfex_field["chain"]
     model = load_psf(chain["psf"])[0]
@@ -151,10 +151,11 @@ def test_split_image_reads_the_psfex_model_at_whole_image_positions(psfex_field,
         make_flaggers(pm, ["sextractor"], config), engine, seed=3, n_bootstrap=20,
         flag_original=False,
     )  # fmt: skip
+    image = SplitImage(*map(str, files), core=350, true_shear=(0.02, 0.0))
     split = run_split_compare(
-        pm, config, ["sextractor"], engine, *files, work_dir=tmp_path / "work", core=350,
-        true_shear=(0.02, 0.0), seed=3, n_bootstrap=20, on_message=None,
-    )  # fmt: skip
+        pm, config, ["sextractor"], engine, image, work_dir=tmp_path / "work", seed=3,
+        n_bootstrap=20, on_message=None,
+    ).document()  # fmt: skip
     assert split["sub_tiles"]["n"] == 4 and split["input"]["psf_model"].startswith("PSFEx")
     for a, b in zip(whole.json["selections"], split["selections"], strict=True):
         assert a["name"] == b["name"] and a["n"] == b["n"]

@@ -93,7 +93,7 @@ def _whole_and_split(small_image, work):
     from blendflag.pipeline.compare import run_compare
     from blendflag.pipeline.field_input import file_input
     from blendflag.plugins import get_plugin_manager, get_shear_engines, select_engine
-    from blendflag.tiling.split_image import run_split_compare
+    from blendflag.tiling.split_image import SplitImage, run_split_compare
 
     pm = get_plugin_manager()
     config = PipelineConfig()
@@ -104,11 +104,12 @@ def _whole_and_split(small_image, work):
     whole = run_compare(
         pm, config, data, flaggers, engine, seed=3, n_bootstrap=50, flag_original=False
     )
+    image = SplitImage(*map(str, files), core=150, true_shear=(0.02, 0.0))
     split = run_split_compare(
-        pm, config, ["sextractor"], engine, *files, work_dir=work, core=150,
-        true_shear=(0.02, 0.0), seed=3, n_bootstrap=50, on_message=None,
+        pm, config, ["sextractor"], engine, image, work_dir=work, seed=3, n_bootstrap=50,
+        on_message=None,
     )  # fmt: skip
-    return whole, split
+    return whole, split.document()
 
 
 def _stored_sums(work, name):
@@ -214,3 +215,35 @@ def test_sub_tile_catalogue_rows_leave_the_whole_table_to_be_freed(tmp_path):
         np.testing.assert_allclose(data["NUMBER"], np.arange(101, 161))
         del cat, data
     assert whole_tables_alive() == before
+
+
+@pytest.mark.slow
+def test_the_three_compare_routes_write_the_same_keys(small_image, tmp_path, capsys):
+    """The direct run, ``--tiles`` and a split image end in one JSON builder: same keys."""
+    import json
+
+    from blendflag.cli import main
+
+    files = {
+        "image": small_image / "image.fits",
+        "psf": small_image / "psf.fits",
+        "catalogue": small_image / "cat.ldac",
+        "weight": small_image / "weight.fits",
+    }
+    common = ["compare", "--flaggers", "sextractor", "--bootstrap", "20", "--workers", "1"]
+    direct = [f"--{k}={v}" for k, v in files.items()] + ["--true-shear=0.02,0", "--quiet"]
+    (tmp_path / "tiles.txt").write_text(" ".join(f"{k}={v}" for k, v in files.items()) + "\n")
+    routes = {
+        "direct": [*direct, "--sub-tile", "0"],
+        "split": [*direct, "--sub-tile", "150", "--out-dir", str(tmp_path / "work")],
+        "tiles": ["--tiles", str(tmp_path / "tiles.txt"), "--out-dir", str(tmp_path / "out")],
+    }
+    keys = {}
+    for route, options in routes.items():
+        path = tmp_path / f"{route}.json"
+        assert main([*common, *options, "--json", str(path)]) == 0, capsys.readouterr().err
+        document = json.loads(path.read_text())
+        keys[route] = sorted(document)
+        assert document["provenance"]["command"].startswith("blendflag-shear compare")
+    assert keys["direct"] == keys["split"] == keys["tiles"]
+    assert {"provenance", "selections", "tiles", "sub_tiles", "input"} <= set(keys["direct"])

@@ -87,7 +87,7 @@ def test_two_dask_workers_match_serial_bit_for_bit(tiles_dir, tmp_path, capsys):
     serial = json.loads((tmp_path / "serial.json").read_text())
     dask = json.loads((tmp_path / "dask.json").read_text())
     assert serial["selections"] == dask["selections"]
-    assert serial["n_tiles"] == 4 and serial["true_shear"] == [0.02, 0.0]
+    assert serial["tiles"]["n"] == 4 and serial["true_shear"] == [0.02, 0.0]
     assert serial["selections"][0]["m"] is not None
 
 
@@ -248,13 +248,16 @@ def test_a_changed_engine_default_changes_the_tile_hash(monkeypatch):
     the hashed settings hold the engine's resolved settings, not only the config."""
     import blendflag_plugins.metacal_galsim as engine_module
     from blendflag.config import load_pipeline_config
-    from blendflag.tiling.runner import settings_for
+    from blendflag.plugins import get_plugin_manager
+    from blendflag.tiling.settings import RunSettings
+    from blendflag.tiling.tile_list import files_hash
 
-    config = load_pipeline_config(None)
-    before = settings_for(config, ["sextractor"], "metacal", 1)
+    pm, config = get_plugin_manager(), load_pipeline_config(None)
+    before = RunSettings.for_run(pm, config, ["sextractor"], "metacal", 1)
     monkeypatch.setitem(engine_module.DEFAULTS, "weight_fwhm", 2.0)
-    after = settings_for(config, ["sextractor"], "metacal", 1)
-    assert before["config"] == after["config"]
-    assert before["engine_settings"]["weight_fwhm"] == 1.2
-    assert after["engine_settings"]["weight_fwhm"] == 2.0
-    assert settings_for(config, [], "none", 1)["engine_settings"] is None
+    after = RunSettings.for_run(pm, config, ["sextractor"], "metacal", 1)
+    assert before.config == after.config
+    assert before.engine_settings["weight_fwhm"] == 1.2
+    assert after.engine_settings["weight_fwhm"] == 2.0
+    assert files_hash([], before) != files_hash([], after)
+    assert RunSettings.for_run(pm, config, [], "none", 1).engine_settings is None

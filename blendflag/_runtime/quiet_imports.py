@@ -10,6 +10,9 @@ temporary file; afterwards only real problems (fatal lines, and anything not
 in the start-up notes' formats) are written back to stderr. Nothing changes
 what TensorFlow computes (oneDNN stays on). ``--verbose`` or
 ``BLENDFLAG_DEBUG=1`` leaves stderr alone.
+
+``blendflag-shear`` installs the hook itself; a script calls
+:func:`install_for_script` at its start.
 """
 
 from __future__ import annotations
@@ -124,3 +127,18 @@ def install(verbose: bool = False) -> None:
     if any(isinstance(f, QuietImportFinder) for f in sys.meta_path):
         return
     sys.meta_path.insert(0, QuietImportFinder())
+
+
+def debug_requested() -> bool:
+    """True when ``BLENDFLAG_DEBUG`` is set to anything but empty or ``0``."""
+    return os.environ.get("BLENDFLAG_DEBUG", "") not in ("", "0")
+
+
+def install_for_script() -> None:
+    """:func:`install` as ``blendflag-shear`` starts: quiet unless ``BLENDFLAG_DEBUG`` is set.
+
+    For scripts, which have no ``--verbose``: call it at module level, so that
+    worker processes started with ``spawn`` (which import the script's module
+    again) are quiet too.
+    """
+    install(verbose=debug_requested())

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 
+from blendflag._runtime.provenance import provenance
 from blendflag.commands.common import check_output_path, guard_outputs, load_config, write_json
 from blendflag.errors import BlendflagError
 from blendflag.flagging.flaggers import make_flaggers
@@ -101,19 +102,30 @@ def bench_flaggers(pm, config, n: int) -> list[dict]:
     return rows
 
 
-def run(args, pm) -> int:
-    config = load_config(args)
-    guard_outputs(args, (), ("json",))
-    if args.json:
-        check_output_path(args.json)
-    parts = PARTS if args.only is None else tuple(p.strip() for p in args.only.split(","))
+def selected_parts(only: str | None) -> tuple[str, ...]:
+    """The parts of the bench to run: all of :data:`PARTS`, or those named in ``--only``.
+
+    Raises
+    ------
+    BlendflagError
+        ``only`` names no part, or one that is not in :data:`PARTS`.
+    """
+    parts = PARTS if only is None else tuple(p.strip() for p in only.split(","))
     if not any(parts):
         raise BlendflagError(f"--only names no part; choose from {', '.join(PARTS)}")
     parts = tuple(p for p in parts if p)
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise BlendflagError(f"unknown bench part {sorted(unknown)[0]!r} ({', '.join(PARTS)})")
-    quick = args.quick
+    return parts
+
+
+def bench_parts(pm, config, parts: tuple[str, ...], quick: bool) -> list[dict]:
+    """One row per stage of the selected ``parts``: objects (or stamps) per second.
+
+    ``quick`` takes small samples (a smoke test); the rows' ``seconds`` are
+    wall-clock seconds.
+    """
     rows = []
     if "simulation" in parts:
         from blendflag.simulate.stamps import bench_simulation
@@ -134,6 +146,17 @@ def run(args, pm) -> int:
 
         names = _default_flaggers(pm, config)
         rows += bench_split_tile(pm, config, names, size=400 if quick else 2000)
+    return rows
+
+
+def run(args, pm) -> int:
+    config = load_config(args)
+    guard_outputs(args, (), ("json",))
+    if args.json:
+        check_output_path(args.json)
+    parts = selected_parts(args.only)
+    quick = args.quick
+    rows = bench_parts(pm, config, parts, quick)
     from blendflag._runtime.machine import cpu_description
 
     result = {
@@ -145,15 +168,22 @@ def run(args, pm) -> int:
     }
     if args.scaling:
         result["scaling"] = bench_scaling(pm, config, n_tiles=8, n_galaxies=100 if quick else 400)
+    result["provenance"] = provenance(getattr(args, "command_line", None))
     if args.json:
         write_json(result, args.json)
+    print_summary(result)
+    return 0
+
+
+def print_summary(result: dict) -> None:
+    """Print the CPU, each stage's objects per second and the Dask scaling (seconds) of a bench."""
     cpu = result["cpu"]
     print(
         f"CPU: {cpu['model'] or 'unknown'}; native bfloat16: "
         f"{'yes' if cpu['bf16'] else 'no (networks run in float32)'}"
     )
     print(f"{'stage':<44} {'objects/s':>10}   (cores: {result['cores']})")
-    for row in rows:
+    for row in result["rows"]:
         rate = row.get("objects_per_s") or row.get("stamps_per_s")
         text = f"{rate:10.1f}" if rate is not None else f"  {row.get('error', '')}"
         print(f"{row['stage']:<44} {text}")
@@ -162,7 +192,6 @@ def run(args, pm) -> int:
         for w, sec in sc["seconds"].items():
             print(f"8 tiles on {w} Dask worker(s): {sec:.1f} s")
         print(f"speed-up with 2 workers: {sc['speedup']:.2f}x")
-    return 0
 
 
 def bench_scaling(pm, config, n_tiles: int = 8, n_galaxies: int = 400) -> dict:
@@ -177,11 +206,12 @@ def bench_scaling(pm, config, n_tiles: int = 8, n_galaxies: int = 400) -> dict:
     from blendflag.plugins import get_shear_engines, select_engine
     from blendflag.simulate.field import simulate_field
     from blendflag.simulate.field_io import write_field
-    from blendflag.tiling.runner import run_tiles, settings_for
+    from blendflag.tiling.runner import run_tiles
+    from blendflag.tiling.settings import RunSettings
     from blendflag.tiling.tile_list import read_tiles
 
     engine = select_engine(get_shear_engines(pm), config.shear.engine).name
-    settings = settings_for(config, list(config.flag.flaggers[:1]), engine, 0, bootstrap=20)
+    settings = RunSettings.for_run(pm, config, config.flag.flaggers[:1], engine, 0, bootstrap=20)
     seconds = {}
     with tempfile.TemporaryDirectory(prefix="blendflag-scaling-") as tmp:
         root = Path(tmp)

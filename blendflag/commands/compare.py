@@ -155,75 +155,25 @@ def _default_flaggers(pm, config):
 
 def run(args, pm) -> int:
     from blendflag.pipeline.compare import run_compare
-    from blendflag.pipeline.field_input import simulated_inputs
     from blendflag.plugins import get_shear_engines, select_engine
 
     config = load_config(args)
     if args.tiles:
         return run_tiles_command(args, pm, config)
     user_data = args.image is not None or args.psf is not None or args.catalogue is not None
-    if (args.true_shear or args.truth) and not user_data:
-        raise BlendflagError("--true-shear and --truth go with --image/--psf (your data)")
-    sim_opts = (args.dataset, args.n_galaxies, args.shear, args.noise, args.density)
-    if user_data:
-        if args.image is None or args.psf is None:
-            raise BlendflagError(
-                "your data needs both --image and --psf (and optionally --catalogue, --weight)"
-            )
-        if any(v is not None for v in sim_opts):
-            raise BlendflagError(
-                "--dataset/--n-galaxies/--shear/--noise/--density are for simulated "
-                "fields; leave them out with --image"
-            )
-    if args.true_shear is not None and not user_data:
-        raise BlendflagError("--true-shear is for your data (--image); use --shear for simulations")
-    if args.n_galaxies is not None and args.n_galaxies < 2:
-        raise BlendflagError("--n-galaxies must be at least 2")
-    if args.workers is not None and args.workers < 1:
-        raise BlendflagError("--workers must be at least 1")
-    guard_outputs(
-        args, ("image", "psf", "catalogue", "weight", "truth"), ("json", "plot", "catalogue_out")
-    )
-    for path in (args.json, args.plot, args.catalogue_out):
-        if path:
-            check_output_path(path)
+    _check_direct_options(args, user_data)
     engine_cls = select_engine(
         get_shear_engines(pm), args.engine or config.shear.engine, paired=not user_data
     )
     names = args.flaggers.split(",") if args.flaggers else _default_flaggers(pm, config)
     flaggers = make_flaggers(pm, names, config, flagger_overrides(pm, names, weights=args.weights))
     workers = args.workers or os.cpu_count() or 1
-    core = 0
-    if user_data:
-        from blendflag.tiling.split_image import split_core
-
-        core = split_core(args.sub_tile, args.image)
-    elif args.sub_tile is not None:
-        raise BlendflagError("--sub-tile goes with --image (your data)")
+    core = _split_core(args, user_data)
     if core:
         from blendflag.commands.compare_split import run_split
 
         return _report(args, run_split(args, pm, config, names, engine_cls, workers, core))
-    if user_data:
-        from blendflag.commands.compare_inputs import user_input
-
-        data = user_input(args)
-    else:
-        from blendflag.simulate.field import parse_shear
-
-        shear = parse_shear(args.shear) if args.shear else DEFAULT_SHEAR
-        data = simulated_inputs(
-            args.dataset or DEFAULT_DATASET,
-            args.n_galaxies or DEFAULT_N_GALAXIES,
-            shear,
-            args.seed,
-            DEFAULT_NOISE if args.noise is None else args.noise,
-            workers=workers,
-            progress=not args.quiet,
-            stamp_size=max(config.flag.stamp_size, config.shear.stamp_size),
-            density=args.density,
-            shear_pairs=not args.single_sign,
-        )
+    data = _direct_input(args, config, user_data, workers)
     # the flags on the original stamps only fill the catalogue's BLEND_* columns
     result = run_compare(
         pm,
@@ -238,7 +188,7 @@ def run(args, pm) -> int:
         n_bootstrap=args.bootstrap,
         flag_original=bool(args.catalogue_out),
     )
-    _report(args, result.json)
+    _report(args, result.summary)
     if args.catalogue_out:
         from blendflag.io.catalog import write_output_catalogue
 
@@ -249,8 +199,69 @@ def run(args, pm) -> int:
     return 0
 
 
-def _report(args, document: dict) -> int:
-    """Print the table; write ``--json`` and ``--plot`` when asked."""
+def _check_direct_options(args, user_data: bool) -> None:
+    """Refuse options that do not go together (one line each), and unsafe outputs."""
+    if (args.true_shear or args.truth) and not user_data:
+        raise BlendflagError("--true-shear and --truth go with --image/--psf (your data)")
+    if user_data and (args.image is None or args.psf is None):
+        raise BlendflagError(
+            "your data needs both --image and --psf (and optionally --catalogue, --weight)"
+        )
+    sim_opts = (args.dataset, args.n_galaxies, args.shear, args.noise, args.density)
+    if user_data and any(v is not None for v in sim_opts):
+        raise BlendflagError(
+            "--dataset/--n-galaxies/--shear/--noise/--density are for simulated "
+            "fields; leave them out with --image"
+        )
+    if args.n_galaxies is not None and args.n_galaxies < 2:
+        raise BlendflagError("--n-galaxies must be at least 2")
+    if args.workers is not None and args.workers < 1:
+        raise BlendflagError("--workers must be at least 1")
+    guard_outputs(
+        args, ("image", "psf", "catalogue", "weight", "truth"), ("json", "plot", "catalogue_out")
+    )
+    for path in (args.json, args.plot, args.catalogue_out):
+        if path:
+            check_output_path(path)
+
+
+def _split_core(args, user_data: bool) -> int:
+    """The sub-tile core ``--sub-tile`` asks for on ``--image`` (0: run it whole)."""
+    if not user_data:
+        if args.sub_tile is not None:
+            raise BlendflagError("--sub-tile goes with --image (your data)")
+        return 0
+    from blendflag.tiling.split_image import split_core
+
+    return split_core(args.sub_tile, args.image)
+
+
+def _direct_input(args, config, user_data: bool, workers: int):
+    """The images to compare: your files, or the simulated field and its -g twin."""
+    if user_data:
+        from blendflag.commands.compare_inputs import user_input
+
+        return user_input(args)
+    from blendflag.pipeline.field_input import simulated_inputs
+    from blendflag.simulate.field import parse_shear
+
+    return simulated_inputs(
+        args.dataset or DEFAULT_DATASET,
+        args.n_galaxies or DEFAULT_N_GALAXIES,
+        parse_shear(args.shear) if args.shear else DEFAULT_SHEAR,
+        args.seed,
+        DEFAULT_NOISE if args.noise is None else args.noise,
+        workers=workers,
+        progress=not args.quiet,
+        stamp_size=max(config.flag.stamp_size, config.shear.stamp_size),
+        density=args.density,
+        shear_pairs=not args.single_sign,
+    )
+
+
+def _report(args, summary) -> int:
+    """Every route's end: print the table; write ``--json`` and ``--plot`` when asked."""
+    document = summary.document(getattr(args, "command_line", None))
     print_table(document)
     if args.json:
         write_json(document, args.json)
@@ -263,42 +274,13 @@ def _report(args, document: dict) -> int:
 
 def run_tiles_command(args, pm, config) -> int:
     """``compare --tiles``: every tile a task, then the combined statistics."""
-    from blendflag.plugins import get_shear_engines, select_engine
-    from blendflag.tiling.runner import combine_tiles, run_tiles, settings_for
+    from blendflag.tiling.runner import combine_tiles, run_tiles
     from blendflag.tiling.tile_list import read_tiles
 
-    if not args.out_dir:
-        raise BlendflagError("--tiles needs --out-dir for the per-tile results")
-    if args.image or args.psf or args.catalogue or args.truth or args.true_shear:
-        raise BlendflagError("--tiles replaces --image/--psf/--catalogue/--truth/--true-shear")
-    from pathlib import Path
-
-    for path in (args.json, args.plot):
-        if path:
-            check_output_path(path)
+    _check_tiles_options(args)
     tiles = read_tiles(args.tiles)
-    tile_inputs = {  # per-tile outputs are checked by run_tiles
-        f"{key} of tile {t.name}": getattr(t, key)
-        for t in tiles
-        for key in ("image", "psf", "catalogue", "weight", "truth")
-    }
-    tile_inputs["--tiles"] = args.tiles if Path(args.tiles).is_file() else None
-    guard_outputs(args, (), ("json", "plot"), extra_inputs=tile_inputs)
-    missing = [t.name for t in tiles if not t.psf]
-    if missing:
-        raise BlendflagError(f"tile {missing[0]} has no PSF (psf= or psf.fits beside the image)")
-    simulated = any(t.truth for t in tiles)  # paired noise fields: engines that take them
-    engine = select_engine(
-        get_shear_engines(pm), args.engine or config.shear.engine, paired=simulated
-    ).name
-    names = args.flaggers.split(",") if args.flaggers else _default_flaggers(pm, config)
-    overrides = flagger_overrides(pm, names, weights=args.weights)
-    make_flaggers(pm, names, config, overrides)  # fail early
-    settings = settings_for(
-        config, names, engine, args.seed, args.weights, args.pixel_scale, args.bootstrap
-    )
-    if args.recentre_psf:  # only when asked: the settings key the resumable tiles
-        settings["recentre_psf"] = True
+    _check_tile_files(args, tiles)
+    settings = _tiles_settings(args, pm, config, tiles)
     workers = args.workers or os.cpu_count() or 1
     status = run_tiles(
         tiles, settings, args.out_dir, workers=workers, scheduler=args.scheduler, quiet=args.quiet
@@ -309,26 +291,73 @@ def run_tiles_command(args, pm, config) -> int:
     )
     for failure in status["failed"]:
         print(f"  failed {failure['tile']}: {failure['reason']}")
-    combined = combine_tiles(
+    summary = combine_tiles(
         tiles,
         args.out_dir,
         seed=args.seed,
         n_bootstrap=config.shear.n_bootstrap if args.bootstrap is None else args.bootstrap,
     )
-    combined["status"] = status
-    print_table(combined)
-    if args.json:
-        write_json(combined, args.json)
-    if args.plot:
-        from blendflag.plots import plot_compare
-
-        plot_compare(combined, args.plot)
+    summary.tiles["status"] = status
+    summary.workers = workers
+    _report(args, summary)
     if status["failed"]:
         raise BlendflagError(
             f"{len(status['failed'])} of {len(tiles)} tiles failed (listed "
             "above); rerun the same command to retry them"
         )
     return 0
+
+
+def _check_tiles_options(args) -> None:
+    """Refuse what ``--tiles`` replaces, and unsafe outputs."""
+    if not args.out_dir:
+        raise BlendflagError("--tiles needs --out-dir for the per-tile results")
+    if args.image or args.psf or args.catalogue or args.truth or args.true_shear:
+        raise BlendflagError("--tiles replaces --image/--psf/--catalogue/--truth/--true-shear")
+    for path in (args.json, args.plot):
+        if path:
+            check_output_path(path)
+
+
+def _check_tile_files(args, tiles: list) -> None:
+    """Refuse outputs that would overwrite a tile's input, and tiles without a PSF."""
+    from pathlib import Path
+
+    tile_inputs = {  # per-tile outputs are checked by run_tiles
+        f"{key} of tile {t.name}": getattr(t, key)
+        for t in tiles
+        for key in ("image", "psf", "catalogue", "weight", "truth")
+    }
+    tile_inputs["--tiles"] = args.tiles if Path(args.tiles).is_file() else None
+    guard_outputs(args, (), ("json", "plot"), extra_inputs=tile_inputs)
+    missing = [t.name for t in tiles if not t.psf]
+    if missing:
+        raise BlendflagError(f"tile {missing[0]} has no PSF (psf= or psf.fits beside the image)")
+
+
+def _tiles_settings(args, pm, config, tiles: list):
+    """The run's settings (the engine by priority; paired correction fields for simulations)."""
+    from blendflag.plugins import get_shear_engines, select_engine
+    from blendflag.tiling.settings import RunSettings
+
+    simulated = any(t.truth for t in tiles)  # paired noise fields: engines that take them
+    engine = select_engine(
+        get_shear_engines(pm), args.engine or config.shear.engine, paired=simulated
+    ).name
+    names = args.flaggers.split(",") if args.flaggers else _default_flaggers(pm, config)
+    overrides = flagger_overrides(pm, names, weights=args.weights)
+    make_flaggers(pm, names, config, overrides)  # fail early
+    return RunSettings.for_run(
+        pm,
+        config,
+        names,
+        engine,
+        args.seed,
+        weights=args.weights,
+        pixel_scale=args.pixel_scale,
+        bootstrap=args.bootstrap,
+        recentre_psf=bool(args.recentre_psf),
+    )
 
 
 def print_table(data: dict) -> None:

@@ -16,11 +16,10 @@ def user_input(args):
     info = None
     if args.truth:
         from blendflag.io.catalog import read_catalogue
-        from blendflag.tiling.tasks import simulated_tile
-        from blendflag.tiling.tile_list import Tile
+        from blendflag.simulate.field_io import read_field_info
 
         read_catalogue(args.truth)  # a readable FITS table, else one line
-        info = simulated_tile(Tile(name="image", image=args.image, truth=args.truth))
+        info = read_field_info(args.image, args.truth)
         if true_shear is None:
             true_shear = info["shear"]
     data = file_input(

@@ -5,8 +5,8 @@ from __future__ import annotations
 from blendflag.errors import BlendflagError
 
 
-def run_split(args, pm, config, names, engine_cls, workers, core) -> dict:
-    """``compare --image`` on a large image: sub-tiles as tasks; returns the combined JSON.
+def run_split(args, pm, config, names, engine_cls, workers, core):
+    """``compare --image`` on a large image: sub-tiles as tasks; returns the combined summary.
 
     The work directory is ``--out-dir`` (a rerun resumes), else a temporary
     one removed at the end.
@@ -14,7 +14,7 @@ def run_split(args, pm, config, names, engine_cls, workers, core) -> dict:
     import tempfile
 
     from blendflag.simulate.field import parse_shear
-    from blendflag.tiling.split_image import run_split_compare
+    from blendflag.tiling.split_image import SplitImage, run_split_compare
 
     if args.catalogue is None:
         raise BlendflagError(
@@ -35,26 +35,14 @@ def run_split(args, pm, config, names, engine_cls, workers, core) -> dict:
                 print(
                     "sub-tiles in a temporary directory: give --out-dir to make the run resumable"
                 )
+        split = SplitImage(
+            args.image, args.psf, args.catalogue, args.weight, core=core, true_shear=true_shear,
+            pixel_scale=args.pixel_scale, recentre_psf=args.recentre_psf,
+        )  # fmt: skip
         result = run_split_compare(
-            pm,
-            config,
-            names,
-            engine_cls,
-            args.image,
-            args.psf,
-            args.catalogue,
-            args.weight,
-            work_dir=work,
-            core=core,
-            true_shear=true_shear,
-            seed=args.seed,
-            workers=workers,
-            scheduler=args.scheduler,
-            quiet=args.quiet,
-            n_bootstrap=args.bootstrap,
-            weights=args.weights,
-            pixel_scale=args.pixel_scale,
-            recentre_psf=args.recentre_psf,
+            pm, config, names, engine_cls, split, work_dir=work, seed=args.seed,
+            workers=workers, scheduler=args.scheduler, quiet=args.quiet,
+            n_bootstrap=args.bootstrap, weights=args.weights,
             on_message=None if args.quiet else print,
-        )
+        )  # fmt: skip
     return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from blendflag._runtime.provenance import provenance
 from blendflag.commands.common import (
     add_common_output_args,
     add_flagger_options,
@@ -147,6 +148,7 @@ def run(args, pm) -> int:
     )
     if mcal_info is not None:
         results["data"]["metacal"] = mcal_info
+    results["provenance"] = provenance(getattr(args, "command_line", None))
     if args.json:
         write_json(results, args.json)
     if args.plot:

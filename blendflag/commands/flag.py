@@ -89,7 +89,8 @@ def run(args, pm) -> int:
 def run_tiles_command(args, pm) -> int:
     """``flag --tiles``: one task per tile, resumable."""
     from blendflag._runtime.parallel import idle_cores
-    from blendflag.tiling.runner import run_tiles, settings_for
+    from blendflag.tiling.runner import run_tiles
+    from blendflag.tiling.settings import RunSettings
     from blendflag.tiling.tasks import flag_tile
     from blendflag.tiling.tile_list import read_tiles
 
@@ -101,9 +102,10 @@ def run_tiles_command(args, pm) -> int:
     names = args.flaggers.split(",") if args.flaggers else list(config.flag.flaggers)
     make_flaggers(pm, names, config, flagger_overrides(pm, names, **flagger_option_values(args)))
     tiles = read_tiles(args.tiles)
-    settings = settings_for(config, names, "none", 0, args.weights)
-    settings["threshold"] = args.threshold
-    settings["views"] = args.views
+    settings = RunSettings.for_run(
+        pm, config, names, "none", 0, weights=args.weights, threshold=args.threshold,
+        views=args.views,
+    )  # fmt: skip
     status = run_tiles(
         tiles,
         settings,

@@ -18,11 +18,93 @@ metacal images that the selections use.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from blendflag.pipeline.stages import Context, run_pipeline
+
+
+@dataclass
+class CompareSummary:
+    """What one comparison measured, whichever route ran it: the JSON contract.
+
+    The direct run (:func:`run_compare`), ``--tiles``
+    (:func:`blendflag.tiling.runner.combine_tiles`) and a split image
+    (:func:`blendflag.tiling.split_image.run_split_compare`) each fill one;
+    :meth:`document` makes the JSON, so the three have the same keys (a key
+    that does not apply to a route is null).
+
+    Attributes
+    ----------
+    selections : list of dict
+        One entry per selection (:func:`blendflag.shear.paired.compare_statistics`).
+    engine : str
+        The shear engine's name (several joined by commas: tiles measured apart).
+    step : float
+        Metacalibration shear step.
+    true_shear : list or None
+        The +g image's shear (g1, g2), the reference of m; None for real data.
+    shear_pairs : bool
+        Whether m and c come from ±g pairs.
+    n_objects, n_measured : int
+        Catalogue rows, and rows measured without a flag.
+    noise_fields, shape, neighbour_masking : str or None
+        How the engine measured (correction fields, shape measurement, the
+        masking of ``all_masked``).
+    n_in_complete_pairs : int or None
+        Rows in whole rotated pairs (simulations).
+    input : dict or None
+        What was measured (the simulated field's preset, or your files).
+    truth : dict or None
+        The truth's blend counts and its depth (simulations).
+    flaggers : dict or None
+        ``{name: settings}`` of each flagger.
+    original_images_flagged : bool or None
+        Whether the ``BLEND_<NAME>`` columns were filled.
+    timings_s : dict
+        Seconds per stage and ``total``.
+    workers : int or None
+        Processes of the run.
+    tiles : dict or None
+        ``--tiles``: ``names``, ``n``, and ``status`` (done, skipped, failed).
+    sub_tiles : dict or None
+        A split image: cores, margin, counts, seconds per task and stage.
+    """
+
+    selections: list
+    engine: str
+    step: float
+    true_shear: list | None
+    shear_pairs: bool
+    n_objects: int
+    n_measured: int
+    noise_fields: str | None = None
+    shape: str | None = None
+    neighbour_masking: str | None = None
+    n_in_complete_pairs: int | None = None
+    input: dict | None = None
+    truth: dict | None = None
+    flaggers: dict | None = None
+    original_images_flagged: bool | None = None
+    timings_s: dict = field(default_factory=dict)
+    workers: int | None = None
+    tiles: dict | None = None
+    sub_tiles: dict | None = None
+
+    def document(self, argv=None) -> dict:
+        """The JSON document: every attribute, and what produced it (``provenance``).
+
+        Parameters
+        ----------
+        argv : list of str or None
+            The command line that ran the comparison. [default: ``sys.argv``]
+        """
+        from blendflag._runtime.provenance import provenance
+
+        document = asdict(self)
+        document["timings_s"] = {k: round(v, 2) for k, v in self.timings_s.items()}
+        return {"provenance": provenance(argv), **document}
 
 
 @dataclass
@@ -31,14 +113,19 @@ class CompareResult:
 
     Attributes
     ----------
-    json : dict
-        The JSON document (keys: see :func:`_compare_json`).
+    summary : CompareSummary
+        What was measured (:attr:`json` is its document).
     contexts : list of blendflag.pipeline.stages.Context
         The pipeline's context of each image after the run (+g first).
     """
 
-    json: dict
+    summary: CompareSummary | None
     contexts: list
+
+    @property
+    def json(self) -> dict:
+        """The JSON document (see :class:`CompareSummary`)."""
+        return self.summary.document()
 
     @property
     def context(self):
@@ -104,9 +191,6 @@ def run_compare(
         sources' pixels filled with noise (skipped when ``shear.neighbours``
         already masks, or for an image engine). [default: True]
     """
-    from blendflag.shear.paired import compare_statistics
-    from blendflag.shear.selections import add_fraction_removed
-
     inputs = list(data) if isinstance(data, (list, tuple)) else [data]
     start = time.perf_counter()
     for flagger in flaggers:  # the depth of the truth's blend definition (simulations)
@@ -115,117 +199,139 @@ def run_compare(
     true_shear = (
         None if first.true_shear is None else tuple(first.sign * g for g in first.true_shear)
     )
-    contexts = []
-    for item in inputs:
-        context = Context(
-            config=config,
-            pm=pm,
-            image=item.image,
-            weight=item.weight,
-            psf=item.psf,
-            psf_model=getattr(item, "psf_model", None),
-            image_header=item.header,
-            catalogue=item.catalogue,
-            table=item.catalogue.table if item.catalogue is not None else None,
-            flagger_objects=list(flaggers),
-            flag_original=flag_original,
-            shear_engine=engine_cls.name,
-            pixel_scale=item.pixel_scale,
-            noise_sigma=item.noise_sigma if item.noise_sigma else None,
-            truth=item.truth,
-            true_shear=true_shear,
-            shear_sign=item.sign,
-            seed=seed,
-            workers=workers,
-            scheduler=scheduler,
-            quiet=quiet,
-            n_bootstrap=n_bootstrap,
-            masked_selection=masked_selection,
-            rng=np.random.default_rng(seed),
-        )
-        context.flaggers = [f.name for f in flaggers]
-        context.segmentation = getattr(item, "segmentation", None)
-        for key in ("object_keys", "segment_ids", "light_models"):  # a split image's
-            if getattr(item, key, None) is not None:
-                context.results[key] = getattr(item, key)
-        run_pipeline(context)
-        contexts.append(context)
-    result = CompareResult(json={}, contexts=contexts)
+    settings = {
+        "pm": pm,
+        "config": config,
+        "flagger_objects": list(flaggers),
+        "flag_original": flag_original,
+        "shear_engine": engine_cls.name,
+        "true_shear": true_shear,
+        "seed": seed,
+        "workers": workers,
+        "scheduler": scheduler,
+        "quiet": quiet,
+        "n_bootstrap": n_bootstrap,
+        "masked_selection": masked_selection,
+    }
+    contexts = [_run_image(item, settings) for item in inputs]
+    result = CompareResult(summary=None, contexts=contexts)
     n_boot = config.shear.n_bootstrap if n_bootstrap is None else n_bootstrap
-    entries = compare_statistics(
-        result.unit_sums, result.metacal.step, true_shear, np.random.default_rng(seed + 1), n_boot
-    )
-    counts = {}
-    for context in contexts:
-        for name, (flagged, measured) in context.results.get("flag_counts", {}).items():
-            old = counts.get(name, (0, 0))
-            counts[name] = (old[0] + flagged, old[1] + measured)
-    add_fraction_removed(entries, counts)
+    entries = _paired_entries(result, true_shear, np.random.default_rng(seed + 1), n_boot)
     timings = {}
     for context in contexts:
         for key, value in context.timings.items():
             timings[key] = timings.get(key, 0.0) + value
     timings["total"] = time.perf_counter() - start
-    result.json = _compare_json(contexts, inputs, flaggers, entries, timings)
+    result.summary = _summary(contexts, inputs, flaggers, entries, timings)
     return result
 
 
-def _compare_json(contexts, inputs, flaggers, entries, timings) -> dict:
-    """The JSON document of one comparison (the README's compare contract)."""
+def _run_image(item, settings: dict):
+    """Run the pipeline's stages on one image; return its context.
+
+    ``settings`` holds the run's keyword arguments of :class:`Context` shared
+    by every image (plugin manager, config, flaggers, engine, seed, ...).
+    """
+    context = Context(
+        image=item.image,
+        weight=item.weight,
+        psf=item.psf,
+        psf_model=getattr(item, "psf_model", None),
+        image_header=item.header,
+        catalogue=item.catalogue,
+        table=item.catalogue.table if item.catalogue is not None else None,
+        pixel_scale=item.pixel_scale,
+        noise_sigma=item.noise_sigma if item.noise_sigma else None,
+        truth=item.truth,
+        shear_sign=item.sign,
+        rng=np.random.default_rng(settings["seed"]),
+        **{**settings, "flagger_objects": list(settings["flagger_objects"])},
+    )
+    context.flaggers = [f.name for f in settings["flagger_objects"]]
+    context.segmentation = getattr(item, "segmentation", None)
+    for key in ("object_keys", "segment_ids", "light_models"):  # a split image's
+        if getattr(item, key, None) is not None:
+            context.results[key] = getattr(item, key)
+    run_pipeline(context)
+    return context
+
+
+def _paired_entries(result, true_shear, rng, n_bootstrap: int) -> list[dict]:
+    """Every selection's statistics, the images paired unit by unit, with the flaggers' counts."""
+    from blendflag.shear.paired import compare_statistics
+    from blendflag.shear.selections import add_fraction_removed
+
+    entries = compare_statistics(
+        result.unit_sums, result.metacal.step, true_shear, rng, n_bootstrap
+    )
+    counts = {}
+    for context in result.contexts:
+        for name, (flagged, measured) in context.results.get("flag_counts", {}).items():
+            old = counts.get(name, (0, 0))
+            counts[name] = (old[0] + flagged, old[1] + measured)
+    add_fraction_removed(entries, counts)
+    return entries
+
+
+def _truth_info(contexts, inputs) -> dict | None:
+    """The truth's blend counts per image and its depth (None without a truth table)."""
     from blendflag.truth import truth_summary
 
+    if inputs[0].truth is None:
+        return None
+    per_image = []
+    for context, item in zip(contexts, inputs, strict=True):
+        blend_flags = {
+            name: flags["noshear"]
+            for name, flags in (context.results.get("metacal_flags") or {}).items()
+        }
+        # an image engine's flags are on its own noshear detections
+        match = (context.results.get("version_truth_match") or {}).get(
+            "noshear", context.results["truth_match"]
+        )
+        per_image.append(truth_summary(match, item.truth, blend_flags))
+    info = per_image[0] if len(per_image) == 1 else {"plus": per_image[0], "minus": per_image[1]}
+    info["matching"] = (
+        "each metacal version's own detections, at their positions before that version's shear"
+        if contexts[0].results["shear"].sum_layout == "versions"
+        else "the detections of the original image"
+    )
+    info["depth"] = {
+        "used": contexts[0].config.shear.truth_depth,
+        "field_noise": inputs[0].truth.meta.get("FLDNOISE"),
+        "reference_noise": inputs[0].truth.meta.get("ISONOISE"),
+    }
+    return info
+
+
+def _summary(contexts, inputs, flaggers, entries, timings) -> CompareSummary:
+    """The summary of one direct comparison (see :class:`CompareSummary`)."""
     first = contexts[0]
     result = first.results["shear"]
-    truth_info = None
-    if inputs[0].truth is not None:
-        per_image = []
-        for context, item in zip(contexts, inputs, strict=True):
-            blend_flags = {
-                name: flags["noshear"]
-                for name, flags in (context.results.get("metacal_flags") or {}).items()
-            }
-            # an image engine's flags are on its own noshear detections
-            match = (context.results.get("version_truth_match") or {}).get(
-                "noshear", context.results["truth_match"]
-            )
-            per_image.append(truth_summary(match, item.truth, blend_flags))
-        truth_info = (
-            per_image[0] if len(per_image) == 1 else {"plus": per_image[0], "minus": per_image[1]}
-        )
-        truth_info["matching"] = (
-            "each metacal version's own detections, at their positions before that version's shear"
-            if result.sum_layout == "versions"
-            else "the detections of the original image"
-        )
-        truth_info["depth"] = {
-            "used": first.config.shear.truth_depth,
-            "field_noise": inputs[0].truth.meta.get("FLDNOISE"),
-            "reference_noise": inputs[0].truth.meta.get("ISONOISE"),
-        }
     complete = [
         int(c.results["selection_masks"]["all"]["noshear"].sum())
         for c in contexts
         if c.results.get("pair_id") is not None
     ]
-    return {
-        "engine": result.engine,
-        "noise_fields": result.meta.get("noise_fields"),
-        "shape": result.meta.get("shape"),
-        "neighbour_masking": first.results.get("neighbour_masking"),
-        "true_shear": _plus_shear(inputs[0]),
-        "shear_pairs": sorted(item.sign for item in inputs) == [-1, 1],
-        "selections": entries,
-        "n_objects": sum(len(c.table) for c in contexts),
-        "n_measured": sum(int(c.results["shear"].good.sum()) for c in contexts),
-        "n_in_complete_pairs": sum(complete) if complete else None,
-        "step": result.step,
-        "input": inputs[0].description,
-        "truth": truth_info,
-        "flaggers": {f.name: {k: v for k, v, _ in f.provenance()} for f in flaggers},
-        "original_images_flagged": bool(first.flag_original),
-        "timings_s": {k: round(v, 2) for k, v in timings.items()},
-        "workers": first.workers,
-    }
+    return CompareSummary(
+        selections=entries,
+        engine=result.engine,
+        step=result.step,
+        true_shear=_plus_shear(inputs[0]),
+        shear_pairs=sorted(item.sign for item in inputs) == [-1, 1],
+        n_objects=sum(len(c.table) for c in contexts),
+        n_measured=sum(int(c.results["shear"].good.sum()) for c in contexts),
+        noise_fields=result.meta.get("noise_fields"),
+        shape=result.meta.get("shape"),
+        neighbour_masking=first.results.get("neighbour_masking"),
+        n_in_complete_pairs=sum(complete) if complete else None,
+        input=inputs[0].description,
+        truth=_truth_info(contexts, inputs),
+        flaggers={f.name: {k: v for k, v, _ in f.provenance()} for f in flaggers},
+        original_images_flagged=bool(first.flag_original),
+        timings_s=timings,
+        workers=first.workers,
+    )
 
 
 def _plus_shear(item) -> list | None:

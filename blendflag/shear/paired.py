@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -59,6 +60,145 @@ class UnitSums:
     n_good: int
     sign: int = 1
     layout: str = "stamps"
+
+    def to_arrays(self, index: int, keys=None) -> dict:
+        """The arrays that store these sums as selection ``index`` of a sums file.
+
+        Parameters
+        ----------
+        index : int
+            The selection's place in the file (``keys<index>``, ``sums<index>``...).
+        keys : numpy.ndarray or None
+            Unit ids to store instead of :attr:`keys`: ``keys[k]`` for unit ``k``
+            (a sub-tile's rows in the whole catalogue).
+        """
+        stored = self.keys if keys is None else np.asarray(keys)[self.keys]
+        return {
+            f"keys{index}": stored,
+            f"sums{index}": self.sums,
+            f"ngood{index}": np.array(self.n_good),
+        }
+
+    @classmethod
+    def from_arrays(cls, data, index: int, sign: int, layout: str, offset: int = 0) -> UnitSums:
+        """The sums of selection ``index`` of a loaded sums file, unit ids moved by ``offset``."""
+        return cls(
+            data[f"keys{index}"] + offset,
+            data[f"sums{index}"],
+            int(data[f"ngood{index}"]),
+            sign,
+            layout,
+        )
+
+
+@dataclass
+class SumsFile:
+    """One image's (or tile's) per-unit sums of every selection: the ``*.sums.npz`` format.
+
+    ``compare --tiles`` and split images store one per tile; combining them
+    (:func:`blendflag.tiling.runner.combine_tiles`) pairs the +g and -g files of
+    one field unit by unit. Written atomically; a file with another ``hash``
+    than the run's is measured again.
+
+    Attributes
+    ----------
+    selections : dict
+        ``{name: UnitSums}``.
+    flag_counts : dict
+        ``{name: (flagged, measured)}`` of the flaggers' selections.
+    hash : str
+        What marks the tile done (its inputs and the run's settings).
+    sign : int
+        +1, or -1 for the -g twin of a ±g pair.
+    field : str
+        The key that pairs the +g and -g files of one simulated field.
+    true_shear : tuple or None
+        The image's own applied shear (g1, g2), sign included.
+    step : float
+        Metacalibration shear step.
+    engine, layout, shape, neighbour_masking, noise_fields : str
+        What measured (as the JSON reports it); ``""`` when unknown.
+    """
+
+    selections: dict
+    flag_counts: dict
+    hash: str
+    sign: int
+    field: str
+    true_shear: tuple | None
+    step: float
+    engine: str
+    layout: str
+    shape: str = ""
+    neighbour_masking: str = ""
+    noise_fields: str = ""
+
+    #: Text fields stored as they are.
+    _TEXT = ("hash", "field", "engine", "layout", "shape", "neighbour_masking", "noise_fields")
+
+    def save(self, path, keys=None) -> None:
+        """Write the file atomically (``keys``: see :meth:`UnitSums.to_arrays`)."""
+        from blendflag.io.atomic import atomic_output
+
+        arrays = {name: np.array(getattr(self, name) or "") for name in self._TEXT}
+        arrays.update(
+            names=np.array(list(self.selections)),
+            sign=np.array(self.sign),
+            step=np.array(self.step),
+            true_shear=np.array(self.true_shear if self.true_shear else [np.nan, np.nan]),
+        )
+        for k, (name, sums) in enumerate(self.selections.items()):
+            arrays.update(sums.to_arrays(k, keys))
+            arrays[f"flagged{k}"] = np.array(self.flag_counts.get(name, (-1, -1)))
+        with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    @classmethod
+    def load(cls, path, offset: int = 0) -> SumsFile:
+        """Read a sums file; unit ids are moved by ``offset`` (to keep fields apart).
+
+        Raises
+        ------
+        blendflag.errors.BlendflagError
+            A file written by an older blendflag.
+        """
+        from blendflag.errors import BlendflagError
+
+        with np.load(path, allow_pickle=False) as data:
+            if "keys0" not in data.files:
+                raise BlendflagError(
+                    f"{Path(path).name} was written by an older blendflag: delete it and "
+                    "rerun the tile"
+                )
+            text = {n: str(data[n]) if n in data.files else "" for n in cls._TEXT}
+            sign, layout = int(data["sign"]), text["layout"]
+            names = [str(n) for n in data["names"]]
+            selections = {
+                name: UnitSums.from_arrays(data, k, sign, layout, offset)
+                for k, name in enumerate(names)
+            }
+            counts = {
+                name: tuple(int(v) for v in data[f"flagged{k}"]) for k, name in enumerate(names)
+            }
+            shear = tuple(float(v) for v in data["true_shear"])
+            step = float(data["step"])
+        return cls(
+            selections=selections,
+            flag_counts={n: c for n, c in counts.items() if c[1] >= 0},
+            sign=sign,
+            true_shear=None if np.isnan(shear[0]) else shear,
+            step=step,
+            **text,
+        )
+
+    @staticmethod
+    def stored_hash(path) -> str | None:
+        """The ``hash`` of a sums file; None when there is no readable file."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return str(data["hash"])
+        except (OSError, KeyError, ValueError, EOFError):
+            return None
 
 
 def bootstrap_counts(n_units: int, n_bootstrap: int, rng: np.random.Generator) -> np.ndarray:

@@ -209,3 +209,61 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def read_field_info(image, truth=None, name: str = "image") -> dict:
+    """What a simulated field's files say about it: the reader of :func:`write_field`'s cards.
+
+    Parameters
+    ----------
+    image : path-like
+        The field's image (its header: ``SHEAR1``, ``SHRSIGN``, ``NOISE``...).
+    truth : path-like or None
+        Its truth table (``truth.fits``), if any.
+    name : str
+        The field's key when the headers do not give one (real data).
+
+    Returns
+    -------
+    dict
+        ``truth`` (Table with its header's depths in ``meta``, or None),
+        ``shear`` (the applied g1, g2, or None), ``sign`` (``SHRSIGN``: -1 for
+        the -g twin of a ±g pair, else +1), ``noise`` (``NOISE``, ADU),
+        ``reference_noise`` (``REFNOISE``: the depth of the flaggers' blend
+        label, ADU) and ``field`` (the key pairing the +g and -g tiles: preset,
+        seed and number of galaxies; ``name`` for real data).
+    """
+    from astropy.io import fits
+
+    info = {
+        "truth": None,
+        "shear": None,
+        "sign": 1,
+        "noise": None,
+        "reference_noise": None,
+        "field": name,
+    }
+    image_header = fits.getheader(image)
+    headers = [image_header]
+    if truth:
+        from astropy.table import Table
+
+        with fits.open(truth) as hdul:
+            table = Table(hdul[1].data)
+            for key in ("ISONOISE", "FLDNOISE"):
+                if key in hdul[1].header:
+                    table.meta[key] = float(hdul[1].header[key])
+            headers.append(hdul[0].header)
+        info["truth"] = table
+    for h in headers:
+        if "SHEAR1" in h and info["shear"] is None:
+            info["shear"] = (float(h["SHEAR1"]), float(h.get("SHEAR2", 0.0)))
+        if "SHRSIGN" in h:
+            info["sign"] = int(h["SHRSIGN"])
+        if "NOISE" in h and info["noise"] is None:
+            info["noise"] = float(h["NOISE"])
+        if "REFNOISE" in h and info["reference_noise"] is None:
+            info["reference_noise"] = float(h["REFNOISE"])
+        if "SEED" in h and "DATASET" in h:
+            info["field"] = f"{h['DATASET']}:{h['SEED']}:{h.get('NGAL', '')}"
+    return info

@@ -46,7 +46,7 @@ def bench_split_tile(pm, config, names, size: int = 2000, workers: int = 2, seed
     from blendflag.plugins import get_shear_engines, select_engine
     from blendflag.simulate.field import simulate_field
     from blendflag.simulate.field_io import write_field
-    from blendflag.tiling.split_image import run_split_compare
+    from blendflag.tiling.split_image import SplitImage, run_split_compare
 
     n_galaxies = max(20, round(CFIS_DENSITY_PER_PIXEL * size * size))
     image = f"{size}x{size}"
@@ -68,29 +68,25 @@ def bench_split_tile(pm, config, names, size: int = 2000, workers: int = 2, seed
         files = [
             root / "f" / name for name in ("image.fits", "psf.fits", "cat.ldac", "weight.fits")
         ]
-        result = run_split_compare(
+        split = SplitImage(*map(str, files), core=(size + 1) // 2, true_shear=(0.02, 0.0))
+        summary = run_split_compare(
             pm,
             config,
             list(names),
             engine,
-            *files,
+            split,
             work_dir=root / "work",
-            core=(size + 1) // 2,
-            true_shear=(0.02, 0.0),
             workers=workers,
             quiet=True,
             n_bootstrap=20,
             on_message=None,
         )
-    rows.append(
-        _row("tile: prepare (checks, segmentation)", n, result["timings_s"]["prepare"], image)
-    )
-    for stage, seconds in result["stage_seconds"].items():
+    timings = summary.timings_s
+    rows.append(_row("tile: prepare (checks, segmentation)", n, timings["prepare"], image))
+    for stage, seconds in summary.sub_tiles["stage_seconds"].items():
         if stage != "total" and seconds >= 0.01:
             rows.append(_row(f"tile: {stage} (per process)", n, seconds, image))
-    rows.append(
-        _row(f"tile: compare, {workers} workers (wall)", n, result["timings_s"]["total"], image)
-    )
+    rows.append(_row(f"tile: compare, {workers} workers (wall)", n, timings["total"], image))
     return rows
 
 

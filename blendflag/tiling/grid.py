@@ -27,7 +27,6 @@ and the per-unit sums (units = catalogue rows) add up to the same statistics.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,22 +85,17 @@ def subtile_grid(shape: tuple[int, int], core: int, margin: int) -> list[tuple]:
         Each a tuple ``(x0, x1, y0, y1)`` of 0-based pixel bounds, end excluded,
         in row-major order.
     """
+    from blendflag.shear.cells import cell_grid
+
     if core < 1 or margin < 0:
         raise BlendflagError(f"sub-tile core must be >= 1 pixel and margin >= 0, got {core}")
-    ny, nx = int(shape[0]), int(shape[1])
-    xs = [*range(0, nx, core), nx]
-    ys = [*range(0, ny, core), ny]
-    cells = []
-    for y0, y1 in itertools.pairwise(ys):
-        for x0, x1 in itertools.pairwise(xs):
-            region = (
-                max(0, x0 - margin),
-                min(nx, x1 + margin),
-                max(0, y0 - margin),
-                min(ny, y1 + margin),
-            )
-            cells.append(((x0, x1, y0, y1), region))
-    return cells
+    return [(_x_first(cell.core), _x_first(cell.region)) for cell in cell_grid(shape, core, margin)]
+
+
+def _x_first(bounds: tuple) -> tuple:
+    """``(y0, y1, x0, x1)`` bounds as ``(x0, x1, y0, y1)``."""
+    y0, y1, x0, x1 = bounds
+    return (x0, x1, y0, y1)
 
 
 def centre_pixels(x, y, shape) -> tuple[np.ndarray, np.ndarray]:
@@ -175,19 +169,9 @@ def read_section(path, region) -> tuple[np.ndarray, object]:
     return data.astype(dtype), header
 
 
-def inputs_hash(paths, settings: dict) -> str:
-    """SHA-256 of the input files' contents and the run's settings."""
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for path in paths:
-        digest.update(b"|")
-        if path:
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 22), b""):
-                    digest.update(block)
-    return digest.hexdigest()
-
-
-def subtile_hash(sub: SubTile, settings: dict) -> str:
+def subtile_hash(sub: SubTile, settings) -> str:
     """The hash that marks a sub-tile done: the settings (with ``inputs_hash``) and its place."""
-    text = json.dumps([settings, sub.name, sub.core, sub.region], sort_keys=True, default=str)
+    text = json.dumps(
+        [settings.as_dict(), sub.name, sub.core, sub.region], sort_keys=True, default=str
+    )
     return hashlib.sha256(text.encode()).hexdigest()

@@ -74,6 +74,125 @@ def _segment_ids(pm, config, image_path, weight_path, catalogue):
     return np.asarray(seg, dtype=np.int32), ids
 
 
+def _pixel_scale(image, psf_header, pixel_scale: float | None) -> float:
+    """Arcsec per pixel: ``pixel_scale``, else the image's header, else the PSF's.
+
+    Raises
+    ------
+    CatalogueError
+        None of them gives one.
+    """
+    from astropy.io import fits
+
+    from blendflag.io.images import pixel_scale_from_header
+
+    header = fits.getheader(image, 0 if fits.getheader(image).get("NAXIS") == 2 else 1)
+    scale = pixel_scale or pixel_scale_from_header(header) or pixel_scale_from_header(psf_header)
+    if scale is None:
+        raise CatalogueError(
+            "no pixel scale in the image header (CD/CDELT/PIXSCALE): give --pixel-scale"
+        )
+    return scale
+
+
+def _grid_subtiles(grid, image, psf, catalogue, weight) -> list[SubTile]:
+    """One :class:`SubTile` per ``(core, region)`` of ``grid`` (pixel boxes), in grid order."""
+    return [
+        SubTile(
+            name=f"sub{k:04d}",
+            index=k,
+            core=c,
+            region=r,
+            image=str(image),
+            psf=str(psf),
+            catalogue=str(catalogue),
+            weight=None if weight is None else str(weight),
+        )
+        for k, (c, r) in enumerate(grid)
+    ]
+
+
+def _object_noise(config, image, weight, subtiles, owner, positions) -> np.ndarray:
+    """Each object's noise sigma (ADU), measured in its sub-tile's region; checks every core.
+
+    Parameters
+    ----------
+    config : blendflag.config.PipelineConfig
+    image, weight : path-like or None
+        The whole image's files (``weight`` optional).
+    subtiles : list of SubTile
+    owner : numpy.ndarray
+        The sub-tile index of each object.
+    positions : (numpy.ndarray, numpy.ndarray)
+        The objects' x and y, 1-based pixels of the whole image.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 noise sigma per object, ADU (NaN for an object of no sub-tile).
+
+    Raises
+    ------
+    CatalogueError
+        NaN/inf pixels that the weight map does not mask.
+    """
+    from blendflag.io.images import check_finite, mask_bad_weights
+
+    x, y = positions
+    noise = np.full(len(x), np.nan)
+    for sub in subtiles:
+        img, _ = read_section(image, sub.core)
+        wgt = None
+        if weight is not None:
+            wgt = mask_bad_weights(read_section(weight, sub.core)[0], Path(weight).name)
+        check_finite(img, wgt, f"image {Path(image).name}")
+        rows = np.flatnonzero(owner == sub.index)
+        if rows.size:
+            rx0, _, ry0, _ = sub.region
+            img, _ = read_section(image, sub.region)
+            if weight is not None:
+                wgt = mask_bad_weights(read_section(weight, sub.region)[0], "")
+            noise[rows] = _region_noise(config, img, wgt, x[rows] - rx0, y[rows] - ry0)
+        del img, wgt
+    return noise
+
+
+def _masking_arrays(pm, config, inputs, positions, work: Path) -> dict:
+    """Write the whole image's segmentation map; return what ``prep.npz`` keeps for masking.
+
+    Parameters
+    ----------
+    pm : pluggy.PluginManager
+    config : blendflag.config.PipelineConfig
+    inputs : (path-like, path-like or None, Catalogue)
+        The image, the weight map and the read catalogue.
+    positions : (numpy.ndarray, numpy.ndarray)
+        The objects' x and y, 1-based pixels.
+    work : pathlib.Path
+        The work directory (``segmentation.npy`` is written there atomically).
+
+    Returns
+    -------
+    dict
+        ``segment_ids`` (each row's segment) and, when the catalogue has the
+        light-model columns, ``light_models`` (x, y in pixels, then the columns).
+    """
+    from blendflag.io.atomic import atomic_output
+    from blendflag.shear.neighbour_weights import MODEL_COLUMNS
+
+    image, weight, cat = inputs
+    seg, ids = _segment_ids(pm, config, image, weight, cat)
+    with atomic_output(work / SEGMENTATION) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, seg)
+    del seg
+    arrays = {"segment_ids": ids}
+    if all(c in cat.colnames for c in MODEL_COLUMNS):  # neighbours across sub-tiles
+        data = cat.hdul[cat.objects_hdu].data
+        models = [np.asarray(data[c], dtype=np.float64) for c in MODEL_COLUMNS]
+        arrays["light_models"] = np.column_stack([*positions, *models])
+    return arrays
+
+
 def prepare_subtiles(
     pm,
     config,
@@ -83,7 +202,7 @@ def prepare_subtiles(
     weight,
     work_dir,
     core: int,
-    settings: dict,
+    settings,
     masking: bool,
     pixel_scale: float | None = None,
     recentre_psf: bool = False,
@@ -101,7 +220,7 @@ def prepare_subtiles(
     core : int
         Side of a sub-tile's core, pixels.
     settings : dict
-        The run's settings; ``settings["inputs_hash"]`` keys the stored preparation.
+        The run's settings; ``settings.inputs_hash`` keys the stored preparation.
     masking : bool
         Make the whole image's segmentation map (the engine masks neighbours).
     pixel_scale : float or None
@@ -123,11 +242,8 @@ def prepare_subtiles(
         Unreadable files, positions outside the image or not numbers, a PSF
         that fails its checks, no pixel scale, NaN pixels with weight.
     """
-    from astropy.io import fits
-
     from blendflag.io.atomic import atomic_output
     from blendflag.io.catalog import read_catalogue
-    from blendflag.io.images import check_finite, mask_bad_weights, pixel_scale_from_header
     from blendflag.io.stamps import check_positions
     from blendflag.psf.model import psf_image_and_model
 
@@ -143,45 +259,14 @@ def prepare_subtiles(
     check_positions(x, y, shape)
     # a PSFEx model is re-read by every sub-tile and evaluated at its objects
     psf_img, psf_model, psf_header = psf_image_and_model(psf, shape, recentre=recentre_psf)
-    header = fits.getheader(image, 0 if fits.getheader(image).get("NAXIS") == 2 else 1)
-    scale = pixel_scale or pixel_scale_from_header(header) or pixel_scale_from_header(psf_header)
-    if scale is None:
-        raise CatalogueError(
-            "no pixel scale in the image header (CD/CDELT/PIXSCALE): give --pixel-scale"
-        )
+    scale = _pixel_scale(image, psf_header, pixel_scale)
     margin = subtile_margin(config)
     grid = subtile_grid(shape, core, margin)
-    subtiles = [
-        SubTile(
-            name=f"sub{k:04d}",
-            index=k,
-            core=c,
-            region=r,
-            image=str(image),
-            psf=str(psf),
-            catalogue=str(catalogue),
-            weight=None if weight is None else str(weight),
-        )
-        for k, (c, r) in enumerate(grid)
-    ]
+    subtiles = _grid_subtiles(grid, image, psf, catalogue, weight)
     owner = owners(x, y, shape, [c for c, _ in grid])
     prep_path = work / PREP
-    if _stored(prep_path, "hash") != settings["inputs_hash"]:
-        noise = np.full(len(x), np.nan)
-        for sub in subtiles:
-            img, _ = read_section(image, sub.core)
-            wgt = None
-            if weight is not None:
-                wgt = mask_bad_weights(read_section(weight, sub.core)[0], Path(weight).name)
-            check_finite(img, wgt, f"image {Path(image).name}")
-            rows = np.flatnonzero(owner == sub.index)
-            if rows.size:
-                rx0, _, ry0, _ = sub.region
-                img, _ = read_section(image, sub.region)
-                if weight is not None:
-                    wgt = mask_bad_weights(read_section(weight, sub.region)[0], "")
-                noise[rows] = _region_noise(config, img, wgt, x[rows] - rx0, y[rows] - ry0)
-            del img, wgt
+    if _stored(prep_path, "hash") != settings.inputs_hash:
+        noise = _object_noise(config, image, weight, subtiles, owner, (x, y))
         arrays = {
             "owner": owner,
             "psf": psf_img,
@@ -191,18 +276,8 @@ def prepare_subtiles(
             "reference_noise": np.array(np.median(noise) if noise.size else np.nan),
         }
         if masking:
-            seg, ids = _segment_ids(pm, config, image, weight, cat)
-            with atomic_output(work / SEGMENTATION) as tmp, open(tmp, "wb") as fh:
-                np.save(fh, seg)
-            del seg
-            arrays["segment_ids"] = ids
-            from blendflag.shear.neighbour_weights import MODEL_COLUMNS
-
-            if all(c in cat.colnames for c in MODEL_COLUMNS):  # neighbours across sub-tiles
-                data = cat.hdul[cat.objects_hdu].data
-                models = [np.asarray(data[c], dtype=np.float64) for c in MODEL_COLUMNS]
-                arrays["light_models"] = np.column_stack([x, y, *models])
-        arrays["hash"] = np.array(settings["inputs_hash"])  # last: marks the preparation done
+            arrays.update(_masking_arrays(pm, config, (image, weight, cat), (x, y), work))
+        arrays["hash"] = np.array(settings.inputs_hash)  # last: marks the preparation done
         with atomic_output(prep_path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
     with np.load(prep_path, allow_pickle=False) as data:

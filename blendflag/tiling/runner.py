@@ -28,14 +28,14 @@ never stops the others.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from blendflag.errors import BlendflagError
+from blendflag.shear.paired import SumsFile
 from blendflag.tiling.tasks import compare_tile
-from blendflag.tiling.tile_list import Tile, stored_hash, tile_hash
+from blendflag.tiling.tile_list import Tile, tile_hash
 
 # ---------------------------------------------------------------------------
 # Many tiles
@@ -60,7 +60,7 @@ def _local_cluster(workers: int):
 
 def run_tiles(
     tiles: list[Tile],
-    settings: dict,
+    settings,
     out_dir,
     workers: int = 1,
     scheduler: str | None = None,
@@ -76,7 +76,8 @@ def run_tiles(
     ``task`` is :func:`compare_tile` or :func:`flag_tile`; ``force_cluster``
     uses a Dask cluster even for one worker (for fair scaling measurements).
     ``hash_of(tile, settings)`` is the hash that marks a tile done
-    [default: :func:`blendflag.tiling.tile_list.tile_hash`].
+    [default: :func:`blendflag.tiling.tile_list.tile_hash`]; ``settings`` is
+    the run's :class:`blendflag.tiling.settings.RunSettings`.
     """
     from blendflag._runtime.progress import progress
     from blendflag.io.paths import check_tile_outputs
@@ -87,48 +88,19 @@ def run_tiles(
     todo, skipped = [], []
     for tile in tiles:
         h = hash_of(tile, settings)
-        if stored_hash(out / f"{tile.name}.sums.npz") == h:
+        if SumsFile.stored_hash(out / f"{tile.name}.sums.npz") == h:
             skipped.append({"tile": tile.name, "status": "skipped"})
         else:
             todo.append((tile, h))
-    results = []
+    jobs = [(tile, settings, str(out), h) for tile, h in todo]
     bar = progress(total=len(todo), desc="tiles", quiet=quiet, unit="tile")
     try:
-        if not todo:
-            pass
-        elif workers <= 1 and not scheduler and not force_cluster:
-            for tile, h in todo:
-                results.append(task(tile, settings, str(out), h))
-                bar.update(1)
+        if workers <= 1 and not scheduler and not force_cluster:
+            results = [_counted(bar, task(*job)) for job in jobs]
+        elif jobs:
+            results = _run_on_dask(task, jobs, workers, scheduler, on_message, bar)
         else:
-            try:
-                from dask.distributed import Client, as_completed
-            except ImportError:
-                raise BlendflagError(
-                    "running tiles in parallel needs Dask: pip install 'dask[distributed]'"
-                ) from None
-            if scheduler:
-                try:
-                    client, cluster = Client(scheduler, timeout=30), None
-                except (OSError, TimeoutError, ValueError) as exc:
-                    raise BlendflagError(
-                        f"cannot connect to the Dask scheduler {scheduler}: {exc}"
-                    ) from None
-            else:
-                client, cluster = _local_cluster(workers)
-            try:
-                if client.dashboard_link and on_message:
-                    on_message(f"Dask dashboard: {client.dashboard_link}")
-                futures = [
-                    client.submit(task, tile, settings, str(out), h, pure=False) for tile, h in todo
-                ]
-                for fut in as_completed(futures):
-                    results.append(fut.result())
-                    bar.update(1)
-            finally:
-                client.close()
-                if cluster is not None:
-                    cluster.close()
+            results = []
     finally:
         bar.close()
     done = [r for r in results if r["status"] == "done"]
@@ -136,7 +108,44 @@ def run_tiles(
     return {"done": done, "skipped": skipped, "failed": failed}
 
 
-def combine_tiles(tiles: list[Tile], out_dir, seed: int = 0, n_bootstrap: int = 200) -> dict:
+def _counted(bar, result):
+    bar.update(1)
+    return result
+
+
+def _dask_client(workers: int, scheduler: str | None):
+    """``(client, cluster)``: the scheduler's client, or a local cluster's (then closed by us)."""
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise BlendflagError(
+            "running tiles in parallel needs Dask: pip install 'dask[distributed]'"
+        ) from None
+    if not scheduler:
+        return _local_cluster(workers)
+    try:
+        return Client(scheduler, timeout=30), None
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise BlendflagError(f"cannot connect to the Dask scheduler {scheduler}: {exc}") from None
+
+
+def _run_on_dask(task, jobs: list, workers: int, scheduler, on_message, bar) -> list:
+    """Each job a Dask task; the summaries in the order they finish."""
+    from dask.distributed import as_completed
+
+    client, cluster = _dask_client(workers, scheduler)
+    try:
+        if client.dashboard_link and on_message:
+            on_message(f"Dask dashboard: {client.dashboard_link}")
+        futures = [client.submit(task, *job, pure=False) for job in jobs]
+        return [_counted(bar, future.result()) for future in as_completed(futures)]
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def combine_tiles(tiles: list[Tile], out_dir, seed: int = 0, n_bootstrap: int = 200):
     """Combined statistics of all finished tiles, from their per-unit sums.
 
     Units are keyed by (field, unit): the +g and -g tiles of one simulated
@@ -144,110 +153,84 @@ def combine_tiles(tiles: list[Tile], out_dir, seed: int = 0, n_bootstrap: int = 
     pairs them directly. Sums are stacked in tile-name order and bootstrapped
     with ``seed``, so the result does not depend on how (or in how many
     pieces) the tiles were run.
+
+    Returns
+    -------
+    blendflag.pipeline.compare.CompareSummary
+        ``tiles`` holds the names of the tiles combined and their number.
     """
-    from blendflag.shear.paired import UnitSums, compare_statistics
-    from blendflag.shear.selections import add_fraction_removed
+    from blendflag.pipeline.compare import CompareSummary
 
     out = Path(out_dir)
-    selections: dict[str, list] = {}
-    counts: dict[str, tuple] = {}
-    fields: dict[str, int] = {}
-    shears, engines, layouts, signs, step = set(), set(), set(), set(), 0.01
-    described = {"shape": set(), "neighbour_masking": set()}
-    used, n_objects = [], 0
+    stored, fields = {}, {}
     for tile in sorted(tiles, key=lambda t: t.name):
         path = out / f"{tile.name}.sums.npz"
-        if not path.exists():
-            continue
-        with np.load(path, allow_pickle=False) as data:
-            if "keys0" not in data.files:
-                raise BlendflagError(
-                    f"{path.name} was written by an older blendflag: delete it and rerun the tile"
-                )
-            sign = int(data["sign"])
-            offset = fields.setdefault(str(data["field"]), len(fields)) << 32
-            for k, name in enumerate(str(n) for n in data["names"]):
-                selections.setdefault(name, []).append(
-                    UnitSums(
-                        data[f"keys{k}"] + offset,
-                        data[f"sums{k}"],
-                        int(data[f"ngood{k}"]),
-                        sign,
-                        str(data["layout"]),
-                    )
-                )
-                flagged, measured = (int(v) for v in data[f"flagged{k}"])
-                if measured >= 0:
-                    old = counts.get(name, (0, 0))
-                    counts[name] = (old[0] + flagged, old[1] + measured)
-            shear = tuple(sign * float(v) for v in data["true_shear"])
-            shears.add(None if np.isnan(shear[0]) else shear)
-            engines.add(str(data["engine"]))
-            for key in ("shape", "neighbour_masking"):  # tiles written before these: none
-                described[key].add(str(data[key]) if key in data.files else "")
-            layouts.add(str(data["layout"]))
-            signs.add(sign)
-            step = float(data["step"])
-            n_objects += int(data["ngood0"])
-        used.append(tile.name)
-    if not used:
+        if path.exists():
+            offset = fields.setdefault(_field_of(path), len(fields)) << 32
+            stored[tile.name] = SumsFile.load(path, offset)
+    if not stored:
         raise BlendflagError("no tile has finished: nothing to combine")
+    files = list(stored.values())
+    layouts = {f.layout for f in files}
+    engines = sorted({f.engine for f in files})
     if len(layouts) > 1:
         raise BlendflagError(
             "the tiles were measured by engines of different kinds "
-            f"({', '.join(sorted(engines))}): rerun them with one --engine"
+            f"({', '.join(engines)}): rerun them with one --engine"
         )
+    shears = {
+        None if f.true_shear is None else tuple(f.sign * g for g in f.true_shear) for f in files
+    }
     true_shear = shears.pop() if len(shears) == 1 else None
+    n_objects = sum(f.selections[next(iter(f.selections))].n_good for f in files)
+    return CompareSummary(
+        selections=_combined_entries(files, true_shear, seed, n_bootstrap),
+        engine=",".join(engines),
+        step=files[-1].step,
+        true_shear=list(true_shear) if true_shear is not None else None,
+        shear_pairs={f.sign for f in files} == {1, -1},
+        n_objects=n_objects,
+        n_measured=n_objects,
+        noise_fields=_joined(f.noise_fields for f in files),
+        shape=_joined(f.shape for f in files),
+        neighbour_masking=_joined(f.neighbour_masking for f in files),
+        tiles={"names": list(stored), "n": len(stored)},
+    )
+
+
+def _plus_shear(stored) -> tuple | None:
+    """The +g image's shear from a stored file of either sign (None: not known)."""
+    if stored.true_shear is None:
+        return None
+    return tuple(stored.sign * g for g in stored.true_shear)
+
+
+def _field_of(path) -> str:
+    """The field key of a sums file (its +g and -g tiles share it)."""
+    with np.load(path, allow_pickle=False) as data:
+        return str(data["field"])
+
+
+def _joined(values) -> str | None:
+    """Distinct non-empty values joined by commas (None when there is none)."""
+    return ",".join(sorted(set(values) - {""})) or None
+
+
+def _combined_entries(files: list, true_shear, seed: int, n_bootstrap: int) -> list[dict]:
+    """Every selection's statistics over the stored files, with the flaggers' counts."""
+    from blendflag.shear.paired import compare_statistics
+    from blendflag.shear.selections import add_fraction_removed
+
+    selections: dict[str, list] = {}
+    counts: dict[str, tuple] = {}
+    for stored in files:
+        for name, sums in stored.selections.items():
+            selections.setdefault(name, []).append(sums)
+        for name, (flagged, measured) in stored.flag_counts.items():
+            old = counts.get(name, (0, 0))
+            counts[name] = (old[0] + flagged, old[1] + measured)
     entries = compare_statistics(
-        selections, step, true_shear, np.random.default_rng(seed + 1), n_bootstrap
+        selections, files[-1].step, true_shear, np.random.default_rng(seed + 1), n_bootstrap
     )
     add_fraction_removed(entries, counts)
-    return {
-        "engine": ",".join(sorted(engines)),
-        **{key: ",".join(sorted(v - {""})) or None for key, v in described.items()},
-        "true_shear": list(true_shear) if true_shear is not None else None,
-        "shear_pairs": signs == {1, -1},
-        "selections": entries,
-        "tiles": used,
-        "n_tiles": len(used),
-        "n_objects": n_objects,
-        "n_measured": n_objects,
-    }
-
-
-def settings_for(
-    config,
-    flaggers: list[str],
-    engine: str,
-    seed: int,
-    weights=None,
-    pixel_scale=None,
-    bootstrap=None,
-) -> dict:
-    """The settings that define a tile's result (hashed for resuming).
-
-    They include the engine's resolved settings (its defaults with the
-    config's ``shear.options`` applied), so a tile measured before an
-    engine's default changed is measured again, not resumed.
-    """
-    import blendflag
-
-    return {
-        "config": asdict(config),
-        "flaggers": list(flaggers),
-        "engine": engine,
-        "engine_settings": _engine_settings(config, engine),
-        "seed": int(seed),
-        "weights": weights,
-        "pixel_scale": pixel_scale,
-        "bootstrap": bootstrap,
-        "version": blendflag.__version__,
-    }
-
-
-def _engine_settings(config, engine: str) -> dict | None:
-    """The named engine's resolved ``settings`` for ``config.shear`` (None: none known)."""
-    from blendflag.plugins import get_plugin_manager, get_shear_engines
-
-    cls = get_shear_engines(get_plugin_manager()).get(engine)
-    return getattr(cls(config.shear), "settings", None) if cls is not None else None
+    return entries

@@ -14,10 +14,14 @@ place).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from blendflag.errors import BlendflagError
-from blendflag.tiling.grid import AUTO_SPLIT_PIXELS, DEFAULT_CORE, image_shape, inputs_hash
+from blendflag.tiling.grid import AUTO_SPLIT_PIXELS, DEFAULT_CORE, image_shape, subtile_hash
+from blendflag.tiling.runner import combine_tiles, run_tiles
+from blendflag.tiling.subtile_tasks import compare_subtile
+from blendflag.tiling.tile_list import files_hash
 
 
 def split_core(option: str | None, image) -> int:
@@ -47,30 +51,58 @@ def split_core(option: str | None, image) -> int:
     return core
 
 
+@dataclass(frozen=True)
+class SplitImage:
+    """One large image to compare in sub-tiles: its files and how to cut it.
+
+    Attributes
+    ----------
+    image, psf, catalogue : str
+        The whole image's files (a PSF image or a PSFEx model; a SExtractor catalogue).
+    weight : str or None
+        Its weight map.
+    core : int
+        Side of a sub-tile's core, pixels. [default: :data:`DEFAULT_CORE`]
+    true_shear : tuple or None
+        The applied shear (g1, g2): m and c are then reported.
+    pixel_scale : float or None
+        arcsec per pixel when the header has no WCS.
+    recentre_psf : bool
+        Pad or shift an off-centre PSF instead of refusing it.
+    """
+
+    image: str
+    psf: str
+    catalogue: str
+    weight: str | None = None
+    core: int = DEFAULT_CORE
+    true_shear: tuple | None = None
+    pixel_scale: float | None = None
+    recentre_psf: bool = False
+
+    @property
+    def files(self) -> tuple:
+        """The input files, in the order their hash reads them."""
+        return (self.image, self.psf, self.catalogue, self.weight)
+
+
 def run_split_compare(
     pm,
     config,
     names: list[str],
     engine_cls,
-    image,
-    psf,
-    catalogue,
-    weight=None,
+    split: SplitImage,
     *,
     work_dir,
-    core: int,
-    true_shear=None,
     seed: int = 0,
     workers: int = 1,
     scheduler: str | None = None,
     quiet: bool = True,
     n_bootstrap: int | None = None,
     weights=None,
-    pixel_scale: float | None = None,
-    recentre_psf: bool = False,
     on_message=print,
-) -> dict:
-    """Compare the selections on one image split into sub-tiles; return the JSON document.
+):
+    """Compare the selections on one image split into sub-tiles.
 
     Parameters
     ----------
@@ -80,18 +112,19 @@ def run_split_compare(
         Flagger names (their selections use the flags on the metacal images).
     engine_cls : type
         A stamp shear engine (an image engine has its own cells: refused).
-    image, psf, catalogue, weight : path-like
-        The whole image's files; ``weight`` is optional.
+    split : SplitImage
+        The image's files, the core size and the known shear.
     work_dir : path-like
         Preparation and per-sub-tile sums; reuse it to resume a killed run.
-    core : int
-        Side of a sub-tile's core, pixels.
-    true_shear : (float, float) or None
-        The applied shear (m and c are reported).
-    seed, workers, scheduler, quiet, n_bootstrap, weights, pixel_scale, recentre_psf
+    seed, workers, scheduler, quiet, n_bootstrap, weights
         As ``compare --image``.
     on_message : callable or None
         Gets one line about the split and the Dask dashboard.
+
+    Returns
+    -------
+    blendflag.pipeline.compare.CompareSummary
+        With ``sub_tiles`` (cores, margin, counts, seconds per task and stage).
 
     Raises
     ------
@@ -99,10 +132,8 @@ def run_split_compare(
         An image engine, bad inputs (one line), or sub-tiles that failed
         (after the others finished and were stored).
     """
-    from blendflag.tiling.grid import subtile_hash
     from blendflag.tiling.preparation import prepare_subtiles
-    from blendflag.tiling.runner import combine_tiles, run_tiles, settings_for
-    from blendflag.tiling.subtile_tasks import compare_subtile
+    from blendflag.tiling.settings import RunSettings
 
     if not getattr(engine_cls, "needs_stamps", True):
         raise BlendflagError(
@@ -112,76 +143,83 @@ def run_split_compare(
     start = time.perf_counter()
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    settings = settings_for(config, names, engine_cls.name, seed, weights, pixel_scale, n_bootstrap)
-    settings.update(
-        {
-            "true_shear": None if true_shear is None else [float(g) for g in true_shear],
-            "core": int(core),
-            "recentre_psf": bool(recentre_psf),
-            "field": Path(image).name,
-        }
-    )
-    settings["inputs_hash"] = inputs_hash((image, psf, catalogue, weight), settings)
+    settings = RunSettings.for_run(
+        pm, config, names, engine_cls.name, seed, weights=weights,
+        pixel_scale=split.pixel_scale, bootstrap=n_bootstrap, recentre_psf=bool(split.recentre_psf),
+        true_shear=None if split.true_shear is None else tuple(float(g) for g in split.true_shear),
+        core=int(split.core), field=Path(split.image).name,
+    )  # fmt: skip
+    settings = settings.with_(inputs_hash=files_hash(split.files, settings))
     subtiles, info = prepare_subtiles(
-        pm,
-        config,
-        image,
-        psf,
-        catalogue,
-        weight,
-        work,
-        core,
-        settings,
-        masking=True,
-        pixel_scale=pixel_scale,
-        recentre_psf=recentre_psf,
-    )
-    settings["reference_noise"] = info["reference_noise"]
+        pm, config, *split.files, work, split.core, settings, masking=True,
+        pixel_scale=split.pixel_scale, recentre_psf=split.recentre_psf,
+    )  # fmt: skip
+    settings = settings.with_(reference_noise=info["reference_noise"])
     if not info["psf_model"]:
         _before_measuring(engine_cls, config, work, info, workers, scheduler)
     busy = [s for s in subtiles if info["owned"][s.index]]
     if on_message:
-        on_message(
-            f"{Path(image).name}: {info['image_size'][0]}x{info['image_size'][1]} px, "
-            f"{info['n_objects']} objects in {len(busy)} sub-tiles "
-            f"(cores {core} px, margin {info['margin']} px), work directory {work}"
-        )
+        on_message(_split_line(split, info, len(busy), work))
     prep_seconds = time.perf_counter() - start
     status = run_tiles(
-        busy,
-        settings,
-        work,
-        workers=workers,
-        scheduler=scheduler,
-        quiet=quiet,
-        on_message=on_message,
-        task=compare_subtile,
-        hash_of=subtile_hash,
+        busy, settings, work, workers=workers, scheduler=scheduler, quiet=quiet,
+        on_message=on_message, task=compare_subtile, hash_of=subtile_hash,
+    )  # fmt: skip
+    _raise_on_failures(status, len(busy), work)
+    n_boot = config.shear.n_bootstrap if n_bootstrap is None else n_bootstrap
+    summary = combine_tiles(busy, work, seed=seed, n_bootstrap=n_boot)
+    _as_one_image(summary, split, info)
+    summary.sub_tiles = _sub_tiles_info(split, info, busy, status, work)
+    summary.timings_s = {"prepare": prep_seconds, "total": time.perf_counter() - start}
+    summary.workers = workers
+    return summary
+
+
+def _split_line(split: SplitImage, info: dict, n_busy: int, work: Path) -> str:
+    """One line about the split, for the user."""
+    return (
+        f"{Path(split.image).name}: {info['image_size'][0]}x{info['image_size'][1]} px, "
+        f"{info['n_objects']} objects in {n_busy} sub-tiles "
+        f"(cores {split.core} px, margin {info['margin']} px), work directory {work}"
     )
+
+
+def _raise_on_failures(status: dict, n_busy: int, work: Path) -> None:
+    """One line naming the first failed sub-tiles, after the others were stored."""
     if status["failed"]:
         reasons = "; ".join(f"{f['tile']}: {f['reason']}" for f in status["failed"][:3])
         raise BlendflagError(
-            f"{len(status['failed'])} of {len(busy)} sub-tiles failed ({reasons}); "
+            f"{len(status['failed'])} of {n_busy} sub-tiles failed ({reasons}); "
             f"rerun the same command with --out-dir {work} to retry them"
         )
-    n_boot = config.shear.n_bootstrap if n_bootstrap is None else n_bootstrap
-    combined = combine_tiles(busy, work, seed=seed, n_bootstrap=n_boot)
-    for entry in combined["selections"]:  # one image, whatever its pieces
+
+
+def _as_one_image(summary, split: SplitImage, info: dict) -> None:
+    """Make the combined sub-tiles' summary that of one image: counts and input."""
+    for entry in summary.selections:  # one image, whatever its pieces
         entry["n_per_image"] = [int(sum(entry["n_per_image"]))]
-    combined["n_measured"] = combined.pop("n_objects")
-    combined["n_objects"] = info["n_objects"]
-    combined["input"] = {
-        "image": str(image),
-        "psf": str(psf),
+    summary.n_measured = summary.n_objects
+    summary.n_objects = info["n_objects"]
+    summary.tiles = None
+    summary.input = {
+        "image": str(split.image),
+        "psf": str(split.psf),
         "psf_model": info["psf_model"],
-        "catalogue": str(catalogue),
-        "weight": None if weight is None else str(weight),
+        "catalogue": str(split.catalogue),
+        "weight": None if split.weight is None else str(split.weight),
     }
-    if true_shear is not None:
-        combined["input"]["true_shear"] = [float(g) for g in true_shear]
-    seconds = [r["seconds"] for r in status["done"]]
-    combined["sub_tiles"] = {
-        "core": int(core),
+    if split.true_shear is not None:
+        summary.input["true_shear"] = [float(g) for g in split.true_shear]
+
+
+def _sub_tiles_info(split: SplitImage, info: dict, busy: list, status: dict, work: Path) -> dict:
+    """The ``sub_tiles`` block: the cut, the counts, and seconds per task and per stage."""
+    stages: dict = {}  # seconds per stage, summed over the sub-tiles run now (per worker)
+    for done in status["done"]:
+        for key, value in (done.get("timings") or {}).items():
+            stages[key] = stages.get(key, 0.0) + value
+    return {
+        "core": int(split.core),
         "margin": info["margin"],
         "image_size": info["image_size"],
         "n": len(busy),
@@ -189,19 +227,9 @@ def run_split_compare(
         "skipped": len(status["skipped"]),
         "work_dir": str(work),
         "objects_per_sub_tile": [info["owned"][s.index] for s in busy],
-        "task_seconds": [round(s, 2) for s in seconds],
+        "task_seconds": [round(r["seconds"], 2) for r in status["done"]],
+        "stage_seconds": {k: round(v, 2) for k, v in stages.items()},
     }
-    stages: dict = {}  # seconds per stage, summed over the sub-tiles run now (per worker)
-    for done in status["done"]:
-        for key, value in (done.get("timings") or {}).items():
-            stages[key] = stages.get(key, 0.0) + value
-    combined["stage_seconds"] = {k: round(v, 2) for k, v in stages.items()}
-    combined["timings_s"] = {
-        "prepare": round(prep_seconds, 2),
-        "total": round(time.perf_counter() - start, 2),
-    }
-    combined["workers"] = workers
-    return combined
 
 
 def _before_measuring(engine_cls, config, work, info, workers, scheduler) -> None:

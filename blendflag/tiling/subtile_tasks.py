@@ -53,7 +53,7 @@ def subtile_catalogue(path, rows: np.ndarray, offset: tuple[int, int]):
     )
 
 
-def subtile_input(sub: SubTile, work_dir, settings: dict):
+def subtile_input(sub: SubTile, work_dir, settings):
     """The :class:`~blendflag.pipeline.field_input.FieldInput` of a sub-tile (None: owns none)."""
     from blendflag.io.images import mask_bad_weights
     from blendflag.pipeline.field_input import FieldInput
@@ -91,7 +91,7 @@ def subtile_input(sub: SubTile, work_dir, settings: dict):
         model = load_psf(sub.psf)[0]
         model.domain = whole  # the whole image's, for what spans it (domain_images)
         psf_model = ShiftedPSF(model, x0, y0)
-    shear = settings.get("true_shear")
+    shear = settings.true_shear
     return FieldInput(
         image=image,
         weight=weight,
@@ -100,7 +100,7 @@ def subtile_input(sub: SubTile, work_dir, settings: dict):
         pixel_scale=scale,
         catalogue=subtile_catalogue(sub.catalogue, rows, (x0, y0)),
         true_shear=None if shear is None else tuple(shear),
-        reference_noise=settings.get("reference_noise"),
+        reference_noise=settings.reference_noise,
         object_keys=rows.astype(np.int64),
         segmentation=segmentation,
         segment_ids=ids,
@@ -111,7 +111,7 @@ def subtile_input(sub: SubTile, work_dir, settings: dict):
 
 
 @_tile_task
-def compare_subtile(sub: SubTile, settings: dict, out_dir: str, tile_hash_value: str) -> dict:
+def compare_subtile(sub: SubTile, settings, out_dir: str, tile_hash_value: str) -> dict:
     """Run the comparison on one sub-tile and write its sums (units: whole-catalogue rows).
 
     Returns a summary ``{"tile", "status": "done"|"failed", "n", "seconds"}``;
@@ -130,14 +130,14 @@ def compare_subtile(sub: SubTile, settings: dict, out_dir: str, tile_hash_value:
         data,
         flaggers,
         engine_cls,
-        seed=settings["seed"],
+        seed=settings.seed,
         workers=1,
         quiet=True,
         n_bootstrap=0,  # only the sums are kept: the bootstrap is drawn once, on the whole
         flag_original=False,
     )
-    info = {"shear": settings.get("true_shear"), "sign": 1, "field": settings["field"]}
+    info = {"shear": settings.true_shear, "sign": 1, "field": settings.field}
     write_tile_sums(
         Path(out_dir) / f"{sub.name}.sums.npz", result, info, tile_hash_value, keys=data.object_keys
     )
-    return {"n": len(data.object_keys), "timings": result.json["timings_s"]}
+    return {"n": len(data.object_keys), "timings": result.summary.timings_s}

@@ -1,9 +1,10 @@
 """What one tile runs in a worker: the comparison or the flagging of that tile.
 
-Each task takes a :class:`blendflag.tiling.tile_list.Tile`, the run's settings (a plain
-dict, hashed for resuming), the output directory and the tile's hash; it writes
-``OUT_DIR/<tile>.fits`` and ``OUT_DIR/<tile>.sums.npz`` atomically and returns a
-summary. It never raises: a failing tile is reported and the others go on.
+Each task takes a :class:`blendflag.tiling.tile_list.Tile`, the run's
+:class:`blendflag.tiling.settings.RunSettings` (hashed for resuming), the output
+directory and the tile's hash; it writes ``OUT_DIR/<tile>.fits`` and
+``OUT_DIR/<tile>.sums.npz`` (a :class:`blendflag.shear.paired.SumsFile`)
+atomically and returns a summary. It never raises: a failing tile is reported and the others go on.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def _tile_task(run):
     """
 
     @functools.wraps(run)
-    def task(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str) -> dict:
+    def task(tile: Tile, settings, out_dir: str, tile_hash_value: str) -> dict:
         import os
 
         from blendflag._runtime import quiet_imports
@@ -56,73 +57,24 @@ def _tile_task(run):
     return task
 
 
-def simulated_tile(tile: Tile) -> dict:
-    """What a simulated tile's files say about it (``simulate-field`` writes them).
-
-    Returns
-    -------
-    dict
-        ``truth`` (Table with its header's depths in ``meta``, or None),
-        ``shear`` (the applied g1, g2, or None), ``sign`` (``SHRSIGN``: -1 for
-        the -g twin of a ±g pair, else +1), ``noise`` (``NOISE``, ADU),
-        ``reference_noise`` (``REFNOISE``: the depth of the flaggers' blend
-        label, ADU) and ``field`` (the key pairing the +g and -g tiles: preset,
-        seed and number of galaxies; the tile's name for real data).
-    """
-    from astropy.io import fits
-
-    info = {
-        "truth": None,
-        "shear": None,
-        "sign": 1,
-        "noise": None,
-        "reference_noise": None,
-        "field": tile.name,
-    }
-    image_header = fits.getheader(tile.image)
-    headers = [image_header]
-    if tile.truth:
-        from astropy.table import Table
-
-        with fits.open(tile.truth) as hdul:
-            table = Table(hdul[1].data)
-            for key in ("ISONOISE", "FLDNOISE"):
-                if key in hdul[1].header:
-                    table.meta[key] = float(hdul[1].header[key])
-            headers.append(hdul[0].header)
-        info["truth"] = table
-    for h in headers:
-        if "SHEAR1" in h and info["shear"] is None:
-            info["shear"] = (float(h["SHEAR1"]), float(h.get("SHEAR2", 0.0)))
-        if "SHRSIGN" in h:
-            info["sign"] = int(h["SHRSIGN"])
-        if "NOISE" in h and info["noise"] is None:
-            info["noise"] = float(h["NOISE"])
-        if "REFNOISE" in h and info["reference_noise"] is None:
-            info["reference_noise"] = float(h["REFNOISE"])
-        if "SEED" in h and "DATASET" in h:
-            info["field"] = f"{h['DATASET']}:{h['SEED']}:{h.get('NGAL', '')}"
-    return info
-
-
-def task_tools(settings: dict) -> tuple:
+def task_tools(settings) -> tuple:
     """``(pm, config, flaggers, engine_cls)`` of a tile task's settings (built in the worker)."""
     from blendflag.config import PipelineConfig, from_mapping
     from blendflag.flagging.flaggers import flagger_overrides, make_flaggers
     from blendflag.plugins import get_plugin_manager, get_shear_engines, select_engine
 
     pm = get_plugin_manager()
-    config = from_mapping(PipelineConfig, settings["config"])
-    names = settings["flaggers"]
+    config = from_mapping(PipelineConfig, settings.config)
+    names = list(settings.flaggers)
     flaggers = make_flaggers(
-        pm, names, config, flagger_overrides(pm, names, weights=settings.get("weights"))
+        pm, names, config, flagger_overrides(pm, names, weights=settings.weights)
     )
-    engine_cls = select_engine(get_shear_engines(pm), settings["engine"])
+    engine_cls = select_engine(get_shear_engines(pm), settings.engine)
     return pm, config, flaggers, engine_cls
 
 
 @_tile_task
-def compare_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str) -> dict:
+def compare_tile(tile: Tile, settings, out_dir: str, tile_hash_value: str) -> dict:
     """Run the comparison on one tile and write its catalogue and sums.
 
     Returns a summary ``{"tile", "status": "done"|"failed", ...}``; never raises.
@@ -130,6 +82,7 @@ def compare_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str)
     from blendflag.io.catalog import write_output_catalogue
     from blendflag.pipeline.compare import run_compare
     from blendflag.pipeline.field_input import file_input
+    from blendflag.simulate.field_io import read_field_info
 
     pm, config, flaggers, engine_cls = task_tools(settings)
     data = file_input(
@@ -137,10 +90,10 @@ def compare_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str)
         tile.psf,
         tile.catalogue,
         tile.weight,
-        settings.get("pixel_scale"),
-        recentre_psf=bool(settings.get("recentre_psf")),
+        settings.pixel_scale,
+        recentre_psf=bool(settings.recentre_psf),
     )
-    info = simulated_tile(tile)
+    info = read_field_info(tile.image, tile.truth, name=tile.name)
     data.truth, data.true_shear, data.sign = info["truth"], info["shear"], info["sign"]
     if info["truth"] is not None:  # a simulation: its known noise and label depth
         data.noise_sigma, data.reference_noise = info["noise"], info["reference_noise"]
@@ -150,10 +103,10 @@ def compare_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str)
         data,
         flaggers,
         engine_cls,
-        seed=settings["seed"],
+        seed=settings.seed,
         workers=1,
         quiet=True,
-        n_bootstrap=settings.get("bootstrap"),
+        n_bootstrap=settings.bootstrap,
     )
     out = Path(out_dir)
     ctx = result.context
@@ -161,7 +114,7 @@ def compare_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str)
         ctx.catalogue, ctx.table, ctx.annotation, out / f"{tile.name}.fits", ctx.image_header
     )
     write_tile_sums(out / f"{tile.name}.sums.npz", result, info, tile_hash_value)
-    return {"n": result.json["n_objects"]}
+    return {"n": result.summary.n_objects}
 
 
 def write_tile_sums(path, result, info: dict, tile_hash_value: str, keys=None) -> None:
@@ -172,39 +125,35 @@ def write_tile_sums(path, result, info: dict, tile_hash_value: str, keys=None) -
     path : path-like
     result : blendflag.pipeline.compare.CompareResult
     info : dict
-        ``shear`` (g1, g2 or None), ``sign`` and ``field`` (see :func:`simulated_tile`).
+        ``shear`` (g1, g2 or None), ``sign`` and ``field``
+        (see :func:`blendflag.simulate.field_io.read_field_info`).
     tile_hash_value : str
         The hash that marks the tile done (:func:`blendflag.tiling.tile_list.tile_hash`).
     keys : numpy.ndarray or None
         The unit ids to store instead of the result's own: ``keys[k]`` for
         the result's unit ``k`` (a sub-tile's rows in the whole catalogue).
     """
-    from blendflag.io.atomic import atomic_output
+    from blendflag.shear.paired import SumsFile
 
-    counts = result.context.results.get("flag_counts", {})
-    arrays = {
-        "hash": np.array(tile_hash_value),
-        "names": np.array(list(result.unit_sums)),
-        "true_shear": np.array(info["shear"] if info["shear"] else [np.nan, np.nan]),
-        "sign": np.array(info["sign"]),
-        "field": np.array(info["field"]),
-        "step": np.array(result.metacal.step),
-        "engine": np.array(result.metacal.engine),
-        "layout": np.array(result.metacal.sum_layout),
-        "shape": np.array(result.metacal.meta.get("shape") or ""),
-        "neighbour_masking": np.array(result.context.results.get("neighbour_masking") or ""),
-    }
-    for k, (name, (sums,)) in enumerate(result.unit_sums.items()):
-        arrays[f"keys{k}"] = sums.keys if keys is None else np.asarray(keys)[sums.keys]
-        arrays[f"sums{k}"] = sums.sums
-        arrays[f"ngood{k}"] = np.array(sums.n_good)
-        arrays[f"flagged{k}"] = np.array(counts.get(name, (-1, -1)))
-    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
+    metacal = result.metacal
+    SumsFile(
+        selections={name: sums for name, (sums,) in result.unit_sums.items()},
+        flag_counts=result.context.results.get("flag_counts", {}),
+        hash=tile_hash_value,
+        sign=int(info["sign"]),
+        field=str(info["field"]),
+        true_shear=tuple(info["shear"]) if info["shear"] else None,
+        step=metacal.step,
+        engine=metacal.engine,
+        layout=metacal.sum_layout,
+        shape=metacal.meta.get("shape") or "",
+        neighbour_masking=result.context.results.get("neighbour_masking") or "",
+        noise_fields=metacal.meta.get("noise_fields") or "",
+    ).save(path, keys)
 
 
 @_tile_task
-def flag_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str) -> dict:
+def flag_tile(tile: Tile, settings, out_dir: str, tile_hash_value: str) -> dict:
     """Flag one tile's catalogue (``flag --tiles``); writes ``OUT_DIR/<tile>.fits``."""
     from blendflag.config import PipelineConfig, from_mapping
     from blendflag.flagging.flaggers import flagger_overrides, make_flaggers
@@ -216,8 +165,8 @@ def flag_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str) ->
     if not tile.catalogue:
         raise BlendflagError("no catalogue for this tile (catalogue= or catalogue.fits)")
     pm = get_plugin_manager()
-    config = from_mapping(PipelineConfig, settings["config"])
-    names = settings["flaggers"]
+    config = from_mapping(PipelineConfig, settings.config)
+    names = list(settings.flaggers)
     flaggers = make_flaggers(
         pm,
         names,
@@ -225,9 +174,9 @@ def flag_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str) ->
         flagger_overrides(
             pm,
             names,
-            weights=settings.get("weights"),
-            threshold=settings.get("threshold"),
-            views=settings.get("views"),
+            weights=settings.weights,
+            threshold=settings.threshold,
+            views=settings.views,
         ),
     )
     context = flag_catalogue_file(pm, config, flaggers, tile.catalogue, tile.image, tile.weight)
@@ -235,5 +184,5 @@ def flag_tile(tile: Tile, settings: dict, out_dir: str, tile_hash_value: str) ->
     out = Path(out_dir)
     write_annotated(catalogue, context.annotation, out / f"{tile.name}.fits")
     with atomic_output(out / f"{tile.name}.sums.npz") as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, hash=np.array(tile_hash_value))
+        np.savez(fh, hash=np.array(tile_hash_value))  # marks the flagged tile done
     return {"n": len(context.table)}

@@ -15,8 +15,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from blendflag.errors import BlendflagError
 
 SIBLINGS = {
@@ -97,22 +95,27 @@ def _read_list(path: Path) -> list[Tile]:
     return [Tile(name=n, **r) for n, r in zip(names, rows, strict=True)]
 
 
-def tile_hash(tile: Tile, settings: dict) -> str:
-    """SHA-256 of the tile's input files' contents and the run's settings."""
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for key in KEYS:
-        value = getattr(tile, key)
-        digest.update(key.encode())
-        if value:
-            with open(value, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
+def files_hash(paths, settings) -> str:
+    """SHA-256 of the files' contents and of the run's settings: what marks a task done.
+
+    Parameters
+    ----------
+    paths : sequence of path-like or None
+        The input files, in a fixed order; None stands for a file not given.
+    settings : blendflag.tiling.settings.RunSettings or dict
+        The run's settings.
+    """
+    data = settings.as_dict() if hasattr(settings, "as_dict") else settings
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode())
+    for path in paths:
+        digest.update(b"|")
+        if path:
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 22), b""):
                     digest.update(block)
     return digest.hexdigest()
 
 
-def stored_hash(sums_path: Path) -> str | None:
-    try:
-        with np.load(sums_path, allow_pickle=False) as data:
-            return str(data["hash"])
-    except (OSError, KeyError, ValueError, EOFError):
-        return None
+def tile_hash(tile: Tile, settings) -> str:
+    """The hash of one tile's files (in :data:`KEYS` order) and the run's settings."""
+    return files_hash([getattr(tile, key) for key in KEYS], settings)
