@@ -3,9 +3,14 @@
 The core imports neither TensorFlow nor GalSim at import time.
 """
 
+from importlib import metadata
+
 from blendflag.errors import BlendflagError
 from blendflag.hookspecs import hookimpl
 
-__version__ = "0.1.0"
+try:  # one place holds the version: pyproject.toml
+    __version__ = metadata.version("blendflag")
+except metadata.PackageNotFoundError:  # a source tree never installed
+    __version__ = "unknown"
 
 __all__ = ["BlendflagError", "__version__", "hookimpl"]

@@ -54,70 +54,70 @@ def load_yaml(path) -> dict:
     return data
 
 
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", str(tp))
-
-
 def _convert(value, tp, where: str):
     """Check ``value`` against the annotation ``tp``, converting int -> float."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
-    if dataclasses.is_dataclass(tp):
+        return _convert_union(value, typing.get_args(tp), where)
+    if dataclasses.is_dataclass(tp) or origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return from_mapping(tp, value, where)
+        return from_mapping(tp, value, where) if dataclasses.is_dataclass(tp) else dict(value)
     if tp in (list, tuple):
         tp = tp[typing.Any]
         origin = typing.get_origin(tp)
     if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        args = typing.get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-            return tuple(
-                _convert(v, a, f"{where}[{i}]")
-                for i, (v, a) in enumerate(zip(value, args, strict=True))
-            )
-        item = args[0] if args else typing.Any
-        out = [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(out) if origin is tuple else out
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
+        return _convert_sequence(value, origin, typing.get_args(tp), where)
     if tp is typing.Any:
         return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")  # pragma: no cover
+    return _convert_scalar(value, tp, where)
+
+
+def _convert_union(value, args: tuple, where: str):
+    """``value`` converted by the first member of a union (``args``) that accepts it."""
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for arg in (a for a in args if a is not type(None)):
+        try:
+            return _convert(value, arg, where)
+        except ConfigError as exc:
+            errors.append(str(exc))
+    raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+
+
+def _convert_sequence(value, origin, args: tuple, where: str):
+    """``value`` checked item by item against ``list[...]`` or ``tuple[...]`` (``origin[args]``)."""
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{where}: expected a list, got {value!r}")
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+        pairs = enumerate(zip(value, args, strict=True))
+        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in pairs)
+    item = args[0] if args else typing.Any
+    out = [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    return tuple(out) if origin is tuple else out
+
+
+#: Scalar annotations: what a value must be (in messages) and the test it must pass.
+_SCALARS = {
+    float: ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    bool: ("true or false", lambda v: isinstance(v, bool)),
+    str: ("a string", lambda v: isinstance(v, str)),
+}
+
+
+def _convert_scalar(value, tp, where: str):
+    """``value`` checked against ``float`` (an int becomes a float), ``int``, ``bool``, ``str``."""
+    expected, accepts = next((s for t, s in _SCALARS.items() if t is tp), (None, None))
+    if accepts is None:
+        name = getattr(tp, "__name__", str(tp))
+        raise ConfigError(f"{where}: unsupported type {name}")  # pragma: no cover
+    if not accepts(value):
+        raise ConfigError(f"{where}: expected {expected}, got {value!r}")
+    return float(value) if tp is float else value
 
 
 def from_mapping(cls, data: dict, where: str = ""):

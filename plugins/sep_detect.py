@@ -74,11 +74,7 @@ def detect_with_sep(image, weight, config, segmentation: bool = False) -> Table:
     """
     import sep
 
-    data = np.ascontiguousarray(image, dtype=np.float64)
-    mask = ~np.isfinite(data)
-    if weight is not None:
-        mask |= ~(np.asarray(weight) > 0)
-    data = np.where(mask, 0.0, data)
+    data, mask = _masked_data(image, weight)
     bkg = sep.Background(
         data,
         mask=mask,
@@ -105,43 +101,8 @@ def detect_with_sep(image, weight, config, segmentation: bool = False) -> Table:
         **_filter_arguments(config),
     )
     objects, segmap = found if segmentation else (found, None)
-    n = len(objects)
-    x, y = objects["x"], objects["y"]
-    a, b, theta = objects["a"], objects["b"], objects["theta"]
-    flux = np.zeros(n)
-    fluxerr = np.zeros(n)
-    kron = np.zeros(n)
-    if n:
-        theta_c = np.clip(theta, -np.pi / 2, np.pi / 2)
-        kron, _ = sep.kron_radius(sub, x, y, a, b, theta_c, 6.0, mask=mask)
-        radius = np.maximum(config.kron_fact * kron, config.min_radius)
-        flux, fluxerr, _ = sep.sum_ellipse(
-            sub, x, y, a, b, theta_c, r=radius, err=rms, mask=mask, subpix=1
-        )
-    from astropy.table import Table
-
-    table = Table()
-    table["NUMBER"] = np.arange(1, n + 1, dtype=np.int32)
-    table["X_IMAGE"] = (x + 1.0).astype(np.float64)
-    table["Y_IMAGE"] = (y + 1.0).astype(np.float64)
-    table["FLUX_AUTO"] = flux.astype(np.float32)
-    table["FLUXERR_AUTO"] = fluxerr.astype(np.float32)
-    table["KRON_RADIUS"] = np.asarray(kron, dtype=np.float32)
-    table["A_IMAGE"] = a.astype(np.float32)
-    table["B_IMAGE"] = b.astype(np.float32)
-    table["THETA_IMAGE"] = np.degrees(theta).astype(np.float32)
-    table["ISOAREA_IMAGE"] = objects["npix"].astype(np.int32)
-    table["FLAGS"] = sep_flags_to_sextractor(objects["flag"])
-    for col, unit in (
-        ("X_IMAGE", "pix"),
-        ("Y_IMAGE", "pix"),
-        ("A_IMAGE", "pix"),
-        ("B_IMAGE", "pix"),
-        ("THETA_IMAGE", "deg"),
-        ("FLUX_AUTO", "ct"),
-        ("FLUXERR_AUTO", "ct"),
-    ):
-        table[col].unit = unit
+    kron, flux, fluxerr = _auto_photometry(sub, objects, rms, mask, config)
+    table = _catalogue_table(objects, kron, flux, fluxerr)
     table.meta["BACKRMS"] = float(rms)
     if segmap is not None:  # sep numbers segments k + 1 for the k-th object: NUMBER
         table.meta[SEGMENTATION_KEY] = np.asarray(segmap, dtype=np.int32)
@@ -177,3 +138,59 @@ def blendflag_detect(image, weight, config):
     if config.backend not in (SepDetector.name, "auto"):
         return None
     return detect_with_sep(image, weight, config, segmentation=True)
+
+
+def _masked_data(image, weight) -> tuple[np.ndarray, np.ndarray]:
+    """The image as float64, its masked pixels (non-finite, or weight <= 0) set to 0; the mask."""
+    data = np.ascontiguousarray(image, dtype=np.float64)
+    mask = ~np.isfinite(data)
+    if weight is not None:
+        mask |= ~(np.asarray(weight) > 0)
+    return np.where(mask, 0.0, data), mask
+
+
+def _auto_photometry(sub, objects, rms: float, mask, config) -> tuple:
+    """Kron radius (pixels), FLUX_AUTO and its error (ADU) of every object, as SExtractor's."""
+    import sep
+
+    n = len(objects)
+    if not n:
+        return np.zeros(n), np.zeros(n), np.zeros(n)
+    x, y, a, b = objects["x"], objects["y"], objects["a"], objects["b"]
+    theta_c = np.clip(objects["theta"], -np.pi / 2, np.pi / 2)
+    kron, _ = sep.kron_radius(sub, x, y, a, b, theta_c, 6.0, mask=mask)
+    radius = np.maximum(config.kron_fact * kron, config.min_radius)
+    flux, fluxerr, _ = sep.sum_ellipse(
+        sub, x, y, a, b, theta_c, r=radius, err=rms, mask=mask, subpix=1
+    )
+    return kron, flux, fluxerr
+
+
+def _catalogue_table(objects, kron, flux, fluxerr) -> Table:
+    """The SExtractor-named columns (1-based pixel positions), with units."""
+    from astropy.table import Table
+
+    x, y, a, b, theta = (objects[k] for k in ("x", "y", "a", "b", "theta"))
+    table = Table()
+    table["NUMBER"] = np.arange(1, len(objects) + 1, dtype=np.int32)
+    table["X_IMAGE"] = (x + 1.0).astype(np.float64)
+    table["Y_IMAGE"] = (y + 1.0).astype(np.float64)
+    table["FLUX_AUTO"] = flux.astype(np.float32)
+    table["FLUXERR_AUTO"] = fluxerr.astype(np.float32)
+    table["KRON_RADIUS"] = np.asarray(kron, dtype=np.float32)
+    table["A_IMAGE"] = a.astype(np.float32)
+    table["B_IMAGE"] = b.astype(np.float32)
+    table["THETA_IMAGE"] = np.degrees(theta).astype(np.float32)
+    table["ISOAREA_IMAGE"] = objects["npix"].astype(np.int32)
+    table["FLAGS"] = sep_flags_to_sextractor(objects["flag"])
+    for col, unit in (
+        ("X_IMAGE", "pix"),
+        ("Y_IMAGE", "pix"),
+        ("A_IMAGE", "pix"),
+        ("B_IMAGE", "pix"),
+        ("THETA_IMAGE", "deg"),
+        ("FLUX_AUTO", "ct"),
+        ("FLUXERR_AUTO", "ct"),
+    ):
+        table[col].unit = unit
+    return table

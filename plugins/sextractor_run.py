@@ -14,7 +14,6 @@ DETECT_MINAREA 5, the same 3x3 pyramidal filter), from
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -102,6 +101,7 @@ def run_sextractor(
             "source-extractor, or set detect.sextractor_binary)"
         )
     from blendflag.io.catalog import read_catalogue
+    from blendflag.io.external_tools import run_tool
 
     with tempfile.TemporaryDirectory(prefix="blendflag-sex-") as tmp:
         tmp = Path(tmp)
@@ -110,39 +110,7 @@ def run_sextractor(
         fits.PrimaryHDU(image).writeto(tmp / "image.fits")
         (tmp / "default.param").write_text("\n".join(PARAMETERS) + "\n")
         (tmp / "default.conv").write_text(FILTER)
-        options = {
-            "CATALOG_NAME": str(tmp / "cat.fits"),
-            "CATALOG_TYPE": "FITS_LDAC",
-            "PARAMETERS_NAME": str(tmp / "default.param"),
-            "FILTER": "Y",
-            "FILTER_NAME": str(tmp / "default.conv"),
-            "DETECT_TYPE": "CCD",
-            "DETECT_MINAREA": str(config.minarea),
-            "DETECT_THRESH": str(config.thresh),
-            "ANALYSIS_THRESH": str(config.thresh),
-            "THRESH_TYPE": "RELATIVE",
-            "DEBLEND_NTHRESH": str(config.deblend_nthresh),
-            "DEBLEND_MINCONT": str(config.deblend_cont),
-            "CLEAN": "Y" if config.clean else "N",
-            "CLEAN_PARAM": str(config.clean_param),
-            "MASK_TYPE": "CORRECT",
-            "PHOT_AUTOPARAMS": f"{config.kron_fact},{config.min_radius}",
-            "SATUR_LEVEL": "1e20",
-            "MAG_ZEROPOINT": "30.0",
-            "GAIN": "0.0",
-            "PIXEL_SCALE": "0",
-            "SEEING_FWHM": "0.7",
-            "BACK_SIZE": str(config.back_size),
-            "BACK_FILTERSIZE": str(config.back_filtersize),
-            "BACKPHOTO_TYPE": "GLOBAL",
-            "CHECKIMAGE_TYPE": "NONE",
-            "MEMORY_PIXSTACK": str(max(300_000, int(np.size(image)) // 4)),
-            "MEMORY_OBJSTACK": "30000",
-            "MEMORY_BUFSIZE": "4096",
-            "VERBOSE_TYPE": "QUIET",
-            "WRITE_XML": "N",
-            "NTHREADS": "1",
-        }
+        options = _options(config, tmp, np.size(image))
         if background is not None:
             options.update(BACK_TYPE="MANUAL", BACK_VALUE=str(background))
         if segmentation:
@@ -156,21 +124,53 @@ def run_sextractor(
         cmd = [binary, str(tmp / "image.fits"), "-c", str(tmp / "default.sex")]
         for key, value in options.items():
             cmd += [f"-{key}", value]
-        try:
-            proc = subprocess.run(
-                cmd, cwd=tmp, capture_output=True, text=True, timeout=timeout, check=False
-            )
-        except subprocess.TimeoutExpired:
-            raise BlendflagError(f"SExtractor did not finish within {timeout} s") from None
-        if proc.returncode != 0 or not (tmp / "cat.fits").exists():
-            last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-            raise BlendflagError(f"SExtractor failed (exit {proc.returncode}): {last}")
+        run_tool(cmd, tmp, "SExtractor", timeout)
+        if not (tmp / "cat.fits").exists():
+            raise BlendflagError("SExtractor failed: it wrote no catalogue")
         cat = read_catalogue(tmp / "cat.fits", require_rows=False)
         table = Table(cat.hdul[cat.objects_hdu].data) if len(cat) else _empty_table()
         if segmentation:
             seg = fits.getdata(tmp / "seg.fits")
             table.meta["segmentation"] = np.array(seg, dtype=np.int32)  # a copy: tmp goes
     return table
+
+
+def _options(config, tmp: Path, n_pixels: int) -> dict:
+    """SExtractor's settings (``-KEY value``) for ``config``, its files in ``tmp``."""
+    options = {
+        "CATALOG_NAME": str(tmp / "cat.fits"),
+        "CATALOG_TYPE": "FITS_LDAC",
+        "PARAMETERS_NAME": str(tmp / "default.param"),
+        "FILTER": "Y",
+        "FILTER_NAME": str(tmp / "default.conv"),
+        "DETECT_TYPE": "CCD",
+        "DETECT_MINAREA": str(config.minarea),
+        "DETECT_THRESH": str(config.thresh),
+        "ANALYSIS_THRESH": str(config.thresh),
+        "THRESH_TYPE": "RELATIVE",
+        "DEBLEND_NTHRESH": str(config.deblend_nthresh),
+        "DEBLEND_MINCONT": str(config.deblend_cont),
+        "CLEAN": "Y" if config.clean else "N",
+        "CLEAN_PARAM": str(config.clean_param),
+        "MASK_TYPE": "CORRECT",
+        "PHOT_AUTOPARAMS": f"{config.kron_fact},{config.min_radius}",
+        "SATUR_LEVEL": "1e20",
+        "MAG_ZEROPOINT": "30.0",
+        "GAIN": "0.0",
+        "PIXEL_SCALE": "0",
+        "SEEING_FWHM": "0.7",
+        "BACK_SIZE": str(config.back_size),
+        "BACK_FILTERSIZE": str(config.back_filtersize),
+        "BACKPHOTO_TYPE": "GLOBAL",
+        "CHECKIMAGE_TYPE": "NONE",
+        "MEMORY_PIXSTACK": str(max(300_000, int(n_pixels) // 4)),
+        "MEMORY_OBJSTACK": "30000",
+        "MEMORY_BUFSIZE": "4096",
+        "VERBOSE_TYPE": "QUIET",
+        "WRITE_XML": "N",
+        "NTHREADS": "1",
+    }
+    return options
 
 
 def _empty_table() -> Table:

@@ -30,6 +30,11 @@ import time
 
 import numpy as np
 
+from blendflag._runtime.provenance import provenance
+from blendflag._runtime.quiet_imports import install_for_script
+
+install_for_script()  # no TensorFlow start-up lines, as in blendflag-shear
+
 
 def _run_chunk(args):
     """Simulate and measure one chunk of pairs at one sign; return the table as arrays."""
@@ -59,7 +64,8 @@ def _run_chunk(args):
     return cols, data.pair_id + first_pair, seconds
 
 
-def main(argv=None) -> int:
+def _argument_parser() -> argparse.ArgumentParser:
+    """The command line: engine, pairs, workers, shear, noise (ADU), PSF g2, step, output."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--engine", default="metacal", help="shear engine name [metacal]")
     parser.add_argument("--n-pairs", type=int, default=2000, help="rotated pairs [2000]")
@@ -86,21 +92,15 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--options", help='the engine\'s settings as JSON, e.g. \'{"shape": "wmom"}\''
     )
-    args = parser.parse_args(argv)
+    return parser
 
-    kwargs = {
-        "true_shear": (args.shear, 0.0),
-        "noise_sigma": args.noise,
-        "psf_shear": (0.0, args.psf_g2),
-    }
-    seeds = np.random.SeedSequence(args.seed)
-    n_chunks = -(-args.n_pairs // args.chunk)
-    try:
-        options = json.loads(args.options) if args.options else None
-    except json.JSONDecodeError as exc:
-        parser.error(f"--options is not JSON: {exc}")  # one line, exit 2
-    if options is not None and not isinstance(options, dict):
-        parser.error('--options must be a JSON object, e.g. \'{"shape": "wmom"}\'')
+
+def _chunk_tasks(args, kwargs: dict, seeds, n_chunks: int, options) -> list[tuple]:
+    """The arguments of :func:`_run_chunk`: every chunk of pairs at +g (and -g), in order.
+
+    Each chunk has its own child of ``seeds`` (a ``numpy.random.SeedSequence``),
+    shared by its two signs.
+    """
     tasks = []
     for k, child in enumerate(seeds.spawn(n_chunks)):
         n = min(args.chunk, args.n_pairs - k * args.chunk)
@@ -119,16 +119,29 @@ def main(argv=None) -> int:
                     options,
                 )
             )
-    start = time.perf_counter()
-    if args.workers > 1:
-        with mp.get_context("spawn").Pool(args.workers) as pool:
-            parts = pool.map(_run_chunk, tasks, chunksize=1)
-    else:
-        parts = [_run_chunk(t) for t in tasks]
-    wall = time.perf_counter() - start
+    return tasks
+
+
+def _units_by_sign(parts: list, tasks: list) -> tuple[list, object]:
+    """The pair sums of each sign, and the last sign's table of measurements.
+
+    Parameters
+    ----------
+    parts : list
+        :func:`_run_chunk`'s ``(columns, pair_id, seconds)`` per task.
+    tasks : list of tuple
+        The tasks, in the same order (their sign is their 8th item).
+
+    Returns
+    -------
+    units : list of blendflag.shear.paired.UnitSums
+        One per sign, in order of first appearance.
+    table : astropy.table.Table
+        The measurements at the last sign.
+    """
     from astropy.table import Table, vstack
 
-    from blendflag.shear.paired import UnitSums, compare_statistics
+    from blendflag.shear.paired import UnitSums
     from blendflag.shear.results import selection_unit_sums
 
     by_sign = {}
@@ -140,6 +153,37 @@ def main(argv=None) -> int:
         pair_id = np.concatenate([p for _, p in chunks])
         sums, n_good = selection_unit_sums(table, None, pair_id)
         units.append(UnitSums(np.unique(pair_id), sums, n_good, sign))
+    return units, table
+
+
+def main(argv=None) -> int:
+    parser = _argument_parser()
+    args = parser.parse_args(argv)
+
+    kwargs = {
+        "true_shear": (args.shear, 0.0),
+        "noise_sigma": args.noise,
+        "psf_shear": (0.0, args.psf_g2),
+    }
+    seeds = np.random.SeedSequence(args.seed)
+    n_chunks = -(-args.n_pairs // args.chunk)
+    try:
+        options = json.loads(args.options) if args.options else None
+    except json.JSONDecodeError as exc:
+        parser.error(f"--options is not JSON: {exc}")  # one line, exit 2
+    if options is not None and not isinstance(options, dict):
+        parser.error('--options must be a JSON object, e.g. \'{"shape": "wmom"}\'')
+    tasks = _chunk_tasks(args, kwargs, seeds, n_chunks, options)
+    start = time.perf_counter()
+    if args.workers > 1:
+        with mp.get_context("spawn").Pool(args.workers) as pool:
+            parts = pool.map(_run_chunk, tasks, chunksize=1)
+    else:
+        parts = [_run_chunk(t) for t in tasks]
+    wall = time.perf_counter() - start
+    from blendflag.shear.paired import compare_statistics
+
+    units, table = _units_by_sign(parts, tasks)
     cpu_seconds = sum(p[2] for p in parts)
     (entry,) = compare_statistics(
         {"all": units},
@@ -160,7 +204,7 @@ def main(argv=None) -> int:
         "true_shear": [args.shear, 0.0],
         "psf_g2": args.psf_g2,
         "n_flagged": int((np.asarray(table["MCAL_FLAGS"]) != 0).sum()),
-        "ms_per_object_per_core": 1e3 * cpu_seconds / (len(table) * len(by_sign)),
+        "ms_per_object_per_core": 1e3 * cpu_seconds / (len(table) * len(units)),
         "wall_seconds": wall,
         "workers": args.workers,
         "selection": entry,
@@ -172,6 +216,7 @@ def main(argv=None) -> int:
         f"c2 = {entry['c2']:.2e} +/- {entry['c2_err']:.1e}"
     )
     if args.json:
+        out["provenance"] = provenance()
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=2)
     return 0

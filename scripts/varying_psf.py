@@ -130,7 +130,8 @@ def _stats(parts, name, keep_pairs, step, shear, seed, n_boot):
     return {k: entry[k] for k in ("n", "m", "m_err", "c1", "c1_err", "c2", "c2_err")}
 
 
-def main(argv=None) -> int:
+def _argument_parser() -> argparse.ArgumentParser:
+    """The command line: pairs, noise and flux (ADU), shear, image and PSFEx settings, output."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-pairs", type=int, default=1500, help="rotated pairs [1500]")
     parser.add_argument("--noise", type=float, default=5.0, help="pixel noise, ADU [5]")
@@ -180,7 +181,59 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--n-bootstrap", type=int, default=500)
     parser.add_argument("--json", help="write the result here")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _pair_tasks(args, vp, psfex_path: str, average, variants: tuple) -> tuple:
+    """The pairs' random positions (pixels) and the :func:`_run_chunk` task of each chunk.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+    vp : VaryingPSF
+        The star field's true PSF.
+    psfex_path : str
+        The PSFEx model made from the star field.
+    average : numpy.ndarray
+        The PSFEx model averaged over the image.
+    variants : tuple of str
+        The PSF variants to measure.
+
+    Returns
+    -------
+    xs, ys : numpy.ndarray
+        Position of each pair, pixels, at least 40 px from the edges.
+    tasks : list of tuple
+    """
+    rng = np.random.default_rng(args.seed + 7)
+    xs = rng.uniform(40.0, args.size - 40.0, args.n_pairs)
+    ys = rng.uniform(40.0, args.size - 40.0, args.n_pairs)
+    seeds = np.random.SeedSequence(args.seed).generate_state(-(-args.n_pairs // args.chunk))
+    tasks = [
+        (vp, psfex_path, average, xs[i : i + args.chunk], ys[i : i + args.chunk],
+         int(seeds[k]), i, args.shear, args.flux, args.noise, variants, args.interpolant,
+         args.varying_psf, not args.psfex_as_is)
+        for k, i in enumerate(range(0, args.n_pairs, args.chunk))
+    ]  # fmt: skip
+    return xs, ys, tasks
+
+
+def _results_by_region(parts, variants: tuple, xs, args) -> dict:
+    """m, c1, c2 of each variant over the whole image and in thirds along x (``xs``, pixels)."""
+    thirds = np.array_split(np.argsort(xs), 3)
+    regions = {"all": np.arange(args.n_pairs)}
+    regions.update({f"x_third_{k + 1}": idx for k, idx in enumerate(thirds)})
+    return {
+        name: {
+            region: _stats(parts, name, pairs, 0.01, args.shear, args.seed + 1, args.n_bootstrap)
+            for region, pairs in regions.items()
+        }
+        for name in variants
+    }
+
+
+def main(argv=None) -> int:
+    args = _argument_parser().parse_args(argv)
     variants = tuple(args.variants.split(","))
     psfex_options = dict(o.split("=", 1) for o in args.psfex_option)
     if args.psf_sampling:
@@ -218,32 +271,14 @@ def main(argv=None) -> int:
         accepted = int(fits.getheader(psfex_path, 1)["ACCEPTED"])
         sampling = float(fits.getheader(psfex_path, 1)["PSF_SAMP"])
         vp = stars.varying_psf
-        rng = np.random.default_rng(args.seed + 7)
-        xs = rng.uniform(40.0, args.size - 40.0, args.n_pairs)
-        ys = rng.uniform(40.0, args.size - 40.0, args.n_pairs)
-        seeds = np.random.SeedSequence(args.seed).generate_state(-(-args.n_pairs // args.chunk))
-        tasks = [
-            (vp, psfex_path, average, xs[i : i + args.chunk], ys[i : i + args.chunk],
-             int(seeds[k]), i, args.shear, args.flux, args.noise, variants, args.interpolant,
-             args.varying_psf, not args.psfex_as_is)
-            for k, i in enumerate(range(0, args.n_pairs, args.chunk))
-        ]  # fmt: skip
+        xs, ys, tasks = _pair_tasks(args, vp, psfex_path, average, variants)
         if args.workers > 1:
             with mp.get_context("spawn").Pool(args.workers) as pool:
                 parts = pool.map(_run_chunk, tasks, chunksize=1)
         else:
             parts = [_run_chunk(t) for t in tasks]
     wall = time.perf_counter() - start
-    thirds = np.array_split(np.argsort(xs), 3)
-    regions = {"all": np.arange(args.n_pairs)}
-    regions.update({f"x_third_{k + 1}": idx for k, idx in enumerate(thirds)})
-    results = {
-        name: {
-            region: _stats(parts, name, pairs, 0.01, args.shear, args.seed + 1, args.n_bootstrap)
-            for region, pairs in regions.items()
-        }
-        for name in variants
-    }
+    results = _results_by_region(parts, variants, xs, args)
     s2n = np.concatenate([p[0][(variants[0], 1)]["S2N_NOSHEAR"] for p in parts])
     fwhm = vp.fwhm_at(xs, ys)
     out = {
@@ -276,6 +311,9 @@ def main(argv=None) -> int:
             f"c1 = {r['c1']:+.2e} +/- {r['c1_err']:.1e}   c2 = {r['c2']:+.2e} +/- {r['c2_err']:.1e}"
         )
     if args.json:
+        from blendflag._runtime.provenance import provenance
+
+        out["provenance"] = provenance()
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=2)
     return 0

@@ -1,19 +1,21 @@
 """Layers point one way: the import graph of the package, read from the source.
 
 Every ``import`` counts, including those inside functions (a lazy import is
-still a dependency). The checks: the library never imports the command layer
-or an integration (``blendflag/integrations/``), integrations never import the
+still a dependency). The layers are the table in docs/architecture.md: each
+package (or top-level module) of ``blendflag`` sits in one layer, and imports
+point down that table or stay in their layer, never up. Also: the library never
+imports the command layer or an integration, integrations never import the
 command layer, the core never imports a plugin, plugins registered as entry
-points never import one another, and there are no circles.
+points never import one another, and there are no circles, neither between
+modules nor between packages.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from importlib.metadata import entry_points
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"blendflag": ROOT / "blendflag", "blendflag_plugins": ROOT / "plugins"}
@@ -163,14 +165,88 @@ def test_the_cycle_finder_finds_a_circle():
     assert _find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-@pytest.mark.parametrize("folder", ["blendflag", "plugins"])
-def test_no_module_over_400_lines(folder):
-    long = {
-        str(p.relative_to(ROOT)): n
-        for p in (ROOT / folder).rglob("*.py")
-        if (n := len(p.read_text().splitlines())) > 400
-    }
-    assert long == {}
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+
+
+def layer_table() -> list[tuple[str, list[str]]]:
+    """``[(layer, [unit, ...]), ...]`` top to bottom, from docs/architecture.md's layer table.
+
+    A unit is a package (``blendflag.shear``) or a top-level module
+    (``blendflag.cli``); the root ``blendflag`` is its own unit.
+    """
+    text = ARCHITECTURE.read_text()
+    section = text.split("## Layers", 1)[1].split("\n## ", 1)[0]
+    layers = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or cells[0] in ("layer", "") or set(cells[0]) <= {"-"}:
+            continue
+        units = re.findall(r"`(blendflag(?:_plugins)?(?:\.\w+)?)`", cells[1])
+        layers.append((cells[0], units))
+    return layers
+
+
+LAYERS = layer_table()
+
+
+def unit_of(module: str) -> str:
+    """The package (or top-level module) a module belongs to."""
+    parts = module.split(".")
+    return parts[0] if parts[0] == "blendflag_plugins" else ".".join(parts[:2])
+
+
+def _layer_index() -> dict[str, int]:
+    return {unit: i for i, (_, units) in enumerate(LAYERS) for unit in units}
+
+
+def test_the_layer_table_is_read():
+    names = [name for name, _ in LAYERS]
+    assert names[0] == "command line" and "data" in names and len(names) >= 6
+    assert _layer_index()["blendflag.shear"] > _layer_index()["blendflag.pipeline"]
+
+
+def test_every_package_has_a_layer():
+    """A new package or top-level module is placed in docs/architecture.md's table."""
+    index = _layer_index()
+    missing = sorted({unit_of(m) for m in GRAPH} - set(index))
+    assert missing == []
+
+
+def test_imports_point_down_the_layer_table():
+    index = _layer_index()
+    upward = sorted(
+        f"{m} -> {t} ({LAYERS[index[unit_of(m)]][0]} -> {LAYERS[index[unit_of(t)]][0]})"
+        for m, targets in GRAPH.items()
+        for t in targets
+        if index[unit_of(t)] < index[unit_of(m)]
+    )
+    assert upward == []
+
+
+def package_graph() -> dict[str, set[str]]:
+    """``{unit: units it imports}``: the import graph with modules merged into their packages."""
+    graph: dict[str, set[str]] = {}
+    for module, targets in GRAPH.items():
+        here = unit_of(module)
+        graph.setdefault(here, set()).update(unit_of(t) for t in targets if unit_of(t) != here)
+    return graph
+
+
+def test_no_circles_between_packages():
+    """``a`` imports ``b`` and ``b`` imports ``a``, through any modules: one package too many."""
+    graph = package_graph()
+    graph["blendflag"] = set()  # the root is every package's parent: importing it is no circle
+    assert _find_cycle(graph) is None
+
+
+def test_the_package_check_sees_a_circle_through_modules():
+    modules = {"p.a.x": {"p.b.y"}, "p.b.y": set(), "p.b.z": {"p.a.w"}, "p.a.w": set()}
+    merged: dict[str, set[str]] = {}
+    for module, targets in modules.items():
+        merged.setdefault(unit_of(module), set()).update(
+            unit_of(t) for t in targets if unit_of(t) != unit_of(module)
+        )
+    assert _find_cycle(merged) == ["p.a", "p.b", "p.a"]
 
 
 def _builtin_plugin_names() -> set[str]:

@@ -30,7 +30,6 @@ KEYS = {
     "cpu",
     "cores",
 }
-PACKAGES = {"numpy", "galsim", "tensorflow", "keras", "astropy", "sep", "ngmix", "metadetect"}
 
 
 def test_block_has_every_key_and_is_json():
@@ -50,23 +49,15 @@ def test_utc_time_parses_and_is_now():
     assert abs(datetime.now(timezone.utc) - when) < timedelta(minutes=1)
 
 
-def test_packages_map_names_to_version_or_none():
+def test_packages_are_the_requirements_with_their_versions():
+    from importlib import metadata
+
     packages = provenance([])["packages"]
-    assert set(packages) == PACKAGES
+    assert {"numpy", "galsim", "astropy", "sep", "keras"} <= set(packages)
+    assert packages["numpy"] == metadata.version("numpy")  # a dependency: always there
     assert all(v is None or (isinstance(v, str) and v) for v in packages.values())
-    assert packages["numpy"] is not None  # a dependency: always there
-
-
-def test_tensorflow_cpu_counts_as_tensorflow(monkeypatch):
-    real = prov.metadata.version
-
-    def version(name):
-        if name == "tensorflow":
-            raise prov.metadata.PackageNotFoundError(name)
-        return "9.9.9" if name == "tensorflow-cpu" else real(name)
-
-    monkeypatch.setattr(prov.metadata, "version", version)
-    assert prov.package_versions()["tensorflow"] == "9.9.9"
+    tensorflow = {"tensorflow", "tensorflow-cpu"} & set(packages)
+    assert tensorflow and any(packages[n] for n in tensorflow)
 
 
 def test_command_is_recorded_from_argv():

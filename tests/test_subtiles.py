@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from blendflag.tiling.grid import centre_pixels, owners, read_section, subtile_grid
+from blendflag.io.images import read_image_section
+from blendflag.tiling.grid import centre_pixels, owners, subtile_grid
 
 
 @pytest.mark.parametrize(
@@ -60,7 +61,7 @@ def test_read_section_is_the_slice_and_keeps_the_wcs(tmp_path):
     )  # fmt: skip
     fits.PrimaryHDU(data, header).writeto(tmp_path / "img.fits")
     region = (7, 31, 3, 29)
-    section, head = read_section(tmp_path / "img.fits", region)
+    section, head = read_image_section(tmp_path / "img.fits", region)
     assert section.dtype == np.float32 and section.dtype.isnative
     np.testing.assert_array_equal(section, data[3:29, 7:31])
     whole, part = WCS(header), WCS(head)

@@ -104,14 +104,24 @@ def run_chunks(
     if scheduler:
         return _run_on_dask(func, tasks, scheduler, on_done, keep)
     if workers <= 1 or len(tasks) <= 1:
-        results = []
-        for task in tasks:
-            result = func(*task)
-            if on_done is not None:
-                on_done(result)
-            if keep:
-                results.append(result)
-        return results
+        return _run_serially(func, tasks, on_done, keep)
+    return _run_in_processes(func, tasks, workers, on_done, keep)
+
+
+def _run_serially(func, tasks, on_done, keep: bool) -> list:
+    """``run_chunks`` in this process, one task after the other."""
+    results = []
+    for task in tasks:
+        result = func(*task)
+        if on_done is not None:
+            on_done(result)
+        if keep:
+            results.append(result)
+    return results
+
+
+def _run_in_processes(func, tasks, workers: int, on_done, keep: bool) -> list:
+    """``run_chunks`` in a pool of at most ``workers`` spawned single-threaded processes."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 

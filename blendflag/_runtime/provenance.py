@@ -13,25 +13,13 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-
-#: Distributions whose versions are recorded (read from metadata, never imported).
-#: Each name maps to the distribution names it may be installed under, first found wins.
-PACKAGES = {
-    "numpy": ("numpy",),
-    "galsim": ("galsim", "GalSim"),
-    "tensorflow": ("tensorflow", "tensorflow-cpu"),
-    "keras": ("keras",),
-    "astropy": ("astropy",),
-    "sep": ("sep",),
-    "ngmix": ("ngmix",),
-    "metadetect": ("metadetect",),
-}
 
 #: Seconds each ``git`` call may take before the commit is given up as unknown.
 GIT_TIMEOUT = 5.0
@@ -85,13 +73,11 @@ def provenance(argv=None) -> dict:
 
 
 def blendflag_version() -> str:
-    """The installed distribution's version, else the package's ``__version__``."""
+    """The installed distribution's version (``unknown`` for a source tree never installed)."""
     try:
         return metadata.version("blendflag")
     except metadata.PackageNotFoundError:
-        from blendflag import __version__
-
-        return __version__
+        return "unknown"
 
 
 def command_line(argv) -> str:
@@ -103,17 +89,25 @@ def command_line(argv) -> str:
 
 
 def package_versions() -> dict:
-    """``{name: version or None}`` of :data:`PACKAGES`, from metadata (nothing is imported)."""
+    """``{distribution: version or None}`` of everything blendflag requires, extras included.
+
+    The names come from blendflag's own metadata (``pyproject.toml``'s
+    dependencies and optional dependencies, such as the reference packages),
+    so the list follows the project; versions are read from metadata, and
+    nothing is imported. None: not installed.
+    """
+    try:
+        requirements = metadata.requires("blendflag") or []
+    except metadata.PackageNotFoundError:
+        requirements = []
     out = {}
-    for name, distributions in PACKAGES.items():
-        out[name] = None
-        for dist in distributions:
-            try:
-                out[name] = metadata.version(dist)
-            except metadata.PackageNotFoundError:
-                continue
-            break
-    return out
+    for requirement in requirements:
+        name = re.split(r"[\s;<>=!~\[(]", requirement.strip(), maxsplit=1)[0]
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return dict(sorted(out.items()))
 
 
 def _git(directory: Path, *args: str) -> str | None:
@@ -142,9 +136,7 @@ def _git_state() -> tuple[str | None, str | None]:
     repository (a virtualenv in a project's tree) is not from a checkout: the
     package's ``__init__.py`` must be tracked there.
     """
-    import blendflag
-
-    package = Path(blendflag.__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # blendflag/
     if _git(package, "ls-files", "--error-unmatch", "--", "__init__.py") is None:
         return None, None
     commit = _git(package, "rev-parse", "--verify", "HEAD")

@@ -57,8 +57,14 @@ def default_method(flaggers: dict[str, type]) -> str:
     raise BlendflagError(f"name the flagger to train with --method ({', '.join(trainable)})")
 
 
-def run(args, pm) -> int:
-    flaggers = get_flaggers(pm)
+def trainable_flagger(args, flaggers: dict[str, type]) -> str:
+    """The name of the flagger to train: ``--method``, the config's ``method`` or the default.
+
+    Raises
+    ------
+    BlendflagError
+        The name matches more or fewer than one flagger, or one that is not trainable.
+    """
     if args.config:
         config_path = Path(args.config)
         method = args.method or load_yaml(config_path).get("method") or default_method(flaggers)
@@ -68,10 +74,22 @@ def run(args, pm) -> int:
     if len(names) != 1:
         raise BlendflagError(f"train one flagger at a time, not {method!r}")
     method = names[0]
-    cls = flaggers[method]
-    if not cls.trainable:
+    if not flaggers[method].trainable:
         raise BlendflagError(f"flagger {method!r} cannot be trained")
-    if not args.config:
+    return method
+
+
+def training_config_path(args, method: str, cls: type) -> Path:
+    """The training config: ``--config``, else the one flagger ``cls`` ships.
+
+    Raises
+    ------
+    BlendflagError
+        The flagger ships no config, or ``--method`` differs from the config's ``method``.
+    """
+    if args.config:
+        config_path = Path(args.config)
+    else:
         config_path = cls.training_config_path()
         if config_path is None or not config_path.is_file():
             raise BlendflagError(f"flagger {method!r} ships no training config; pass --config")
@@ -80,17 +98,37 @@ def run(args, pm) -> int:
             f"{config_path.name} configures method "
             f"{load_yaml(config_path).get('method')!r}, not {method!r}"
         )
-    guard_outputs(args, (), ("out",), extra_inputs={"training config": str(config_path)})
-    out = check_output_path(args.out)
-    if args.max_minutes is not None and args.max_minutes <= 0:
-        raise BlendflagError("--max-minutes must be positive")
+    return config_path
+
+
+def dataset_overrides(dataset: str | None) -> dict:
+    """``{"datasets": [...]}`` from ``--dataset NAMES`` (``{}`` without it), each name checked.
+
+    Raises
+    ------
+    BlendflagError
+        A name is not a dataset preset or YAML file (before any work is done).
+    """
     overrides = {}
-    if args.dataset:
-        overrides["datasets"] = [d.strip() for d in args.dataset.split(",") if d.strip()]
+    if dataset:
+        overrides["datasets"] = [d.strip() for d in dataset.split(",") if d.strip()]
         from blendflag.simulate.presets import load_dataset
 
         for name in overrides["datasets"]:  # an unknown name fails before any work
             load_dataset(name)
+    return overrides
+
+
+def run(args, pm) -> int:
+    flaggers = get_flaggers(pm)
+    method = trainable_flagger(args, flaggers)
+    cls = flaggers[method]
+    config_path = training_config_path(args, method, cls)
+    guard_outputs(args, (), ("out",), extra_inputs={"training config": str(config_path)})
+    out = check_output_path(args.out)
+    if args.max_minutes is not None and args.max_minutes <= 0:
+        raise BlendflagError("--max-minutes must be positive")
+    overrides = dataset_overrides(args.dataset)
     result = cls.train(
         config_path,
         out,

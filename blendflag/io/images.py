@@ -29,20 +29,67 @@ def read_image(path, what: str = "image", hdu: int | None = None) -> tuple[np.nd
     """
     path = Path(path)
     hdul = open_fits(path, what)
+    index = _image_hdu(hdul, hdu)
+    if index is None:
+        raise CatalogueError(f"{what} {path.name} holds no 2-d image")
+    return _native_float(hdul[index].data), hdul[index].header
+
+
+def read_image_section(path, region, what: str = "image") -> tuple[np.ndarray, fits.Header]:
+    """One region of a FITS image, read through a memory map (the file is never read whole).
+
+    Parameters
+    ----------
+    path : path-like
+    region : tuple of int
+        ``(x0, x1, y0, y1)``: 0-based pixel bounds, end excluded.
+    what : str
+        The file's role in messages.
+
+    Returns
+    -------
+    data : numpy.ndarray
+        The region's pixels (float32 or float64, native byte order, a copy).
+    header : astropy.io.fits.Header
+        The image's header with CRPIX moved to the region's origin.
+    """
+    x0, x1, y0, y1 = region
+    with fits.open(path, memmap=True) as hdul:
+        index = _image_hdu(hdul)
+        if index is None:
+            raise CatalogueError(f"{what} {Path(path).name} holds no 2-d image")
+        data = np.array(hdul[index].data[y0:y1, x0:x1])
+        header = hdul[index].header.copy()
+    for axis, offset in (("CRPIX1", x0), ("CRPIX2", y0)):
+        if axis in header:
+            header[axis] = float(header[axis]) - offset
+    return _native_float(data), header
+
+
+def image_shape(path, what: str = "image") -> tuple[int, int]:
+    """(rows, columns) of the first 2-d image HDU of a FITS file, from its header."""
+    with open_fits(Path(path), what) as hdul:
+        index = _image_hdu(hdul)
+        if index is not None:
+            return int(hdul[index].header["NAXIS2"]), int(hdul[index].header["NAXIS1"])
+    raise CatalogueError(f"{what} {Path(path).name} holds no 2-d image")
+
+
+def _image_hdu(hdul, hdu: int | None = None) -> int | None:
+    """Index of the first HDU holding a 2-d image (only ``hdu`` when given); None if none."""
     candidates = [hdu] if hdu is not None else range(len(hdul))
     for i in candidates:
-        if i >= len(hdul):
-            break
-        data = hdul[i].data
-        if (
-            data is not None
-            and getattr(data, "ndim", 0) == 2
-            and not isinstance(hdul[i], (fits.BinTableHDU, fits.TableHDU))
-        ):
-            arr = np.asarray(data)
-            dtype = np.float64 if arr.dtype.itemsize > 4 else np.float32
-            return arr.astype(dtype), hdul[i].header
-    raise CatalogueError(f"{what} {path.name} holds no 2-d image")
+        if i >= len(hdul) or isinstance(hdul[i], (fits.BinTableHDU, fits.TableHDU)):
+            continue
+        if hdul[i].header.get("NAXIS") == 2 and hdul[i].header.get("NAXIS1", 0) > 0:
+            return i
+    return None
+
+
+def _native_float(data) -> np.ndarray:
+    """``data`` as float32, or float64 when it holds more than 4 bytes per pixel."""
+    arr = np.asarray(data)
+    return arr.astype(np.float64 if arr.dtype.itemsize > 4 else np.float32)
 
 
 def check_finite(image: np.ndarray, weight: np.ndarray | None, what: str = "image") -> None:

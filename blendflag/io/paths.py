@@ -62,6 +62,13 @@ def check_outputs(outputs: dict, inputs: dict, directories: dict | None = None) 
     """
     ins = {k: v for k, v in inputs.items() if v is not None and str(v) != ""}
     outs = {k: v for k, v in outputs.items() if v is not None and str(v) != ""}
+    _check_no_output_is_an_input(outs, ins)
+    _check_outputs_distinct(outs)
+    _check_no_input_in_directories(directories or {}, ins)
+
+
+def _check_no_output_is_an_input(outs: dict, ins: dict) -> None:
+    """Refuse an output file (``{what: path}``) that is one of the inputs (``{what: path}``)."""
     for out_name, out in outs.items():
         for in_name, src in ins.items():
             if same_file(out, src):
@@ -69,6 +76,10 @@ def check_outputs(outputs: dict, inputs: dict, directories: dict | None = None) 
                     f"{out_name} {out} is the {in_name} input; refusing to overwrite "
                     "an input (choose another output path)"
                 )
+
+
+def _check_outputs_distinct(outs: dict) -> None:
+    """Refuse two outputs (``{what: path}``) that name the same file."""
     names = list(outs)
     for i, first in enumerate(names):
         for second in names[i + 1 :]:
@@ -76,7 +87,11 @@ def check_outputs(outputs: dict, inputs: dict, directories: dict | None = None) 
                 raise BlendflagError(
                     f"{first} and {second} name the same file {outs[first]}; give each its own path"
                 )
-    for dir_name, directory in (directories or {}).items():
+
+
+def _check_no_input_in_directories(directories: dict, ins: dict) -> None:
+    """Refuse an input (``{what: path}``) that is or lies in an output directory (None: skipped)."""
+    for dir_name, directory in directories.items():
         if directory is None:
             continue
         for in_name, src in ins.items():

@@ -112,6 +112,25 @@ def check_psf_image(
         One line naming the problem and by how much.
     """
     psf = np.array(psf, dtype=np.float64)
+    _check_pixels(psf, name)
+    psf = _odd_sided(psf, name, recentre)
+    psf = _centred(psf, name, recentre, tolerance)
+    _check_extent(psf, name, min_side_fwhm)
+    total = float(psf.sum())
+    if abs(total - 1.0) > NORM_TOLERANCE:
+        log.info("%s sums to %.4g: normalised to 1 (shapes do not depend on it)", name, total)
+    return psf / total
+
+
+def _check_pixels(psf: np.ndarray, name: str) -> None:
+    """Refuse a PSF that is not a 2-d stamp of finite pixels with positive flux (ADU or any unit).
+
+    Raises
+    ------
+    CatalogueError
+        Not 2-d, more than :data:`MAX_SIDE` pixels a side, NaN/inf pixels, or
+        no positive sum or peak.
+    """
     if psf.ndim != 2:
         raise CatalogueError(f"{name} is {psf.ndim}-d: a PSF is a 2-d image")
     ny, nx = psf.shape
@@ -123,37 +142,69 @@ def check_psf_image(
     total = float(psf.sum())
     if not total > 0 or float(psf.max()) <= 0:
         raise CatalogueError(f"{name} has no positive flux (sum {total:.3g})")
-    if nx % 2 == 0 or ny % 2 == 0:
-        if not recentre:
-            raise CatalogueError(
-                f"{name} is {nx}x{ny}: a PSF image needs odd sides (its centre on a pixel); "
-                "pass --recentre-psf to pad and re-centre it"
-            )
-        psf = _pad_to_odd(psf, name)
-        ny, nx = psf.shape
+
+
+def _odd_sided(psf: np.ndarray, name: str, recentre: bool) -> np.ndarray:
+    """``psf`` if both its sides (pixels) are odd, else padded to odd sides with ``recentre``.
+
+    Raises
+    ------
+    CatalogueError
+        A side is even and ``recentre`` is False.
+    """
+    ny, nx = psf.shape
+    if nx % 2 and ny % 2:
+        return psf
+    if not recentre:
+        raise CatalogueError(
+            f"{name} is {nx}x{ny}: a PSF image needs odd sides (its centre on a pixel); "
+            "pass --recentre-psf to pad and re-centre it"
+        )
+    return _pad_to_odd(psf, name)
+
+
+def _centred(psf: np.ndarray, name: str, recentre: bool, tolerance: float) -> np.ndarray:
+    """``psf`` if its centroid is within ``tolerance`` pixels of the central pixel, else shifted.
+
+    With ``recentre`` an off-centre PSF is shifted onto its central pixel (logged).
+
+    Raises
+    ------
+    CatalogueError
+        Off-centre and ``recentre`` is False, or still off-centre after the shift.
+    """
+    dx, dy = _offset(psf)
+    if not math.hypot(dx, dy) > tolerance:
+        return psf
+    if not recentre:
+        raise CatalogueError(
+            f"{name}'s centroid is {math.hypot(dx, dy):.2f} px from its central pixel "
+            f"(dx {dx:+.2f}, dy {dy:+.2f}; at most {tolerance:g} px); centre it or "
+            "pass --recentre-psf"
+        )
+    psf = _shifted(psf, -dx, -dy)
+    log.info("%s shifted by (%+.2f, %+.2f) px onto its central pixel", name, -dx, -dy)
     dx, dy = _offset(psf)
     if math.hypot(dx, dy) > tolerance:
-        if not recentre:
-            raise CatalogueError(
-                f"{name}'s centroid is {math.hypot(dx, dy):.2f} px from its central pixel "
-                f"(dx {dx:+.2f}, dy {dy:+.2f}; at most {tolerance:g} px); centre it or "
-                "pass --recentre-psf"
-            )
-        psf = _shifted(psf, -dx, -dy)
-        log.info("%s shifted by (%+.2f, %+.2f) px onto its central pixel", name, -dx, -dy)
-        dx, dy = _offset(psf)
-        if math.hypot(dx, dy) > tolerance:
-            raise CatalogueError(
-                f"{name} could not be re-centred (still {math.hypot(dx, dy):.2f} px off): "
-                "is the PSF cut off by the image's edge?"
-            )
+        raise CatalogueError(
+            f"{name} could not be re-centred (still {math.hypot(dx, dy):.2f} px off): "
+            "is the PSF cut off by the image's edge?"
+        )
+    return psf
+
+
+def _check_extent(psf: np.ndarray, name: str, min_side_fwhm: float) -> None:
+    """Refuse a PSF whose smaller side is under ``min_side_fwhm`` times its FWHM (pixels).
+
+    Raises
+    ------
+    CatalogueError
+        The stamp cuts the PSF too small.
+    """
+    ny, nx = psf.shape
     fwhm = psf_fwhm(psf)
     if min(nx, ny) < min_side_fwhm * fwhm:
         raise CatalogueError(
             f"{name} is {nx}x{ny} for a FWHM of {fwhm:.1f} px: it needs at least "
             f"{min_side_fwhm:g} FWHM ({math.ceil(min_side_fwhm * fwhm)} px) on a side"
         )
-    total = float(psf.sum())
-    if abs(total - 1.0) > NORM_TOLERANCE:
-        log.info("%s sums to %.4g: normalised to 1 (shapes do not depend on it)", name, total)
-    return psf / total

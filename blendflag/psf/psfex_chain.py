@@ -20,12 +20,12 @@ setting is in :data:`SEX_OPTIONS` and :data:`PSFEX_OPTIONS`. Run it as
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 from blendflag.errors import BlendflagError
 from blendflag.io.atomic import atomic_output
+from blendflag.io.external_tools import run_tool
 
 #: SExtractor output columns: positions, photometry, shapes, flags and the
 #: VIGNET PSFEx fits (no CLASS_STAR: it needs a neural-network file).
@@ -151,18 +151,6 @@ def write_configs(
     return paths
 
 
-def _run(cmd, cwd, what: str, timeout: float) -> None:
-    try:
-        proc = subprocess.run(
-            cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise BlendflagError(f"{what} did not finish within {timeout:g} s") from None
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        raise BlendflagError(f"{what} failed (exit {proc.returncode}): {last}")
-
-
 def run_chain(
     image,
     out_dir,
@@ -240,7 +228,7 @@ def run_chain(
             cmd += ["-WEIGHT_GAIN", "N"]
         if flag_image is not None:
             cmd += ["-FLAG_IMAGE", str(Path(flag_image).resolve())]
-        _run(cmd, work, "SExtractor", timeout)
+        run_tool(cmd, work, "SExtractor", timeout)
         stars = work / "cat.ldac"
         if star_selection == "locus":
             from blendflag.psf.stars import write_star_catalogue
@@ -251,7 +239,7 @@ def run_chain(
         elif star_selection != "psfex":
             raise BlendflagError(f"unknown star selection {star_selection!r} (locus or psfex)")
         cmd = [psfex, str(stars), "-c", str(configs["psfex"]), "-PSF_DIR", str(work)]
-        _run(cmd, work, "PSFEx", timeout)
+        run_tool(cmd, work, "PSFEx", timeout)
         model = stars.with_suffix(".psf")
         if not model.is_file():
             raise BlendflagError("PSFEx wrote no model (too few stars?)")

@@ -77,10 +77,51 @@ def common_psf_images(data, flags, sigma, step, fixnoise, rng, noise_fields, key
     matrices : bool
         Whether the matrices were used.
     """
+    n, ny, nx = data.stamps.shape
+    ops = MetacalOperators.for_gaussian_psf(sigma, data.pixel_scale, step)
+    flat, noise_flat, noisy = _homogenised_stamps(data, flags, sigma, fixnoise, rng, noise_fields)
+    good = np.flatnonzero(flags == 0)
+    noisy_rows = np.flatnonzero(noisy & (flags == 0))
+    images = {v: np.zeros((n, ny, nx)) for v in METACAL_VERSIONS}
+    linear = when_worth(ops, key, (ny, nx), max(len(good) + len(noisy_rows), expected))
+    if linear is not None:
+        _metacal_by_matrices(linear, flat, noise_flat, good, noisy_rows, images)
+        return ops, images, True
+    _metacal_stamp_by_stamp(ops, flat, noise_flat, good, noisy_rows, images)
+    return ops, images, False
+
+
+def _homogenised_stamps(data, flags, sigma, fixnoise, rng, noise_fields):
+    """Every unflagged stamp (and its noise-correction field) brought to the common Gaussian PSF.
+
+    Parameters
+    ----------
+    data : blendflag.shear.engine.PreparedInput
+        ``stamps (n, S, S)``, ``psf (n, P, P)``, ``noise_sigma (n,)`` (flux
+        units), ``pixel_scale`` (arcsec).
+    flags : numpy.ndarray
+        Per-object flags; failures are flagged :data:`MCAL_RENDER_FAILED` (in place).
+    sigma : float
+        The common Gaussian PSF, arcsec.
+    fixnoise : bool
+        Make noise-correction fields for objects with noise sigma > 0.
+    rng : numpy.random.Generator
+        Draws the noise-correction fields (in object order) unless given.
+    noise_fields : numpy.ndarray or None
+        ``(n, S, S)`` noise-correction fields.
+
+    Returns
+    -------
+    flat : numpy.ndarray
+        ``(n, S, S)`` homogenised stamps (zero where skipped or failed).
+    noise_flat : numpy.ndarray
+        ``(n, S, S)`` homogenised noise fields, rotated by 90 degrees.
+    noisy : numpy.ndarray
+        bool ``(n,)``: the object has a noise-correction field.
+    """
     import galsim
 
     n, ny, nx = data.stamps.shape
-    ops = MetacalOperators.for_gaussian_psf(sigma, data.pixel_scale, step)
     flat = np.zeros((n, ny, nx))
     noise_flat = np.zeros((n, ny, nx))
     noisy = np.zeros(n, dtype=bool)
@@ -103,20 +144,30 @@ def common_psf_images(data, flags, sigma, step, fixnoise, rng, noise_fields, key
         flat[i] = out[0]
         if noisy[i]:
             noise_flat[i] = out[1]
-    good = np.flatnonzero(flags == 0)
-    noisy_rows = np.flatnonzero(noisy & (flags == 0))
-    images = {v: np.zeros((n, ny, nx)) for v in METACAL_VERSIONS}
-    linear = when_worth(ops, key, (ny, nx), max(len(good) + len(noisy_rows), expected))
-    if linear is not None:
-        for version, arr in linear.images(flat[good]).items():
-            images[version][good] = arr
-        for version, arr in linear.images(noise_flat[noisy_rows]).items():
-            images[version][noisy_rows] += np.rot90(arr, -1, axes=(1, 2))
-        return ops, images, True
+    return flat, noise_flat, noisy
+
+
+def _metacal_by_matrices(linear, flat, noise_flat, good, noisy_rows, images: dict) -> None:
+    """Fill ``images`` (in place) through the common operator's matrices, all stamps at once.
+
+    ``good`` and ``noisy_rows`` are the rows of the stamps and of the noise
+    fields to process; the noise fields' images are rotated back and added.
+    """
+    for version, arr in linear.images(flat[good]).items():
+        images[version][good] = arr
+    for version, arr in linear.images(noise_flat[noisy_rows]).items():
+        images[version][noisy_rows] += np.rot90(arr, -1, axes=(1, 2))
+
+
+def _metacal_stamp_by_stamp(ops, flat, noise_flat, good, noisy_rows, images: dict) -> None:
+    """Fill ``images`` (in place) by rendering every stamp with the common operator ``ops``.
+
+    ``good`` and ``noisy_rows`` are the rows of the stamps and of the noise
+    fields to process; the noise fields' images are rotated back and added.
+    """
     for i in good:
         for version, arr in ops.images(flat[i], fixed_grid=True).items():
             images[version][i] = arr
     for i in noisy_rows:
         for version, arr in ops.images(noise_flat[i], fixed_grid=True).items():
             images[version][i] += np.rot90(arr, -1)
-    return ops, images, False

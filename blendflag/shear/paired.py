@@ -291,62 +291,87 @@ def compare_statistics(
     )
     point, boot, meta = {}, {}, {}
     for name, parts in selections.items():
-        stacked, est, est_boot = {}, {}, {}
-        for u in parts:
-            table = np.zeros((n_units, u.sums.shape[1]))
-            table[np.searchsorted(keys, u.keys)] = u.sums
-            stacked[u.sign] = stacked.get(u.sign, 0) + table
-        layout = parts[0].layout
-        for sign, table in stacked.items():
-            est[sign] = _estimates(table.sum(axis=0), step, true_g1, layout)
-            if counts is not None:
-                est_boot[sign] = _estimates(counts @ table, step, true_g1, layout)
-        point[name] = _biases(est, true_g1, paired)
-        boot[name] = _biases(est_boot, true_g1, paired) if counts is not None else None
-        total = sum(stacked.values())
-        meta[name] = {
-            "response": _estimates(total.sum(axis=0), step, true_g1, layout),
-            "n": int(np.rint(total[:, 0].sum())),
-            "n_per_image": [int(np.rint(u.sums[:, 0].sum())) for u in parts],
-            "n_good": sum(u.n_good for u in parts),
-            "n_units": int((np.abs(total).sum(axis=1) > 0).sum()),
-        }
+        point[name], boot[name], meta[name] = _selection_estimates(
+            parts, keys, counts, step, true_g1, paired
+        )
     entries = []
     for name in selections:
-        p, b, r = point[name], boot[name], meta[name]["response"]
-        entry = {
-            "name": name,
-            "n": meta[name]["n"],
-            "n_per_image": meta[name]["n_per_image"],
-            "fraction_kept": meta[name]["n"] / meta[name]["n_good"]
-            if meta[name]["n_good"]
-            else None,
-        }
-        for key in ("R11", "R22", "R11_S", "R22_S"):
-            entry[key] = _float(r[key])
-        for key in ("g1", "g2", "m", "c1", "c2", "m_noRS"):
-            value = p.get(key) if (true_g1 is not None or key in ("g1", "g2")) else None
-            entry[key] = None if value is None else _float(value)
-            entry[f"{key}_err"] = None if (b is None or key not in b) else _std(b[key])
-        entry["c"], entry["c_err"] = entry["c2"], entry["c2_err"]
-        for ref, label in ((ALL, "dm_vs_all"), (TRUTH, "dm_vs_truth")):
-            entry[label] = entry[f"{label}_err"] = None
-            if ref in point and "m" in p and "m" in point[ref]:
-                entry[label] = _float(p["m"] - point[ref]["m"])
-                if b is not None:
-                    entry[f"{label}_err"] = _std(b["m"] - boot[ref]["m"])
-        entry["n_units"] = meta[name]["n_units"]
-        entry["null_reason"] = null_reason(meta[name]["n_units"], true_g1)
-        too_few = [n for n in (name, ALL, TRUTH) if n in meta and meta[n]["n_units"] < MIN_UNITS]
-        if meta[name]["n_units"] < MIN_UNITS:
-            for key in ("g1", "g2", "m", "c1", "c2", "c", "m_noRS", "dm_vs_all", "dm_vs_truth"):
-                entry[key] = entry[f"{key}_err"] = None
-        elif too_few:  # a difference against a reference that has too few units
-            for label, ref in (("dm_vs_all", ALL), ("dm_vs_truth", TRUTH)):
-                if ref in too_few:
-                    entry[label] = entry[f"{label}_err"] = None
+        entry = _entry(name, point, boot, meta, true_g1)
+        _null_small_selections(entry, meta)
         entries.append(entry)
     return entries
+
+
+def _selection_estimates(parts: list, keys, counts, step: float, true_g1, paired: bool) -> tuple:
+    """One selection's biases (point and bootstrap) and its counts, on the table of units.
+
+    Returns
+    -------
+    (dict, dict or None, dict)
+        Biases of the point estimate, biases of each bootstrap draw (None
+        without draws), and ``response``, ``n``, ``n_per_image``, ``n_good``,
+        ``n_units``.
+    """
+    stacked, est, est_boot = {}, {}, {}
+    for u in parts:
+        table = np.zeros((len(keys), u.sums.shape[1]))
+        table[np.searchsorted(keys, u.keys)] = u.sums
+        stacked[u.sign] = stacked.get(u.sign, 0) + table
+    layout = parts[0].layout
+    for sign, table in stacked.items():
+        est[sign] = _estimates(table.sum(axis=0), step, true_g1, layout)
+        if counts is not None:
+            est_boot[sign] = _estimates(counts @ table, step, true_g1, layout)
+    total = sum(stacked.values())
+    meta = {
+        "response": _estimates(total.sum(axis=0), step, true_g1, layout),
+        "n": int(np.rint(total[:, 0].sum())),
+        "n_per_image": [int(np.rint(u.sums[:, 0].sum())) for u in parts],
+        "n_good": sum(u.n_good for u in parts),
+        "n_units": int((np.abs(total).sum(axis=1) > 0).sum()),
+    }
+    boot = _biases(est_boot, true_g1, paired) if counts is not None else None
+    return _biases(est, true_g1, paired), boot, meta
+
+
+def _entry(name: str, point: dict, boot: dict, meta: dict, true_g1) -> dict:
+    """The JSON entry of one selection: counts, responses, biases, paired differences."""
+    p, b, info = point[name], boot[name], meta[name]
+    entry = {
+        "name": name,
+        "n": info["n"],
+        "n_per_image": info["n_per_image"],
+        "fraction_kept": info["n"] / info["n_good"] if info["n_good"] else None,
+    }
+    for key in ("R11", "R22", "R11_S", "R22_S"):
+        entry[key] = _float(info["response"][key])
+    for key in ("g1", "g2", "m", "c1", "c2", "m_noRS"):
+        value = p.get(key) if (true_g1 is not None or key in ("g1", "g2")) else None
+        entry[key] = None if value is None else _float(value)
+        entry[f"{key}_err"] = None if (b is None or key not in b) else _std(b[key])
+    entry["c"], entry["c_err"] = entry["c2"], entry["c2_err"]
+    for ref, label in ((ALL, "dm_vs_all"), (TRUTH, "dm_vs_truth")):
+        entry[label] = entry[f"{label}_err"] = None
+        if ref in point and "m" in p and "m" in point[ref]:
+            entry[label] = _float(p["m"] - point[ref]["m"])
+            if b is not None:
+                entry[f"{label}_err"] = _std(b["m"] - boot[ref]["m"])
+    entry["n_units"] = info["n_units"]
+    entry["null_reason"] = null_reason(info["n_units"], true_g1)
+    return entry
+
+
+def _null_small_selections(entry: dict, meta: dict) -> None:
+    """Null what rests on too few units: the selection's shear, or a difference's reference."""
+    name = entry["name"]
+    too_few = [n for n in (name, ALL, TRUTH) if n in meta and meta[n]["n_units"] < MIN_UNITS]
+    if meta[name]["n_units"] < MIN_UNITS:
+        for key in ("g1", "g2", "m", "c1", "c2", "c", "m_noRS", "dm_vs_all", "dm_vs_truth"):
+            entry[key] = entry[f"{key}_err"] = None
+    elif too_few:  # a difference against a reference that has too few units
+        for label, ref in (("dm_vs_all", ALL), ("dm_vs_truth", TRUTH)):
+            if ref in too_few:
+                entry[label] = entry[f"{label}_err"] = None
 
 
 def null_reason(n_units: int, true_g1: float | None) -> str | None:

@@ -151,6 +151,48 @@ def empty_result_table(n: int) -> Table:
     return table
 
 
+def filled_result_table(shapes, size, s2n, flags) -> Table:
+    """A stamp engine's result table from its per-object measurements.
+
+    An unflagged object whose measured ellipticities or size are NaN or inf
+    gets :data:`MCAL_NONFINITE_RESULT`; every flagged object's measurements
+    are NaN, as :func:`empty_result_table` has them.
+
+    Parameters
+    ----------
+    shapes : numpy.ndarray
+        ``(5, 2, n)`` ellipticity ``(e1, e2)`` of each version, in
+        :data:`METACAL_VERSIONS` order (dimensionless).
+    size : numpy.ndarray
+        ``(n,)`` noshear size ``T`` (arcsec^2), stored as ``T_NOSHEAR``.
+    s2n : numpy.ndarray
+        ``(n,)`` noshear signal-to-noise (dimensionless; inf for a noiseless
+        stamp), stored as ``S2N_NOSHEAR``.
+    flags : numpy.ndarray
+        ``(n,)`` ``MCAL_FLAGS`` bits set while measuring (not changed).
+
+    Returns
+    -------
+    astropy.table.Table
+        The columns of :func:`empty_result_table`, ``MCAL_FLAGS`` with the
+        non-finite results flagged.
+    """
+    flags = np.array(flags, copy=True)
+    ok = flags == 0
+    measured = np.all(np.isfinite(shapes), axis=(0, 1)) & np.isfinite(size)
+    flags[ok & ~measured] |= MCAL_NONFINITE_RESULT
+    good = flags == 0
+    table = empty_result_table(len(flags))
+    for k, version in enumerate(METACAL_VERSIONS):
+        c1, c2 = SHAPE_COLUMNS[version]
+        table[c1] = np.where(good, shapes[k, 0], np.nan)
+        table[c2] = np.where(good, shapes[k, 1], np.nan)
+    table["T_NOSHEAR"] = np.where(good, size, np.nan)
+    table["S2N_NOSHEAR"] = np.where(good, s2n, np.nan)
+    table["MCAL_FLAGS"] = flags
+    return table
+
+
 @dataclass
 class MetacalResult:
     """What a shear engine returns.

@@ -24,6 +24,14 @@ Modules, each importing only those above it (no circles):
     ``bench_simulation``.
 ``field_geometry``
     Field size, sheared galaxy positions, footprint overlaps.
+``field_layout``
+    Where a field's galaxies go: parameters, positions, rotated pairs
+    (``lay_out_galaxies``).
+``field_image``
+    A field's pixels: galaxies pasted in order, noise and weight
+    (``draw_galaxies``, ``add_noise``).
+``field_truth``
+    A field's truth table and blend overlaps (``galaxy_truth``, ``blend_overlaps``).
 ``field``
     Fields with a known shear: ``Field``, ``simulate_field``, ``parse_shear``.
 ``field_io``

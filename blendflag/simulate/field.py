@@ -43,23 +43,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from blendflag._runtime.parallel import _resolve_workers, run_chunks
+from blendflag._runtime.parallel import _resolve_workers
 from blendflag.errors import BlendflagError
-from blendflag.simulate.field_draw import draw_field_task, footprint
-from blendflag.simulate.field_geometry import (
-    field_size,
-    footprint_overlaps,
-    friends_of_friends,
-    shear_positions,
-)
+from blendflag.simulate.field_geometry import field_size
+from blendflag.simulate.field_image import add_noise, draw_galaxies
+from blendflag.simulate.field_layout import lay_out_galaxies
 from blendflag.simulate.field_stars import (
     add_stars,
     add_stars_and_psf_columns,
     centre_psf_image,
-    paste,
     varying_psf_for,
 )
-from blendflag.simulate.galaxies import isophote_level, psf_image, sample_galaxy
+from blendflag.simulate.field_truth import blend_overlaps, galaxy_truth
+from blendflag.simulate.galaxies import isophote_level, psf_image
 from blendflag.simulate.presets import DatasetConfig, load_dataset
 
 #: Galaxies per task when fields are drawn in worker processes.
@@ -216,10 +212,57 @@ def simulate_field(
         ``SERSIC_N``, ``B2T``), ``pixel_scale``
         (arcsec), ``noise_sigma`` (ADU), ``shear``.
     """
-    import galsim
-    from astropy.table import Table
-
     config = load_dataset(dataset)
+    n = _galaxy_count(config, n_galaxies, rotated_pairs)
+    seed = _checked_seed(seed)
+    g1, g2 = parse_shear(shear)
+    sigma = _noise_sigma(config, noise)
+    n_drawn = n // 2 if rotated_pairs else n
+    side = _scene_side(config, size, n_drawn)
+    margin = _scene_margin(config, margin, side)
+    # rotated pairs: two square halves side by side, the right one the left rotated by 90 deg
+    nx_img, ny_img = (2 * side, side) if rotated_pairs else (side, side)
+    psf_at = varying_psf_for(config, varying_psf, nx_img, ny_img, n_stars)
+
+    rng = np.random.default_rng(seed)
+    layout = lay_out_galaxies(rng, config, n_drawn, side, margin, rotated_pairs, (g1, g2))
+    # footprints at the field's own depth too: the truth of blends as this image shows them
+    thresholds = (
+        isophote_level(config, sigma if sigma > 0 else config.default_noise),
+        config.blend.isophote_nsigma * sigma if sigma > 0 else None,
+    )
+    image = np.zeros((ny_img, nx_img), dtype=np.float32)
+    footprint_lists = draw_galaxies(
+        image, config, layout, (g1, g2), thresholds, psf_at, _chunking(workers, n), progress
+    )
+    # stars after the galaxies, so that their float32 sums do not change
+    stars = add_stars(image, config, seed, n_stars, margin, psf_at, footprint_lists, thresholds)
+    overlaps = blend_overlaps(*footprint_lists, n + int(n_stars), image.shape)
+    weight = add_noise(image, rng, sigma)
+    truth = galaxy_truth(layout, overlaps, thresholds[0], sigma, config)
+    return Field(
+        image=image,
+        weight=weight,
+        psf=_field_psf_image(config, psf_at),
+        truth=add_stars_and_psf_columns(truth, stars, overlaps, psf_at),
+        pixel_scale=config.pixel_scale,
+        noise_sigma=float(sigma),
+        shear=(g1, g2),
+        seed=seed,
+        dataset=config.name,
+        config=config,
+        varying_psf=psf_at,
+    )
+
+
+def _galaxy_count(config: DatasetConfig, n_galaxies, rotated_pairs: bool) -> int:
+    """The number of galaxies (the preset's ``field.n_galaxies`` for None), checked.
+
+    Raises
+    ------
+    BlendflagError
+        Not a positive integer, or odd with ``rotated_pairs``.
+    """
     if n_galaxies is None:
         n_galaxies = config.field.n_galaxies
     if (
@@ -231,157 +274,90 @@ def simulate_field(
     n = int(n_galaxies)
     if rotated_pairs and n % 2:
         raise BlendflagError(f"rotated pairs need an even number of galaxies, got {n}")
+    return n
+
+
+def _checked_seed(seed) -> int:
+    """``seed`` as an int.
+
+    Raises
+    ------
+    BlendflagError
+        Not a non-negative integer.
+    """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise BlendflagError(f"seed must be a non-negative integer, got {seed!r}")
-    g1, g2 = parse_shear(shear)
+    return int(seed)
+
+
+def _noise_sigma(config: DatasetConfig, noise) -> float:
+    """The noise sigma in ADU: ``noise``, or the preset's ``default_noise`` for None.
+
+    Raises
+    ------
+    BlendflagError
+        Not a finite number >= 0.
+    """
     if noise is None:
-        sigma = config.default_noise
-    else:
-        try:
-            sigma = float(noise)
-        except (TypeError, ValueError):
-            raise BlendflagError(f"noise must be a number >= 0 (ADU), got {noise!r}") from None
-        if not (math.isfinite(sigma) and sigma >= 0):
-            raise BlendflagError(f"noise must be a number >= 0 (ADU), got {noise!r}")
-    n_draw = n // 2 if rotated_pairs else n
+        return config.default_noise
+    try:
+        sigma = float(noise)
+    except (TypeError, ValueError):
+        raise BlendflagError(f"noise must be a number >= 0 (ADU), got {noise!r}") from None
+    if not (math.isfinite(sigma) and sigma >= 0):
+        raise BlendflagError(f"noise must be a number >= 0 (ADU), got {noise!r}")
+    return sigma
+
+
+def _scene_side(config: DatasetConfig, size, n_drawn: int) -> int:
+    """Side of the square scene (one half with rotated pairs) in pixels: ``size`` or the preset's.
+
+    Raises
+    ------
+    BlendflagError
+        ``size`` is not an integer >= 32.
+    """
     if size is None:
-        side = field_size(config, n_draw)
-    else:
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 32:
-            raise BlendflagError(f"size must be an integer >= 32 pixels, got {size!r}")
-        side = int(size)
+        return field_size(config, n_drawn)
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 32:
+        raise BlendflagError(f"size must be an integer >= 32 pixels, got {size!r}")
+    return int(size)
+
+
+def _scene_margin(config: DatasetConfig, margin, side: int) -> int:
+    """Least distance (pixels) of galaxy centres from the scene's edges: ``margin`` or the preset's.
+
+    Raises
+    ------
+    BlendflagError
+        ``margin`` is not a non-negative integer, or leaves no room in a
+        scene of ``side`` pixels.
+    """
     if margin is None:
         margin = config.field.margin
     elif isinstance(margin, bool) or not isinstance(margin, (int, np.integer)) or margin < 0:
         raise BlendflagError(f"margin must be a non-negative integer (pixels), got {margin!r}")
-    # rotated pairs: two square halves side by side, the right one the left rotated by 90 deg
-    nx_img, ny_img = (2 * side, side) if rotated_pairs else (side, side)
     if side - 2 * margin < 2:
         raise BlendflagError(f"field of {side} pixels is too small for margin {margin}")
-    psf_at = varying_psf_for(config, varying_psf, nx_img, ny_img, n_stars)
+    return margin
 
-    rng = np.random.default_rng(int(seed))
-    params = [sample_galaxy(rng, config.galaxy) for _ in range(n_draw)]
-    xs = rng.uniform(margin + 0.5, side - margin + 0.5, n_draw)
-    ys = rng.uniform(margin + 0.5, side - margin + 0.5, n_draw)
-    rotated = np.zeros(n, dtype=bool)
-    pair_id = np.full(n, -1, dtype=np.int32)
-    if rotated_pairs:
-        # the whole left scene rotated by 90 degrees about its centre (a pixel
-        # corner or centre, so the pixel grid maps onto itself): shapes e -> -e,
-        # and blends rotate with their galaxies, so blended shapes cancel too
-        centre = (side + 1) / 2.0
-        params = params + [dict(p, g1=-p["g1"], g2=-p["g2"]) for p in params]
-        xs, ys = (
-            np.concatenate([xs, side + centre - (ys - centre)]),
-            np.concatenate([ys, centre + (xs - centre)]),
-        )
-        rotated[n_draw:] = True
-        pair_id[:] = np.tile(np.arange(n_draw, dtype=np.int32), 2)
-    groups = friends_of_friends(xs, ys, keys=rotated)
-    xs, ys = shear_positions(xs, ys, (g1, g2), groups)
 
-    thresh = isophote_level(config, sigma if sigma > 0 else config.default_noise)
+def _chunking(workers, n: int) -> tuple[int, int]:
+    """Worker processes and galaxies per drawing task for ``n`` galaxies.
+
+    ``workers=None`` is serial below :data:`FIELD_SERIAL_BELOW` galaxies;
+    serial runs of more than 200 galaxies use about 20 tasks (a smooth bar),
+    worker processes :data:`FIELD_CHUNK` galaxies a task.
+    """
     workers = 1 if workers is None and n < FIELD_SERIAL_BELOW else _resolve_workers(workers, n)
-    step = FIELD_CHUNK if workers > 1 or n <= 200 else max(100, n // 20)  # smooth bar
-    tasks = [
-        (i, config, params[i : i + step], xs[i : i + step], ys[i : i + step], (g1, g2), thresh)
-        + ((psf_at,) if psf_at is not None else ())
-        for i in range(0, n, step)
-    ]
-    bar = None
-    if progress:
-        from blendflag._runtime.progress import progress as make_bar
+    step = FIELD_CHUNK if workers > 1 or n <= 200 else max(100, n // 20)
+    return workers, step
 
-        bar = make_bar(total=n, desc="field", unit="gal")
-    image = np.zeros((ny_img, nx_img), dtype=np.float32)
-    footprints = [None] * n
-    # footprints at the field's own depth too: the truth of blends as this image shows them
-    thresh_field = config.blend.isophote_nsigma * sigma if sigma > 0 else None
-    field_footprints = [None] * n
-    waiting = {}  # chunks that finished early, keyed by first galaxy index
-    state = {"next": 0}
 
-    def add(result):
-        # Stamps are added in galaxy order whatever order the chunks finish in,
-        # so the float32 sums (and the output bytes) never depend on the workers.
-        waiting[result[0]] = result[1]
-        while state["next"] in waiting:
-            start = state["next"]
-            chunk = waiting.pop(start)
-            for k, (x0, y0, arr, fx0, fy0, mask) in enumerate(chunk):
-                footprints[start + k] = (fx0, fy0, mask)
-                if thresh_field is not None:
-                    field_footprints[start + k] = footprint(arr, x0, y0, thresh_field)
-                # each half is its own scene: light is clipped at its edges, so the
-                # right half stays an exact 90-degree turn of the left
-                lo, hi = (
-                    (1, nx_img)
-                    if not rotated_pairs
-                    else ((1, side) if start + k < n_draw else (side + 1, nx_img))
-                )
-                paste(image, arr, x0, y0, lo, hi)
-            state["next"] = start + len(chunk)
-        if bar is not None:
-            bar.update(len(result[1]))
+def _field_psf_image(config: DatasetConfig, psf_at) -> np.ndarray:
+    """The field's PSF image (float32, sum 1): the preset's, or the varying PSF at the centre."""
+    import galsim
 
-    try:
-        run_chunks(draw_field_task, tasks, workers, on_done=add, keep=False)
-    finally:
-        if bar is not None:
-            bar.close()
-    # stars after the galaxies, so that their float32 sums do not change
-    footprint_lists, thresholds = (footprints, field_footprints), (thresh, thresh_field)
-    stars = add_stars(image, config, seed, n_stars, margin, psf_at, footprint_lists, thresholds)
-    n_all = n + int(n_stars)
-    best, count = footprint_overlaps(footprints, n_all, nx_img, ny_img)
-    if thresh_field is not None:
-        best_field, count_field = footprint_overlaps(field_footprints, n_all, nx_img, ny_img)
-    else:
-        best_field, count_field = best, count
-    if sigma > 0:
-        image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(sigma)
-    if sigma > 0:
-        weight = np.full(image.shape, 1.0 / sigma**2, dtype=np.float32)
-    else:
-        weight = np.ones(image.shape, dtype=np.float32)
-
-    gsparams = galsim.GSParams(folding_threshold=config.folding_threshold)
-    psf_img = psf_image(config, gsparams) if psf_at is None else centre_psf_image(config, psf_at)
-    overlaps = (best, count, best_field, count_field)  # galaxies, then stars
-    best, count, best_field, count_field = (a[:n] for a in overlaps)
-
-    truth = Table()
-    truth["ID"] = np.arange(n, dtype=np.int32)
-    truth["X"] = xs
-    truth["Y"] = ys
-    truth["FLUX"] = np.array([p["flux"] for p in params])
-    truth["HLR"] = np.array([p["hlr"] for p in params])
-    truth["E1_INTRINSIC"] = np.array([p["g1"] for p in params])
-    truth["E2_INTRINSIC"] = np.array([p["g2"] for p in params])
-    truth["ROTATED"] = rotated
-    truth["PAIR_ID"] = pair_id
-    truth["OVERLAPS"] = best
-    truth["N_OVERLAPS"] = count
-    truth["OVERLAPS_FIELD"] = best_field
-    truth["N_OVERLAPS_FIELD"] = count_field
-    truth.meta["ISONOISE"] = float(thresh / config.blend.isophote_nsigma)
-    truth.meta["FLDNOISE"] = float(sigma)
-    truth["SERSIC_N"] = np.array([p["n"] for p in params])
-    truth["B2T"] = np.array([p["b2t"] for p in params])
-    for name, unit in (("X", "pix"), ("Y", "pix"), ("FLUX", "adu"), ("HLR", "arcsec")):
-        truth[name].unit = unit
-    truth = add_stars_and_psf_columns(truth, stars, overlaps, psf_at)
-    return Field(
-        image=image,
-        weight=weight,
-        psf=psf_img,
-        truth=truth,
-        pixel_scale=config.pixel_scale,
-        noise_sigma=float(sigma),
-        shear=(g1, g2),
-        seed=int(seed),
-        dataset=config.name,
-        config=config,
-        varying_psf=psf_at,
-    )
+    if psf_at is not None:
+        return centre_psf_image(config, psf_at)
+    return psf_image(config, galsim.GSParams(folding_threshold=config.folding_threshold))

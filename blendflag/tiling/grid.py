@@ -29,11 +29,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from blendflag.errors import BlendflagError, CatalogueError
+from blendflag.errors import BlendflagError
 
 #: Pixels added to half a stamp in each region's margin (neighbour masks, rounding).
 NEIGHBOUR_MARGIN = 16
@@ -130,43 +129,6 @@ def owners(x, y, shape, cores: list[tuple]) -> np.ndarray:
     if (owner < 0).any():
         raise BlendflagError("the sub-tile cores do not cover every object")
     return owner
-
-
-def image_shape(path) -> tuple[int, int]:
-    """(rows, columns) of the first 2-d image HDU of a FITS file, from its header."""
-    from astropy.io import fits
-
-    from blendflag.io.catalog import open_fits
-
-    with open_fits(Path(path), "image") as hdul:
-        for hdu in hdul:
-            if hdu.header.get("NAXIS") == 2 and not isinstance(hdu, fits.BinTableHDU):
-                return int(hdu.header["NAXIS2"]), int(hdu.header["NAXIS1"])
-    raise CatalogueError(f"image {Path(path).name} holds no 2-d image")
-
-
-def read_section(path, region) -> tuple[np.ndarray, object]:
-    """One region of a FITS image, read through a memory map (the file is never read whole).
-
-    Returns the pixels (float32 or float64, native byte order, a copy) and
-    the header with CRPIX moved to the region's origin.
-    """
-    from astropy.io import fits
-
-    x0, x1, y0, y1 = region
-    with fits.open(path, memmap=True) as hdul:
-        for hdu in hdul:
-            if hdu.header.get("NAXIS") == 2 and not isinstance(hdu, fits.BinTableHDU):
-                data = np.array(hdu.data[y0:y1, x0:x1])
-                header = hdu.header.copy()
-                break
-        else:
-            raise CatalogueError(f"{Path(path).name} holds no 2-d image")
-    for axis, offset in (("CRPIX1", x0), ("CRPIX2", y0)):
-        if axis in header:
-            header[axis] = float(header[axis]) - offset
-    dtype = np.float64 if data.dtype.itemsize > 4 else np.float32
-    return data.astype(dtype), header
 
 
 def subtile_hash(sub: SubTile, settings) -> str:

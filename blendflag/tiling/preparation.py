@@ -18,14 +18,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from blendflag.errors import CatalogueError
-from blendflag.tiling.grid import (
-    SubTile,
-    image_shape,
-    owners,
-    read_section,
-    subtile_grid,
-    subtile_margin,
-)
+from blendflag.io.images import image_shape, read_image_section
+from blendflag.tiling.grid import SubTile, owners, subtile_grid, subtile_margin
 
 PREP = "prep.npz"
 SEGMENTATION = "segmentation.npy"
@@ -141,17 +135,17 @@ def _object_noise(config, image, weight, subtiles, owner, positions) -> np.ndarr
     x, y = positions
     noise = np.full(len(x), np.nan)
     for sub in subtiles:
-        img, _ = read_section(image, sub.core)
+        img, _ = read_image_section(image, sub.core)
         wgt = None
         if weight is not None:
-            wgt = mask_bad_weights(read_section(weight, sub.core)[0], Path(weight).name)
+            wgt = mask_bad_weights(read_image_section(weight, sub.core)[0], Path(weight).name)
         check_finite(img, wgt, f"image {Path(image).name}")
         rows = np.flatnonzero(owner == sub.index)
         if rows.size:
             rx0, _, ry0, _ = sub.region
-            img, _ = read_section(image, sub.region)
+            img, _ = read_image_section(image, sub.region)
             if weight is not None:
-                wgt = mask_bad_weights(read_section(weight, sub.region)[0], "")
+                wgt = mask_bad_weights(read_image_section(weight, sub.region)[0], "")
             noise[rows] = _region_noise(config, img, wgt, x[rows] - rx0, y[rows] - ry0)
         del img, wgt
     return noise
@@ -219,7 +213,7 @@ def prepare_subtiles(
         Where ``prep.npz``, ``segmentation.npy`` and the sub-tiles' sums go.
     core : int
         Side of a sub-tile's core, pixels.
-    settings : dict
+    settings : blendflag.tiling.settings.RunSettings
         The run's settings; ``settings.inputs_hash`` keys the stored preparation.
     masking : bool
         Make the whole image's segmentation map (the engine masks neighbours).

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blendflag.errors import BlendflagError
-from blendflag.tiling.grid import AUTO_SPLIT_PIXELS, DEFAULT_CORE, image_shape, subtile_hash
+from blendflag.io.images import image_shape
+from blendflag.tiling.grid import AUTO_SPLIT_PIXELS, DEFAULT_CORE, subtile_hash
 from blendflag.tiling.runner import combine_tiles, run_tiles
 from blendflag.tiling.subtile_tasks import compare_subtile
 from blendflag.tiling.tile_list import files_hash

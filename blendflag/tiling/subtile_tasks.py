@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from blendflag.tiling.grid import SubTile, read_section
+from blendflag.io.images import read_image_section
+from blendflag.tiling.grid import SubTile
 from blendflag.tiling.preparation import PREP, SEGMENTATION
 from blendflag.tiling.tasks import _tile_task, write_tile_sums
 
@@ -70,10 +71,12 @@ def subtile_input(sub: SubTile, work_dir, settings):
     if not rows.size:
         return None
     x0, x1, y0, y1 = sub.region
-    image, header = read_section(sub.image, sub.region)
+    image, header = read_image_section(sub.image, sub.region)
     weight = None
     if sub.weight:
-        weight = mask_bad_weights(read_section(sub.weight, sub.region)[0], Path(sub.weight).name)
+        weight = mask_bad_weights(
+            read_image_section(sub.weight, sub.region)[0], Path(sub.weight).name
+        )
     segmentation = None
     if ids is not None:
         seg = np.load(work / SEGMENTATION, mmap_mode="r")

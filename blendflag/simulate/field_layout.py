@@ -1,0 +1,142 @@
+"""Layout of a simulated field's galaxies: their parameters and their positions.
+
+Galaxies are drawn from the preset's population and placed uniformly at
+random in a square scene; with rotated pairs the scene is repeated, turned by
+90 degrees, in a second square to its right. Positions are then sheared about
+the centre of each group of neighbours
+(:func:`blendflag.simulate.field_geometry.shear_positions`). Used by
+:func:`blendflag.simulate.field.simulate_field`; positions are 1-based image
+pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from blendflag.simulate.field_geometry import friends_of_friends, shear_positions
+from blendflag.simulate.galaxies import sample_galaxy
+from blendflag.simulate.presets import DatasetConfig
+
+
+@dataclass
+class GalaxyLayout:
+    """The galaxies of a field: what they look like and where they are.
+
+    Attributes
+    ----------
+    params : list of dict
+        :func:`~blendflag.simulate.galaxies.sample_galaxy` parameters, one per
+        galaxy (with rotated pairs the left half's, then their rotated twins').
+    xs, ys : numpy.ndarray
+        float64 positions after the shear of positions, 1-based pixels.
+    rotated : numpy.ndarray
+        bool, True for the right half's rotated twins.
+    pair_id : numpy.ndarray
+        int32, the pair a galaxy belongs to (-1 without rotated pairs).
+    side : int
+        Side of one square scene (the whole image without pairs), pixels.
+    n_drawn : int
+        Galaxies drawn at random: all of them, or one half with rotated pairs.
+    rotated_pairs : bool
+        The image is two squares side by side, the right one the left rotated.
+    """
+
+    params: list
+    xs: np.ndarray
+    ys: np.ndarray
+    rotated: np.ndarray
+    pair_id: np.ndarray
+    side: int
+    n_drawn: int
+    rotated_pairs: bool
+
+    def columns_of(self, index: int, nx: int) -> tuple[int, int]:
+        """First and last image column (1-based pixels) the light of galaxy ``index`` may reach.
+
+        Each half of a rotated-pair image is its own scene: light is clipped
+        at its edges, so the right half stays an exact 90-degree turn of the
+        left. ``nx`` is the image's width in pixels.
+        """
+        if not self.rotated_pairs:
+            return 1, nx
+        return (1, self.side) if index < self.n_drawn else (self.side + 1, nx)
+
+
+def _rotated_twins(params: list, xs: np.ndarray, ys: np.ndarray, side: int):
+    """The scene followed by its copy turned by 90 degrees into the square to its right.
+
+    The turn is about the scene's centre (a pixel corner or centre, so the
+    pixel grid maps onto itself): shapes ``(e1, e2) -> (-e1, -e2)``, and blends
+    rotate with their galaxies, so blended shapes cancel too.
+
+    Parameters
+    ----------
+    params : list of dict
+        Galaxy parameters of the left scene.
+    xs, ys : numpy.ndarray
+        Positions in the left scene, 1-based pixels.
+    side : int
+        Side of the scene, pixels.
+
+    Returns
+    -------
+    params, xs, ys
+        Both scenes' parameters and positions (pixels), left then right.
+    """
+    centre = (side + 1) / 2.0
+    params = params + [dict(p, g1=-p["g1"], g2=-p["g2"]) for p in params]
+    xs, ys = (
+        np.concatenate([xs, side + centre - (ys - centre)]),
+        np.concatenate([ys, centre + (xs - centre)]),
+    )
+    return params, xs, ys
+
+
+def lay_out_galaxies(
+    rng: np.random.Generator,
+    config: DatasetConfig,
+    n_drawn: int,
+    side: int,
+    margin: int,
+    rotated_pairs: bool,
+    shear: tuple[float, float],
+) -> GalaxyLayout:
+    """Draw the galaxies' parameters and positions, repeat them rotated, shear the positions.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The field's random stream: the parameters of ``n_drawn`` galaxies are
+        drawn first, then their x and their y positions.
+    config : DatasetConfig
+        The preset (its ``galaxy`` population).
+    n_drawn : int
+        Galaxies drawn at random (one half of them with rotated pairs).
+    side : int
+        Side of the square scene, pixels.
+    margin : int
+        Least distance of a galaxy centre from the scene's edges, pixels.
+    rotated_pairs : bool
+        Add the scene turned by 90 degrees to the right of it.
+    shear : (float, float)
+        Reduced shear (g1, g2) the positions are sheared by.
+
+    Returns
+    -------
+    GalaxyLayout
+    """
+    params = [sample_galaxy(rng, config.galaxy) for _ in range(n_drawn)]
+    xs = rng.uniform(margin + 0.5, side - margin + 0.5, n_drawn)
+    ys = rng.uniform(margin + 0.5, side - margin + 0.5, n_drawn)
+    n = 2 * n_drawn if rotated_pairs else n_drawn
+    rotated = np.zeros(n, dtype=bool)
+    pair_id = np.full(n, -1, dtype=np.int32)
+    if rotated_pairs:
+        params, xs, ys = _rotated_twins(params, xs, ys, side)
+        rotated[n_drawn:] = True
+        pair_id[:] = np.tile(np.arange(n_drawn, dtype=np.int32), 2)
+    groups = friends_of_friends(xs, ys, keys=rotated)
+    xs, ys = shear_positions(xs, ys, shear, groups)
+    return GalaxyLayout(params, xs, ys, rotated, pair_id, side, n_drawn, rotated_pairs)
