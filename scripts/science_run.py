@@ -12,10 +12,10 @@ task per tile, resumable: a rerun skips finished tiles and fields), and writes
 - ``DOCS.png`` (the stem's figure): m per selection and configuration, with the
   requirement band |m| < 2e-3 and bootstrap error bars.
 
-Example (the run of docs/science_run.md)::
+Example (the run of docs/archive/science_run.md; give each run's page its own stem)::
 
     python scripts/science_run.py --tiles 4 --n-galaxies 3000 --workers 2 \\
-        --out science --docs docs/science_run
+        --out science --docs docs/science_run_example
 
 A killed run resumes where it stopped with the same command.
 """
@@ -204,7 +204,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=100, help="first field seed [100]")
     parser.add_argument("--bootstrap", type=int, default=200)
     parser.add_argument("--out", default="science", help="work directory [science]")
-    parser.add_argument("--docs", default="docs/science_run", help="table and figure stem")
+    parser.add_argument("--docs", required=True, help="table and figure stem, e.g. docs/science_run_x")
     parser.add_argument(
         "--engine", default=None, help="shear engine (default: the config's); own tiles directory"
     )

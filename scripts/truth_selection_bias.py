@@ -11,7 +11,7 @@ shear) and forms m = (<g1>(+) - <g1>(-)) / 2g - 1 over
 
 - ``all``: every galaxy;
 - ``lonely``: the galaxies whose footprint overlaps no other (the selection
-  metadetection's ``no_true_blends`` made before the eighth session);
+  metadetection's ``no_true_blends`` made before commit 3327feb, 2026-12-03);
 - ``lonely_pairs``: those whose 90-degree rotated partner is lonely too
   (:func:`blendflag.truth.lonely_pairs`, what it makes now).
 
