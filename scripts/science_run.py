@@ -204,7 +204,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=100, help="first field seed [100]")
     parser.add_argument("--bootstrap", type=int, default=200)
     parser.add_argument("--out", default="science", help="work directory [science]")
-    parser.add_argument("--docs", required=True, help="table and figure stem, e.g. docs/science_run_x")
+    parser.add_argument("--docs", required=True, help="table and figure stem (docs/science_run_x)")
     parser.add_argument(
         "--engine", default=None, help="shear engine (default: the config's); own tiles directory"
     )
