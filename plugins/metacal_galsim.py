@@ -48,6 +48,9 @@ setting ``shear.options.metacal.varying_psf`` chooses how:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -60,12 +63,10 @@ from blendflag.shear.neighbour_weights import version_weights
 from blendflag.shear.results import (
     MCAL_ENGINE_FAILED,
     MCAL_MOMENTS_FAILED,
-    MCAL_NONFINITE_RESULT,
     MCAL_RENDER_FAILED,
     METACAL_VERSIONS,
-    SHAPE_COLUMNS,
     MetacalResult,
-    empty_result_table,
+    filled_result_table,
 )
 
 #: The reconvolution kernel (:meth:`MetacalOperators.from_psf`); also part of the
@@ -78,6 +79,156 @@ DEFAULTS = {"varying_psf": "common", "common_psf_sigma": 0.0, "shape": "wmom", "
 VARYING_PSF_CHOICES = ("common", "per_object")
 #: ``shape``: HSM adaptive moments, or Gaussian-weighted moments of ``weight_fwhm`` arcsec.
 SHAPE_CHOICES = ("admom", "wmom")
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """How one :meth:`GalSimMetacal.measure` call makes its stamps' five versions.
+
+    One rendering strategy, chosen once per call (:meth:`GalSimMetacal._rendering`).
+
+    Attributes
+    ----------
+    operators : callable
+        ``operators(i)``: the :class:`MetacalOperators` of object ``i``, or
+        None when they cannot be built (the object is then flagged).
+    images : callable
+        ``images(i, ops)``: ``{version: (S, S) array}`` of object ``i`` (ADU,
+        noise correction included), or None when rendering failed (the
+        object is then flagged).
+    shared_ops : MetacalOperators or None
+        The operators every object shares; None when each has its own.
+    matrices : bool
+        Whether the images came through matrices
+        (:mod:`blendflag.shear.metacal_matrix`). [default: False]
+    kernel_note : str
+        How the reconvolution kernel is shared, for ``meta``. [default: ""]
+    """
+
+    operators: Callable
+    images: Callable
+    shared_ops: MetacalOperators | None
+    matrices: bool = False
+    kernel_note: str = ""
+
+    @classmethod
+    def from_batch(cls, ops, batch: dict, matrices: bool, kernel_note: str = "") -> Rendering:
+        """Images made already for all objects, ``batch[version][i]`` (ADU), by one ``ops``."""
+        return cls(
+            operators=lambda i: ops,
+            images=lambda i, _ops: {v: batch[v][i] for v in METACAL_VERSIONS},
+            shared_ops=ops,
+            matrices=matrices,
+            kernel_note=kernel_note,
+        )
+
+
+class ObjectShapes(NamedTuple):
+    """What :meth:`GalSimMetacal._measure_objects` measured, per object (NaN where it did not).
+
+    Attributes
+    ----------
+    shapes : numpy.ndarray
+        ``(5, 2, n)`` ellipticity ``(e1, e2)`` of each version, in
+        ``METACAL_VERSIONS`` order (dimensionless).
+    size : numpy.ndarray
+        ``(n,)`` noshear size ``T``, arcsec^2.
+    s2n : numpy.ndarray
+        ``(n,)`` noshear signal-to-noise (inf for a noiseless stamp).
+    kernel_sigma : numpy.ndarray
+        ``(n,)`` sigma of each object's reconvolution kernel, arcsec.
+    """
+
+    shapes: np.ndarray
+    size: np.ndarray
+    s2n: np.ndarray
+    kernel_sigma: np.ndarray
+
+
+def _checked_noise_fields(noise_fields, n: int, shape: tuple[int, int]):
+    """``noise_fields`` as ``(n, ny, nx)`` float64 (ADU), or None when not given.
+
+    Raises
+    ------
+    ValueError
+        Not one field per stamp.
+    """
+    if noise_fields is None:
+        return None
+    noise_fields = np.asarray(noise_fields, dtype=np.float64).reshape(-1, *shape)
+    if len(noise_fields) != n:
+        raise ValueError(f"{len(noise_fields)} noise fields for {n} stamps")
+    return noise_fields
+
+
+def _stamp_renderer(data, flags, rng, noise_fields, fixnoise: bool) -> Callable:
+    """``images(i, ops)``: stamp ``i``'s five versions rendered on their own with ``ops``.
+
+    Parameters
+    ----------
+    data : blendflag.shear.engine.PreparedInput
+        Stamps (ADU), pixel scale (arcsec), noise sigmas (ADU).
+    flags : numpy.ndarray
+        ``(n,)`` ``MCAL_FLAGS``: a failed rendering is flagged here (in place),
+        :data:`MCAL_RENDER_FAILED` or, for any other error, :data:`MCAL_ENGINE_FAILED`.
+    rng : numpy.random.Generator
+        Draws the noise-correction field of each noisy object, when rendered.
+    noise_fields : numpy.ndarray or None
+        ``(n, S, S)`` noise-correction fields (ADU) used instead of drawing.
+    fixnoise : bool
+        Add the noise correction to objects with noise sigma > 0.
+
+    Returns
+    -------
+    callable
+        ``images(i, ops)`` -> ``{version: (S, S) float64}`` (ADU), or None on failure.
+    """
+    import galsim
+
+    _, ny, nx = data.stamps.shape
+    out_image = galsim.ImageD(nx, ny, scale=data.pixel_scale)
+
+    def images(i, ops):
+        try:
+            mc = ops.images(data.stamps[i], out_image, fixed_grid=True)
+            if fixnoise and data.noise_sigma[i] > 0:
+                noise = (
+                    noise_fields[i]
+                    if noise_fields is not None
+                    else rng.normal(0.0, data.noise_sigma[i], size=(ny, nx))
+                )
+                ops.add_noise_correction(mc, noise, fixed_grid=True)
+        except (galsim.GalSimError, RuntimeError, ValueError, MemoryError):
+            flags[i] |= MCAL_RENDER_FAILED
+            return None
+        except Exception:  # noqa: BLE001 - one bad object never stops a catalogue
+            flags[i] |= MCAL_ENGINE_FAILED
+            return None
+        return mc
+
+    return images
+
+
+def _signal_to_noise(numerator, denominator, noise_var, ok) -> np.ndarray:
+    """Noshear S/N from the moments' sums: ``numerator / (sqrt(noise_var) denominator)``.
+
+    Parameters
+    ----------
+    numerator, denominator : numpy.ndarray
+        ``(n,)`` the weighted flux and its noise factor (:func:`version_shapes`).
+    noise_var : numpy.ndarray
+        ``(n,)`` pixel noise variance, ADU^2 (doubled by the noise correction).
+    ok : numpy.ndarray
+        ``(n,)`` bool: objects measured without a flag.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n,)`` S/N (dimensionless); inf for a measured noiseless object with flux.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s2n = numerator / (np.sqrt(noise_var) * denominator)
+    return np.where(ok & (noise_var == 0) & (numerator > 0), np.inf, s2n)
 
 
 class GalSimMetacal(StampShearEngine):
@@ -199,161 +350,246 @@ class GalSimMetacal(StampShearEngine):
         in each version (:func:`blendflag.shear.neighbour_weights.version_weights`);
         ``meta`` records the reconvolution kernel and the time per object.
         """
-        import galsim
-
-        from blendflag.shear import metacal_matrix as mm
-
         start = time.perf_counter()
         data = self.prepare(stamps, psf, pixel_scale, noise_sigma)
         n, ny, nx = data.stamps.shape
-        if noise_fields is not None:
-            noise_fields = np.asarray(noise_fields, dtype=np.float64).reshape(-1, ny, nx)
-            if len(noise_fields) != n:
-                raise ValueError(f"{len(noise_fields)} noise fields for {n} stamps")
+        noise_fields = _checked_noise_fields(noise_fields, n, (ny, nx))
         offsets = np.zeros((n, 2)) if offsets is None else np.asarray(offsets, float).reshape(n, 2)
         models = [None] * n if neighbour_models is None else neighbour_models
-        table = empty_result_table(n)
+        settings = self.settings
+        weight_fwhm = settings["weight_fwhm"] if settings["shape"] == "wmom" else 0.0
         flags = data.flags.copy()
-        per_object = data.psf.ndim == 3
-        try:
-            ops = (
-                None
-                if per_object
-                else MetacalOperators.from_psf(data.psf, data.pixel_scale, self.step, KERNEL)
-            )
-        except ValueError as exc:  # the whole image, not one object: bad input
-            raise BlendflagError(
-                f"metacalibration cannot use this PSF: {exc} (is it undersampled?)"
-            ) from None
-        batch, matrices = None, False
-        common = per_object and self.settings["varying_psf"] == "common"
-        if common:  # one round Gaussian PSF for all (blendflag.shear.common_psf)
-            from blendflag.shear.common_psf import common_psf_images, stack_sigma
-
-            sigma0 = self.settings["common_psf_sigma"] or stack_sigma(data.psf, data.pixel_scale)
-            ops, batch, matrices = common_psf_images(
-                data,
-                flags,
-                sigma0,
-                self.step,
-                self.fixnoise,
-                rng,
-                noise_fields,
-                mm.operator_key(
-                    np.array([sigma0]), data.pixel_scale, self.step, COMMON_KERNEL, (ny, nx)
-                ),
-                self.expected_stamps * (2 if self.fixnoise else 1),
-            )
-            per_object = False
-        kernel_sigma = np.full(n, np.nan)  # reconvolution sigma per object, arcsec
-        out_image = galsim.ImageD(nx, ny, scale=data.pixel_scale)
+        rendering = self._rendering(data, settings, flags, rng, noise_fields)
         images = (
             {v: np.zeros((n, ny, nx), dtype=np.float32) for v in METACAL_VERSIONS}
             if return_images
             else None
         )
-        shape = np.full((len(METACAL_VERSIONS), 2, n), np.nan)
-        T = np.full(n, np.nan)  # noshear size, arcsec^2
-        weight_fwhm = self.settings["weight_fwhm"] if self.settings["shape"] == "wmom" else 0.0
+        measured = self._measure_objects(
+            data, flags, rendering, weight_fwhm, offsets, models, images
+        )
+        table = filled_result_table(measured.shapes, measured.size, measured.s2n, flags)
+        elapsed = time.perf_counter() - start
+        meta = self._meta(rendering, measured.kernel_sigma, weight_fwhm, noise_fields, n, elapsed)
+        return MetacalResult(
+            table=table, images=images, engine=self.name, step=self.step, meta=meta
+        )
+
+    # -- rendering strategies: chosen once per call -----------------------------
+
+    def _rendering(self, data, settings, flags, rng, noise_fields) -> Rendering:
+        """How this call renders its stamps' five versions: one strategy, chosen once.
+
+        One PSF image for all stamps: :meth:`_render_one_psf`. One PSF per
+        stamp: ``settings["varying_psf"]`` names :meth:`_render_common_psf`
+        (``common``) or :meth:`_render_per_object` (``per_object``).
+
+        Parameters
+        ----------
+        data : blendflag.shear.engine.PreparedInput
+            Stamps (ADU), PSF image(s), pixel scale (arcsec), noise sigmas (ADU).
+        settings : dict
+            :attr:`settings`.
+        flags : numpy.ndarray
+            ``(n,)`` ``MCAL_FLAGS``; objects with flags are skipped, failures
+            flagged here (in place).
+        rng : numpy.random.Generator
+            Draws the noise-correction fields unless ``noise_fields`` gives them.
+        noise_fields : numpy.ndarray or None
+            ``(n, S, S)`` noise-correction fields (ADU).
+
+        Returns
+        -------
+        Rendering
+        """
+        strategy = "one_psf" if data.psf.ndim != 3 else settings["varying_psf"]
+        render = {
+            "one_psf": self._render_one_psf,
+            "common": self._render_common_psf,
+            "per_object": self._render_per_object,
+        }[strategy]
+        return render(data, settings, flags, rng, noise_fields)
+
+    def _render_one_psf(self, data, settings, flags, rng, noise_fields) -> Rendering:
+        """One PSF for every stamp: one operator, through its matrices when they pay.
+
+        The matrices (:mod:`blendflag.shear.metacal_matrix`) render all stamps
+        at once when built already or when this call (or the whole run,
+        ``expected_stamps``) renders at least as many stamps as a stamp has
+        pixels; else each stamp is rendered on its own. Parameters as
+        :meth:`_rendering` (``settings`` unused).
+
+        Raises
+        ------
+        BlendflagError
+            The PSF cannot be reconvolved (undersampled): bad input for the
+            whole image, not for one object.
+        """
+        from blendflag.shear import metacal_matrix as mm
+
+        _, ny, nx = data.stamps.shape
+        try:
+            ops = MetacalOperators.from_psf(data.psf, data.pixel_scale, self.step, KERNEL)
+        except ValueError as exc:
+            raise BlendflagError(
+                f"metacalibration cannot use this PSF: {exc} (is it undersampled?)"
+            ) from None
+        key = mm.operator_key(data.psf, data.pixel_scale, self.step, KERNEL, (ny, nx))
+        batch = mm.matrix_images(
+            ops, key, data, flags, rng, noise_fields, self.fixnoise, self.expected_stamps
+        )
+        if batch is not None:
+            return Rendering.from_batch(ops, batch, matrices=True)
+        return Rendering(
+            operators=lambda i: ops,
+            images=_stamp_renderer(data, flags, rng, noise_fields, self.fixnoise),
+            shared_ops=ops,
+        )
+
+    def _render_common_psf(self, data, settings, flags, rng, noise_fields) -> Rendering:
+        """A PSF per stamp, every object brought to one common round Gaussian PSF.
+
+        The Gaussian's sigma is ``settings["common_psf_sigma"]`` (arcsec), or
+        the widest kernel of the stack's PSFs when that is 0; all objects then
+        share one operator and its matrices (:mod:`blendflag.shear.common_psf`).
+        Parameters as :meth:`_rendering`.
+        """
+        from blendflag.shear import metacal_matrix as mm
+        from blendflag.shear.common_psf import common_psf_images, stack_sigma
+
+        _, ny, nx = data.stamps.shape
+        sigma = settings["common_psf_sigma"] or stack_sigma(data.psf, data.pixel_scale)
+        key = mm.operator_key(
+            np.array([sigma]), data.pixel_scale, self.step, COMMON_KERNEL, (ny, nx)
+        )
+        expected = self.expected_stamps * (2 if self.fixnoise else 1)
+        ops, batch, matrices = common_psf_images(
+            data, flags, sigma, self.step, self.fixnoise, rng, noise_fields, key, expected
+        )
+        note = "; common to the image: each object's PSF brought to it"
+        return Rendering.from_batch(ops, batch, matrices, kernel_note=note)
+
+    def _render_per_object(self, data, settings, flags, rng, noise_fields) -> Rendering:
+        """A PSF per stamp, each object rendered with its own operator and kernel.
+
+        An object whose PSF gives no operator is flagged
+        :data:`MCAL_RENDER_FAILED`. Parameters as :meth:`_rendering`
+        (``settings`` unused).
+        """
+        import galsim
+
+        def operators(i):
+            try:
+                return MetacalOperators.from_psf(data.psf[i], data.pixel_scale, self.step, KERNEL)
+            except (galsim.GalSimError, RuntimeError, ValueError, MemoryError):
+                flags[i] |= MCAL_RENDER_FAILED
+                return None
+
+        return Rendering(
+            operators=operators,
+            images=_stamp_renderer(data, flags, rng, noise_fields, self.fixnoise),
+            shared_ops=None,
+            kernel_note="; median of the per-object kernels",
+        )
+
+    # -- measuring --------------------------------------------------------------
+
+    def _measure_objects(
+        self, data, flags, rendering, weight_fwhm, offsets, models, images
+    ) -> ObjectShapes:
+        """Render and measure the five versions of every unflagged object, in order.
+
+        Parameters
+        ----------
+        data : blendflag.shear.engine.PreparedInput
+            Stamps (ADU), pixel scale (arcsec), noise sigmas (ADU).
+        flags : numpy.ndarray
+            ``(n,)`` ``MCAL_FLAGS``; objects with flags are skipped, failures
+            flagged here (in place).
+        rendering : Rendering
+            This call's rendering strategy (:meth:`_rendering`).
+        weight_fwhm : float
+            FWHM of the ``wmom`` weight, arcsec; 0 measures ``admom``.
+        offsets : numpy.ndarray
+            ``(n, 2)`` pixels: where the ``wmom`` weight's centring starts.
+        models : sequence
+            Per object, its neighbour models or None.
+        images : dict or None
+            ``{version: (n, S, S) float32}``: filled with the rendered
+            versions (ADU) when given.
+
+        Returns
+        -------
+        ObjectShapes
+        """
+        n, ny, nx = data.stamps.shape
+        shapes = np.full((len(METACAL_VERSIONS), 2, n), np.nan)
+        size = np.full(n, np.nan)  # noshear size, arcsec^2
         s2n_num = np.full(n, np.nan)
         s2n_den = np.full(n, np.nan)
-        noise_var = data.noise_sigma**2
-        if ops and not common:  # blendflag.shear.metacal_matrix: when they pay
-            key = mm.operator_key(data.psf, data.pixel_scale, self.step, KERNEL, (ny, nx))
-            batch = mm.matrix_images(
-                ops, key, data, flags, rng, noise_fields, self.fixnoise, self.expected_stamps
-            )
-            matrices = batch is not None
+        kernel_sigma = np.full(n, np.nan)  # reconvolution sigma per object, arcsec
+        noise_var = data.noise_sigma**2  # ADU^2; doubled by the noise correction
         for i in range(n):
             if flags[i]:
                 continue
-            if per_object:
-                try:
-                    ops = MetacalOperators.from_psf(
-                        data.psf[i], data.pixel_scale, self.step, KERNEL
-                    )
-                except (galsim.GalSimError, RuntimeError, ValueError, MemoryError):
-                    flags[i] |= MCAL_RENDER_FAILED
-                    continue
+            ops = rendering.operators(i)
+            if ops is None:
+                continue
             kernel_sigma[i] = ops.target.sigma
-            guess = max(1.0, 1.5 * ops.target.sigma / data.pixel_scale)  # admom's start, px
-            corrected = self.fixnoise and data.noise_sigma[i] > 0
-            if batch is not None:
-                mc = {v: batch[v][i] for v in METACAL_VERSIONS}
-            else:
-                try:
-                    mc = ops.images(data.stamps[i], out_image, fixed_grid=True)
-                    if corrected:
-                        noise = (
-                            noise_fields[i]
-                            if noise_fields is not None
-                            else rng.normal(0.0, data.noise_sigma[i], size=(ny, nx))
-                        )
-                        ops.add_noise_correction(mc, noise, fixed_grid=True)
-                except (galsim.GalSimError, RuntimeError, ValueError, MemoryError):
-                    flags[i] |= MCAL_RENDER_FAILED
-                    continue
-                except Exception:  # noqa: BLE001 - one bad object never stops a catalogue
-                    flags[i] |= MCAL_ENGINE_FAILED
-                    continue
-            if corrected:
+            mc = rendering.images(i, ops)
+            if mc is None:
+                continue
+            if self.fixnoise and data.noise_sigma[i] > 0:
                 noise_var[i] *= 2.0
             if images is not None:
                 for version in METACAL_VERSIONS:
                     images[version][i] = mc[version]
+            guess = max(1.0, 1.5 * ops.target.sigma / data.pixel_scale)  # admom's start, px
             masks = version_weights(models[i], self.step, (ny, nx))
-            shapes = version_shapes(mc, data.pixel_scale, weight_fwhm, guess, offsets[i], masks)
-            if shapes is None:
+            measured = version_shapes(mc, data.pixel_scale, weight_fwhm, guess, offsets[i], masks)
+            if measured is None:
                 flags[i] |= MCAL_MOMENTS_FAILED
                 continue
-            e, T[i], s2n_num[i], s2n_den[i] = shapes
-            shape[:, :, i] = e
-        ok = flags == 0
-        for k, version in enumerate(METACAL_VERSIONS):
-            c1, c2 = SHAPE_COLUMNS[version]
-            table[c1] = np.where(ok, shape[k, 0], np.nan)
-            table[c2] = np.where(ok, shape[k, 1], np.nan)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            s2n = s2n_num / (np.sqrt(noise_var) * s2n_den)
-        s2n = np.where(ok & (noise_var == 0) & (s2n_num > 0), np.inf, s2n)
-        table["T_NOSHEAR"] = np.where(ok, T, np.nan)
-        table["S2N_NOSHEAR"] = np.where(ok, s2n, np.nan)
-        measured = np.all(np.isfinite(shape), axis=(0, 1)) & np.isfinite(T)
-        flags[ok & ~measured] |= MCAL_NONFINITE_RESULT
-        table["MCAL_FLAGS"] = flags
-        for col in table.colnames:
-            if col != "MCAL_FLAGS":
-                table[col][flags != 0] = np.nan
-        elapsed = time.perf_counter() - start
-        sigma_k = (
-            ops.target.sigma
-            if not per_object
-            else float(np.nanmedian(kernel_sigma))
-            if np.isfinite(kernel_sigma).any()
-            else float("nan")
-        )
-        what = (
-            "; median of the per-object kernels"
-            if per_object
-            else "; common to the image: each object's PSF brought to it"
-            if common
-            else ""
-        )
-        meta = {
+            shapes[:, :, i], size[i], s2n_num[i], s2n_den[i] = measured
+        s2n = _signal_to_noise(s2n_num, s2n_den, noise_var, flags == 0)
+        return ObjectShapes(shapes=shapes, size=size, s2n=s2n, kernel_sigma=kernel_sigma)
+
+    def _meta(self, rendering, kernel_sigma, weight_fwhm, noise_fields, n, elapsed) -> dict:
+        """What ``meta`` records about a call: kernel, shape, noise correction, matrices.
+
+        Parameters
+        ----------
+        rendering : Rendering
+            The call's rendering strategy.
+        kernel_sigma : numpy.ndarray
+            ``(n,)`` reconvolution sigma of each rendered object, arcsec (NaN elsewhere).
+        weight_fwhm : float
+            FWHM of the ``wmom`` weight, arcsec; 0 for ``admom``.
+        noise_fields : numpy.ndarray or None
+            The noise-correction fields, when given.
+        n : int
+            Objects in the call.
+        elapsed : float
+            Seconds the call took.
+        """
+        if rendering.shared_ops is not None:
+            sigma_k = rendering.shared_ops.target.sigma
+        elif np.isfinite(kernel_sigma).any():
+            sigma_k = float(np.nanmedian(kernel_sigma))
+        else:
+            sigma_k = float("nan")
+        return {
             "reconvolution_psf": f"round Gaussian, sigma {sigma_k:.4f} arcsec "
-            f"(dilated by 1 + 2 step{what})",
+            f"(dilated by 1 + 2 step{rendering.kernel_note})",
             "reconvolution_sigma_arcsec": float(sigma_k),
             "shape": f"wmom, weight FWHM {weight_fwhm:g} arcsec" if weight_fwhm else "admom",
             "fixnoise": self.fixnoise,
             "noise_fields": "given" if noise_fields is not None else "drawn",
             "interpolant": INTERPOLANT,
-            "matrices": matrices,  # blendflag.shear.metacal_matrix
+            "matrices": rendering.matrices,  # blendflag.shear.metacal_matrix
             "seconds": elapsed,
             "ms_per_object": 1e3 * elapsed / max(n, 1),
         }
-        return MetacalResult(
-            table=table, images=images, engine=self.name, step=self.step, meta=meta
-        )
 
     def before_measuring(self, stamps, psf, pixel_scale, noise_sigma, run_tasks, parts):
         """Store the matrices of a run's one PSF, built on its workers, when they pay.

@@ -62,8 +62,14 @@ def measure_cell(
     detect_config,
     flag_stamp_size,
     seed,
+    pm=None,
 ) -> dict:
     """Metadetection of one cell (module level: picklable; one task of ``run_chunks``).
+
+    ``pm`` is the caller's plugin manager, whose ``blendflag_detect`` hook
+    detects on each version's image: a :class:`CallerPluginManager` (what a
+    task carries), a plugin manager, or None for this process's own
+    (:func:`process_plugin_manager`).
 
     Returns ``{version: {"columns", "flags", "cell", "stamps"}}`` plus the
     cell's noise sigma and kernel size; positions are the image's, 1-based.
@@ -73,6 +79,8 @@ def measure_cell(
     from blendflag.shear.metacal_ops import MetacalOperators
     from blendflag.shear.moments import weighted_moments
 
+    if isinstance(pm, CallerPluginManager):
+        pm = pm.pm
     ops = MetacalOperators.from_psf(psf, pixel_scale, step, settings["kernel"])
     good = np.isfinite(array) if weight is None else np.isfinite(array) & (weight > 0)
     if not np.any(array[good]):  # all masked or all zero: nothing to detect
@@ -101,7 +109,7 @@ def measure_cell(
         config = detect_config
         if settings["threshold_noise"] == "stated" and sigma > 0:
             config = _stated_threshold(version_image, good, sigma, detect_config)
-        found = _detect(version_image, detect_weight, config)
+        found = _detect(version_image, detect_weight, config, pm)
         x = np.asarray(found["X_IMAGE"], dtype=np.float64) - 1.0  # 0-based, cell
         y = np.asarray(found["Y_IMAGE"], dtype=np.float64) - 1.0
         # ownership by the position before the version's shear: the images of
@@ -194,23 +202,58 @@ def _stated_threshold(image, good, sigma, detect_config):
     return replace(detect_config, thresh=float(detect_config.thresh * sigma / rms))
 
 
-def _detect(image, weight, detect_config):
-    """The pipeline's detector (``detect_config.backend``) on one metacal image."""
-    from blendflag.plugins import get_plugin_manager
+def _detect(image, weight, detect_config, pm=None):
+    """The pipeline's detector (``detect_config.backend``) on one metacal image.
 
-    found = _plugin_manager(get_plugin_manager).hook.blendflag_detect(
-        image=image, weight=weight, config=detect_config
-    )
+    Asks ``pm``'s ``blendflag_detect`` hook; None asks this process's own
+    plugin manager (:func:`process_plugin_manager`).
+
+    Raises
+    ------
+    BlendflagError
+        No detector answered for the backend.
+    """
+    if pm is None:
+        pm = process_plugin_manager()
+    found = pm.hook.blendflag_detect(image=image, weight=weight, config=detect_config)
     if found is None:
         raise BlendflagError(f"no detector answered for backend {detect_config.backend!r}")
     return found
 
 
+class CallerPluginManager:
+    """The caller's plugin manager, as a :func:`measure_cell` task carries it.
+
+    In the caller's process (cells measured serially) it is the caller's
+    own. A plugin manager holds modules, which cannot be pickled, so a task
+    sent to a spawned worker process or to Dask carries an empty one
+    (``pm`` None) and the worker detects with :func:`process_plugin_manager`:
+    plugins the caller registered by hand are not seen there.
+
+    Parameters
+    ----------
+    pm : pluggy.PluginManager or None
+        The caller's plugin manager. [default: None]
+    """
+
+    def __init__(self, pm=None):
+        self.pm = pm
+
+    def __reduce__(self):
+        return (CallerPluginManager, ())
+
+
 _PM = []
 
 
-def _plugin_manager(factory):
-    """One plugin manager per process (building one loads every entry point)."""
+def process_plugin_manager():
+    """This process's own plugin manager, built once (building one loads every entry point).
+
+    For cells measured without the caller's (worker processes, Dask, or a
+    caller that has none).
+    """
     if not _PM:
-        _PM.append(factory())
+        from blendflag.plugins import get_plugin_manager
+
+        _PM.append(get_plugin_manager())
     return _PM[0]

@@ -59,7 +59,7 @@ from blendflag.shear.results import (
     MCAL_FLAG_NAMES,
     METACAL_VERSIONS,
 )
-from blendflag_plugins.metadetect_cells import COLUMNS, measure_cell
+from blendflag_plugins.metadetect_cells import COLUMNS, CallerPluginManager, measure_cell
 
 #: Settings and their defaults (``shear.options.metadetect`` overrides them).
 DEFAULTS = {
@@ -146,6 +146,7 @@ class Metadetection(ImageShearEngine):
             return_images=bool(context.flagger_objects),
             quiet=context.quiet,
             psf_model=getattr(context, "psf_model", None),
+            pm=getattr(context, "pm", None),
         )
 
     def measure_cells(
@@ -163,6 +164,7 @@ class Metadetection(ImageShearEngine):
         return_images=False,
         quiet=True,
         psf_model=None,
+        pm=None,
     ) -> VersionCatalogues:
         """Measure every cell of ``image`` and join the cells' catalogues.
 
@@ -194,6 +196,12 @@ class Metadetection(ImageShearEngine):
         psf_model : blendflag.psf.model.PSFModel or None
             A PSF that varies (a PSFEx model): each cell gets it at the centre
             of its core, drawn at ``psf``'s size; None: ``psf`` everywhere.
+        pm : pluggy.PluginManager or None
+            The caller's plugin manager: its ``blendflag_detect`` hook detects
+            on the metacal images of cells measured in this process (a worker
+            process or Dask uses its own, see
+            :class:`~blendflag_plugins.metadetect_cells.CallerPluginManager`);
+            None: this process's own too.
 
         Returns
         -------
@@ -217,6 +225,7 @@ class Metadetection(ImageShearEngine):
                 raise BlendflagError(f"shear.options.{self.name}.detect: {exc}") from None
         cells = cell_grid(image.shape, settings["cell_size"], settings["cell_buffer"])
         seeds = cell_seeds(seed, len(cells))
+        caller_pm = CallerPluginManager(pm)
         tasks = []
         for cell, cell_seed in zip(cells, seeds, strict=True):
             y0, y1, x0, x1 = cell.region
@@ -233,6 +242,7 @@ class Metadetection(ImageShearEngine):
                     detect_config,
                     int(flag_config.stamp_size) if return_images else 0,
                     int(cell_seed),
+                    caller_pm,
                 )
             )
         bar = progress(total=len(cells), desc="metadetect", quiet=quiet, unit="cell")

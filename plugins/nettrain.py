@@ -3,18 +3,24 @@
 Data are simulated once per configuration (equal parts of each dataset style,
 shuffled), preprocessed, stored as float16 in the run's work directory and
 reloaded on resume; ``state.json`` records the progress of a run.
+:class:`TrainingRun` and :func:`gradient_step` are the scaffolding of the
+trainers with their own loop (one-class, Siamese): open or resume a run,
+train epoch by epoch with a checkpoint after each, stop at a time budget,
+write the weights file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from blendflag.errors import BlendflagError
-from blendflag_plugins.nettrain_config import NetTrainConfig  # noqa: F401 - re-exported
+from blendflag_plugins.nettrain_config import NetTrainConfig  # also re-exported
 
 # ---------------------------------------------------------------------------
 # Data
@@ -310,8 +316,6 @@ def open_run(config, out, workdir=None, resume: bool = False) -> tuple[Path, Pat
         A run exists and ``resume`` is False; nothing to resume; the run
         finished already; or it was started with another config.
     """
-    from dataclasses import asdict
-
     out = Path(out)
     workdir = Path(workdir) if workdir else out.with_name(out.name + ".run")
     state = read_state(workdir) if workdir.exists() else None
@@ -328,3 +332,204 @@ def open_run(config, out, workdir=None, resume: bool = False) -> tuple[Path, Pat
         raise BlendflagError(f"{workdir} was started with another config; delete it to start over")
     workdir.mkdir(parents=True, exist_ok=True)
     return out, workdir, state
+
+
+# ---------------------------------------------------------------------------
+# Custom-loop training runs (the one-class and Siamese flaggers)
+# ---------------------------------------------------------------------------
+
+#: The network's weights after the last finished epoch, in the run's work directory.
+CHECKPOINT = "checkpoint.weights.h5"
+
+
+def gradient_step(net, optimizer, loss_of_batch, transform=None):
+    """One optimizer step on a batch, as a ``tf.function``: ``step(*batch)`` -> loss.
+
+    Parameters
+    ----------
+    net : keras.Model
+        The network whose trainable variables are updated.
+    optimizer : keras.optimizers.Optimizer
+    loss_of_batch : callable
+        ``loss_of_batch(*batch)`` -> scalar loss tensor (differentiated).
+    transform : callable or None
+        ``transform(*batch)`` -> batch, applied first and not differentiated
+        (augmentation). [default: None]
+    """
+    import tensorflow as tf
+
+    @tf.function
+    def step(*batch):
+        if transform is not None:
+            batch = transform(*batch)
+        with tf.GradientTape() as tape:
+            loss = loss_of_batch(*batch)
+        grads = tape.gradient(loss, net.trainable_variables)
+        optimizer.apply_gradients(zip(grads, net.trainable_variables, strict=True))
+        return loss
+
+    return step
+
+
+@dataclass
+class TrainingRun:
+    """A training run with its own loop: its settings, data, network and progress.
+
+    Attributes
+    ----------
+    config : NetTrainConfig
+        The run's settings.
+    out : pathlib.Path
+        The weights file written when the run finishes.
+    workdir : pathlib.Path
+        Cached data, :data:`CHECKPOINT` and ``state.json``.
+    state : dict
+        Progress: ``config``, ``epoch`` (epochs done), ``history`` (per epoch,
+        its mean loss and seconds), ``finished``.
+    data : dict
+        :func:`prepare_data`.
+    net : keras.Model
+        The network being trained.
+    """
+
+    config: NetTrainConfig
+    out: Path
+    workdir: Path
+    state: dict
+    data: dict
+    net: object
+
+    @classmethod
+    def start(cls, config, out, workdir, resume: bool, quiet: bool, build) -> TrainingRun:
+        """Open or resume a run: load its data, seed Keras, build the network.
+
+        Parameters
+        ----------
+        config : NetTrainConfig
+        out, workdir, resume
+            See :func:`open_run`.
+        quiet : bool
+            No message about simulating the data.
+        build : callable
+            ``build(input_size, precision)`` -> the network; it takes the
+            checkpoint's weights when a run is resumed.
+
+        Raises
+        ------
+        BlendflagError
+            See :func:`open_run`.
+        """
+        import keras
+
+        out, workdir, state = open_run(config, out, workdir, resume)
+        data = prepare_data(config, workdir, quiet)
+        keras.utils.set_random_seed(config.train_seed)
+        net = build(config.input_size, config.precision)
+        checkpoint = workdir / CHECKPOINT
+        if state is not None and checkpoint.exists():
+            net.load_weights(checkpoint)
+        else:
+            state = {"config": asdict(config), "epoch": 0, "history": []}
+        return cls(config, out, workdir, state, data, net)
+
+    def train_epochs(self, train_epoch, max_minutes, quiet: bool, progress: str) -> bool:
+        """Train the remaining epochs, checkpointing after each; stop at the time budget.
+
+        Parameters
+        ----------
+        train_epoch : callable
+            ``train_epoch(epoch)`` trains 0-based ``epoch`` and returns its batch losses.
+        max_minutes : float or None
+            Stop after the epoch that crosses this budget (minutes).
+        quiet : bool
+            No line per epoch.
+        progress : str
+            The line printed per epoch, formatted with ``epoch`` (1-based) and
+            ``loss`` (the epoch's mean loss).
+
+        Returns
+        -------
+        bool
+            True when every epoch is done, False when stopped by the budget.
+        """
+        start = time.time()
+        while self.state["epoch"] < self.config.epochs:
+            t0 = time.time()
+            losses = train_epoch(self.state["epoch"])
+            self.state["epoch"] += 1
+            self.state["history"].append(
+                {
+                    "epoch": self.state["epoch"],
+                    "loss": float(np.mean(losses)),
+                    "seconds": time.time() - t0,
+                }
+            )
+            self.net.save_weights(self.workdir / CHECKPOINT)
+            write_state(self.workdir, self.state)
+            if not quiet:
+                print(progress.format(epoch=self.state["epoch"], loss=np.mean(losses)))
+            if (
+                max_minutes is not None
+                and self.state["epoch"] < self.config.epochs
+                and (time.time() - start) / 60 >= max_minutes
+            ):
+                return False
+        return True
+
+    def stopped(self) -> dict:
+        """What a trainer returns when the time budget stopped the run."""
+        return {"finished": False, "epochs": self.state["epoch"]}
+
+    def metadata(self, threshold: float, validation: dict, method: str, **specific) -> dict:
+        """The weights file's metadata: what every trainer writes, ``specific`` after ``threshold``.
+
+        Parameters
+        ----------
+        threshold : float
+            Blend probability at or above which a stamp is flagged.
+        validation : dict
+            Figures on the validation set.
+        method : str
+            One line describing the method.
+        **specific
+            The method's own entries (what its flagger needs to score).
+        """
+        return {
+            "input_size": self.config.input_size,
+            "threshold": threshold,
+            **specific,
+            "training": asdict(self.config),
+            "epochs_trained": self.state["epoch"],
+            "validation": validation,
+            "method": method,
+        }
+
+    def finish(self, model, metadata: dict, weights_format: str) -> dict:
+        """Write the weights file of ``model``, mark the run finished, say what was done.
+
+        Parameters
+        ----------
+        model : keras.Model
+            The network the flagger loads (may differ from :attr:`net`).
+        metadata : dict
+            :meth:`metadata`.
+        weights_format : str
+            The flagger's weights-file format name.
+
+        Returns
+        -------
+        dict
+            ``finished``, ``epochs``, ``val``, ``threshold`` and ``out``.
+        """
+        from blendflag_plugins.netcore import save_weights
+
+        save_weights(model, self.out, metadata, weights_format)
+        self.state["finished"] = True
+        write_state(self.workdir, self.state)
+        return {
+            "finished": True,
+            "epochs": self.state["epoch"],
+            "val": metadata["validation"],
+            "threshold": metadata["threshold"],
+            "out": str(self.out),
+        }

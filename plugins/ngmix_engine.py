@@ -29,12 +29,10 @@ from blendflag.shear.engine import StampShearEngine
 from blendflag.shear.results import (
     MCAL_ENGINE_FAILED,
     MCAL_MOMENTS_FAILED,
-    MCAL_NONFINITE_RESULT,
     MCAL_RENDER_FAILED,
     METACAL_VERSIONS,
-    SHAPE_COLUMNS,
     MetacalResult,
-    empty_result_table,
+    filled_result_table,
 )
 
 #: Weight used for noiseless stamps (sigma 0), where ngmix needs a finite weight.
@@ -134,106 +132,19 @@ class NgmixMetacal(StampShearEngine):
         start = time.perf_counter()
         data = self.prepare(stamps, psf, pixel_scale, noise_sigma)
         n, ny, nx = data.stamps.shape
-        table = empty_result_table(n)
         flags = data.flags.copy()
         # ngmix wants numpy.random.RandomState; derive one from the Generator.
         nrng = np.random.RandomState(int(rng.integers(0, 2**31 - 1)))
         psf_choice = self._default_psf()
-
-        def psf_observation(psf):
-            psf_jac = ngmix.DiagonalJacobian(
-                row=(psf.shape[0] - 1) / 2.0, col=(psf.shape[1] - 1) / 2.0, scale=data.pixel_scale
-            )
-            psf_sigma = psf.max() / 1.0e3
-            return ngmix.Observation(
-                psf, weight=np.full(psf.shape, 1.0 / psf_sigma**2), jacobian=psf_jac
-            )
-
-        per_object = data.psf.ndim == 3  # one PSF per stamp: a varying PSF
-        psf_obs = None if per_object else psf_observation(data.psf)
-        if offsets is None:
-            centres = np.tile([(ny - 1) / 2.0, (nx - 1) / 2.0], (n, 1))
-        else:
-            dxdy = np.asarray(offsets, dtype=float).reshape(n, 2)
-            centres = np.column_stack([ny // 2 + dxdy[:, 1], nx // 2 + dxdy[:, 0]])
-        if self.settings["shape"] == "wmom":
-            runner = ngmix.runners.Runner(
-                fitter=ngmix.gaussmom.GaussMom(fwhm=self.settings["weight_fwhm"])
-            )
-        else:
-            fitter = ngmix.admom.AdmomFitter(rng=nrng)
-            guesser = ngmix.guessers.GMixPSFGuesser(rng=nrng, ngauss=1, guess_from_moms=True)
-            runner = ngmix.runners.Runner(fitter=fitter, guesser=guesser)
-        # no psf_runner: nothing here uses the reconvolved PSF's moments, and
-        # skipping them saves five Admom fits per object
-        boots = {}
-        for fixnoise in (False, True):
-            boots[fixnoise] = ngmix.metacal.MetacalBootstrapper(
-                runner=runner,
-                psf_runner=None,
-                rng=nrng,
-                psf=psf_choice,
-                types=list(METACAL_VERSIONS),
-                step=self.step,
-                fixnoise=fixnoise,
-            )
+        observation = _observation_maker(data, offsets)
+        boots = self._bootstrappers(nrng, psf_choice)
         images = (
             {v: np.zeros((n, ny, nx), dtype=np.float32) for v in METACAL_VERSIONS}
             if return_images
             else None
         )
-        e = np.full((len(METACAL_VERSIONS), 2, n), np.nan)
-        T = np.full(n, np.nan)
-        s2n = np.full(n, np.nan)
-        for i in range(n):
-            if flags[i]:
-                continue
-            sigma = data.noise_sigma[i]
-            noisy = sigma > 0
-            weight = np.full((ny, nx), 1.0 / (sigma if noisy else NOISELESS_SIGMA) ** 2)
-            try:
-                psf_i = psf_observation(data.psf[i]) if per_object else psf_obs.copy()
-                jac = ngmix.DiagonalJacobian(
-                    row=centres[i, 0], col=centres[i, 1], scale=data.pixel_scale
-                )
-                obs = ngmix.Observation(
-                    data.stamps[i].copy(), weight=weight, jacobian=jac, psf=psf_i
-                )
-                resdict, obsdict = boots[bool(noisy and self.fixnoise)].go(obs)
-            except (
-                ngmix.GMixRangeError,
-                ngmix.gexceptions.BootPSFFailure,
-                RuntimeError,
-                ValueError,
-            ):
-                flags[i] |= MCAL_RENDER_FAILED
-                continue
-            except Exception:  # noqa: BLE001 - one bad object never stops a catalogue
-                flags[i] |= MCAL_ENGINE_FAILED
-                continue
-            for k, version in enumerate(METACAL_VERSIONS):
-                res = resdict[version]
-                if res["flags"] != 0:
-                    flags[i] |= MCAL_MOMENTS_FAILED
-                    break
-                e[k, :, i] = res["e"]
-                if version == "noshear":
-                    T[i] = res["T"]
-                    s2n[i] = res["s2n"] if noisy else np.inf
-            if images is not None:
-                for version in METACAL_VERSIONS:
-                    images[version][i] = obsdict[version].image
-        ok = flags == 0
-        measured = np.all(np.isfinite(e), axis=(0, 1)) & np.isfinite(T)
-        flags[ok & ~measured] |= MCAL_NONFINITE_RESULT
-        good = flags == 0
-        for k, version in enumerate(METACAL_VERSIONS):
-            c1, c2 = SHAPE_COLUMNS[version]
-            table[c1] = np.where(good, e[k, 0], np.nan)
-            table[c2] = np.where(good, e[k, 1], np.nan)
-        table["T_NOSHEAR"] = np.where(good, T, np.nan)
-        table["S2N_NOSHEAR"] = np.where(good, s2n, np.nan)
-        table["MCAL_FLAGS"] = flags
+        shapes, size, s2n = self._measure_objects(data, flags, observation, boots, images)
+        table = filled_result_table(shapes, size, s2n, flags)
         elapsed = time.perf_counter() - start
         meta = {
             "reconvolution_psf": f"ngmix {psf_choice!r}",
@@ -247,6 +158,191 @@ class NgmixMetacal(StampShearEngine):
         return MetacalResult(
             table=table, images=images, engine=self.name, step=self.step, meta=meta
         )
+
+    def _bootstrappers(self, nrng, psf_choice) -> dict:
+        """ngmix's metacal bootstrappers with this engine's moments, without and with fixnoise.
+
+        Parameters
+        ----------
+        nrng : numpy.random.RandomState
+            ngmix's random state (adaptive-moments guesses, noise correction).
+        psf_choice : str or galsim.GSObject
+            ngmix's reconvolution PSF (:meth:`_default_psf`).
+
+        Returns
+        -------
+        dict
+            ``{fixnoise: ngmix.metacal.MetacalBootstrapper}`` for ``fixnoise``
+            False and True, both on the five versions with step :attr:`step`.
+        """
+        import ngmix
+
+        if self.settings["shape"] == "wmom":
+            runner = ngmix.runners.Runner(
+                fitter=ngmix.gaussmom.GaussMom(fwhm=self.settings["weight_fwhm"])
+            )
+        else:
+            fitter = ngmix.admom.AdmomFitter(rng=nrng)
+            guesser = ngmix.guessers.GMixPSFGuesser(rng=nrng, ngauss=1, guess_from_moms=True)
+            runner = ngmix.runners.Runner(fitter=fitter, guesser=guesser)
+        # no psf_runner: nothing here uses the reconvolved PSF's moments, and
+        # skipping them saves five Admom fits per object
+        return {
+            fixnoise: ngmix.metacal.MetacalBootstrapper(
+                runner=runner,
+                psf_runner=None,
+                rng=nrng,
+                psf=psf_choice,
+                types=list(METACAL_VERSIONS),
+                step=self.step,
+                fixnoise=fixnoise,
+            )
+            for fixnoise in (False, True)
+        }
+
+    def _measure_objects(self, data, flags, observation, boots, images) -> tuple:
+        """Run ngmix's metacal on every unflagged object, in order.
+
+        Parameters
+        ----------
+        data : blendflag.shear.engine.PreparedInput
+            Stamps (ADU), pixel scale (arcsec), noise sigmas (ADU).
+        flags : numpy.ndarray
+            ``(n,)`` ``MCAL_FLAGS``; objects with flags are skipped, failures
+            flagged here (in place).
+        observation : callable
+            ``observation(i)``: object ``i``'s ``ngmix.Observation`` (:func:`_observation_maker`).
+        boots : dict
+            :meth:`_bootstrappers`.
+        images : dict or None
+            ``{version: (n, S, S) float32}``: filled with ngmix's metacal
+            images (ADU) when given.
+
+        Returns
+        -------
+        shapes : numpy.ndarray
+            ``(5, 2, n)`` ellipticity ``(e1, e2)`` per version (NaN where not measured).
+        size : numpy.ndarray
+            ``(n,)`` noshear ``T``, arcsec^2.
+        s2n : numpy.ndarray
+            ``(n,)`` noshear S/N (inf for a noiseless stamp).
+        """
+        import ngmix
+
+        n = len(flags)
+        shapes = np.full((len(METACAL_VERSIONS), 2, n), np.nan)
+        size = np.full(n, np.nan)
+        s2n = np.full(n, np.nan)
+        render_errors = (ngmix.GMixRangeError, ngmix.gexceptions.BootPSFFailure)
+        for i in range(n):
+            if flags[i]:
+                continue
+            noisy = data.noise_sigma[i] > 0
+            try:
+                resdict, obsdict = boots[bool(noisy and self.fixnoise)].go(observation(i))
+            except (*render_errors, RuntimeError, ValueError):
+                flags[i] |= MCAL_RENDER_FAILED
+                continue
+            except Exception:  # noqa: BLE001 - one bad object never stops a catalogue
+                flags[i] |= MCAL_ENGINE_FAILED
+                continue
+            measured = _version_results(resdict, noisy)
+            if measured is None:
+                flags[i] |= MCAL_MOMENTS_FAILED
+            else:
+                shapes[:, :, i], size[i], s2n[i] = measured
+            if images is not None:
+                for version in METACAL_VERSIONS:
+                    images[version][i] = obsdict[version].image
+        return shapes, size, s2n
+
+
+def _psf_observation(psf, pixel_scale: float):
+    """The ngmix observation of one PSF image (centred Jacobian, near-noiseless weight).
+
+    Parameters
+    ----------
+    psf : numpy.ndarray
+        ``(P, P)`` PSF image, sum 1.
+    pixel_scale : float
+        arcsec per pixel.
+    """
+    import ngmix
+
+    psf_jac = ngmix.DiagonalJacobian(
+        row=(psf.shape[0] - 1) / 2.0, col=(psf.shape[1] - 1) / 2.0, scale=pixel_scale
+    )
+    psf_sigma = psf.max() / 1.0e3
+    return ngmix.Observation(psf, weight=np.full(psf.shape, 1.0 / psf_sigma**2), jacobian=psf_jac)
+
+
+def _jacobian_centres(offsets, n: int, shape: tuple[int, int]) -> np.ndarray:
+    """``(n, 2)`` (row, column) pixel of each stamp where its Jacobian is centred.
+
+    The detection's position (stamp centre pixel plus ``offsets``, ``(n, 2)``
+    pixels ``(dx, dy)``), or the stamp's centre without offsets.
+    """
+    ny, nx = shape
+    if offsets is None:
+        return np.tile([(ny - 1) / 2.0, (nx - 1) / 2.0], (n, 1))
+    dxdy = np.asarray(offsets, dtype=float).reshape(n, 2)
+    return np.column_stack([ny // 2 + dxdy[:, 1], nx // 2 + dxdy[:, 0]])
+
+
+def _observation_maker(data, offsets):
+    """``observation(i)``: the ngmix observation of stamp ``i``, with its PSF's.
+
+    Parameters
+    ----------
+    data : blendflag.shear.engine.PreparedInput
+        Stamps (ADU), PSF image or one per stamp, pixel scale (arcsec), noise sigmas (ADU).
+    offsets : array_like or None
+        ``(n, 2)`` pixels: each detection relative to its stamp's central pixel.
+
+    Returns
+    -------
+    callable
+        ``observation(i)`` -> ``ngmix.Observation``: Jacobian at the detection,
+        weight ``1 / sigma^2`` (1/ADU^2; :data:`NOISELESS_SIGMA` for sigma 0).
+    """
+    import ngmix
+
+    n, ny, nx = data.stamps.shape
+    per_object = data.psf.ndim == 3  # one PSF per stamp: a varying PSF
+    psf_obs = None if per_object else _psf_observation(data.psf, data.pixel_scale)
+    centres = _jacobian_centres(offsets, n, (ny, nx))
+
+    def observation(i):
+        sigma = data.noise_sigma[i]
+        weight = np.full((ny, nx), 1.0 / (sigma if sigma > 0 else NOISELESS_SIGMA) ** 2)
+        psf_i = _psf_observation(data.psf[i], data.pixel_scale) if per_object else psf_obs.copy()
+        jac = ngmix.DiagonalJacobian(row=centres[i, 0], col=centres[i, 1], scale=data.pixel_scale)
+        return ngmix.Observation(data.stamps[i].copy(), weight=weight, jacobian=jac, psf=psf_i)
+
+    return observation
+
+
+def _version_results(resdict, noisy: bool):
+    """One object's five ellipticities, noshear size and S/N from ngmix's results.
+
+    Parameters
+    ----------
+    resdict : dict
+        ``{version: result}`` of ``MetacalBootstrapper.go``.
+    noisy : bool
+        The object has noise (else its S/N is inf).
+
+    Returns
+    -------
+    tuple or None
+        ``(e, T, s2n)``: ``(5, 2)`` ellipticities in ``METACAL_VERSIONS``
+        order, ``T`` in arcsec^2, S/N; None when any version's moments failed.
+    """
+    if any(resdict[version]["flags"] != 0 for version in METACAL_VERSIONS):
+        return None
+    e = np.array([resdict[version]["e"] for version in METACAL_VERSIONS])
+    noshear = resdict["noshear"]
+    return e, noshear["T"], noshear["s2n"] if noisy else np.inf
 
 
 @hookimpl

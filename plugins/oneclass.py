@@ -28,8 +28,7 @@ Probability and threshold
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -153,65 +152,67 @@ def train_oneclass(
     import keras
     import tensorflow as tf
 
-    from blendflag.flagging.metrics import choose_threshold, recalls, roc_auc
-    from blendflag_plugins.nettrain import (
-        image_dataset,
-        load_config,
-        open_run,
-        prepare_data,
-        write_state,
-    )
+    from blendflag_plugins.nettrain import TrainingRun, gradient_step, image_dataset, load_config
 
     config = load_config(OneClassTrainConfig, config_path, overrides, "oneclass")
-    out, workdir, state = open_run(config, out, workdir, resume)
-    data = prepare_data(config, workdir, quiet)
-    normal = data["y_train"] < 0.5
-    x_train = data["x_train"][normal]
-    keras.utils.set_random_seed(config.train_seed)
-    ae = build_autoencoder(config.input_size, config.precision)
-    ckpt = workdir / "checkpoint.weights.h5"
-    if state is not None and ckpt.exists():
-        ae.load_weights(ckpt)
-    else:
-        state = {"config": asdict(config), "epoch": 0, "history": []}
-    opt = keras.optimizers.Adam(config.learning_rate, weight_decay=config.weight_decay or None)
+    run = TrainingRun.start(config, out, workdir, resume, quiet, build_autoencoder)
+    x_train = run.data["x_train"][run.data["y_train"] < 0.5]  # the non-blends only
+    ae = run.net
+    optimizer = keras.optimizers.Adam(
+        config.learning_rate, weight_decay=config.weight_decay or None
+    )
 
-    @tf.function
-    def step(x):
-        with tf.GradientTape() as tape:
-            err, _, _ = ae(x, training=True)
-            loss = tf.reduce_mean(err)
-        grads = tape.gradient(loss, ae.trainable_variables)
-        opt.apply_gradients(zip(grads, ae.trainable_variables, strict=True))
-        return loss
+    def reconstruction_loss(x):
+        err, _, _ = ae(x, training=True)
+        return tf.reduce_mean(err)
 
-    start = time.time()
-    while state["epoch"] < config.epochs:
-        t0 = time.time()
-        ds = image_dataset(
-            x_train,
-            np.zeros(len(x_train), np.float32),
-            config.batch_size,
-            config.augment,
-            config.train_seed + state["epoch"],
-            channels=1,
-        )
-        losses = [float(step(x)) for x, _ in ds]
-        state["epoch"] += 1
-        state["history"].append(
-            {"epoch": state["epoch"], "loss": float(np.mean(losses)), "seconds": time.time() - t0}
-        )
-        ae.save_weights(ckpt)
-        write_state(workdir, state)
-        if not quiet:
-            print(f"oneclass epoch {state['epoch']}: reconstruction loss {np.mean(losses):.5f}")
-        if (
-            max_minutes is not None
-            and state["epoch"] < config.epochs
-            and (time.time() - start) / 60 >= max_minutes
-        ):
-            return {"finished": False, "epochs": state["epoch"]}
+    step = gradient_step(ae, optimizer, reconstruction_loss)
+
+    def train_epoch(epoch):
+        labels = np.zeros(len(x_train), np.float32)
+        seed = config.train_seed + epoch
+        ds = image_dataset(x_train, labels, config.batch_size, config.augment, seed, channels=1)
+        return [float(step(x)) for x, _ in ds]
+
+    progress = "oneclass epoch {epoch}: reconstruction loss {loss:.5f}"
+    if not run.train_epochs(train_epoch, max_minutes, quiet, progress):
+        return run.stopped()
     scorer = keras.Model(ae.input, ae.outputs[2])
+    d0, validation = calibrate_scores(scorer, run.data)
+    meta = run.metadata(
+        0.5,
+        validation,
+        "convolutional autoencoder of the central 24x24 px, trained on "
+        "singles and separated pairs only; score = reconstruction error",
+        d0=d0,
+    )
+    return run.finish(scorer, meta, FORMAT)
+
+
+def calibrate_scores(scorer, data: dict) -> tuple[float, dict]:
+    """The scale ``d0`` of ``P = d / (d + d0)``, chosen on the validation stamps.
+
+    ``P`` crosses 0.5 where the reconstruction error ``d`` crosses the
+    threshold of maximum balanced accuracy (chosen on ``d / (d + d_ref)``,
+    ``d_ref`` the median error of the non-blends).
+
+    Parameters
+    ----------
+    scorer : keras.Model
+        Preprocessed stamps -> anomaly score ``d`` (mean square residual,
+        in units of the preprocessed input squared).
+    data : dict
+        ``x_val`` (preprocessed stamps) and ``y_val`` (1 for blends).
+
+    Returns
+    -------
+    d0 : float
+        In the units of ``d``.
+    validation : dict
+        Recalls at ``P >= 0.5`` and AUC on the validation stamps.
+    """
+    from blendflag.flagging.metrics import choose_threshold, recalls, roc_auc
+
     d = (
         netcore.run_batches(netcore.compiled_predict(scorer), data["x_val"].astype(np.float32), 256)
         .reshape(-1)
@@ -222,27 +223,7 @@ def train_oneclass(
     t = choose_threshold(d / (d + d_ref), y)
     d0 = d_ref * t / (1 - t)  # P = d / (d + d0) crosses 0.5 where d / (d + d_ref) crosses t
     p = d / (d + d0)
-    val = recalls(p >= 0.5, y) | {"auc": roc_auc(p, y)}
-    meta = {
-        "input_size": config.input_size,
-        "threshold": 0.5,
-        "d0": d0,
-        "training": asdict(config),
-        "epochs_trained": state["epoch"],
-        "validation": val,
-        "method": "convolutional autoencoder of the central 24x24 px, trained on "
-        "singles and separated pairs only; score = reconstruction error",
-    }
-    netcore.save_weights(scorer, out, meta, FORMAT)
-    state["finished"] = True
-    write_state(workdir, state)
-    return {
-        "finished": True,
-        "epochs": state["epoch"],
-        "val": val,
-        "threshold": 0.5,
-        "out": str(out),
-    }
+    return d0, recalls(p >= 0.5, y) | {"auc": roc_auc(p, y)}
 
 
 @hookimpl

@@ -18,8 +18,7 @@ Classification
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -138,78 +137,133 @@ def train_siamese(
     (balanced between same-class and different-class partners).
     """
     import keras
-    import tensorflow as tf
 
-    from blendflag.flagging.metrics import choose_threshold, recalls, roc_auc
-    from blendflag_plugins.nettrain import load_config, open_run, prepare_data, write_state
+    from blendflag_plugins.nettrain import TrainingRun, gradient_step, load_config
 
     config = load_config(SiameseTrainConfig, config_path, overrides, "siamese")
-    out, workdir, state = open_run(config, out, workdir, resume)
-    data = prepare_data(config, workdir, quiet)
-    x = data["x_train"]
-    y = data["y_train"] > 0.5
-    keras.utils.set_random_seed(config.train_seed)
-    net = build_embedding(config.input_size, config.precision)
-    ckpt = workdir / "checkpoint.weights.h5"
-    if state is not None and ckpt.exists():
-        net.load_weights(ckpt)
-    else:
-        state = {"config": asdict(config), "epoch": 0, "history": []}
-    opt = keras.optimizers.Adam(config.learning_rate)
-    margin = tf.constant(config.margin, tf.float32)
+    run = TrainingRun.start(config, out, workdir, resume, quiet, build_embedding)
+    x = run.data["x_train"]
+    y = run.data["y_train"] > 0.5
+    step = gradient_step(
+        run.net,
+        keras.optimizers.Adam(config.learning_rate),
+        contrastive_loss(run.net, config.margin),
+        augment_pair if config.augment else None,
+    )
+
+    def train_epoch(epoch):
+        batches = partner_batches(x, y, config.train_seed + epoch, config.batch_size)
+        return [float(step(a, b, same)) for a, b, same in batches]
+
+    progress = "siamese epoch {epoch}: contrastive loss {loss:.4f}"
+    if not run.train_epochs(train_epoch, max_minutes, quiet, progress):
+        return run.stopped()
+    threshold, validation, prototypes = validate_prototypes(run.net, run.data, config)
+    meta = run.metadata(
+        threshold,
+        validation,
+        "Siamese twin CNN, contrastive loss, class prototypes",
+        **prototypes,
+        temperature=config.temperature,
+    )
+    return run.finish(run.net, meta, FORMAT)
+
+
+def contrastive_loss(net, margin: float):
+    """``loss(a, b, same)``: the contrastive loss of a batch of pairs (Hadsell et al. 2006).
+
+    Parameters
+    ----------
+    net : keras.Model
+        The twin network (both members of a pair go through it).
+    margin : float
+        Distance below which pairs of different classes are pushed apart
+        (unit embeddings: in (0, 2]).
+
+    Returns
+    -------
+    callable
+        ``loss(a, b, same)``: mean of ``d^2`` over same-class pairs
+        (``same`` 1) and ``max(margin - d, 0)^2`` over the others (``same`` 0).
+    """
+    import tensorflow as tf
+
+    margin = tf.constant(margin, tf.float32)
+
+    def loss(a, b, same):
+        fa, fb = net(a, training=True), net(b, training=True)
+        d = tf.sqrt(tf.reduce_sum((fa - fb) ** 2, axis=1) + 1e-9)
+        return tf.reduce_mean(same * d**2 + (1 - same) * tf.nn.relu(margin - d) ** 2)
+
+    return loss
+
+
+def augment_pair(a, b, same):
+    """Random flips and 90-degree turns of every stamp of both members of a batch of pairs."""
+    import tensorflow as tf
 
     def augment(img):
         img = tf.image.random_flip_left_right(img)
         img = tf.image.random_flip_up_down(img)
         return tf.image.rot90(img, tf.random.uniform((), 0, 4, dtype=tf.int32))
 
-    @tf.function
-    def step(a, b, same):
-        if config.augment:
-            a = tf.map_fn(augment, a)
-            b = tf.map_fn(augment, b)
-        with tf.GradientTape() as tape:
-            fa, fb = net(a, training=True), net(b, training=True)
-            d = tf.sqrt(tf.reduce_sum((fa - fb) ** 2, axis=1) + 1e-9)
-            loss = tf.reduce_mean(same * d**2 + (1 - same) * tf.nn.relu(margin - d) ** 2)
-        grads = tape.gradient(loss, net.trainable_variables)
-        opt.apply_gradients(zip(grads, net.trainable_variables, strict=True))
-        return loss
+    return tf.map_fn(augment, a), tf.map_fn(augment, b), same
 
+
+def partner_batches(x, y, seed: int, batch_size: int):
+    """One epoch of pairs: every stamp, shuffled, with a random partner of either class.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``(n, S, S, 1)`` preprocessed training stamps.
+    y : numpy.ndarray
+        ``(n,)`` bool, True for blends.
+    seed : int
+        Seed of the epoch's order and partners.
+    batch_size : int
+        Pairs per batch.
+
+    Yields
+    ------
+    a, b : numpy.ndarray
+        ``(batch, S, S, 1)`` float32 first and second members.
+    same : numpy.ndarray
+        ``(batch,)`` float32, 1 where both are of one class (half of the pairs on average).
+    """
     idx_b, idx_n = np.nonzero(y)[0], np.nonzero(~y)[0]
-    start = time.time()
-    while state["epoch"] < config.epochs:
-        t0 = time.time()
-        rng = np.random.default_rng(config.train_seed + state["epoch"])
-        order = rng.permutation(len(x))
-        want_same = rng.random(len(x)) < 0.5
-        from_blends = np.where(want_same, y[order], ~y[order])
-        partner = np.where(from_blends, rng.choice(idx_b, len(x)), rng.choice(idx_n, len(x)))
-        same = want_same.astype(np.float32)
-        losses = []
-        for s in range(0, len(x), config.batch_size):
-            sl = slice(s, s + config.batch_size)
-            a = x[order[sl]].astype(np.float32)
-            b = x[partner[sl]].astype(np.float32)
-            losses.append(float(step(a, b, same[sl])))
-        state["epoch"] += 1
-        state["history"].append(
-            {"epoch": state["epoch"], "loss": float(np.mean(losses)), "seconds": time.time() - t0}
-        )
-        net.save_weights(ckpt)
-        write_state(workdir, state)
-        if not quiet:
-            print(f"siamese epoch {state['epoch']}: contrastive loss {np.mean(losses):.4f}")
-        if (
-            max_minutes is not None
-            and state["epoch"] < config.epochs
-            and (time.time() - start) / 60 >= max_minutes
-        ):
-            return {"finished": False, "epochs": state["epoch"]}
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(x))
+    want_same = rng.random(len(x)) < 0.5
+    from_blends = np.where(want_same, y[order], ~y[order])
+    partner = np.where(from_blends, rng.choice(idx_b, len(x)), rng.choice(idx_n, len(x)))
+    same = want_same.astype(np.float32)
+    for s in range(0, len(x), batch_size):
+        sl = slice(s, s + batch_size)
+        yield x[order[sl]].astype(np.float32), x[partner[sl]].astype(np.float32), same[sl]
+
+
+def validate_prototypes(net, data: dict, config: SiameseTrainConfig) -> tuple:
+    """Class prototypes from a labelled reference set, the threshold and figures on the rest.
+
+    The reference set is the first ``n_reference`` stamps of each class of
+    the validation data; the threshold is chosen, and the figures measured,
+    on the other validation stamps.
+
+    Returns
+    -------
+    threshold : float
+        Blend probability at or above which a stamp is flagged.
+    validation : dict
+        Recalls and AUC on the validation stamps outside the reference set.
+    prototypes : dict
+        ``prototype_blend`` and ``prototype_not_blend``: mean unit embeddings (lists).
+    """
+    from blendflag.flagging.metrics import choose_threshold, recalls, roc_auc
+
     predict = netcore.compiled_predict(net)
     emb_val = netcore.run_batches(predict, data["x_val"].astype(np.float32), 256)
     y_val = data["y_val"] > 0.5
-    # reference set: the first n_reference stamps of each class of the validation data
     ref_b = np.nonzero(y_val)[0][: config.n_reference]
     ref_n = np.nonzero(~y_val)[0][: config.n_reference]
     proto_b, proto_n = emb_val[ref_b].mean(axis=0), emb_val[ref_n].mean(axis=0)
@@ -217,28 +271,9 @@ def train_siamese(
     rest[ref_b] = rest[ref_n] = False
     p = prototype_probability(emb_val[rest], proto_b, proto_n, config.temperature)
     threshold = choose_threshold(p, y_val[rest])
-    val = recalls(p >= threshold, y_val[rest]) | {"auc": roc_auc(p, y_val[rest])}
-    meta = {
-        "input_size": config.input_size,
-        "threshold": threshold,
-        "prototype_blend": proto_b.tolist(),
-        "prototype_not_blend": proto_n.tolist(),
-        "temperature": config.temperature,
-        "training": asdict(config),
-        "epochs_trained": state["epoch"],
-        "validation": val,
-        "method": "Siamese twin CNN, contrastive loss, class prototypes",
-    }
-    netcore.save_weights(net, out, meta, FORMAT)
-    state["finished"] = True
-    write_state(workdir, state)
-    return {
-        "finished": True,
-        "epochs": state["epoch"],
-        "val": val,
-        "threshold": threshold,
-        "out": str(out),
-    }
+    validation = recalls(p >= threshold, y_val[rest]) | {"auc": roc_auc(p, y_val[rest])}
+    prototypes = {"prototype_blend": proto_b.tolist(), "prototype_not_blend": proto_n.tolist()}
+    return threshold, validation, prototypes
 
 
 @hookimpl

@@ -190,43 +190,30 @@ def train_from_config(
 
 
 def _train(config, out, workdir, state, max_minutes, quiet, start_from=None) -> dict:
-    import keras
+    """Train the remaining epochs of a run, then write the weights file (:func:`train_from_config`).
 
-    from blendflag_plugins.vgg16_model import build_model, find_imagenet_weights, save_weights
+    Parameters
+    ----------
+    config : VGG16TrainConfig
+    out : pathlib.Path
+        The weights file written when the run finishes.
+    workdir : pathlib.Path
+        Cached data, ``checkpoint.keras``, ``best.weights.npz``, ``state.json``.
+    state : dict or None
+        The resumed run's state; None starts a new run.
+    max_minutes : float or None
+        Stop after the epoch that crosses this budget (minutes).
+    quiet : bool
+        No Keras progress lines, no message at the budget.
+    start_from : list or None
+        Weight arrays a new run starts from (``init_weights``).
+    """
+    import keras
 
     data = prepare_data(config, workdir, quiet)
     keras.utils.set_random_seed(config.train_seed)
     ckpt = workdir / "checkpoint.keras"
-    if state is not None and ckpt.exists():
-        from blendflag_plugins.vgg16_model import resolve_precision
-
-        keras.mixed_precision.set_global_policy(resolve_precision(config.precision))
-        model = keras.models.load_model(ckpt)
-        keras.mixed_precision.set_global_policy("float32")
-    else:
-        state = {
-            "config": asdict(config),
-            "epoch": 0,
-            "best_val_loss": None,
-            "best_epoch": None,
-            "history": [],
-            "elapsed_s": 0.0,
-            "learning_rate": config.learning_rate,
-            "bad_epochs": 0,
-            "lr_wait": 0,
-        }
-        model = build_model(
-            config.input_size,
-            config.precision,
-            imagenet_weights=find_imagenet_weights(config.imagenet_weights),
-        )
-        if start_from is not None:
-            model.set_weights(start_from)
-        model.compile(
-            optimizer=keras.optimizers.Adam(config.learning_rate),
-            loss="binary_crossentropy",
-            metrics=["accuracy"],
-        )
+    model, state = _model_and_state(config, ckpt, state, start_from)
     train_ds = image_dataset(
         data["x_train"],
         data["y_train"],
@@ -238,35 +225,7 @@ def _train(config, out, workdir, state, max_minutes, quiet, start_from=None) -> 
     best_path = workdir / "best.weights.npz"
     start = time.time()
     while state["epoch"] < config.epochs:
-        if config.lr_schedule == "cosine":
-            state["learning_rate"] = float(cosine_learning_rate(config, state["epoch"]))
-        model.optimizer.learning_rate.assign(state["learning_rate"])
-        t0 = time.time()
-        hist = model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=state["epoch"] + 1,
-            initial_epoch=state["epoch"],
-            shuffle=False,
-            verbose=0 if quiet else 2,
-        )
-        record = {k: float(v[-1]) for k, v in hist.history.items()}
-        record.update(
-            epoch=state["epoch"] + 1, seconds=time.time() - t0, learning_rate=state["learning_rate"]
-        )
-        state["history"].append(record)
-        state["epoch"] += 1
-        val_loss = record["val_loss"]
-        if state["best_val_loss"] is None or val_loss < state["best_val_loss"]:
-            state.update(best_val_loss=val_loss, best_epoch=state["epoch"], bad_epochs=0, lr_wait=0)
-            save_weights(model, best_path, {"input_size": config.input_size})
-        else:
-            state["bad_epochs"] += 1
-            state["lr_wait"] += 1
-            if config.lr_schedule == "plateau" and state["lr_wait"] >= config.lr_patience:
-                state["learning_rate"] *= config.lr_factor
-                state["lr_wait"] = 0
-        state["elapsed_s"] += time.time() - t0
+        _train_epoch(model, config, state, (train_ds, val_ds), best_path, quiet)
         model.save(ckpt)
         write_state(workdir, state)
         if state["bad_epochs"] >= config.patience:
@@ -283,6 +242,117 @@ def _train(config, out, workdir, state, max_minutes, quiet, start_from=None) -> 
     state["finished"] = True
     write_state(workdir, state)
     return result | {"finished": True}
+
+
+def _model_and_state(config, ckpt, state, start_from):
+    """The model and run state to train on: the checkpoint's, or a new compiled model.
+
+    Parameters
+    ----------
+    config : VGG16TrainConfig
+    ckpt : pathlib.Path
+        ``checkpoint.keras`` of the run (full model with optimizer state).
+    state : dict or None
+        The resumed run's state; None (or no checkpoint) starts a new run.
+    start_from : list or None
+        Weight arrays a new model starts from (``init_weights``).
+
+    Returns
+    -------
+    model : keras.Model
+    state : dict
+        The resumed state, or a new one (no epoch done, ``learning_rate`` from the config).
+    """
+    import keras
+
+    from blendflag_plugins.vgg16_model import build_model, find_imagenet_weights
+
+    if state is not None and ckpt.exists():
+        from blendflag_plugins.vgg16_model import resolve_precision
+
+        keras.mixed_precision.set_global_policy(resolve_precision(config.precision))
+        model = keras.models.load_model(ckpt)
+        keras.mixed_precision.set_global_policy("float32")
+        return model, state
+    state = {
+        "config": asdict(config),
+        "epoch": 0,
+        "best_val_loss": None,
+        "best_epoch": None,
+        "history": [],
+        "elapsed_s": 0.0,
+        "learning_rate": config.learning_rate,
+        "bad_epochs": 0,
+        "lr_wait": 0,
+    }
+    model = build_model(
+        config.input_size,
+        config.precision,
+        imagenet_weights=find_imagenet_weights(config.imagenet_weights),
+    )
+    if start_from is not None:
+        model.set_weights(start_from)
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss="binary_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model, state
+
+
+def _train_epoch(model, config, state, datasets, best_path, quiet) -> None:
+    """Fit one epoch at the scheduled learning rate and record it in ``state`` (in place).
+
+    A better validation loss writes the weights to ``best_path`` and resets
+    the counters; otherwise ``bad_epochs`` (early stopping) and ``lr_wait``
+    (the plateau schedule, which then lowers the rate by ``lr_factor``) grow.
+
+    Parameters
+    ----------
+    model : keras.Model
+    config : VGG16TrainConfig
+    state : dict
+        The run's state: ``epoch``, ``learning_rate``, ``history``, the best
+        epoch and the counters, ``elapsed_s`` (seconds).
+    datasets : tuple
+        ``(train, validation)`` ``tf.data`` datasets.
+    best_path : pathlib.Path
+        Where the best weights so far are kept.
+    quiet : bool
+        No Keras progress line.
+    """
+    from blendflag_plugins.vgg16_model import save_weights
+
+    if config.lr_schedule == "cosine":
+        state["learning_rate"] = float(cosine_learning_rate(config, state["epoch"]))
+    model.optimizer.learning_rate.assign(state["learning_rate"])
+    t0 = time.time()
+    train_ds, val_ds = datasets
+    hist = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=state["epoch"] + 1,
+        initial_epoch=state["epoch"],
+        shuffle=False,
+        verbose=0 if quiet else 2,
+    )
+    record = {k: float(v[-1]) for k, v in hist.history.items()}
+    record.update(
+        epoch=state["epoch"] + 1, seconds=time.time() - t0, learning_rate=state["learning_rate"]
+    )
+    state["history"].append(record)
+    state["epoch"] += 1
+    val_loss = record["val_loss"]
+    if state["best_val_loss"] is None or val_loss < state["best_val_loss"]:
+        state.update(best_val_loss=val_loss, best_epoch=state["epoch"], bad_epochs=0, lr_wait=0)
+        save_weights(model, best_path, {"input_size": config.input_size})
+    else:
+        state["bad_epochs"] += 1
+        state["lr_wait"] += 1
+        if config.lr_schedule == "plateau" and state["lr_wait"] >= config.lr_patience:
+            state["learning_rate"] *= config.lr_factor
+            state["lr_wait"] = 0
+    state["elapsed_s"] += time.time() - t0
 
 
 def _finish(config, out, workdir, state, data, best_path) -> dict:

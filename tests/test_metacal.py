@@ -419,3 +419,87 @@ def test_given_noise_fields_replace_the_random_ones(pairs):
     assert g1[1] == pytest.approx(-g1[0], abs=0.02)
     with pytest.raises(ValueError, match="noise fields"):
         engine.measure(stamps, pairs.psf, pairs.pixel_scale, sigma, rng, noise_fields=fields[:1])
+
+
+def test_filled_result_table_flags_nonfinite_and_blanks_flagged_rows():
+    """The table fill both stamp engines share: values of unflagged rows only."""
+    from blendflag.shear.results import (
+        MCAL_MOMENTS_FAILED,
+        MCAL_NONFINITE_RESULT,
+        SHAPE_COLUMNS,
+        filled_result_table,
+    )
+
+    shapes = np.full((5, 2, 4), 0.1)
+    shapes[2, 1, 1] = np.nan  # object 1: one version's e2 is NaN
+    size = np.array([0.5, 0.5, np.inf, 0.5])  # object 2: infinite size
+    s2n = np.array([20.0, 20.0, 20.0, np.inf])
+    flags = np.array([0, 0, 0, MCAL_MOMENTS_FAILED], dtype=np.int32)
+    table = filled_result_table(shapes, size, s2n, flags)
+    assert list(table["MCAL_FLAGS"]) == [
+        0,
+        MCAL_NONFINITE_RESULT,
+        MCAL_NONFINITE_RESULT,
+        MCAL_MOMENTS_FAILED,
+    ]
+    assert list(flags) == [0, 0, 0, MCAL_MOMENTS_FAILED]  # the caller's flags are left alone
+    for column in [c for v in METACAL_VERSIONS for c in SHAPE_COLUMNS[v]]:
+        assert table[column][0] == 0.1 and np.isnan(table[column][1:]).all()
+    assert table["T_NOSHEAR"][0] == 0.5 and table["S2N_NOSHEAR"][0] == 20.0
+    assert np.isnan(table["S2N_NOSHEAR"][3])
+
+
+def test_nonfinite_shapes_become_a_flag_in_the_galsim_engine(pairs, monkeypatch):
+    from blendflag.shear.results import MCAL_NONFINITE_RESULT
+    from blendflag_plugins import metacal_galsim
+
+    real = metacal_galsim.version_shapes
+    calls = {"n": 0}
+
+    def shapes(*args, **kwargs):
+        calls["n"] += 1
+        e, size, num, den = real(*args, **kwargs)
+        return e, (np.nan if calls["n"] == 2 else size), num, den
+
+    monkeypatch.setattr(metacal_galsim, "version_shapes", shapes)
+    result = GalSimMetacal(ShearConfig()).measure(
+        pairs.stamps[:3], pairs.psf, pairs.pixel_scale, 0.0, np.random.default_rng(0)
+    )
+    assert list(result.table["MCAL_FLAGS"]) == [0, MCAL_NONFINITE_RESULT, 0]
+    assert np.isnan(result.table["G1_1P"][1]) and np.isfinite(result.table["G1_1P"][0])
+    assert result.table["S2N_NOSHEAR"][0] == np.inf  # noiseless
+
+
+def test_metadetect_detects_with_the_callers_plugin_manager():
+    """Cells measured in the caller's process use its plugin manager (a backend
+    registered by hand is found); a worker gets an empty handle (a manager
+    holds modules, which do not pickle)."""
+    import pickle
+    from dataclasses import replace
+
+    from blendflag.config import DetectConfig, FlagConfig
+    from blendflag_plugins.metadetect_cells import CallerPluginManager
+    from blendflag_plugins.metadetect_engine import Metadetection
+    from blendflag_plugins.sep_detect import blendflag_detect as sep_detect
+
+    calls = []
+
+    class HandRegistered:
+        @staticmethod
+        def blendflag_detect(image, weight, config):
+            if config.backend != "by_hand":
+                return None
+            calls.append(1)
+            return sep_detect(image=image, weight=weight, config=replace(config, backend="sep"))
+
+    image = galsim.Gaussian(sigma=0.4, flux=1e4).drawImage(nx=96, ny=96, scale=0.2).array
+    psf = galsim.Gaussian(fwhm=0.7).drawImage(nx=31, ny=31, scale=0.2).array
+    args = (image, None, psf / psf.sum(), 0.2, 1.0, 3, DetectConfig(backend="by_hand"))
+    engine = Metadetection(ShearConfig())
+    pm = get_plugin_manager(extra_plugins=[("by_hand", HandRegistered)])
+    result = engine.measure_cells(*args, FlagConfig(), pm=pm)
+    assert len(calls) == len(METACAL_VERSIONS) and len(result.tables["noshear"]) >= 1
+    with pytest.raises(BlendflagError, match="no detector answered for backend 'by_hand'"):
+        engine.measure_cells(*args, FlagConfig())  # this process's own manager
+    handle = pickle.loads(pickle.dumps(CallerPluginManager(pm)))
+    assert handle.pm is None

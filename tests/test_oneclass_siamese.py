@@ -157,3 +157,61 @@ def test_each_ships_its_training_config(method):
     assert cls.trainable and path.is_file() and path.name == f"train_{method}.yaml"
     config_cls = {"oneclass": oneclass.OneClassTrainConfig, "siamese": siamese.SiameseTrainConfig}
     assert nettrain.load_config(config_cls[method], path, None, method).method == method
+
+
+def test_partner_batches_pair_every_stamp_with_a_partner_of_the_stated_class():
+    from blendflag_plugins.siamese import partner_batches
+
+    x = np.arange(40, dtype=np.float16).reshape(40, 1, 1, 1)
+    y = np.arange(40) % 3 == 0
+    batches = list(partner_batches(x, y, seed=5, batch_size=16))
+    assert [len(a) for a, _, _ in batches] == [16, 16, 8]
+    a = np.concatenate([b[0] for b in batches]).ravel().astype(int)
+    b = np.concatenate([b[1] for b in batches]).ravel().astype(int)
+    same = np.concatenate([b[2] for b in batches])
+    assert sorted(a) == list(range(40)) and batches[0][0].dtype == np.float32
+    np.testing.assert_array_equal(same == 1, y[a] == y[b])
+    again = list(partner_batches(x, y, seed=5, batch_size=16))
+    np.testing.assert_array_equal(batches[1][1], again[1][1])  # the seed fixes the epoch
+
+
+def test_training_run_checkpoints_each_epoch_and_stops_at_the_budget(tmp_path, capsys):
+    """The scaffolding of the one-class and Siamese trainers, with a stand-in network."""
+    from blendflag.errors import BlendflagError
+    from blendflag_plugins.nettrain import CHECKPOINT, TrainingRun, read_state
+    from blendflag_plugins.oneclass import OneClassTrainConfig
+
+    class Net:
+        def save_weights(self, path):
+            path.write_text("weights")
+
+    config = OneClassTrainConfig(epochs=3)
+    workdir = tmp_path / "w.npz.run"
+    workdir.mkdir()
+    state = {"config": {}, "epoch": 0, "history": []}
+    run = TrainingRun(config, tmp_path / "w.npz", workdir, state, {}, Net())
+    seen = []
+
+    def train_epoch(epoch):
+        seen.append(epoch)
+        return [1.0, 2.0]
+
+    assert not run.train_epochs(train_epoch, 0.0, False, "epoch {epoch}: loss {loss:.2f}")
+    assert seen == [0] and run.stopped() == {"finished": False, "epochs": 1}
+    assert (workdir / CHECKPOINT).exists() and read_state(workdir)["epoch"] == 1
+    assert capsys.readouterr().out == "epoch 1: loss 1.50\n"
+    assert run.train_epochs(train_epoch, None, True, "")
+    assert seen == [0, 1, 2] and [h["loss"] for h in read_state(workdir)["history"]] == [1.5] * 3
+    meta = run.metadata(0.4, {"auc": 0.9}, "a method", d0=2.0)
+    assert list(meta) == [
+        "input_size",
+        "threshold",
+        "d0",
+        "training",
+        "epochs_trained",
+        "validation",
+        "method",
+    ]
+    assert meta["epochs_trained"] == 3 and meta["training"]["epochs"] == 3
+    with pytest.raises(BlendflagError, match="holds an unfinished run"):
+        TrainingRun.start(config, tmp_path / "w.npz", None, False, True, None)
