@@ -286,8 +286,9 @@ class ShearConfig:
     Attributes
     ----------
     engine : str
-        ``"auto"`` (ngmix when it imports, else the GalSim engine), or an
-        engine name. [default: "auto"]
+        An engine name, or ``"auto"`` (the available engine of highest
+        priority: what measures then depends on what is installed).
+        [default: the packaged config's, the built-in engine]
     step : float
         Metacalibration shear step. [default: 0.01]
     stamp_size : int
@@ -322,7 +323,7 @@ class ShearConfig:
         own (e.g. a metadetection engine's cell size and cuts).
     """
 
-    engine: str = "auto"
+    engine: str = field(default_factory=lambda: packaged_default("shear", "engine"))
     step: float = 0.01
     stamp_size: int = 51
     n_bootstrap: int = 200
