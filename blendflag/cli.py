@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 
 from blendflag import __version__
@@ -111,6 +112,42 @@ def configure_logging(verbose: bool) -> None:
         logger.propagate = False
 
 
+#: A value argparse takes for an option: ``-0.02,0``, ``-1e-3``, ``-.5`` (a plain
+#: ``-3`` or ``-0.5`` it already takes; these it would read as an unknown option).
+_SIGNED_VALUE = re.compile(r"^-\.?\d[\d.eE+-]*(,[-+]?[\d.eE+-]*)*$")
+_PLAIN_NEGATIVE = re.compile(r"^-\d+$|^-\d*\.\d+$")
+
+
+def join_signed_values(argv: list[str]) -> list[str]:
+    """``--shear -0.02,0`` as ``--shear=-0.02,0``: values that start with a minus.
+
+    argparse reads a token that starts with ``-`` and is not a plain negative
+    number as an option, so ``--true-shear -0.02,0`` would fail with "expected
+    one argument". A long option followed by such a token (no option of any
+    command looks like one) gets it joined with ``=``; nothing else changes,
+    and what argparse already accepted parses as before.
+
+    Parameters
+    ----------
+    argv : list of str
+
+    Returns
+    -------
+    list of str
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token, value = argv[i], argv[i + 1] if i + 1 < len(argv) else ""
+        option = token.startswith("--") and len(token) > 2 and "=" not in token
+        if option and "--" not in out and _SIGNED_VALUE.match(value):
+            if not _PLAIN_NEGATIVE.match(value):
+                token, i = f"{token}={value}", i + 1
+        out.append(token)
+        i += 1
+    return out
+
+
 def main(argv=None) -> int:
     """Entry point of ``blendflag-shear``."""
     debug = os.environ.get("BLENDFLAG_DEBUG", "") not in ("", "0")
@@ -122,7 +159,7 @@ def main(argv=None) -> int:
         quiet_imports.install(verbose=debug)
         pm = get_plugin_manager()
         parser = build_parser(pm)
-        args = parser.parse_args(argv)
+        args = parser.parse_args(join_signed_values(sys.argv[1:] if argv is None else list(argv)))
         # what produced a result file: its JSON's provenance records this
         args.command_line = ["blendflag-shear", *(sys.argv[1:] if argv is None else argv)]
         verbose = debug or bool(getattr(args, "verbose", False))

@@ -318,6 +318,11 @@ class ShearConfig:
         object's (``"dominant"``); or lower the ``wmom`` weight there, the
         models sheared with each metacal version (``"model"``,
         :mod:`blendflag.shear.neighbour_weights`). [default: "model"]
+    keep_stars : bool
+        Keep the stars in the selections. By default the detections that are
+        stars (by the truth of a simulated field, else by the catalogue's
+        stellar locus, :mod:`blendflag.shear.star_cut`) are left out of every
+        selection. [default: False]
     options : dict
         Per-engine settings, keyed by engine name; each engine documents its
         own (e.g. a metadetection engine's cell size and cuts).
@@ -331,6 +336,7 @@ class ShearConfig:
     truth_depth: str = "field"
     neighbours: str = "keep"
     neighbour_pixels: str = "model"
+    keep_stars: bool = False
     options: dict = field(default_factory=dict)
 
     def validate(self, where: str) -> None:

@@ -82,6 +82,25 @@ def pair_ids(table: Table, truth: Table | None) -> np.ndarray | None:
     return pid
 
 
+def true_stars(match: np.ndarray, truth: Table) -> np.ndarray:
+    """Per detection: matched to a star of the truth (``STAR`` true).
+
+    A truth without a ``STAR`` column is a field drawn without stars: no
+    detection is a star.
+
+    Parameters
+    ----------
+    match : numpy.ndarray
+        :func:`match_truth` of every detection (-1: unmatched).
+    truth : astropy.table.Table
+    """
+    match = np.asarray(match)
+    if "STAR" not in truth.colnames or not len(truth):
+        return np.zeros(len(match), dtype=bool)
+    star = np.asarray(truth["STAR"], dtype=bool)
+    return (match >= 0) & star[np.maximum(match, 0)]
+
+
 def truth_summary(match: np.ndarray, truth: Table, blend_flags: dict) -> dict:
     """How the detections relate to the truth, and what each flagger flags.
 

@@ -8,7 +8,6 @@ from astropy.io import fits
 
 from blendflag.cli import main
 
-
 #: Set by CI (``.ci/run``), where every optional package and binary is installed:
 #: a skipped test is then a failure of the run, never a silent gap.
 NO_SKIPS = "BLENDFLAG_NO_SKIPS"

@@ -72,6 +72,15 @@ def files(tmp_path):
     p["tiles"].mkdir()
     for name, src in (("t1.fits", "image"), ("psf.fits", "psf"), ("catalogue.fits", "cat")):
         (p["tiles"] / name).write_bytes(p[src].read_bytes())
+    # a truth table from another tool beside a tile, and others that are no truth table
+    p["truth_other"] = tmp_path / "truth_other.fits"
+    Table({"RA": [150.1, 150.2], "DEC": [2.1, 2.2], "MAG": [21.0, 22.0]}).write(p["truth_other"])
+    p["truth_text"] = tmp_path / "truth_text.fits"
+    Table({"X": ["41", "86"], "Y": [41.0, 86.0]}).write(p["truth_text"])
+    p["other"] = tmp_path / "other"
+    p["other"].mkdir()
+    for name, src in (("t1.fits", "image"), ("psf.fits", "psf"), ("truth.fits", "truth_other")):
+        (p["other"] / name).write_bytes(p[src].read_bytes())
     p["tmp"] = tmp_path
     return p
 
@@ -165,6 +174,19 @@ CASES = [
     ("bench --only ,", "--only names nothing"),
     ("train --dataset nosuch --out {tmp}/w.npz", "unknown dataset 'nosuch'"),
     ("train --max-minutes 0 --out {tmp}/w.npz", "--max-minutes must be"),
+    # truth tables that simulate-field did not write: the missing columns named
+    (C + " --truth {truth_other}", "truth_other.fits has no columns X, Y (needed: X, Y"),
+    (C + " --truth {truth_text}", "column X is not numeric"),
+    (C + " --truth {psf}", "has no binary table in HDU 1"),
+    (C + " --truth {notfits}", "not a readable FITS file"),
+    ("compare --tiles {other}/t1.fits --out-dir {tmp}/o --flaggers sextractor", "--no-truth"),
+    ("compare --tiles {other}/t1.fits --out-dir {tmp}/o", "truth.fits has no columns X, Y"),
+    ("compare --no-truth", "--no-truth goes with --tiles"),
+    # values that start with a minus, in the space form: parsed, then checked
+    ("compare --true-shear -0.02,0", "go with --image"),
+    (C + " --true-shear -1.5,0", "|shear| must be < 1"),
+    (C + " --shear -0.02,0", "leave them out with --image"),
+    ("simulate-field --dataset cfis --n-galaxies 4 --shear -2,0 --seed 1 --out {tmp}/f", "< 1"),
 ]
 
 
@@ -229,3 +251,112 @@ def test_any_catalogue_gives_finite_positions_or_one_catalogue_error(
     assert all(k[0] in "fi" for k in kinds)
     assert x.dtype == np.float64 and len(x) == len(y) == n
     assert np.isfinite(x).all() and np.isfinite(y).all()
+
+
+# ---------------------------------------------------------------------------
+# files from other tools: truth tables, NOISE cards; signed values; too few cells
+# ---------------------------------------------------------------------------
+
+
+def test_no_truth_runs_tiles_without_their_truth_tables(files, capsys, monkeypatch):
+    import blendflag.tiling.runner as runner
+    from blendflag.errors import BlendflagError
+
+    seen = []
+
+    def fake_run_tiles(tiles, *args, **kwargs):
+        seen.extend(tiles)
+        raise BlendflagError("stopped by the test")
+
+    monkeypatch.setattr(runner, "run_tiles", fake_run_tiles)
+    argv = ["compare", "--tiles", f"{files['other']}/t1.fits", "--out-dir", f"{files['tmp']}/o"]
+    code, _, err = run_cli([*argv, "--flaggers", "sextractor", "--no-truth"], capsys)
+    assert (code, err) == (2, "error: stopped by the test\n")
+    assert [t.truth for t in seen] == [None] and seen[0].psf
+
+
+def _noise_image(tmp_path, noise):
+    path = tmp_path / f"noise_{noise}.fits"
+    image = gaussian_image((160, 160), POSITIONS[:3])
+    header = fits.Header({"PIXSCALE": 0.187, "NOISE": noise})
+    fits.PrimaryHDU(image, header=header).writeto(path)
+    return path
+
+
+@pytest.mark.parametrize(("card", "expected"), [(7.5, 7.5), ("high", None), (-1.0, None)])
+def test_the_noise_card_is_read_without_a_truth_table(files, card, expected):
+    from blendflag.cli import build_parser
+    from blendflag.commands.compare_inputs import user_input
+    from blendflag.plugins import get_plugin_manager
+
+    image = _noise_image(files["tmp"], card)
+    args = build_parser(get_plugin_manager()).parse_args(
+        ["compare", "--image", str(image), "--psf", str(files["psf"])]
+    )
+    assert user_input(args).noise_sigma == expected
+
+
+def test_a_tile_without_truth_gets_its_noise_card(files, monkeypatch):
+    import blendflag.pipeline.compare as pipeline_compare
+    from blendflag.config import PipelineConfig
+    from blendflag.errors import BlendflagError
+    from blendflag.plugins import get_plugin_manager
+    from blendflag.tiling.settings import RunSettings
+    from blendflag.tiling.tasks import compare_tile
+    from blendflag.tiling.tile_list import Tile
+
+    seen = []
+
+    def fake_run_compare(pm, config, data, *args, **kwargs):
+        seen.append(data)
+        raise BlendflagError("stopped by the test")
+
+    monkeypatch.setattr(pipeline_compare, "run_compare", fake_run_compare)
+    pm = get_plugin_manager()
+    settings = RunSettings.for_run(pm, PipelineConfig(), ["sextractor"], "metacal", 1)
+    tile = Tile(name="n", image=str(_noise_image(files["tmp"], 7.5)), psf=str(files["psf"]))
+    summary = compare_tile(tile, settings, str(files["tmp"] / "o"), "hash")
+    assert summary["reason"] == "stopped by the test"
+    assert seen[0].noise_sigma == 7.5 and seen[0].truth is None
+
+
+def test_values_that_start_with_a_minus_parse_in_the_space_form(tmp_path, capsys):
+    from blendflag.cli import join_signed_values
+
+    assert join_signed_values(["--shear", "-0.02,0", "--seed", "1"]) == [
+        "--shear=-0.02,0",
+        "--seed",
+        "1",
+    ]
+    for kept in (["--noise", "-3"], ["--bootstrap", "-1"], ["--a", "--b"], ["--", "--x", "-1,0"]):
+        assert join_signed_values(kept) == kept  # what argparse takes already, and after --
+    out = tmp_path / "f"
+    argv = "simulate-field --dataset cfis --n-galaxies 2 --shear -0.02,0 --seed 1 --size 64"
+    code, _, err = run_cli([*argv.split(), "--quiet", "--out", out], capsys)
+    assert code == 0, err
+    assert fits.getheader(out / "image.fits")["SHEAR1"] == -0.02
+
+
+def test_too_few_cells_of_an_image_engine_say_so_and_what_to_do():
+    from types import SimpleNamespace
+
+    from blendflag.shear.paired import UnitSums, compare_statistics, unit_description
+
+    rng = np.random.default_rng(1)
+    sums = np.zeros((3, 15))
+    sums[:, [0, 3, 6, 9, 12]] = 10.0  # ten objects per cell in every version
+    cells = {"all": [UnitSums(np.arange(3), sums, 30, 1, "versions")]}
+    (entry,) = compare_statistics(cells, 0.01, (0.02, 0.0), rng, 0)
+    assert entry["m"] is None
+    assert entry["null_reason"].startswith("too few cells: 3 measured units")
+    for advice in ("whole cells, not objects", "larger image", "--tiles", "cell_size"):
+        assert advice in entry["null_reason"]
+    metadetect = SimpleNamespace(
+        sum_layout="versions", meta={"cells": 4, "settings": {"cell_size": 200}}
+    )
+    assert unit_description(metadetect) == "200-px cells, 4 in the image"
+    (entry,) = compare_statistics(
+        cells, 0.01, (0.02, 0.0), rng, 0, units=unit_description(metadetect)
+    )
+    assert "(200-px cells, 4 in the image)" in entry["null_reason"]
+    assert unit_description(SimpleNamespace(sum_layout="stamps", meta={})) is None

@@ -82,6 +82,12 @@ def register(cli) -> None:
         "truth.fits are used) or a file of 'image=... psf=...' lines",
     )
     many.add_argument(
+        "--no-truth",
+        action="store_true",
+        help="ignore the tiles' truth tables (truth.fits siblings, truth= tokens): "
+        "for images whose truth.fits is not simulate-field's",
+    )
+    many.add_argument(
         "--out-dir",
         metavar="DIR",
         help="per-tile catalogues and sums; with a split --image, its sub-tiles' work "
@@ -129,6 +135,19 @@ def register(cli) -> None:
     parser.add_argument(
         "--catalogue-out", metavar="FITS", help="annotated catalogue with blend and metacal columns"
     )
+    parser.add_argument(
+        "--keep-stars",
+        action="store_true",
+        help="keep the stars in the selections (by default the detections that are stars, "
+        "by the truth or else the catalogue's stellar locus, are left out of every "
+        "selection; config shear.keep_stars)",
+    )
+    parser.add_argument(
+        "--strict-psf",
+        action="store_true",
+        help="stop with an error, instead of a warning, when the PSF model does not match "
+        "the catalogue's stars (size 3%%, ellipticity 0.01)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -157,9 +176,11 @@ def run(args, pm) -> int:
     from blendflag.pipeline.compare import run_compare
     from blendflag.plugins import get_shear_engines, select_engine
 
-    config = load_config(args)
+    config = _with_star_options(args, load_config(args))
     if args.tiles:
         return run_tiles_command(args, pm, config)
+    if args.no_truth:
+        raise BlendflagError("--no-truth goes with --tiles (without --tiles, leave out --truth)")
     user_data = args.image is not None or args.psf is not None or args.catalogue is not None
     _check_direct_options(args, user_data)
     engine_cls = select_engine(
@@ -187,6 +208,7 @@ def run(args, pm) -> int:
         quiet=args.quiet,
         n_bootstrap=args.bootstrap,
         flag_original=bool(args.catalogue_out),
+        psf_check=psf_check_mode(args),
     )
     _report(args, result.summary)
     if args.catalogue_out:
@@ -197,6 +219,20 @@ def run(args, pm) -> int:
             ctx.catalogue, ctx.table, ctx.annotation, args.catalogue_out, ctx.image_header
         )
     return 0
+
+
+def _with_star_options(args, config):
+    """``config`` with ``shear.keep_stars`` set by ``--keep-stars``."""
+    if not getattr(args, "keep_stars", False):
+        return config
+    from dataclasses import replace
+
+    return replace(config, shear=replace(config.shear, keep_stars=True))
+
+
+def psf_check_mode(args) -> str:
+    """The PSF check against the stars: an error with ``--strict-psf``, else a warning."""
+    return "strict" if getattr(args, "strict_psf", False) else "warn"
 
 
 def _check_direct_options(args, user_data: bool) -> None:
@@ -274,12 +310,18 @@ def _report(args, summary) -> int:
 
 def run_tiles_command(args, pm, config) -> int:
     """``compare --tiles``: every tile a task, then the combined statistics."""
+    from dataclasses import replace
+
+    from blendflag.psf.star_check import report_check
     from blendflag.tiling.runner import combine_tiles, run_tiles
     from blendflag.tiling.tile_list import read_tiles
 
     _check_tiles_options(args)
     tiles = read_tiles(args.tiles)
+    if args.no_truth:
+        tiles = [replace(t, truth=None) for t in tiles]
     _check_tile_files(args, tiles)
+    _check_tile_truths(tiles)
     settings = _tiles_settings(args, pm, config, tiles)
     workers = args.workers or os.cpu_count() or 1
     status = run_tiles(
@@ -300,6 +342,7 @@ def run_tiles_command(args, pm, config) -> int:
     summary.tiles["status"] = status
     summary.workers = workers
     _report(args, summary)
+    report_check(summary.psf_check, strict=psf_check_mode(args) == "strict")
     if status["failed"]:
         raise BlendflagError(
             f"{len(status['failed'])} of {len(tiles)} tiles failed (listed "
@@ -333,6 +376,15 @@ def _check_tile_files(args, tiles: list) -> None:
     missing = [t.name for t in tiles if not t.psf]
     if missing:
         raise BlendflagError(f"tile {missing[0]} has no PSF (psf= or psf.fits beside the image)")
+
+
+def _check_tile_truths(tiles: list) -> None:
+    """Refuse a tile whose truth table is not simulate-field's (read from its headers)."""
+    from blendflag.simulate.field_io import check_truth_file
+
+    for tile in tiles:
+        if tile.truth:
+            check_truth_file(tile.truth)
 
 
 def _tiles_settings(args, pm, config, tiles: list):
@@ -403,3 +455,13 @@ def print_table(data: dict) -> None:
     for reason, names in reasons.items():
         which = "every selection" if len(names) == len(rows) else ", ".join(names)
         print(f"m is null for {which}: {reason}")
+    _print_stars(data.get("stars") or {})
+
+
+def _print_stars(stars: dict) -> None:
+    """One line on the stars, when some were found or none could be looked for."""
+    if stars.get("n"):
+        what = "kept in" if stars.get("kept") else "left out of"
+        print(f"stars: {stars['n']} {what} every selection ({stars['identified_by']})")
+    elif stars.get("note"):
+        print(f"stars: {stars['note']}")

@@ -7,18 +7,17 @@ def user_input(args):
     """The ``FieldInput`` of ``--image``/``--psf``/..., with the truth of ``--truth``.
 
     The true shear comes from ``--true-shear`` or else from the truth file's
-    ``SHEAR1``/``SHEAR2`` cards (``simulate-field`` writes them).
+    ``SHEAR1``/``SHEAR2`` cards (``simulate-field`` writes them). The image's
+    ``NOISE`` card (ADU), when present, is its known noise sigma, truth or not.
     """
     from blendflag.pipeline.field_input import file_input
     from blendflag.simulate.field import parse_shear
+    from blendflag.simulate.field_io import header_noise, read_field_info
 
     true_shear = parse_shear(args.true_shear) if args.true_shear else None
     info = None
     if args.truth:
-        from blendflag.io.catalog import read_catalogue
-        from blendflag.simulate.field_io import read_field_info
-
-        read_catalogue(args.truth)  # a readable FITS table, else one line
+        # the truth's columns are checked where it is read: one line naming what is missing
         info = read_field_info(args.image, args.truth)
         if true_shear is None:
             true_shear = info["shear"]
@@ -32,6 +31,7 @@ def user_input(args):
         true_shear=true_shear,
         flag_map=args.flag_map,
     )
+    data.noise_sigma = header_noise(data.header)
     if info is not None:
         data.truth, data.sign = info["truth"], info["sign"]
         data.noise_sigma, data.reference_noise = info["noise"], info["reference_noise"]

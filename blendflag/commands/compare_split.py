@@ -44,5 +44,6 @@ def run_split(args, pm, config, names, engine_cls, workers, core):
             workers=workers, scheduler=args.scheduler, quiet=args.quiet,
             n_bootstrap=args.bootstrap, weights=args.weights,
             on_message=None if args.quiet else print,
+            psf_check="strict" if args.strict_psf else "warn",
         )  # fmt: skip
     return result

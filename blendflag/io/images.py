@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from pathlib import Path
@@ -64,6 +65,24 @@ def read_image_section(path, region, what: str = "image") -> tuple[np.ndarray, f
         if axis in header:
             header[axis] = float(header[axis]) - offset
     return _native_float(data), header
+
+
+@contextlib.contextmanager
+def image_memmap(path, what: str = "image"):
+    """The 2-d image of a FITS file through a memory map (read only where it is indexed).
+
+    A context manager: the file stays open inside the ``with`` block.
+
+    Raises
+    ------
+    CatalogueError
+        No 2-d image in the file.
+    """
+    with fits.open(path, memmap=True) as hdul:
+        index = _image_hdu(hdul)
+        if index is None:
+            raise CatalogueError(f"{what} {Path(path).name} holds no 2-d image")
+        yield hdul[index].data
 
 
 def image_shape(path, what: str = "image") -> tuple[int, int]:

@@ -70,6 +70,17 @@ class CompareSummary:
         ``--tiles``: ``names``, ``n``, and ``status`` (done, skipped, failed).
     sub_tiles : dict or None
         A split image: cores, margin, counts, seconds per task and stage.
+    stars : dict or None
+        The detections that are stars (:func:`blendflag.shear.star_cut.stars_summary`):
+        ``n`` (over every image; None when they could not be identified),
+        ``identified_by`` (``truth``, ``stellar locus`` or None), ``kept``
+        (``shear.keep_stars``: else they are left out of every selection) and
+        ``note``.
+    psf_check : dict or None
+        The PSF model against the catalogue's stars
+        (:class:`blendflag.psf.star_check.PSFCheck`: ``n_stars``, ``size_ratio``
+        and its error, ``de1``, ``de2``, ``tolerance``, ``passed``); None
+        without a catalogue, or without stars on its stellar locus.
     """
 
     selections: list
@@ -91,6 +102,8 @@ class CompareSummary:
     workers: int | None = None
     tiles: dict | None = None
     sub_tiles: dict | None = None
+    stars: dict | None = None
+    psf_check: dict | None = None
 
     def document(self, argv=None) -> dict:
         """The JSON document: every attribute, and what produced it (``provenance``).
@@ -158,6 +171,7 @@ def run_compare(
     n_bootstrap: int | None = None,
     flag_original: bool = True,
     masked_selection: bool = True,
+    psf_check: str = "warn",
 ) -> CompareResult:
     """Detect, flag, measure and compare the selections: the pipeline's stages, in order.
 
@@ -190,6 +204,16 @@ def run_compare(
         Also report ``all_masked``: every object measured again with the other
         sources' pixels filled with noise (skipped when ``shear.neighbours``
         already masks, or for an image engine). [default: True]
+    psf_check : str
+        The PSF model against the stars of the first image's catalogue, before
+        measuring (:mod:`blendflag.psf.star_check`): ``warn`` (one warning
+        when it fails), ``strict`` (an error), ``record`` (only the JSON's
+        ``psf_check``), ``off``. [default: "warn"]
+
+    Raises
+    ------
+    blendflag.errors.BlendflagError
+        ``psf_check="strict"`` and the PSF model does not match the stars.
     """
     inputs = list(data) if isinstance(data, (list, tuple)) else [data]
     start = time.perf_counter()
@@ -199,6 +223,7 @@ def run_compare(
     true_shear = (
         None if first.true_shear is None else tuple(first.sign * g for g in first.true_shear)
     )
+    checked = input_psf_check(first, psf_check)
     settings = {
         "pm": pm,
         "config": config,
@@ -223,7 +248,38 @@ def run_compare(
             timings[key] = timings.get(key, 0.0) + value
     timings["total"] = time.perf_counter() - start
     result.summary = _summary(contexts, inputs, flaggers, entries, timings)
+    result.summary.psf_check = checked
     return result
+
+
+def input_psf_check(item, mode: str = "warn") -> dict | None:
+    """The PSF of one image against its catalogue's stellar-locus stars (``psf_check``).
+
+    Parameters
+    ----------
+    item : FieldInput
+        Its catalogue, image, weight, PSF (or PSF model) and pixel scale.
+    mode : str
+        ``warn``, ``strict``, ``record`` or ``off`` (see :func:`run_compare`).
+
+    Returns
+    -------
+    dict or None
+        :meth:`blendflag.psf.star_check.PSFCheck.document`; None without a
+        catalogue, without stars on its locus, or ``off``.
+    """
+    if mode == "off" or item.catalogue is None:
+        return None
+    from blendflag.psf.model import ImagePSF
+    from blendflag.psf.star_check import check_psf_at_locus, report_check
+
+    model = item.psf_model if item.psf_model is not None else ImagePSF(item.psf)
+    check = check_psf_at_locus(
+        item.image, model, item.catalogue.table, item.weight, item.pixel_scale
+    )
+    if mode in ("warn", "strict"):
+        report_check(check, strict=mode == "strict")
+    return check
 
 
 def _run_image(item, settings: dict):
@@ -252,18 +308,21 @@ def _run_image(item, settings: dict):
     for key in ("object_keys", "segment_ids", "light_models"):  # a split image's
         if getattr(item, key, None) is not None:
             context.results[key] = getattr(item, key)
+    if getattr(item, "stars", None) is not None:  # a split image's: the whole catalogue's
+        context.results["stars_given"] = item.stars
     run_pipeline(context)
     return context
 
 
 def _paired_entries(result, true_shear, rng, n_bootstrap: int) -> list[dict]:
     """Every selection's statistics, the images paired unit by unit, with the flaggers' counts."""
-    from blendflag.shear.paired import compare_statistics
+    from blendflag.shear.paired import compare_statistics, unit_description
     from blendflag.shear.selections import add_fraction_removed
 
     entries = compare_statistics(
-        result.unit_sums, result.metacal.step, true_shear, rng, n_bootstrap
-    )
+        result.unit_sums, result.metacal.step, true_shear, rng, n_bootstrap,
+        units=unit_description(result.metacal),
+    )  # fmt: skip
     counts = {}
     for context in result.contexts:
         for name, (flagged, measured) in context.results.get("flag_counts", {}).items():
@@ -306,6 +365,8 @@ def _truth_info(contexts, inputs) -> dict | None:
 
 def _summary(contexts, inputs, flaggers, entries, timings) -> CompareSummary:
     """The summary of one direct comparison (see :class:`CompareSummary`)."""
+    from blendflag.shear.star_cut import stars_summary
+
     first = contexts[0]
     result = first.results["shear"]
     complete = [
@@ -331,6 +392,7 @@ def _summary(contexts, inputs, flaggers, entries, timings) -> CompareSummary:
         original_images_flagged=bool(first.flag_original),
         timings_s=timings,
         workers=first.workers,
+        stars=stars_summary([c.results.get("stars") for c in contexts]),
     )
 
 

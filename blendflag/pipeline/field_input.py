@@ -74,6 +74,11 @@ class FieldInput:
         B_IMAGE, THETA_IMAGE of every source that may neighbour the
         catalogue's (a split image's: those of the whole catalogue in its
         region); None: the catalogue's own.
+    stars : dict or None
+        A split image's stars, found on the whole catalogue: ``rows`` (bool
+        per catalogue row, or None), ``identified_by``, ``note`` (see
+        :class:`blendflag.shear.star_cut.ImageStars`); None: the pipeline
+        finds them.
     """
 
     image: np.ndarray
@@ -93,6 +98,7 @@ class FieldInput:
     segmentation: np.ndarray | None = None
     segment_ids: np.ndarray | None = None
     light_models: np.ndarray | None = None
+    stars: dict | None = None
 
 
 def simulated_preset(dataset=DEFAULT_DATASET, density=None):
@@ -128,6 +134,7 @@ def simulated_inputs(
     stamp_size=51,
     density=None,
     shear_pairs=True,
+    n_stars=0,
 ) -> list[FieldInput]:
     """Simulated fields with 90-degree rotated pairs: +g and, by default, its -g twin.
 
@@ -135,7 +142,8 @@ def simulated_inputs(
     about their group's centre, so an isolated galaxy sits on the same pixels)
     and the same pixel noise. Galaxy centres stay half a stamp
     (``stamp_size // 2 + 1`` pixels) inside each half, so no stamp reaches into
-    the other half.
+    the other half. ``n_stars`` stars are drawn too (the same in both:
+    stars are not lensed; rows ``STAR`` of the truth, no rotated partner).
     """
     from blendflag.simulate.field import parse_shear
 
@@ -153,6 +161,7 @@ def simulated_inputs(
             progress,
             stamp_size,
             sign=sign,
+            n_stars=n_stars,
         )
         for sign in signs
     ]
@@ -168,11 +177,13 @@ def simulated_input(
     progress=False,
     stamp_size=51,
     sign=1,
+    n_stars=0,
 ):
     """One simulated field with 90-degree rotated pairs, as :class:`FieldInput`.
 
     ``dataset`` is a preset name, path or :class:`DatasetConfig` (see
-    :func:`simulated_preset`); ``sign`` labels the field's place in a ±g pair.
+    :func:`simulated_preset`); ``sign`` labels the field's place in a ±g pair;
+    ``n_stars`` stars are drawn with the PSF (:mod:`blendflag.simulate.field_stars`).
     """
     from blendflag.simulate.field import simulate_field
     from blendflag.simulate.galaxies import label_reference_noise
@@ -189,6 +200,7 @@ def simulated_input(
         workers=workers,
         progress=progress,
         margin=int(stamp_size) // 2 + 1,
+        n_stars=n_stars,
     )
     reference = label_reference_noise(preset) or fld.noise_sigma or preset.default_noise
     return FieldInput(
@@ -204,7 +216,7 @@ def simulated_input(
         sign=int(sign),
         description={
             "dataset": fld.dataset,
-            "n_galaxies": len(fld.truth),
+            "n_galaxies": len(fld.truth) - int(n_stars),
             "density": preset.field.density,
             "shear": list(fld.shear),
             "seed": seed,
@@ -213,6 +225,7 @@ def simulated_input(
             "rotated_pairs": True,
             "margin": int(stamp_size) // 2 + 1,
             "image_size": list(fld.image.shape[::-1]),
+            **({"n_stars": int(n_stars)} if n_stars else {}),
         },
     )
 

@@ -28,6 +28,8 @@ import numpy as np
 WIDTHS = (0.10, 0.07)
 #: First guess: cells per side, the percentile of the radius in a cell, the band around it.
 CELLS, PERCENTILE, FIRST_BAND = 4, 5.0, 0.08
+#: The catalogue columns :func:`stellar_locus` reads, in its order.
+LOCUS_COLUMNS = ("X_IMAGE", "Y_IMAGE", "FLUX_RADIUS", "SNR_WIN", "FLAGS")
 
 
 def _surface(x, y) -> np.ndarray:
@@ -80,6 +82,31 @@ def stellar_locus(x, y, radius, snr, flags, min_snr: float = 50.0, band: float =
         coef, *_ = np.linalg.lstsq(design[selected], radius[selected], rcond=None)
         selected = cand & (np.abs(radius / (design @ coef) - 1.0) < width)
     return selected
+
+
+def catalogue_stars(table, min_snr: float = 50.0, band: float = 0.05):
+    """The stellar locus of a catalogue's rows, when it has the columns for it.
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        The catalogue (``X_IMAGE``, ``Y_IMAGE``, ``FLUX_RADIUS`` in pixels,
+        ``SNR_WIN``, ``FLAGS``: :data:`LOCUS_COLUMNS`).
+    min_snr, band : float
+        As :func:`stellar_locus`.
+
+    Returns
+    -------
+    stars : numpy.ndarray or None
+        bool per row, True on the locus; None when a column is missing.
+    missing : tuple of str
+        The columns of :data:`LOCUS_COLUMNS` the table lacks.
+    """
+    missing = tuple(c for c in LOCUS_COLUMNS if c not in table.colnames)
+    if missing:
+        return None, missing
+    columns = (np.asarray(table[c]) for c in LOCUS_COLUMNS)
+    return stellar_locus(*columns, min_snr=min_snr, band=band), ()
 
 
 def write_star_catalogue(source, target, min_snr: float = 50.0, band: float = 0.05) -> int:

@@ -118,6 +118,13 @@ class SumsFile:
         Metacalibration shear step.
     engine, layout, shape, neighbour_masking, noise_fields : str
         What measured (as the JSON reports it); ``""`` when unknown.
+    stars : dict or None
+        The stars of the image (``n``, ``identified_by``, ``note``:
+        :meth:`blendflag.shear.star_cut.ImageStars.summary`); None in a file
+        written before stars were counted.
+    psf_check : dict or None
+        The PSF model against the image's stars
+        (:meth:`blendflag.psf.star_check.PSFCheck.document`); None when not checked.
     """
 
     selections: dict
@@ -132,15 +139,24 @@ class SumsFile:
     shape: str = ""
     neighbour_masking: str = ""
     noise_fields: str = ""
+    stars: dict | None = None
+    psf_check: dict | None = None
 
     #: Text fields stored as they are.
     _TEXT = ("hash", "field", "engine", "layout", "shape", "neighbour_masking", "noise_fields")
+    #: Fields stored as JSON text (``""``: None).
+    _JSON = ("stars", "psf_check")
 
     def save(self, path, keys=None) -> None:
         """Write the file atomically (``keys``: see :meth:`UnitSums.to_arrays`)."""
+        import json
+
         from blendflag.io.atomic import atomic_output
 
         arrays = {name: np.array(getattr(self, name) or "") for name in self._TEXT}
+        for name in self._JSON:
+            value = getattr(self, name)
+            arrays[name] = np.array("" if value is None else json.dumps(value))
         arrays.update(
             names=np.array(list(self.selections)),
             sign=np.array(self.sign),
@@ -162,6 +178,8 @@ class SumsFile:
         blendflag.errors.BlendflagError
             A file written by an older blendflag.
         """
+        import json
+
         from blendflag.errors import BlendflagError
 
         with np.load(path, allow_pickle=False) as data:
@@ -171,6 +189,7 @@ class SumsFile:
                     "rerun the tile"
                 )
             text = {n: str(data[n]) if n in data.files else "" for n in cls._TEXT}
+            stored = {n: str(data[n]) if n in data.files else "" for n in cls._JSON}
             sign, layout = int(data["sign"]), text["layout"]
             names = [str(n) for n in data["names"]]
             selections = {
@@ -189,6 +208,7 @@ class SumsFile:
             true_shear=None if np.isnan(shear[0]) else shear,
             step=step,
             **text,
+            **{n: json.loads(v) if v else None for n, v in stored.items()},
         )
 
     @staticmethod
@@ -254,6 +274,7 @@ def compare_statistics(
     true_shear=None,
     rng: np.random.Generator | None = None,
     n_bootstrap: int = 200,
+    units: str | None = None,
 ) -> list[dict]:
     """The JSON entries of every selection, with paired differences.
 
@@ -271,6 +292,10 @@ def compare_statistics(
         [default: seeded with 0]
     n_bootstrap : int
         Resamplings. [default: 200]
+    units : str or None
+        What a unit of an image engine is, for the reason of a null m (e.g.
+        ``200-px cells, 4 in the image``: :func:`unit_description`); None
+        names them from the sums' layout.
 
     Returns
     -------
@@ -297,6 +322,9 @@ def compare_statistics(
     entries = []
     for name in selections:
         entry = _entry(name, point, boot, meta, true_g1)
+        entry["null_reason"] = null_reason(
+            meta[name]["n_units"], true_g1, meta[name]["layout"], units
+        )
         _null_small_selections(entry, meta)
         entries.append(entry)
     return entries
@@ -329,6 +357,7 @@ def _selection_estimates(parts: list, keys, counts, step: float, true_g1, paired
         "n_per_image": [int(np.rint(u.sums[:, 0].sum())) for u in parts],
         "n_good": sum(u.n_good for u in parts),
         "n_units": int((np.abs(total).sum(axis=1) > 0).sum()),
+        "layout": layout,
     }
     boot = _biases(est_boot, true_g1, paired) if counts is not None else None
     return _biases(est, true_g1, paired), boot, meta
@@ -357,7 +386,6 @@ def _entry(name: str, point: dict, boot: dict, meta: dict, true_g1) -> dict:
             if b is not None:
                 entry[f"{label}_err"] = _std(b["m"] - boot[ref]["m"])
     entry["n_units"] = info["n_units"]
-    entry["null_reason"] = null_reason(info["n_units"], true_g1)
     return entry
 
 
@@ -374,16 +402,33 @@ def _null_small_selections(entry: dict, meta: dict) -> None:
                 entry[label] = entry[f"{label}_err"] = None
 
 
-def null_reason(n_units: int, true_g1: float | None) -> str | None:
+def null_reason(
+    n_units: int, true_g1: float | None, layout: str = "stamps", units: str | None = None
+) -> str | None:
     """Why a selection's m is null (None when it is not).
 
     Parameters
     ----------
     n_units : int
-        Units (rotated pairs, or objects) of the selection with a measurement.
+        Units of the selection with a measurement: rotated pairs or objects
+        (layout ``stamps``), an image engine's cells (``versions``).
     true_g1 : float or None
         The true shear along g1 (None or 0: m is undefined).
+    layout : str
+        The sums' layout (:attr:`UnitSums.layout`), which says what a unit is.
+        [default: ``stamps``]
+    units : str or None
+        An image engine's units, e.g. ``200-px cells, 4 in the image``
+        (:func:`unit_description`). [default: named from ``layout``]
     """
+    if n_units < MIN_UNITS and layout == "versions":
+        cells = units or "cells of shear.options.<engine>.cell_size px"
+        return (
+            f"too few cells: {n_units} measured units, at least {MIN_UNITS} needed; an "
+            f"image engine (metadetection) resamples whole cells, not objects ({cells}): "
+            "give a larger image, more images (compare --tiles) or a smaller "
+            "shear.options.<engine>.cell_size in the config"
+        )
     if n_units < MIN_UNITS:
         return (
             f"too few objects: {n_units} measured units (objects, or rotated pairs with "
@@ -394,3 +439,26 @@ def null_reason(n_units: int, true_g1: float | None) -> str | None:
     if not true_g1:
         return "true g1 is 0: m is undefined"
     return None
+
+
+def unit_description(metacal) -> str | None:
+    """An image engine's units in words, for :func:`null_reason`: its cells.
+
+    Parameters
+    ----------
+    metacal : blendflag.shear.results.MetacalResult or blendflag.shear.catalogues.VersionCatalogues
+        An engine's result; an image engine's ``meta`` gives ``cells`` (how many
+        in the image) and ``settings["cell_size"]`` (pixels) when it has them.
+
+    Returns
+    -------
+    str or None
+        e.g. ``200-px cells, 4 in the image``; None for a stamp engine's result
+        or without ``cells``.
+    """
+    meta = getattr(metacal, "meta", None) or {}
+    if getattr(metacal, "sum_layout", "stamps") != "versions" or "cells" not in meta:
+        return None
+    size = (meta.get("settings") or {}).get("cell_size")
+    kind = f"{size}-px cells" if size else "cells"
+    return f"{kind}, {meta['cells']} in the image"

@@ -16,6 +16,10 @@
     metacal version's images (``context.results["metacal_flags"]``, filled by
     the flagging plugin), so the selection response ``R_S`` is measured.
 
+Stars (by the truth of a simulated field, else by the catalogue's stellar
+locus: :mod:`blendflag.shear.star_cut`) are left out of every selection unless
+``shear.keep_stars``; their count is ``context.results["stars"]``.
+
 On a simulated field with 90-degree rotated pairs a stamp selection keeps an
 object only when its rotated partner is kept too, on every metacal version
 alike (so the selection response covers that rule), and the bootstrap
@@ -43,31 +47,43 @@ def measure_selections(context) -> None:
     ``["metacal_flags"]`` (``{flagger: {version: bool per row}}``). Writes
     ``results["selection_masks"]``, ``["unit_sums"]`` (``{name: UnitSums}``,
     what ``--tiles`` stores and what a ±g comparison pairs), ``["selections"]``
-    (the JSON entries of this image alone) and the shear columns of the output
-    catalogue.
+    (the JSON entries of this image alone), ``["stars"]`` (the stars found
+    and how: :meth:`blendflag.shear.star_cut.ImageStars.summary`) and the
+    shear columns of the output catalogue.
     """
     from blendflag.shear.paired import UnitSums, compare_statistics
+    from blendflag.shear.star_cut import complete_without_stars, image_stars
 
     result = context.results["shear"]
     units = result.bootstrap_units(context.results.get("pair_id"))
     blend_flags = context.results.get("metacal_flags") or {}
     good = result.good_masks()
-    masks = {"all": result.complete_units(dict(good), units)}
+    stars = image_stars(context)
+    star_rows = stars.version_rows(result)
+    keep_stars = context.config.shear.keep_stars
+
+    def complete(res, keep):  # the pair rule, the stars left out (or kept alone)
+        return complete_without_stars(res, keep, units, star_rows, keep_stars)
+
+    masks = {"all": complete(result, dict(good))}
     results_of = dict.fromkeys(masks, result)
     masked = context.results.get("shear_masked")
     if masked is not None:  # every object, other sources' pixels filled with noise
-        masks[MASKED_SELECTION] = masked.complete_units(dict(masked.good_masks()), units)
+        masks[MASKED_SELECTION] = complete(masked, dict(masked.good_masks()))
         results_of[MASKED_SELECTION] = masked
     isolated = true_isolation(context)
     if isolated is not None and result.sum_layout == "stamps":
         keep = {v: good[v] & isolated for v in METACAL_VERSIONS}
-        masks[TRUTH_SELECTION] = result.complete_units(keep, units)
+        masks[TRUTH_SELECTION] = complete(result, keep)
     lonely_rows = version_true_isolation(context, result)
     if lonely_rows is not None:  # separately detected catalogues: each its own match
-        masks[TRUTH_SELECTION] = {v: good[v] & lonely_rows[v] for v in METACAL_VERSIONS}
+        keep = {v: good[v] & lonely_rows[v] for v in METACAL_VERSIONS}
+        masks[TRUTH_SELECTION] = complete(result, keep)
     for name, flags in blend_flags.items():
         keep = {v: good[v] & ~np.asarray(flags[v], dtype=bool) for v in METACAL_VERSIONS}
-        masks[selection_name(name)] = result.complete_units(keep, units)
+        masks[selection_name(name)] = complete(result, keep)
+    n_stars = None if star_rows is None else int(star_rows["noshear"].sum())
+    context.results["stars"] = stars.summary(n_stars, keep_stars)
     keys = result.unit_keys(units)
     unit_sums = {}
     for name, m in masks.items():
@@ -84,6 +100,8 @@ def measure_selections(context) -> None:
         n_boot,
     )
     good0 = good["noshear"]
+    if star_rows is not None and not keep_stars:  # the sample the flaggers cut from
+        good0 = good0 & ~star_rows["noshear"]
     removed = {
         selection_name(name): (
             int(np.asarray(flags["noshear"], dtype=bool)[good0].sum()),

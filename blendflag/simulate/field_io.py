@@ -9,14 +9,17 @@ any drawing starts.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
 from blendflag.config import to_yaml
-from blendflag.errors import BlendflagError
+from blendflag.errors import BlendflagError, CatalogueError
 from blendflag.simulate.field import Field
+
+logger = logging.getLogger(__name__)
 
 
 def _field_cards(field: Field) -> list:
@@ -232,6 +235,11 @@ def read_field_info(image, truth=None, name: str = "image") -> dict:
         ``reference_noise`` (``REFNOISE``: the depth of the flaggers' blend
         label, ADU) and ``field`` (the key pairing the +g and -g tiles: preset,
         seed and number of galaxies; ``name`` for real data).
+
+    Raises
+    ------
+    CatalogueError
+        The truth file is unreadable or not a truth table (see :func:`read_truth`).
     """
     from astropy.io import fits
 
@@ -246,24 +254,134 @@ def read_field_info(image, truth=None, name: str = "image") -> dict:
     image_header = fits.getheader(image)
     headers = [image_header]
     if truth:
-        from astropy.table import Table
-
-        with fits.open(truth) as hdul:
-            table = Table(hdul[1].data)
-            for key in ("ISONOISE", "FLDNOISE"):
-                if key in hdul[1].header:
-                    table.meta[key] = float(hdul[1].header[key])
-            headers.append(hdul[0].header)
-        info["truth"] = table
+        info["truth"], truth_header = read_truth(truth)
+        headers.append(truth_header)
     for h in headers:
         if "SHEAR1" in h and info["shear"] is None:
             info["shear"] = (float(h["SHEAR1"]), float(h.get("SHEAR2", 0.0)))
         if "SHRSIGN" in h:
             info["sign"] = int(h["SHRSIGN"])
-        if "NOISE" in h and info["noise"] is None:
-            info["noise"] = float(h["NOISE"])
+        if info["noise"] is None:
+            info["noise"] = header_noise(h)
         if "REFNOISE" in h and info["reference_noise"] is None:
             info["reference_noise"] = float(h["REFNOISE"])
         if "SEED" in h and "DATASET" in h:
             info["field"] = f"{h['DATASET']}:{h['SEED']}:{h.get('NGAL', '')}"
     return info
+
+
+def header_noise(header) -> float | None:
+    """The ``NOISE`` card of a header: the pixel noise sigma (ADU) ``simulate-field`` writes.
+
+    Returns
+    -------
+    float or None
+        None when the card is absent, or is not a finite number >= 0 (then
+        with a warning: another tool's card of that name is left alone).
+    """
+    if "NOISE" not in header:
+        return None
+    value = header["NOISE"]
+    try:
+        sigma = float(value)
+    except (TypeError, ValueError):
+        sigma = float("nan")
+    if isinstance(value, bool) or not (sigma >= 0 and np.isfinite(sigma)):
+        logger.warning("header card NOISE = %r is no noise sigma in ADU; ignored", value)
+        return None
+    return sigma
+
+
+#: Truth columns a comparison needs: the true positions (1-based pixels) that
+#: detections are matched to (:func:`blendflag.truth.match_truth`).
+TRUTH_NEEDED = ("X", "Y")
+#: Truth columns used when present (ids, rotated pairs, footprints).
+TRUTH_OPTIONAL = ("ID", "PAIR_ID", "ROTATED", "OVERLAPS", "OVERLAPS_FIELD")
+
+
+def read_truth(path):
+    """A truth table as :func:`write_field` writes it, checked.
+
+    Parameters
+    ----------
+    path : path-like
+        ``truth.fits``: the table in HDU 1 (``TRUTH``), the field's cards in
+        the primary header.
+
+    Returns
+    -------
+    (astropy.table.Table, astropy.io.fits.Header)
+        The table, with its header's depths ``ISONOISE`` and ``FLDNOISE``
+        in ``meta``, and the primary header.
+
+    Raises
+    ------
+    CatalogueError
+        Unreadable, no table in HDU 1, or a needed column missing or not numeric.
+    """
+    from astropy.io import fits
+    from astropy.table import Table
+
+    from blendflag.io.catalog import open_fits
+
+    hdul = open_fits(Path(path), "truth table")
+    if len(hdul) < 2 or not isinstance(hdul[1], fits.BinTableHDU):
+        raise CatalogueError(f"truth table {path} has no binary table in HDU 1: {_NOT_TRUTH}")
+    table = Table(hdul[1].data)
+    _check_truth_columns({n: table[n].dtype.kind in "iuf" for n in table.colnames}, path)
+    for key in ("ISONOISE", "FLDNOISE"):
+        if key in hdul[1].header:
+            table.meta[key] = float(hdul[1].header[key])
+    return table, hdul[0].header
+
+
+def check_truth_file(path) -> None:
+    """Check a truth table's columns from its headers alone (cheap: no rows are read).
+
+    Raises
+    ------
+    CatalogueError
+        See :func:`read_truth`.
+    """
+    from astropy.io import fits
+
+    from blendflag.io.catalog import open_fits
+
+    try:
+        header = fits.getheader(path, 1)
+    except (OSError, IndexError, ValueError):
+        open_fits(Path(path), "truth table")  # one line naming what is wrong
+        raise CatalogueError(
+            f"truth table {path} has no binary table in HDU 1: {_NOT_TRUTH}"
+        ) from None
+    if header.get("XTENSION") != "BINTABLE":
+        raise CatalogueError(f"truth table {path} has no binary table in HDU 1: {_NOT_TRUTH}")
+    columns = {
+        str(header[f"TTYPE{i}"]).strip(): header.get(f"TFORM{i}", "").strip()[-1:] in "BIJKED"
+        for i in range(1, int(header.get("TFIELDS", 0)) + 1)
+        if f"TTYPE{i}" in header
+    }
+    _check_truth_columns(columns, path)
+
+
+_NOT_TRUTH = (
+    "it is not a truth table written by blendflag simulate-field; leave it out "
+    "(compare without --truth, or compare --tiles ... --no-truth)"
+)
+
+
+def _check_truth_columns(columns: dict, path) -> None:
+    """Raise unless ``columns`` (``{name: numeric}``) holds :data:`TRUTH_NEEDED`, numeric."""
+    missing = [c for c in TRUTH_NEEDED if c not in columns]
+    if missing:
+        raise CatalogueError(
+            f"truth table {path} has no column{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(missing)} (needed: {', '.join(TRUTH_NEEDED)}; used when present: "
+            f"{', '.join(TRUTH_OPTIONAL)}): {_NOT_TRUTH}"
+        )
+    text = [c for c in TRUTH_NEEDED if not columns[c]]
+    if text:
+        raise CatalogueError(
+            f"truth table {path}: column {text[0]} is not numeric (the true positions, "
+            f"1-based pixels): {_NOT_TRUTH}"
+        )

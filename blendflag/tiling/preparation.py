@@ -5,7 +5,8 @@ catalogue's positions, the PSF, the pixel scale, unmasked NaN pixels), assigns
 every catalogue row to one sub-tile, measures the median object noise (the
 flaggers' reference depth in the whole image's run) region by region, and,
 when the engine masks neighbours, runs the detector once on the whole image
-for its segmentation map. It writes ``prep.npz`` and ``segmentation.npy`` into
+for its segmentation map; it finds the stars of the whole catalogue's stellar
+locus and checks the PSF against them. It writes ``prep.npz`` and ``segmentation.npy`` into
 the work directory atomically and skips the work when they are already there
 for the same inputs and settings.
 """
@@ -187,6 +188,70 @@ def _masking_arrays(pm, config, inputs, positions, work: Path) -> dict:
     return arrays
 
 
+def _star_arrays(cat, files, psf, scale) -> dict:
+    """The whole catalogue's stars and the PSF checked against them, for ``prep.npz``.
+
+    The stellar locus is followed across the whole image (not a sub-tile's
+    part of it), and the PSF model is checked once, on the whole image read
+    through a memory map where the stars are.
+
+    Parameters
+    ----------
+    cat : blendflag.io.catalog.Catalogue
+    files : (path-like, path-like or None)
+        The image and its weight map.
+    psf : (numpy.ndarray, PSFModel or None)
+        The checked PSF image and the varying model, if any.
+    scale : float
+        Arcsec per pixel.
+
+    Returns
+    -------
+    dict
+        ``stars`` (bool per row, when identified), ``stars_note`` and
+        ``psf_check`` (JSON text, ``""``: none).
+    """
+    import contextlib
+    import json
+
+    from astropy.table import Table
+
+    from blendflag.io.images import image_memmap
+    from blendflag.psf.model import ImagePSF
+    from blendflag.psf.star_check import check_psf
+    from blendflag.psf.stars import LOCUS_COLUMNS
+    from blendflag.shear.star_cut import locus_stars
+
+    found = locus_stars(Table({c: cat.column(c) for c in LOCUS_COLUMNS if c in cat.colnames}))
+    arrays = {"stars_note": np.array(found.note or ""), "psf_check": np.array("")}
+    if found.rows is None:
+        return arrays
+    arrays["stars"] = found.rows
+    model = psf[1] if psf[1] is not None else ImagePSF(psf[0])
+    image, weight = files
+    with contextlib.ExitStack() as stack:
+        pixels = stack.enter_context(image_memmap(image))
+        wgt = None if weight is None else stack.enter_context(image_memmap(weight, "weight map"))
+        check = check_psf(pixels, model, found.x, found.y, wgt, scale)
+    if check is not None:
+        arrays["psf_check"] = np.array(json.dumps(check.document()))
+    return arrays
+
+
+def _stored_stars(prep_path: Path) -> tuple[dict, dict | None]:
+    """The stars (``FieldInput.stars`` without rows) and the PSF check stored in ``prep.npz``."""
+    import json
+
+    from blendflag.shear.star_cut import LOCUS
+
+    with np.load(prep_path, allow_pickle=False) as data:
+        note = str(data["stars_note"]) if "stars_note" in data.files else ""
+        found = "stars" in data.files
+        check = str(data["psf_check"]) if "psf_check" in data.files else ""
+    stars = {"identified_by": LOCUS if found else None, "note": note or None}
+    return stars, json.loads(check) if check else None
+
+
 def prepare_subtiles(
     pm,
     config,
@@ -228,7 +293,9 @@ def prepare_subtiles(
         Every sub-tile of the grid, in row-major order.
     info : dict
         ``n_objects``, ``owned`` (objects per sub-tile), ``reference_noise``
-        (ADU), ``pixel_scale`` (arcsec), ``margin`` and ``image_size``.
+        (ADU), ``pixel_scale`` (arcsec), ``margin``, ``image_size``,
+        ``stars`` (how the whole catalogue's stars were found) and
+        ``psf_check`` (the PSF against them, or None).
 
     Raises
     ------
@@ -271,11 +338,13 @@ def prepare_subtiles(
         }
         if masking:
             arrays.update(_masking_arrays(pm, config, (image, weight, cat), (x, y), work))
+        arrays.update(_star_arrays(cat, (image, weight), (psf_img, psf_model), scale))
         arrays["hash"] = np.array(settings.inputs_hash)  # last: marks the preparation done
         with atomic_output(prep_path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
     with np.load(prep_path, allow_pickle=False) as data:
         reference = float(data["reference_noise"])
+    stars, psf_check = _stored_stars(prep_path)
     info = {
         "n_objects": len(x),
         "owned": np.bincount(owner, minlength=len(subtiles)).tolist(),
@@ -284,5 +353,7 @@ def prepare_subtiles(
         "margin": margin,
         "image_size": [shape[1], shape[0]],
         "psf_model": None if psf_model is None else psf_model.description,
+        "stars": stars,
+        "psf_check": psf_check,
     }
     return subtiles, info

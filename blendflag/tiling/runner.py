@@ -157,9 +157,13 @@ def combine_tiles(tiles: list[Tile], out_dir, seed: int = 0, n_bootstrap: int = 
     Returns
     -------
     blendflag.pipeline.compare.CompareSummary
-        ``tiles`` holds the names of the tiles combined and their number.
+        ``tiles`` holds the names of the tiles combined and their number;
+        ``stars`` and ``psf_check`` those of every tile together
+        (:func:`blendflag.psf.star_check.combine_checks`).
     """
     from blendflag.pipeline.compare import CompareSummary
+    from blendflag.psf.star_check import combine_checks
+    from blendflag.shear.star_cut import stars_summary
 
     out = Path(out_dir)
     stored, fields = {}, {}
@@ -195,6 +199,8 @@ def combine_tiles(tiles: list[Tile], out_dir, seed: int = 0, n_bootstrap: int = 
         shape=_joined(f.shape for f in files),
         neighbour_masking=_joined(f.neighbour_masking for f in files),
         tiles={"names": list(stored), "n": len(stored)},
+        stars=stars_summary([f.stars for f in files]),
+        psf_check=combine_checks([f.psf_check for f in files]),
     )
 
 

@@ -102,6 +102,7 @@ def run_split_compare(
     n_bootstrap: int | None = None,
     weights=None,
     on_message=print,
+    psf_check: str = "warn",
 ):
     """Compare the selections on one image split into sub-tiles.
 
@@ -121,6 +122,10 @@ def run_split_compare(
         As ``compare --image``.
     on_message : callable or None
         Gets one line about the split and the Dask dashboard.
+    psf_check : str
+        The PSF against the whole catalogue's stellar-locus stars, checked in
+        the preparation: ``warn``, ``strict`` (an error before the sub-tiles
+        run) or ``record`` (see :func:`blendflag.pipeline.compare.run_compare`).
 
     Returns
     -------
@@ -130,9 +135,11 @@ def run_split_compare(
     Raises
     ------
     BlendflagError
-        An image engine, bad inputs (one line), or sub-tiles that failed
-        (after the others finished and were stored).
+        An image engine, bad inputs (one line), sub-tiles that failed
+        (after the others finished and were stored), or with
+        ``psf_check="strict"`` a PSF that does not match the stars.
     """
+    from blendflag.psf.star_check import report_check
     from blendflag.tiling.preparation import prepare_subtiles
     from blendflag.tiling.settings import RunSettings
 
@@ -156,6 +163,8 @@ def run_split_compare(
         pixel_scale=split.pixel_scale, recentre_psf=split.recentre_psf,
     )  # fmt: skip
     settings = settings.with_(reference_noise=info["reference_noise"])
+    if psf_check in ("warn", "strict"):
+        report_check(info["psf_check"], strict=psf_check == "strict")
     if not info["psf_model"]:
         _before_measuring(engine_cls, config, work, info, workers, scheduler)
     busy = [s for s in subtiles if info["owned"][s.index]]
@@ -171,6 +180,7 @@ def run_split_compare(
     summary = combine_tiles(busy, work, seed=seed, n_bootstrap=n_boot)
     _as_one_image(summary, split, info)
     summary.sub_tiles = _sub_tiles_info(split, info, busy, status, work)
+    summary.psf_check = info["psf_check"]
     summary.timings_s = {"prepare": prep_seconds, "total": time.perf_counter() - start}
     summary.workers = workers
     return summary

@@ -68,6 +68,7 @@ def subtile_input(sub: SubTile, work_dir, settings):
         scale = float(prep["pixel_scale"])
         ids = np.array(prep["segment_ids"])[rows] if "segment_ids" in prep.files else None
         pool = np.array(prep["light_models"]) if "light_models" in prep.files else None
+        stars = _subtile_stars(prep, rows)
     if not rows.size:
         return None
     x0, x1, y0, y1 = sub.region
@@ -110,7 +111,21 @@ def subtile_input(sub: SubTile, work_dir, settings):
         light_models=pool,
         psf_model=psf_model,
         description={"sub_tile": sub.name, "core": list(sub.core), "region": list(sub.region)},
+        stars=stars,
     )
+
+
+def _subtile_stars(prep, rows: np.ndarray) -> dict:
+    """``FieldInput.stars`` of a sub-tile's rows: the whole catalogue's locus (``prep.npz``)."""
+    from blendflag.shear.star_cut import LOCUS
+
+    found = "stars" in prep.files
+    note = str(prep["stars_note"]) if "stars_note" in prep.files else ""
+    return {
+        "rows": np.array(prep["stars"])[rows] if found else None,
+        "identified_by": LOCUS if found else None,
+        "note": note or None,
+    }
 
 
 @_tile_task
@@ -138,6 +153,7 @@ def compare_subtile(sub: SubTile, settings, out_dir: str, tile_hash_value: str) 
         quiet=True,
         n_bootstrap=0,  # only the sums are kept: the bootstrap is drawn once, on the whole
         flag_original=False,
+        psf_check="off",  # checked once on the whole image (tiling.preparation)
     )
     info = {"shear": settings.true_shear, "sign": 1, "field": settings.field}
     write_tile_sums(

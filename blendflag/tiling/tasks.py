@@ -95,8 +95,9 @@ def compare_tile(tile: Tile, settings, out_dir: str, tile_hash_value: str) -> di
     )
     info = read_field_info(tile.image, tile.truth, name=tile.name)
     data.truth, data.true_shear, data.sign = info["truth"], info["shear"], info["sign"]
-    if info["truth"] is not None:  # a simulation: its known noise and label depth
-        data.noise_sigma, data.reference_noise = info["noise"], info["reference_noise"]
+    data.noise_sigma = info["noise"]  # the image's NOISE card, truth or not
+    if info["truth"] is not None:  # a simulation: its label depth
+        data.reference_noise = info["reference_noise"]
     result = run_compare(
         pm,
         config,
@@ -107,6 +108,7 @@ def compare_tile(tile: Tile, settings, out_dir: str, tile_hash_value: str) -> di
         workers=1,
         quiet=True,
         n_bootstrap=settings.bootstrap,
+        psf_check="record",  # in the sums: the command reports the combined check once
     )
     out = Path(out_dir)
     ctx = result.context
@@ -149,6 +151,8 @@ def write_tile_sums(path, result, info: dict, tile_hash_value: str, keys=None) -
         shape=metacal.meta.get("shape") or "",
         neighbour_masking=result.context.results.get("neighbour_masking") or "",
         noise_fields=metacal.meta.get("noise_fields") or "",
+        stars=result.context.results.get("stars"),
+        psf_check=result.summary.psf_check,
     ).save(path, keys)
 
 
