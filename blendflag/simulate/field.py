@@ -38,6 +38,7 @@ GalSim is imported inside the functions, never at import time.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -56,6 +57,7 @@ from blendflag.simulate.field_stars import (
 )
 from blendflag.simulate.field_truth import blend_overlaps, galaxy_truth
 from blendflag.simulate.galaxies import isophote_level, psf_image
+from blendflag.simulate.population import galaxy_density, uses_counts
 from blendflag.simulate.presets import DatasetConfig, load_dataset
 
 #: Galaxies per task when fields are drawn in worker processes.
@@ -179,7 +181,9 @@ def simulate_field(
         0 gives a noiseless image (weight 1). [default: None]
     size : int or None
         Side of the square image in pixels; None takes ``field.size`` or sizes
-        the image from ``field.density`` (galaxies per arcmin^2). [default: None]
+        the image from ``field.density`` (galaxies per arcmin^2; with
+        ``galaxy.population: counts`` the density of the number counts over
+        their magnitude range instead). [default: None]
     workers : int or None
         Worker processes; None is serial below 20000 galaxies. [default: None]
     progress : bool
@@ -209,7 +213,8 @@ def simulate_field(
         pixels), ``FLUX`` (ADU), ``HLR`` (arcsec), ``E1_INTRINSIC``,
         ``E2_INTRINSIC``, ``ROTATED``, ``PAIR_ID`` (-1 without pairs),
         ``OVERLAPS``, ``N_OVERLAPS``, ``OVERLAPS_FIELD``, ``N_OVERLAPS_FIELD``,
-        ``SERSIC_N``, ``B2T``), ``pixel_scale``
+        ``SERSIC_N``, ``B2T``, and ``MAG`` (AB) with ``galaxy.population:
+        counts``), ``pixel_scale``
         (arcsec), ``noise_sigma`` (ADU), ``shear``.
     """
     config = load_dataset(dataset)
@@ -318,10 +323,18 @@ def _scene_side(config: DatasetConfig, size, n_drawn: int) -> int:
         ``size`` is not an integer >= 32.
     """
     if size is None:
-        return field_size(config, n_drawn)
+        return field_size(_density_config(config), n_drawn)
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 32:
         raise BlendflagError(f"size must be an integer >= 32 pixels, got {size!r}")
     return int(size)
+
+
+def _density_config(config: DatasetConfig) -> DatasetConfig:
+    """``config``, with the ``counts`` population's density (per arcmin^2) as ``field.density``."""
+    if not uses_counts(config):
+        return config
+    density = galaxy_density(config.galaxy.counts)
+    return dataclasses.replace(config, field=dataclasses.replace(config.field, density=density))
 
 
 def _scene_margin(config: DatasetConfig, margin, side: int) -> int:

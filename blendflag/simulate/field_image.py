@@ -1,9 +1,10 @@
 """The pixels of a simulated field: its galaxies pasted in order, then its noise and weight.
 
 Galaxies are drawn in chunks (:func:`blendflag.simulate.field_draw.draw_field_task`,
-in worker processes or not) and their noiseless stamps are added to the
-float32 image in galaxy order, whatever order the chunks finish in, so the
-image's bytes never depend on the number of workers. Used by
+or :func:`blendflag.simulate.population_draw.draw_population_task` for the
+``counts`` population, in worker processes or not) and their noiseless
+stamps are added to the float32 image in galaxy order, whatever order the
+chunks finish in, so the image's bytes never depend on the number of workers. Used by
 :func:`blendflag.simulate.field.simulate_field`.
 """
 
@@ -15,6 +16,8 @@ from blendflag._runtime.parallel import run_chunks
 from blendflag.simulate.field_draw import draw_field_task, footprint
 from blendflag.simulate.field_layout import GalaxyLayout
 from blendflag.simulate.field_stars import paste
+from blendflag.simulate.population import uses_counts
+from blendflag.simulate.population_draw import draw_population_task
 from blendflag.simulate.presets import DatasetConfig
 
 
@@ -121,6 +124,7 @@ def draw_galaxies(
     thresh, thresh_field = thresholds
     workers, step = chunking
     tasks = _galaxy_tasks(config, layout, shear, thresh, psf_at, step)
+    task = draw_population_task if uses_counts(config) else draw_field_task
     bar = None
     if progress:
         from blendflag._runtime.progress import progress as make_bar
@@ -128,7 +132,7 @@ def draw_galaxies(
         bar = make_bar(total=len(layout.params), desc="field", unit="gal")
     paster = _GalaxyPaster(image, layout, thresh_field, bar)
     try:
-        run_chunks(draw_field_task, tasks, workers, on_done=paster, keep=False)
+        run_chunks(task, tasks, workers, on_done=paster, keep=False)
     finally:
         if bar is not None:
             bar.close()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from blendflag.simulate.field_geometry import friends_of_friends, shear_positions
-from blendflag.simulate.galaxies import sample_galaxy
+from blendflag.simulate.population import draw_galaxy_params, uses_counts
 from blendflag.simulate.presets import DatasetConfig
 
 
@@ -27,8 +27,10 @@ class GalaxyLayout:
     Attributes
     ----------
     params : list of dict
-        :func:`~blendflag.simulate.galaxies.sample_galaxy` parameters, one per
-        galaxy (with rotated pairs the left half's, then their rotated twins').
+        Parameters of the preset's population, one per galaxy
+        (:func:`~blendflag.simulate.population.draw_galaxy_params`; with
+        rotated pairs the left half's, then their rotated twins', which with
+        the ``counts`` population carry ``rot90``).
     xs, ys : numpy.ndarray
         float64 positions after the shear of positions, 1-based pixels.
     rotated : numpy.ndarray
@@ -111,7 +113,7 @@ def lay_out_galaxies(
         The field's random stream: the parameters of ``n_drawn`` galaxies are
         drawn first, then their x and their y positions.
     config : DatasetConfig
-        The preset (its ``galaxy`` population).
+        The preset (its ``galaxy`` population: ``loguniform`` or ``counts``).
     n_drawn : int
         Galaxies drawn at random (one half of them with rotated pairs).
     side : int
@@ -127,7 +129,7 @@ def lay_out_galaxies(
     -------
     GalaxyLayout
     """
-    params = [sample_galaxy(rng, config.galaxy) for _ in range(n_drawn)]
+    params = draw_galaxy_params(rng, n_drawn, config)
     xs = rng.uniform(margin + 0.5, side - margin + 0.5, n_drawn)
     ys = rng.uniform(margin + 0.5, side - margin + 0.5, n_drawn)
     n = 2 * n_drawn if rotated_pairs else n_drawn
@@ -135,6 +137,9 @@ def lay_out_galaxies(
     pair_id = np.full(n, -1, dtype=np.int32)
     if rotated_pairs:
         params, xs, ys = _rotated_twins(params, xs, ys, side)
+        if uses_counts(config):  # knots are not round: the twin's profile is turned
+            for p in params[n_drawn:]:
+                p["rot90"] = True
         rotated[n_drawn:] = True
         pair_id[:] = np.tile(np.arange(n_drawn, dtype=np.int32), 2)
     groups = friends_of_friends(xs, ys, keys=rotated)

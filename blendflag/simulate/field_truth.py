@@ -61,7 +61,9 @@ def galaxy_truth(
     sigma : float
         The field's noise sigma, ADU.
     config : DatasetConfig
-        The preset (``blend.isophote_nsigma``).
+        The preset (``blend.isophote_nsigma``; with ``galaxy.population:
+        counts`` the truth also has ``MAG``, AB mag, and ``B2T`` is the drawn
+        bulge-to-total ratio).
 
     Returns
     -------
@@ -91,6 +93,9 @@ def galaxy_truth(
     truth.meta["FLDNOISE"] = float(sigma)
     truth["SERSIC_N"] = np.array([p["n"] for p in params])
     truth["B2T"] = np.array([p["b2t"] for p in params])
+    if config.galaxy.population == "counts":
+        truth["MAG"] = np.array([p["mag"] for p in params])
+        truth["MAG"].unit = "mag"
     for name, unit in (("X", "pix"), ("Y", "pix"), ("FLUX", "adu"), ("HLR", "arcsec")):
         truth[name].unit = unit
     return truth

@@ -20,6 +20,9 @@ from blendflag.errors import ConfigError
 PSF_TYPES = ("moffat", "airy", "gaussian")
 #: Galaxy profiles (``galaxy.profile``).
 GALAXY_PROFILES = ("exponential", "sersic", "bulge_disk")
+#: Galaxy populations (``galaxy.population``): today's log-uniform draw, or
+#: number counts in a survey's band (:mod:`blendflag.simulate.population`).
+POPULATIONS = ("loguniform", "counts")
 
 
 def _check_range(pair, where: str, low: float = 0.0) -> None:
@@ -79,6 +82,171 @@ class PSFSpec:
         )
 
 
+def _check_pair(pair, where: str, low: float, high: float, what: str) -> None:
+    check(
+        pair is None or (low <= pair[0] <= pair[1] <= high),
+        where,
+        f"expected [min, max] with {low} <= min <= max <= {high} ({what}), got {pair}",
+    )
+
+
+@dataclass
+class CountsSpec:
+    """The ``counts`` galaxy population (``galaxy.counts``): a survey's sky, galaxy by galaxy.
+
+    Every magnitude is an AB magnitude in the survey's band (``filter``). See
+    :mod:`blendflag.simulate.population` for the model and
+    ``configs/cfis_survey.yaml`` for the sources of each number. Keys without
+    a default are required.
+
+    Attributes
+    ----------
+    survey, filter : str
+        A ``surveycodex`` survey and one of its filters (``CFHTLS``, ``r``):
+        zero point, sky brightness, gain, pixel scale, exposure time.
+    exposure_time : float or None
+        Exposure time, s; None takes surveycodex's ``full_exposure_time``. [default: None]
+    depth : float
+        The survey's 5-sigma point-source depth, mag.
+    faint_below_depth : float
+        Galaxies are drawn down to ``depth + faint_below_depth``, mag. [default: 2.5]
+    faint_min : float
+        ... and at least down to this magnitude. [default: 27.0]
+    bright_mag : float
+        Brightest galaxy drawn, mag.
+    counts_pivot : [float, float]
+        A point of the differential counts: magnitude and galaxies per arcmin^2 per mag.
+    counts_breaks : list of float
+        Magnitudes where the counts' slope changes (increasing; may be empty).
+    counts_slopes : list of float
+        d log10 N / dm on each side of the breaks, brightest first
+        (``len(counts_breaks) + 1`` positive numbers).
+    size_relation : [float, float, float]
+        Median exponential-disk scale length: ``ln(r_d / arcsec) = a + b (m - m0)``
+        as ``[a, b, m0]``; the disk's half-light radius is 1.678 r_d.
+    size_scatter : float
+        Standard deviation of ln(half-light radius) at fixed magnitude.
+    size_clip : float
+        The scatter is truncated at this many standard deviations.
+    ellipticity_disc : [float, float, float]
+        ``[e_max, e_0, a]`` of the disk ellipticity distribution
+        ``p(e) ~ e (1 - exp((e - e_max) / a)) / ((1 + e) sqrt(e^2 + e_0^2))``.
+    ellipticity_bulge : [float, float]
+        ``[b, c]`` of the bulge ellipticity distribution ``p(e) ~ e exp(-b e - c e^2)``.
+    bulge_dominated : float
+        Fraction of pure-bulge galaxies (bulge-to-total 1).
+    bulge_sigma : float
+        Other galaxies' bulge-to-total is ``|N(0, bulge_sigma)|`` (redrawn above 1).
+    bulge_size_ratio : float
+        Bulge half-light radius over the disk's.
+    knot_galaxies : float
+        Fraction of galaxies (with a disk) given star-forming knots.
+    knot_flux : [float, float]
+        Fraction of the disk's light in the knots, drawn uniformly.
+    knot_number : [int, int]
+        Number of knots, drawn uniformly (both ends included).
+    """
+
+    survey: str | None = None
+    filter: str | None = None
+    exposure_time: float | None = None
+    depth: float | None = None
+    faint_below_depth: float = 2.5
+    faint_min: float = 27.0
+    bright_mag: float | None = None
+    counts_pivot: tuple[float, float] | None = None
+    counts_breaks: list[float] = field(default_factory=list)
+    counts_slopes: list[float] | None = None
+    size_relation: tuple[float, float, float] | None = None
+    size_scatter: float | None = None
+    size_clip: float | None = None
+    ellipticity_disc: tuple[float, float, float] | None = None
+    ellipticity_bulge: tuple[float, float] | None = None
+    bulge_dominated: float | None = None
+    bulge_sigma: float | None = None
+    bulge_size_ratio: float | None = None
+    knot_galaxies: float | None = None
+    knot_flux: tuple[float, float] | None = None
+    knot_number: tuple[int, int] | None = None
+
+    #: Keys a preset must give (no default).
+    REQUIRED = (
+        "survey",
+        "filter",
+        "depth",
+        "bright_mag",
+        "counts_pivot",
+        "counts_slopes",
+        "size_relation",
+        "size_scatter",
+        "size_clip",
+        "ellipticity_disc",
+        "ellipticity_bulge",
+        "bulge_dominated",
+        "bulge_sigma",
+        "bulge_size_ratio",
+        "knot_galaxies",
+        "knot_flux",
+        "knot_number",
+    )
+
+    @property
+    def faint_mag(self) -> float:
+        """Faintest galaxy drawn: ``max(depth + faint_below_depth, faint_min)``, mag."""
+        return max(self.depth + self.faint_below_depth, self.faint_min)
+
+    def validate(self, where: str) -> None:
+        for name in self.REQUIRED:
+            check(getattr(self, name) is not None, f"{where}.{name}", "required")
+        self._validate_magnitudes(where)
+        self._validate_shapes(where)
+
+    def _validate_magnitudes(self, where: str) -> None:
+        """The exposure, depth, magnitude range and counts."""
+        check(
+            self.exposure_time is None or self.exposure_time > 0,
+            f"{where}.exposure_time",
+            "must be positive (s)",
+        )
+        check(10 <= self.depth <= 35, f"{where}.depth", "must be in [10, 35] mag")
+        check(self.faint_below_depth >= 0, f"{where}.faint_below_depth", "must be >= 0 mag")
+        check(
+            self.bright_mag < self.faint_mag,
+            f"{where}.bright_mag",
+            f"must be brighter than the faint limit {self.faint_mag:g} mag",
+        )
+        check(self.counts_pivot[1] > 0, f"{where}.counts_pivot", "density must be positive")
+        breaks = list(self.counts_breaks)
+        check(breaks == sorted(set(breaks)), f"{where}.counts_breaks", "must increase")
+        check(
+            len(self.counts_slopes) == len(breaks) + 1 and min(self.counts_slopes) > 0,
+            f"{where}.counts_slopes",
+            f"give {len(breaks) + 1} positive slopes (one more than counts_breaks)",
+        )
+
+    def _validate_shapes(self, where: str) -> None:
+        """Sizes, ellipticities, bulges and knots."""
+        check(0 <= self.size_scatter <= 2, f"{where}.size_scatter", "must be in [0, 2]")
+        check(self.size_clip > 0, f"{where}.size_clip", "must be positive (sigmas)")
+        e_max, e_0, a = self.ellipticity_disc
+        check(
+            0 < e_max < 1 and e_0 > 0 and a > 0,
+            f"{where}.ellipticity_disc",
+            "expected [e_max, e_0, a] with 0 < e_max < 1, e_0 > 0, a > 0",
+        )
+        check(
+            min(self.ellipticity_bulge) >= 0 and max(self.ellipticity_bulge) > 0,
+            f"{where}.ellipticity_bulge",
+            "expected [b, c] >= 0, not both 0",
+        )
+        check(0 <= self.bulge_dominated <= 1, f"{where}.bulge_dominated", "must be in [0, 1]")
+        check(self.bulge_sigma > 0, f"{where}.bulge_sigma", "must be positive")
+        check(self.bulge_size_ratio > 0, f"{where}.bulge_size_ratio", "must be positive")
+        check(0 <= self.knot_galaxies <= 1, f"{where}.knot_galaxies", "must be in [0, 1]")
+        _check_pair(self.knot_flux, f"{where}.knot_flux", 0.0, 0.9, "fraction of disk light")
+        _check_pair(self.knot_number, f"{where}.knot_number", 1, 10000, "knots")
+
+
 @dataclass
 class GalaxySpec:
     """The galaxy population of a dataset.
@@ -103,6 +271,13 @@ class GalaxySpec:
         Standard deviation of each intrinsic reduced-shear component. [default: 0.25]
     ellipticity_max : float
         Intrinsic |g| is redrawn above this. [default: 0.7]
+    population : str
+        ``"loguniform"``: the keys above (fluxes and sizes log-uniform); or
+        ``"counts"``: magnitudes, sizes, shapes, bulges and knots from
+        ``counts`` (fields only; stamps always draw ``loguniform``).
+        [default: "loguniform"]
+    counts : CountsSpec or None
+        The ``counts`` population's parameters. [default: None]
     """
 
     profile: str = "exponential"
@@ -113,8 +288,20 @@ class GalaxySpec:
     flux: tuple[float, float] = (3000.0, 40000.0)
     ellipticity_sigma: float = 0.25
     ellipticity_max: float = 0.7
+    population: str = "loguniform"
+    counts: CountsSpec | None = None
 
     def validate(self, where: str) -> None:
+        check(
+            self.population in POPULATIONS,
+            f"{where}.population",
+            f"unknown population {self.population!r} (allowed: {', '.join(POPULATIONS)})",
+        )
+        check(
+            self.population != "counts" or self.counts is not None,
+            f"{where}.counts",
+            "required with population: counts",
+        )
         check(
             self.profile in GALAXY_PROFILES,
             f"{where}.profile",
@@ -286,6 +473,18 @@ class DatasetConfig:
             f"{where}blend.edge_margin",
             "leaves no room in the stamp",
         )
+        if self.galaxy.population == "counts":
+            self._check_survey(where)
+
+    def _check_survey(self, where: str) -> None:
+        """The ``counts`` population's survey and filter exist, at this pixel scale."""
+        from blendflag.simulate.survey_photometry import survey_problem
+
+        problem = survey_problem(self.galaxy.counts, self.pixel_scale)
+        if problem is not None:
+            key, message = problem
+            key = "pixel_scale" if key == "pixel_scale" else f"galaxy.counts.{key}"
+            check(False, f"{where}{key}", message)
 
 
 def _preset_files() -> dict:

@@ -1,0 +1,264 @@
+"""Galaxy populations: the ``counts`` model (magnitudes, photometry, shapes) and the old presets.
+
+The ``counts`` population (``configs/cfis_survey.yaml``) draws magnitudes from
+number counts down below the detection limit and turns them into ADU with
+surveycodex's numbers; every packaged preset keeps ``loguniform``, whose
+fields and stamps must not change by a bit (the values hard-coded below).
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import yaml
+
+from blendflag.config import configs_dir
+from blendflag.errors import ConfigError
+from blendflag.simulate import population, survey_photometry
+from blendflag.simulate.field import simulate_field
+from blendflag.simulate.galaxies import make_psf, sample_galaxy
+from blendflag.simulate.presets import load_dataset
+from blendflag.simulate.stamps import simulate_stamps
+
+PRESET = "cfis_survey"
+
+
+@pytest.fixture(scope="module")
+def counts():
+    return load_dataset(PRESET).galaxy.counts
+
+
+# ---------------------------------------------------------------------------
+# Magnitudes from the counts
+# ---------------------------------------------------------------------------
+
+
+def _ks_pvalue(sample: np.ndarray, cdf) -> float:
+    """Kolmogorov-Smirnov p-value of ``sample`` against ``cdf``: scipy's, or the asymptotic one."""
+    try:
+        from scipy import stats
+    except ImportError:
+        x = np.sort(sample)
+        n = len(x)
+        f = cdf(x)
+        d = max(np.max(np.arange(1, n + 1) / n - f), np.max(f - np.arange(n) / n))
+        t = (math.sqrt(n) + 0.12 + 0.11 / math.sqrt(n)) * d  # Stephens' small-n correction
+        k = np.arange(1, 101)
+        return float(np.clip(2 * np.sum((-1.0) ** (k - 1) * np.exp(-2 * k * k * t * t)), 0, 1))
+    return float(stats.kstest(sample, cdf).pvalue)
+
+
+def test_drawn_magnitudes_follow_the_counts(counts):
+    mags = population.draw_magnitudes(np.random.default_rng(2024), 20000, counts)
+    assert mags.min() >= counts.bright_mag and mags.max() <= counts.faint_mag
+    assert _ks_pvalue(mags, lambda m: population.magnitude_cdf(m, counts)) > 0.01
+    # the test has power: magnitudes uniform over the same range are rejected
+    flat = np.random.default_rng(1).uniform(counts.bright_mag, counts.faint_mag, 20000)
+    assert _ks_pvalue(flat, lambda m: population.magnitude_cdf(m, counts)) < 1e-6
+
+
+def test_counts_are_the_broken_power_law_and_the_density_their_integral(counts):
+    assert counts.faint_mag == pytest.approx(max(counts.depth + 2.5, 27.0)) == 27.35
+    assert 10 ** population.log10_counts(25.4, counts) == pytest.approx(32.83)
+    step = 1e-3
+    for mag, slope in ((19.0, 0.6), (24.0, 0.31)):
+        pair = population.log10_counts([mag, mag + step], counts)
+        assert (pair[1] - pair[0]) / step == pytest.approx(slope)
+    grid = np.linspace(counts.bright_mag, counts.faint_mag, 200001)
+    n = 10 ** population.log10_counts(grid, counts)
+    numeric = float(np.sum(0.5 * (n[1:] + n[:-1]) * np.diff(grid)))
+    assert population.galaxy_density(counts) == pytest.approx(numeric, rel=1e-6)
+    assert 150 < population.galaxy_density(counts) < 250  # per arcmin^2, to r = 27.35
+
+
+# ---------------------------------------------------------------------------
+# Photometry from surveycodex
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("survey", "band", "exposure"),
+    [("CFHTLS", "r", 600.0), ("CFHTLS", "i", None), ("Euclid_VIS", "IE", None),
+     ("LSST", "r", None), ("HSC", "i", None), ("DES", "r", None)],
+)  # fmt: skip
+def test_magnitudes_to_adu_match_surveycodex(survey, band, exposure):
+    from surveycodex import get_survey
+    from surveycodex.utilities import mag2counts
+
+    spec = SimpleNamespace(survey=survey, filter=band, exposure_time=exposure)
+    mag = 16.0  # bright: mag2counts rounds to whole electrons
+    expected = mag2counts(mag, survey, band, exposure_time=exposure).value
+    assert survey_photometry.mag_to_electrons(mag, spec) == pytest.approx(expected, rel=1e-6)
+    gain = get_survey(survey).gain.value
+    assert survey_photometry.mag_to_adu(mag, spec) * gain == pytest.approx(expected, rel=1e-6)
+    zp = survey_photometry.adu_zero_point(spec)
+    assert survey_photometry.mag_to_adu(zp - 2.5, spec) == pytest.approx(10.0)
+
+
+def test_pixel_noise_is_the_sky_noise_of_the_exposure(counts):
+    from surveycodex.utilities import mean_sky_level
+
+    survey, band = survey_photometry.survey_band(counts)
+    assert band.full_exposure_time.value == 600.0  # CFIS, not CFHTLS's 2000 s
+    sky_electrons = mean_sky_level(survey, band).value
+    sigma = survey_photometry.pixel_noise_sigma(counts)
+    assert sigma == pytest.approx(math.sqrt(sky_electrons) / survey.gain.value, rel=1e-12)
+    assert sigma == pytest.approx(42.286, abs=1e-3)
+    # the preset's noise is that sigma, and surveycodex's numbers give CFIS's published depth
+    config = load_dataset(PRESET)
+    assert config.default_noise == pytest.approx(sigma, rel=1e-3)
+    assert survey_photometry.point_source_depth(counts) == pytest.approx(counts.depth, abs=0.1)
+
+
+def test_the_faintest_galaxies_are_below_the_detection_threshold(counts):
+    import galsim
+
+    config = load_dataset(PRESET)
+    sigma = config.default_noise
+    params = population.draw_population(np.random.default_rng(7), 3000, counts)
+    faint = sorted(params, key=lambda p: p["mag"])[-20:]
+    bright = [p for p in params if p["mag"] < counts.depth - 2][:5]
+    assert min(p["mag"] for p in faint) > counts.depth + 2.0
+    psf = make_psf(config)
+
+    def snr(p):
+        image = galsim.Convolve(population.galaxy_object(p), psf).drawImage(
+            nx=41, ny=41, scale=config.pixel_scale
+        )
+        arr = image.array.astype(np.float64)
+        return math.sqrt(np.sum(arr**2)) / sigma, arr.max() / sigma
+
+    for p in faint:  # neither the optimal nor the peak S/N reaches 5
+        assert max(snr(p)) < 5.0
+    assert all(snr(p)[0] > 5.0 for p in bright)
+
+
+# ---------------------------------------------------------------------------
+# Sizes, shapes, bulges, knots
+# ---------------------------------------------------------------------------
+
+
+def test_sizes_shapes_bulges_and_knots(counts):
+    params = population.draw_population(np.random.default_rng(3), 20000, counts)
+    mag = np.array([p["mag"] for p in params])
+    hlr = np.array([p["hlr"] for p in params])
+    z = np.log(hlr / population.median_hlr(mag, counts)) / counts.size_scatter
+    assert abs(np.median(z)) < 0.03 and np.abs(z).max() <= counts.size_clip + 1e-9
+    g = np.hypot([p["g1"] for p in params], [p["g2"] for p in params])
+    assert g.max() < 1 and 0.22 < math.sqrt(np.mean(g**2) / 2) < 0.28  # sigma_e per component
+    b2t = np.array([p["b2t"] for p in params])
+    assert np.mean(b2t == 1.0) == pytest.approx(counts.bulge_dominated, abs=0.01)
+    assert np.median(b2t[b2t < 1]) == pytest.approx(0.0674, abs=0.01)  # 0.674 sigma of |N|
+    knotted = np.array([p["n_knots"] > 0 for p in params])
+    assert not knotted[b2t == 1.0].any()
+    assert np.mean(knotted[b2t < 1]) == pytest.approx(counts.knot_galaxies, abs=0.02)
+    flux = np.array([p["flux"] for p in params])
+    np.testing.assert_allclose(flux, survey_photometry.mag_to_adu(mag, counts), rtol=1e-12)
+
+
+def test_loguniform_is_the_old_draw():
+    config = load_dataset("cfis")
+    assert config.galaxy.population == "loguniform"
+    new = population.draw_galaxy_params(np.random.default_rng(5), 10, config)
+    rng = np.random.default_rng(5)
+    assert new == [sample_galaxy(rng, config.galaxy) for _ in range(10)]
+
+
+# ---------------------------------------------------------------------------
+# Fields
+# ---------------------------------------------------------------------------
+
+
+def test_a_counts_field_draws_and_its_truth_has_mag(counts):
+    field = simulate_field(PRESET, 60, seed=2, rotated_pairs=True, noise=0, shear=(0, 0))
+    truth = field.truth
+    old = simulate_field("cfis", 4, seed=2).truth.colnames
+    assert truth.colnames == [*old, "MAG"]
+    assert str(truth["MAG"].unit) == "mag"
+    np.testing.assert_allclose(truth["FLUX"], survey_photometry.mag_to_adu(truth["MAG"], counts))
+    assert ((truth["B2T"] >= 0) & (truth["B2T"] <= 1)).all()
+    side = math.ceil(math.sqrt(30 / population.galaxy_density(counts)) * 60 / 0.187)
+    assert field.image.shape == (side, 2 * side)  # sized by the counts' density
+    # the rotated half is the left half turned by 90 degrees, knots included
+    left, right = field.image[:, :side], field.image[:, side:]
+    np.testing.assert_allclose(right, np.rot90(left, -1), atol=1e-5 * left.max())
+    noisy = simulate_field(PRESET, 20, seed=2)
+    assert noisy.noise_sigma == pytest.approx(42.29) and np.isfinite(noisy.image).all()
+
+
+# Recorded from commit 1a6ae45 before the population module existed: the
+# default (loguniform) fields and stamps of the packaged presets, exactly.
+OLD_FIELDS = {
+    "cfis": (True, 309046.8526843509, 317766.98590361513, 22.679240955813523, (262, 524)),
+    "euclid": (False, 313840.41104561527, 324096.05065855663, 12.728392749083229, (693, 693)),
+    "great3": (True, 261751.62254218324, 272519.8705142441, 24.328103833325073, (245, 490)),
+}
+OLD_PIXELS = {
+    "cfis": (3.001427173614502, 8.552080154418945, 0.8614417910575867),
+    "euclid": (-12.265351295471191, -5.743505477905273, -29.541393280029297),
+    "great3": (-20.092317581176758, 11.540149688720703, 5.136957168579102),
+}
+OLD_STAMPS = {
+    "cfis": (79602.61614418309, 301.3768615722656, 28.197067260742188, 52683.125644391956),
+    "great3": (88360.17084401101, 371.861328125, 5.040297508239746, 52683.125644391956),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OLD_FIELDS))
+def test_old_presets_fields_are_unchanged(name):
+    pairs, image_sum, flux_sum, hlr_sum, shape = OLD_FIELDS[name]
+    field = simulate_field(name, n_galaxies=40, seed=7, rotated_pairs=pairs)
+    assert field.image.shape == shape
+    assert float(np.sum(field.image, dtype=np.float64)) == image_sum
+    ny, nx = shape
+    pixels = (field.image[ny // 2, nx // 2], field.image[10, 20], field.image[ny - 5, nx - 7])
+    assert tuple(float(v) for v in pixels) == OLD_PIXELS[name]
+    assert float(np.sum(field.truth["FLUX"], dtype=np.float64)) == flux_sum
+    assert float(np.sum(field.truth["HLR"], dtype=np.float64)) == hlr_sum
+    assert "MAG" not in field.truth.colnames
+
+
+@pytest.mark.parametrize("name", sorted(OLD_STAMPS))
+def test_old_presets_stamps_are_unchanged(name):
+    stamps, truth = simulate_stamps(name, 6, seed=5, workers=1)
+    total, centre, corner, flux_sum = OLD_STAMPS[name]
+    assert float(np.sum(stamps, dtype=np.float64)) == total
+    assert (float(stamps[0, 25, 25]), float(stamps[5, 3, 40])) == (centre, corner)
+    assert float(np.sum(truth["FLUX1"], dtype=np.float64)) == flux_sum
+
+
+# ---------------------------------------------------------------------------
+# Preset validation
+# ---------------------------------------------------------------------------
+
+
+def _preset_with(tmp_path, change):
+    data = yaml.safe_load((configs_dir() / f"{PRESET}.yaml").read_text())
+    change(data)
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda d: d["galaxy"].update(population="cosmos"), "galaxy.population: unknown"),
+        (lambda d: d["galaxy"].pop("counts"), "galaxy.counts: required"),
+        (lambda d: d["galaxy"]["counts"].pop("depth"), "galaxy.counts.depth: required"),
+        (lambda d: d["galaxy"]["counts"].update(survey="CFIS"), "galaxy.counts.survey: unknown"),
+        (lambda d: d["galaxy"]["counts"].update(filter="V"), "galaxy.counts.filter: CFHTLS has"),
+        (lambda d: d.update(pixel_scale=0.2), "pixel_scale: 0.2 arcsec differs"),
+        (lambda d: d["galaxy"]["counts"].update(counts_slopes=[0.3]), "counts_slopes: give 2"),
+        (lambda d: d["galaxy"]["counts"].update(bright_mag=28), "bright_mag: must be brighter"),
+        (lambda d: d["galaxy"]["counts"].update(knot_flux=[0.2, 0.95]), "knot_flux: expected"),
+        (lambda d: d["galaxy"]["counts"].update(size_clip="two"), "size_clip: expected"),
+    ],
+)
+def test_counts_keys_are_validated(tmp_path, change, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        load_dataset(str(_preset_with(tmp_path, change)))
+    assert "\n" not in str(info.value)
