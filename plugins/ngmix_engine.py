@@ -14,6 +14,11 @@ default of both) is ``ngmix.gaussmom.GaussMom`` with a Gaussian weight of
 The reconvolution PSF is ngmix's ``"azgauss"`` round Gaussian where the
 installed ngmix has it (else ``"gauss"``); ``fixnoise`` is ngmix's rotated
 noise field, on (unless ``fixnoise=False``) whenever the object has noise.
+Given noise-correction fields (the paired fields of a simulation,
+:func:`blendflag.shear.inputs.paired_noise_fields`), each object's field is
+its observation's ``noise`` image and ngmix runs with ``use_noise_image=True``:
+ngmix turns it by 90 degrees, runs it through metacal, turns it back and adds
+it, the convention of the built-in engine, so the field is passed as given.
 The ellipticity stored is the moments' ``e`` (distortion), as in the GalSim engine.
 """
 
@@ -63,9 +68,10 @@ class NgmixMetacal(StampShearEngine):
     name = "ngmix"
     #: ``--engine auto`` preference: the reference implementation, first when it imports.
     priority = 20
-    #: ngmix draws its own noise-correction image: paired fields are ignored,
-    #: so ``auto`` keeps the GalSim engine for paired simulations.
-    takes_noise_fields = False
+    #: The paired noise-correction fields become each observation's ``noise``
+    #: image (ngmix's ``use_noise_image``), so ``auto`` may choose ngmix for
+    #: paired simulations.
+    takes_noise_fields = True
 
     takes_psf_per_object = True
     #: Each detection's sub-pixel position is the Jacobian's centre: where the
@@ -123,21 +129,28 @@ class NgmixMetacal(StampShearEngine):
 
         ngmix wants a ``numpy.random.RandomState``: one is seeded from ``rng``.
         Noiseless stamps (sigma 0) get a tiny sigma for the weight and no
-        noise correction; their S/N is reported as inf. ``noise_fields`` are
-        ignored (ngmix draws its own noise-correction images), which the
-        ``meta`` records.
+        noise correction; their S/N is reported as inf. ``noise_fields``
+        (``(n, S, S)`` ADU), when given, are the noise-correction images
+        (each observation's ``noise``; ngmix turns them by 90 degrees), else
+        ngmix draws them; ``meta["noise_fields"]`` records which.
+
+        Raises
+        ------
+        ValueError
+            ``noise_fields`` not one field per stamp.
         """
         import ngmix
 
         start = time.perf_counter()
         data = self.prepare(stamps, psf, pixel_scale, noise_sigma)
         n, ny, nx = data.stamps.shape
+        fields = _checked_noise_fields(noise_fields, n, (ny, nx))
         flags = data.flags.copy()
         # ngmix wants numpy.random.RandomState; derive one from the Generator.
         nrng = np.random.RandomState(int(rng.integers(0, 2**31 - 1)))
         psf_choice = self._default_psf()
-        observation = _observation_maker(data, offsets)
-        boots = self._bootstrappers(nrng, psf_choice)
+        observation = _observation_maker(data, offsets, fields if self.fixnoise else None)
+        boots = self._bootstrappers(nrng, psf_choice, use_noise_image=fields is not None)
         images = (
             {v: np.zeros((n, ny, nx), dtype=np.float32) for v in METACAL_VERSIONS}
             if return_images
@@ -150,7 +163,7 @@ class NgmixMetacal(StampShearEngine):
             "reconvolution_psf": f"ngmix {psf_choice!r}",
             "shape": self.settings["shape"],
             "fixnoise": self.fixnoise,
-            "noise_fields": "ignored" if noise_fields is not None else "drawn",
+            "noise_fields": _fields_note(fields, self.fixnoise),
             "ngmix_version": getattr(ngmix, "__version__", "unknown"),
             "seconds": elapsed,
             "ms_per_object": 1e3 * elapsed / max(n, 1),
@@ -159,7 +172,7 @@ class NgmixMetacal(StampShearEngine):
             table=table, images=images, engine=self.name, step=self.step, meta=meta
         )
 
-    def _bootstrappers(self, nrng, psf_choice) -> dict:
+    def _bootstrappers(self, nrng, psf_choice, use_noise_image: bool = False) -> dict:
         """ngmix's metacal bootstrappers with this engine's moments, without and with fixnoise.
 
         Parameters
@@ -168,6 +181,9 @@ class NgmixMetacal(StampShearEngine):
             ngmix's random state (adaptive-moments guesses, noise correction).
         psf_choice : str or galsim.GSObject
             ngmix's reconvolution PSF (:meth:`_default_psf`).
+        use_noise_image : bool
+            The fixnoise bootstrapper takes each observation's ``noise`` image
+            as its correction field instead of drawing one. [default: False]
 
         Returns
         -------
@@ -196,6 +212,7 @@ class NgmixMetacal(StampShearEngine):
                 types=list(METACAL_VERSIONS),
                 step=self.step,
                 fixnoise=fixnoise,
+                use_noise_image=fixnoise and use_noise_image,
             )
             for fixnoise in (False, True)
         }
@@ -257,6 +274,29 @@ class NgmixMetacal(StampShearEngine):
         return shapes, size, s2n
 
 
+def _checked_noise_fields(noise_fields, n: int, shape: tuple[int, int]):
+    """``noise_fields`` as ``(n, ny, nx)`` float64 (ADU), or None when not given.
+
+    Raises
+    ------
+    ValueError
+        Not one field per stamp.
+    """
+    if noise_fields is None:
+        return None
+    fields = np.asarray(noise_fields, dtype=np.float64).reshape(-1, *shape)
+    if len(fields) != n:
+        raise ValueError(f"{len(fields)} noise fields for {n} stamps")
+    return fields
+
+
+def _fields_note(fields, fixnoise: bool) -> str:
+    """``meta["noise_fields"]``: ``given`` (used), ``ignored`` (fixnoise off) or ``drawn``."""
+    if fields is None:
+        return "drawn"
+    return "given" if fixnoise else "ignored"
+
+
 def _psf_observation(psf, pixel_scale: float):
     """The ngmix observation of one PSF image (centred Jacobian, near-noiseless weight).
 
@@ -289,7 +329,7 @@ def _jacobian_centres(offsets, n: int, shape: tuple[int, int]) -> np.ndarray:
     return np.column_stack([ny // 2 + dxdy[:, 1], nx // 2 + dxdy[:, 0]])
 
 
-def _observation_maker(data, offsets):
+def _observation_maker(data, offsets, fields=None):
     """``observation(i)``: the ngmix observation of stamp ``i``, with its PSF's.
 
     Parameters
@@ -298,6 +338,9 @@ def _observation_maker(data, offsets):
         Stamps (ADU), PSF image or one per stamp, pixel scale (arcsec), noise sigmas (ADU).
     offsets : array_like or None
         ``(n, 2)`` pixels: each detection relative to its stamp's central pixel.
+    fields : numpy.ndarray or None
+        ``(n, S, S)`` noise-correction fields (ADU): each noisy object's is
+        its observation's ``noise`` image. [default: None]
 
     Returns
     -------
@@ -317,7 +360,10 @@ def _observation_maker(data, offsets):
         weight = np.full((ny, nx), 1.0 / (sigma if sigma > 0 else NOISELESS_SIGMA) ** 2)
         psf_i = _psf_observation(data.psf[i], data.pixel_scale) if per_object else psf_obs.copy()
         jac = ngmix.DiagonalJacobian(row=centres[i, 0], col=centres[i, 1], scale=data.pixel_scale)
-        return ngmix.Observation(data.stamps[i].copy(), weight=weight, jacobian=jac, psf=psf_i)
+        noise = fields[i].copy() if fields is not None and sigma > 0 else None
+        return ngmix.Observation(
+            data.stamps[i].copy(), weight=weight, jacobian=jac, psf=psf_i, noise=noise
+        )
 
     return observation
 
