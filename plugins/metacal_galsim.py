@@ -57,6 +57,7 @@ import numpy as np
 from blendflag import hookimpl
 from blendflag.errors import BlendflagError
 from blendflag.shear.engine import StampShearEngine
+from blendflag.shear.inputs import checked_noise_fields
 from blendflag.shear.metacal_ops import INTERPOLANT, MetacalOperators, round_target_psf  # noqa: F401 (re-exported)
 from blendflag.shear.moments import version_shapes
 from blendflag.shear.neighbour_weights import version_weights
@@ -143,22 +144,6 @@ class ObjectShapes(NamedTuple):
     size: np.ndarray
     s2n: np.ndarray
     kernel_sigma: np.ndarray
-
-
-def _checked_noise_fields(noise_fields, n: int, shape: tuple[int, int]):
-    """``noise_fields`` as ``(n, ny, nx)`` float64 (ADU), or None when not given.
-
-    Raises
-    ------
-    ValueError
-        Not one field per stamp.
-    """
-    if noise_fields is None:
-        return None
-    noise_fields = np.asarray(noise_fields, dtype=np.float64).reshape(-1, *shape)
-    if len(noise_fields) != n:
-        raise ValueError(f"{len(noise_fields)} noise fields for {n} stamps")
-    return noise_fields
 
 
 def _stamp_renderer(data, flags, rng, noise_fields, fixnoise: bool) -> Callable:
@@ -353,7 +338,7 @@ class GalSimMetacal(StampShearEngine):
         start = time.perf_counter()
         data = self.prepare(stamps, psf, pixel_scale, noise_sigma)
         n, ny, nx = data.stamps.shape
-        noise_fields = _checked_noise_fields(noise_fields, n, (ny, nx))
+        noise_fields = checked_noise_fields(noise_fields, n, (ny, nx))
         offsets = np.zeros((n, 2)) if offsets is None else np.asarray(offsets, float).reshape(n, 2)
         models = [None] * n if neighbour_models is None else neighbour_models
         settings = self.settings

@@ -31,6 +31,7 @@ import numpy as np
 from blendflag import hookimpl
 from blendflag.errors import BlendflagError
 from blendflag.shear.engine import StampShearEngine
+from blendflag.shear.inputs import checked_noise_fields
 from blendflag.shear.results import (
     MCAL_ENGINE_FAILED,
     MCAL_MOMENTS_FAILED,
@@ -144,7 +145,7 @@ class NgmixMetacal(StampShearEngine):
         start = time.perf_counter()
         data = self.prepare(stamps, psf, pixel_scale, noise_sigma)
         n, ny, nx = data.stamps.shape
-        fields = _checked_noise_fields(noise_fields, n, (ny, nx))
+        fields = checked_noise_fields(noise_fields, n, (ny, nx))
         flags = data.flags.copy()
         # ngmix wants numpy.random.RandomState; derive one from the Generator.
         nrng = np.random.RandomState(int(rng.integers(0, 2**31 - 1)))
@@ -272,22 +273,6 @@ class NgmixMetacal(StampShearEngine):
                 for version in METACAL_VERSIONS:
                     images[version][i] = obsdict[version].image
         return shapes, size, s2n
-
-
-def _checked_noise_fields(noise_fields, n: int, shape: tuple[int, int]):
-    """``noise_fields`` as ``(n, ny, nx)`` float64 (ADU), or None when not given.
-
-    Raises
-    ------
-    ValueError
-        Not one field per stamp.
-    """
-    if noise_fields is None:
-        return None
-    fields = np.asarray(noise_fields, dtype=np.float64).reshape(-1, *shape)
-    if len(fields) != n:
-        raise ValueError(f"{len(fields)} noise fields for {n} stamps")
-    return fields
 
 
 def _fields_note(fields, fixnoise: bool) -> str:

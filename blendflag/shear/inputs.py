@@ -329,3 +329,28 @@ def paired_noise_fields(keys, rotated, noise_sigma, size: int, seed: int) -> np.
         fields[i] = np.rot90(field, -1) if (key >= 0 and rotated[i]) else field
     sigma = np.broadcast_to(np.asarray(noise_sigma, dtype=np.float32), (len(keys),))
     return fields * sigma[:, None, None]
+
+
+def checked_noise_fields(noise_fields, n: int, shape: tuple[int, int]) -> np.ndarray | None:
+    """A stamp engine's ``noise_fields`` as ``(n, ny, nx)`` float64 (ADU); None when not given.
+
+    Parameters
+    ----------
+    noise_fields : array_like or None
+        One noise-correction field per stamp (:func:`paired_noise_fields`).
+    n : int
+        Stamps.
+    shape : tuple of int
+        A stamp's ``(ny, nx)``, pixels.
+
+    Raises
+    ------
+    ValueError
+        Not one field per stamp.
+    """
+    if noise_fields is None:
+        return None
+    fields = np.asarray(noise_fields, dtype=np.float64).reshape(-1, *shape)
+    if len(fields) != n:
+        raise ValueError(f"{len(fields)} noise fields for {n} stamps")
+    return fields
