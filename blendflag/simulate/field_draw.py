@@ -24,12 +24,15 @@ def _stamp_side(config: DatasetConfig, hlr_arcsec: float) -> int:
 
 
 def _draw_field_chunk(
-    config: DatasetConfig, params: list, xs, ys, shear, thresh: float, psf_at=None
+    config: DatasetConfig, params: list, xs, ys, shear, thresh: float, psf_at=None, build=None
 ):
     """Draw galaxies (in a worker).
 
     ``psf_at`` (a :class:`~blendflag.simulate.psf_variation.VaryingPSF` or
     None) gives each galaxy the PSF at its position; None: the preset's PSF.
+    ``build(params, gsparams, shear)`` makes one galaxy's GalSim profile
+    [default: :func:`blendflag.simulate.galaxies.galaxy_object` with the
+    preset's galaxy settings].
 
     Returns
     -------
@@ -44,7 +47,10 @@ def _draw_field_chunk(
     psf = make_psf(config, gsparams)
     out = []
     for p, x, y in zip(params, xs, ys, strict=True):
-        gal = galaxy_object(p, config.galaxy, gsparams, shear=shear)
+        if build is None:
+            gal = galaxy_object(p, config.galaxy, gsparams, shear=shear)
+        else:
+            gal = build(p, gsparams, shear)
         side = _stamp_side(config, p["hlr"])
         if psf_at is not None:
             psf = psf_at.profile_at(x, y, gsparams)

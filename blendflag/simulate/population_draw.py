@@ -10,8 +10,7 @@ GalSim is imported inside the functions.
 
 from __future__ import annotations
 
-from blendflag.simulate.field_draw import _stamp_side, footprint
-from blendflag.simulate.galaxies import make_psf
+from blendflag.simulate.field_draw import _draw_field_chunk
 from blendflag.simulate.population import galaxy_object
 
 
@@ -37,23 +36,12 @@ def _draw_population_chunk(config, params: list, xs, ys, shear, thresh: float, p
     list of (x0, y0, image, fx0, fy0, footprint)
         As :func:`blendflag.simulate.field_draw.draw_field_task`'s chunks.
     """
-    import galsim
+    return _draw_field_chunk(config, params, xs, ys, shear, thresh, psf_at, _population_galaxy)
 
-    gsparams = galsim.GSParams(folding_threshold=config.folding_threshold)
-    psf = make_psf(config, gsparams)
-    out = []
-    for p, x, y in zip(params, xs, ys, strict=True):
-        gal = galaxy_object(p, gsparams, shear=shear)
-        side = _stamp_side(config, p["hlr"])
-        if psf_at is not None:
-            psf = psf_at.profile_at(x, y, gsparams)
-        stamp = galsim.Convolve(gal, psf, gsparams=gsparams).drawImage(
-            nx=side, ny=side, scale=config.pixel_scale, center=galsim.PositionD(x, y)
-        )
-        arr = stamp.array
-        x0, y0 = stamp.bounds.xmin, stamp.bounds.ymin
-        out.append((x0, y0, arr, *footprint(arr, x0, y0, thresh)))
-    return out
+
+def _population_galaxy(params: dict, gsparams, shear):
+    """One ``counts`` galaxy's GalSim profile (bulge + disk + knots), sheared."""
+    return galaxy_object(params, gsparams, shear=shear)
 
 
 def draw_population_task(start: int, *args):
