@@ -32,6 +32,7 @@ from blendflag import hookimpl
 from blendflag.errors import BlendflagError
 from blendflag.shear.engine import StampShearEngine
 from blendflag.shear.inputs import checked_noise_fields
+from blendflag.shear.moments import RECENTRE
 from blendflag.shear.results import (
     MCAL_ENGINE_FAILED,
     MCAL_MOMENTS_FAILED,
@@ -44,7 +45,7 @@ from blendflag.shear.results import (
 #: Weight used for noiseless stamps (sigma 0), where ngmix needs a finite weight.
 NOISELESS_SIGMA = 1.0e-6
 #: ``shear.options.ngmix``: the moments (``wmom`` or ``admom``) and the wmom weight (arcsec).
-DEFAULTS = {"shape": "wmom", "weight_fwhm": 1.2}
+DEFAULTS = {"shape": "wmom", "weight_fwhm": 1.2, "recentre": RECENTRE}
 SHAPE_CHOICES = ("wmom", "admom")
 
 
@@ -55,8 +56,11 @@ class NgmixMetacal(StampShearEngine):
     ----------
     config : blendflag.config.ShearConfig or None
         ``step`` is the shear step; ``options["ngmix"]`` may set ``shape``
-        (``"wmom"`` or ``"admom"``) and ``weight_fwhm`` (arcsec).
-        [default step: 0.01, shape: "wmom", weight_fwhm: 1.2]
+        (``"wmom"`` or ``"admom"``), ``weight_fwhm`` (arcsec) and ``recentre``
+        (``wmom``: moves of the weight to the light's weighted centroid in each
+        metacal version, as the built-in engine makes them; 0 is ngmix's own
+        ``GaussMom`` at the detection).
+        [default step: 0.01, shape: "wmom", weight_fwhm: 1.2, recentre: 3]
     psf : str or galsim.GSObject or None
         ngmix's reconvolution PSF choice (``"azgauss"``, ``"gauss"``,
         ``"fitgauss"`` or a GalSim object). [default: "azgauss" when the
@@ -88,6 +92,11 @@ class NgmixMetacal(StampShearEngine):
             raise BlendflagError(
                 f"shear.options.{self.name}.shape: must be wmom or admom, "
                 f"got {self.settings['shape']!r}"
+            )
+        recentre = self.settings["recentre"]
+        if isinstance(recentre, bool) or not isinstance(recentre, int) or recentre < 0:
+            raise BlendflagError(
+                f"shear.options.{self.name}.recentre: must be an integer >= 0, got {recentre!r}"
             )
         if not self.settings["weight_fwhm"] > 0:
             raise BlendflagError(f"shear.options.{self.name}.weight_fwhm: must be > 0 (arcsec)")
@@ -163,6 +172,7 @@ class NgmixMetacal(StampShearEngine):
         meta = {
             "reconvolution_psf": f"ngmix {psf_choice!r}",
             "shape": self.settings["shape"],
+            "recentre": self.settings["recentre"],
             "fixnoise": self.fixnoise,
             "noise_fields": _fields_note(fields, self.fixnoise),
             "ngmix_version": getattr(ngmix, "__version__", "unknown"),
@@ -196,7 +206,7 @@ class NgmixMetacal(StampShearEngine):
 
         if self.settings["shape"] == "wmom":
             runner = ngmix.runners.Runner(
-                fitter=ngmix.gaussmom.GaussMom(fwhm=self.settings["weight_fwhm"])
+                fitter=RecentredGaussMom(self.settings["weight_fwhm"], self.settings["recentre"])
             )
         else:
             fitter = ngmix.admom.AdmomFitter(rng=nrng)
@@ -273,6 +283,59 @@ class NgmixMetacal(StampShearEngine):
                 for version in METACAL_VERSIONS:
                     images[version][i] = obsdict[version].image
         return shapes, size, s2n
+
+
+class RecentredGaussMom:
+    """ngmix's ``GaussMom`` with its weight moved onto the light's weighted centroid.
+
+    Each of ``steps`` moves puts the observation's Jacobian centre (where
+    ``GaussMom`` centres its weight) on the weighted first moment, as
+    :func:`blendflag.shear.moments.weighted_moments` moves the built-in
+    engine's weight; a coordinate whose move is not finite or reaches 2
+    pixels stays. With ``steps`` 0 it is ``GaussMom`` itself.
+
+    Parameters
+    ----------
+    fwhm : float
+        FWHM of the round Gaussian weight, arcsec.
+    steps : int
+        Moves of the weight before the measurement.
+    """
+
+    kind = "wmom"
+
+    def __init__(self, fwhm: float, steps: int):
+        import ngmix
+
+        self.moments = ngmix.gaussmom.GaussMom(fwhm=fwhm)
+        self.steps = int(steps)
+
+    def go(self, obs):
+        """The weighted moments of ``obs`` after the moves (ngmix's result dict)."""
+        for _ in range(self.steps):
+            res = self.moments.go(obs)
+            if res["flags"] != 0 or not res["flux"] > 0:
+                break
+            obs = _moved_to_centroid(obs, res)
+        return self.moments.go(obs)
+
+
+def _moved_to_centroid(obs, res):
+    """A copy of ``obs`` whose Jacobian is centred on ``res``'s weighted centroid."""
+    import ngmix
+
+    sums = res["sums"]
+    flux = sums[ngmix.moments.MOMENTS_NAME_MAP["MF"]]
+    v = sums[ngmix.moments.MOMENTS_NAME_MAP["Mv"]] / flux
+    u = sums[ngmix.moments.MOMENTS_NAME_MAP["Mu"]] / flux
+    jac = obs.jacobian.copy()
+    old = np.array(jac.get_cen())
+    new = np.array(jac.get_rowcol(v, u), dtype=float)
+    step = np.where(np.isfinite(new - old) & (np.abs(new - old) < 2.0), new - old, 0.0)
+    jac.set_cen(row=old[0] + step[0], col=old[1] + step[1])
+    moved = obs.copy()
+    moved.jacobian = jac
+    return moved
 
 
 def _fields_note(fields, fixnoise: bool) -> str:
