@@ -8,6 +8,7 @@ fields and stamps must not change by a bit (the values hard-coded below).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -62,9 +63,9 @@ def test_drawn_magnitudes_follow_the_counts(counts):
 
 def test_counts_are_the_broken_power_law_and_the_density_their_integral(counts):
     assert counts.faint_mag == pytest.approx(max(counts.depth + 2.5, 27.0)) == 27.35
-    assert 10 ** population.log10_counts(25.4, counts) == pytest.approx(32.83)
+    assert 10 ** population.log10_counts(25.0, counts) == pytest.approx(31.496)
     step = 1e-3
-    for mag, slope in ((19.0, 0.6), (24.0, 0.31)):
+    for mag, slope in ((19.0, 0.4358), (23.0, 0.3413), (26.0, 0.2456)):
         pair = population.log10_counts([mag, mag + step], counts)
         assert (pair[1] - pair[0]) / step == pytest.approx(slope)
     grid = np.linspace(counts.bright_mag, counts.faint_mag, 200001)
@@ -72,6 +73,13 @@ def test_counts_are_the_broken_power_law_and_the_density_their_integral(counts):
     numeric = float(np.sum(0.5 * (n[1:] + n[:-1]) * np.diff(grid)))
     assert population.galaxy_density(counts) == pytest.approx(numeric, rel=1e-6)
     assert 150 < population.galaxy_density(counts) < 250  # per arcmin^2, to r = 27.35
+
+
+@pytest.mark.parametrize(("mag", "published"), [(22, 3.35), (24, 18.4), (25, 39.6), (27, 157)])
+def test_counts_match_the_published_cumulative_counts(counts, mag, published):
+    """N(<r) per arcmin^2 of Driver et al. 2016's r-band counts, within 5%."""
+    below = dataclasses.replace(counts, faint_below_depth=mag - counts.depth, faint_min=0.0)
+    assert population.galaxy_density(below) == pytest.approx(published, rel=0.05)
 
 
 # ---------------------------------------------------------------------------
@@ -154,7 +162,15 @@ def test_sizes_shapes_bulges_and_knots(counts):
     assert np.median(b2t[b2t < 1]) == pytest.approx(0.0674, abs=0.01)  # 0.674 sigma of |N|
     knotted = np.array([p["n_knots"] > 0 for p in params])
     assert not knotted[b2t == 1.0].any()
-    assert np.mean(knotted[b2t < 1]) == pytest.approx(counts.knot_galaxies, abs=0.02)
+    assert not knotted[mag > counts.smooth_mag].any()  # the faint are drawn smooth
+    bright = (b2t < 1) & (mag <= counts.smooth_mag)
+    assert np.mean(knotted[bright]) == pytest.approx(counts.knot_galaxies, abs=0.03)
+    # the shortcut takes no random numbers: without it the same galaxies, knots added
+    unsmoothed = dataclasses.replace(counts, smooth_below_depth=99.0)
+    again = population.draw_population(np.random.default_rng(3), 20000, unsmoothed)
+    assert [p["mag"] for p in again] == mag.tolist()
+    knotted_all = np.array([p["n_knots"] > 0 for p in again])
+    assert (knotted_all >= knotted).all() and knotted_all[mag > counts.smooth_mag].any()
     flux = np.array([p["flux"] for p in params])
     np.testing.assert_allclose(flux, survey_photometry.mag_to_adu(mag, counts), rtol=1e-12)
 
@@ -173,7 +189,7 @@ def test_loguniform_is_the_old_draw():
 
 
 def test_a_counts_field_draws_and_its_truth_has_mag(counts):
-    field = simulate_field(PRESET, 60, seed=2, rotated_pairs=True, noise=0, shear=(0, 0))
+    field = simulate_field(PRESET, 60, seed=2, rotated_pairs=True, noise=0, shear=(0, 0), n_stars=0)
     truth = field.truth
     old = simulate_field("cfis", 4, seed=2).truth.colnames
     assert truth.colnames == [*old, "MAG"]
@@ -187,6 +203,42 @@ def test_a_counts_field_draws_and_its_truth_has_mag(counts):
     np.testing.assert_allclose(right, np.rot90(left, -1), atol=1e-5 * left.max())
     noisy = simulate_field(PRESET, 20, seed=2)
     assert noisy.noise_sigma == pytest.approx(42.29) and np.isfinite(noisy.image).all()
+
+
+def test_a_counts_field_has_the_presets_stars(counts):
+    """Stars from the star counts: a Poisson number at star_density, magnitudes in star_mags."""
+    field = simulate_field(PRESET, 2000, seed=4, rotated_pairs=True, noise=0, shear=(0, 0))
+    stars = field.truth[field.truth["STAR"]]
+    area = field.image.size * (field.pixel_scale / 60.0) ** 2
+    expected = counts.star_density * area
+    assert abs(len(stars) - expected) < 4 * math.sqrt(expected)  # Poisson
+    mags = survey_photometry.adu_zero_point(counts) - 2.5 * np.log10(stars["FLUX"])
+    assert counts.star_mags[0] - 1e-9 <= mags.min() and mags.max() <= counts.star_mags[1] + 1e-9
+    # the galaxies and the noise do not depend on the stars
+    without = simulate_field(
+        PRESET, 2000, seed=4, rotated_pairs=True, noise=0, shear=(0, 0), n_stars=0
+    )
+    assert len(without.truth) == len(field.truth) - len(stars)
+
+
+def test_dropping_the_faint_keeps_the_others(counts):
+    """drop_fainter_than: the brighter galaxies, their positions, pair ids and the noise stay."""
+    config = load_dataset(PRESET)
+    fewer = dataclasses.replace(
+        config,
+        galaxy=dataclasses.replace(
+            config.galaxy, counts=dataclasses.replace(counts, drop_fainter_than=25.0)
+        ),
+    )
+    full = simulate_field(config, 400, shear=(0.02, 0.0), seed=3, rotated_pairs=True, n_stars=0)
+    cut = simulate_field(fewer, 400, shear=(0.02, 0.0), seed=3, rotated_pairs=True, n_stars=0)
+    kept = full.truth[full.truth["MAG"] <= 25.0]
+    assert 0 < len(cut.truth) == len(kept) < len(full.truth)
+    for name in ("PAIR_ID", "X", "Y", "FLUX", "ROTATED"):
+        np.testing.assert_array_equal(cut.truth[name], kept[name])
+    # the same noise: the difference of the images is the faint galaxies' light only
+    faint_light = full.image - cut.image
+    assert faint_light.min() > -1e-3 and faint_light.sum() > 0
 
 
 # Recorded from commit 1a6ae45 before the population module existed: the
@@ -252,7 +304,7 @@ def _preset_with(tmp_path, change):
         (lambda d: d["galaxy"]["counts"].update(survey="CFIS"), "galaxy.counts.survey: unknown"),
         (lambda d: d["galaxy"]["counts"].update(filter="V"), "galaxy.counts.filter: CFHTLS has"),
         (lambda d: d.update(pixel_scale=0.2), "pixel_scale: 0.2 arcsec differs"),
-        (lambda d: d["galaxy"]["counts"].update(counts_slopes=[0.3]), "counts_slopes: give 2"),
+        (lambda d: d["galaxy"]["counts"].update(counts_slopes=[0.3]), "counts_slopes: give 3"),
         (lambda d: d["galaxy"]["counts"].update(bright_mag=28), "bright_mag: must be brighter"),
         (lambda d: d["galaxy"]["counts"].update(knot_flux=[0.2, 0.95]), "knot_flux: expected"),
         (lambda d: d["galaxy"]["counts"].update(size_clip="two"), "size_clip: expected"),

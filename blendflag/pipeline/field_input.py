@@ -134,7 +134,7 @@ def simulated_inputs(
     stamp_size=51,
     density=None,
     shear_pairs=True,
-    n_stars=0,
+    n_stars=None,
 ) -> list[FieldInput]:
     """Simulated fields with 90-degree rotated pairs: +g and, by default, its -g twin.
 
@@ -177,13 +177,14 @@ def simulated_input(
     progress=False,
     stamp_size=51,
     sign=1,
-    n_stars=0,
+    n_stars=None,
 ):
     """One simulated field with 90-degree rotated pairs, as :class:`FieldInput`.
 
     ``dataset`` is a preset name, path or :class:`DatasetConfig` (see
     :func:`simulated_preset`); ``sign`` labels the field's place in a ±g pair;
-    ``n_stars`` stars are drawn with the PSF (:mod:`blendflag.simulate.field_stars`).
+    ``n_stars`` stars are drawn with the PSF (:mod:`blendflag.simulate.field_stars`;
+    None: the preset's star counts).
     """
     from blendflag.simulate.field import simulate_field
     from blendflag.simulate.galaxies import label_reference_noise
@@ -203,6 +204,7 @@ def simulated_input(
         n_stars=n_stars,
     )
     reference = label_reference_noise(preset) or fld.noise_sigma or preset.default_noise
+    n_star_rows = int(np.sum(fld.truth["STAR"])) if "STAR" in fld.truth.colnames else 0
     return FieldInput(
         image=fld.image,
         weight=fld.weight,
@@ -216,7 +218,7 @@ def simulated_input(
         sign=int(sign),
         description={
             "dataset": fld.dataset,
-            "n_galaxies": len(fld.truth) - int(n_stars),
+            "n_galaxies": len(fld.truth) - n_star_rows,
             "density": preset.field.density,
             "shear": list(fld.shear),
             "seed": seed,
@@ -225,7 +227,7 @@ def simulated_input(
             "rotated_pairs": True,
             "margin": int(stamp_size) // 2 + 1,
             "image_size": list(fld.image.shape[::-1]),
-            **({"n_stars": int(n_stars)} if n_stars else {}),
+            **({"n_stars": n_star_rows} if n_star_rows else {}),
         },
     )
 

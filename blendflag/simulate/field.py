@@ -53,6 +53,7 @@ from blendflag.simulate.field_stars import (
     add_stars,
     add_stars_and_psf_columns,
     centre_psf_image,
+    preset_star_count,
     varying_psf_for,
 )
 from blendflag.simulate.field_truth import blend_overlaps, galaxy_truth
@@ -159,7 +160,7 @@ def simulate_field(
     progress=False,
     margin=None,
     varying_psf=None,
-    n_stars=0,
+    n_stars=None,
 ) -> Field:
     """Simulate a field of galaxies with a known constant shear.
 
@@ -199,10 +200,12 @@ def simulate_field(
         gradients of :class:`~blendflag.simulate.psf_variation.PSFVariation`.
         The truth then has ``PSF_FWHM`` (arcsec), ``PSF_G1``, ``PSF_G2`` and
         the field's ``varying_psf`` rebuilds the model. [default: None]
-    n_stars : int
+    n_stars : int or None
         Stars drawn with the PSF (their own random stream: the galaxies and
         the noise do not change); rows of the truth with ``STAR`` true
-        (:mod:`blendflag.simulate.field_stars`). [default: 0]
+        (:mod:`blendflag.simulate.field_stars`). None: the preset's star
+        counts, a Poisson number at ``galaxy.counts.star_density`` (none for
+        log-uniform presets). [default: None]
 
     Returns
     -------
@@ -227,10 +230,13 @@ def simulate_field(
     margin = _scene_margin(config, margin, side)
     # rotated pairs: two square halves side by side, the right one the left rotated by 90 deg
     nx_img, ny_img = (2 * side, side) if rotated_pairs else (side, side)
+    if n_stars is None:
+        n_stars = preset_star_count(config, seed, nx_img, ny_img)
     psf_at = varying_psf_for(config, varying_psf, nx_img, ny_img, n_stars)
 
     rng = np.random.default_rng(seed)
     layout = lay_out_galaxies(rng, config, n_drawn, side, margin, rotated_pairs, (g1, g2))
+    n = len(layout.params)  # fewer than drawn with galaxy.counts.drop_fainter_than
     # footprints at the field's own depth too: the truth of blends as this image shows them
     thresholds = (
         isophote_level(config, sigma if sigma > 0 else config.default_noise),

@@ -96,6 +96,21 @@ def _rotated_twins(params: list, xs: np.ndarray, ys: np.ndarray, side: int):
     return params, xs, ys
 
 
+def _kept_galaxies(config, params: list):
+    """Which galaxies a field draws: None (all) or a bool mask of those not too faint.
+
+    A ``counts`` preset's ``galaxy.counts.drop_fainter_than`` (mag) leaves the
+    fainter galaxies out after every galaxy's parameters and (sheared)
+    position were drawn, so the others, their positions, pair ids and the
+    noise are those of the full field: the paired comparison of
+    ``scripts/undetected_galaxies.py``.
+    """
+    limit = config.galaxy.counts.drop_fainter_than if uses_counts(config) else None
+    if limit is None:
+        return None
+    return np.array([p["mag"] <= limit for p in params], dtype=bool)
+
+
 def lay_out_galaxies(
     rng: np.random.Generator,
     config: DatasetConfig,
@@ -144,4 +159,9 @@ def lay_out_galaxies(
         pair_id[:] = np.tile(np.arange(n_drawn, dtype=np.int32), 2)
     groups = friends_of_friends(xs, ys, keys=rotated)
     xs, ys = shear_positions(xs, ys, shear, groups)
+    keep = _kept_galaxies(config, params)
+    if keep is not None:
+        params = [p for p, k in zip(params, keep, strict=True) if k]
+        xs, ys, rotated, pair_id = xs[keep], ys[keep], rotated[keep], pair_id[keep]
+        n_drawn = int(keep[:n_drawn].sum())
     return GalaxyLayout(params, xs, ys, rotated, pair_id, side, n_drawn, rotated_pairs)

@@ -20,10 +20,13 @@ STAR_STREAM = 0x53544152
 STAR_FLUX = (1.0e4, 1.0e5)
 
 
-def place_stars(seed: int, n_stars: int, nx: int, ny: int, margin: int):
+def place_stars(seed: int, n_stars: int, nx: int, ny: int, margin: int, counts=None):
     """Positions (1-based pixels) and fluxes (ADU) of ``n_stars`` stars.
 
-    Uniform over the image, at least ``margin`` pixels from its edges.
+    Uniform over the image, at least ``margin`` pixels from its edges. Fluxes
+    log-uniform in :data:`STAR_FLUX`, or with ``counts`` (a
+    :class:`~blendflag.simulate.presets.CountsSpec`) from its star counts
+    (``star_mags``, ``star_slope``) in the survey's photometry.
 
     Returns
     -------
@@ -32,8 +35,31 @@ def place_stars(seed: int, n_stars: int, nx: int, ny: int, margin: int):
     rng = np.random.default_rng([int(seed), STAR_STREAM])
     xs = rng.uniform(margin + 0.5, nx - margin + 0.5, n_stars)
     ys = rng.uniform(margin + 0.5, ny - margin + 0.5, n_stars)
-    fluxes = np.exp(rng.uniform(np.log(STAR_FLUX[0]), np.log(STAR_FLUX[1]), n_stars))
+    if counts is None:
+        fluxes = np.exp(rng.uniform(np.log(STAR_FLUX[0]), np.log(STAR_FLUX[1]), n_stars))
+    else:
+        from blendflag.simulate.population import draw_power_law
+        from blendflag.simulate.survey_photometry import mag_to_adu
+
+        fluxes = mag_to_adu(
+            draw_power_law(rng, n_stars, counts.star_mags, counts.star_slope), counts
+        )
     return xs, ys, fluxes
+
+
+def preset_star_count(config, seed: int, nx: int, ny: int) -> int:
+    """Stars of an ``nx`` x ``ny`` field at the preset's ``star_density`` (0 without counts).
+
+    A Poisson draw from the stars' own stream (``(seed, STAR_STREAM, 1)``).
+    """
+    if config.galaxy.population != "counts":
+        return 0
+    from blendflag.simulate.population import star_count
+
+    area = nx * ny * (config.pixel_scale / 60.0) ** 2
+    return star_count(
+        config.galaxy.counts, area, np.random.default_rng([int(seed), STAR_STREAM, 1])
+    )
 
 
 def paste(image: np.ndarray, arr: np.ndarray, x0: int, y0: int, lo: int = 1, hi=None) -> None:
@@ -118,7 +144,8 @@ def add_stars(image, config, seed, n_stars, margin, psf_at, footprint_lists, thr
     footprints, field_footprints = footprint_lists
     thresh, thresh_field = thresholds
     ny, nx = image.shape
-    xs, ys, fluxes = place_stars(seed, int(n_stars), nx, ny, margin)
+    counts = config.galaxy.counts if config.galaxy.population == "counts" else None
+    xs, ys, fluxes = place_stars(seed, int(n_stars), nx, ny, margin, counts)
     for x0, y0, arr, fx0, fy0, mask in draw_stars(config, fluxes, xs, ys, thresh, psf_at):
         footprints.append((fx0, fy0, mask))
         if thresh_field is not None:

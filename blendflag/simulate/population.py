@@ -60,6 +60,7 @@ import math
 
 import numpy as np
 
+from blendflag.simulate.galaxies import galaxy_object as loguniform_galaxy_object
 from blendflag.simulate.galaxies import sample_galaxy
 from blendflag.simulate.survey_photometry import mag_to_adu
 
@@ -137,6 +138,21 @@ def magnitude_cdf(mag, spec) -> np.ndarray:
         slopes[k] * math.log(10.0)
     )
     return (below[k] + inside) / below[-1]
+
+
+def draw_power_law(rng: np.random.Generator, n: int, mags, slope: float) -> np.ndarray:
+    """``n`` magnitudes in ``mags`` (bright, faint) with counts ``log10 N = const + slope m``.
+
+    Star counts (:func:`draw_star_magnitudes`) use it; inverse CDF of one uniform each.
+    """
+    lo, hi = mags
+    grow = 10.0 ** (slope * (hi - lo)) - 1.0
+    return lo + np.log10(1.0 + rng.uniform(0.0, 1.0, n) * grow) / slope
+
+
+def star_count(spec, area_arcmin2: float, rng: np.random.Generator) -> int:
+    """Poisson number of stars in ``area_arcmin2`` at ``spec.star_density``."""
+    return int(rng.poisson(spec.star_density * area_arcmin2)) if spec.star_density > 0 else 0
 
 
 def draw_magnitudes(rng: np.random.Generator, n: int, spec) -> np.ndarray:
@@ -249,8 +265,12 @@ def draw_bulge_fractions(rng: np.random.Generator, n: int, spec) -> np.ndarray:
     return np.where(pure, 1.0, b2t)
 
 
-def draw_knots(rng: np.random.Generator, b2t: np.ndarray, spec):
+def draw_knots(rng: np.random.Generator, b2t: np.ndarray, spec, mags=None):
     """Star-forming knots of the galaxies with a disk (``b2t < 1``).
+
+    Galaxies fainter than ``spec.smooth_mag`` (``mags`` given) get none: the
+    drawing shortcut of :class:`~blendflag.simulate.presets.CountsSpec`; the
+    same numbers are drawn either way.
 
     Returns
     -------
@@ -263,6 +283,8 @@ def draw_knots(rng: np.random.Generator, b2t: np.ndarray, spec):
     """
     n = len(b2t)
     lit = (rng.uniform(0.0, 1.0, n) < spec.knot_galaxies) & (b2t < 1.0)
+    if mags is not None:
+        lit &= np.asarray(mags) <= spec.smooth_mag
     frac = rng.uniform(spec.knot_flux[0], spec.knot_flux[1], n)
     number = rng.integers(spec.knot_number[0], spec.knot_number[1] + 1, n)
     seeds = rng.integers(1, 2**31 - 1, n)
@@ -293,7 +315,7 @@ def draw_population(rng: np.random.Generator, n: int, spec) -> list[dict]:
     hlr = draw_sizes(rng, mags, spec)
     b2t = draw_bulge_fractions(rng, n, spec)
     g1, g2 = draw_ellipticities(rng, b2t >= 0.5, spec)
-    knot_frac, n_knots, seeds = draw_knots(rng, b2t, spec)
+    knot_frac, n_knots, seeds = draw_knots(rng, b2t, spec, mags)
     flux = mag_to_adu(mags, spec)
     return [
         {
@@ -338,6 +360,30 @@ def draw_galaxy_params(rng: np.random.Generator, n: int, config) -> list[dict]:
 def uses_counts(config) -> bool:
     """True when the preset's galaxies are the ``counts`` population."""
     return config.galaxy.population == "counts"
+
+
+def draw_one_galaxy(rng: np.random.Generator, config) -> dict:
+    """One galaxy of the preset's population (the stamps' draw).
+
+    ``loguniform``: exactly :func:`~blendflag.simulate.galaxies.sample_galaxy`
+    (the stamps of the original study's presets are unchanged); ``counts``:
+    :func:`draw_population` of one.
+    """
+    if uses_counts(config):
+        return draw_population(rng, 1, config.galaxy.counts)[0]
+    return sample_galaxy(rng, config.galaxy)
+
+
+def galaxy_profile(params: dict, config, gsparams=None, shear=None):
+    """The GalSim profile (not PSF-convolved) of one galaxy of the preset's population.
+
+    :func:`galaxy_object` for ``counts``, else
+    :func:`blendflag.simulate.galaxies.galaxy_object` with the preset's
+    ``galaxy`` section.
+    """
+    if uses_counts(config):
+        return galaxy_object(params, gsparams, shear=shear)
+    return loguniform_galaxy_object(params, config.galaxy, gsparams, shear=shear)
 
 
 # ---------------------------------------------------------------------------

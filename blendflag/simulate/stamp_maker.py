@@ -49,7 +49,8 @@ import math
 import numpy as np
 
 from blendflag.errors import BlendflagError
-from blendflag.simulate.galaxies import galaxy_object, isophote_level, make_psf, sample_galaxy
+from blendflag.simulate.galaxies import isophote_level, make_psf, psf_image
+from blendflag.simulate.population import draw_one_galaxy, galaxy_profile, uses_counts
 from blendflag.simulate.presets import DatasetConfig, load_dataset
 
 
@@ -69,6 +70,13 @@ class StampMaker:
         self.centre = config.stamp_size // 2  # 0-based index of the central pixel
         self.gsparams = galsim.GSParams(folding_threshold=config.folding_threshold)
         self.psf = make_psf(config, self.gsparams)
+        # A counts population reaches far below the noise: a galaxy whose
+        # flux x ||PSF||_2 (the largest optimal S/N its flux can give, a point
+        # source's) is under min_snr is skipped before it is drawn. 10% slack
+        # for the pixel grid; loguniform presets never skip (their stamps
+        # stay bit-identical).
+        psf_norm = float(np.sqrt(np.sum(psf_image(config).astype(np.float64) ** 2)))
+        self.snr_per_flux = 1.1 * psf_norm if uses_counts(config) else math.inf
 
     def draw(self, params: dict, offset, size: int) -> np.ndarray:
         """Noiseless image of one galaxy, ``size`` x ``size`` pixels (odd), in ADU.
@@ -78,7 +86,7 @@ class StampMaker:
         """
         import galsim
 
-        gal = galaxy_object(params, self.config.galaxy, self.gsparams)
+        gal = galaxy_profile(params, self.config, self.gsparams)
         image = galsim.ImageF(size, size, scale=self.config.pixel_scale)
         galsim.Convolve(gal, self.psf, gsparams=self.gsparams).drawImage(
             image=image, offset=(float(offset[0]), float(offset[1]))
@@ -103,8 +111,10 @@ class StampMaker:
         cfg, size, c = self.config, self.size, self.centre
         thresh = isophote_level(cfg, sigma)
         for _ in range(200):
-            p1 = sample_galaxy(rng, cfg.galaxy)
+            p1 = draw_one_galaxy(rng, cfg)
             off1 = rng.uniform(-0.5, 0.5, 2)
+            if p1["flux"] * self.snr_per_flux < cfg.blend.min_snr * sigma:
+                continue  # too faint to be seen at any size
             img1 = self.draw(p1, off1, size)
             mask1 = img1 > thresh
             snr = float(np.sqrt(np.sum(img1.astype(np.float64) ** 2)) / sigma)
@@ -145,8 +155,10 @@ class StampMaker:
         """Draw a companion and a position meeting (blend) or failing (separated) the criterion."""
         cfg, size, c = self.config, self.size, self.centre
         spec = cfg.blend
-        p2 = sample_galaxy(rng, cfg.galaxy)
+        p2 = draw_one_galaxy(rng, cfg)
         frac = rng.uniform(-0.5, 0.5, 2)
+        if p2["flux"] * self.snr_per_flux < spec.min_snr * sigma:
+            return None  # too faint to be seen at any size
         big = self.draw(p2, frac, 2 * size - 1)
         mask2 = big > thresh
         if not mask2.any() or np.sqrt(np.sum(big.astype(np.float64) ** 2)) < spec.min_snr * sigma:
@@ -225,7 +237,7 @@ def render_components(dataset, row) -> tuple[np.ndarray, np.ndarray | None]:
     c = maker.centre
 
     def params(i):
-        return {
+        out = {
             "flux": float(row[f"FLUX{i}"]),
             "hlr": float(row[f"HLR{i}"]),
             "g1": float(row[f"E1_{i}"]),
@@ -233,6 +245,15 @@ def render_components(dataset, row) -> tuple[np.ndarray, np.ndarray | None]:
             "n": float(row[f"SERSIC_N{i}"]),
             "b2t": float(row[f"B2T{i}"]),
         }
+        if uses_counts(config):  # the counts population's further parameters
+            out.update(
+                mag=float(row[f"MAG{i}"]),
+                bulge_hlr=float(row[f"BULGE_HLR{i}"]),
+                knot_frac=float(row[f"KNOT_FRAC{i}"]),
+                n_knots=int(row[f"N_KNOTS{i}"]),
+                knot_seed=int(row[f"KNOT_SEED{i}"]),
+            )
+        return out
 
     central = maker.draw(params(1), (row["X1"] - 1 - c, row["Y1"] - 1 - c), maker.size)
     if int(row["N_SOURCES"]) < 2:

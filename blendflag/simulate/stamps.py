@@ -29,6 +29,7 @@ import numpy as np
 from blendflag._runtime.parallel import _resolve_workers, run_chunks
 from blendflag.errors import BlendflagError
 from blendflag.simulate.galaxies import isophote_level
+from blendflag.simulate.population import uses_counts
 from blendflag.simulate.presets import DatasetConfig, load_dataset
 from blendflag.simulate.stamp_maker import cached_maker
 
@@ -47,6 +48,10 @@ def _simulate_chunk(config: DatasetConfig, kinds, sigmas, seeds):
     stamps = np.empty((n, size, size), dtype=np.float32)
     cols = {name: np.zeros(n, dtype=np.float64) for name in _FLOAT_COLUMNS}
     cols["OVERLAP_PIX"] = np.zeros(n, dtype=np.int32)
+    extra = COUNTS_COLUMNS if uses_counts(config) else {}
+    for name in extra:
+        for k in (1, 2):
+            cols[f"{name}{k}"] = np.zeros(n, dtype=np.float64)
     for i in range(n):
         rng = np.random.default_rng(int(seeds[i]))
         stamps[i], rec = maker.make(KINDS[int(kinds[i])], float(sigmas[i]), rng)
@@ -57,6 +62,10 @@ def _simulate_chunk(config: DatasetConfig, kinds, sigmas, seeds):
         cols["E1_1"][i], cols["E2_1"][i] = p1["g1"], p1["g2"]
         cols["SERSIC_N1"][i], cols["B2T1"][i] = p1["n"], p1["b2t"]
         cols["SNR"][i] = rec["snr"]
+        for name, key in extra.items():
+            cols[f"{name}1"][i] = p1[key]
+            if p2 is not None:
+                cols[f"{name}2"][i] = p2[key]
         if p2 is not None:
             cols["X2"][i], cols["Y2"][i] = rec["x2"] + 1.0, rec["y2"] + 1.0
             cols["FLUX2"][i], cols["HLR2"][i] = p2["flux"], p2["hlr"]
@@ -90,6 +99,17 @@ _FLOAT_COLUMNS = (
     "B2T1",
     "B2T2",
 )
+
+#: The ``counts`` population's further parameters (truth column stem: key),
+#: written for each source (``MAG1``, ``MAG2``, ...) so that
+#: :func:`~blendflag.simulate.stamp_maker.render_components` redraws them.
+COUNTS_COLUMNS = {
+    "MAG": "mag",
+    "BULGE_HLR": "bulge_hlr",
+    "KNOT_FRAC": "knot_frac",
+    "N_KNOTS": "n_knots",
+    "KNOT_SEED": "knot_seed",
+}
 
 #: Units of the truth columns.
 TRUTH_UNITS = {
@@ -253,6 +273,9 @@ def simulate_stamps(
     truth["SNR2"] = cols["SNR2"].astype(np.float32)
     for name in _FLOAT_COLUMNS[_FLOAT_COLUMNS.index("X1") :]:  # the sources' parameters
         truth[name] = cols[name]  # float64: render_components redraws them exactly
+    for name in cols:
+        if name[:-1] in COUNTS_COLUMNS:  # float64 holds the knot seeds (< 2^31) exactly
+            truth[name] = cols[name]
     truth["STAMP_SEED"] = seeds
     for name, unit in TRUTH_UNITS.items():
         truth[name].unit = unit
