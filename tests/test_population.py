@@ -314,3 +314,38 @@ def test_counts_keys_are_validated(tmp_path, change, match):
     with pytest.raises(ConfigError, match=match) as info:
         load_dataset(str(_preset_with(tmp_path, change)))
     assert "\n" not in str(info.value)
+
+
+def test_shear_groups_keep_bright_galaxies_on_their_pixels(counts):
+    """±g counts fields: a bright galaxy alone among bright ones keeps its pixels.
+
+    Friends-of-friends of every galaxy percolates at ~200 per arcmin^2 (groups
+    hundreds of pixels across whose members move by pixels between +g and
+    -g, so the noise under them no longer cancels); the faint join their
+    nearest bright galaxy's group, sheared about the bright members only.
+    """
+    from blendflag.simulate.field_layout import COUNTS_GROUP_LINK
+
+    plus = simulate_field(PRESET, 2000, shear=(0.02, 0.0), seed=5, rotated_pairs=True, n_stars=0)
+    minus = simulate_field(PRESET, 2000, shear=(-0.02, 0.0), seed=5, rotated_pairs=True, n_stars=0)
+    a, b = plus.truth, minus.truth
+    moved = np.hypot(a["X"] - b["X"], a["Y"] - b["Y"])
+    bright = np.asarray(a["MAG"]) <= counts.depth
+    assert np.mean(moved[bright] < 1e-9) > 0.6  # most bright galaxies do not move
+    # no galaxy moves by more than the shear of the largest plausible group
+    assert moved.max() < 0.1 * 20 * COUNTS_GROUP_LINK
+    # a faint galaxy next to a lone bright one is sheared about it
+    ax, ay, bx, by = (np.asarray(t[c], float) for t in (a, b) for c in ("X", "Y"))
+    lone = np.flatnonzero(bright & (moved < 1e-9))
+    checked = 0
+    for i in lone[:200]:
+        near = np.flatnonzero(
+            ~bright & (np.hypot(ax - ax[i], ay - ay[i]) < 0.5 * COUNTS_GROUP_LINK)
+        )
+        for j in near:
+            dp = np.array([ax[j] - ax[i], ay[j] - ay[i]])
+            dm = np.array([bx[j] - bx[i], by[j] - by[i]])
+            # +g stretches x by (1 + g) / (1 - g) relative to -g (area-preserving)
+            assert dp[0] / dm[0] == pytest.approx(1.02 / 0.98, rel=1e-6) or abs(dm[0]) < 1e-6
+            checked += 1
+    assert checked > 5

@@ -81,7 +81,58 @@ def friends_of_friends(xs, ys, link: float = GROUP_LINK, keys=None) -> np.ndarra
     return labels.ravel()
 
 
-def shear_positions(xs, ys, shear, groups) -> tuple[np.ndarray, np.ndarray]:
+def attach_to_groups(xs, ys, leaders, groups, link: float = GROUP_LINK, keys=None) -> np.ndarray:
+    """Groups of every position: the leaders' own, others joining the nearest leader's.
+
+    A position that is not a leader joins the group of the nearest leader
+    closer than ``link`` (with the same key), else forms a group of its own.
+
+    Parameters
+    ----------
+    xs, ys : numpy.ndarray
+        All positions, pixels.
+    leaders : numpy.ndarray
+        bool per position: those grouped by :func:`friends_of_friends`.
+    groups : numpy.ndarray
+        The leaders' group labels (:func:`friends_of_friends` of the leaders).
+    link : float
+        Largest distance to a leader, pixels.
+    keys : numpy.ndarray or None
+        Positions never join a leader with another key. [default: one key]
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 group label per position.
+    """
+    xs = np.asarray(xs, dtype=np.float64)
+    ys = np.asarray(ys, dtype=np.float64)
+    n = len(xs)
+    keys = np.zeros(n, dtype=np.int64) if keys is None else np.asarray(keys, dtype=np.int64)
+    lead = np.flatnonzero(leaders)
+    out = np.full(n, -1, dtype=np.int64)
+    out[lead] = groups
+    cell = {}
+    for i in lead:
+        cell.setdefault((int(keys[i]), int(xs[i] // link), int(ys[i] // link)), []).append(i)
+    next_label = int(groups.max(initial=-1)) + 1
+    for i in np.flatnonzero(~np.asarray(leaders, dtype=bool)):
+        gx, gy = int(xs[i] // link), int(ys[i] // link)
+        near = [j for dx in (-1, 0, 1) for dy in (-1, 0, 1)
+                for j in cell.get((int(keys[i]), gx + dx, gy + dy), ())]  # fmt: skip
+        if near:
+            near = np.asarray(near)
+            d2 = (xs[near] - xs[i]) ** 2 + (ys[near] - ys[i]) ** 2
+            k = int(np.argmin(d2))
+            if d2[k] < link * link:
+                out[i] = out[near[k]]
+                continue
+        out[i] = next_label
+        next_label += 1
+    return out
+
+
+def shear_positions(xs, ys, shear, groups, centred_on=None) -> tuple[np.ndarray, np.ndarray]:
     """Shear galaxy positions like their shapes, about the centre of their group.
 
     Lensing shears the whole scene: the separation of two neighbours is
@@ -103,6 +154,11 @@ def shear_positions(xs, ys, shear, groups) -> tuple[np.ndarray, np.ndarray]:
         Reduced shear (g1, g2).
     groups : numpy.ndarray of int
         Group label of each galaxy.
+    centred_on : numpy.ndarray or None
+        bool per galaxy: a group's centre is the mean position of these
+        members (of all its members when it has none), so that a galaxy
+        alone among them keeps its pixels while the others in its group are
+        sheared about it. [default: every member]
 
     Returns
     -------
@@ -116,9 +172,12 @@ def shear_positions(xs, ys, shear, groups) -> tuple[np.ndarray, np.ndarray]:
     if g1 == 0 and g2 == 0:
         return xs, ys
     groups = np.asarray(groups)
-    counts = np.bincount(groups)
-    cx = (np.bincount(groups, weights=xs) / counts)[groups]
-    cy = (np.bincount(groups, weights=ys) / counts)[groups]
+    w = np.ones(len(xs)) if centred_on is None else np.asarray(centred_on, dtype=np.float64)
+    # a group without a member to centre on is centred on all its members
+    w = np.where(np.bincount(groups, weights=w)[groups] > 0, w, 1.0)
+    counts = np.bincount(groups, weights=w)
+    cx = (np.bincount(groups, weights=w * xs) / counts)[groups]
+    cy = (np.bincount(groups, weights=w * ys) / counts)[groups]
     matrix = galsim.Shear(g1=g1, g2=g2).getMatrix()  # area-preserving, like .shear()
     shrink = 1.0 / np.abs(matrix).sum(axis=1).max()
     dx, dy = (xs - cx) * shrink, (ys - cy) * shrink
