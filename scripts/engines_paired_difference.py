@@ -176,7 +176,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from blendflag.commands.common import write_json
     from blendflag.config import load_pipeline_config
-    from blendflag.pipeline.field_input import DEFAULT_N_GALAXIES
+    from blendflag.pipeline.field_input import DEFAULT_DATASET, default_n_galaxies
+    from blendflag.simulate.presets import load_dataset
 
     names = [n.strip() for n in args.engines.split(",") if n.strip()]
     if len(names) < 2:
@@ -184,7 +185,7 @@ def main(argv=None) -> int:
     workers = args.workers or os.cpu_count() or 1
     n_boot = args.bootstrap or load_pipeline_config(None).shear.n_bootstrap
     results = run_engines(names, args.seed, workers, args.n_galaxies)
-    n_galaxies = args.n_galaxies or DEFAULT_N_GALAXIES
+    n_galaxies = args.n_galaxies or default_n_galaxies(load_dataset(DEFAULT_DATASET))
     document = report(results, paired_entries(results, args.seed, n_boot), args.seed, n_galaxies)
     write_json(document, args.json)
     print_table(document)

@@ -16,6 +16,11 @@ and the truth reference ``no_true_blends``) are put on one table of units
 (rotated pair x sign) by :func:`blendflag.shear.paired.compare_statistics`,
 so the shift m(with) - m(without) has a paired bootstrap error. The JSON
 holds both m per selection, the shifts and a ``provenance`` block.
+
+``--change KEY=VALUE`` compares another setting of ``galaxy.counts``
+instead (the "without" run gets it, nothing is dropped): e.g.
+``--change smooth_below_depth=99`` measures what drawing the faint galaxies
+without knots (the default shortcut) does to m.
 """
 
 from __future__ import annotations
@@ -36,13 +41,13 @@ install_for_script()  # no TensorFlow start-up lines, as in blendflag-shear
 SELECTIONS = ("all", "no_true_blends")
 
 
-def without_faint(preset, limit: float):
-    """``preset`` with its galaxies fainter than ``limit`` (mag) left out of the image."""
-    counts = dataclasses.replace(preset.galaxy.counts, drop_fainter_than=float(limit))
+def changed(preset, key: str, value: float):
+    """``preset`` with ``galaxy.counts.<key>`` set to ``value``."""
+    counts = dataclasses.replace(preset.galaxy.counts, **{key: float(value)})
     return dataclasses.replace(preset, galaxy=dataclasses.replace(preset.galaxy, counts=counts))
 
 
-def run_both(preset, limit: float, seed: int, workers: int, n_galaxies: int | None) -> dict:
+def run_both(preset, other, seed: int, workers: int, n_galaxies: int | None) -> dict:
     """``{"with": CompareResult, "without": CompareResult}`` on the same drawn field."""
     from blendflag.config import load_pipeline_config
     from blendflag.pipeline.compare import run_compare
@@ -55,9 +60,9 @@ def run_both(preset, limit: float, seed: int, workers: int, n_galaxies: int | No
     stamp_size = max(config.flag.stamp_size, config.shear.stamp_size)
     sizes = {} if n_galaxies is None else {"n_galaxies": n_galaxies}
     results = {}
-    for label, dataset in (("with", preset), ("without", without_faint(preset, limit))):
+    for label, dataset in (("with", preset), ("without", other)):
         inputs = simulated_inputs(
-            dataset, seed=seed, workers=workers, stamp_size=stamp_size, noise=None, **sizes
+            dataset, seed=seed, workers=workers, stamp_size=stamp_size, **sizes
         )
         results[label] = run_compare(
             pm, config, inputs, [], engine, seed=seed, workers=workers,
@@ -105,6 +110,10 @@ def main(argv=None) -> int:
         "--fainter-than", type=float, default=None,
         help="leave out galaxies fainter than this (mag) [default: the preset's depth]",
     )  # fmt: skip
+    parser.add_argument(
+        "--change", metavar="KEY=VALUE",
+        help="compare with this galaxy.counts setting instead of dropping the faint",
+    )  # fmt: skip
     parser.add_argument("--n-galaxies", type=int, default=None, help="[default: compare's]")
     parser.add_argument("--workers", type=int, default=None, help="[default: every core]")
     parser.add_argument("--bootstrap", type=int, default=None, help="[default: the config's]")
@@ -118,14 +127,21 @@ def main(argv=None) -> int:
     if preset.galaxy.population != "counts":
         parser.error(f"{args.dataset}: needs a counts population (galaxy.population: counts)")
     limit = preset.galaxy.counts.depth if args.fainter_than is None else args.fainter_than
+    key, value = "drop_fainter_than", limit
+    if args.change:
+        key, _, text = args.change.partition("=")
+        if not hasattr(preset.galaxy.counts, key) or not text:
+            parser.error(f"--change {args.change}: expected KEY=VALUE with a galaxy.counts key")
+        value = float(text)
     workers = args.workers or os.cpu_count() or 1
     n_boot = args.bootstrap or load_pipeline_config(None).shear.n_bootstrap
-    results = run_both(preset, limit, args.seed, workers, args.n_galaxies)
+    other = changed(preset, key, value)
+    results = run_both(preset, other, args.seed, workers, args.n_galaxies)
     document = {
         "provenance": provenance(),
         "dataset": preset.name,
         "seed": args.seed,
-        "fainter_than": limit,
+        "without": {key: value},
         "faint_limit": preset.galaxy.counts.faint_mag,
         "n_galaxies": args.n_galaxies,
         "selections": shifts(results, args.seed, n_boot),

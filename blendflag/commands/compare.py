@@ -14,9 +14,9 @@ from blendflag.commands.common import (
 from blendflag.errors import BlendflagError
 from blendflag.flagging.flaggers import flagger_overrides, make_flaggers
 from blendflag.pipeline.field_input import (
+    DEEP_NOISE,
     DEFAULT_DATASET,
     DEFAULT_N_GALAXIES,
-    DEFAULT_NOISE,
     DEFAULT_SEED,
     DEFAULT_SHEAR,
 )
@@ -95,7 +95,13 @@ def register(cli) -> None:
     )
     sim = parser.add_argument_group("simulated field (the default)")
     sim.add_argument("--dataset", default=None, help=f"preset [default: {DEFAULT_DATASET}]")
-    sim.add_argument("--n-galaxies", type=int, help=f"[default: {DEFAULT_N_GALAXIES}]")
+    sim.add_argument(
+        "--n-galaxies",
+        type=int,
+        help="galaxies drawn, the undetected included [default: "
+        f"{DEFAULT_N_GALAXIES['counts']} for a number-counts sky, "
+        f"{DEFAULT_N_GALAXIES['loguniform']} for a log-uniform preset]",
+    )
     sim.add_argument("--shear", help="G1,G2 [default: 0.02,0]")
     sim.add_argument("--seed", type=int, default=DEFAULT_SEED, help="[default: 1]")
     sim.add_argument(
@@ -110,7 +116,12 @@ def register(cli) -> None:
         help="only the +g field (by default the same galaxies and pixel noise are also "
         "drawn with -g, and m, c come from the pair)",
     )
-    sim.add_argument("--noise", type=float, help=f"noise sigma, ADU [default: {DEFAULT_NOISE}]")
+    sim.add_argument(
+        "--noise",
+        type=float,
+        help="noise sigma, ADU [default: the survey's for a number-counts sky, "
+        f"{DEEP_NOISE} (a deep field) for a log-uniform preset]",
+    )
     parser.add_argument(
         "--engine",
         default=None,
@@ -283,10 +294,10 @@ def _direct_input(args, config, user_data: bool, workers: int):
 
     return simulated_inputs(
         args.dataset or DEFAULT_DATASET,
-        args.n_galaxies or DEFAULT_N_GALAXIES,
+        args.n_galaxies,
         parse_shear(args.shear) if args.shear else DEFAULT_SHEAR,
         args.seed,
-        DEFAULT_NOISE if args.noise is None else args.noise,
+        args.noise,
         workers=workers,
         progress=not args.quiet,
         stamp_size=max(config.flag.stamp_size, config.shear.stamp_size),

@@ -18,15 +18,31 @@ from blendflag.errors import BlendflagError, CatalogueError
 if TYPE_CHECKING:
     from astropy.table import Table
 
-#: The default `compare` run: a CFIS-like field with a known shear.
-DEFAULT_DATASET = "cfis"
+#: The default `compare` run: the CFIS r-band sky from number counts, at the
+#: survey's noise, with a known shear.
+DEFAULT_DATASET = "cfis_survey"
 DEFAULT_SHEAR = (0.02, 0.0)
 DEFAULT_SEED = 1
-#: Galaxies of the default field (half of them the 90-degree rotated copies), drawn
-#: twice (+g and -g): about 6,000 measurements, in about 4 minutes on 2 cores.
-DEFAULT_N_GALAXIES = 6000
-#: Noise sigma of the default field (ADU): a deep field (median S/N ~200).
-DEFAULT_NOISE = 2.0
+#: Galaxies of a default field (half of them the 90-degree rotated copies),
+#: drawn twice (+g and -g), per population: a ``counts`` sky (every galaxy
+#: down to 2.5 mag below the depth, about 1 in 4.5 detected: about 4,500
+#: detections on the CFIS sky) or a log-uniform preset (every galaxy detected:
+#: about 6,000 measurements).
+DEFAULT_N_GALAXIES = {"counts": 20000, "loguniform": 6000}
+#: Noise sigma of a default field (ADU): a ``counts`` preset's own (its
+#: survey's sky, ``default_noise``); for a log-uniform preset a deep field
+#: (median S/N ~200), the original comparison's.
+DEEP_NOISE = 2.0
+
+
+def default_n_galaxies(preset) -> int:
+    """Galaxies of `compare`'s default field on ``preset`` (:data:`DEFAULT_N_GALAXIES`)."""
+    return DEFAULT_N_GALAXIES[preset.galaxy.population]
+
+
+def default_noise(preset) -> float:
+    """Noise sigma (ADU) of `compare`'s default field on ``preset``."""
+    return preset.default_noise if preset.galaxy.population == "counts" else DEEP_NOISE
 
 
 @dataclass
@@ -125,10 +141,10 @@ def simulated_preset(dataset=DEFAULT_DATASET, density=None):
 
 def simulated_inputs(
     dataset=DEFAULT_DATASET,
-    n_galaxies=DEFAULT_N_GALAXIES,
+    n_galaxies=None,
     shear=DEFAULT_SHEAR,
     seed=DEFAULT_SEED,
-    noise=DEFAULT_NOISE,
+    noise=None,
     workers=None,
     progress=False,
     stamp_size=51,
@@ -143,12 +159,16 @@ def simulated_inputs(
     and the same pixel noise. Galaxy centres stay half a stamp
     (``stamp_size // 2 + 1`` pixels) inside each half, so no stamp reaches into
     the other half. ``n_stars`` stars are drawn too (the same in both:
-    stars are not lensed; rows ``STAR`` of the truth, no rotated partner).
+    stars are not lensed; rows ``STAR`` of the truth, no rotated partner;
+    None: the preset's star counts). ``n_galaxies`` and ``noise`` None take
+    :func:`default_n_galaxies` and :func:`default_noise`.
     """
     from blendflag.simulate.field import parse_shear
 
     g1, g2 = parse_shear(shear)
     preset = simulated_preset(dataset, density)
+    n_galaxies = default_n_galaxies(preset) if n_galaxies is None else n_galaxies
+    noise = default_noise(preset) if noise is None else noise
     signs = (1, -1) if shear_pairs else (1,)
     return [
         simulated_input(
@@ -169,10 +189,10 @@ def simulated_inputs(
 
 def simulated_input(
     dataset=DEFAULT_DATASET,
-    n_galaxies=DEFAULT_N_GALAXIES,
+    n_galaxies=None,
     shear=DEFAULT_SHEAR,
     seed=DEFAULT_SEED,
-    noise=DEFAULT_NOISE,
+    noise=None,
     workers=None,
     progress=False,
     stamp_size=51,
@@ -191,6 +211,8 @@ def simulated_input(
     from blendflag.simulate.presets import load_dataset
 
     preset = load_dataset(dataset)
+    n_galaxies = default_n_galaxies(preset) if n_galaxies is None else n_galaxies
+    noise = default_noise(preset) if noise is None else noise
     fld = simulate_field(
         preset,
         n_galaxies=n_galaxies,
