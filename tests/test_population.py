@@ -349,3 +349,30 @@ def test_shear_groups_keep_bright_galaxies_on_their_pixels(counts):
             assert dp[0] / dm[0] == pytest.approx(1.02 / 0.98, rel=1e-6) or abs(dm[0]) < 1e-6
             checked += 1
     assert checked > 5
+
+
+def test_clustering_moves_only_the_faint_next_to_bright_ones(counts):
+    """clustered_fraction: faint galaxies crowd the bright; nothing else changes."""
+    config = load_dataset(PRESET)
+    clustered = dataclasses.replace(
+        config,
+        galaxy=dataclasses.replace(
+            config.galaxy, counts=dataclasses.replace(counts, clustered_fraction=0.8)
+        ),
+    )
+    plain = simulate_field(config, 2000, seed=6, n_stars=0)
+    crowd = simulate_field(clustered, 2000, seed=6, n_stars=0)
+    a, b = plain.truth, crowd.truth
+    np.testing.assert_array_equal(a["MAG"], b["MAG"])
+    bright = np.asarray(a["MAG"]) <= counts.depth
+    np.testing.assert_array_equal(a["X"][bright], b["X"][bright])
+
+    def nearest_bright(t):
+        x, y = np.asarray(t["X"], float), np.asarray(t["Y"], float)
+        d = np.hypot(x[~bright, None] - x[None, bright], y[~bright, None] - y[None, bright])
+        return np.median(d.min(axis=1))
+
+    scale = counts.cluster_scale / config.pixel_scale
+    assert nearest_bright(b) < 2.5 * scale < nearest_bright(a)
+    # the same noise (its own stream): the images differ by the moved faint light only
+    assert np.median(np.abs(plain.image - crowd.image)) < 0.05 * plain.noise_sigma

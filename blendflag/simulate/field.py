@@ -235,7 +235,9 @@ def simulate_field(
     psf_at = varying_psf_for(config, varying_psf, nx_img, ny_img, n_stars)
 
     rng = np.random.default_rng(seed)
-    layout = lay_out_galaxies(rng, config, n_drawn, side, margin, rotated_pairs, (g1, g2))
+    layout = lay_out_galaxies(
+        rng, config, n_drawn, side, margin, rotated_pairs, (g1, g2), seed=seed
+    )
     n = len(layout.params)  # fewer than drawn with galaxy.counts.drop_fainter_than
     # footprints at the field's own depth too: the truth of blends as this image shows them
     thresholds = (

@@ -158,6 +158,14 @@ class CountsSpec:
         Brightest and faintest star, mag. [default: [17.0, 24.0]]
     star_slope : float
         d log10 N / dm of the star counts over ``star_mags``. [default: 0.1]
+    clustered_fraction : float
+        Fraction of the galaxies fainter than ``depth`` placed around
+        brighter ones instead of uniformly (a Neyman-Scott process,
+        :func:`blendflag.simulate.field_layout.cluster_faint_galaxies`; 0:
+        unclustered). [default: 0.0]
+    cluster_scale : float
+        Gaussian offset of a clustered galaxy from its host, per axis,
+        arcsec. [default: 2.0]
     drop_fainter_than : float or None
         Leave the galaxies fainter than this (mag) out of the image, after
         all were drawn: the same brighter galaxies, pair ids and noise as the
@@ -189,6 +197,8 @@ class CountsSpec:
     star_density: float = 0.0
     star_mags: tuple[float, float] = (17.0, 24.0)
     star_slope: float = 0.1
+    clustered_fraction: float = 0.0
+    cluster_scale: float = 2.0
     drop_fainter_than: float | None = None
 
     #: Keys a preset must give (no default).
@@ -271,6 +281,8 @@ class CountsSpec:
         check(self.star_density >= 0, f"{where}.star_density", "must be >= 0 per arcmin^2")
         _check_pair(self.star_mags, f"{where}.star_mags", 0.0, 40.0, "mag")
         check(self.star_slope > 0, f"{where}.star_slope", "must be positive")
+        check(0 <= self.clustered_fraction <= 1, f"{where}.clustered_fraction", "must be in [0, 1]")
+        check(self.cluster_scale > 0, f"{where}.cluster_scale", "must be positive (arcsec)")
 
     @property
     def smooth_mag(self) -> float:
