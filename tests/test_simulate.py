@@ -418,7 +418,7 @@ def test_write_field(tmp_path):
     with fits.open(out / "image.fits") as hdul:
         h = hdul[0].header
         assert h["SHEAR1"] == 0.02 and h["SHEAR2"] == -0.01
-        assert h["PIXSCALE"] == pytest.approx(0.187) and h["DATASET"] == "cfis"
+        assert h["PIXSCALE"] == pytest.approx(0.187) and h["DATASET"] == "cfis_study"
         assert h["SEED"] == 2 and h["NOISE"] == field.noise_sigma
         np.testing.assert_array_equal(hdul[0].data, field.image)
     with fits.open(out / "truth.fits") as hdul:
@@ -478,3 +478,12 @@ def test_field_does_not_depend_on_workers(monkeypatch):
     b = simulate_field("cfis", 300, shear=(0.02, 0.0), seed=8, workers=2)
     assert a.image.tobytes() == b.image.tobytes()
     np.testing.assert_array_equal(a.truth["OVERLAPS"], b.truth["OVERLAPS"])
+
+
+@pytest.mark.parametrize("old", ["great3", "cfis", "euclid"])
+def test_the_study_presets_answer_to_their_old_names(old):
+    """The original study's presets are ``<name>_study``; the old names load them."""
+    study = load_dataset(f"{old}_study")
+    assert load_dataset(old) == study and study.name == f"{old}_study"
+    assert study.galaxy.population == "loguniform"
+    assert old not in dataset_preset_names() and f"{old}_study" in dataset_preset_names()

@@ -61,7 +61,7 @@ def test_simulate_writes_stamps_truth_and_config(tmp_path, capsys):
             assert name in cols
     stamps, truth, config = read_stamps(out)
     assert stamps.shape == (16, 51, 51) and len(truth) == 16
-    assert config.name == "cfis" and config.pixel_scale == pytest.approx(0.187)
+    assert config.name == "cfis_study" and config.pixel_scale == pytest.approx(0.187)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.fits"]
 
 

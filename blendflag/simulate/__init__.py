@@ -5,7 +5,7 @@ Import from the module that holds what you need; this package re-exports nothing
 Modules, each importing only those above it (no circles):
 
 ``presets``
-    Dataset presets (``configs/great3.yaml``, ``euclid.yaml``, ``cfis.yaml`` or
+    Dataset presets (``configs/cfis_survey.yaml``, ..., ``great3_study.yaml`` or
     a YAML file of your own): :class:`~blendflag.simulate.presets.DatasetConfig`
     and its sections, :func:`~blendflag.simulate.presets.load_dataset`,
     :func:`~blendflag.simulate.presets.dataset_preset_names`.

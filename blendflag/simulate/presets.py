@@ -1,7 +1,11 @@
 """Dataset presets: the instrument, galaxy population, noise, stamps and fields of a simulation.
 
-A preset is a YAML file (``configs/great3.yaml``, ``euclid.yaml``, ``cfis.yaml``,
-or the user's own) loaded into a :class:`DatasetConfig` and validated once; the
+A preset is a YAML file: a survey's sky from number counts
+(``configs/cfis_survey.yaml``, ``euclid_survey.yaml``, ``lsst_y10.yaml``,
+``des_y5.yaml``), the original study's stamps and fields
+(``great3_study.yaml``, ``cfis_study.yaml``, ``euclid_study.yaml``, also
+known by their old names ``great3``, ``cfis`` and ``euclid``), or the user's own,
+loaded into a :class:`DatasetConfig` and validated once; the
 sections ``psf``, ``galaxy``, ``blend`` and ``field`` are :class:`PSFSpec`,
 :class:`GalaxySpec`, :class:`BlendSpec` and :class:`FieldSpec`. Sizes are in
 arcsec unless said otherwise, fluxes and noise in ADU.
@@ -544,6 +548,11 @@ def _preset_files() -> dict:
     return found
 
 
+#: The original study's presets by their old names (they keep their behaviour:
+#: ``simulate --dataset cfis`` draws what it always drew).
+STUDY_ALIASES = {"great3": "great3_study", "cfis": "cfis_study", "euclid": "euclid_study"}
+
+
 def dataset_preset_names() -> list[str]:
     """Names of the packaged dataset presets, sorted.
 
@@ -556,13 +565,13 @@ def dataset_preset_names() -> list[str]:
 
 
 def load_dataset(dataset) -> DatasetConfig:
-    """A dataset preset by name (``"great3"``, ``"euclid"``, ``"cfis"``) or YAML path.
+    """A dataset preset by name (``"cfis_survey"``, ``"cfis_study"`` alias ``"cfis"``...) or path.
 
     Parameters
     ----------
     dataset : str, path-like or DatasetConfig
         A packaged preset name, a path to a YAML file with the same keys as
-        ``configs/cfis.yaml``, or an already loaded config (returned as is).
+        ``configs/cfis_study.yaml``, or an already loaded config (returned as is).
 
     Raises
     ------
@@ -571,7 +580,7 @@ def load_dataset(dataset) -> DatasetConfig:
     """
     if isinstance(dataset, DatasetConfig):
         return dataset
-    text = str(dataset)
+    text = STUDY_ALIASES.get(str(dataset), str(dataset))
     presets = _preset_files()
     names = sorted(presets)
     if text in presets:
