@@ -9,13 +9,15 @@ The same ±g pair of simulated fields (``simulated_inputs`` of the preset,
 ``--seed``) is measured twice by ``run_compare`` with the same seed: once as
 drawn (galaxies from the counts down to the preset's faint limit) and once
 with every galaxy fainter than ``--fainter-than`` (default: the preset's
-5-sigma point-source depth) left out of the image after all were drawn
-(``galaxy.counts.drop_fainter_than``): the same brighter galaxies, positions,
-pair ids, stars and pixel noise. Both runs' sums of each selection (``all``
-and the truth reference ``no_true_blends``) are put on one table of units
-(rotated pair x sign) by :func:`blendflag.shear.paired.compare_statistics`,
-so the shift m(with) - m(without) has a paired bootstrap error. The JSON
-holds both m per selection, the shifts and a ``provenance`` block.
+5-sigma point-source depth plus 1 mag, where the detections end) left out
+of the image after all were drawn (``galaxy.counts.drop_fainter_than``):
+the same brighter galaxies, positions, pair ids, stars and pixel noise.
+Both runs' sums of each selection (``all`` and the truth reference
+``no_true_blends``) are put on one table of units (rotated pair x sign) by
+:func:`blendflag.shear.paired.compare_statistics`, so the shift
+m(with) - m(without) has a paired bootstrap error, on every kept object and
+on the objects kept in both runs (:func:`shifts`). The JSON holds both m
+per selection, the shifts and a ``provenance`` block.
 
 ``--change KEY=VALUE`` compares another setting of ``galaxy.counts``
 instead (the "without" run gets it, nothing is dropped): e.g.
@@ -73,31 +75,63 @@ def run_both(preset, other, seed: int, workers: int, n_galaxies: int | None) -> 
     return results
 
 
-def shifts(results: dict, seed: int, n_bootstrap: int) -> dict:
-    """Per selection: m with and without the faint galaxies and the paired shift."""
+def common_units(parts_a: list, parts_b: list) -> np.ndarray:
+    """The unit keys present in every image of both runs (the same objects kept in both)."""
+    keys = [set(u.keys.tolist()) for u in (*parts_a, *parts_b)]
+    return np.array(sorted(set.intersection(*keys)), dtype=np.int64)
+
+
+def restricted(parts: list, keys: np.ndarray) -> list:
+    """``parts`` (UnitSums per image) with only the units in ``keys``."""
+    out = []
+    for u in parts:
+        keep = np.isin(u.keys, keys)
+        out.append(dataclasses.replace(u, keys=u.keys[keep], sums=u.sums[keep]))
+    return out
+
+
+def paired_shift(parts_with: list, parts_without: list, result, seed: int, n_boot: int) -> dict:
+    """m of both runs and m(with) - m(without) on one table of units (paired bootstrap)."""
     from blendflag.shear.paired import compare_statistics
 
+    with_, without = compare_statistics(
+        {"all": parts_with, "without": parts_without},
+        result.metacal.step,
+        result.summary.true_shear,
+        np.random.default_rng(seed + 1),
+        n_boot,
+    )
+    return {
+        "m_with": with_["m"],
+        "m_with_err": with_["m_err"],
+        "m_without": without["m"],
+        "m_without_err": without["m_err"],
+        "n_with": with_["n"],
+        "n_without": without["n"],
+        # m(with) - m(without) = -(m(without) - m(with))
+        "shift": None if without["dm_vs_all"] is None else -without["dm_vs_all"],
+        "shift_err": without["dm_vs_all_err"],
+    }
+
+
+def shifts(results: dict, seed: int, n_bootstrap: int) -> dict:
+    """Per selection: the shift on every kept object, and on the objects kept in both runs.
+
+    ``all_objects`` compares each run's own selection (objects detected in
+    one run only count in that run: their whole shear noise enters the
+    difference); ``same_objects`` keeps the units present in both runs, so
+    the shift is what the faint light does to the same brighter galaxies.
+    """
     out = {}
-    first = results["with"]
+    first, second = results["with"], results["without"]
     for name in SELECTIONS:
-        entries = compare_statistics(
-            {"all": first.unit_sums[name], "without": results["without"].unit_sums[name]},
-            first.metacal.step,
-            first.summary.true_shear,
-            np.random.default_rng(seed + 1),
-            n_bootstrap,
-        )
-        with_, without = entries
+        a, b = first.unit_sums[name], second.unit_sums[name]
+        keys = common_units(a, b)
         out[name] = {
-            "m_with": with_["m"],
-            "m_with_err": with_["m_err"],
-            "m_without": without["m"],
-            "m_without_err": without["m_err"],
-            "n_with": with_["n"],
-            "n_without": without["n"],
-            # m(with) - m(without) = -(m(without) - m(with))
-            "shift": None if without["dm_vs_all"] is None else -without["dm_vs_all"],
-            "shift_err": without["dm_vs_all_err"],
+            "all_objects": paired_shift(a, b, first, seed, n_bootstrap),
+            "same_objects": paired_shift(
+                restricted(a, keys), restricted(b, keys), first, seed, n_bootstrap
+            ),
         }
     return out
 
@@ -108,7 +142,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="[default: 1]")
     parser.add_argument(
         "--fainter-than", type=float, default=None,
-        help="leave out galaxies fainter than this (mag) [default: the preset's depth]",
+        help="leave out galaxies fainter than this (mag) [default: the preset's depth + 1, "
+        "where detections end]",
     )  # fmt: skip
     parser.add_argument(
         "--change", metavar="KEY=VALUE",
@@ -126,7 +161,7 @@ def main(argv=None) -> int:
     preset = load_dataset(args.dataset)
     if preset.galaxy.population != "counts":
         parser.error(f"{args.dataset}: needs a counts population (galaxy.population: counts)")
-    limit = preset.galaxy.counts.depth if args.fainter_than is None else args.fainter_than
+    limit = preset.galaxy.counts.depth + 1.0 if args.fainter_than is None else args.fainter_than
     key, value = "drop_fainter_than", limit
     if args.change:
         key, _, text = args.change.partition("=")
@@ -148,12 +183,14 @@ def main(argv=None) -> int:
         "timings_s": {k: round(r.summary.timings_s["total"], 1) for k, r in results.items()},
     }
     write_json(document, args.json)
-    for name, row in document["selections"].items():
-        print(
-            f"{name:<15} m(with) {row['m_with']:+.5f} +/- {row['m_with_err']:.5f}  "
-            f"m(without) {row['m_without']:+.5f} +/- {row['m_without_err']:.5f}  "
-            f"shift {row['shift']:+.5f} +/- {row['shift_err']:.5f} (paired)"
-        )
+    for name, rows in document["selections"].items():
+        for objects, row in rows.items():
+            print(
+                f"{name:<15} {objects:<13} m(with) {row['m_with']:+.5f} +/- "
+                f"{row['m_with_err']:.5f}  m(without) {row['m_without']:+.5f} +/- "
+                f"{row['m_without_err']:.5f}  shift {row['shift']:+.5f} +/- "
+                f"{row['shift_err']:.5f} (paired)"
+            )
     return 0
 
 

@@ -29,14 +29,28 @@ def grid_set():
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["great3", "euclid", "cfis"])
+STUDY_PRESETS = ["great3_study", "euclid_study", "cfis_study"]
+SURVEY_PRESETS = ["cfis_survey", "euclid_survey", "lsst_y10", "des_y5"]
+
+
+@pytest.mark.parametrize("name", STUDY_PRESETS + SURVEY_PRESETS)
 def test_presets_load(name):
     config = load_dataset(name)
     assert isinstance(config, DatasetConfig)
     assert config.name == name
     assert config.stamp_size == 51
-    assert config.default_noise > 0 and len(config.noise_grid) >= 2
+    assert config.default_noise > 0 and len(config.noise_grid) >= (2 if "study" in name else 1)
     assert name in dataset_preset_names()
+    assert (config.galaxy.population == "counts") == (name in SURVEY_PRESETS)
+
+
+@pytest.mark.parametrize("name", SURVEY_PRESETS)
+def test_survey_presets_take_their_noise_from_surveycodex(name):
+    """The preset's noise is the surveycodex sky's (to the 0.01 ADU it is written with)."""
+    from blendflag.simulate.survey_photometry import pixel_noise_sigma
+
+    config = load_dataset(name)
+    assert config.default_noise == pytest.approx(pixel_noise_sigma(config.galaxy.counts), abs=0.01)
 
 
 def test_preset_pixel_scales():

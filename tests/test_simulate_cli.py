@@ -43,7 +43,7 @@ def test_simulate_writes_stamps_truth_and_config(tmp_path, capsys):
     with fits.open(out) as hdul:
         assert [h.name for h in hdul] == ["PRIMARY", "STAMPS", "TRUTH", "CONFIG"]
         h = hdul[0].header
-        assert (h["DATASET"], h["SEED"], h["NSTAMPS"], h["NOISE"]) == ("cfis", 3, 16, "grid")
+        assert (h["DATASET"], h["SEED"], h["NSTAMPS"], h["NOISE"]) == ("cfis_study", 3, 16, "grid")
         assert "BFVERS" in h
         assert hdul["STAMPS"].data.dtype == np.dtype(">f4")
         assert hdul["STAMPS"].data.shape == (16, 51, 51)
