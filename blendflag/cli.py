@@ -153,6 +153,7 @@ def main(argv=None) -> int:
     debug = os.environ.get("BLENDFLAG_DEBUG", "") not in ("", "0")
     try:
         from blendflag._runtime import quiet_imports
+        from blendflag._runtime.provenance import record_start
         from blendflag.commands.validation import validate_args
         from blendflag.plugins import get_plugin_manager, unknown_blocked_names
 
@@ -160,7 +161,9 @@ def main(argv=None) -> int:
         pm = get_plugin_manager()
         parser = build_parser(pm)
         args = parser.parse_args(join_signed_values(sys.argv[1:] if argv is None else list(argv)))
-        # what produced a result file: its JSON's provenance records this
+        # what produced a result file: its JSON's provenance records this, and
+        # the commit as the run starts
+        record_start()
         args.command_line = ["blendflag-shear", *(sys.argv[1:] if argv is None else argv)]
         verbose = debug or bool(getattr(args, "verbose", False))
         configure_logging(verbose)

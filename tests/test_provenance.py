@@ -86,9 +86,21 @@ def test_commit_of_this_checkout():
 
 def test_no_git_gives_none(monkeypatch):
     monkeypatch.setenv("PATH", "")  # no git executable at all
+    prov._git_state.cache_clear()  # read once per process: read again without git
     assert prov._git(ROOT, "rev-parse", "HEAD") is None
     block = provenance([])
+    prov._git_state.cache_clear()
     assert block["commit"] is None and block["git_describe"] is None and block["dirty"] is None
+
+
+def test_the_commit_is_read_when_the_run_starts(monkeypatch):
+    """A commit made during a long run does not become its provenance."""
+    prov._git_state.cache_clear()
+    prov.record_start()
+    started = provenance([])["commit"]
+    monkeypatch.setattr(prov, "_git", lambda *a, **k: "f" * 40)  # a later HEAD
+    assert provenance([])["commit"] == started
+    prov._git_state.cache_clear()
 
 
 def test_provenance_imports_nothing_heavy():

@@ -11,6 +11,7 @@ writes a JSON result adds it under ``"provenance"``::
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import re
@@ -72,6 +73,12 @@ def provenance(argv=None) -> dict:
     }
 
 
+def record_start() -> None:
+    """Read the checkout's commit now: a long run's provenance then names the code it started
+    from, not a commit made while it ran (the state is kept for the process)."""
+    _git_state()
+
+
 def blendflag_version() -> str:
     """The installed distribution's version (``unknown`` for a source tree never installed)."""
     try:
@@ -129,6 +136,7 @@ def _git(directory: Path, *args: str) -> str | None:
     return out if run.returncode == 0 and out else None
 
 
+@functools.cache
 def _git_state() -> tuple[str | None, str | None]:
     """(commit, describe) of the git checkout blendflag is imported from, else (None, None).
 

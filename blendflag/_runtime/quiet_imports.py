@@ -142,3 +142,6 @@ def install_for_script() -> None:
     again) are quiet too.
     """
     install(verbose=debug_requested())
+    from blendflag._runtime.provenance import record_start
+
+    record_start()  # the commit the script started from

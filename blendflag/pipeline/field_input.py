@@ -241,7 +241,7 @@ def simulated_input(
         description={
             "dataset": fld.dataset,
             "n_galaxies": len(fld.truth) - n_star_rows,
-            "density": preset.field.density,
+            "density": _drawn_density(preset),
             "shear": list(fld.shear),
             "seed": seed,
             "noise_sigma": fld.noise_sigma,
@@ -252,6 +252,15 @@ def simulated_input(
             **({"n_stars": n_star_rows} if n_star_rows else {}),
         },
     )
+
+
+def _drawn_density(preset) -> float:
+    """Galaxies drawn per arcmin^2: the counts' integral, or the preset's ``field.density``."""
+    if preset.galaxy.population == "counts":
+        from blendflag.simulate.population import galaxy_density
+
+        return round(galaxy_density(preset.galaxy.counts), 2)
+    return preset.field.density
 
 
 def file_input(
