@@ -121,7 +121,12 @@ def register(cli) -> None:
         "psf.fits: the PSF at the centre)",
     )
     parser.add_argument(
-        "--stars", type=int, default=0, metavar="N", help="N stars (truth STAR) [default: 0]"
+        "--stars",
+        type=int,
+        default=None,
+        metavar="N",
+        help="N stars (truth STAR) [default: a survey preset's star counts; none for the "
+        "study's presets]",
     )
     parser.add_argument("--workers", type=int, metavar="N", help="worker processes")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -297,7 +302,8 @@ def run_simulate_field(args, pm) -> int:
             write_field(field, staging / sub if sub else staging)
             n_overlap = int((field.truth["OVERLAPS"][: args.n_galaxies] >= 0).sum())
             ny, nx = field.image.shape
-            stars = f" and {args.stars} stars" if args.stars else ""
+            n_stars = int(field.truth["STAR"].sum()) if "STAR" in field.truth.colnames else 0
+            stars = f" and {n_stars} stars" if n_stars else ""
             varying = ", varying PSF" if args.varying_psf else ""
             lines.append(
                 f"{args.n_galaxies} galaxies ({n_overlap} overlapping another){stars} in a "
