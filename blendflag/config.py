@@ -280,6 +280,37 @@ NEIGHBOUR_PIXEL_CHOICES = ("dominant", "model", "segment")
 
 
 @dataclass
+class ShearCuts:
+    """The shear catalogue's cuts, as surveys make one (``shear.cuts``).
+
+    An object is kept in a metacal version when that version's own S/N and
+    size pass, so the selection response ``R_S`` covers the cuts (a cut on
+    the noshear values alone would bias the shear by the cut's own response).
+
+    Attributes
+    ----------
+    s2n_min : float
+        Least S/N of the object's moments (dimensionless; 0: no cut). [default: 10.0]
+    t_ratio_min : float
+        Least ``T / T_PSF``: the object's size over the reconvolution PSF's,
+        both measured with the same weight (0: no cut). [default: 1.2, with
+        S/N > 10 the cuts of the metadetection paper, Sheldon et al. 2020]
+    """
+
+    s2n_min: float = 10.0
+    t_ratio_min: float = 1.2
+
+    def validate(self, where: str) -> None:
+        check(self.s2n_min >= 0, f"{where}.s2n_min", "must be >= 0")
+        check(self.t_ratio_min >= 0, f"{where}.t_ratio_min", "must be >= 0")
+
+    @property
+    def active(self) -> bool:
+        """True when either cut removes something."""
+        return self.s2n_min > 0 or self.t_ratio_min > 0
+
+
+@dataclass
 class ShearConfig:
     """Shear measurement settings.
 
@@ -323,6 +354,9 @@ class ShearConfig:
         stars (by the truth of a simulated field, else by the catalogue's
         stellar locus, :mod:`blendflag.shear.star_cut`) are left out of every
         selection. [default: False]
+    cuts : ShearCuts
+        The shear catalogue's S/N and size cuts, applied to every stamp
+        selection on each metacal version's own measurement.
     options : dict
         Per-engine settings, keyed by engine name; each engine documents its
         own (e.g. a metadetection engine's cell size and cuts).
@@ -337,6 +371,7 @@ class ShearConfig:
     neighbours: str = "keep"
     neighbour_pixels: str = "model"
     keep_stars: bool = False
+    cuts: ShearCuts = field(default_factory=ShearCuts)
     options: dict = field(default_factory=dict)
 
     def validate(self, where: str) -> None:

@@ -59,7 +59,7 @@ from blendflag.errors import BlendflagError
 from blendflag.shear.engine import StampShearEngine
 from blendflag.shear.inputs import checked_noise_fields
 from blendflag.shear.metacal_ops import INTERPOLANT, MetacalOperators, round_target_psf  # noqa: F401 (re-exported)
-from blendflag.shear.moments import version_shapes
+from blendflag.shear.moments import FWHM_PER_SIGMA, version_shapes
 from blendflag.shear.neighbour_weights import version_weights
 from blendflag.shear.results import (
     MCAL_ENGINE_FAILED,
@@ -67,6 +67,7 @@ from blendflag.shear.results import (
     MCAL_RENDER_FAILED,
     METACAL_VERSIONS,
     MetacalResult,
+    VersionSizes,
     filled_result_table,
 )
 
@@ -138,12 +139,15 @@ class ObjectShapes(NamedTuple):
         ``(n,)`` noshear signal-to-noise (inf for a noiseless stamp).
     kernel_sigma : numpy.ndarray
         ``(n,)`` sigma of each object's reconvolution kernel, arcsec.
+    versions : VersionSizes or None
+        Each version's size and S/N and the kernel's size (the shear cuts').
     """
 
     shapes: np.ndarray
     size: np.ndarray
     s2n: np.ndarray
     kernel_sigma: np.ndarray
+    versions: VersionSizes | None = None
 
 
 def _stamp_renderer(data, flags, rng, noise_fields, fixnoise: bool) -> Callable:
@@ -194,13 +198,28 @@ def _stamp_renderer(data, flags, rng, noise_fields, fixnoise: bool) -> Callable:
     return images
 
 
+def psf_weighted_size(kernel_sigma, weight_fwhm: float) -> np.ndarray:
+    """``T`` (arcsec^2) of each object's Gaussian reconvolution kernel, as its moments see it.
+
+    With the ``wmom`` weight (a round Gaussian of FWHM ``weight_fwhm``
+    arcsec) a Gaussian of sigma ``s`` has weighted ``T = 2 s^2 w^2 / (s^2 +
+    w^2)`` (``w`` the weight's sigma); adaptive moments (``weight_fwhm`` 0)
+    see ``2 s^2``.
+    """
+    s2 = np.asarray(kernel_sigma, dtype=np.float64) ** 2
+    if not weight_fwhm:
+        return 2.0 * s2
+    w2 = (weight_fwhm / FWHM_PER_SIGMA) ** 2
+    return 2.0 * s2 * w2 / (s2 + w2)
+
+
 def _signal_to_noise(numerator, denominator, noise_var, ok) -> np.ndarray:
-    """Noshear S/N from the moments' sums: ``numerator / (sqrt(noise_var) denominator)``.
+    """S/N from the moments' sums: ``numerator / (sqrt(noise_var) denominator)``.
 
     Parameters
     ----------
     numerator, denominator : numpy.ndarray
-        ``(n,)`` the weighted flux and its noise factor (:func:`version_shapes`).
+        ``(..., n)`` the weighted flux and its noise factor (:func:`version_shapes`).
     noise_var : numpy.ndarray
         ``(n,)`` pixel noise variance, ADU^2 (doubled by the noise correction).
     ok : numpy.ndarray
@@ -209,7 +228,7 @@ def _signal_to_noise(numerator, denominator, noise_var, ok) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        ``(n,)`` S/N (dimensionless); inf for a measured noiseless object with flux.
+        ``(..., n)`` S/N (dimensionless); inf for a measured noiseless object with flux.
     """
     with np.errstate(invalid="ignore", divide="ignore"):
         s2n = numerator / (np.sqrt(noise_var) * denominator)
@@ -353,7 +372,9 @@ class GalSimMetacal(StampShearEngine):
         measured = self._measure_objects(
             data, flags, rendering, weight_fwhm, offsets, models, images
         )
-        table = filled_result_table(measured.shapes, measured.size, measured.s2n, flags)
+        table = filled_result_table(
+            measured.shapes, measured.size, measured.s2n, flags, measured.versions
+        )
         elapsed = time.perf_counter() - start
         meta = self._meta(rendering, measured.kernel_sigma, weight_fwhm, noise_fields, n, elapsed)
         return MetacalResult(
@@ -509,9 +530,9 @@ class GalSimMetacal(StampShearEngine):
         """
         n, ny, nx = data.stamps.shape
         shapes = np.full((len(METACAL_VERSIONS), 2, n), np.nan)
-        size = np.full(n, np.nan)  # noshear size, arcsec^2
-        s2n_num = np.full(n, np.nan)
-        s2n_den = np.full(n, np.nan)
+        size = np.full((len(METACAL_VERSIONS), n), np.nan)  # each version's T, arcsec^2
+        s2n_num = np.full((len(METACAL_VERSIONS), n), np.nan)
+        s2n_den = np.full((len(METACAL_VERSIONS), n), np.nan)
         kernel_sigma = np.full(n, np.nan)  # reconvolution sigma per object, arcsec
         noise_var = data.noise_sigma**2  # ADU^2; doubled by the noise correction
         for i in range(n):
@@ -535,9 +556,12 @@ class GalSimMetacal(StampShearEngine):
             if measured is None:
                 flags[i] |= MCAL_MOMENTS_FAILED
                 continue
-            shapes[:, :, i], size[i], s2n_num[i], s2n_den[i] = measured
+            shapes[:, :, i], size[:, i], s2n_num[:, i], s2n_den[:, i] = measured
         s2n = _signal_to_noise(s2n_num, s2n_den, noise_var, flags == 0)
-        return ObjectShapes(shapes=shapes, size=size, s2n=s2n, kernel_sigma=kernel_sigma)
+        versions = VersionSizes(size, s2n, psf_weighted_size(kernel_sigma, weight_fwhm))
+        return ObjectShapes(
+            shapes=shapes, size=size[0], s2n=s2n[0], kernel_sigma=kernel_sigma, versions=versions
+        )
 
     def _meta(self, rendering, kernel_sigma, weight_fwhm, noise_fields, n, elapsed) -> dict:
         """What ``meta`` records about a call: kernel, shape, noise correction, matrices.

@@ -39,6 +39,7 @@ from blendflag.shear.results import (
     MCAL_RENDER_FAILED,
     METACAL_VERSIONS,
     MetacalResult,
+    VersionSizes,
     filled_result_table,
 )
 
@@ -166,8 +167,8 @@ class NgmixMetacal(StampShearEngine):
             if return_images
             else None
         )
-        shapes, size, s2n = self._measure_objects(data, flags, observation, boots, images)
-        table = filled_result_table(shapes, size, s2n, flags)
+        shapes, versions = self._measure_objects(data, flags, observation, boots, images)
+        table = filled_result_table(shapes, versions.size[0], versions.s2n[0], flags, versions)
         elapsed = time.perf_counter() - start
         meta = {
             "reconvolution_psf": f"ngmix {psf_choice!r}",
@@ -250,17 +251,18 @@ class NgmixMetacal(StampShearEngine):
         -------
         shapes : numpy.ndarray
             ``(5, 2, n)`` ellipticity ``(e1, e2)`` per version (NaN where not measured).
-        size : numpy.ndarray
-            ``(n,)`` noshear ``T``, arcsec^2.
-        s2n : numpy.ndarray
-            ``(n,)`` noshear S/N (inf for a noiseless stamp).
+        versions : blendflag.shear.results.VersionSizes
+            Each version's ``T`` (arcsec^2) and S/N (inf for a noiseless
+            stamp), and the reconvolved PSF's ``T`` with the same weight
+            (``wmom``; NaN for ``admom``).
         """
         import ngmix
 
         n = len(flags)
         shapes = np.full((len(METACAL_VERSIONS), 2, n), np.nan)
-        size = np.full(n, np.nan)
-        s2n = np.full(n, np.nan)
+        size = np.full((len(METACAL_VERSIONS), n), np.nan)
+        s2n = np.full((len(METACAL_VERSIONS), n), np.nan)
+        psf_size = np.full(n, np.nan)
         render_errors = (ngmix.GMixRangeError, ngmix.gexceptions.BootPSFFailure)
         for i in range(n):
             if flags[i]:
@@ -278,11 +280,21 @@ class NgmixMetacal(StampShearEngine):
             if measured is None:
                 flags[i] |= MCAL_MOMENTS_FAILED
             else:
-                shapes[:, :, i], size[i], s2n[i] = measured
+                shapes[:, :, i], size[:, i], s2n[:, i] = measured
+                psf_size[i] = self._psf_size(obsdict["noshear"].psf)
             if images is not None:
                 for version in METACAL_VERSIONS:
                     images[version][i] = obsdict[version].image
-        return shapes, size, s2n
+        return shapes, VersionSizes(size, s2n, psf_size)
+
+    def _psf_size(self, psf_obs) -> float:
+        """``T`` (arcsec^2) of the reconvolved PSF with the ``wmom`` weight (NaN for ``admom``)."""
+        import ngmix
+
+        if self.settings["shape"] != "wmom":
+            return np.nan
+        res = ngmix.gaussmom.GaussMom(fwhm=self.settings["weight_fwhm"]).go(psf_obs)
+        return float(res["T"]) if res["flags"] == 0 else np.nan
 
 
 class RecentredGaussMom:
@@ -429,14 +441,16 @@ def _version_results(resdict, noisy: bool):
     Returns
     -------
     tuple or None
-        ``(e, T, s2n)``: ``(5, 2)`` ellipticities in ``METACAL_VERSIONS``
-        order, ``T`` in arcsec^2, S/N; None when any version's moments failed.
+        ``(e, T, s2n)``: ``(5, 2)`` ellipticities, ``(5,)`` sizes (arcsec^2)
+        and S/N in ``METACAL_VERSIONS`` order; None when any version's
+        moments failed.
     """
     if any(resdict[version]["flags"] != 0 for version in METACAL_VERSIONS):
         return None
     e = np.array([resdict[version]["e"] for version in METACAL_VERSIONS])
-    noshear = resdict["noshear"]
-    return e, noshear["T"], noshear["s2n"] if noisy else np.inf
+    T = np.array([resdict[version]["T"] for version in METACAL_VERSIONS], dtype=float)
+    s2n = np.array([resdict[version]["s2n"] for version in METACAL_VERSIONS], dtype=float)
+    return e, T, (s2n if noisy else np.full(len(METACAL_VERSIONS), np.inf))
 
 
 @hookimpl

@@ -81,6 +81,10 @@ class CompareSummary:
         (:class:`blendflag.psf.star_check.PSFCheck`: ``n_stars``, ``size_ratio``
         and its error, ``de1``, ``de2``, ``tolerance``, ``passed``); None
         without a catalogue, or without stars on its stellar locus.
+    shear_cuts : dict or None
+        The shear catalogue's cuts (:func:`blendflag.shear.cuts.shear_cut_masks`):
+        ``applied``, ``s2n_min``, ``t_ratio_min``, ``in_response``,
+        ``size_cut``, and over every image ``kept_noshear`` of ``measured``.
     """
 
     selections: list
@@ -104,6 +108,7 @@ class CompareSummary:
     sub_tiles: dict | None = None
     stars: dict | None = None
     psf_check: dict | None = None
+    shear_cuts: dict | None = None
 
     def document(self, argv=None) -> dict:
         """The JSON document: every attribute, and what produced it (``provenance``).
@@ -393,7 +398,20 @@ def _summary(contexts, inputs, flaggers, entries, timings) -> CompareSummary:
         timings_s=timings,
         workers=first.workers,
         stars=stars_summary([c.results.get("stars") for c in contexts]),
+        shear_cuts=cuts_summary([c.results.get("shear_cuts") for c in contexts]),
     )
+
+
+def cuts_summary(parts: list) -> dict | None:
+    """The images' shear-cut summaries as one: the first's settings, the counts summed."""
+    parts = [p for p in parts if p]
+    if not parts:
+        return None
+    out = dict(parts[0])
+    for key in ("kept_noshear", "measured"):
+        if key in out:
+            out[key] = sum(int(p.get(key, 0)) for p in parts)
+    return out
 
 
 def _plus_shear(item) -> list | None:

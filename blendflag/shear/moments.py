@@ -170,14 +170,16 @@ def adaptive_version_shapes(images, versions, pixel_scale, guess):
     Returns
     -------
     tuple or None
-        ``(e, T, num, den)``: ``(n_versions, 2)`` distortions, the noshear size
-        ``T`` (arcsec^2) and its weighted flux ``num`` and ``den = sqrt(sum w^2)``
-        (S/N = num / (sigma den)); None when a version's moments fail.
+        ``(e, T, num, den)``: ``(n_versions, 2)`` distortions and, per
+        version, ``(n_versions,)`` the size ``T`` (arcsec^2), the weighted
+        flux ``num`` and ``den = sqrt(sum w^2)`` (S/N = num / (sigma den));
+        None when a version's moments fail.
     """
     import galsim
 
-    e = np.full((len(versions), 2), np.nan)
-    T = num = den = np.nan
+    n = len(versions)
+    e = np.full((n, 2), np.nan)
+    T, num, den = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     for k, version in enumerate(versions):
         moments = galsim.hsm.FindAdaptiveMom(
             galsim.ImageD(images[version], scale=pixel_scale), guess_sig=guess, strict=False
@@ -185,13 +187,14 @@ def adaptive_version_shapes(images, versions, pixel_scale, guess):
         if moments.moments_status != 0 or moments.error_message:
             return None
         e[k] = moments.observed_shape.e1, moments.observed_shape.e2
+        sigma = moments.moments_sigma
         if k == 0:
-            guess = moments.moments_sigma
-            # hsm centroids are in image coordinates (1-based)
-            cen = (moments.moments_centroid.x - 1.0, moments.moments_centroid.y - 1.0)
-            num, den = adaptive_weighted_flux(images[version], cen, guess, *e[k])
-            esq = e[k] @ e[k]
-            T = 2.0 * guess**2 / math.sqrt(1.0 - esq) * pixel_scale**2 if esq < 1 else np.nan
+            guess = sigma  # the noshear size seeds the sheared versions
+        # hsm centroids are in image coordinates (1-based)
+        cen = (moments.moments_centroid.x - 1.0, moments.moments_centroid.y - 1.0)
+        num[k], den[k] = adaptive_weighted_flux(images[version], cen, sigma, *e[k])
+        esq = e[k] @ e[k]
+        T[k] = 2.0 * sigma**2 / math.sqrt(1.0 - esq) * pixel_scale**2 if esq < 1 else np.nan
     return e, T, num, den
 
 
@@ -226,7 +229,8 @@ def weighted_version_shapes(
     Returns
     -------
     tuple or None
-        As :func:`adaptive_version_shapes`; None when a flux or size is not positive.
+        As :func:`adaptive_version_shapes` (``T``, ``num``, ``den`` per
+        version); None when a flux or size is not positive.
     """
     stack = np.stack([images[v] for v in versions])
     ny, nx = stack.shape[1:]
@@ -238,7 +242,7 @@ def weighted_version_shapes(
         return None
     # S/N = flux / (sigma sqrt(sum w^2)); at sigma 1 the moments' s2n is flux / norm
     e = np.column_stack([wm.e1, wm.e2])
-    return e, float(wm.T[0]), float(wm.flux[0]), float(wm.flux[0] / wm.s2n[0])
+    return e, np.array(wm.T, float), np.array(wm.flux, float), np.array(wm.flux / wm.s2n, float)
 
 
 def version_shapes(images, pixel_scale, weight_fwhm, guess, start=(0.0, 0.0), masks=None):

@@ -79,6 +79,11 @@ MCAL_FLAG_NAMES = {
 
 #: Ellipticity columns of a result table, per version: (e1 column, e2 column).
 SHAPE_COLUMNS = {v: (f"G1_{v.upper()}", f"G2_{v.upper()}") for v in METACAL_VERSIONS}
+#: Each version's size ``T`` (arcsec^2) and S/N columns (the shear cuts read them).
+SIZE_COLUMNS = {v: f"T_{v.upper()}" for v in METACAL_VERSIONS}
+S2N_COLUMNS = {v: f"S2N_{v.upper()}" for v in METACAL_VERSIONS}
+#: The reconvolution PSF's size with the object's weight, arcsec^2.
+PSF_SIZE_COLUMN = "T_PSF"
 
 
 def flag_names(flags: int) -> list[str]:
@@ -137,7 +142,10 @@ def empty_result_table(n: int) -> Table:
     Columns ``G1_<VERSION>``, ``G2_<VERSION>`` (ellipticity, dimensionless),
     ``T_NOSHEAR`` (size ``<x^2> + <y^2>`` of the adaptive Gaussian, arcsec^2),
     ``S2N_NOSHEAR`` (signal-to-noise of the adaptive-weighted flux; inf for a
-    noiseless stamp) and ``MCAL_FLAGS`` (int32 bits of :data:`MCAL_FLAG_NAMES`).
+    noiseless stamp), ``MCAL_FLAGS`` (int32 bits of :data:`MCAL_FLAG_NAMES`),
+    and, for the shear cuts, each sheared version's ``T_<VERSION>`` and
+    ``S2N_<VERSION>`` and the reconvolution PSF's ``T_PSF`` (arcsec^2, with
+    the object's weight): NaN when an engine does not measure them.
     """
     from astropy.table import Table
 
@@ -148,10 +156,14 @@ def empty_result_table(n: int) -> Table:
     table["T_NOSHEAR"] = np.full(n, np.nan)
     table["S2N_NOSHEAR"] = np.full(n, np.nan)
     table["MCAL_FLAGS"] = np.zeros(n, dtype=np.int32)
+    for version in METACAL_VERSIONS[1:]:
+        table[SIZE_COLUMNS[version]] = np.full(n, np.nan)
+        table[S2N_COLUMNS[version]] = np.full(n, np.nan)
+    table[PSF_SIZE_COLUMN] = np.full(n, np.nan)
     return table
 
 
-def filled_result_table(shapes, size, s2n, flags) -> Table:
+def filled_result_table(shapes, size, s2n, flags, versions=None) -> Table:
     """A stamp engine's result table from its per-object measurements.
 
     An unflagged object whose measured ellipticities or size are NaN or inf
@@ -170,6 +182,9 @@ def filled_result_table(shapes, size, s2n, flags) -> Table:
         stamp), stored as ``S2N_NOSHEAR``.
     flags : numpy.ndarray
         ``(n,)`` ``MCAL_FLAGS`` bits set while measuring (not changed).
+    versions : VersionSizes or None
+        Each version's size and S/N and the PSF's size (the shear cuts');
+        None leaves those columns NaN.
 
     Returns
     -------
@@ -190,7 +205,31 @@ def filled_result_table(shapes, size, s2n, flags) -> Table:
     table["T_NOSHEAR"] = np.where(good, size, np.nan)
     table["S2N_NOSHEAR"] = np.where(good, s2n, np.nan)
     table["MCAL_FLAGS"] = flags
+    if versions is not None:
+        for k, version in enumerate(METACAL_VERSIONS[1:], start=1):
+            table[SIZE_COLUMNS[version]] = np.where(good, versions.size[k], np.nan)
+            table[S2N_COLUMNS[version]] = np.where(good, versions.s2n[k], np.nan)
+        table[PSF_SIZE_COLUMN] = np.where(good, versions.psf_size, np.nan)
     return table
+
+
+@dataclass
+class VersionSizes:
+    """Each metacal version's size and S/N of every object, and the PSF's size.
+
+    Attributes
+    ----------
+    size : numpy.ndarray
+        ``(5, n)`` ``T`` per version in :data:`METACAL_VERSIONS` order, arcsec^2.
+    s2n : numpy.ndarray
+        ``(5, n)`` S/N per version (dimensionless).
+    psf_size : numpy.ndarray
+        ``(n,)`` the reconvolution PSF's ``T`` with the object's weight, arcsec^2.
+    """
+
+    size: np.ndarray
+    s2n: np.ndarray
+    psf_size: np.ndarray
 
 
 @dataclass

@@ -16,6 +16,10 @@
     metacal version's images (``context.results["metacal_flags"]``, filled by
     the flagging plugin), so the selection response ``R_S`` is measured.
 
+Every stamp selection keeps only the objects that pass the shear
+catalogue's cuts (``shear.cuts``: S/N and T / T_PSF, each metacal version on
+its own measurement, :mod:`blendflag.shear.cuts`).
+
 Stars (by the truth of a simulated field, else by the catalogue's stellar
 locus: :mod:`blendflag.shear.star_cut`) are left out of every selection unless
 ``shear.keep_stars``; their count is ``context.results["stars"]``.
@@ -57,7 +61,7 @@ def measure_selections(context) -> None:
     result = context.results["shear"]
     units = result.bootstrap_units(context.results.get("pair_id"))
     blend_flags = context.results.get("metacal_flags") or {}
-    good = result.good_masks()
+    good = _cut(context, result, result.good_masks())
     stars = image_stars(context)
     star_rows = stars.version_rows(result)
     keep_stars = context.config.shear.keep_stars
@@ -69,7 +73,7 @@ def measure_selections(context) -> None:
     results_of = dict.fromkeys(masks, result)
     masked = context.results.get("shear_masked")
     if masked is not None:  # every object, other sources' pixels filled with noise
-        masks[MASKED_SELECTION] = complete(masked, dict(masked.good_masks()))
+        masks[MASKED_SELECTION] = complete(masked, _cut(context, masked, masked.good_masks()))
         results_of[MASKED_SELECTION] = masked
     isolated = true_isolation(context)
     if isolated is not None and result.sum_layout == "stamps":
@@ -115,6 +119,23 @@ def measure_selections(context) -> None:
     context.results["unit_sums"] = unit_sums
     context.results["selections"] = entries
     _annotate(context, result, units)
+
+
+def _cut(context, result, good: dict) -> dict:
+    """``good`` with the shear catalogue's cuts (``shear.cuts``) made on each version.
+
+    Stamp engines only (a metadetection engine cuts its own catalogues); the
+    first result's summary goes to ``context.results["shear_cuts"]``.
+    """
+    from blendflag.shear.cuts import shear_cut_masks
+
+    cuts = context.config.shear.cuts
+    if result.sum_layout != "stamps" or not cuts.active:
+        context.results.setdefault("shear_cuts", {"applied": False})
+        return dict(good)
+    masks, summary = shear_cut_masks(result.table, cuts, good["noshear"])
+    context.results.setdefault("shear_cuts", {"applied": True, **summary})
+    return {v: good[v] & masks[v] for v in METACAL_VERSIONS}
 
 
 def add_fraction_removed(entries: list, counts: dict) -> None:
