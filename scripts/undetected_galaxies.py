@@ -43,12 +43,6 @@ install_for_script()  # no TensorFlow start-up lines, as in blendflag-shear
 SELECTIONS = ("all", "no_true_blends")
 
 
-def changed(preset, key: str, value: float):
-    """``preset`` with ``galaxy.counts.<key>`` set to ``value``."""
-    counts = dataclasses.replace(preset.galaxy.counts, **{key: float(value)})
-    return dataclasses.replace(preset, galaxy=dataclasses.replace(preset.galaxy, counts=counts))
-
-
 def run_both(preset, other, seed: int, workers: int, n_galaxies: int | None) -> dict:
     """``{"with": CompareResult, "without": CompareResult}`` on the same drawn field."""
     from blendflag.config import load_pipeline_config
@@ -170,7 +164,9 @@ def main(argv=None) -> int:
         value = float(text)
     workers = args.workers or os.cpu_count() or 1
     n_boot = args.bootstrap or load_pipeline_config(None).shear.n_bootstrap
-    other = changed(preset, key, value)
+    from blendflag.simulate.presets import with_counts
+
+    other = with_counts(preset, **{key: value})
     results = run_both(preset, other, args.seed, workers, args.n_galaxies)
     document = {
         "provenance": provenance(),

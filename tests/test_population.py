@@ -21,7 +21,7 @@ from blendflag.errors import ConfigError
 from blendflag.simulate import population, survey_photometry
 from blendflag.simulate.field import simulate_field
 from blendflag.simulate.galaxies import make_psf, sample_galaxy
-from blendflag.simulate.presets import load_dataset
+from blendflag.simulate.presets import load_dataset, with_counts
 from blendflag.simulate.stamps import simulate_stamps
 
 PRESET = "cfis_survey"
@@ -225,15 +225,21 @@ def test_a_counts_field_has_the_presets_stars(counts):
     np.testing.assert_array_equal(without.truth["X"], field.truth["X"][~field.truth["STAR"]])
 
 
+def test_with_counts_changes_one_setting_and_checks_it(counts):
+    config = load_dataset(PRESET)
+    assert with_counts(config, star_density=0.0).galaxy.counts.star_density == 0.0
+    with pytest.raises(ConfigError, match="no setting 'nope'"):
+        with_counts(config, nope=1)
+    with pytest.raises(ConfigError, match="clustered_fraction"):
+        with_counts(config, clustered_fraction=2.0)
+    with pytest.raises(ConfigError, match=r"no galaxy\.counts"):
+        with_counts(load_dataset("cfis"), star_density=1.0)
+
+
 def test_dropping_the_faint_keeps_the_others(counts):
     """drop_fainter_than: the brighter galaxies, their positions, pair ids and the noise stay."""
     config = load_dataset(PRESET)
-    fewer = dataclasses.replace(
-        config,
-        galaxy=dataclasses.replace(
-            config.galaxy, counts=dataclasses.replace(counts, drop_fainter_than=25.0)
-        ),
-    )
+    fewer = with_counts(config, drop_fainter_than=25.0)
     full = simulate_field(config, 400, shear=(0.02, 0.0), seed=3, rotated_pairs=True, n_stars=0)
     cut = simulate_field(fewer, 400, shear=(0.02, 0.0), seed=3, rotated_pairs=True, n_stars=0)
     kept = full.truth[full.truth["MAG"] <= 25.0]
@@ -358,12 +364,7 @@ def test_shear_groups_keep_bright_galaxies_on_their_pixels(counts):
 def test_clustering_moves_only_the_faint_next_to_bright_ones(counts):
     """clustered_fraction: faint galaxies crowd the bright; nothing else changes."""
     config = load_dataset(PRESET)
-    clustered = dataclasses.replace(
-        config,
-        galaxy=dataclasses.replace(
-            config.galaxy, counts=dataclasses.replace(counts, clustered_fraction=0.8)
-        ),
-    )
+    clustered = with_counts(config, clustered_fraction=0.8)
     plain = simulate_field(config, 800, seed=6, n_stars=0)
     crowd = simulate_field(clustered, 800, seed=6, n_stars=0)
     a, b = plain.truth, crowd.truth

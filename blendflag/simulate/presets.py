@@ -548,6 +548,25 @@ def _preset_files() -> dict:
     return found
 
 
+def with_counts(config: DatasetConfig, **changes) -> DatasetConfig:
+    """``config`` with ``galaxy.counts`` settings changed (e.g. ``drop_fainter_than=25.0``).
+
+    Raises
+    ------
+    ConfigError
+        A preset without a ``counts`` population, or an unknown or invalid setting.
+    """
+    counts = config.galaxy.counts
+    if config.galaxy.population != "counts" or counts is None:
+        raise ConfigError(f"{config.name}: no galaxy.counts (galaxy.population is not counts)")
+    unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(counts)})
+    if unknown:
+        raise ConfigError(f"galaxy.counts has no setting {unknown[0]!r}")
+    changed = dataclasses.replace(counts, **changes)
+    changed.validate("galaxy.counts")
+    return dataclasses.replace(config, galaxy=dataclasses.replace(config.galaxy, counts=changed))
+
+
 #: The original study's presets by their old names (they keep their behaviour:
 #: ``simulate --dataset cfis`` draws what it always drew).
 STUDY_ALIASES = {"great3": "great3_study", "cfis": "cfis_study", "euclid": "euclid_study"}
