@@ -41,6 +41,8 @@ def small_run(tmp_path_factory):
     code = main(
         [
             "compare",
+            "--dataset",
+            "cfis",  # the study's deep field (2 ADU), where every galaxy is measured
             "--n-galaxies",
             "240",
             "--seed",
@@ -98,6 +100,8 @@ def test_without_a_catalogue_the_original_stamps_are_not_flagged(small_run):
     code = main(
         [
             "compare",
+            "--dataset",
+            "cfis",  # the study's deep field (2 ADU), where every galaxy is measured
             "--n-galaxies",
             "240",
             "--seed",
@@ -128,6 +132,12 @@ def test_selections_hold_what_they_claim(small_run):
     pid = cat.column("PAIR_ID")
     flagged = cat.column("MCAL_BLEND_SEXTRACTOR")
     n = {s["name"]: s["n_per_image"][0] for s in data["selections"]}  # the +g image's
+    # the shear catalogue's cuts (pipeline.yaml's shear.cuts) on the noshear version
+    passes = (cat.column("S2N_NOSHEAR") >= 10.0) & (
+        cat.column("T_NOSHEAR") / cat.column("T_PSF") >= 1.2
+    )
+    assert data["shear_cuts"]["kept_noshear"] >= passes[good].sum()  # the -g image's too
+    good = good & passes
     assert n["all"] == pair_complete(good, pid).sum()
     assert n["no_sextractor_blends"] == pair_complete(good & ~flagged, pid).sum()
     # and the catalogue keeps the flags written by `flag` and the metacal shapes

@@ -152,21 +152,26 @@ def test_sums_file_stores_the_stars_and_the_psf_check_and_old_files_load(tmp_pat
 
 @pytest.fixture(scope="module")
 def star_field():
-    """A ±g pair of simulated fields with 120 galaxies (rotated pairs) and 30 stars."""
+    """A ±g pair of simulated fields with 120 galaxies (rotated pairs) and 30 stars.
+
+    The study's deep field (``cfis``, 2 ADU): every star is detected.
+    """
     from blendflag.pipeline.field_input import simulated_inputs
 
-    return simulated_inputs(n_galaxies=120, seed=4, n_stars=30)
+    return simulated_inputs("cfis", n_galaxies=120, seed=4, n_stars=30)
 
 
 def _run(inputs, keep: bool):
-    from blendflag.config import PipelineConfig
+    from blendflag.config import PipelineConfig, ShearCuts
     from blendflag.flagging.flaggers import make_flaggers
     from blendflag.pipeline.compare import run_compare
     from blendflag.plugins import get_plugin_manager, get_shear_engines, select_engine
 
     pm = get_plugin_manager()
     config = PipelineConfig()
-    config = replace(config, shear=replace(config.shear, keep_stars=keep))
+    # no shear cuts: the size cut would remove the stars too (T/T_PSF ~ 1)
+    no_cuts = ShearCuts(s2n_min=0.0, t_ratio_min=0.0)
+    config = replace(config, shear=replace(config.shear, keep_stars=keep, cuts=no_cuts))
     engine = select_engine(get_shear_engines(pm), "metacal", paired=True)
     flaggers = make_flaggers(pm, ["sextractor"], config)
     return run_compare(
@@ -328,7 +333,13 @@ def test_locus_stars_are_left_out_and_kept_with_the_option(chain_field, tmp_path
     code, kept, _, err = _compare(chain_field, tmp_path, capsys, "--keep-stars")
     assert code == 0, err
     assert kept["stars"]["kept"] is True
-    n = {s["name"]: s["n"] for s in data["selections"]}
+    # the shear catalogue's size cut removes the stars too (T/T_PSF ~ 1): without it,
+    # keeping them adds about them to `all`
+    no_cuts = tmp_path / "no_cuts.yaml"
+    no_cuts.write_text("shear:\n  cuts:\n    s2n_min: 0\n    t_ratio_min: 0\n")
+    _, left, _, _ = _compare(chain_field, tmp_path, capsys, "--config", no_cuts)
+    _, kept, _, _ = _compare(chain_field, tmp_path, capsys, "--keep-stars", "--config", no_cuts)
+    n = {s["name"]: s["n"] for s in left["selections"]}
     n_kept = {s["name"]: s["n"] for s in kept["selections"]}
     assert 0.8 * locus.sum() <= n_kept["all"] - n["all"] <= locus.sum()
 

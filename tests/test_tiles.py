@@ -223,7 +223,17 @@ def test_simulated_pair_gives_the_same_answer_through_tiles_and_directly(tmp_pat
     )
     assert (
         main(
-            ["compare", "--workers", "1", "--json", str(tmp_path / "direct.json"), *field, *common]
+            [
+                "compare",
+                "--dataset",
+                "cfis",
+                "--workers",
+                "1",
+                "--json",
+                str(tmp_path / "direct.json"),
+                *field,
+                *common,
+            ]
         )
         == 0
     )
