@@ -27,7 +27,9 @@ def register(cli) -> None:
         "compare",
         func=run,
         help="measure the shear with all sources and without each flagger's blends",
-        description="With no input it simulates a CFIS-like field with shear (0.02, 0) and "
+        description="With no input it simulates the CFIS r-band sky (cfis_survey: galaxies "
+        "from number counts, most below the detection limit, at the survey's noise) with shear "
+        "(0.02, 0) and "
         "90-degree rotated pairs, detects, flags with the config's flaggers "
         "that are valid on metacalibration images, "
         "runs metacalibration and reports R, g, m and c per selection (with and "

@@ -2,7 +2,7 @@
 
 :class:`FieldInput` holds one image with its PSF, weight, optional catalogue
 and, for simulations, the truth and the applied shear. :func:`simulated_inputs`
-makes the default: a CFIS-like field with 90-degree rotated pairs and its -g
+makes the default: the CFIS r-band sky with 90-degree rotated pairs and its -g
 twin; :func:`file_input` reads the user's image, PSF, catalogue and weight.
 """
 
