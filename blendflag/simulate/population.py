@@ -56,7 +56,9 @@ mag, sizes in arcsec, fluxes in ADU. GalSim is imported inside the functions.
 
 from __future__ import annotations
 
+import functools
 import math
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -221,13 +223,27 @@ def bulge_ellipticity_pdf(e, spec) -> np.ndarray:
     return np.where(e < 1.0, e * np.exp(-b * e - c * e * e), 0.0)
 
 
-def _inverse_cdf(pdf, u: np.ndarray) -> np.ndarray:
-    """Values in [0, 1) of the density ``pdf`` (a function of an array) at quantiles ``u``."""
+@functools.lru_cache(maxsize=16)
+def _cdf_table(kind: str, params: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """``(cdf, grid)`` of the disk or bulge ellipticity density, tabulated once per parameters.
+
+    ``kind`` is ``"disc"`` or ``"bulge"``; ``params`` the distribution's
+    numbers (``ellipticity_disc`` or ``ellipticity_bulge``). Stamps draw one
+    galaxy at a time, so the table is kept instead of rebuilt per draw.
+    """
+    pdf = disc_ellipticity_pdf if kind == "disc" else bulge_ellipticity_pdf
+    spec = SimpleNamespace(**{f"ellipticity_{kind}": params})
     grid = np.linspace(0.0, 1.0, _E_GRID)
-    p = pdf(grid)
+    p = pdf(grid, spec)
     cdf = np.concatenate([[0.0], np.cumsum(0.5 * (p[1:] + p[:-1]) * np.diff(grid))])
     keep = np.concatenate([[True], np.diff(cdf) > 0])  # strictly increasing for np.interp
-    return np.interp(u * cdf[-1], cdf[keep], grid[keep])
+    return cdf[keep], grid[keep]
+
+
+def _inverse_cdf(kind: str, params, u: np.ndarray) -> np.ndarray:
+    """Values in [0, 1) of the ``kind`` ellipticity density at quantiles ``u``."""
+    cdf, grid = _cdf_table(kind, tuple(float(x) for x in params))
+    return np.interp(u * cdf[-1], cdf, grid)
 
 
 def draw_ellipticities(rng: np.random.Generator, bulgy: np.ndarray, spec):
@@ -248,8 +264,8 @@ def draw_ellipticities(rng: np.random.Generator, bulgy: np.ndarray, spec):
     angle = rng.uniform(0.0, math.pi, len(bulgy))
     size = np.where(
         bulgy,
-        _inverse_cdf(lambda e: bulge_ellipticity_pdf(e, spec), u),
-        _inverse_cdf(lambda e: disc_ellipticity_pdf(e, spec), u),
+        _inverse_cdf("bulge", spec.ellipticity_bulge, u),
+        _inverse_cdf("disc", spec.ellipticity_disc, u),
     )
     return size * np.cos(2.0 * angle), size * np.sin(2.0 * angle)
 

@@ -24,6 +24,7 @@ astropy's units) is imported inside the functions.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -45,15 +46,22 @@ def survey_band(spec):
         The filter, its ``full_exposure_time`` replaced by ``spec.exposure_time``
         when that is given.
     """
+    exposure = None if spec.exposure_time is None else float(spec.exposure_time)
+    return _survey_band(spec.survey, spec.filter, exposure)
+
+
+@functools.lru_cache(maxsize=32)
+def _survey_band(survey_name: str, filter_name: str, exposure: float | None):
+    """:func:`survey_band`, looked up once per survey, filter and exposure (s)."""
     import dataclasses
 
     import astropy.units as u
     from surveycodex import get_survey
 
-    survey = get_survey(spec.survey)
-    band = survey.get_filter(spec.filter)
-    if spec.exposure_time is not None:
-        band = dataclasses.replace(band, full_exposure_time=float(spec.exposure_time) * u.s)
+    survey = get_survey(survey_name)
+    band = survey.get_filter(filter_name)
+    if exposure is not None:
+        band = dataclasses.replace(band, full_exposure_time=exposure * u.s)
     return survey, band
 
 
