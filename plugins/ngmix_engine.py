@@ -11,8 +11,12 @@ runs ``ngmix.metacal.MetacalBootstrapper`` on the five versions noshear, 1p,
 as the GalSim engine's ``shear.options.metacal.shape`` does: ``wmom`` (the
 default of both) is ``ngmix.gaussmom.GaussMom`` with a Gaussian weight of
 ``weight_fwhm`` arcsec, ``admom`` is ``ngmix.admom.AdmomFitter``.
-The reconvolution PSF is ngmix's ``"azgauss"`` round Gaussian where the
-installed ngmix has it (else ``"gauss"``); ``fixnoise`` is ngmix's rotated
+The reconvolution PSF is the one ``shear.options.ngmix.psf`` names: ngmix's
+``"azgauss"`` round Gaussian (the default), ``"gauss"`` or ``"fitgauss"``, or
+``"kspace"``, the built-in engine's kernel
+(:func:`blendflag.shear.metacal_ops.round_target_psf`) handed to ngmix as a
+GalSim object, which ngmix dilates by ``1 + 2 step`` as it does its own: with
+it the two engines are the same estimator and agree to round-off. ``fixnoise`` is ngmix's rotated
 noise field, on (unless ``fixnoise=False``) whenever the object has noise.
 Given noise-correction fields (the paired fields of a simulation,
 :func:`blendflag.shear.inputs.paired_noise_fields`), each object's field is
@@ -45,9 +49,12 @@ from blendflag.shear.results import (
 
 #: Weight used for noiseless stamps (sigma 0), where ngmix needs a finite weight.
 NOISELESS_SIGMA = 1.0e-6
-#: ``shear.options.ngmix``: the moments (``wmom`` or ``admom``) and the wmom weight (arcsec).
-DEFAULTS = {"shape": "wmom", "weight_fwhm": 1.2, "recentre": RECENTRE}
+#: ``shear.options.ngmix``: the moments (``wmom`` or ``admom``), the wmom weight
+#: (arcsec), its recentring steps and the reconvolution PSF.
+DEFAULTS = {"shape": "wmom", "weight_fwhm": 1.2, "recentre": RECENTRE, "psf": "azgauss"}
 SHAPE_CHOICES = ("wmom", "admom")
+#: ngmix's own reconvolution PSFs, and ``kspace``, the built-in engine's kernel.
+PSF_CHOICES = ("azgauss", "gauss", "fitgauss", "kspace")
 
 
 class NgmixMetacal(StampShearEngine):
@@ -60,12 +67,13 @@ class NgmixMetacal(StampShearEngine):
         (``"wmom"`` or ``"admom"``), ``weight_fwhm`` (arcsec) and ``recentre``
         (``wmom``: moves of the weight to the light's weighted centroid in each
         metacal version, as the built-in engine makes them; 0 is ngmix's own
-        ``GaussMom`` at the detection).
-        [default step: 0.01, shape: "wmom", weight_fwhm: 1.2, recentre: 3]
-    psf : str or galsim.GSObject or None
-        ngmix's reconvolution PSF choice (``"azgauss"``, ``"gauss"``,
-        ``"fitgauss"`` or a GalSim object). [default: "azgauss" when the
-        installed ngmix has it, else "gauss"]
+        ``GaussMom`` at the detection) and ``psf`` (the reconvolution PSF, one
+        of :data:`PSF_CHOICES`).
+        [default step: 0.01, shape: "wmom", weight_fwhm: 1.2, recentre: 3, psf: "azgauss"]
+    psf : galsim.GSObject or None
+        A reconvolution PSF given as an object (round, unit flux, before
+        ngmix's dilation); it takes precedence over ``shear.options.ngmix.psf``.
+        [default: None]
     fixnoise : bool
         Use ngmix's rotated-noise correction for objects with noise sigma > 0.
         [default: True]
@@ -101,6 +109,11 @@ class NgmixMetacal(StampShearEngine):
             )
         if not self.settings["weight_fwhm"] > 0:
             raise BlendflagError(f"shear.options.{self.name}.weight_fwhm: must be > 0 (arcsec)")
+        if self.settings["psf"] not in PSF_CHOICES:
+            raise BlendflagError(
+                f"shear.options.{self.name}.psf: must be one of {', '.join(PSF_CHOICES)}, "
+                f"got {self.settings['psf']!r}"
+            )
 
     @classmethod
     def available(cls) -> bool:
@@ -110,15 +123,30 @@ class NgmixMetacal(StampShearEngine):
             return False
         return True
 
-    def _default_psf(self):
+    def _reconvolution_psf(self, data):
+        """ngmix's ``psf`` argument: a choice of its own, or the built-in kernel as an object.
+
+        Raises
+        ------
+        BlendflagError
+            ``kspace`` with one PSF per object (it takes one PSF per image).
+        """
         if self.psf_choice is not None:
             return self.psf_choice
-        try:
-            from ngmix.metacal import metacal as _mc
+        choice = self.settings["psf"]
+        if choice != "kspace":
+            return choice
+        if data.psf.ndim == 3:
+            raise BlendflagError(
+                f"shear.options.{self.name}.psf: kspace takes one PSF per image; this "
+                "input has one per object (choose azgauss, gauss or fitgauss)"
+            )
+        import galsim
 
-            return "azgauss" if hasattr(_mc, "MetacalAzGaussPSF") else "gauss"
-        except ImportError:  # pragma: no cover - only without ngmix
-            return "gauss"
+        from blendflag.shear.metacal_ops import INTERPOLANT, round_target_psf
+
+        image = galsim.ImageD(np.asarray(data.psf, dtype=np.float64), scale=data.pixel_scale)
+        return round_target_psf(galsim.InterpolatedImage(image, x_interpolant=INTERPOLANT))
 
     def measure(
         self,
@@ -159,7 +187,7 @@ class NgmixMetacal(StampShearEngine):
         flags = data.flags.copy()
         # ngmix wants numpy.random.RandomState; derive one from the Generator.
         nrng = np.random.RandomState(int(rng.integers(0, 2**31 - 1)))
-        psf_choice = self._default_psf()
+        psf_choice = self._reconvolution_psf(data)
         observation = _observation_maker(data, offsets, fields if self.fixnoise else None)
         boots = self._bootstrappers(nrng, psf_choice, use_noise_image=fields is not None)
         images = (
@@ -171,7 +199,7 @@ class NgmixMetacal(StampShearEngine):
         table = filled_result_table(shapes, versions.size[0], versions.s2n[0], flags, versions)
         elapsed = time.perf_counter() - start
         meta = {
-            "reconvolution_psf": f"ngmix {psf_choice!r}",
+            "reconvolution_psf": _psf_note(psf_choice),
             "shape": self.settings["shape"],
             "recentre": self.settings["recentre"],
             "fixnoise": self.fixnoise,
@@ -192,7 +220,7 @@ class NgmixMetacal(StampShearEngine):
         nrng : numpy.random.RandomState
             ngmix's random state (adaptive-moments guesses, noise correction).
         psf_choice : str or galsim.GSObject
-            ngmix's reconvolution PSF (:meth:`_default_psf`).
+            ngmix's reconvolution PSF (:meth:`_reconvolution_psf`).
         use_noise_image : bool
             The fixnoise bootstrapper takes each observation's ``noise`` image
             as its correction field instead of drawing one. [default: False]
@@ -348,6 +376,15 @@ def _moved_to_centroid(obs, res):
     moved = obs.copy()
     moved.jacobian = jac
     return moved
+
+
+def _psf_note(psf_choice) -> str:
+    """``meta["reconvolution_psf"]``: ngmix's named choice, or the kernel given (sigma, arcsec)."""
+    if isinstance(psf_choice, str):
+        return f"ngmix {psf_choice!r}"
+    sigma = getattr(psf_choice, "sigma", None)
+    size = f" sigma {sigma:.4f} arcsec" if sigma is not None else ""
+    return f"{type(psf_choice).__name__}{size} given to ngmix, dilated by 1 + 2 step"
 
 
 def _fields_note(fields, fixnoise: bool) -> str:

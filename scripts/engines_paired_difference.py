@@ -19,6 +19,10 @@ sign) by :func:`blendflag.shear.paired.compare_statistics`, the first engine's
 as ``all`` and every other's as ``all_<engine>``: one set of bootstrap draws
 resamples the same units for all, so ``dm_vs_all`` of ``all_<engine>`` is
 m(engine) - m(first engine) with the error of the difference on the same draws.
+``--ngmix-psf`` sets ngmix's reconvolution PSF (``shear.options.ngmix.psf``):
+its default ``azgauss``, or ``kspace``, the built-in engine's kernel, with
+which the two engines are the same estimator and differ by round-off only.
+
 The JSON holds each engine's m, its error, its seconds (``timings_s``) and
 the differences, with a ``provenance`` block.
 """
@@ -37,7 +41,13 @@ from blendflag._runtime.quiet_imports import install_for_script
 install_for_script()  # no TensorFlow start-up lines, as in blendflag-shear
 
 
-def run_engines(names: list[str], seed: int, workers: int, n_galaxies: int | None = None) -> dict:
+def run_engines(
+    names: list[str],
+    seed: int,
+    workers: int,
+    n_galaxies: int | None = None,
+    ngmix_psf: str | None = None,
+) -> dict:
     """Every engine's ``run_compare`` on the same simulated ±g inputs.
 
     Parameters
@@ -50,6 +60,8 @@ def run_engines(names: list[str], seed: int, workers: int, n_galaxies: int | Non
         Processes of the shear measurement.
     n_galaxies : int or None
         Galaxies per sign; None: the default field's.
+    ngmix_psf : str or None
+        ``shear.options.ngmix.psf``; None: the config's.
 
     Returns
     -------
@@ -63,6 +75,8 @@ def run_engines(names: list[str], seed: int, workers: int, n_galaxies: int | Non
 
     pm = get_plugin_manager()
     config = load_pipeline_config(None)
+    if ngmix_psf is not None:
+        config.shear.options = {**(config.shear.options or {}), "ngmix": {"psf": ngmix_psf}}
     engines = get_shear_engines(pm)
     stamp_size = max(config.flag.stamp_size, config.shear.stamp_size)
     sizes = {} if n_galaxies is None else {"n_galaxies": n_galaxies}
@@ -109,7 +123,7 @@ def paired_entries(results: dict, seed: int, n_bootstrap: int) -> dict:
     return {entry["name"]: entry for entry in entries}
 
 
-def report(results: dict, entries: dict, seed: int, n_galaxies: int) -> dict:
+def report(results: dict, entries: dict, seed: int, n_galaxies: int, ngmix_psf: str) -> dict:
     """The JSON document: per engine m, error, seconds; the paired differences."""
     names = list(results)
     rows = {}
@@ -142,6 +156,7 @@ def report(results: dict, entries: dict, seed: int, n_galaxies: int) -> dict:
         "seed": seed,
         "n_galaxies": n_galaxies,
         "selection": "all",
+        "ngmix_psf": ngmix_psf,
         "reference": names[0],
         "engines": rows,
         "differences": differences,
@@ -172,6 +187,11 @@ def main(argv=None) -> int:
     parser.add_argument("--n-galaxies", type=int, default=None, help="[default: compare's]")
     parser.add_argument("--workers", type=int, default=None, help="[default: every core]")
     parser.add_argument("--bootstrap", type=int, default=None, help="[default: the config's]")
+    parser.add_argument(
+        "--ngmix-psf",
+        default=None,
+        help="ngmix's reconvolution PSF: azgauss, gauss, fitgauss or kspace [default: azgauss]",
+    )
     parser.add_argument("--json", required=True, help="write the document here")
     args = parser.parse_args(argv)
     from blendflag.commands.common import write_json
@@ -183,10 +203,14 @@ def main(argv=None) -> int:
     if len(names) < 2:
         parser.error("--engines needs at least two names")
     workers = args.workers or os.cpu_count() or 1
-    n_boot = args.bootstrap or load_pipeline_config(None).shear.n_bootstrap
-    results = run_engines(names, args.seed, workers, args.n_galaxies)
+    config = load_pipeline_config(None)
+    n_boot = args.bootstrap or config.shear.n_bootstrap
+    ngmix_options = (config.shear.options or {}).get("ngmix") or {}
+    ngmix_psf = args.ngmix_psf or ngmix_options.get("psf", "azgauss")
+    results = run_engines(names, args.seed, workers, args.n_galaxies, args.ngmix_psf)
     n_galaxies = args.n_galaxies or default_n_galaxies(load_dataset(DEFAULT_DATASET))
-    document = report(results, paired_entries(results, args.seed, n_boot), args.seed, n_galaxies)
+    entries = paired_entries(results, args.seed, n_boot)
+    document = report(results, entries, args.seed, n_galaxies, ngmix_psf)
     write_json(document, args.json)
     print_table(document)
     return 0

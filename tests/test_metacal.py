@@ -377,11 +377,9 @@ def _same_kernel_pair(pairs, shape, stamps, sigma, rng_seed, **kwargs):
         offsets=offsets,
         **kwargs,
     )
-    # the same reconvolution kernel in both, so only the two codes differ
-    psf = galsim.InterpolatedImage(
-        galsim.ImageD(pairs.psf, scale=pairs.pixel_scale), x_interpolant="lanczos15"
-    )
-    theirs = NgmixMetacal(ShearConfig(options=options), psf=round_target_psf(psf)).measure(
+    # the same reconvolution kernel in both (``psf: kspace``), so only the two codes differ
+    options["ngmix"]["psf"] = "kspace"
+    theirs = NgmixMetacal(ShearConfig(options=options)).measure(
         stamps,
         pairs.psf,
         pairs.pixel_scale,
@@ -608,6 +606,54 @@ def test_ngmix_recentre_setting(pairs):
 
     assert centroid(moved) < 0.2 * centroid(plain)
     assert np.abs(moved["e"] - plain["e"]).max() > 1e-4
-    for bad in (-1, "three"):
-        with pytest.raises(BlendflagError, match=r"shear\.options\.ngmix"):
+    for bad in (-1, "three", 1.5, True):
+        with pytest.raises(BlendflagError, match=r"shear\.options\.ngmix\.recentre"):
             NgmixMetacal(ShearConfig(options={"ngmix": {"recentre": bad}}))
+    assert NgmixMetacal(ShearConfig(options={"ngmix": {"recentre": 2.0}})).settings["recentre"] == 2
+
+
+def test_ngmix_reconvolution_psf_setting(pairs):
+    """``psf: kspace`` hands ngmix the built-in kernel; ngmix's own by name; others refused."""
+    pytest.importorskip("ngmix", reason="ngmix is not installed (it is not on PyPI)")
+    from blendflag_plugins.ngmix_engine import NgmixMetacal
+
+    def measured(choice):
+        engine = NgmixMetacal(ShearConfig(options={"ngmix": {"psf": choice}}))
+        args = (pairs.stamps[:2], pairs.psf, pairs.pixel_scale, 0.0, np.random.default_rng(0))
+        return engine.measure(*args)
+
+    psf = galsim.InterpolatedImage(
+        galsim.ImageD(pairs.psf, scale=pairs.pixel_scale), x_interpolant="lanczos15"
+    )
+    kernel = round_target_psf(psf)
+    kspace = measured("kspace")
+    assert kspace.meta["reconvolution_psf"].startswith(f"Gaussian sigma {kernel.sigma:.4f}")
+    assert measured("azgauss").meta["reconvolution_psf"] == "ngmix 'azgauss'"
+    given = NgmixMetacal(ShearConfig(), psf=kernel).measure(
+        pairs.stamps[:2], pairs.psf, pairs.pixel_scale, 0.0, np.random.default_rng(0)
+    )
+    # the same kernel (up to the PSF's normalisation in prepare): the same shapes
+    np.testing.assert_allclose(kspace.table["G1_1P"], given.table["G1_1P"], rtol=1e-12)
+    with pytest.raises(BlendflagError, match=r"shear\.options\.ngmix\.psf: must be one of"):
+        NgmixMetacal(ShearConfig(options={"ngmix": {"psf": "moffat"}}))
+    per_object = np.repeat(pairs.psf[None], 2, axis=0)
+    with pytest.raises(BlendflagError, match="kspace takes one PSF per image"):
+        NgmixMetacal(ShearConfig(options={"ngmix": {"psf": "kspace"}})).measure(
+            pairs.stamps[:2], per_object, pairs.pixel_scale, 0.0, np.random.default_rng(0)
+        )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(3, 3), (3.0, 3), (1.5, None), (True, None), ("3", None)],
+)
+def test_engine_settings_never_change_a_value(value, expected):
+    """An integer setting takes whole numbers only: 1.5 is refused, not cut to 1."""
+    options = {"metadetect": {"cell_buffer": value}}
+    engine = GalSimMetacal(ShearConfig(options=options))
+    engine.name = "metadetect"
+    if expected is None:
+        with pytest.raises(BlendflagError, match=r"metadetect\.cell_buffer: expected int"):
+            engine.engine_settings({"cell_buffer": 50})
+    else:
+        assert engine.engine_settings({"cell_buffer": 50}) == {"cell_buffer": expected}

@@ -89,10 +89,11 @@ class ShearEngine:
                 f"shear.options.{self.name}: unknown setting {unknown[0]!r} "
                 f"(known: {', '.join(defaults)})"
             )
-        try:
-            return {k: type(v)(given.get(k, v)) for k, v in defaults.items()}
-        except (TypeError, ValueError) as exc:
-            raise BlendflagError(f"shear.options.{self.name}: {exc}") from None
+        where = f"shear.options.{self.name}"
+        return {
+            key: _setting_value(f"{where}.{key}", default, given.get(key, default))
+            for key, default in defaults.items()
+        }
 
     def measure_context(self, context) -> MetacalResult | VersionCatalogues:
         """Measure the shear of a pipeline context's sources.
@@ -390,3 +391,26 @@ class ImageShearEngine(ShearEngine):
             context_pixel_scale(context),
             image_noise(context),
         )
+
+
+def _setting_value(where: str, default, value):
+    """``value`` as the type of ``default``, refused when the conversion would change it.
+
+    An integer setting takes an integer or a whole float (``3.0``), never
+    ``1.5`` or ``True``; a float setting any real number but a boolean; a string
+    or boolean setting only its own type.
+
+    Raises
+    ------
+    BlendflagError
+        The value is not of the setting's kind (``where``: the setting's name).
+    """
+    kind = type(default)
+    if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+        return value
+    whole = isinstance(value, float) and value.is_integer()
+    if kind is int and not isinstance(value, bool) and whole:
+        return int(value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    raise BlendflagError(f"{where}: expected {kind.__name__}, got {value!r}")
