@@ -357,6 +357,11 @@ class ShearConfig:
     cuts : ShearCuts
         The shear catalogue's S/N and size cuts, applied to every stamp
         selection on each metacal version's own measurement.
+    bootstrap_cell : int
+        Side (pixels) of the square cells of the sky a stamp selection's
+        bootstrap resamples, the +g and -g images' cells of one position
+        together (:mod:`blendflag.shear.units`); 0: every detection is its
+        own unit. [default: 100]
     options : dict
         Per-engine settings, keyed by engine name; each engine documents its
         own (e.g. a metadetection engine's cell size and cuts).
@@ -372,6 +377,7 @@ class ShearConfig:
     neighbour_pixels: str = "model"
     keep_stars: bool = False
     cuts: ShearCuts = field(default_factory=ShearCuts)
+    bootstrap_cell: int = 100
     options: dict = field(default_factory=dict)
 
     def validate(self, where: str) -> None:
@@ -389,6 +395,7 @@ class ShearConfig:
         check(0 < self.step < 0.1, f"{where}.step", "must be in (0, 0.1)")
         check(self.n_bootstrap >= 10, f"{where}.n_bootstrap", "must be at least 10")
         check(self.max_version_spread >= 0, f"{where}.max_version_spread", "must be >= 0")
+        check(self.bootstrap_cell >= 0, f"{where}.bootstrap_cell", "must be >= 0 (pixels)")
 
 
 @dataclass

@@ -66,7 +66,8 @@ def test_too_few_units_give_null_m_with_a_reason(n_units):
     sel = {"all": [_sums(n_units, 1, rng), _sums(n_units, -1, rng)]}
     (entry,) = compare_statistics(sel, 0.01, (0.02, 0.0), rng, 20)
     assert entry["m"] is None and entry["g1"] is None and entry["c1"] is None
-    assert entry["null_reason"].startswith("too few objects")
+    assert entry["null_reason"].startswith("too few units")
+    assert "shear.bootstrap_cell" in entry["null_reason"]
 
 
 def test_enough_units_give_m_and_no_reason_and_bootstrap_0_no_errors():
@@ -89,7 +90,7 @@ def test_the_table_states_why_m_is_null(capsys):
          "n_measured": 2}
     )  # fmt: skip
     out = capsys.readouterr().out
-    assert "m is null for every selection: too few objects: 2 measured units" in out
+    assert "m is null for every selection: too few units: 2 measured" in out
 
 
 def test_log_progress_prints_counts_rate_and_time_at_most_every_interval(capsys):
@@ -176,9 +177,12 @@ def test_simulate_field_overwrite_replaces_the_directory_as_a_whole(own_field, c
 
 
 def test_compare_true_shear_gives_m_on_your_own_image(own_field, tmp_path, capsys):
+    # 40 galaxies: too few 100-px cells for the bootstrap, so each detection is a unit
+    config = tmp_path / "pipeline.yaml"
+    config.write_text("shear:\n  bootstrap_cell: 0\n")
     common = ["compare", "--image", own_field / "image.fits", "--psf", own_field / "psf.fits"]
     common += ["--weight", own_field / "weight.fits", "--flaggers", "sextractor"]
-    common += ["--workers", "1", "--bootstrap", "0", "--quiet"]
+    common += ["--workers", "1", "--bootstrap", "0", "--quiet", "--config", config]
     runs = {}
     for name, extra in {
         "true_shear": ["--true-shear", "0.04,0"],

@@ -85,6 +85,9 @@ class CompareSummary:
         The shear catalogue's cuts (:func:`blendflag.shear.cuts.shear_cut_masks`):
         ``applied``, ``s2n_min``, ``t_ratio_min``, ``in_response``,
         ``size_cut``, and over every image ``kept_noshear`` of ``measured``.
+    bootstrap : dict or None
+        How the errors were drawn (:func:`bootstrap_summary`): ``unit`` (what
+        one resampled unit is), ``draws`` and ``seed``.
     """
 
     selections: list
@@ -109,6 +112,7 @@ class CompareSummary:
     stars: dict | None = None
     psf_check: dict | None = None
     shear_cuts: dict | None = None
+    bootstrap: dict | None = None
 
     def document(self, argv=None) -> dict:
         """The JSON document: every attribute, and what produced it (``provenance``).
@@ -254,6 +258,12 @@ def run_compare(
     timings["total"] = time.perf_counter() - start
     result.summary = _summary(contexts, inputs, flaggers, entries, timings)
     result.summary.psf_check = checked
+    result.summary.bootstrap = bootstrap_summary(
+        [c.results.get("bootstrap_unit") for c in contexts],
+        result.summary.shear_pairs,
+        n_boot,
+        seed + 1,
+    )
     return result
 
 
@@ -310,7 +320,7 @@ def _run_image(item, settings: dict):
     )
     context.flaggers = [f.name for f in settings["flagger_objects"]]
     context.segmentation = getattr(item, "segmentation", None)
-    for key in ("object_keys", "segment_ids", "light_models"):  # a split image's
+    for key in ("object_keys", "segment_ids", "light_models", "frame"):  # a split image's
         if getattr(item, key, None) is not None:
             context.results[key] = getattr(item, key)
     if getattr(item, "stars", None) is not None:  # a split image's: the whole catalogue's
@@ -370,14 +380,15 @@ def _truth_info(contexts, inputs) -> dict | None:
 
 def _summary(contexts, inputs, flaggers, entries, timings) -> CompareSummary:
     """The summary of one direct comparison (see :class:`CompareSummary`)."""
+    from blendflag.shear.selections import PAIRED_SELECTION
     from blendflag.shear.star_cut import stars_summary
 
     first = contexts[0]
     result = first.results["shear"]
     complete = [
-        int(c.results["selection_masks"]["all"]["noshear"].sum())
+        int(c.results["selection_masks"][PAIRED_SELECTION]["noshear"].sum())
         for c in contexts
-        if c.results.get("pair_id") is not None
+        if PAIRED_SELECTION in c.results.get("selection_masks", {})
     ]
     return CompareSummary(
         selections=entries,
@@ -400,6 +411,27 @@ def _summary(contexts, inputs, flaggers, entries, timings) -> CompareSummary:
         stars=stars_summary([c.results.get("stars") for c in contexts]),
         shear_cuts=cuts_summary([c.results.get("shear_cuts") for c in contexts]),
     )
+
+
+def bootstrap_summary(units: list, shear_pairs: bool, draws: int, seed: int) -> dict:
+    """The JSON's ``bootstrap``: what a unit is, how many draws, their seed.
+
+    Parameters
+    ----------
+    units : list of str or None
+        Each image's (or tile's) unit in words (``results["bootstrap_unit"]``).
+    shear_pairs : bool
+        The +g and -g images' units of one position are drawn together.
+    draws : int
+        Bootstrap resamplings (0: no errors).
+    seed : int
+        Seed of the draws' generator.
+    """
+    known = list(dict.fromkeys(u for u in units if u))
+    unit = "; ".join(known) if known else "unknown (files written before units were recorded)"
+    if shear_pairs:
+        unit += ", on the +g and -g images of a pair together (same position)"
+    return {"unit": unit, "draws": int(draws), "seed": int(seed)}
 
 
 def cuts_summary(parts: list) -> dict | None:

@@ -95,6 +95,11 @@ class FieldInput:
         per catalogue row, or None), ``identified_by``, ``note`` (see
         :class:`blendflag.shear.star_cut.ImageStars`); None: the pipeline
         finds them.
+    frame : tuple or None
+        A split image's place in the whole: ``((x0, y0), (ny, nx))``, its
+        corner's offset (pixels) and the whole image's shape, so its
+        bootstrap cells are the whole image's (:mod:`blendflag.shear.units`);
+        None: the image is whole.
     """
 
     image: np.ndarray
@@ -115,6 +120,7 @@ class FieldInput:
     segment_ids: np.ndarray | None = None
     light_models: np.ndarray | None = None
     stars: dict | None = None
+    frame: tuple | None = None
 
 
 def simulated_preset(dataset=DEFAULT_DATASET, density=None):

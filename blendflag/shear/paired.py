@@ -118,6 +118,8 @@ class SumsFile:
         Metacalibration shear step.
     engine, layout, shape, neighbour_masking, noise_fields : str
         What measured (as the JSON reports it); ``""`` when unknown.
+    units : str
+        What one bootstrap unit of the file is, in words; ``""`` when unknown.
     stars : dict or None
         The stars of the image (``n``, ``identified_by``, ``note``:
         :meth:`blendflag.shear.star_cut.ImageStars.summary`); None in a file
@@ -139,11 +141,14 @@ class SumsFile:
     shape: str = ""
     neighbour_masking: str = ""
     noise_fields: str = ""
+    units: str = ""
     stars: dict | None = None
     psf_check: dict | None = None
 
     #: Text fields stored as they are.
-    _TEXT = ("hash", "field", "engine", "layout", "shape", "neighbour_masking", "noise_fields")
+    _TEXT = (
+        "hash", "field", "engine", "layout", "shape", "neighbour_masking", "noise_fields", "units"
+    )  # fmt: skip
     #: Fields stored as JSON text (``""``: None).
     _JSON = ("stars", "psf_check")
 
@@ -410,8 +415,9 @@ def null_reason(
     Parameters
     ----------
     n_units : int
-        Units of the selection with a measurement: rotated pairs or objects
-        (layout ``stamps``), an image engine's cells (``versions``).
+        Units of the selection with a measurement: cells of the sky or
+        detections (layout ``stamps``, :mod:`blendflag.shear.units`), an image
+        engine's cells (``versions``).
     true_g1 : float or None
         The true shear along g1 (None or 0: m is undefined).
     layout : str
@@ -431,8 +437,10 @@ def null_reason(
         )
     if n_units < MIN_UNITS:
         return (
-            f"too few objects: {n_units} measured units (objects, or rotated pairs with "
-            f"both members kept), at least {MIN_UNITS} needed"
+            f"too few units: {n_units} measured, at least {MIN_UNITS} needed; the bootstrap "
+            "resamples square cells of the sky (shear.bootstrap_cell pixels, each detection "
+            "with 0): give a larger image, more images (compare --tiles) or a smaller "
+            "shear.bootstrap_cell in the config"
         )
     if true_g1 is None:
         return "no true shear (give --true-shear or --truth)"

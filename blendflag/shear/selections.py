@@ -1,7 +1,12 @@
 """The selections `compare` reports, measured from one shear result.
 
 ``all``
-    every object measured without a metacal flag;
+    every detection measured without a metacal flag that passes the cuts, as
+    real data sees it: no truth matching, no rotated-pair completion;
+``all_paired``
+    on a simulated field with 90-degree rotated pairs, ``all`` kept only where
+    both members of a true rotated pair are detected and kept (the rule every
+    selection had before; ``dm_vs_all`` is the paired difference);
 ``all_masked``
     the same, measured with the other detected sources' pixels in each stamp
     filled with noise (``shear.neighbours: mask``; when the pipeline ran the
@@ -24,11 +29,14 @@ Stars (by the truth of a simulated field, else by the catalogue's stellar
 locus: :mod:`blendflag.shear.star_cut`) are left out of every selection unless
 ``shear.keep_stars``; their count is ``context.results["stars"]``.
 
-On a simulated field with 90-degree rotated pairs a stamp selection keeps an
-object only when its rotated partner is kept too, on every metacal version
-alike (so the selection response covers that rule), and the bootstrap
-resamples pairs. Every selection is bootstrapped with the same generator seed,
-so the selections are resampled on the same units.
+On a simulated field with 90-degree rotated pairs, ``all_paired`` and
+``no_true_blends`` keep an object only when its rotated partner is kept too,
+on every metacal version alike (so the selection response covers that rule);
+``all``, ``all_masked`` and the flaggers' selections select by detection and
+cuts alone. The bootstrap resamples square cells of the sky, the +g and -g
+images' cells of one position together (:mod:`blendflag.shear.units`). Every
+selection is bootstrapped with the same generator seed, so the selections are
+resampled on the same units.
 """
 
 from __future__ import annotations
@@ -56,36 +64,18 @@ def measure_selections(context) -> None:
     shear columns of the output catalogue.
     """
     from blendflag.shear.paired import UnitSums, compare_statistics
-    from blendflag.shear.star_cut import complete_without_stars, image_stars
+    from blendflag.shear.star_cut import image_stars
 
     result = context.results["shear"]
-    units = result.bootstrap_units(context.results.get("pair_id"))
+    pairs = context.results.get("pair_id") if result.sum_layout == "stamps" else None
+    units = selection_units(context, result)
     blend_flags = context.results.get("metacal_flags") or {}
     good = _cut(context, result, result.good_masks())
     stars = image_stars(context)
     star_rows = stars.version_rows(result)
     keep_stars = context.config.shear.keep_stars
-
-    def complete(res, keep):  # the pair rule, the stars left out (or kept alone)
-        return complete_without_stars(res, keep, units, star_rows, keep_stars)
-
-    masks = {"all": complete(result, dict(good))}
-    results_of = dict.fromkeys(masks, result)
-    masked = context.results.get("shear_masked")
-    if masked is not None:  # every object, other sources' pixels filled with noise
-        masks[MASKED_SELECTION] = complete(masked, _cut(context, masked, masked.good_masks()))
-        results_of[MASKED_SELECTION] = masked
-    isolated = true_isolation(context)
-    if isolated is not None and result.sum_layout == "stamps":
-        keep = {v: good[v] & isolated for v in METACAL_VERSIONS}
-        masks[TRUTH_SELECTION] = complete(result, keep)
-    lonely_rows = version_true_isolation(context, result)
-    if lonely_rows is not None:  # separately detected catalogues: each its own match
-        keep = {v: good[v] & lonely_rows[v] for v in METACAL_VERSIONS}
-        masks[TRUTH_SELECTION] = complete(result, keep)
-    for name, flags in blend_flags.items():
-        keep = {v: good[v] & ~np.asarray(flags[v], dtype=bool) for v in METACAL_VERSIONS}
-        masks[selection_name(name)] = complete(result, keep)
+    select = _Selector(star_rows, keep_stars, pairs if pairs is not None else units)
+    masks, results_of = _selection_masks(context, result, good, select, blend_flags)
     n_stars = None if star_rows is None else int(star_rows["noshear"].sum())
     context.results["stars"] = stars.summary(n_stars, keep_stars)
     keys = result.unit_keys(units)
@@ -118,7 +108,92 @@ def measure_selections(context) -> None:
     context.results["selection_masks"] = masks
     context.results["unit_sums"] = unit_sums
     context.results["selections"] = entries
-    _annotate(context, result, units)
+    context.results["bootstrap_unit"] = _unit_in_words(context, result)
+    _annotate(context, result, pairs, units)
+
+
+def _unit_in_words(context, result) -> str:
+    """One bootstrap unit of this image, in words (the JSON's ``bootstrap.unit``)."""
+    from blendflag.shear.paired import unit_description
+    from blendflag.shear.units import rotated_halves, unit_note
+
+    if result.sum_layout != "stamps":
+        return f"one cell of the image engine ({unit_description(result) or 'its cells'})"
+    rotated = rotated_halves(context.image_header, context.truth)
+    return unit_note(context.config.shear.bootstrap_cell, rotated)
+
+
+def _selection_masks(context, result, good: dict, select, blend_flags: dict) -> tuple:
+    """``{selection: {version: mask}}`` and the result each selection is measured on.
+
+    ``all``, ``all_masked`` and the flaggers' selections by detection and cuts
+    alone; ``all_paired`` and ``no_true_blends`` in whole rotated pairs.
+    """
+    masks = {"all": select.detected(result, good)}
+    results_of = dict.fromkeys(masks, result)
+    if select.pairs is not None and result.sum_layout == "stamps":
+        if context.results.get("pair_id") is not None:  # the truth's rotated pairs
+            masks[PAIRED_SELECTION] = select.paired(result, good)
+    masked = context.results.get("shear_masked")
+    if masked is not None:  # every object, other sources' pixels filled with noise
+        masks[MASKED_SELECTION] = select.detected(
+            masked, _cut(context, masked, masked.good_masks())
+        )
+        results_of[MASKED_SELECTION] = masked
+    isolated = true_isolation(context)
+    if isolated is not None and result.sum_layout == "stamps":
+        keep = {v: good[v] & isolated for v in METACAL_VERSIONS}
+        masks[TRUTH_SELECTION] = select.paired(result, keep)
+    lonely_rows = version_true_isolation(context, result)
+    if lonely_rows is not None:  # separately detected catalogues: each its own match
+        keep = {v: good[v] & lonely_rows[v] for v in METACAL_VERSIONS}
+        masks[TRUTH_SELECTION] = select.paired(result, keep)
+    for name, flags in blend_flags.items():
+        keep = {v: good[v] & ~np.asarray(flags[v], dtype=bool) for v in METACAL_VERSIONS}
+        masks[selection_name(name)] = select.detected(result, keep)
+    return masks, results_of
+
+
+class _Selector:
+    """The two ways a stamp selection is made: by detection alone, or in whole rotated pairs.
+
+    Stars are left out (or kept, each alone, with ``shear.keep_stars``) either way.
+    """
+
+    def __init__(self, star_rows: dict | None, keep_stars: bool, pairs):
+        self.star_rows, self.keep_stars, self.pairs = star_rows, keep_stars, pairs
+
+    def detected(self, result, keep: dict) -> dict:
+        """``keep`` (per version) with the stars left out: no pair rule."""
+        from blendflag.shear.star_cut import complete_without_stars
+
+        return complete_without_stars(result, dict(keep), None, self.star_rows, self.keep_stars)
+
+    def paired(self, result, keep: dict) -> dict:
+        """``keep`` where the rotated partner is kept too (the truth's pairs), stars left out.
+
+        An image engine's catalogues (metadetection) complete their own units.
+        """
+        from blendflag.shear.star_cut import complete_without_stars
+
+        return complete_without_stars(
+            result, dict(keep), self.pairs, self.star_rows, self.keep_stars
+        )
+
+
+def selection_units(context, result):
+    """The bootstrap unit of every row of a stamp result (cells), or the image engine's own.
+
+    Stamp results: :func:`blendflag.shear.units.context_units` (square cells
+    of the sky; None with ``shear.bootstrap_cell: 0``, each row its own unit).
+    An image engine's result keeps the units it defines
+    (``result.bootstrap_units``, its cells).
+    """
+    from blendflag.shear.units import context_units
+
+    if result.sum_layout != "stamps":
+        return result.bootstrap_units(context.results.get("pair_id"))
+    return context_units(context)
 
 
 def _cut(context, result, good: dict) -> dict:
@@ -148,6 +223,9 @@ def add_fraction_removed(entries: list, counts: dict) -> None:
 
 #: Every object measured with the other sources' pixels filled with noise.
 MASKED_SELECTION = "all_masked"
+
+#: ``all`` in whole rotated pairs of the truth (a simulation's selection, not real data's).
+PAIRED_SELECTION = "all_paired"
 
 #: The truth reference: detections whose true galaxy overlaps no other.
 TRUTH_SELECTION = "no_true_blends"
@@ -219,12 +297,15 @@ def version_true_isolation(context, result) -> dict | None:
     return out
 
 
-def _annotate(context, result, units) -> None:
+def _annotate(context, result, pairs, units) -> None:
     """Shear columns (one row per detection, stamp results only) and cards."""
     ann = context.annotation
     for name, values in result.catalogue_columns().items():
         ann.columns[name] = values
-    if units is not None and result.sum_layout == "stamps":
-        ann.columns["PAIR_ID"] = np.asarray(units).astype(np.int64)
+    if result.sum_layout == "stamps":
+        if pairs is not None:
+            ann.columns["PAIR_ID"] = np.asarray(pairs).astype(np.int64)
+        if units is not None:
+            ann.columns["SHEAR_CELL"] = np.asarray(units).astype(np.int64)
     ann.cards.append(("BF_MCENG", result.engine, "metacalibration engine"))
     ann.cards.append(("BF_MCSTP", result.step, "metacalibration shear step"))

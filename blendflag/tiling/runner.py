@@ -161,7 +161,7 @@ def combine_tiles(tiles: list[Tile], out_dir, seed: int = 0, n_bootstrap: int = 
         ``stars`` and ``psf_check`` those of every tile together
         (:func:`blendflag.psf.star_check.combine_checks`).
     """
-    from blendflag.pipeline.compare import CompareSummary
+    from blendflag.pipeline.compare import CompareSummary, bootstrap_summary
     from blendflag.psf.star_check import combine_checks
     from blendflag.shear.star_cut import stars_summary
 
@@ -201,6 +201,9 @@ def combine_tiles(tiles: list[Tile], out_dir, seed: int = 0, n_bootstrap: int = 
         tiles={"names": list(stored), "n": len(stored)},
         stars=stars_summary([f.stars for f in files]),
         psf_check=combine_checks([f.psf_check for f in files]),
+        bootstrap=bootstrap_summary(
+            [f.units for f in files], {f.sign for f in files} == {1, -1}, n_bootstrap, seed + 1
+        ),
     )
 
 

@@ -112,6 +112,7 @@ def subtile_input(sub: SubTile, work_dir, settings):
         psf_model=psf_model,
         description={"sub_tile": sub.name, "core": list(sub.core), "region": list(sub.region)},
         stars=stars,
+        frame=None if whole is None else ((float(x0), float(y0)), whole),
     )
 
 
@@ -156,7 +157,8 @@ def compare_subtile(sub: SubTile, settings, out_dir: str, tile_hash_value: str) 
         psf_check="off",  # checked once on the whole image (tiling.preparation)
     )
     info = {"shear": settings.true_shear, "sign": 1, "field": settings.field}
-    write_tile_sums(
-        Path(out_dir) / f"{sub.name}.sums.npz", result, info, tile_hash_value, keys=data.object_keys
-    )
+    # units are the whole image's cells, or (bootstrap_cell 0) its catalogue rows
+    keys = None if config.shear.bootstrap_cell else data.object_keys
+    path = Path(out_dir) / f"{sub.name}.sums.npz"
+    write_tile_sums(path, result, info, tile_hash_value, keys=keys)
     return {"n": len(data.object_keys), "timings": result.summary.timings_s}

@@ -151,6 +151,7 @@ def write_tile_sums(path, result, info: dict, tile_hash_value: str, keys=None) -
         shape=metacal.meta.get("shape") or "",
         neighbour_masking=result.context.results.get("neighbour_masking") or "",
         noise_fields=metacal.meta.get("noise_fields") or "",
+        units=result.context.results.get("bootstrap_unit") or "",
         stars=result.context.results.get("stars"),
         psf_check=result.summary.psf_check,
     ).save(path, keys)

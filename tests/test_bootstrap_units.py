@@ -1,0 +1,149 @@
+"""Selections as real data makes them, and the bootstrap over cells of the sky."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from astropy.table import Table
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from blendflag.shear.paired import UnitSums, compare_statistics
+from blendflag.shear.results import METACAL_VERSIONS
+from blendflag.shear.units import cell_ids
+
+SIDE = 300  # one half of a rotated-pair image (pixels)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(0.6, SIDE + 0.4), st.floats(0.6, SIDE + 0.4)),
+        min_size=1,
+        max_size=20,
+    ),
+    st.sampled_from([7, 50, 100, 301]),
+)
+def test_a_rotated_twin_shares_its_galaxy_cell(positions, cell):
+    """The simulation's twin (right half, turned 90 degrees) falls in its galaxy's unit."""
+    x, y = np.array(positions).T
+    centre = (SIDE + 1) / 2.0
+    # blendflag.simulate.field_layout._rotated_twins
+    twin_x, twin_y = SIDE + centre - (y - centre), centre + (x - centre)
+    shape = (SIDE, 2 * SIDE)
+    left = cell_ids(x, y, shape, cell, rotated_halves=True)
+    right = cell_ids(twin_x, twin_y, shape, cell, rotated_halves=True)
+    np.testing.assert_array_equal(left, right)
+    assert (left >= 0).all() and left.max() < (-(-SIDE // cell)) ** 2
+
+
+def test_cells_follow_the_whole_image_frame():
+    """A sub-tile's positions plus its corner give the whole image's cells."""
+    shape = (400, 500)
+    x, y = np.array([1.0, 99.9, 100.6, 499.0]), np.array([1.0, 250.0, 399.0, 100.6])
+    whole = cell_ids(x, y, shape, 100)
+    np.testing.assert_array_equal(whole, [0, 10, 16, 9])
+    part = cell_ids(x - 40, y - 30, shape, 100, origin=(40.0, 30.0))
+    np.testing.assert_array_equal(part, whole)
+
+
+def _version_sums(n, e1, response=0.5, step=0.01):
+    """``versions``-layout sums of one cell: n objects of mean e1 (R from a fixed response)."""
+    row = []
+    for version in METACAL_VERSIONS:
+        shift = {"1p": response * step, "1m": -response * step}.get(version, 0.0)
+        row += [n, n * (e1 + shift), 0.0]
+    return row
+
+
+def test_the_cell_bootstrap_pairs_plus_and_minus_cells_by_position():
+    """+g and -g cells of one position are drawn together, so their noise cancels in m.
+
+    Each cell's mean e1 is R g plus noise on the +g image and -R g plus the
+    same noise on the -g image (the galaxies and pixels of a ±g pair): keyed
+    by position, every draw cancels the noise and m has no scatter; keyed
+    apart (the -g cells moved), the draws see the noise.
+    """
+    rng = np.random.default_rng(5)
+    n_cells, g, response = 40, 0.02, 0.5
+    x = rng.uniform(1, 1000, n_cells)
+    y = np.repeat(np.arange(n_cells // 4) * 100 + 50.0, 4)
+    x = np.tile([50.0, 150.0, 250.0, 350.0], n_cells // 4)
+    noise = rng.normal(0, 0.05, n_cells)
+    plus = np.array([_version_sums(30, response * g + e) for e in noise])
+    minus = np.array([_version_sums(30, -response * g + e) for e in noise])
+    shape = (1000, 400)
+    keys_plus = cell_ids(x, y, shape, 100)
+    keys_minus = cell_ids(x + rng.uniform(-20, 20, n_cells), y, shape, 100)  # moved in the cell
+    assert np.array_equal(keys_plus, keys_minus) and len(set(keys_plus)) == n_cells
+
+    def m_err(keys_m):
+        sums = {
+            "all": [
+                UnitSums(keys_plus, plus, 30 * n_cells, 1, "versions"),
+                UnitSums(keys_m, minus, 30 * n_cells, -1, "versions"),
+            ]
+        }
+        (entry,) = compare_statistics(sums, 0.01, (g, 0.0), np.random.default_rng(0), 100)
+        return entry
+
+    paired = m_err(keys_minus)
+    assert abs(paired["m"]) < 1e-12 and paired["m_err"] < 1e-12
+    apart = m_err(keys_minus + n_cells)  # the -g cells as units of their own
+    assert abs(apart["m"]) < 1e-12 and apart["m_err"] > 0.05
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A small ±g comparison on the CFIS survey sky (stars, faint galaxies, cuts)."""
+    from blendflag.cli import main
+
+    tmp = tmp_path_factory.mktemp("units")
+    paths = {"json": tmp / "c.json", "cat": tmp / "c.fits"}
+    args = ["compare", "--n-galaxies", "600", "--seed", "2", "--flaggers", "sextractor"]
+    args += ["--workers", "1", "--bootstrap", "30", "--quiet"]
+    code = main([*args, "--json", str(paths["json"]), "--catalogue-out", str(paths["cat"])])
+    assert code == 0
+    return paths
+
+
+def test_all_without_pair_completion_is_a_hand_count(tiny_run):
+    """``all`` counts the +g catalogue's rows by flags, cuts and stars alone; ``all_paired``
+    keeps those of them whose true rotated partner is kept too."""
+    table = Table.read(tiny_run["cat"], hdu="LDAC_OBJECTS")
+    document = json.loads(tiny_run["json"].read_text())
+    entries = {e["name"]: e for e in document["selections"]}
+    passed = (
+        (np.asarray(table["MCAL_FLAGS"]) == 0)
+        & (np.asarray(table["S2N_NOSHEAR"]) >= 10.0)
+        & (np.asarray(table["T_NOSHEAR"]) / np.asarray(table["T_PSF"]) >= 1.2)
+    )
+    stars = np.asarray(table["STAR"], dtype=bool) if "STAR" in table.colnames else None
+    if stars is not None:
+        passed &= ~stars
+    assert 0 < passed.sum() < len(table)  # the cuts remove some
+    assert entries["all"]["n_per_image"][0] == int(passed.sum())
+    pair = np.asarray(table["PAIR_ID"])
+    ids, counts = np.unique(pair[passed], return_counts=True)
+    whole = np.isin(pair, ids[counts == 2]) & passed
+    assert entries["all_paired"]["n_per_image"][0] == int(whole.sum()) < int(passed.sum())
+    assert document["n_in_complete_pairs"] == sum(entries["all_paired"]["n_per_image"])
+    diff = entries["all_paired"]["dm_vs_all"]
+    assert diff is not None and entries["all_paired"]["dm_vs_all_err"] > 0
+
+
+def test_the_json_says_what_a_unit_is(tiny_run):
+    document = json.loads(tiny_run["json"].read_text())
+    boot = document["bootstrap"]
+    assert boot["draws"] == 30 and boot["seed"] == 3
+    assert boot["unit"].startswith("the detections in one 100x100-pixel cell")
+    assert "rotated twin cell" in boot["unit"] and "+g and -g" in boot["unit"]
+    table = Table.read(tiny_run["cat"], hdu="LDAC_OBJECTS")
+    units = {e["name"]: e["n_units"] for e in document["selections"]}
+    # the cells of the +g image's kept rows, and at most the grid's (the -g image adds some)
+    kept = (np.asarray(table["MCAL_FLAGS"]) == 0) & (np.asarray(table["S2N_NOSHEAR"]) >= 10.0)
+    kept &= np.asarray(table["T_NOSHEAR"]) / np.asarray(table["T_PSF"]) >= 1.2
+    cells = np.unique(np.asarray(table["SHEAR_CELL"])[kept])
+    assert len(cells) >= 10 and len(cells) <= units["all"] <= len(np.unique(table["SHEAR_CELL"]))
