@@ -55,7 +55,8 @@ def register(cli) -> None:
     data.add_argument(
         "--true-shear",
         metavar="G1,G2",
-        help="the shear applied to your simulated image: m and c are then reported",
+        help="the shear applied to your simulated image (with --tiles: to the +g image of "
+        "each pair): m and c are then reported",
     )
     data.add_argument(
         "--truth",
@@ -368,8 +369,8 @@ def _check_tiles_options(args) -> None:
     """Refuse what ``--tiles`` replaces, and unsafe outputs."""
     if not args.out_dir:
         raise BlendflagError("--tiles needs --out-dir for the per-tile results")
-    if args.image or args.psf or args.catalogue or args.truth or args.true_shear:
-        raise BlendflagError("--tiles replaces --image/--psf/--catalogue/--truth/--true-shear")
+    if args.image or args.psf or args.catalogue or args.truth:
+        raise BlendflagError("--tiles replaces --image/--psf/--catalogue/--truth")
     for path in (args.json, args.plot):
         if path:
             check_output_path(path)
@@ -403,6 +404,7 @@ def _check_tile_truths(tiles: list) -> None:
 def _tiles_settings(args, pm, config, tiles: list):
     """The run's settings (the engine by priority; paired correction fields for simulations)."""
     from blendflag.plugins import get_shear_engines, select_engine
+    from blendflag.simulate.field import parse_shear
     from blendflag.tiling.settings import RunSettings
 
     simulated = any(t.truth for t in tiles)  # paired noise fields: engines that take them
@@ -422,6 +424,7 @@ def _tiles_settings(args, pm, config, tiles: list):
         pixel_scale=args.pixel_scale,
         bootstrap=args.bootstrap,
         recentre_psf=bool(args.recentre_psf),
+        true_shear=parse_shear(args.true_shear) if args.true_shear else None,
     )
 
 

@@ -315,9 +315,13 @@ def _run_image(item, settings: dict):
         noise_sigma=item.noise_sigma if item.noise_sigma else None,
         truth=item.truth,
         shear_sign=item.sign,
-        rng=np.random.default_rng(settings["seed"]),
-        **{**settings, "flagger_objects": list(settings["flagger_objects"])},
+        **{
+            **settings,
+            "flagger_objects": list(settings["flagger_objects"]),
+            "seed": field_seed(settings["seed"], getattr(item, "field", None)),
+        },
     )
+    context.rng = np.random.default_rng(context.seed)
     context.flaggers = [f.name for f in settings["flagger_objects"]]
     context.segmentation = getattr(item, "segmentation", None)
     for key in ("object_keys", "segment_ids", "light_models", "frame"):  # a split image's
@@ -411,6 +415,22 @@ def _summary(contexts, inputs, flaggers, entries, timings) -> CompareSummary:
         stars=stars_summary([c.results.get("stars") for c in contexts]),
         shear_cuts=cuts_summary([c.results.get("shear_cuts") for c in contexts]),
     )
+
+
+def field_seed(seed: int, field: str | None) -> int:
+    """The seed of one ±g pair's correction fields: from the run's ``seed`` and the pair's key.
+
+    Every pair of a run gets its own noise-correction fields (one draw reused
+    in every tile would put the same noise pattern on row i of every image,
+    an additive offset no bootstrap sees), and the +g and -g images of a pair,
+    which share the key, the same ones. None keeps ``seed``.
+    """
+    if field is None:
+        return int(seed)
+    import hashlib
+
+    digest = hashlib.sha256(f"{int(seed)}:{field}".encode()).digest()
+    return int.from_bytes(digest[:7], "little")
 
 
 def bootstrap_summary(units: list, shear_pairs: bool, draws: int, seed: int) -> dict:

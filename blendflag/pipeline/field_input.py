@@ -95,6 +95,13 @@ class FieldInput:
         per catalogue row, or None), ``identified_by``, ``note`` (see
         :class:`blendflag.shear.star_cut.ImageStars`); None: the pipeline
         finds them.
+    field : str or None
+        The key of the ±g pair the image belongs to (a simulation's
+        ``DATASET:SEED:NGAL``, a list file's ``pair:<name>``, a tile's name):
+        the seed of its noise-correction fields is drawn from it and the run's
+        seed, so every pair gets its own fields and both images of a pair the
+        same (:func:`blendflag.pipeline.compare.field_seed`); None: the run's
+        seed itself.
     frame : tuple or None
         A split image's place in the whole: ``((x0, y0), (ny, nx))``, its
         corner's offset (pixels) and the whole image's shape, so its
@@ -120,6 +127,7 @@ class FieldInput:
     segment_ids: np.ndarray | None = None
     light_models: np.ndarray | None = None
     stars: dict | None = None
+    field: str | None = None
     frame: tuple | None = None
 
 
@@ -244,6 +252,7 @@ def simulated_input(
         noise_sigma=fld.noise_sigma,
         reference_noise=reference,
         sign=int(sign),
+        field=f"{fld.dataset}:{fld.seed}:{len(fld.truth) - n_star_rows}",  # as read_field_info
         description={
             "dataset": fld.dataset,
             "n_galaxies": len(fld.truth) - n_star_rows,

@@ -41,7 +41,9 @@ class RunSettings:
     threshold, views : float or None, int or None
         ``flag --tiles``: the network flaggers' threshold and views.
     true_shear : tuple or None
-        A split image: the applied shear (g1, g2).
+        The applied shear (g1, g2): a split image's, or ``--true-shear`` with
+        ``--tiles`` (the +g image's of each pair; tiles whose headers give
+        none take it times their sign).
     core : int or None
         A split image: the side of a sub-tile's core, pixels.
     field : str or None

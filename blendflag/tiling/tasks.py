@@ -73,6 +73,36 @@ def task_tools(settings) -> tuple:
     return pm, config, flaggers, engine_cls
 
 
+def tile_field_info(tile: Tile, settings) -> dict:
+    """A tile's truth, shear, sign and field key: its headers, then its list-file tokens.
+
+    A list file's ``pair=`` and ``sign=`` name the tile's ±g pair (the field
+    key ``pair:<name>``) and its sign; ``--true-shear`` (``settings.true_shear``,
+    the +g image's) gives the shear of a tile whose headers carry none, times
+    its sign.
+
+    Raises
+    ------
+    blendflag.errors.BlendflagError
+        The tile's header shear disagrees with ``--true-shear``.
+    """
+    from blendflag.simulate.field_io import read_field_info
+
+    info = read_field_info(tile.image, tile.truth, name=tile.name)
+    if tile.pair is not None:
+        info["field"], info["sign"] = f"pair:{tile.pair}", int(tile.sign)
+    given = settings.true_shear
+    if given is not None:
+        own = tuple(info["sign"] * float(g) for g in given)
+        if info["shear"] is not None and not np.allclose(info["shear"], own):
+            raise BlendflagError(
+                f"tile {tile.name}: its header's shear {list(info['shear'])} is not "
+                f"--true-shear times its sign ({list(own)})"
+            )
+        info["shear"] = own
+    return info
+
+
 @_tile_task
 def compare_tile(tile: Tile, settings, out_dir: str, tile_hash_value: str) -> dict:
     """Run the comparison on one tile and write its catalogue and sums.
@@ -82,7 +112,6 @@ def compare_tile(tile: Tile, settings, out_dir: str, tile_hash_value: str) -> di
     from blendflag.io.catalog import write_output_catalogue
     from blendflag.pipeline.compare import run_compare
     from blendflag.pipeline.field_input import file_input
-    from blendflag.simulate.field_io import read_field_info
 
     pm, config, flaggers, engine_cls = task_tools(settings)
     data = file_input(
@@ -93,8 +122,9 @@ def compare_tile(tile: Tile, settings, out_dir: str, tile_hash_value: str) -> di
         settings.pixel_scale,
         recentre_psf=bool(settings.recentre_psf),
     )
-    info = read_field_info(tile.image, tile.truth, name=tile.name)
+    info = tile_field_info(tile, settings)
     data.truth, data.true_shear, data.sign = info["truth"], info["shear"], info["sign"]
+    data.field = info["field"]  # the seed of its correction fields: the pair's own
     data.noise_sigma = info["noise"]  # the image's NOISE card, truth or not
     if info["truth"] is not None:  # a simulation: its label depth
         data.reference_noise = info["reference_noise"]

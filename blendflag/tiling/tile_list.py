@@ -3,8 +3,14 @@
 ``--tiles`` takes either a glob of images (``'run/*/image.fits'``), whose
 siblings ``psf.fits``, ``weight.fits``, ``catalogue.fits`` and ``truth.fits``
 in the same directory are used when present (the layout ``simulate-field``
-writes), or a text file with one tile per line of ``key=path`` tokens (see
-:mod:`blendflag.tiling.runner`).
+writes), or a text file with one tile per line of ``key=value`` tokens:
+``image=``, ``psf=``, ``catalogue=``, ``weight=``, ``truth=`` (paths,
+relative to the list file), and for your own ±g calibration images
+``pair=NAME`` (the +g and -g images of one pair share it) and ``sign=+1`` or
+``sign=-1``; ``compare --tiles LIST --true-shear=G1,G2`` then gives the +g
+image's shear. Without these tokens, a tile's pair and sign come from its
+header cards ``DATASET``, ``SEED``, ``NGAL`` and ``SHRSIGN`` (what
+``simulate-field --shear-pairs`` writes).
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ SIBLINGS = {
     "truth": "truth.fits",
 }
 KEYS = ("image", "psf", "catalogue", "weight", "truth")
+#: Tokens of a list file that are not files: a ±g pair's name and the image's sign.
+PAIR_KEYS = ("pair", "sign")
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,8 @@ class Tile:
     catalogue: str | None = None
     weight: str | None = None
     truth: str | None = None
+    pair: str | None = None
+    sign: int | None = None
 
 
 def _unique_names(paths: list[Path]) -> list[str]:
@@ -77,22 +87,38 @@ def _read_list(path: Path) -> list[Tile]:
         fields = {}
         for token in line.split():
             key, sep, value = token.partition("=")
-            if not sep or key not in KEYS:
+            where = f"{path.name} line {number}"
+            if not sep or key not in (*KEYS, *PAIR_KEYS):
                 raise BlendflagError(
-                    f"{path.name} line {number}: expected key=path tokens "
-                    f"with keys {', '.join(KEYS)}, got {token!r}"
+                    f"{where}: expected key=value tokens with keys "
+                    f"{', '.join((*KEYS, *PAIR_KEYS))}, got {token!r}"
                 )
-            resolved = Path(value) if Path(value).is_absolute() else path.parent / value
-            if not resolved.is_file():
-                raise BlendflagError(f"{path.name} line {number}: {key} file not found: {value}")
-            fields[key] = str(resolved)
+            fields[key] = _token_value(where, key, value, path.parent)
         if "image" not in fields:
             raise BlendflagError(f"{path.name} line {number}: no image=")
+        if ("pair" in fields) != ("sign" in fields):
+            raise BlendflagError(f"{path.name} line {number}: pair= and sign= go together")
         rows.append(fields)
     if not rows:
         raise BlendflagError(f"{path.name} lists no tiles")
     names = _unique_names([Path(r["image"]) for r in rows])
     return [Tile(name=n, **r) for n, r in zip(names, rows, strict=True)]
+
+
+def _token_value(where: str, key: str, value: str, base: Path):
+    """A list file token's value: a file that exists, a pair name, or a sign of +1 or -1."""
+    if key == "pair":
+        if not value:
+            raise BlendflagError(f"{where}: pair= needs a name")
+        return value
+    if key == "sign":
+        if value not in ("+1", "1", "-1"):
+            raise BlendflagError(f"{where}: sign= must be +1 or -1, got {value!r}")
+        return int(value)
+    resolved = Path(value) if Path(value).is_absolute() else base / value
+    if not resolved.is_file():
+        raise BlendflagError(f"{where}: {key} file not found: {value}")
+    return str(resolved)
 
 
 def files_hash(paths, settings) -> str:
@@ -117,5 +143,8 @@ def files_hash(paths, settings) -> str:
 
 
 def tile_hash(tile: Tile, settings) -> str:
-    """The hash of one tile's files (in :data:`KEYS` order) and the run's settings."""
-    return files_hash([getattr(tile, key) for key in KEYS], settings)
+    """The hash of one tile's files (in :data:`KEYS` order), its pair and sign, and the settings."""
+    data = settings.as_dict() if hasattr(settings, "as_dict") else dict(settings)
+    if tile.pair is not None:  # a list file's ±g pair
+        data = {**data, "pair": tile.pair, "sign": tile.sign}
+    return files_hash([getattr(tile, key) for key in KEYS], data)
