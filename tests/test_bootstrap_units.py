@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from blendflag.shear.paired import UnitSums, compare_statistics
 from blendflag.shear.results import METACAL_VERSIONS
-from blendflag.shear.units import cell_ids
+from blendflag.shear.units import cell_ids, unsheared
 
 SIDE = 300  # one half of a rotated-pair image (pixels)
 
@@ -47,6 +47,26 @@ def test_cells_follow_the_whole_image_frame():
     np.testing.assert_array_equal(whole, [0, 10, 16, 9])
     part = cell_ids(x - 40, y - 30, shape, 100, origin=(40.0, 30.0))
     np.testing.assert_array_equal(part, whole)
+
+
+def test_a_scene_sheared_about_the_centre_is_taken_back():
+    """An outside simulation's ±g positions (sheared about the centre) land in one cell."""
+    import galsim
+
+    rng = np.random.default_rng(4)
+    shape = (251, 251)
+    centre = (251 + 1) / 2.0
+    x, y = rng.uniform(1, 251, (2, 500))
+    cells = []
+    for g1 in (0.02, -0.02):
+        matrix = galsim.Shear(g1=g1, g2=0.0).getMatrix()
+        sx, sy = matrix @ np.vstack([x - centre, y - centre]) + centre
+        assert np.abs(sx - x).max() > 2.0  # moved by up to 2.5 px near the edge
+        bx, by = unsheared(sx, sy, shape, (g1, 0.0))
+        np.testing.assert_allclose(bx, x, atol=1e-9)
+        np.testing.assert_allclose(by, y, atol=1e-9)
+        cells.append(cell_ids(bx, by, shape, 100))
+    np.testing.assert_array_equal(cells[0], cells[1])
 
 
 def _version_sums(n, e1, response=0.5, step=0.01):

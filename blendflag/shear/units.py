@@ -9,6 +9,16 @@ the +g and -g images of a ±g pair (same shape, galaxies on the same pixels),
 so one draw takes a cell of both signs together: the pair's noise cancellation
 is kept in every draw.
 
+A galaxy of a ±g pair sits on nearly the same pixels in both images only if
+the simulation kept it there. blendflag's own fields shear positions about
+the centres of groups of neighbours, so isolated galaxies do not move; an
+outside simulation (descwl-shear-sims, GalSim scenes) shears the whole scene
+about the image centre, which moves a galaxy 2 g r pixels between the two
+images at r pixels from the centre, across a cell border for some. So on an
+image with a known shear and no truth table, positions are first taken back
+by that shear about the image centre, and the +g and -g images put each
+galaxy in the same cell.
+
 On a simulation with 90-degree rotated halves (the ``ROTPAIRS`` header card of
 ``simulate-field``, or the truth's ``ROTATED`` column) a cell of the left half
 and its rotated twin in the right half are one unit, so the twins' intrinsic
@@ -81,14 +91,28 @@ def context_units(context) -> np.ndarray | None:
         return None
     frame = context.results.get("frame")
     origin, shape = ((0.0, 0.0), context.image.shape) if frame is None else frame
+    x = np.asarray(context.table["X_IMAGE"], dtype=np.float64) + origin[0]
+    y = np.asarray(context.table["Y_IMAGE"], dtype=np.float64) + origin[1]
+    if context.true_shear is not None and context.truth is None:  # an outside simulation
+        own = [context.shear_sign * g for g in context.true_shear]  # true_shear is the +g's
+        x, y = unsheared(x, y, shape, own)
     return cell_ids(
-        context.table["X_IMAGE"],
-        context.table["Y_IMAGE"],
-        shape,
-        size,
-        rotated_halves=rotated_halves(context.image_header, context.truth),
-        origin=origin,
+        x, y, shape, size, rotated_halves=rotated_halves(context.image_header, context.truth)
     )
+
+
+def unsheared(x, y, shape: tuple[int, int], shear) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (1-based pixels) taken back by a shear ``(g1, g2)`` about the image centre.
+
+    Inverts ``x_sheared = A(g) x``, with ``A(g) = [[1 + g1, g2], [g2, 1 - g1]] /
+    sqrt(1 - |g|^2)`` (GalSim's shear matrix) about ``((nx + 1) / 2, (ny + 1) / 2)``.
+    """
+    g1, g2 = (float(v) for v in shear)
+    ny, nx = shape
+    cx, cy = (nx + 1) / 2.0, (ny + 1) / 2.0
+    matrix = np.array([[1 + g1, g2], [g2, 1 - g1]]) / np.sqrt(1 - g1 * g1 - g2 * g2)
+    back = np.linalg.inv(matrix) @ np.vstack([np.asarray(x) - cx, np.asarray(y) - cy])
+    return back[0] + cx, back[1] + cy
 
 
 def rotated_halves(header, truth) -> bool:
