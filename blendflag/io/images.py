@@ -241,3 +241,20 @@ def apply_flag_map(image, weight, flag_map_path) -> np.ndarray:
         sigma = 1.4826 * float(np.median(np.abs(good - np.median(good)))) if good.size else 0.0
         weight = np.full(image.shape, 1.0 / sigma**2 if sigma > 0 else 1.0, dtype=np.float32)
     return np.where(masked, 0, weight).astype(weight.dtype)
+
+
+def image_identity(path) -> str:
+    """An image file's identity: ``sha256:`` and the first 16 hex digits of its bytes' hash.
+
+    The key that seeds an image's noise-correction fields when nothing else
+    names it (:func:`blendflag.pipeline.compare.field_seed`): the same file
+    gets the same draws by every route (whole, split, a tile) and wherever it
+    lives; two different images never share them.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()[:16]}"

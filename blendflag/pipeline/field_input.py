@@ -97,7 +97,8 @@ class FieldInput:
         finds them.
     field : str or None
         The key of the ±g pair the image belongs to (a simulation's
-        ``DATASET:SEED:NGAL``, a list file's ``pair:<name>``, a tile's name):
+        ``DATASET:SEED:NGAL``, a list file's ``pair:<name>``, else the image
+        file's identity, :func:`blendflag.io.images.image_identity`):
         the seed of its noise-correction fields is drawn from it and the run's
         seed, so every pair gets its own fields and both images of a pair the
         same (:func:`blendflag.pipeline.compare.field_seed`); None: the run's
@@ -322,9 +323,10 @@ def file_input(
     from pathlib import Path
 
     from blendflag.io.catalog import read_catalogue
-    from blendflag.io.images import load_image_and_weight, pixel_scale_from_header
+    from blendflag.io.images import image_identity, load_image_and_weight, pixel_scale_from_header
     from blendflag.io.stamps import check_positions
     from blendflag.psf.model import psf_image_and_model
+    from blendflag.simulate.field_io import field_key
 
     img, wgt, header = load_image_and_weight(image, weight, flag_map)
     # one checked PSF image; a PSFEx model's image at the centre stands for it where
@@ -359,6 +361,7 @@ def file_input(
         pixel_scale=scale,
         catalogue=cat,
         object_keys=None if cat is None else np.arange(len(cat), dtype=np.int64),
+        field=field_key(header, image_identity(image)),  # its correction fields' seed
         true_shear=None if true_shear is None else tuple(float(g) for g in true_shear),
         psf_model=model,
         description={

@@ -265,9 +265,18 @@ def read_field_info(image, truth=None, name: str = "image") -> dict:
             info["noise"] = header_noise(h)
         if "REFNOISE" in h and info["reference_noise"] is None:
             info["reference_noise"] = float(h["REFNOISE"])
-        if "SEED" in h and "DATASET" in h:
-            info["field"] = f"{h['DATASET']}:{h['SEED']}:{h.get('NGAL', '')}"
+        info["field"] = field_key(h, info["field"])
     return info
+
+
+def field_key(header, default: str) -> str:
+    """The key pairing a simulated field's ±g images: ``DATASET:SEED:NGAL``, else ``default``.
+
+    ``simulate-field`` writes those cards; another tool's image has none.
+    """
+    if header is not None and "SEED" in header and "DATASET" in header:
+        return f"{header['DATASET']}:{header['SEED']}:{header.get('NGAL', '')}"
+    return default
 
 
 def header_noise(header) -> float | None:

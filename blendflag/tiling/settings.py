@@ -47,7 +47,8 @@ class RunSettings:
     core : int or None
         A split image: the side of a sub-tile's core, pixels.
     field : str or None
-        A split image: its name (the key of its units).
+        A split image: its identity (:func:`blendflag.io.images.image_identity`),
+        the key of its units and the seed of its correction fields.
     inputs_hash : str or None
         A split image: the hash of its input files and the settings above.
     reference_noise : float or None

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blendflag.errors import BlendflagError
-from blendflag.io.images import image_shape
+from blendflag.io.images import image_identity, image_shape
 from blendflag.tiling.grid import AUTO_SPLIT_PIXELS, DEFAULT_CORE, subtile_hash
 from blendflag.tiling.runner import combine_tiles, run_tiles
 from blendflag.tiling.subtile_tasks import compare_subtile
@@ -155,7 +155,7 @@ def run_split_compare(
         pm, config, names, engine_cls.name, seed, weights=weights,
         pixel_scale=split.pixel_scale, bootstrap=n_bootstrap, recentre_psf=bool(split.recentre_psf),
         true_shear=None if split.true_shear is None else tuple(float(g) for g in split.true_shear),
-        core=int(split.core), field=Path(split.image).name,
+        core=int(split.core), field=_field_of_image(split.image),
     )  # fmt: skip
     settings = settings.with_(inputs_hash=files_hash(split.files, settings))
     subtiles, info = prepare_subtiles(
@@ -269,3 +269,12 @@ def _before_measuring(engine_cls, config, work, info, workers, scheduler) -> Non
         lambda func, jobs: run_chunks(func, jobs, workers, scheduler=scheduler),
         max(1, workers),
     )
+
+
+def _field_of_image(path) -> str:
+    """The key that seeds a split image's correction fields: the whole image's, as unsplit."""
+    from astropy.io import fits
+
+    from blendflag.simulate.field_io import field_key
+
+    return field_key(fits.getheader(path), image_identity(path))

@@ -113,6 +113,7 @@ def subtile_input(sub: SubTile, work_dir, settings):
         description={"sub_tile": sub.name, "core": list(sub.core), "region": list(sub.region)},
         stars=stars,
         frame=None if whole is None else ((float(x0), float(y0)), whole),
+        field=settings.field,  # the whole image's identity: its correction fields' seed
     )
 
 

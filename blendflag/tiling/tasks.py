@@ -86,9 +86,10 @@ def tile_field_info(tile: Tile, settings) -> dict:
     blendflag.errors.BlendflagError
         The tile's header shear disagrees with ``--true-shear``.
     """
+    from blendflag.io.images import image_identity
     from blendflag.simulate.field_io import read_field_info
 
-    info = read_field_info(tile.image, tile.truth, name=tile.name)
+    info = read_field_info(tile.image, tile.truth, name=image_identity(tile.image))
     if tile.pair is not None:
         info["field"], info["sign"] = f"pair:{tile.pair}", int(tile.sign)
     given = settings.true_shear
