@@ -106,22 +106,28 @@ def write_pairs(work: Path, n_pairs: int, density: float, seed: int, flux, noise
     return listing
 
 
-def pair_bootstrap(out_dir: Path, n_bootstrap: int, seed: int) -> dict:
-    """``{selection: entry}`` with every image pair one unit (its cells summed)."""
-    from blendflag.shear.paired import SumsFile, UnitSums, compare_statistics
+def pair_sums(out_dir: Path, name: str) -> list:
+    """A selection's stored sums of every tile, each image pair's cells summed into one unit."""
+    from blendflag.shear.paired import SumsFile, UnitSums
 
-    selections: dict[str, list] = {}
-    fields: dict[str, int] = {}
+    parts, fields = [], {}
     for path in sorted(out_dir.glob("*.sums.npz")):
         stored = SumsFile.load(path)
         key = fields.setdefault(stored.field, len(fields))
-        for name, sums in stored.selections.items():
-            total = sums.sums.sum(axis=0, keepdims=True)
-            selections.setdefault(name, []).append(
-                UnitSums(np.array([key]), total, sums.n_good, stored.sign, sums.layout)
-            )
+        sums = stored.selections[name]
+        total = sums.sums.sum(axis=0, keepdims=True)
+        parts.append(UnitSums(np.array([key]), total, sums.n_good, stored.sign, sums.layout))
+    return parts
+
+
+def pair_bootstrap(out_dir: Path, names, n_bootstrap: int, seed: int) -> dict:
+    """``{selection: entry}`` with every image pair one unit (its cells summed)."""
+    from blendflag.shear.paired import SumsFile, compare_statistics
+
+    selections = {name: pair_sums(out_dir, name) for name in names}
+    step = SumsFile.load(next(iter(sorted(out_dir.glob("*.sums.npz"))))).step
     entries = compare_statistics(
-        selections, stored.step, (SHEAR, 0.0), np.random.default_rng(seed), n_bootstrap
+        selections, step, (SHEAR, 0.0), np.random.default_rng(seed), n_bootstrap
     )
     return {e["name"]: e for e in entries}
 
@@ -167,7 +173,7 @@ def main(argv=None) -> int:
     executable = Path(sys.executable).parent / "blendflag-shear"  # this environment's
     subprocess.run([str(executable), *command[1:]], check=True, stdout=subprocess.DEVNULL)
     compared = {e["name"]: e for e in json.loads(out_json.read_text())["selections"]}
-    by_pair = pair_bootstrap(out_dir, args.bootstrap, args.seed + 1)
+    by_pair = pair_bootstrap(out_dir, list(compared), args.bootstrap, args.seed + 1)
     rows = {}
     for name, entry in compared.items():
         ref = by_pair[name]

@@ -22,21 +22,8 @@ import numpy as np
 
 from blendflag._runtime.provenance import provenance
 
-SHEAR = 0.02
-
-
-def per_pair(out_dir: Path, name: str) -> list:
-    """The ``all`` sums of every stored tile, each image pair's summed into one unit."""
-    from blendflag.shear.paired import SumsFile, UnitSums
-
-    parts, fields = [], {}
-    for path in sorted(out_dir.glob("*.sums.npz")):
-        stored = SumsFile.load(path)
-        key = fields.setdefault(stored.field, len(fields))
-        sums = stored.selections[name]
-        total = sums.sums.sum(axis=0, keepdims=True)
-        parts.append(UnitSums(np.array([key]), total, sums.n_good, stored.sign, sums.layout))
-    return parts
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from user_pairs import SHEAR, pair_sums  # the sibling script's per-pair sums
 
 
 def main(argv=None) -> int:
@@ -51,8 +38,8 @@ def main(argv=None) -> int:
 
     work = Path(args.work)
     selections = {
-        "all": per_pair(work / "tiles_metacal", "all"),
-        "all_metadetect": per_pair(work / "tiles_metadetect", "all"),
+        "all": pair_sums(work / "tiles_metacal", "all"),
+        "all_metadetect": pair_sums(work / "tiles_metadetect", "all"),
     }
     rng = np.random.default_rng(args.seed + 1)
     entries = {

@@ -74,7 +74,7 @@ def measure_selections(context) -> None:
     stars = image_stars(context)
     star_rows = stars.version_rows(result)
     keep_stars = context.config.shear.keep_stars
-    select = _Selector(star_rows, keep_stars, pairs if pairs is not None else units)
+    select = _Selector(star_rows, keep_stars, pairs)  # pairs: the truth's, never the cells
     masks, results_of = _selection_masks(context, result, good, select, blend_flags)
     n_stars = None if star_rows is None else int(star_rows["noshear"].sum())
     context.results["stars"] = stars.summary(n_stars, keep_stars)
@@ -131,9 +131,8 @@ def _selection_masks(context, result, good: dict, select, blend_flags: dict) -> 
     """
     masks = {"all": select.detected(result, good)}
     results_of = dict.fromkeys(masks, result)
-    if select.pairs is not None and result.sum_layout == "stamps":
-        if context.results.get("pair_id") is not None:  # the truth's rotated pairs
-            masks[PAIRED_SELECTION] = select.paired(result, good)
+    if select.pairs is not None:  # the truth's rotated pairs (stamp results only)
+        masks[PAIRED_SELECTION] = select.paired(result, good)
     masked = context.results.get("shear_masked")
     if masked is not None:  # every object, other sources' pixels filled with noise
         masks[MASKED_SELECTION] = select.detected(
