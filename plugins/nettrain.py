@@ -99,14 +99,27 @@ def metacal_mixture(
 
 
 def simulate_mixture(
-    datasets, n, seed, noise, metacal_fraction: float = 0.0, fractions=None
+    datasets,
+    n,
+    seed,
+    noise,
+    metacal_fraction: float = 0.0,
+    fractions=None,
+    field_blend_fraction: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Equal parts of each dataset style, shuffled.
 
+    A preset with number counts (``cfis_survey``, ``euclid_survey``,
+    ``lsst_y10``, ``des_y5``) gives stamps centred on the detections of its
+    simulated fields (:func:`blendflag.simulate.field_stamps.simulate_field_stamps`,
+    at its own noise); the others give the study's stamps
+    (:func:`blendflag.simulate.stamps.simulate_stamps`, at ``noise``).
     ``metacal_fraction`` of the stamps are replaced by a metacalibration image
     of themselves (see :func:`metacal_mixture`). ``fractions`` are the shares
-    of (blend, single, separated) stamps [default: the simulation's, 0.5,
-    0.25, 0.25].
+    of (blend, single, separated) study stamps [default: the simulation's,
+    0.5, 0.25, 0.25]; ``field_blend_fraction`` the share of blends among the
+    field stamps (isolated ones left out at random) [default: None, the sky's
+    own share].
 
     Returns
     -------
@@ -116,60 +129,122 @@ def simulate_mixture(
         ``(n,)`` float32, 1 for blends.
     truth : dict
         ``separation``, ``noise_sigma``, ``dataset``, ``metacal`` arrays, for the
-        record, and ``reference_sigma``: the noise sigma (ADU) at which each
-        stamp's label is defined (its isophote over ``blend.isophote_nsigma``).
+        record, ``count_class`` (0-3: 1, 2, 3, 4+ overlapping sources) and
+        ``reference_sigma``: the noise sigma (ADU) at which each stamp's label
+        is defined (its isophote over ``blend.isophote_nsigma``).
     """
     from blendflag.simulate.presets import load_dataset
-    from blendflag.simulate.stamps import DEFAULT_FRACTIONS, simulate_stamps
     from blendflag_plugins.netcore import INPUT_SIZE, crop_center
 
     parts = np.full(len(datasets), n // len(datasets))
     parts[: n - parts.sum()] += 1
-    stamps, labels, sep, sig, names, mcal, refs = [], [], [], [], [], [], []
+    stamps, cols = [], []
     for i, (name, k) in enumerate(zip(datasets, parts, strict=True)):
-        s, t = simulate_stamps(
-            name,
-            int(k),
-            seed=seed * 100 + i,
-            noise=noise,
-            progress=True,
-            fractions=DEFAULT_FRACTIONS if fractions is None else fractions,
-        )
-        refs.append(
-            np.asarray(t["ISOPHOTE"], dtype=np.float32)
-            / np.float32(load_dataset(name).blend.isophote_nsigma)
-        )
+        part_seed = seed * 100 + i
+        s, t = _part_stamps(name, int(k), part_seed, noise, fractions, field_blend_fraction)
+        config = load_dataset(name)
         s, is_mcal = metacal_mixture(
-            s, np.asarray(t["NOISE_SIGMA"]), name, metacal_fraction, seed * 100 + i
+            s, np.asarray(t["NOISE_SIGMA"]), name, metacal_fraction, part_seed
         )
-        mcal.append(is_mcal)
         # keep at least the network input plus the border used for the noise estimate
         keep = max(INPUT_SIZE + 6, 0)
         stamps.append(crop_center(s, min(keep, s.shape[1])) if s.shape[1] > keep else s)
-        labels.append(np.asarray(t["LABEL"], dtype=np.float32))
-        sep.append(np.asarray(t["SEPARATION"], dtype=np.float32))
-        sig.append(np.asarray(t["NOISE_SIGMA"], dtype=np.float32))
-        names.append(np.full(int(k), i, dtype=np.int16))
+        cols.append(_part_columns(t, config, is_mcal, i))
     sizes = {s.shape[1] for s in stamps}
     if len(sizes) > 1:
         side = min(sizes)
         stamps = [crop_center(s, side) for s in stamps]
     order = np.random.default_rng(seed).permutation(n)
     x = np.concatenate(stamps)[order]
-    y = np.concatenate(labels)[order]
-    truth = {
-        "separation": np.concatenate(sep)[order],
-        "noise_sigma": np.concatenate(sig)[order],
-        "dataset": np.concatenate(names)[order],
-        "metacal": np.concatenate(mcal)[order],
-        "reference_sigma": np.concatenate(refs)[order],
+    truth = {key: np.concatenate([c[key] for c in cols])[order] for key in cols[0]}
+    return x, truth.pop("label"), truth
+
+
+def _part_stamps(name, k: int, seed: int, noise, fractions, field_blend_fraction):
+    """One dataset's share of a mixture: field stamps for count presets, else the study's."""
+    from blendflag.simulate.population import uses_counts
+    from blendflag.simulate.presets import load_dataset
+    from blendflag.simulate.stamps import DEFAULT_FRACTIONS, simulate_stamps
+
+    if uses_counts(load_dataset(name)):
+        return field_part(name, k, seed, field_blend_fraction)
+    return simulate_stamps(
+        name,
+        k,
+        seed=seed,
+        noise=noise,
+        progress=True,
+        fractions=DEFAULT_FRACTIONS if fractions is None else fractions,
+    )
+
+
+def field_part(name, k: int, seed: int, blend_fraction: float | None, max_rounds: int = 12):
+    """``k`` field stamps of preset ``name``, a ``blend_fraction`` of them blends.
+
+    Fields are simulated in rounds (seeds ``seed``, ``seed + 1``...) until
+    there are enough blends; isolated stamps are then left out at random.
+    With ``blend_fraction`` None the first ``k`` stamps are kept as drawn.
+    """
+    from functools import partial
+
+    from astropy.table import vstack
+
+    from blendflag.flagging.detectors import detect_with_plugins
+    from blendflag.simulate.field_stamps import simulate_field_stamps
+
+    detect = partial(detect_with_plugins, config=None)
+    xs, ts = [], []
+    for r in range(max_rounds):
+        x, t = simulate_field_stamps(name, max(k, 500), seed * 1000 + r, detect)
+        xs.append(x)
+        ts.append(t)
+        blends = sum(int(np.sum(tt["LABEL"])) for tt in ts)
+        if blend_fraction is None or blends >= blend_fraction * k:
+            break
+    x, t = np.concatenate(xs), vstack(ts, metadata_conflicts="silent")
+    if blend_fraction is None:
+        return x[:k], t[:k]
+    rng = np.random.default_rng([seed, 0x626C])
+    is_blend = np.asarray(t["LABEL"]) > 0
+    n_blend = min(int(round(blend_fraction * k)), int(is_blend.sum()))
+    n_blend = max(n_blend, k - int((~is_blend).sum()))
+    chosen = np.concatenate(
+        [
+            rng.choice(np.flatnonzero(is_blend), n_blend, replace=False),
+            rng.choice(np.flatnonzero(~is_blend), k - n_blend, replace=False),
+        ]
+    )
+    chosen.sort()
+    return x[chosen], t[chosen]
+
+
+def _part_columns(t, config, is_mcal, index: int) -> dict:
+    """The per-stamp arrays of one dataset's share (see :func:`simulate_mixture`)."""
+    from blendflag.simulate.field_stamps import count_class
+
+    label = np.asarray(t["LABEL"], dtype=np.float32)
+    counts = (
+        np.asarray(t["COUNT_CLASS"], dtype=np.int16)
+        if "COUNT_CLASS" in t.colnames
+        else count_class(1 + label.astype(int))  # the study's stamps: one or two sources
+    )
+    return {
+        "label": label,
+        "separation": np.asarray(t["SEPARATION"], dtype=np.float32),
+        "noise_sigma": np.asarray(t["NOISE_SIGMA"], dtype=np.float32),
+        "dataset": np.full(len(t), index, dtype=np.int16),
+        "metacal": is_mcal,
+        "count_class": counts,
+        "reference_sigma": np.asarray(t["ISOPHOTE"], dtype=np.float32)
+        / np.float32(config.blend.isophote_nsigma),
     }
-    return x, y, truth
 
 
 def _config_hash(config) -> str:
     keys = ("datasets", "n_train", "n_val", "noise", "seed", "input_size")
     fields = {k: getattr(config, k) for k in keys}
+    if getattr(config, "field_blend_fraction", None):  # older runs keep their cache name
+        fields["field_blend_fraction"] = config.field_blend_fraction
     if getattr(config, "metacal_fraction", 0.0):  # older runs keep their cache name
         fields["metacal_fraction"] = config.metacal_fraction
     if getattr(config, "reference_channel", False):
@@ -205,9 +280,15 @@ def prepare_data(config, workdir: Path, quiet=False) -> dict:
         config.noise,
         frac,
         getattr(config, "kind_fractions", None),
+        getattr(config, "field_blend_fraction", None),
     )
     xv, yv, tv = simulate_mixture(
-        config.datasets, config.n_val, config.seed + 1, config.noise, frac
+        config.datasets,
+        config.n_val,
+        config.seed + 1,
+        config.noise,
+        frac,
+        field_blend_fraction=getattr(config, "field_blend_fraction", None),
     )
     # one plane (noise-scaled), or two (noise, reference) for reference_channel
     planes = 2 if getattr(config, "reference_channel", False) else 1
@@ -225,6 +306,9 @@ def prepare_data(config, workdir: Path, quiet=False) -> dict:
         "y_val": yv,
         "sep_val": tv["separation"],
         "metacal_val": tv["metacal"],
+        "count_train": tt["count_class"],
+        "count_val": tv["count_class"],
+        "dataset_val": tv["dataset"],
     }
     with atomic_output(path) as tmp:
         with open(tmp, "wb") as fh:

@@ -33,6 +33,11 @@ class NetTrainConfig:
         example ``[0.5, 0.1, 0.4]`` keeps the class balance and shows the
         network more separated pairs, among them the near misses.
         [default: None, the simulation's mix]
+    field_blend_fraction : float or None
+        Share of blends among the stamps of presets with number counts (cut
+        around the detections of simulated survey fields, see
+        :func:`blendflag_plugins.nettrain.field_part`); isolated stamps are
+        left out at random to reach it. [default: None, the sky's own share]
     seed : int
         Seed of the training data.
     epochs, batch_size : int
@@ -55,6 +60,7 @@ class NetTrainConfig:
     noise: str | float | list[float] = "grid"
     metacal_fraction: float = 0.0
     kind_fractions: list[float] | None = None
+    field_blend_fraction: float | None = None
     seed: int = 1000
     epochs: int = 10
     batch_size: int = 128
@@ -91,6 +97,12 @@ class NetTrainConfig:
         _check(
             0.0 <= self.metacal_fraction <= 1.0, f"{where}.metacal_fraction", "must be in [0, 1]"
         )
+        if self.field_blend_fraction is not None:
+            _check(
+                0.0 < self.field_blend_fraction < 1.0,
+                f"{where}.field_blend_fraction",
+                "must be in (0, 1)",
+            )
         if self.kind_fractions is not None:
             from blendflag.simulate.stamps import kind_counts
 

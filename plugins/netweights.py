@@ -100,12 +100,19 @@ def read_weights(path, fmt: str, what: str) -> tuple[list[np.ndarray], dict]:
 
 
 def compiled_predict(model):
-    """``model`` called in inference mode inside a ``tf.function``."""
+    """``model`` called in inference mode inside a ``tf.function``.
+
+    A model with several outputs (a blend probability and count-class
+    probabilities) gives them side by side, float32, along the last axis.
+    """
     import tensorflow as tf
 
     @tf.function(reduce_retracing=True)
     def predict(x):
-        return model(x, training=False)
+        out = model(x, training=False)
+        if isinstance(out, (list, tuple)):
+            out = tf.concat([tf.cast(o, tf.float32) for o in out], axis=-1)
+        return out
 
     return predict
 

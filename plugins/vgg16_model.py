@@ -48,8 +48,9 @@ def build_model(
     precision: str = "float32",
     imagenet_weights=None,
     dropout: float = 0.5,
+    count_classes: int = 0,
 ):
-    """VGG16 convolutions and the study's classification head.
+    """VGG16 convolutions and the study's classification head, and optionally a count head.
 
     Parameters
     ----------
@@ -62,11 +63,17 @@ def build_model(
         convolutions; None starts from random weights.
     dropout : float
         Dropout rate after the first dense layer. [default: 0.5]
+    count_classes : int
+        0: one output. Else a second output from the same 1024-unit layer, a
+        softmax over that many classes of the number of sources whose
+        footprints overlap the central object's (1, 2, 3, 4+ for 4). [default: 0]
 
     Returns
     -------
     keras.Model
-        Input ``(input_size, input_size, 3)``, output the blend probability.
+        Input ``(input_size, input_size, 3)``, output the blend probability
+        (``p_blend``), and with ``count_classes`` the outputs
+        ``[p_blend, n_sources]``.
     """
     import keras
 
@@ -81,6 +88,11 @@ def build_model(
         x = keras.layers.Dropout(dropout, name="dropout")(x)
         x = keras.layers.Dense(1024, activation="relu", name="fc1024")(x)
         out = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="p_blend")(x)
+        if count_classes:
+            counts = keras.layers.Dense(
+                int(count_classes), activation="softmax", dtype="float32", name="n_sources"
+            )(x)
+            return keras.Model(base.input, [out, counts], name="vgg16_blend_count")
         return keras.Model(base.input, out, name="vgg16_blend")
 
 
@@ -95,7 +107,11 @@ def read_weights(path) -> tuple[list[np.ndarray], dict]:
 
 
 def _build_from_metadata(meta: dict, precision: str):
-    return build_model(int(meta.get("input_size", INPUT_SIZE)), precision=precision)
+    return build_model(
+        int(meta.get("input_size", INPUT_SIZE)),
+        precision=precision,
+        count_classes=int(meta.get("count_classes", 0)),
+    )
 
 
 def load_model(path=None, precision: str = "auto"):

@@ -69,6 +69,10 @@ class VGG16TrainConfig(NetTrainConfig):
         :func:`blendflag_plugins.netcore.preprocess`), with the reference sigma
         of each training stamp taken from its preset (``default_noise``).
         [default: False, three copies of the noise-scaled stamp]
+    count_head : bool
+        A second output, the number of sources whose footprints overlap the
+        central object's (classes 1, 2, 3, 4+), trained with a categorical
+        cross-entropy beside the blend label's. [default: False]
     """
 
     METHOD = "vgg16"
@@ -87,6 +91,7 @@ class VGG16TrainConfig(NetTrainConfig):
     imagenet_weights: str | None = None
     init_weights: str | None = None
     reference_channel: bool = False
+    count_head: bool = False
 
     def validate(self, where: str) -> None:
         from blendflag.config import check as _check
@@ -216,12 +221,12 @@ def _train(config, out, workdir, state, max_minutes, quiet, start_from=None) -> 
     model, state = _model_and_state(config, ckpt, state, start_from)
     train_ds = image_dataset(
         data["x_train"],
-        data["y_train"],
+        _labels(config, data, "train"),
         config.batch_size,
         config.augment,
         shuffle_seed=config.train_seed + state["epoch"],
     )
-    val_ds = image_dataset(data["x_val"], data["y_val"], 256, False, None)
+    val_ds = image_dataset(data["x_val"], _labels(config, data, "val"), 256, False, None)
     best_path = workdir / "best.weights.npz"
     start = time.time()
     while state["epoch"] < config.epochs:
@@ -242,6 +247,19 @@ def _train(config, out, workdir, state, max_minutes, quiet, start_from=None) -> 
     state["finished"] = True
     write_state(workdir, state)
     return result | {"finished": True}
+
+
+def _labels(config, data: dict, part: str):
+    """The targets of ``part`` (train or val): the blend label, and the count class."""
+    if config.count_head:
+        return data[f"y_{part}"], data[f"count_{part}"].astype(np.int32)
+    return data[f"y_{part}"]
+
+
+def _count_classes(config) -> int:
+    from blendflag.simulate.field_stamps import COUNT_CLASSES
+
+    return COUNT_CLASSES if config.count_head else 0
 
 
 def _model_and_state(config, ckpt, state, start_from):
@@ -289,14 +307,16 @@ def _model_and_state(config, ckpt, state, start_from):
         config.input_size,
         config.precision,
         imagenet_weights=find_imagenet_weights(config.imagenet_weights),
+        count_classes=_count_classes(config),
     )
     if start_from is not None:
         model.set_weights(start_from)
-    model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss="binary_crossentropy",
-        metrics=["accuracy"],
-    )
+    if config.count_head:
+        loss = {"p_blend": "binary_crossentropy", "n_sources": "sparse_categorical_crossentropy"}
+        metrics = {"p_blend": ["accuracy"], "n_sources": ["accuracy"]}
+    else:
+        loss, metrics = "binary_crossentropy", ["accuracy"]
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss, metrics=metrics)
     return model, state
 
 
@@ -345,7 +365,11 @@ def _train_epoch(model, config, state, datasets, best_path, quiet) -> None:
     val_loss = record["val_loss"]
     if state["best_val_loss"] is None or val_loss < state["best_val_loss"]:
         state.update(best_val_loss=val_loss, best_epoch=state["epoch"], bad_epochs=0, lr_wait=0)
-        save_weights(model, best_path, {"input_size": config.input_size})
+        save_weights(
+            model,
+            best_path,
+            {"input_size": config.input_size, "count_classes": _count_classes(config)},
+        )
     else:
         state["bad_epochs"] += 1
         state["lr_wait"] += 1
@@ -367,16 +391,19 @@ def _finish(config, out, workdir, state, data, best_path) -> dict:
 
     arrays, _ = read_weights(best_path)
     # Validation stamps are stored preprocessed; run the network on them directly.
-    model = build_model(config.input_size, config.precision)
+    model = build_model(config.input_size, config.precision, count_classes=_count_classes(config))
     model.set_weights(arrays)
     predict = _compiled_predict(model)
     x_val = data["x_val"].astype(np.float32)
-    p = np.concatenate(
+    outputs = np.concatenate(
         [
-            np.asarray(predict(network_input(x_val[i : i + 256], 3))).reshape(-1)
+            np.asarray(predict(network_input(x_val[i : i + 256], 3))).reshape(
+                -1, 1 + _count_classes(config)
+            )
             for i in range(0, len(x_val), 256)
         ]
     )
+    p = outputs[:, 0]
     y = data["y_val"]
     threshold = choose_threshold(p, y)
     val = recalls(p >= threshold, y > 0.5)
@@ -385,8 +412,12 @@ def _finish(config, out, workdir, state, data, best_path) -> dict:
     if is_mcal.any() and (~is_mcal).any():  # the figures of each kind of image
         for part, sel in (("original", ~is_mcal), ("metacal", is_mcal)):
             val[part] = recalls(p[sel] >= threshold, y[sel] > 0.5) | {"n": int(sel.sum())}
+    if config.count_head:
+        count = np.argmax(outputs[:, 1:], axis=1)
+        val["count_accuracy"] = float(np.mean(count == data["count_val"]))
     meta = {
         "input_size": config.input_size,
+        "count_classes": _count_classes(config),
         "threshold": threshold,
         "training": asdict(config),
         "epochs_trained": state["epoch"],

@@ -80,3 +80,45 @@ def pop_segmentation(table, shape) -> np.ndarray | None:
             f"the image, got {seg.dtype} {seg.shape}"
         )
     return seg.astype(np.int32, copy=False)
+
+
+_MANAGERS: dict = {}
+
+
+def detect_with_plugins(image, weight, config=None):
+    """Detect on ``image`` with the ``blendflag_detect`` hook of the installed plugins.
+
+    A module-level function (picklable), so that worker processes can detect
+    as the pipeline's ``detect`` stage does: the plugin manager is built once
+    per process.
+
+    Parameters
+    ----------
+    image, weight : numpy.ndarray
+        Pixels (ADU) and inverse variance.
+    config : blendflag.config.DetectConfig or None
+        Detection settings (``backend`` names the detector). [default: the packaged ones]
+
+    Returns
+    -------
+    astropy.table.Table
+        The detector's catalogue (``X_IMAGE``, ``Y_IMAGE``, 1-based pixels),
+        its segmentation map removed.
+
+    Raises
+    ------
+    PluginError
+        No detector answered for ``config.backend``.
+    """
+    from blendflag.config import DetectConfig
+    from blendflag.plugins import get_plugin_manager
+
+    config = config or DetectConfig()
+    pm = _MANAGERS.get("pm")
+    if pm is None:
+        pm = _MANAGERS["pm"] = get_plugin_manager()
+    table = pm.hook.blendflag_detect(image=image, weight=weight, config=config)
+    if table is None:
+        raise PluginError(f"no detector answered for backend {config.backend!r}")
+    pop_segmentation(table, image.shape)
+    return table
