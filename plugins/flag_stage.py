@@ -57,6 +57,7 @@ def stage_flag_metacal_blends(context) -> None:
         return
     sigma = result.meta.get("median_noise_sigma")
     flags = context.results.setdefault("metacal_flags", {})
+    probabilities = context.results.setdefault("metacal_probabilities", {})
     for flagger in context.flagger_objects:
         flagger.default_reference_noise(sigma)
     from blendflag._runtime.progress import progress
@@ -69,7 +70,10 @@ def stage_flag_metacal_blends(context) -> None:
             start = time.perf_counter()
             flags[flagger.name] = {}
             for v, images in result.images.items():
-                flags[flagger.name][v] = np.asarray(flagger.flag_stamps(images).flag, dtype=bool)
+                answer = flagger.flag_stamps(images)
+                flags[flagger.name][v] = np.asarray(answer.flag, dtype=bool)
+                if answer.probability is not None:  # a threshold scan re-cuts these
+                    probabilities.setdefault(flagger.name, {})[v] = answer.probability
                 bar.update(len(images))
             context.timings[f"select ({flagger.name})"] = time.perf_counter() - start
     result.images = None  # free the 5 x n stamps
@@ -107,5 +111,7 @@ def blendflag_annotate_catalogue(table, context):
             annotation.columns[flagger.probability_column] = np.asarray(
                 result.probability, dtype=np.float32
             )
+        if result.n_sources is not None:
+            annotation.columns[flagger.count_column] = np.asarray(result.n_sources, dtype=np.int16)
         annotation.cards.extend(flagger.provenance())
     return annotation

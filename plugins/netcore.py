@@ -263,8 +263,13 @@ class NetworkFlagger(Flagger):
         raise NotImplementedError
 
     def probability(self, outputs: np.ndarray, metadata: dict) -> np.ndarray:
-        """Blend probability from the model's outputs (default: the sigmoid output)."""
-        return outputs.reshape(-1)
+        """Blend probability from the model's outputs (default: the sigmoid output, column 0)."""
+        return outputs.reshape(len(outputs), -1)[:, 0]
+
+    def count_probabilities(self, outputs: np.ndarray, metadata: dict) -> np.ndarray | None:
+        """Probabilities of 1, 2, 3, 4+ overlapping sources (the count head), or None."""
+        k = int(metadata.get("count_classes", 0))
+        return outputs.reshape(len(outputs), -1)[:, 1 : 1 + k] if k else None
 
     def predict_proba(self, stamps: np.ndarray, reference_sigma=None) -> np.ndarray:
         """Blend probability of each stamp, float32 in [0, 1].
@@ -272,6 +277,13 @@ class NetworkFlagger(Flagger):
         ``reference_sigma`` (ADU; one value or one per stamp) overrides
         ``reference_noise`` for networks with a reference-scale plane; with
         neither, each stamp's own noise is the reference.
+        """
+        return self.predict(stamps, reference_sigma)[0]
+
+    def predict(self, stamps: np.ndarray, reference_sigma=None):
+        """(blend probability, count-class probabilities or None) of each stamp.
+
+        Both are averaged over the ``views``; see :meth:`predict_proba`.
         """
         _, predict, meta = load_cached(
             self.weights, self.FORMAT, self.name, self.build, self.precision
@@ -282,7 +294,7 @@ class NetworkFlagger(Flagger):
             ref = reference_sigma if reference_sigma is not None else self.reference_noise
         if ref is not None:  # None: the stamp's own noise, i.e. the noise plane again
             ref = np.broadcast_to(np.asarray(ref, dtype=np.float32), (len(stamps),))
-        outputs = []
+        probs, counts = [], []
         for start in range(0, len(stamps), 4096):  # bound the preprocessed copy in memory
             part = None if ref is None else ref[start : start + 4096]
             chunk = stamps[start : start + 4096]
@@ -291,14 +303,21 @@ class NetworkFlagger(Flagger):
                 x = preprocess(
                     dihedral_view(chunk, k), size, channels=self.CHANNELS, reference_sigma=part
                 )
-                views.append(self.probability(run_batches(predict, x, self.batch_size), meta))
-            outputs.append(np.mean(views, axis=0))
-        out = np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
-        return np.clip(out, 0.0, 1.0).astype(np.float32)
+                views.append(run_batches(predict, x, self.batch_size))
+            probs.append(np.mean([self.probability(v, meta) for v in views], axis=0))
+            count_views = [self.count_probabilities(v, meta) for v in views]
+            if count_views[0] is not None:
+                counts.append(np.mean(count_views, axis=0))
+        out = np.concatenate(probs) if probs else np.zeros((0,), np.float32)
+        count = np.concatenate(counts) if counts else None
+        return np.clip(out, 0.0, 1.0).astype(np.float32), count
 
     def flag_stamps(self, stamps, noise_sigma=None, reference_sigma=None) -> FlagResult:
-        p = self.predict_proba(stamps, reference_sigma)
-        return FlagResult(flag=p >= self.threshold, probability=p)
+        p, counts = self.predict(stamps, reference_sigma)
+        n_sources = None
+        if counts is not None:
+            n_sources = (np.argmax(counts, axis=1) + 1).astype(np.int16)
+        return FlagResult(flag=p >= self.threshold, probability=p, n_sources=n_sources)
 
     def provenance(self):
         sha = file_sha256(self.weights)

@@ -89,7 +89,7 @@ def metacal_mixture(
             version="random",
             workers=workers,
         )
-    except BlendflagError as exc:  # an undersampled PSF: metacal does not apply
+    except (BlendflagError, ValueError) as exc:  # an undersampled PSF: metacal does not apply
         print(f"metacal_fraction: {config.name} stamps left as they are ({exc})")
         return stamps, is_metacal
     out = stamps.copy()
@@ -178,44 +178,19 @@ def _part_stamps(name, k: int, seed: int, noise, fractions, field_blend_fraction
     )
 
 
-def field_part(name, k: int, seed: int, blend_fraction: float | None, max_rounds: int = 12):
+def field_part(name, k: int, seed: int, blend_fraction: float | None):
     """``k`` field stamps of preset ``name``, a ``blend_fraction`` of them blends.
 
-    Fields are simulated in rounds (seeds ``seed``, ``seed + 1``...) until
-    there are enough blends; isolated stamps are then left out at random.
-    With ``blend_fraction`` None the first ``k`` stamps are kept as drawn.
+    See :func:`blendflag.simulate.field_stamps.simulate_field_stamps`; the
+    pipeline's detector (the packaged detection settings) finds the objects.
     """
     from functools import partial
-
-    from astropy.table import vstack
 
     from blendflag.flagging.detectors import detect_with_plugins
     from blendflag.simulate.field_stamps import simulate_field_stamps
 
     detect = partial(detect_with_plugins, config=None)
-    xs, ts = [], []
-    for r in range(max_rounds):
-        x, t = simulate_field_stamps(name, max(k, 500), seed * 1000 + r, detect)
-        xs.append(x)
-        ts.append(t)
-        blends = sum(int(np.sum(tt["LABEL"])) for tt in ts)
-        if blend_fraction is None or blends >= blend_fraction * k:
-            break
-    x, t = np.concatenate(xs), vstack(ts, metadata_conflicts="silent")
-    if blend_fraction is None:
-        return x[:k], t[:k]
-    rng = np.random.default_rng([seed, 0x626C])
-    is_blend = np.asarray(t["LABEL"]) > 0
-    n_blend = min(int(round(blend_fraction * k)), int(is_blend.sum()))
-    n_blend = max(n_blend, k - int((~is_blend).sum()))
-    chosen = np.concatenate(
-        [
-            rng.choice(np.flatnonzero(is_blend), n_blend, replace=False),
-            rng.choice(np.flatnonzero(~is_blend), k - n_blend, replace=False),
-        ]
-    )
-    chosen.sort()
-    return x[chosen], t[chosen]
+    return simulate_field_stamps(name, k, seed, detect, blend_fraction=blend_fraction)
 
 
 def _part_columns(t, config, is_mcal, index: int) -> dict:

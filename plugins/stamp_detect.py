@@ -12,6 +12,10 @@ Rule (the ``sextractor`` flagger on stamps)
    (SExtractor FLAGS & 2; sep OBJ_MERGED). No central detection, or a central
    detection that was not deblended, is **not a blend**: a pair SExtractor did
    not split is a blend it missed, which is what the study measured.
+5. The **deblended count** (sep only; the baseline of a network's count head):
+   the detections of step 2 whose centres fall inside the central object's
+   undeblended segment (the same extraction with deblending off, i.e. the
+   connected pixels above the threshold), at least 1.
 """
 
 from __future__ import annotations
@@ -80,7 +84,47 @@ def classify_stamps(
     flags = np.array(
         [_central_is_deblended(c, centre, match_radius) for c in catalogues], dtype=bool
     )
-    return FlagResult(flag=flags)
+    n_sources = None
+    if backend == "sep":
+        n_sources = np.array(
+            [
+                _deblended_count(s - b, float(sg), config, c, centre, match_radius)
+                for s, b, sg, c in zip(stamps, background, sigma, catalogues, strict=True)
+            ],
+            dtype=np.int16,
+        )
+    return FlagResult(flag=flags, n_sources=n_sources)
+
+
+def _deblended_count(stamp, sigma: float, config, catalogue, centre, match_radius) -> int:
+    """Deblended detections inside the central object's undeblended segment (>= 1)."""
+    import sep
+
+    x, y, _ = catalogue
+    if len(x) == 0:
+        return 1
+    data = np.ascontiguousarray(stamp, dtype=np.float64)
+    try:
+        parents, seg = sep.extract(
+            data,
+            config.thresh,
+            err=sigma,
+            minarea=config.minarea,
+            deblend_cont=1.0,
+            clean=False,
+            segmentation_map=True,
+        )
+    except Exception:  # noqa: BLE001 - sep's pixel-stack overflow on a pathological stamp
+        return 1
+    if len(parents) == 0:
+        return 1
+    d = np.hypot(parents["x"] - centre[0], parents["y"] - centre[1])
+    i = int(np.argmin(d))
+    if d[i] > match_radius:
+        return 1
+    ix = np.clip(np.rint(x).astype(int), 0, seg.shape[1] - 1)
+    iy = np.clip(np.rint(y).astype(int), 0, seg.shape[0] - 1)
+    return max(1, int(np.sum(seg[iy, ix] == i + 1)))
 
 
 def _detect_one_sep(stamp: np.ndarray, sigma: float, config):

@@ -34,6 +34,21 @@ def register(cli) -> None:
     parser.add_argument("--seed", type=int, default=7, help="simulation seed [default: 7]")
     parser.add_argument("--noise", help="noise sigma (ADU), or 'grid' [default: preset default]")
     parser.add_argument(
+        "--stamps",
+        choices=("pairs", "field"),
+        help="with --dataset: 'pairs', the original study's stamps (one or two galaxies "
+        "placed by rule), or 'field', stamps cut around the detections of simulated "
+        "fields of the preset, labelled with the number of overlapping sources "
+        "[default: field for presets with number counts, else pairs]",
+    )
+    parser.add_argument(
+        "--blend-fraction",
+        type=float,
+        metavar="F",
+        help="with field stamps: keep this share of blends, leaving isolated objects "
+        "out at random [default: the sky's own share]",
+    )
+    parser.add_argument(
         "--methods",
         help="comma-separated flagger names [default: the first of flag.flaggers in the config]",
     )
@@ -69,21 +84,43 @@ def _file(value) -> str | None:
     return value if value and Path(value).is_file() else None
 
 
-def load_stamps(args):
-    """Stamps, truth and dataset config (None if unknown) from ``--data`` or a simulation."""
+def load_stamps(args, config=None):
+    """Stamps, truth and dataset config (None if unknown) from ``--data`` or a simulation.
+
+    ``config`` (the pipeline config) gives the detection settings of field stamps.
+    """
     if args.data:
         from blendflag.simulate.stamps import read_stamps
 
         return read_stamps(args.data)
     if args.n <= 0:
         raise BlendflagError("--n must be positive")
+    from blendflag.simulate.population import uses_counts
     from blendflag.simulate.presets import load_dataset
     from blendflag.simulate.stamps import simulate_stamps
 
+    dataset = load_dataset(args.dataset)
+    kind = getattr(args, "stamps", None) or ("field" if uses_counts(dataset) else "pairs")
+    if kind == "field":
+        return (*_field_stamps(args, dataset, config), dataset)
     stamps, truth = simulate_stamps(
         args.dataset, args.n, seed=args.seed, noise=_noise_arg(args.noise), progress=not args.quiet
     )
     return stamps, truth, load_dataset(args.dataset)
+
+
+def _field_stamps(args, dataset, config):
+    """(stamps, truth) around the detections of simulated fields of ``dataset``."""
+    from functools import partial
+
+    from blendflag.flagging.detectors import detect_with_plugins
+    from blendflag.simulate.field_stamps import simulate_field_stamps
+
+    if args.noise is not None:
+        raise BlendflagError("--noise applies to --stamps pairs; field stamps keep the preset's")
+    detect = partial(detect_with_plugins, config=config.detect if config else None)
+    fraction = getattr(args, "blend_fraction", None)
+    return simulate_field_stamps(dataset, args.n, args.seed, detect, blend_fraction=fraction)
 
 
 def to_metacal(pm, config, args, stamps, truth, dataset):
@@ -128,7 +165,7 @@ def run(args, pm) -> int:
     for path in (args.json, args.plot):
         if path:
             check_output_path(path)
-    stamps, truth, dataset = load_stamps(args)
+    stamps, truth, dataset = load_stamps(args, config)
     # the depth the labels refer to (a file's truth table loses the header that says it)
     from blendflag.simulate.galaxies import label_reference_noise
 
@@ -144,7 +181,14 @@ def run(args, pm) -> int:
     results["data"] = (
         {"file": str(args.data)}
         if args.data
-        else {"dataset": args.dataset, "n": args.n, "seed": args.seed, "noise": args.noise}
+        else {
+            "dataset": args.dataset,
+            "n": args.n,
+            "seed": args.seed,
+            "noise": args.noise,
+            "stamps": truth.meta.get("KIND", "pairs"),
+            "blend_fraction": truth.meta.get("BLENDFRC"),
+        }
     )
     if mcal_info is not None:
         results["data"]["metacal"] = mcal_info
@@ -158,12 +202,42 @@ def run(args, pm) -> int:
         if mcal_info is not None:
             label += f", metacal {mcal_info['version']} images"
         plot_evaluation(results, args.plot, title=f"blend flaggers on {label}")
+    _print_table(results["methods"])
+    _print_counts(results["methods"])
+    return 0
+
+
+def _print_table(methods: dict) -> None:
+    """One line per method: recalls, accuracy, close-blend recall, speed."""
     print(f"{'method':<12} {'blend':>7} {'not':>7} {'acc':>7} {'<10px':>7} {'stamps/s':>9}")
-    for name, m in results["methods"].items():
+    for name, m in methods.items():
         u10 = m["blend_recall_under_10px"]
         print(
             f"{name:<12} {m['confusion'][0][0]:7.3f} {m['confusion'][1][1]:7.3f} "
             f"{m['accuracy']:7.3f} {u10 if u10 is not None else float('nan'):7.3f} "
             f"{m.get('stamps_per_s') or 0:9.0f}"
         )
-    return 0
+
+
+def _print_counts(methods: dict) -> None:
+    """The count confusion matrices and the false blends by size, for methods that have them."""
+    for name, m in methods.items():
+        count = m.get("count")
+        if count:
+            print(
+                f"{name}: source counts (rows true, columns predicted; accuracy "
+                f"{count['accuracy']:.3f}, balanced {count['balanced_accuracy']:.3f})"
+            )
+            for label, row, raw in zip(
+                count["classes"], count["confusion"], count["counts"], strict=True
+            ):
+                cells = " ".join(f"{v:6.3f}" for v in row) if row else "   (none)"
+                print(f"  {label:>3} {cells}   n={sum(raw)}")
+        sizes = m.get("false_blends_by_hlr")
+        if sizes:
+            cells = []
+            for b in sizes:
+                span = f">{b['min']:.2f}" if b["max"] is None else f"{b['min']:.2f}-{b['max']:.2f}"
+                rate = "-" if b["flagged"] is None else f"{b['flagged']:.3f}"
+                cells.append(f'{span}": {rate} (n={b["n"]})')
+            print(f"{name}: singles called blends by half-light radius: " + ", ".join(cells))

@@ -161,5 +161,99 @@ def evaluate_flaggers(flaggers, stamps, truth, reference_noise=None) -> dict:
         views = getattr(flagger, "views", None)
         if views is not None:
             metrics["views"] = int(views)
+        _add_stamp_truth_metrics(metrics, result, truth)
         methods[flagger.name] = metrics
     return {"n": len(stamps), "methods": methods}
+
+
+def _add_stamp_truth_metrics(metrics: dict, result, truth) -> None:
+    """The count confusion (for flaggers that count) and false blends by size, in place."""
+    if result.n_sources is not None:
+        if "COUNT_CLASS" in truth.colnames:
+            true_class = np.asarray(truth["COUNT_CLASS"])
+        else:  # the study's stamps: one source, or a blend of two
+            true_class = (np.asarray(truth["LABEL"]) > 0).astype(np.int64)
+        metrics["count"] = count_metrics(result.n_sources, true_class)
+    if "HLR1" in truth.colnames:
+        metrics["false_blends_by_hlr"] = false_blends_by_size(
+            result.flag, truth["LABEL"], truth["HLR1"]
+        )
+
+
+#: Names of the count classes (sources overlapping the central object's footprint).
+COUNT_NAMES = ("1", "2", "3", "4+")
+#: Edges of the half-light-radius bins of the false-blend rate, arcsec.
+HLR_EDGES = (0.15, 0.25, 0.4)
+
+
+def count_metrics(n_sources, true_class) -> dict:
+    """Count confusion matrix (rows: true class, normalised) and accuracies.
+
+    Parameters
+    ----------
+    n_sources : array_like of int
+        Predicted sources (1, 2, 3, 4 or more).
+    true_class : array_like of int
+        True count class, 0-3 for 1, 2, 3, 4+ sources.
+
+    Returns
+    -------
+    dict
+        ``classes``, ``confusion`` (row i: the fractions of true class i
+        predicted as each class; None for an empty row), ``counts`` (raw
+        numbers), ``accuracy`` and ``balanced_accuracy`` (mean recall over the
+        non-empty classes).
+    """
+    k = len(COUNT_NAMES)
+    pred = np.clip(np.asarray(n_sources, dtype=np.int64), 1, k) - 1
+    true = np.asarray(true_class, dtype=np.int64)
+    counts = np.zeros((k, k), dtype=np.int64)
+    np.add.at(counts, (true, pred), 1)
+    rows = counts.sum(axis=1)
+    confusion = [(counts[i] / rows[i]).tolist() if rows[i] else None for i in range(k)]
+    recalls_ = [counts[i, i] / rows[i] for i in range(k) if rows[i]]
+    return {
+        "classes": list(COUNT_NAMES),
+        "confusion": confusion,
+        "counts": counts.tolist(),
+        "accuracy": float(np.mean(pred == true)) if len(true) else None,
+        "balanced_accuracy": float(np.mean(recalls_)) if recalls_ else None,
+    }
+
+
+def false_blends_by_size(flag, label, hlr) -> list[dict]:
+    """Share of single (non-blend) stamps flagged as blends, per half-light-radius bin.
+
+    Parameters
+    ----------
+    flag : array_like of bool
+        Predicted blends.
+    label : array_like
+        1 for blends, 0 otherwise.
+    hlr : array_like
+        Half-light radius of the central galaxy, arcsec.
+
+    Returns
+    -------
+    list of dict
+        ``min``, ``max`` (arcsec; None: open), ``n`` singles, ``flagged``
+        (their share called blends, None when empty) and its binomial error.
+    """
+    flag = np.asarray(flag, dtype=bool)
+    single = np.asarray(label) == 0
+    hlr = np.asarray(hlr, dtype=float)
+    out = []
+    for lo, hi in zip((0.0, *HLR_EDGES), (*HLR_EDGES, None), strict=True):
+        sel = single & (hlr >= lo) & ((hlr < hi) if hi is not None else True)
+        n = int(sel.sum())
+        rate = float(flag[sel].mean()) if n else None
+        out.append(
+            {
+                "min": lo,
+                "max": hi,
+                "n": n,
+                "flagged": rate,
+                "flagged_err": float(np.sqrt(rate * (1 - rate) / n)) if n else None,
+            }
+        )
+    return out

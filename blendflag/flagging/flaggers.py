@@ -21,10 +21,15 @@ class FlagResult:
         bool, True where the source (or stamp) is a blend.
     probability : numpy.ndarray or None
         float32 blend probability in [0, 1], for flaggers that have one.
+    n_sources : numpy.ndarray or None
+        int16, the number of sources whose footprints overlap the central
+        object's, itself included (1, 2, 3, or 4 for four or more), for
+        flaggers that count them.
     """
 
     flag: np.ndarray
     probability: np.ndarray | None = None
+    n_sources: np.ndarray | None = None
 
 
 class Flagger:
@@ -86,6 +91,11 @@ class Flagger:
     def probability_column(self) -> str:
         """Name of the blend-probability column, e.g. ``P_BLEND_VGG16``."""
         return f"P_BLEND_{self.name.upper()}"
+
+    @property
+    def count_column(self) -> str:
+        """Name of the source-count column, e.g. ``NSRC_VGG16``."""
+        return f"NSRC_{self.name.upper()}"
 
     def flag_stamps(self, stamps: np.ndarray) -> FlagResult:
         """Classify postage stamps (source at the centre) as blend or not.

@@ -65,7 +65,14 @@ def count_class(n_sources) -> np.ndarray:
 
 
 def simulate_field_stamps(
-    dataset, n: int, seed: int, detect, noise=None, workers=None, field_side: int = FIELD_SIDE
+    dataset,
+    n: int,
+    seed: int,
+    detect,
+    noise=None,
+    workers=None,
+    field_side: int = FIELD_SIDE,
+    blend_fraction: float | None = None,
 ):
     """Labelled stamps around the detections of simulated survey fields.
 
@@ -89,6 +96,10 @@ def simulate_field_stamps(
         Worker processes (see :func:`blendflag._runtime.parallel.run_chunks`).
     field_side : int
         Side of each field, pixels. [default: 512]
+    blend_fraction : float or None
+        Share of blends wanted (in (0, 1)): fields are simulated until there
+        are enough blends, and isolated stamps are left out at random. None
+        keeps the sky's own share. [default: None]
 
     Returns
     -------
@@ -110,6 +121,12 @@ def simulate_field_stamps(
         raise BlendflagError(f"n must be a positive integer, got {n!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise BlendflagError(f"seed must be a non-negative integer, got {seed!r}")
+    if blend_fraction is not None:
+        if not 0.0 < float(blend_fraction) < 1.0:
+            raise BlendflagError(f"blend_fraction must be in (0, 1), got {blend_fraction!r}")
+        return _with_blend_fraction(
+            config, n, int(seed), detect, noise, workers, field_side, float(blend_fraction)
+        )
     rng = np.random.default_rng(int(seed))
     stamps, tables = [], []
     per_field = _expected_stamps(config, field_side) * NOISE_DRAWS
@@ -130,6 +147,42 @@ def simulate_field_stamps(
         {"DATASET": config.name, "SEED": int(seed), "NSTAMPS": int(n), "KIND": "fieldstamps"}
     )
     return x, Table(truth, masked=False)
+
+
+def _with_blend_fraction(config, n, seed, detect, noise, workers, side, fraction, rounds=20):
+    """``n`` field stamps, a ``fraction`` of them blends (see :func:`simulate_field_stamps`).
+
+    Rounds of at least 500 stamps (seeds ``seed * 1000 + r``) are drawn until
+    there are enough blends; then blends and isolated stamps are drawn at
+    random without replacement (short of blends after ``rounds``, all are kept).
+    """
+    from astropy.table import vstack
+
+    xs, ts = [], []
+    for r in range(rounds):
+        x, t = simulate_field_stamps(
+            config, max(n, 500), seed * 1000 + r, detect, noise, workers, side
+        )
+        xs.append(x)
+        ts.append(t)
+        if sum(int(np.sum(tt["LABEL"])) for tt in ts) >= fraction * n:
+            break
+    x, t = np.concatenate(xs), vstack(ts, metadata_conflicts="silent")
+    rng = np.random.default_rng([seed, 0x626C])
+    is_blend = np.asarray(t["LABEL"]) > 0
+    n_blend = min(round(fraction * n), int(is_blend.sum()))
+    n_blend = max(n_blend, n - int((~is_blend).sum()))
+    chosen = np.sort(
+        np.concatenate(
+            [
+                rng.choice(np.flatnonzero(is_blend), n_blend, replace=False),
+                rng.choice(np.flatnonzero(~is_blend), n - n_blend, replace=False),
+            ]
+        )
+    )
+    t = t[chosen]
+    t.meta.update({"SEED": int(seed), "NSTAMPS": int(n), "BLENDFRC": fraction})
+    return x[chosen], t
 
 
 def _expected_stamps(config: DatasetConfig, side: int) -> float:
@@ -163,7 +216,10 @@ def _field_stamps(config: DatasetConfig, field_seed: int, detect, noise, side: i
         match = match_truth(table, field.truth)
         keep, ix, iy = _usable(table, match, field.truth, image.shape, config.stamp_size)
         half = config.stamp_size // 2
-        cut = [image[j - half : j + half + 1, i - half : i + half + 1] for i, j in zip(ix, iy)]
+        cut = [
+            image[j - half : j + half + 1, i - half : i + half + 1]
+            for i, j in zip(ix, iy, strict=True)
+        ]
         stamps.append(np.stack(cut) if cut else np.zeros((0, config.stamp_size, config.stamp_size)))
         tables.append(_stamp_truth(field, match[keep], ix + 1.0, iy + 1.0, config, sigma))
     return np.concatenate(stamps).astype(np.float32), vstack(tables, metadata_conflicts="silent")
@@ -214,6 +270,7 @@ def _stamp_truth(field, rows, x, y, config: DatasetConfig, sigma: float):
     )
     out = Table()
     out["LABEL"] = (n_src >= 2).astype(np.int16)
+    out["KIND"] = np.where(n_src >= 2, "blend", "single").astype("U9")
     out["N_SOURCES"] = n_src.astype(np.int16)
     out["COUNT_CLASS"] = count_class(n_src)
     out["SEPARATION"] = sep.astype(np.float32)

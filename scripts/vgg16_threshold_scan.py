@@ -1,0 +1,283 @@
+"""The VGG16 cut chosen for the shear: m of ``no_vgg16_blends`` against the threshold.
+
+Usage::
+
+    python scripts/vgg16_threshold_scan.py --dataset cfis_survey --seeds 101-110 \
+        --workdir scan_cfis --json docs/results/vgg16_threshold_cfis.json \
+        --plot docs/vgg16_threshold_cfis.png
+
+Each seed's ±g pair of ``compare``'s default field of ``--dataset`` (training
+fields: keep these seeds apart from the evaluation seeds, 1 and 2) goes once
+through ``run_compare`` with the ``vgg16`` flagger; its blend probabilities on
+every metacal version's images are kept (the flagging plugin's
+``metacal_probabilities``), and for each threshold of ``--thresholds`` the
+selection ``no_vgg16_blends`` is cut again from them and measured, with its
+selection response, on the same objects. Every seed's per-unit sums are saved
+in ``--workdir`` (one file per seed, written atomically), so an interrupted
+run resumes where it stopped. The fields' units are joined on one table
+(field x cell x sign), and every threshold's m, its paired difference to the
+truth's ``no_true_blends`` and to ``all``, and the fraction of ``all``'s
+objects kept have bootstrap errors over those units.
+
+The chosen threshold is the one whose ``dm_vs_truth`` is smallest in size
+among those keeping at least ``--min-kept`` of ``all``'s objects; the JSON
+says how far it stands from its neighbours in units of their paired error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from blendflag._runtime.provenance import provenance
+from blendflag._runtime.quiet_imports import install_for_script
+
+install_for_script()
+
+THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+REFERENCES = ("all", "no_true_blends")
+FLAGGER = "vgg16"
+
+
+def seed_list(text: str) -> list[int]:
+    """``"101-110"`` or ``"1,2,5"`` as a list of seeds."""
+    if "-" in text:
+        lo, hi = (int(v) for v in text.split("-"))
+        return list(range(lo, hi + 1))
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def threshold_name(t: float) -> str:
+    return f"t{t:.3f}"
+
+
+def run_seed(dataset: str, seed: int, thresholds, weights, workers: int) -> dict:
+    """Per selection name, the (+g, -g) unit sums of one seed's ±g fields."""
+    from blendflag.config import load_pipeline_config
+    from blendflag.flagging.flaggers import make_flaggers
+    from blendflag.pipeline.compare import run_compare
+    from blendflag.pipeline.field_input import simulated_inputs
+    from blendflag.plugins import get_plugin_manager, get_shear_engines, select_engine
+    from blendflag.shear.selections import measure_selections, selection_name
+
+    pm = get_plugin_manager()
+    config = load_pipeline_config(None)
+    engine = select_engine(get_shear_engines(pm), config.shear.engine, paired=True)
+    overrides = {FLAGGER: {"weights": str(weights)}} if weights else None
+    (flagger,) = make_flaggers(pm, [FLAGGER], config, overrides)
+    stamp = max(config.flag.stamp_size, config.shear.stamp_size)
+    inputs = simulated_inputs(dataset, seed=seed, workers=workers, stamp_size=stamp)
+    result = run_compare(
+        pm,
+        config,
+        inputs,
+        [flagger],
+        engine,
+        seed=seed,
+        workers=workers,
+        flag_original=False,
+        masked_selection=False,
+        psf_check="off",
+        n_bootstrap=0,
+    )
+    sums = {name: [c.results["unit_sums"][name] for c in result.contexts] for name in REFERENCES}
+    for t in thresholds:
+        for context in result.contexts:
+            probs = context.results["metacal_probabilities"][FLAGGER]
+            context.results["metacal_flags"] = {FLAGGER: {v: p >= t for v, p in probs.items()}}
+            context.n_bootstrap = 0
+            measure_selections(context)
+        sums[threshold_name(t)] = [
+            c.results["unit_sums"][selection_name(FLAGGER)] for c in result.contexts
+        ]
+    return {
+        "sums": sums,
+        "step": result.metacal.step,
+        "true_shear": result.summary.true_shear,
+        "threshold": flagger.threshold,
+    }
+
+
+def save_seed(path: Path, run: dict) -> None:
+    """Write one seed's sums (``.npz``) atomically."""
+    from blendflag.io.atomic import atomic_output
+
+    arrays = {"step": run["step"], "true_shear": np.asarray(run["true_shear"])}
+    arrays["weights_threshold"] = run["threshold"]
+    for name, parts in run["sums"].items():
+        for k, part in enumerate(parts):
+            arrays[f"{name}|{k}|keys"] = part.keys
+            arrays[f"{name}|{k}|sums"] = part.sums
+            arrays[f"{name}|{k}|meta"] = np.array([part.n_good, part.sign])
+            arrays[f"{name}|{k}|layout"] = np.array(part.layout)
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def load_seed(path: Path, offset: int) -> dict:
+    """One seed's sums, unit keys moved by ``offset`` (fields on one table)."""
+    from blendflag.shear.paired import UnitSums
+
+    sums: dict = {}
+    with np.load(path) as data:
+        for key in data.files:
+            if not key.endswith("|keys"):
+                continue
+            name, k, _ = key.split("|")
+            n_good, sign = (int(v) for v in data[f"{name}|{k}|meta"])
+            part = UnitSums(
+                data[key] + offset,
+                data[f"{name}|{k}|sums"],
+                n_good,
+                sign,
+                str(data[f"{name}|{k}|layout"]),
+            )
+            sums.setdefault(name, []).append(part)
+        step = float(data["step"])
+        true_shear = tuple(float(v) for v in data["true_shear"])
+        weights_threshold = float(data["weights_threshold"])
+    return {"sums": sums, "step": step, "true_shear": true_shear, "threshold": weights_threshold}
+
+
+def curve(runs: list[dict], thresholds, n_boot: int, seed: int) -> list[dict]:
+    """The compare_statistics entry of every reference and threshold, on one table of units."""
+    from blendflag.shear.paired import compare_statistics
+
+    names = [*REFERENCES, *(threshold_name(t) for t in thresholds)]
+    joined = {name: [p for run in runs for p in run["sums"][name]] for name in names}
+    return compare_statistics(
+        joined, runs[0]["step"], runs[0]["true_shear"], np.random.default_rng(seed), n_boot
+    )
+
+
+def choose(entries: list[dict], thresholds, min_kept: float) -> dict:
+    """The threshold with the smallest |dm_vs_truth| among those keeping >= ``min_kept`` of all."""
+    by_name = {e["name"]: e for e in entries}
+    n_all = by_name["all"]["n"]
+    rows = []
+    for t in thresholds:
+        e = by_name[threshold_name(t)]
+        rows.append(
+            {
+                "threshold": t,
+                "kept": e["n"] / n_all if n_all else None,
+                "m": e["m"],
+                "m_err": e["m_err"],
+                "dm_vs_truth": e["dm_vs_truth"],
+                "dm_vs_truth_err": e["dm_vs_truth_err"],
+                "dm_vs_all": e["dm_vs_all"],
+                "dm_vs_all_err": e["dm_vs_all_err"],
+                "R11_S": e["R11_S"],
+            }
+        )
+    allowed = [r for r in rows if r["kept"] is not None and r["kept"] >= min_kept]
+    allowed = [r for r in allowed if r["dm_vs_truth"] is not None]
+    best = min(allowed, key=lambda r: abs(r["dm_vs_truth"])) if allowed else None
+    return {"rows": rows, "chosen": best}
+
+
+def plot(document: dict, path: str) -> None:
+    """dm_vs_truth and the fraction kept against the threshold, with errors."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = document["curve"]
+    t = [r["threshold"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6, 6), sharex=True)
+    ax1.errorbar(
+        t,
+        [r["dm_vs_truth"] for r in rows],
+        yerr=[r["dm_vs_truth_err"] for r in rows],
+        fmt="o-",
+        label="no_vgg16_blends - no_true_blends",
+    )
+    refs = document["references"]
+    d_all = refs["all"]["dm_vs_truth"]
+    ax1.axhspan(
+        d_all - refs["all"]["dm_vs_truth_err"],
+        d_all + refs["all"]["dm_vs_truth_err"],
+        color="0.85",
+        label="all - no_true_blends",
+    )
+    ax1.axhline(0, color="k", lw=0.5)
+    chosen = document["chosen"]
+    if chosen:
+        ax1.axvline(chosen["threshold"], color="C3", ls="--", label="chosen")
+        ax2.axvline(chosen["threshold"], color="C3", ls="--")
+    ax1.set_ylabel("dm vs truth reference")
+    ax1.legend(fontsize=8)
+    ax2.plot(t, [r["kept"] for r in rows], "o-")
+    ax2.axhline(document["min_kept"], color="0.5", ls=":")
+    ax2.set_ylabel("fraction of all kept")
+    ax2.set_xlabel("VGG16 threshold on P_BLEND")
+    fig.suptitle(
+        f"{document['dataset']}, seeds {document['seeds'][0]}-{document['seeds'][-1]}: "
+        "errors are paired bootstraps over field cells",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="cfis_survey", help="[default: cfis_survey]")
+    parser.add_argument("--seeds", default="101-104", help="training seeds [default: 101-104]")
+    parser.add_argument("--weights", help="VGG16 weights [default: the shipped file]")
+    parser.add_argument("--workdir", required=True, help="per-seed sums (resumable)")
+    parser.add_argument("--min-kept", type=float, default=0.7, help="[default: 0.7]")
+    parser.add_argument("--workers", type=int, default=None, help="[default: every core]")
+    parser.add_argument("--bootstrap", type=int, default=500, help="[default: 500]")
+    parser.add_argument("--json", required=True)
+    parser.add_argument("--plot")
+    args = parser.parse_args(argv)
+    from blendflag.commands.common import write_json
+
+    workers = args.workers or os.cpu_count() or 1
+    seeds = seed_list(args.seeds)
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for index, seed in enumerate(seeds):
+        path = workdir / f"{args.dataset}_seed{seed}.npz"
+        if not path.exists():
+            save_seed(path, run_seed(args.dataset, seed, THRESHOLDS, args.weights, workers))
+            print(f"seed {seed} done", flush=True)
+        runs.append(load_seed(path, index << 40))
+    entries = curve(runs, THRESHOLDS, args.bootstrap, seeds[0])
+    choice = choose(entries, THRESHOLDS, args.min_kept)
+    by_name = {e["name"]: e for e in entries}
+    document = {
+        "provenance": provenance(),
+        "dataset": args.dataset,
+        "seeds": seeds,
+        "weights": args.weights or "shipped",
+        "weights_threshold": runs[0]["threshold"],
+        "min_kept": args.min_kept,
+        "references": {name: by_name[name] for name in REFERENCES},
+        "curve": choice["rows"],
+        "chosen": choice["chosen"],
+    }
+    write_json(document, args.json)
+    if args.plot:
+        plot(document, args.plot)
+    for row in choice["rows"]:
+        print(
+            f"t={row['threshold']:.2f} kept {row['kept']:.3f} m {row['m']:+.4f} "
+            f"+/- {row['m_err']:.4f} dm_vs_truth {row['dm_vs_truth']:+.4f} "
+            f"+/- {row['dm_vs_truth_err']:.4f}"
+        )
+    ref = by_name["all"]
+    print(f"all: m {ref['m']:+.4f} +/- {ref['m_err']:.4f}, dm_vs_truth {ref['dm_vs_truth']:+.4f}")
+    print(f"chosen: {choice['chosen']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

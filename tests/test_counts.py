@@ -1,0 +1,248 @@
+"""Source counts: field-stamp labels, the VGG16 count head, NSRC columns and count metrics."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from blendflag.flagging.evaluation import count_metrics, false_blends_by_size
+from blendflag.simulate.field_stamps import count_class
+
+keras = pytest.importorskip("keras")
+
+
+def test_count_classes_of_source_numbers():
+    np.testing.assert_array_equal(count_class([1, 2, 3, 4, 5, 9]), [0, 1, 2, 3, 3, 3])
+
+
+def test_field_stamp_labels_are_the_truth_overlap_counts():
+    """A hand-built truth table: each stamp's count is 1 + its galaxy's overlaps,
+    its separation the distance to the galaxy it overlaps most."""
+    from astropy.table import Table
+
+    from blendflag.simulate.field_stamps import _stamp_truth
+    from blendflag.simulate.presets import load_dataset
+
+    truth = Table()
+    truth["X"] = [10.0, 13.0, 40.0, 42.0, 44.0, 90.0]
+    truth["Y"] = [10.0, 14.0, 40.0, 40.0, 40.0, 90.0]
+    truth["N_OVERLAPS"] = [1, 1, 2, 3, 2, 0]  # 4 overlaps 3 and 5 and a star
+    truth["OVERLAPS"] = [1, 0, 3, 2, 3, -1]
+    truth["FLUX"] = [1000.0] * 6
+    truth["HLR"] = [0.3, 0.5, 0.2, 0.6, 0.4, 0.45]
+    config = load_dataset("cfis_survey")
+    field = SimpleNamespace(truth=truth, seed=7)
+    rows = np.array([0, 3, 5])
+    out = _stamp_truth(field, rows, truth["X"][rows], truth["Y"][rows], config, 42.0)
+    np.testing.assert_array_equal(out["N_SOURCES"], [2, 4, 1])
+    np.testing.assert_array_equal(out["COUNT_CLASS"], [1, 3, 0])
+    np.testing.assert_array_equal(out["LABEL"], [1, 1, 0])
+    np.testing.assert_allclose(out["SEPARATION"], [5.0, 2.0, 0.0])
+    np.testing.assert_allclose(out["HLR1"], [0.3, 0.6, 0.45])
+
+
+def test_field_stamps_follow_their_fields_truth():
+    """Simulated CFIS fields: every stamp is centred on a detection matched to a
+    galaxy, and its count is that galaxy's overlaps in the field's own truth."""
+    from functools import partial
+
+    from blendflag.flagging.detectors import detect_with_plugins
+    from blendflag.simulate.field import simulate_field
+    from blendflag.simulate.field_stamps import _density, simulate_field_stamps
+    from blendflag.simulate.presets import load_dataset
+
+    detect = partial(detect_with_plugins, config=None)
+    stamps, truth = simulate_field_stamps("cfis_survey", 60, 3, detect, workers=1, field_side=256)
+    assert stamps.shape == (60, 51, 51) and len(truth) == 60
+    seed = int(truth["FIELD_SEED"][0])
+    rows = truth["FIELD_SEED"] == seed
+    config = load_dataset("cfis_survey")
+    rng = np.random.default_rng([seed, 0x6E6F])  # the field's Poisson number, as drawn
+    n_gal = max(1, int(rng.poisson(_density(config) * (256 * config.pixel_scale / 60) ** 2)))
+    field = simulate_field("cfis_survey", n_galaxies=n_gal, seed=seed, noise=0, size=256, margin=2)
+    ft = field.truth
+    for row in truth[rows]:
+        d = np.hypot(ft["X"] - row["X"], ft["Y"] - row["Y"])
+        j = int(np.argmin(d))
+        assert d[j] <= 3.0
+        assert row["N_SOURCES"] == 1 + ft["N_OVERLAPS"][j]
+        assert row["HLR1"] == pytest.approx(ft["HLR"][j])
+    assert np.isfinite(stamps).all()
+
+
+def test_count_head_model_and_nsrc(tmp_path):
+    """A count-head weights file: flag_stamps gives NSRC in 1..4 and the same
+    blend probability as the single-output part of the network."""
+    from blendflag_plugins.vgg16 import VGG16Flagger, build_model, save_weights
+
+    model = build_model(32, precision="float32", count_classes=4)
+    assert len(model.outputs) == 2
+    path = save_weights(model, tmp_path / "c.npz", {"input_size": 32, "count_classes": 4})
+    rng = np.random.default_rng(2)
+    stamps = rng.normal(0, 5.0, (10, 51, 51)).astype(np.float32)
+    flagger = VGG16Flagger({"weights": str(path), "precision": "float32"})
+    result = flagger.flag_stamps(stamps)
+    assert result.n_sources.dtype == np.int16
+    assert set(np.unique(result.n_sources)) <= {1, 2, 3, 4}
+    p, counts = flagger.predict(stamps)
+    np.testing.assert_allclose(counts.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(result.n_sources, np.argmax(counts, axis=1) + 1)
+    np.testing.assert_allclose(result.probability, p)
+    assert flagger.count_column == "NSRC_VGG16"
+
+
+def test_nsrc_column_written_without_touching_any_other(detected, tmp_path, capsys):
+    from astropy.io import fits
+
+    from blendflag_plugins.vgg16 import build_model, save_weights
+    from tests.conftest import run_cli
+
+    path = save_weights(
+        build_model(32, precision="float32", count_classes=4),
+        tmp_path / "c.npz",
+        {"input_size": 32, "count_classes": 4, "threshold": 0.5},
+    )
+    out = tmp_path / "flagged.fits"
+    code, _, err = run_cli(
+        [
+            "flag",
+            detected["catalogue"],
+            "--image",
+            detected["image"],
+            "--flaggers",
+            "vgg16",
+            "--weights",
+            path,
+            "--out",
+            out,
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    with fits.open(detected["catalogue"]) as before, fits.open(out) as after:
+        old, new = before["LDAC_OBJECTS"].data, after["LDAC_OBJECTS"].data
+        added = set(new.columns.names) - set(old.columns.names)
+        assert {"NSRC_VGG16", "P_BLEND_VGG16", "BLEND_VGG16"} <= added
+        assert added <= {"NSRC_VGG16", "P_BLEND_VGG16", "BLEND_VGG16", "STAMP_FLAGS"}
+        for name in old.columns.names:
+            np.testing.assert_array_equal(new[name], old[name])
+        assert set(np.unique(new["NSRC_VGG16"])) <= {1, 2, 3, 4}
+
+
+def test_weights_threshold_is_not_rechosen_by_evaluate(tmp_path, capsys):
+    """The threshold stored in the weights (chosen on training data) is the one
+    evaluate applies, whatever the evaluation seed."""
+    from blendflag_plugins.vgg16 import build_model, save_weights
+    from tests.conftest import run_cli
+
+    path = save_weights(
+        build_model(32, precision="float32", count_classes=4),
+        tmp_path / "c.npz",
+        {"input_size": 32, "count_classes": 4, "threshold": 0.37},
+    )
+    for seed in (5, 6):
+        out = tmp_path / f"e{seed}.json"
+        code, _, err = run_cli(
+            [
+                "evaluate",
+                "--dataset",
+                "great3",
+                "--n",
+                "16",
+                "--seed",
+                seed,
+                "--methods",
+                "vgg16",
+                "--weights",
+                path,
+                "--quiet",
+                "--json",
+                out,
+            ],
+            capsys,
+        )
+        assert code == 0, err
+        method = json.loads(out.read_text())["methods"]["vgg16"]
+        assert method["threshold"] == pytest.approx(0.37)
+        assert len(method["count"]["confusion"]) == 4
+
+
+def test_count_metrics_by_hand():
+    m = count_metrics([1, 1, 2, 2, 3, 4, 6], [0, 1, 1, 1, 2, 3, 2])
+    assert m["counts"][1] == [1, 2, 0, 0]
+    assert m["confusion"][1] == pytest.approx([1 / 3, 2 / 3, 0, 0])
+    assert m["confusion"][2] == pytest.approx([0, 0, 0.5, 0.5])  # 6 sources is class 4+
+    assert m["accuracy"] == pytest.approx(5 / 7)
+    assert m["balanced_accuracy"] == pytest.approx((1 + 2 / 3 + 0.5 + 1) / 4)
+    empty = count_metrics([1], [0])
+    assert empty["confusion"][3] is None and empty["balanced_accuracy"] == 1.0
+
+
+def test_false_blends_by_size_by_hand():
+    bins = false_blends_by_size(
+        [True, False, True, True, False, True], [0, 0, 0, 1, 0, 0], [0.1, 0.2, 0.3, 0.3, 0.5, 0.6]
+    )
+    assert [b["n"] for b in bins] == [1, 1, 1, 2]
+    assert [b["flagged"] for b in bins] == [1.0, 0.0, 1.0, 0.5]
+    assert bins[3]["flagged_err"] == pytest.approx(0.5 / np.sqrt(2))
+
+
+def _gaussians(centres, flux=4000.0, sigma_px=2.0, noise=5.0, seed=1):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:51, 0:51]
+    img = rng.normal(0, noise, (51, 51))
+    for cx, cy in centres:
+        img += (
+            flux
+            / (2 * np.pi * sigma_px**2)
+            * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * sigma_px**2))
+        )
+    return img.astype(np.float32)
+
+
+def test_sep_deblended_count_on_hand_built_stamps():
+    """One galaxy: 1; two touching ones split by the deblender: 2; three: 3; a
+    far, detached neighbour is not counted."""
+    from blendflag_plugins.stamp_detect import classify_stamps
+
+    stamps = np.stack(
+        [
+            _gaussians([(25, 25)]),
+            _gaussians([(25, 25), (31, 25)]),
+            _gaussians([(25, 25), (31, 25), (28, 30)]),
+            _gaussians([(25, 25), (45, 45)]),
+        ]
+    )
+    result = classify_stamps(stamps, noise_sigma=5.0)
+    np.testing.assert_array_equal(result.n_sources, [1, 2, 3, 1])
+    np.testing.assert_array_equal(result.flag, [False, True, True, False])
+
+
+def test_evaluate_prints_the_count_matrix_of_field_stamps(capsys):
+    from tests.conftest import run_cli
+
+    code, out, err = run_cli(
+        [
+            "evaluate",
+            "--dataset",
+            "lsst_y10",
+            "--n",
+            "40",
+            "--seed",
+            "3",
+            "--methods",
+            "sextractor",
+            "--quiet",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert "sextractor: source counts" in out and "4+" in out
+    assert "by half-light radius" in out
+    code, _, err = run_cli(
+        ["evaluate", "--dataset", "lsst_y10", "--n", "4", "--noise", "3", "--quiet"], capsys
+    )
+    assert code == 2 and err.startswith("error:") and "--stamps pairs" in err
