@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -190,7 +191,9 @@ def field_part(name, k: int, seed: int, blend_fraction: float | None):
     from blendflag.simulate.field_stamps import simulate_field_stamps
 
     detect = partial(detect_with_plugins, config=None)
-    return simulate_field_stamps(name, k, seed, detect, blend_fraction=blend_fraction)
+    return simulate_field_stamps(
+        name, k, seed, detect, workers=os.cpu_count() or 1, blend_fraction=blend_fraction
+    )
 
 
 def _part_columns(t, config, is_mcal, index: int) -> dict:

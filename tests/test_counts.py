@@ -246,3 +246,54 @@ def test_evaluate_prints_the_count_matrix_of_field_stamps(capsys):
         ["evaluate", "--dataset", "lsst_y10", "--n", "4", "--noise", "3", "--quiet"], capsys
     )
     assert code == 2 and err.startswith("error:") and "--stamps pairs" in err
+
+
+def test_simulate_writes_field_stamps_that_evaluate_reads(tmp_path, capsys):
+    """`simulate --stamps field` writes the held-out survey stamps once (labels,
+    counts, the config of their depth); `evaluate --data` reads them back with the
+    same numbers as from the simulation itself; wrong combinations are refused."""
+    from blendflag.simulate.stamps import read_stamps
+    from tests.conftest import run_cli
+
+    out = tmp_path / "held.fits"
+    args = ["simulate", "--dataset", "cfis_survey", "--n", "40", "--seed", "3", "--quiet"]
+    code, text, err = run_cli([*args, "--workers", "1", "--out", str(out)], capsys)
+    assert code == 0, err
+    stamps, truth, config = read_stamps(out)
+    assert stamps.shape == (40, config.stamp_size, config.stamp_size)
+    np.testing.assert_array_equal(truth["COUNT_CLASS"], count_class(truth["N_SOURCES"]))
+    np.testing.assert_array_equal(truth["LABEL"], (truth["N_SOURCES"] >= 2).astype(int))
+    assert f"{int(np.sum(truth['LABEL']))} blends" in text
+    evaluate = ["evaluate", "--methods", "sextractor", "--quiet"]
+    _, from_file, _ = run_cli([*evaluate, "--data", str(out)], capsys)
+    _, from_sim, _ = run_cli(
+        [*evaluate, "--dataset", "cfis_survey", "--n", "40", "--seed", "3"], capsys
+    )
+    strip = [line.split()[:4] for line in from_file.splitlines() if line.startswith("sextractor ")]
+    assert strip == [
+        line.split()[:4] for line in from_sim.splitlines() if line.startswith("sextractor ")
+    ]
+    for bad, message in (
+        (["--noise", "grid"], "one noise"),
+        (["--fractions", "0.4,0.3,0.3"], "--blend-fraction"),
+    ):
+        code, _, err = run_cli([*args, *bad, "--out", str(tmp_path / "x.fits")], capsys)
+        assert code == 2 and err.startswith("error:") and message in err
+        assert not (tmp_path / "x.fits").exists()
+    code, _, err = run_cli(
+        [
+            "simulate",
+            "--dataset",
+            "great3",
+            "--n",
+            "4",
+            "--seed",
+            "3",
+            "--blend-fraction",
+            "0.5",
+            "--out",
+            str(tmp_path / "y.fits"),
+        ],
+        capsys,
+    )
+    assert code == 2 and "--stamps field" in err

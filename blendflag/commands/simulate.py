@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from blendflag.errors import BlendflagError
 
 
@@ -49,6 +51,22 @@ def register(cli) -> None:
         "--plot",
         metavar="PNG",
         help="write example stamps per kind at the lowest and highest noise",
+    )
+    parser.add_argument(
+        "--stamps",
+        choices=("pairs", "field"),
+        help="'pairs', the original study's stamps (one or two galaxies placed by "
+        "rule), or 'field', stamps cut around the detections of simulated fields of "
+        "the preset, labelled with the number of overlapping sources (TRUTH columns "
+        "N_SOURCES, COUNT_CLASS) [default: field for presets with number counts, "
+        "else pairs]",
+    )
+    parser.add_argument(
+        "--blend-fraction",
+        type=float,
+        metavar="F",
+        help="with field stamps: keep this share of blends, leaving isolated objects "
+        "out at random [default: the sky's own share]",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--out", required=True, metavar="FILE.fits", help="output FITS file")
@@ -195,6 +213,10 @@ def stamps_hdulist(stamps, truth, config, *, seed, noise, fractions):
     )
     h["PIXSCALE"] = (config.pixel_scale, "[arcsec/pixel] pixel scale")
     h["FBLEND"], h["FSINGLE"], h["FSEPAR"] = (float(f) for f in fractions)
+    field = truth.meta.get("KIND") == "fieldstamps"
+    h["STAMPKND"] = ("field" if field else "pairs", "stamps: study pairs or field cut-outs")
+    if truth.meta.get("BLENDFRC") is not None:
+        h["BLENDFRC"] = (float(truth.meta["BLENDFRC"]), "blend share asked for (field stamps)")
     h["ISOSIG"] = (config.blend.isophote_nsigma, "blend: isophotes at ISOSIG sigma overlap")
     h["ISOREF"] = (config.blend.isophote_reference, "sigma of the isophote: preset or stamp")
     h["BFVERS"] = (__version__, "blendflag version")
@@ -232,16 +254,21 @@ def run_simulate(args, pm) -> int:
     if args.workers is not None and args.workers < 1:
         raise BlendflagError(f"--workers must be at least 1, got {args.workers}")
     noise = _parse_noise(args.noise)
-    fractions = _parse_fractions(args.fractions)
-    stamps, truth = simulate_stamps(
-        config,
-        args.n,
-        args.seed,
-        noise=noise,
-        fractions=fractions,
-        workers=args.workers,
-        progress=not args.quiet,
-    )
+    if _stamp_kind(args, config) == "field":
+        stamps, truth, fractions = _field_stamps(args, pm, config, noise)
+    else:
+        if args.blend_fraction is not None:
+            raise BlendflagError("--blend-fraction applies to --stamps field (use --fractions)")
+        fractions = _parse_fractions(args.fractions)
+        stamps, truth = simulate_stamps(
+            config,
+            args.n,
+            args.seed,
+            noise=noise,
+            fractions=fractions,
+            workers=args.workers,
+            progress=not args.quiet,
+        )
     hdul = stamps_hdulist(stamps, truth, config, seed=args.seed, noise=noise, fractions=fractions)
     with atomic_output(out) as tmp:
         hdul.writeto(tmp)
@@ -249,12 +276,49 @@ def run_simulate(args, pm) -> int:
         from blendflag.commands.simulate_plots import plot_examples
 
         plot_examples(config, plot, seed=args.seed)
-    counts = {k: int((truth["KIND"] == k).sum()) for k in ("blend", "single", "separated")}
+    counts = {k: int(np.sum(truth["KIND"] == k)) for k in ("blend", "single", "separated")}
     print(
         f"{args.n} stamps ({counts['blend']} blends, {counts['single']} singles, "
         f"{counts['separated']} separated) -> {out}"
     )
     return 0
+
+
+def _stamp_kind(args, config) -> str:
+    """``--stamps``, or its default: field stamps for presets with number counts."""
+    from blendflag.simulate.population import uses_counts
+
+    return args.stamps or ("field" if uses_counts(config) else "pairs")
+
+
+def _field_stamps(args, pm, config, noise):
+    """(stamps, truth, fractions) around the detections of simulated fields of ``config``.
+
+    The detection is the pipeline config's (``--config``), through the plugins;
+    ``fractions`` are the shares of blends and singles drawn (no separated pairs).
+    """
+    from functools import partial
+
+    from blendflag.commands.common import load_config
+    from blendflag.flagging.detectors import detect_with_plugins
+    from blendflag.simulate.field_stamps import simulate_field_stamps
+
+    if noise == "grid":
+        raise BlendflagError("--noise grid applies to --stamps pairs; field stamps have one noise")
+    if args.fractions != "0.5,0.25,0.25":
+        raise BlendflagError("--fractions applies to --stamps pairs (use --blend-fraction)")
+    detect = partial(detect_with_plugins, config=load_config(args).detect)
+    stamps, truth = simulate_field_stamps(
+        config,
+        args.n,
+        args.seed,
+        detect,
+        noise=noise,
+        workers=args.workers,
+        blend_fraction=args.blend_fraction,
+    )
+    share = float(np.mean(np.asarray(truth["LABEL"]) > 0)) if len(truth) else 0.0
+    return stamps, truth, (share, 1.0 - share, 0.0)
 
 
 def run_simulate_field(args, pm) -> int:
