@@ -183,4 +183,24 @@ def add_common_output_args(parser, json=True, plot=False, quiet=True) -> None:
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def add_stamp_kind_options(parser) -> None:
+    """``--stamps {pairs,field}`` and ``--blend-fraction`` (``simulate``, ``evaluate``)."""
+    parser.add_argument(
+        "--stamps",
+        choices=("pairs", "field"),
+        help="'pairs', the original study's stamps (one or two galaxies placed by "
+        "rule), or 'field', stamps cut around the detections of simulated fields of "
+        "the preset, labelled with the number of overlapping sources (TRUTH columns "
+        "N_SOURCES, COUNT_CLASS) [default: field for presets with number counts, "
+        "else pairs]",
+    )
+    parser.add_argument(
+        "--blend-fraction",
+        type=float,
+        metavar="F",
+        help="with field stamps: keep this share of blends, leaving isolated objects "
+        "out at random [default: the sky's own share]",
+    )
+
+
 # END

@@ -8,6 +8,7 @@ from blendflag._runtime.provenance import provenance
 from blendflag.commands.common import (
     add_common_output_args,
     add_flagger_options,
+    add_stamp_kind_options,
     check_output_path,
     flagger_option_values,
     guard_outputs,
@@ -33,21 +34,7 @@ def register(cli) -> None:
     parser.add_argument("--n", type=int, default=2000, help="stamps to simulate [default: 2000]")
     parser.add_argument("--seed", type=int, default=7, help="simulation seed [default: 7]")
     parser.add_argument("--noise", help="noise sigma (ADU), or 'grid' [default: preset default]")
-    parser.add_argument(
-        "--stamps",
-        choices=("pairs", "field"),
-        help="with --dataset: 'pairs', the original study's stamps (one or two galaxies "
-        "placed by rule), or 'field', stamps cut around the detections of simulated "
-        "fields of the preset, labelled with the number of overlapping sources "
-        "[default: field for presets with number counts, else pairs]",
-    )
-    parser.add_argument(
-        "--blend-fraction",
-        type=float,
-        metavar="F",
-        help="with field stamps: keep this share of blends, leaving isolated objects "
-        "out at random [default: the sky's own share]",
-    )
+    add_stamp_kind_options(parser)
     parser.add_argument(
         "--methods",
         help="comma-separated flagger names [default: the first of flag.flaggers in the config]",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from blendflag.commands.common import add_stamp_kind_options
 from blendflag.errors import BlendflagError
 
 
@@ -52,22 +53,7 @@ def register(cli) -> None:
         metavar="PNG",
         help="write example stamps per kind at the lowest and highest noise",
     )
-    parser.add_argument(
-        "--stamps",
-        choices=("pairs", "field"),
-        help="'pairs', the original study's stamps (one or two galaxies placed by "
-        "rule), or 'field', stamps cut around the detections of simulated fields of "
-        "the preset, labelled with the number of overlapping sources (TRUTH columns "
-        "N_SOURCES, COUNT_CLASS) [default: field for presets with number counts, "
-        "else pairs]",
-    )
-    parser.add_argument(
-        "--blend-fraction",
-        type=float,
-        metavar="F",
-        help="with field stamps: keep this share of blends, leaving isolated objects "
-        "out at random [default: the sky's own share]",
-    )
+    add_stamp_kind_options(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--out", required=True, metavar="FILE.fits", help="output FITS file")
 
