@@ -3,6 +3,7 @@
 Usage::
 
     python scripts/results.py --out docs/results [--methods vgg16,sextractor] [--n 4000]
+    python scripts/results.py --out docs/results --only survey --workdir held_out
 
 Each table row comes from one ``blendflag-shear evaluate`` command, printed
 above the table; its JSON and PNG are written to ``--out``.
@@ -24,6 +25,9 @@ STUDY = {  # the original study (Farrens et al.), GREAT3-like, column-normalised
     "sextractor": (0.565, 0.755),
 }
 STUDY_CFIS = {"vgg16": (0.824, 0.890), "sextractor": (0.453, 0.869)}
+
+
+SURVEYS = ("cfis_survey", "euclid_survey", "lsst_y10")
 
 
 def run(cmd: list[str]) -> None:
@@ -86,6 +90,63 @@ def table(title: str, results: dict, study: dict | None = None) -> str:
     return "\n".join(lines)
 
 
+def held_out(workdir: Path, dataset: str, n: int, seed: int, blend_fraction=None) -> Path:
+    """A held-out stamps file of survey-sky stamps, simulated once into ``workdir``."""
+    tag = f"_b{seed}" if blend_fraction else f"_s{seed}"
+    path = workdir / f"held_{dataset}{tag}.fits"
+    if not path.exists():
+        cmd = ["blendflag-shear", "simulate", "--dataset", dataset, "--n", str(n)]
+        cmd += ["--seed", str(seed), "--quiet", "--out", str(path)]
+        if blend_fraction:
+            cmd += ["--blend-fraction", str(blend_fraction)]
+        run(cmd)
+    return path
+
+
+def evaluate_file(out: Path, tag: str, data: Path, methods: str) -> dict:
+    js = out / f"{tag}.json"
+    cmd = ["blendflag-shear", "evaluate", "--data", str(data), "--methods", methods]
+    run([*cmd, "--json", str(js), "--plot", str(out / f"{tag}.png"), "--quiet"])
+    return json.loads(js.read_text())
+
+
+def survey_table(title: str, results: dict) -> str:
+    """Binary recalls, count accuracies and singles called blends by half-light radius."""
+    lines = [
+        f"**{title}** (n = {results['n']})",
+        "",
+        "| method | blend recall | non-blend recall | accuracy | count accuracy (balanced) "
+        '| singles called blends, HLR < 0.15" / 0.15-0.25" / 0.25-0.4" / > 0.4" |',
+        "|---|---|---|---|---|---|",
+    ]
+    for name, m in results["methods"].items():
+        count = m.get("count")
+        counts = f"{count['accuracy']:.3f} ({count['balanced_accuracy']:.3f})" if count else "-"
+        sizes = " / ".join(
+            f"{b['flagged']:.3f}" if b["flagged"] is not None else "-"
+            for b in m.get("false_blends_by_hlr", [])
+        )
+        lines.append(
+            f"| {name} | {m['confusion'][0][0]:.3f} | {m['confusion'][1][1]:.3f} | "
+            f"{m['accuracy']:.3f} | {counts} | {sizes or '-'} |"
+        )
+    return "\n".join(lines)
+
+
+def survey_tables(out: Path, workdir: Path, n: int, seed: int, methods: str) -> list[str]:
+    """Held-out survey-sky stamps: each sky's own blend share, and half blends."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    md = []
+    for ds in SURVEYS:
+        sky = held_out(workdir, ds, n, seed)
+        res = evaluate_file(out, f"{ds}_stamps", sky, methods)
+        md.append(survey_table(f"{ds} field stamps, the sky's blend share (seed {seed})", res))
+        half = held_out(workdir, ds, n // 2, seed + 1, 0.5)
+        res = evaluate_file(out, f"{ds}_stamps_half", half, methods)
+        md.append(survey_table(f"{ds} field stamps, half blends (seed {seed + 1})", res))
+    return md
+
+
 def noise_table(results: dict) -> str:
     names = list(results["methods"])
     levels = [b["noise"] for b in results["methods"][names[0]]["by_noise"]]
@@ -102,7 +163,14 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", default="vgg16,sextractor")
     parser.add_argument("--n", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--only", help="comma-separated subset of: default,noise,four,metacal")
+    parser.add_argument(
+        "--only", help="comma-separated subset of: default,noise,four,metacal,survey"
+    )
+    parser.add_argument(
+        "--workdir",
+        default="held_out",
+        help="survey: where the held-out stamps files are simulated once [default: held_out]",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -150,8 +218,11 @@ def main(argv=None) -> int:
                 metacal=True,
             )
             md.append(table(f"metacal (noshear) images of {ds}-like stamps", res))
+    if "survey" in parts:
+        md += survey_tables(out, Path(args.workdir), args.n, args.seed, args.methods)
     print("\n\n".join(md))
-    (out / "tables.md").write_text("\n\n".join(md) + "\n")
+    name = "tables_survey.md" if parts == {"survey"} else "tables.md"
+    (out / name).write_text("\n\n".join(md) + "\n")
     return 0
 
 
