@@ -20,8 +20,11 @@ truth's ``no_true_blends`` and to ``all``, and the fraction of ``all``'s
 objects kept have bootstrap errors over those units.
 
 The chosen threshold is the one whose ``dm_vs_truth`` is smallest in size
-among those keeping at least ``--min-kept`` of ``all``'s objects; the JSON
-says how far it stands from its neighbours in units of their paired error.
+among those keeping at least ``--min-kept`` of ``all``'s objects; every row
+also has its m minus m at the weights' own threshold (scanned too) with the
+paired error, and the JSON says how many of those errors the chosen one
+stands from it (``chosen_sigma_from_weights_threshold``): below 2, the scan
+cannot tell the two apart and the weights' threshold stays.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ def run_seed(dataset: str, seed: int, thresholds, weights, workers: int) -> dict
     engine = select_engine(get_shear_engines(pm), config.shear.engine, paired=True)
     overrides = {FLAGGER: {"weights": str(weights)}} if weights else None
     (flagger,) = make_flaggers(pm, [FLAGGER], config, overrides)
+    thresholds = sorted({*thresholds, round(float(flagger.threshold), 3)})
     stamp = max(config.flag.stamp_size, config.shear.stamp_size)
     inputs = simulated_inputs(dataset, seed=seed, workers=workers, stamp_size=stamp)
     result = run_compare(
@@ -143,19 +147,50 @@ def load_seed(path: Path, offset: int) -> dict:
     return {"sums": sums, "step": step, "true_shear": true_shear, "threshold": weights_threshold}
 
 
-def curve(runs: list[dict], thresholds, n_boot: int, seed: int) -> list[dict]:
-    """The compare_statistics entry of every reference and threshold, on one table of units."""
+def scanned_thresholds(runs: list[dict]) -> list[float]:
+    """The thresholds every seed was measured at (from the saved selection names)."""
+    common = set.intersection(*({n for n in run["sums"] if n.startswith("t")} for run in runs))
+    return sorted(float(n[1:]) for n in common)
+
+
+def curve(runs: list[dict], thresholds, n_boot: int, seed: int, reference=None) -> list[dict]:
+    """The compare_statistics entry of every reference and threshold, on one table of units.
+
+    With ``reference`` (a threshold), that threshold's selection takes the
+    place of the truth reference, so each entry's ``dm_vs_truth`` is its m
+    minus m at ``reference``, with the paired error of that difference (the
+    same bootstrap draws: the same ``seed``).
+    """
     from blendflag.shear.paired import compare_statistics
 
-    names = [*REFERENCES, *(threshold_name(t) for t in thresholds)]
-    joined = {name: [p for run in runs for p in run["sums"][name]] for name in names}
+    names = {name: name for name in REFERENCES}
+    names.update({threshold_name(t): threshold_name(t) for t in thresholds})
+    if reference is not None:
+        names = {name: name for name in names if name != "no_true_blends"}
+        names["no_true_blends"] = threshold_name(reference)
+    joined = {key: [p for run in runs for p in run["sums"][name]] for key, name in names.items()}
     return compare_statistics(
         joined, runs[0]["step"], runs[0]["true_shear"], np.random.default_rng(seed), n_boot
     )
 
 
-def choose(entries: list[dict], thresholds, min_kept: float) -> dict:
-    """The threshold with the smallest |dm_vs_truth| among those keeping >= ``min_kept`` of all."""
+def against_weights_threshold(runs, thresholds, n_boot: int, seed: int) -> dict:
+    """Per threshold, m minus m at the weights' own threshold, with its paired error."""
+    own = round(runs[0]["threshold"], 3)
+    entries = curve(runs, thresholds, n_boot, seed, reference=own)
+    return {
+        e["name"]: {"dm": e["dm_vs_truth"], "dm_err": e["dm_vs_truth_err"]}
+        for e in entries
+        if e["name"].startswith("t")
+    }
+
+
+def choose(entries: list[dict], thresholds, min_kept: float, versus_own=None) -> dict:
+    """The threshold with the smallest |dm_vs_truth| among those keeping >= ``min_kept`` of all.
+
+    ``versus_own`` (from :func:`against_weights_threshold`) adds to each row
+    its m minus m at the weights' own threshold, with the paired error.
+    """
     by_name = {e["name"]: e for e in entries}
     n_all = by_name["all"]["n"]
     rows = []
@@ -172,12 +207,27 @@ def choose(entries: list[dict], thresholds, min_kept: float) -> dict:
                 "dm_vs_all": e["dm_vs_all"],
                 "dm_vs_all_err": e["dm_vs_all_err"],
                 "R11_S": e["R11_S"],
+                **_versus_own(versus_own, threshold_name(t)),
             }
         )
     allowed = [r for r in rows if r["kept"] is not None and r["kept"] >= min_kept]
     allowed = [r for r in allowed if r["dm_vs_truth"] is not None]
     best = min(allowed, key=lambda r: abs(r["dm_vs_truth"])) if allowed else None
     return {"rows": rows, "chosen": best}
+
+
+def _versus_own(versus_own, name: str) -> dict:
+    if not versus_own or name not in versus_own:
+        return {}
+    row = versus_own[name]
+    return {"dm_vs_weights_threshold": row["dm"], "dm_vs_weights_threshold_err": row["dm_err"]}
+
+
+def significance(chosen: dict | None) -> float | None:
+    """How many paired errors the chosen threshold's m stands from the weights' own threshold's."""
+    if not chosen or not chosen.get("dm_vs_weights_threshold_err"):
+        return None
+    return abs(chosen["dm_vs_weights_threshold"]) / chosen["dm_vs_weights_threshold_err"]
 
 
 def plot(document: dict, path: str) -> None:
@@ -250,8 +300,10 @@ def main(argv=None) -> int:
             save_seed(path, run_seed(args.dataset, seed, THRESHOLDS, args.weights, workers))
             print(f"seed {seed} done", flush=True)
         runs.append(load_seed(path, index << 40))
-    entries = curve(runs, THRESHOLDS, args.bootstrap, seeds[0])
-    choice = choose(entries, THRESHOLDS, args.min_kept)
+    thresholds = scanned_thresholds(runs)
+    entries = curve(runs, thresholds, args.bootstrap, seeds[0])
+    versus_own = against_weights_threshold(runs, thresholds, args.bootstrap, seeds[0])
+    choice = choose(entries, thresholds, args.min_kept, versus_own)
     by_name = {e["name"]: e for e in entries}
     document = {
         "provenance": provenance(),
@@ -263,6 +315,11 @@ def main(argv=None) -> int:
         "references": {name: by_name[name] for name in REFERENCES},
         "curve": choice["rows"],
         "chosen": choice["chosen"],
+        "chosen_sigma_from_weights_threshold": significance(choice["chosen"]),
+        "bootstrap": {
+            "unit": "field x 100-px cell, +g and -g cells paired",
+            "draws": args.bootstrap,
+        },
     }
     write_json(document, args.json)
     if args.plot:
