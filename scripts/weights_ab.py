@@ -10,7 +10,8 @@ Both weights flag every stamp of ``--data`` (a ``simulate`` file: the study's
 pairs or survey field stamps) through the ``--method`` flagger, each at its own
 stored threshold. Per set: binary accuracy, blend and non-blend recall, the
 share of single galaxies called blends above 0.4" half-light radius (field
-stamps) and the count accuracy (weights with a count head). The differences
+stamps), the count accuracy (weights with a count head) and, free of any
+threshold, the area under the ROC curve (AUC). The differences
 B - A have bootstrap errors over stamps, resampled jointly for both sets (the
 same stamps in every draw), so the error is that of the difference itself.
 """
@@ -47,7 +48,36 @@ def predictions(data: str, method: str, weights: str) -> dict:
     reference = label_reference_noise(dataset) if dataset else truth_reference_noise(truth)
     flagger.default_reference_noise(reference)
     result = flagger.flag_stamps(stamps)
-    return {"flag": np.asarray(result.flag, bool), "n_sources": result.n_sources, "truth": truth}
+    return {
+        "flag": np.asarray(result.flag, bool),
+        "probability": np.asarray(result.probability, float),
+        "n_sources": result.n_sources,
+        "truth": truth,
+    }
+
+
+def auc(label: np.ndarray, probability: np.ndarray) -> float | None:
+    """Area under the ROC curve (Mann-Whitney, ties at mean ranks); None without both classes."""
+    from scipy.stats import rankdata
+
+    n_blend = int(label.sum())
+    n_other = len(label) - n_blend
+    if n_blend == 0 or n_other == 0:
+        return None
+    ranks = rankdata(probability)
+    return float((ranks[label].sum() - n_blend * (n_blend + 1) / 2) / (n_blend * n_other))
+
+
+def paired_auc(a: dict, b: dict, draws) -> dict:
+    """AUC of A and B (threshold-free) and B - A with its paired bootstrap error."""
+    label = np.asarray(a["truth"]["LABEL"]) > 0
+    row = {"a": auc(label, a["probability"]), "b": auc(label, b["probability"])}
+    if row["a"] is None or row["b"] is None:
+        return row
+    diffs = [auc(label[i], b["probability"][i]) - auc(label[i], a["probability"][i]) for i in draws]
+    row["b_minus_a"] = row["b"] - row["a"]
+    row["b_minus_a_err"] = float(np.nanstd(np.asarray(diffs, dtype=float)))
+    return row
 
 
 def per_stamp_scores(run: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -90,6 +120,7 @@ def paired_table(a: dict, b: dict, n_boot: int, rng) -> dict:
             row["b_minus_a"] = row["b"] - row["a"]
             row["b_minus_a_err"] = float(np.nanstd(diffs))
         out[name] = row
+    out["auc"] = paired_auc(a, b, draws)
     return out
 
 
