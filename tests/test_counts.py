@@ -248,6 +248,7 @@ def test_evaluate_prints_the_count_matrix_of_field_stamps(capsys):
     assert code == 2 and err.startswith("error:") and "--stamps pairs" in err
 
 
+@pytest.mark.slow
 def test_simulate_writes_field_stamps_that_evaluate_reads(tmp_path, capsys):
     """`simulate --stamps field` writes the held-out survey stamps once (labels,
     counts, the config of their depth); `evaluate --data` reads them back with the
@@ -297,3 +298,45 @@ def test_simulate_writes_field_stamps_that_evaluate_reads(tmp_path, capsys):
         capsys,
     )
     assert code == 2 and "--stamps field" in err
+
+
+#: The shipped VGG16 and sep on 300 held-out LSST-Y10 field stamps (seed 4242,
+#: the sky's share of blends: 64 blends, 236 isolated), measured when the test
+#: was written (2026-12-07, shipped weights of 2026-11-26, bfloat16 on an
+#: AVX512-BF16 CPU): (blends flagged, blends), (isolated flagged, isolated), and
+#: sep's 4x4 count confusion (rows: true 1, 2, 3, 4+; columns: counted).
+STORED_VGG16 = {"blend": (38, 64), "isolated": (17, 236)}
+STORED_SEP_COUNTS = [[234, 2, 0, 0], [42, 6, 0, 0], [10, 0, 0, 0], [6, 0, 0, 0]]
+
+
+@pytest.mark.slow
+def test_shipped_weights_reproduce_their_stored_survey_confusion():
+    """The shipped weights load and give the stored confusion on survey-sky stamps,
+    each rate within three binomial errors (bfloat16 on another CPU may move a
+    stamp near the threshold); sep's count, which has no such rounding, exactly."""
+    from functools import partial
+
+    from blendflag.flagging.detectors import detect_with_plugins
+    from blendflag.flagging.evaluation import evaluate_flaggers
+    from blendflag.simulate.field_stamps import simulate_field_stamps
+    from blendflag.simulate.galaxies import label_reference_noise
+    from blendflag.simulate.presets import load_dataset
+    from blendflag_plugins.sextractor import SExtractorFlagger
+    from blendflag_plugins.vgg16 import DEFAULT_WEIGHTS, VGG16Flagger
+
+    assert DEFAULT_WEIGHTS.exists()
+    detect = partial(detect_with_plugins, config=None)
+    stamps, truth = simulate_field_stamps("lsst_y10", 300, 4242, detect, workers=1)
+    label = np.asarray(truth["LABEL"]) > 0
+    assert (int(label.sum()), int((~label).sum())) == (64, 236)
+    reference = label_reference_noise(load_dataset("lsst_y10"))
+    flaggers = [VGG16Flagger({}), SExtractorFlagger({"backend": "sep"})]
+    methods = evaluate_flaggers(flaggers, stamps, truth, reference)["methods"]
+    flag = VGG16Flagger({"reference_noise": reference}).flag_stamps(stamps).flag
+    for name, chosen in (("blend", label), ("isolated", ~label)):
+        flagged, n = STORED_VGG16[name]
+        stored = flagged / n
+        error = np.sqrt(stored * (1 - stored) / n)
+        assert abs(flag[chosen].mean() - stored) <= 3 * error + 1e-12, name
+    assert methods["vgg16"]["confusion"][0][0] == pytest.approx(flag[label].mean())
+    assert methods["sextractor"]["count"]["counts"] == STORED_SEP_COUNTS
