@@ -258,8 +258,15 @@ def plot(document: dict, path: str) -> None:
     ax1.axhline(0, color="k", lw=0.5)
     chosen = document["chosen"]
     if chosen:
-        ax1.axvline(chosen["threshold"], color="C3", ls="--", label="chosen")
+        sigma = document.get("chosen_sigma_from_weights_threshold")
+        label = "smallest |dm|" + (
+            f", {sigma:.1f} paired errors from the weights'" if sigma else ""
+        )
+        ax1.axvline(chosen["threshold"], color="C3", ls="--", label=label)
         ax2.axvline(chosen["threshold"], color="C3", ls="--")
+    own = document["weights_threshold"]
+    ax1.axvline(own, color="C2", ls=":", label=f"weights' own threshold ({own:.2f})")
+    ax2.axvline(own, color="C2", ls=":")
     ax1.set_ylabel("dm vs truth reference")
     ax1.legend(fontsize=8)
     ax2.plot(t, [r["kept"] for r in rows], "o-")
