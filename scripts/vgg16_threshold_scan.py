@@ -48,10 +48,19 @@ FLAGGER = "vgg16"
 
 def seed_list(text: str) -> list[int]:
     """``"101-110"`` or ``"1,2,5"`` as a list of seeds."""
-    if "-" in text:
-        lo, hi = (int(v) for v in text.split("-"))
-        return list(range(lo, hi + 1))
-    return [int(v) for v in text.split(",") if v.strip()]
+    from blendflag.errors import BlendflagError
+
+    try:
+        if "-" in text:
+            lo, hi = (int(v) for v in text.split("-"))
+            seeds = list(range(lo, hi + 1))
+        else:
+            seeds = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise BlendflagError(f"--seeds takes 'A-B' or 'A,B,C', got {text!r}") from None
+    if not seeds or min(seeds) < 0:
+        raise BlendflagError(f"--seeds needs non-negative seeds, got {text!r}")
+    return seeds
 
 
 def threshold_name(t: float) -> str:
@@ -344,4 +353,10 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from blendflag.errors import BlendflagError
+
+    try:
+        sys.exit(main())
+    except BlendflagError as exc:  # bad seeds, dataset or weights file: one line
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

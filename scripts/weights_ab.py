@@ -32,16 +32,14 @@ install_for_script()
 LARGE_HLR = 0.4
 
 
-def predictions(data: str, method: str, weights: str) -> dict:
-    """Per-stamp flags and counts of ``method`` with ``weights`` on ``data``."""
+def predictions(stamps, truth, dataset, method: str, weights: str) -> dict:
+    """Per-stamp flags and counts of ``method`` with ``weights`` on ``read_stamps``' output."""
     from blendflag.config import load_pipeline_config
     from blendflag.flagging.evaluation import truth_reference_noise
     from blendflag.flagging.flaggers import make_flaggers
     from blendflag.plugins import get_plugin_manager
     from blendflag.simulate.galaxies import label_reference_noise
-    from blendflag.simulate.stamps import read_stamps
 
-    stamps, truth, dataset = read_stamps(data)
     pm = get_plugin_manager()
     config = load_pipeline_config(None)
     (flagger,) = make_flaggers(pm, [method], config, {method: {"weights": weights}})
@@ -135,9 +133,11 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the table here")
     args = parser.parse_args(argv)
     from blendflag.commands.common import write_json
+    from blendflag.simulate.stamps import read_stamps
 
-    a = predictions(args.data, args.method, args.a)
-    b = predictions(args.data, args.method, args.b)
+    stamps = read_stamps(args.data)  # once: the same stamps for both weights
+    a = predictions(*stamps, args.method, args.a)
+    b = predictions(*stamps, args.method, args.b)
     table = paired_table(a, b, args.bootstrap, np.random.default_rng(args.seed))
     for name, row in table.items():
         text = "  ".join(
@@ -162,4 +162,10 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from blendflag.errors import BlendflagError
+
+    try:
+        sys.exit(main())
+    except BlendflagError as exc:  # bad stamps file, weights file or method: one line
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
