@@ -250,7 +250,10 @@ def simulate_field(
     )
     # stars after the galaxies, so that their float32 sums do not change
     stars = add_stars(image, config, seed, n_stars, margin, psf_at, footprint_lists, thresholds)
-    overlaps = blend_overlaps(*footprint_lists, n + int(n_stars), image.shape)
+    label_noise = thresholds[0] / config.blend.isophote_nsigma  # the label's reference sigma
+    overlaps = blend_overlaps(
+        *footprint_lists, n + int(n_stars), image.shape, config.blend.min_snr * label_noise
+    )
     weight = add_noise(image, rng, sigma)
     truth = galaxy_truth(layout, overlaps, thresholds[0], sigma, config)
     return Field(

@@ -47,6 +47,7 @@ class _GalaxyPaster:
         self.thresh_field = thresh_field
         self.bar = bar
         self.footprints = [None] * n
+        self.signals = [0.0] * n
         self.field_footprints = [None] * n if thresh_field is not None else None
         self._waiting = {}  # chunks that finished early, keyed by first galaxy index
         self._next = 0
@@ -66,10 +67,16 @@ class _GalaxyPaster:
     def _paste(self, index: int, x0: int, y0: int, arr, fx0: int, fy0: int, mask) -> None:
         """Keep galaxy ``index``'s footprints and add its stamp (first pixel at 1-based x0, y0)."""
         self.footprints[index] = (fx0, fy0, mask)
+        self.signals[index] = stamp_signal(arr)
         if self.thresh_field is not None:
             self.field_footprints[index] = footprint(arr, x0, y0, self.thresh_field)
         lo, hi = self.layout.columns_of(index, self.image.shape[1])
         paste(self.image, arr, x0, y0, lo, hi)
+
+
+def stamp_signal(arr: np.ndarray) -> float:
+    """sqrt(sum I^2) of a noiseless stamp (ADU): its optimal S/N times the noise sigma."""
+    return float(np.sqrt(np.sum(np.square(arr, dtype=np.float64))))
 
 
 def _galaxy_tasks(config, layout: GalaxyLayout, shear, thresh: float, psf_at, step: int) -> list:
@@ -91,7 +98,7 @@ def draw_galaxies(
     psf_at,
     chunking: tuple[int, int],
     progress: bool = False,
-) -> tuple[list, list | None]:
+) -> tuple[list, list | None, list]:
     """Draw every galaxy of ``layout`` and add it to ``image`` (in place, in galaxy order).
 
     Parameters
@@ -120,6 +127,9 @@ def draw_galaxies(
         Per galaxy ``(fx0, fy0, mask)`` at the label's depth.
     field_footprints : list or None
         The same at the field's own depth; None for a noiseless field.
+    signals : list
+        Per galaxy, sqrt(sum I^2) of its noiseless stamp (ADU): its optimal
+        S/N times the noise sigma.
     """
     thresh, thresh_field = thresholds
     workers, step = chunking
@@ -136,7 +146,7 @@ def draw_galaxies(
     finally:
         if bar is not None:
             bar.close()
-    return paster.footprints, paster.field_footprints
+    return paster.footprints, paster.field_footprints, paster.signals
 
 
 def add_noise(image: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:

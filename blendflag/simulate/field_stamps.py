@@ -11,10 +11,14 @@ the detections that match a true galaxy at least half a stamp from the edges,
 and cuts a ``stamp_size`` stamp around each.
 
 Labels come from the field's truth at the label's depth (the preset's
-``default_noise``, the survey's own; see :mod:`blendflag.simulate.field`):
-``N_SOURCES`` is the matched galaxy plus the sources whose footprints overlap
-its footprint (``1 + N_OVERLAPS``), ``LABEL`` is 1 when that is 2 or more, and
-``COUNT_CLASS`` is ``min(N_SOURCES, 4) - 1`` (the classes 1, 2, 3 and 4+).
+``default_noise``, the survey's own; see :mod:`blendflag.simulate.field`), by
+the study stamps' rule that no blend hides an invisible companion:
+``N_SOURCES`` is the matched galaxy plus the *visible* sources (optimal S/N
+of at least ``blend.min_snr`` at that noise) whose footprints overlap its
+footprint (``1 + N_OVERLAPS_VISIBLE``), ``LABEL`` is 1 when that is 2 or
+more, and ``COUNT_CLASS`` is ``min(N_SOURCES, 4) - 1`` (the classes 1, 2, 3
+and 4+). ``N_SOURCES_ALL`` counts every overlapping source, the invisible
+ones too (``1 + N_OVERLAPS``: the truth reference of ``compare``).
 
 Randomness: ``numpy.random.default_rng(seed)`` draws one seed per field; each
 field is simulated from its own seed, so the stamps do not depend on the
@@ -33,6 +37,8 @@ from blendflag.simulate.presets import DatasetConfig, load_dataset
 FIELD_SIDE = 512
 #: Noise realisations added to each noiseless field (each detected and cut on its own).
 NOISE_DRAWS = 3
+#: Fields of the first round, whose stamps per field size the next rounds.
+PILOT_FIELDS = 2
 #: Count classes of the network's second output: 1, 2, 3 and 4 or more sources.
 COUNT_CLASSES = 4
 #: Columns of the truth table copied from the matched galaxy (field truth name, stamp name).
@@ -129,10 +135,10 @@ def simulate_field_stamps(
         )
     rng = np.random.default_rng(int(seed))
     stamps, tables = [], []
-    per_field = _expected_stamps(config, field_side) * NOISE_DRAWS
     done = 0
     while done < n:
-        n_fields = max(1, int(np.ceil(1.1 * (n - done) / per_field)))
+        # a pilot round, then as many fields as its stamps per field say are needed
+        n_fields = _fields_wanted(n - done, done / len(stamps) if stamps else None)
         seeds = rng.integers(0, 2**31 - 1, size=n_fields)
         tasks = [(config, int(s), detect, noise, field_side) for s in seeds]
         results = run_chunks(_field_stamps, tasks, _resolve_workers(workers, n_fields * 250))
@@ -140,13 +146,19 @@ def simulate_field_stamps(
             stamps.append(s)
             tables.append(t)
         done = sum(len(s) for s in stamps)
-        per_field = max(1.0, done / max(len(stamps), 1))
     x = np.concatenate(stamps)[:n]
     truth = vstack(tables, metadata_conflicts="silent")[:n]
     truth.meta.update(
         {"DATASET": config.name, "SEED": int(seed), "NSTAMPS": int(n), "KIND": "fieldstamps"}
     )
     return x, Table(truth, masked=False)
+
+
+def _fields_wanted(missing: int, per_field: float | None) -> int:
+    """Fields to simulate for ``missing`` stamps: :data:`PILOT_FIELDS` before any is known."""
+    if per_field is None:
+        return PILOT_FIELDS
+    return max(1, int(np.ceil(1.1 * missing / max(per_field, 1.0))))
 
 
 def _with_blend_fraction(config, n, seed, detect, noise, workers, side, fraction, rounds=20):
@@ -183,12 +195,6 @@ def _with_blend_fraction(config, n, seed, detect, noise, workers, side, fraction
     t = t[chosen]
     t.meta.update({"SEED": int(seed), "NSTAMPS": int(n), "BLENDFRC": fraction})
     return x[chosen], t
-
-
-def _expected_stamps(config: DatasetConfig, side: int) -> float:
-    """A guess of the stamps one field gives (detections per arcmin^2 x usable area)."""
-    arcmin = (side - config.stamp_size) * config.pixel_scale / 60.0
-    return max(5.0, 15.0 * arcmin**2)
 
 
 def _field_stamps(config: DatasetConfig, field_seed: int, detect, noise, side: int):
@@ -260,8 +266,8 @@ def _stamp_truth(field, rows, x, y, config: DatasetConfig, sigma: float):
     from blendflag.simulate.galaxies import isophote_level
 
     truth = field.truth
-    n_src = 1 + np.asarray(truth["N_OVERLAPS"], dtype=np.int64)[rows]
-    best = np.asarray(truth["OVERLAPS"], dtype=np.int64)[rows]
+    n_src = 1 + np.asarray(truth["N_OVERLAPS_VISIBLE"], dtype=np.int64)[rows]
+    best = np.asarray(truth["OVERLAPS_VISIBLE"], dtype=np.int64)[rows]
     tx, ty = np.asarray(truth["X"], float), np.asarray(truth["Y"], float)
     sep = np.where(
         best >= 0,
@@ -273,6 +279,9 @@ def _stamp_truth(field, rows, x, y, config: DatasetConfig, sigma: float):
     out["KIND"] = np.where(n_src >= 2, "blend", "single").astype("U9")
     out["N_SOURCES"] = n_src.astype(np.int16)
     out["COUNT_CLASS"] = count_class(n_src)
+    out["N_SOURCES_ALL"] = (1 + np.asarray(truth["N_OVERLAPS"], dtype=np.int64)[rows]).astype(
+        np.int16
+    )
     out["SEPARATION"] = sep.astype(np.float32)
     out["NOISE_SIGMA"] = np.full(len(rows), sigma, np.float32)
     out["ISOPHOTE"] = np.full(len(rows), isophote_level(config, config.default_noise), np.float32)

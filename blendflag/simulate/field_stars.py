@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from blendflag.simulate.field_truth import OVERLAP_COLUMNS
+
 #: Random stream of the stars, apart from the galaxies' and the noise's.
 STAR_STREAM = 0x53544152
 #: Star fluxes, ADU, drawn log-uniformly: bright enough for PSFEx (S/N > 100 at
@@ -131,8 +133,8 @@ def add_stars(image, config, seed, n_stars, margin, psf_at, footprint_lists, thr
     """Draw ``n_stars`` stars into ``image`` and append their footprints (in place).
 
     ``footprint_lists`` are the galaxies' footprints at the label's and at the
-    field's depth, ``thresholds`` those isophotes (ADU; the second None for a
-    noiseless field).
+    field's depth and their signals (sqrt(sum I^2), ADU), ``thresholds`` those
+    isophotes (ADU; the second None for a noiseless field).
 
     Returns
     -------
@@ -140,14 +142,16 @@ def add_stars(image, config, seed, n_stars, margin, psf_at, footprint_lists, thr
         1-based positions and fluxes (ADU) of the stars (empty without stars).
     """
     from blendflag.simulate.field_draw import draw_stars, footprint
+    from blendflag.simulate.field_image import stamp_signal
 
-    footprints, field_footprints = footprint_lists
+    footprints, field_footprints, signals = footprint_lists
     thresh, thresh_field = thresholds
     ny, nx = image.shape
     counts = config.galaxy.counts if config.galaxy.population == "counts" else None
     xs, ys, fluxes = place_stars(seed, int(n_stars), nx, ny, margin, counts)
     for x0, y0, arr, fx0, fy0, mask in draw_stars(config, fluxes, xs, ys, thresh, psf_at):
         footprints.append((fx0, fy0, mask))
+        signals.append(stamp_signal(arr))
         if thresh_field is not None:
             field_footprints.append(footprint(arr, x0, y0, thresh_field))
         paste(image, arr, x0, y0)
@@ -163,12 +167,13 @@ def centre_psf_image(config, psf_at) -> np.ndarray:
 def add_stars_and_psf_columns(truth, stars, overlaps, psf_at):
     """The galaxies' truth with the star rows (``STAR``) and the PSF columns, when there are any.
 
-    ``overlaps`` holds ``OVERLAPS``, ``N_OVERLAPS``, ``OVERLAPS_FIELD`` and
-    ``N_OVERLAPS_FIELD`` of galaxies and stars together.
+    ``overlaps`` holds ``OVERLAPS``, ``N_OVERLAPS``, ``OVERLAPS_FIELD``,
+    ``N_OVERLAPS_FIELD``, ``OVERLAPS_VISIBLE`` and ``N_OVERLAPS_VISIBLE`` of
+    galaxies and stars together.
     """
     if len(stars[0]):
         truth = append_stars(truth, *stars)
-        names = ("OVERLAPS", "N_OVERLAPS", "OVERLAPS_FIELD", "N_OVERLAPS_FIELD")
+        names = OVERLAP_COLUMNS
         for name, values in zip(names, overlaps, strict=True):
             truth[name] = np.asarray(values).astype(truth[name].dtype)
     if psf_at is not None:

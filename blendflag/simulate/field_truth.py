@@ -2,7 +2,11 @@
 
 ``OVERLAPS`` and ``N_OVERLAPS`` come from the footprints at the depth of the
 blend label, ``OVERLAPS_FIELD`` and ``N_OVERLAPS_FIELD`` from those at the
-field's own noise (see :mod:`blendflag.simulate.field`). Stars and the PSF
+field's own noise (see :mod:`blendflag.simulate.field`). ``OVERLAPS_VISIBLE``
+and ``N_OVERLAPS_VISIBLE`` are those at the label's depth among the *visible*
+sources only: optimal S/N (sqrt(sum I^2) / sigma of the noiseless source, at
+the label's reference noise) of at least ``blend.min_snr``, the rule of the
+study's stamps, where no blend hides an invisible companion. Stars and the PSF
 columns are added by :func:`blendflag.simulate.field_stars.add_stars_and_psf_columns`.
 """
 
@@ -14,8 +18,20 @@ from blendflag.simulate.field_geometry import footprint_overlaps
 from blendflag.simulate.field_layout import GalaxyLayout
 from blendflag.simulate.presets import DatasetConfig
 
+#: Truth columns of :func:`blend_overlaps`'s results, in its order.
+OVERLAP_COLUMNS = (
+    "OVERLAPS",
+    "N_OVERLAPS",
+    "OVERLAPS_FIELD",
+    "N_OVERLAPS_FIELD",
+    "OVERLAPS_VISIBLE",
+    "N_OVERLAPS_VISIBLE",
+)
 
-def blend_overlaps(footprints: list, field_footprints, n_sources: int, shape) -> tuple:
+
+def blend_overlaps(
+    footprints: list, field_footprints, signals, n_sources: int, shape, min_signal: float
+) -> tuple:
     """Overlaps of the sources' footprints at the label's depth and at the field's depth.
 
     Parameters
@@ -25,16 +41,23 @@ def blend_overlaps(footprints: list, field_footprints, n_sources: int, shape) ->
     field_footprints : list or None
         The same at the field's own depth; None for a noiseless field, whose
         overlaps at its own depth are then those at the label's.
+    signals : sequence of float
+        Per source, sqrt(sum I^2) of its noiseless stamp, ADU.
     n_sources : int
         Galaxies plus stars.
     shape : (int, int)
         The image's (ny, nx), pixels.
+    min_signal : float
+        A source is visible when its signal is at least this (ADU:
+        ``blend.min_snr`` times the label's reference noise).
 
     Returns
     -------
-    (best, count, best_field, count_field)
-        Per source: the ``ID`` it overlaps most (-1: none) and how many it
-        overlaps, at either depth.
+    tuple
+        Per source, in the order of :data:`OVERLAP_COLUMNS`: the ``ID`` it
+        overlaps most (-1: none) and how many it overlaps, at the label's depth,
+        at the field's depth, and at the label's depth among visible sources
+        (an invisible source overlaps nothing there).
     """
     ny, nx = shape
     best, count = footprint_overlaps(footprints, n_sources, nx, ny)
@@ -42,7 +65,13 @@ def blend_overlaps(footprints: list, field_footprints, n_sources: int, shape) ->
         best_field, count_field = footprint_overlaps(field_footprints, n_sources, nx, ny)
     else:
         best_field, count_field = best, count
-    return best, count, best_field, count_field
+    empty = np.zeros((0, 0), dtype=bool)
+    visible = [
+        fp if signal >= min_signal else (fp[0], fp[1], empty)
+        for fp, signal in zip(footprints, signals, strict=True)
+    ]
+    best_visible, count_visible = footprint_overlaps(visible, n_sources, nx, ny)
+    return best, count, best_field, count_field, best_visible, count_visible
 
 
 def galaxy_truth(
@@ -74,7 +103,7 @@ def galaxy_truth(
 
     params = layout.params
     n = len(params)
-    best, count, best_field, count_field = (a[:n] for a in overlaps)
+    overlaps = dict(zip(OVERLAP_COLUMNS, (a[:n] for a in overlaps), strict=True))
     truth = Table()
     truth["ID"] = np.arange(n, dtype=np.int32)
     truth["X"] = layout.xs
@@ -85,10 +114,8 @@ def galaxy_truth(
     truth["E2_INTRINSIC"] = np.array([p["g2"] for p in params])
     truth["ROTATED"] = layout.rotated
     truth["PAIR_ID"] = layout.pair_id
-    truth["OVERLAPS"] = best
-    truth["N_OVERLAPS"] = count
-    truth["OVERLAPS_FIELD"] = best_field
-    truth["N_OVERLAPS_FIELD"] = count_field
+    for name, values in overlaps.items():
+        truth[name] = values
     truth.meta["ISONOISE"] = float(thresh / config.blend.isophote_nsigma)
     truth.meta["FLDNOISE"] = float(sigma)
     truth["SERSIC_N"] = np.array([p["n"] for p in params])
