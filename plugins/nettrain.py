@@ -107,8 +107,9 @@ def simulate_mixture(
     metacal_fraction: float = 0.0,
     fractions=None,
     field_blend_fraction: float | None = None,
+    shares=None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Equal parts of each dataset style, shuffled.
+    """Parts of each dataset style (equal, or in proportion to ``shares``), shuffled.
 
     A preset with number counts (``cfis_survey``, ``euclid_survey``,
     ``lsst_y10``, ``des_y5``) gives stamps centred on the detections of its
@@ -137,7 +138,8 @@ def simulate_mixture(
     from blendflag.simulate.presets import load_dataset
     from blendflag_plugins.netcore import INPUT_SIZE, crop_center
 
-    parts = np.full(len(datasets), n // len(datasets))
+    weights = np.ones(len(datasets)) if shares is None else np.asarray(shares, dtype=float)
+    parts = np.floor(n * weights / weights.sum()).astype(int)
     parts[: n - parts.sum()] += 1
     stamps, cols = [], []
     for i, (name, k) in enumerate(zip(datasets, parts, strict=True)):
@@ -229,6 +231,10 @@ def _config_hash(config) -> str:
         fields["reference_channel"] = True
     if getattr(config, "kind_fractions", None):
         fields["kind_fractions"] = list(config.kind_fractions)
+    if getattr(config, "dataset_shares", None):
+        fields["dataset_shares"] = list(config.dataset_shares)
+    if getattr(config, "field_blend_fraction", None):  # validation at the sky's share
+        fields["validation_blend_fraction"] = "sky"
     blob = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -249,8 +255,10 @@ def prepare_data(config, workdir: Path, quiet=False) -> dict:
     if not quiet:
         print(f"simulating {config.n_train} training and {config.n_val} validation stamps")
     frac = getattr(config, "metacal_fraction", 0.0)
-    # kind_fractions shape the training set only: validation (best epoch,
-    # threshold) keeps the simulation's own mix, the one evaluations use
+    # kind_fractions and field_blend_fraction shape the training set only:
+    # validation (best epoch, threshold) keeps the simulation's own mix and the
+    # sky's share of blends, the ones evaluations use
+    shares = getattr(config, "dataset_shares", None)
     xt, yt, tt = simulate_mixture(
         config.datasets,
         config.n_train,
@@ -259,14 +267,10 @@ def prepare_data(config, workdir: Path, quiet=False) -> dict:
         frac,
         getattr(config, "kind_fractions", None),
         getattr(config, "field_blend_fraction", None),
+        shares,
     )
     xv, yv, tv = simulate_mixture(
-        config.datasets,
-        config.n_val,
-        config.seed + 1,
-        config.noise,
-        frac,
-        field_blend_fraction=getattr(config, "field_blend_fraction", None),
+        config.datasets, config.n_val, config.seed + 1, config.noise, frac, shares=shares
     )
     # one plane (noise-scaled), or two (noise, reference) for reference_channel
     planes = 2 if getattr(config, "reference_channel", False) else 1

@@ -37,7 +37,12 @@ class NetTrainConfig:
         Share of blends among the stamps of presets with number counts (cut
         around the detections of simulated survey fields, see
         :func:`blendflag_plugins.nettrain.field_part`); isolated stamps are
-        left out at random to reach it. [default: None, the sky's own share]
+        left out at random to reach it, in the training set only (validation
+        keeps the sky's share, the one evaluations use). [default: None, the
+        sky's own share]
+    dataset_shares : list of float or None
+        Relative shares of ``datasets`` in both sets, e.g. ``[1.5, 1.5, 1, 1,
+        1]``. [default: None, equal parts]
     seed : int
         Seed of the training data.
     epochs, batch_size : int
@@ -61,6 +66,7 @@ class NetTrainConfig:
     metacal_fraction: float = 0.0
     kind_fractions: list[float] | None = None
     field_blend_fraction: float | None = None
+    dataset_shares: list[float] | None = None
     seed: int = 1000
     epochs: int = 10
     batch_size: int = 128
@@ -102,6 +108,13 @@ class NetTrainConfig:
                 0.0 < self.field_blend_fraction < 1.0,
                 f"{where}.field_blend_fraction",
                 "must be in (0, 1)",
+            )
+        if self.dataset_shares is not None:
+            _check(
+                len(self.dataset_shares) == len(self.datasets)
+                and all(w > 0 for w in self.dataset_shares),
+                f"{where}.dataset_shares",
+                "give one positive share per dataset",
             )
         if self.kind_fractions is not None:
             from blendflag.simulate.stamps import kind_counts

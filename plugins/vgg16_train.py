@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from blendflag.flagging.metrics import THRESHOLD_RULES
 from blendflag_plugins.netcore import REFERENCE_LAYOUT
 from blendflag_plugins.nettrain import (
     NetTrainConfig,
@@ -73,6 +74,11 @@ class VGG16TrainConfig(NetTrainConfig):
         A second output, the number of sources whose footprints overlap the
         central object's (classes 1, 2, 3, 4+), trained with a categorical
         cross-entropy beside the blend label's. [default: False]
+    threshold_rule : str
+        How the decision threshold is chosen on the validation set:
+        ``balanced`` (balanced accuracy) or ``accuracy`` (accuracy at the
+        validation set's own share of blends: the sky's, for survey stamps).
+        [default: balanced]
     """
 
     METHOD = "vgg16"
@@ -92,6 +98,7 @@ class VGG16TrainConfig(NetTrainConfig):
     init_weights: str | None = None
     reference_channel: bool = False
     count_head: bool = False
+    threshold_rule: str = "balanced"
 
     def validate(self, where: str) -> None:
         from blendflag.config import check as _check
@@ -101,6 +108,11 @@ class VGG16TrainConfig(NetTrainConfig):
             self.lr_schedule in ("plateau", "cosine"),
             f"{where}.lr_schedule",
             "must be 'plateau' or 'cosine'",
+        )
+        _check(
+            self.threshold_rule in THRESHOLD_RULES,
+            f"{where}.threshold_rule",
+            f"must be one of {', '.join(THRESHOLD_RULES)}",
         )
         _check(0 < self.lr_factor < 1, f"{where}.lr_factor", "must be in (0, 1)")
         _check(self.lr_patience >= 1, f"{where}.lr_patience", "must be at least 1")
@@ -256,6 +268,20 @@ def _labels(config, data: dict, part: str):
     return data[f"y_{part}"]
 
 
+def with_new_count_head(model, arrays: list) -> list:
+    """``arrays`` for ``model``; a count head missing from them keeps ``model``'s own weights.
+
+    A single-output file (the shipped one) can start a network with a count
+    head: its layers are the first ones, and the head (kernel and bias of
+    ``n_sources``, the model's last two arrays) starts from random weights.
+    """
+    own = model.get_weights()
+    has_head = any(layer.name == "n_sources" for layer in model.layers)
+    if has_head and len(arrays) == len(own) - 2:
+        return list(arrays) + own[-2:]
+    return list(arrays)
+
+
 def _count_classes(config) -> int:
     from blendflag.simulate.field_stamps import COUNT_CLASSES
 
@@ -310,7 +336,7 @@ def _model_and_state(config, ckpt, state, start_from):
         count_classes=_count_classes(config),
     )
     if start_from is not None:
-        model.set_weights(start_from)
+        model.set_weights(with_new_count_head(model, start_from))
     if config.count_head:
         loss = {"p_blend": "binary_crossentropy", "n_sources": "sparse_categorical_crossentropy"}
         metrics = {"p_blend": ["accuracy"], "n_sources": ["accuracy"]}
@@ -405,7 +431,7 @@ def _finish(config, out, workdir, state, data, best_path) -> dict:
     )
     p = outputs[:, 0]
     y = data["y_val"]
-    threshold = choose_threshold(p, y)
+    threshold = choose_threshold(p, y, config.threshold_rule)
     val = recalls(p >= threshold, y > 0.5)
     val["auc"] = roc_auc(p, y)
     is_mcal = np.asarray(data.get("metacal_val", np.zeros(len(y), bool)), dtype=bool)

@@ -96,6 +96,26 @@ def test_invisible_sources_make_no_visible_overlap():
     assert best[0] == 1  # overlapping most: 2 columns against 1
 
 
+def test_single_output_weights_start_a_count_head_network():
+    """Fine-tuning the shipped file into a count-head network: every shared layer
+    takes the file's weights (same blend probability), the new head its own."""
+    from blendflag_plugins.vgg16_model import DEFAULT_WEIGHTS, build_model, read_weights
+    from blendflag_plugins.vgg16_train import with_new_count_head
+
+    arrays, _ = read_weights(DEFAULT_WEIGHTS)
+    counting = build_model(32, "float32", count_classes=4)
+    own_head = [w.copy() for w in counting.get_weights()[-2:]]
+    counting.set_weights(with_new_count_head(counting, arrays))
+    single = build_model(32, "float32")
+    single.set_weights(with_new_count_head(single, arrays))
+    x = np.random.default_rng(1).normal(size=(4, 32, 32, 3)).astype(np.float32)
+    p_count, n_sources = counting.predict(x, verbose=0)
+    np.testing.assert_allclose(p_count, single.predict(x, verbose=0), rtol=1e-6, atol=1e-7)
+    assert n_sources.shape == (4, 4)
+    for new, old in zip(counting.get_weights()[-2:], own_head, strict=True):
+        np.testing.assert_array_equal(new, old)
+
+
 def test_count_head_model_and_nsrc(tmp_path):
     """A count-head weights file: flag_stamps gives NSRC in 1..4 and the same
     blend probability as the single-output part of the network."""

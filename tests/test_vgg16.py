@@ -242,6 +242,46 @@ def test_kind_fractions_shape_the_training_set_only(tmp_path):
     assert _config_hash(plain) != _config_hash(config)  # no stale cache across mixes
 
 
+def test_dataset_shares_and_field_blends_shape_the_sets(tmp_path):
+    """dataset_shares split both sets in proportion; field_blend_fraction raises
+    the training set's share of survey blends while validation keeps the sky's."""
+    from blendflag_plugins.nettrain import _config_hash, prepare_data
+    from blendflag_plugins.vgg16_train import load_train_config
+
+    cfg = tmp_path / "survey.yaml"
+    cfg.write_text(
+        TINY.replace("n_train: 96", "n_train: 300")
+        .replace("n_val: 48", "n_val: 300")
+        .replace("datasets: [great3, euclid]", "datasets: [great3, cfis_survey]")
+        + "dataset_shares: [1, 2]\nfield_blend_fraction: 0.5\n"
+    )
+    config = load_train_config(cfg)
+    data = prepare_data(config, tmp_path, quiet=True)
+    assert np.bincount(data["dataset_val"]).tolist() == [100, 200]
+    survey = data["dataset_val"] == 1
+    # 200 survey validation stamps at the sky's share (5% blends on CFIS) against
+    # 100 blends in training: the chance of 35 or more at 5% is below 1e-9
+    assert data["y_val"][survey].sum() < 35
+    train_blends = data["y_train"].sum() - 50  # the study's stamps: half blends
+    assert train_blends == 100
+    unshared = load_train_config(cfg, {"dataset_shares": None})
+    assert _config_hash(unshared) != _config_hash(config)
+
+
+def test_threshold_rules_balanced_and_accuracy():
+    """10 blends in 100 stamps, 2 of them at p = 0.4 with 10 singles: balanced
+    accuracy (0.944 against 0.9) takes a threshold that catches them, accuracy
+    (0.98 against 0.9) one above them."""
+    from blendflag.flagging.metrics import choose_threshold
+
+    p = np.r_[np.full(8, 0.9), np.full(2, 0.4), np.full(80, 0.1), np.full(10, 0.4)]
+    y = np.r_[np.ones(10), np.zeros(90)]
+    assert choose_threshold(p, y) <= 0.4
+    assert 0.4 < choose_threshold(p, y, "accuracy") <= 0.9
+    with pytest.raises(ValueError, match="rule"):
+        choose_threshold(p, y, "f1")
+
+
 @pytest.mark.parametrize("bad", ["[0.5, 0.5]", "[0.5, 0.6, -0.1]", "[0.5, 0.3, 0.3]"])
 def test_kind_fractions_bad_values(tmp_path, capsys, bad):
     from tests.conftest import run_cli

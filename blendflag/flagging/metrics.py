@@ -55,15 +55,35 @@ def roc_auc(score, truth) -> float:
     return float((ranks[truth].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def choose_threshold(probability, truth) -> float:
-    """The threshold maximising balanced accuracy (ties go to the one closest to 0.5)."""
+#: Rules of :func:`choose_threshold`.
+THRESHOLD_RULES = ("balanced", "accuracy")
+
+
+def choose_threshold(probability, truth, rule: str = "balanced") -> float:
+    """The threshold maximising balanced accuracy, or accuracy (ties go to the one closest to 0.5).
+
+    Parameters
+    ----------
+    probability, truth : array-like
+        Blend probabilities and true labels of the same stamps.
+    rule : str
+        ``balanced`` (the mean of the two recalls: the threshold does not
+        depend on the share of blends) or ``accuracy`` (right calls over all
+        stamps: the threshold for the share of blends these stamps have).
+        [default: balanced]
+    """
+    if rule not in THRESHOLD_RULES:
+        raise ValueError(f"rule must be one of {THRESHOLD_RULES}, got {rule!r}")
     p = np.asarray(probability, dtype=np.float64)
     truth = _as_bool(truth)
     candidates = np.unique(np.concatenate([np.linspace(0.02, 0.98, 97), [0.5]]))
     best, best_score = 0.5, -1.0
     for t in candidates:
         pred = p >= t
-        score = 0.5 * (pred[truth].mean() + (~pred[~truth]).mean())
+        if rule == "balanced":
+            score = 0.5 * (pred[truth].mean() + (~pred[~truth]).mean())
+        else:
+            score = float(np.mean(pred == truth))
         if score > best_score + 1e-12 or (
             abs(score - best_score) <= 1e-12 and abs(t - 0.5) < abs(best - 0.5)
         ):
