@@ -90,6 +90,15 @@ def table(title: str, results: dict, study: dict | None = None) -> str:
     return "\n".join(lines)
 
 
+def made_by() -> str:
+    """The first line of a tables file: the command, its time and the code's commit."""
+    from blendflag._runtime.provenance import provenance
+
+    p = provenance()
+    dirty = " (with uncommitted changes)" if p["dirty"] else ""
+    return f"Made by `{p['command']}` on {p['utc_time']}, commit {p['commit']}{dirty}."
+
+
 def held_out(workdir: Path, dataset: str, n: int, seed: int, blend_fraction=None) -> Path:
     """A held-out stamps file of survey-sky stamps, simulated once into ``workdir``."""
     tag = f"_b{seed}" if blend_fraction else f"_s{seed}"
@@ -222,7 +231,7 @@ def main(argv=None) -> int:
         md += survey_tables(out, Path(args.workdir), args.n, args.seed, args.methods)
     print("\n\n".join(md))
     name = "tables_survey.md" if parts == {"survey"} else "tables.md"
-    (out / name).write_text("\n\n".join(md) + "\n")
+    (out / name).write_text(made_by() + "\n\n" + "\n\n".join(md) + "\n")
     return 0
 
 

@@ -692,7 +692,14 @@ def test_evaluate_views_on_the_command_line(tmp_path, capsys):
         capsys,
     )
     assert code == 0, err
-    assert json.loads(out.read_text())["methods"]["vgg16"]["views"] == 2
+    vgg16 = json.loads(out.read_text())["methods"]["vgg16"]
+    assert vgg16["views"] == 2
+    # the JSON names the weights it measured: file and SHA-256, as the catalogue's cards
+    from blendflag_plugins.netweights import file_sha256
+
+    assert vgg16["setup"]["BF_VGGW"] == DEFAULT_WEIGHTS.name
+    assert vgg16["setup"]["BF_VGGSH"] == file_sha256(DEFAULT_WEIGHTS)[:16]
+    assert vgg16["setup"]["BF_VGGNV"] == 2
     with pytest.raises(SystemExit) as exc:  # argparse: usage and a one-line error
         run_cli(
             ["evaluate", "--dataset", "great3", "--n", "12", "--methods", "vgg16", "--views", "3"],

@@ -161,6 +161,8 @@ def evaluate_flaggers(flaggers, stamps, truth, reference_noise=None) -> dict:
         views = getattr(flagger, "views", None)
         if views is not None:
             metrics["views"] = int(views)
+        # the flagger's header cards (weights file and its SHA-256, threshold): what was run
+        metrics["setup"] = {key: value for key, value, _ in flagger.provenance()}
         _add_stamp_truth_metrics(metrics, result, truth)
         methods[flagger.name] = metrics
     return {"n": len(stamps), "methods": methods}
