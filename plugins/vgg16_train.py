@@ -131,6 +131,10 @@ class VGG16TrainConfig(NetTrainConfig):
 def initial_weights(config: VGG16TrainConfig) -> list | None:
     """The weight arrays a run starts from (``init_weights``), or None.
 
+    A file with a count head starts a single-output network without it; a
+    single-output file starts a count-head network beside a new head
+    (:func:`with_new_count_head`).
+
     Raises
     ------
     BlendflagError
@@ -143,8 +147,13 @@ def initial_weights(config: VGG16TrainConfig) -> list | None:
     if not config.init_weights:
         return None
     path = DEFAULT_WEIGHTS if config.init_weights == "shipped" else config.init_weights
-    arrays, _ = read_weights(path)
-    check_fits(build_model(config.input_size), arrays, f"init_weights {path}")
+    arrays, meta = read_weights(path)
+    file_classes = int(meta.get("count_classes", 0))
+    check_fits(
+        build_model(config.input_size, count_classes=file_classes), arrays, f"init_weights {path}"
+    )
+    if file_classes and not config.count_head:
+        return arrays[:-2]  # a single-output network: the file's count head is left out
     return arrays
 
 

@@ -97,23 +97,42 @@ def test_invisible_sources_make_no_visible_overlap():
 
 
 def test_single_output_weights_start_a_count_head_network():
-    """Fine-tuning the shipped file into a count-head network: every shared layer
-    takes the file's weights (same blend probability), the new head its own."""
-    from blendflag_plugins.vgg16_model import DEFAULT_WEIGHTS, build_model, read_weights
+    """Fine-tuning a single-output network into a count-head one: every shared
+    layer takes its weights (same blend probability), the new head its own."""
+    from blendflag_plugins.vgg16_model import build_model
     from blendflag_plugins.vgg16_train import with_new_count_head
 
-    arrays, _ = read_weights(DEFAULT_WEIGHTS)
+    single = build_model(32, "float32")
+    arrays = single.get_weights()
     counting = build_model(32, "float32", count_classes=4)
     own_head = [w.copy() for w in counting.get_weights()[-2:]]
     counting.set_weights(with_new_count_head(counting, arrays))
-    single = build_model(32, "float32")
-    single.set_weights(with_new_count_head(single, arrays))
     x = np.random.default_rng(1).normal(size=(4, 32, 32, 3)).astype(np.float32)
     p_count, n_sources = counting.predict(x, verbose=0)
     np.testing.assert_allclose(p_count, single.predict(x, verbose=0), rtol=1e-6, atol=1e-7)
     assert n_sources.shape == (4, 4)
     for new, old in zip(counting.get_weights()[-2:], own_head, strict=True):
         np.testing.assert_array_equal(new, old)
+
+
+def test_count_head_file_starts_a_single_output_network(tmp_path):
+    """The other way: a count-head weights file gives a single-output config
+    every layer but the head."""
+    from blendflag_plugins.vgg16_model import build_model, save_weights
+    from blendflag_plugins.vgg16_train import initial_weights, load_train_config
+
+    counting = build_model(32, "float32", count_classes=4)
+    path = save_weights(counting, tmp_path / "c.npz", {"input_size": 32, "count_classes": 4})
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(f"method: vgg16\ninput_size: 32\ninit_weights: {path}\n")
+    arrays = initial_weights(load_train_config(cfg))
+    own = counting.get_weights()
+    assert len(arrays) == len(own) - 2
+    assert all(
+        np.array_equal(a, b.astype(np.float16)) for a, b in zip(arrays, own[:-2], strict=True)
+    )
+    with_head = initial_weights(load_train_config(cfg, {"count_head": True}))
+    assert len(with_head) == len(own)
 
 
 def test_count_head_model_and_nsrc(tmp_path):

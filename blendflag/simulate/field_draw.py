@@ -95,6 +95,11 @@ def draw_field_task(start: int, *args):
     return start, _draw_field_chunk(*args)
 
 
+def stamp_signal(arr: np.ndarray) -> float:
+    """sqrt(sum I^2) of a noiseless stamp (ADU): its optimal S/N times the noise sigma."""
+    return float(np.sqrt(np.sum(np.square(arr, dtype=np.float64))))
+
+
 def footprint(arr: np.ndarray, x0: int, y0: int, thresh: float) -> tuple:
     """The pixels of a noiseless stamp above ``thresh``, cropped to their bounding box.
 

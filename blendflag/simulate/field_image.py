@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from blendflag._runtime.parallel import run_chunks
-from blendflag.simulate.field_draw import draw_field_task, footprint
+from blendflag.simulate.field_draw import draw_field_task, footprint, stamp_signal
 from blendflag.simulate.field_layout import GalaxyLayout
 from blendflag.simulate.field_stars import paste
 from blendflag.simulate.population import uses_counts
@@ -72,11 +72,6 @@ class _GalaxyPaster:
             self.field_footprints[index] = footprint(arr, x0, y0, self.thresh_field)
         lo, hi = self.layout.columns_of(index, self.image.shape[1])
         paste(self.image, arr, x0, y0, lo, hi)
-
-
-def stamp_signal(arr: np.ndarray) -> float:
-    """sqrt(sum I^2) of a noiseless stamp (ADU): its optimal S/N times the noise sigma."""
-    return float(np.sqrt(np.sum(np.square(arr, dtype=np.float64))))
 
 
 def _galaxy_tasks(config, layout: GalaxyLayout, shear, thresh: float, psf_at, step: int) -> list:

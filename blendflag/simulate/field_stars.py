@@ -141,8 +141,7 @@ def add_stars(image, config, seed, n_stars, margin, psf_at, footprint_lists, thr
     xs, ys, fluxes : numpy.ndarray
         1-based positions and fluxes (ADU) of the stars (empty without stars).
     """
-    from blendflag.simulate.field_draw import draw_stars, footprint
-    from blendflag.simulate.field_image import stamp_signal
+    from blendflag.simulate.field_draw import draw_stars, footprint, stamp_signal
 
     footprints, field_footprints, signals = footprint_lists
     thresh, thresh_field = thresholds
