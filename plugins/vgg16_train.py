@@ -280,9 +280,10 @@ def _labels(config, data: dict, part: str):
 def with_new_count_head(model, arrays: list) -> list:
     """``arrays`` for ``model``; a count head missing from them keeps ``model``'s own weights.
 
-    A single-output file (the shipped one) can start a network with a count
-    head: its layers are the first ones, and the head (kernel and bias of
-    ``n_sources``, the model's last two arrays) starts from random weights.
+    A single-output file (the one-run file of stage 1) can start a network
+    with a count head: its layers are the first ones, and the head (kernel
+    and bias of ``n_sources``, the model's last two arrays) starts from
+    random weights.
     """
     own = model.get_weights()
     has_head = any(layer.name == "n_sources" for layer in model.layers)

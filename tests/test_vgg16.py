@@ -166,6 +166,17 @@ precision: float32
 """
 
 
+def tiny_config(path, n_train: int, n_val: int, datasets: str, extra: str):
+    """Write TINY with other set sizes and datasets plus ``extra`` lines; return the path."""
+    text = (
+        TINY.replace("n_train: 96", f"n_train: {n_train}")
+        .replace("n_val: 48", f"n_val: {n_val}")
+        .replace("datasets: [great3, euclid]", f"datasets: {datasets}")
+    )
+    path.write_text(text + extra + "\n")
+    return path
+
+
 @pytest.mark.slow
 def test_training_runs_in_pieces_and_resumes(tmp_path, capsys):
     from tests.conftest import run_cli
@@ -225,13 +236,7 @@ def test_kind_fractions_shape_the_training_set_only(tmp_path):
     _, y, truth = simulate_mixture(["great3"], 100, 3, 14.0, fractions=[0.5, 0.1, 0.4])
     singles = truth["separation"] == 0
     assert singles.sum() == 10 and y.sum() == 50 and (y[singles] == 0).all()
-    cfg = tmp_path / "mix.yaml"
-    cfg.write_text(
-        TINY.replace("n_train: 96", "n_train: 40")
-        .replace("n_val: 48", "n_val: 40")
-        .replace("datasets: [great3, euclid]", "datasets: [great3]")
-        + "kind_fractions: [0.5, 0.1, 0.4]\n"
-    )
+    cfg = tiny_config(tmp_path / "mix.yaml", 40, 40, "[great3]", "kind_fractions: [0.5, 0.1, 0.4]")
     config = load_train_config(cfg)
     data = prepare_data(config, tmp_path, quiet=True)
     assert data["y_train"].sum() == 20 and data["y_val"].sum() == 20
@@ -248,13 +253,8 @@ def test_dataset_shares_and_field_blends_shape_the_sets(tmp_path):
     from blendflag_plugins.nettrain import _config_hash, prepare_data
     from blendflag_plugins.vgg16_train import load_train_config
 
-    cfg = tmp_path / "survey.yaml"
-    cfg.write_text(
-        TINY.replace("n_train: 96", "n_train: 300")
-        .replace("n_val: 48", "n_val: 300")
-        .replace("datasets: [great3, euclid]", "datasets: [great3, cfis_survey]")
-        + "dataset_shares: [1, 2]\nfield_blend_fraction: 0.5\n"
-    )
+    extra = "dataset_shares: [1, 2]\nfield_blend_fraction: 0.5"
+    cfg = tiny_config(tmp_path / "survey.yaml", 300, 300, "[great3, cfis_survey]", extra)
     config = load_train_config(cfg)
     data = prepare_data(config, tmp_path, quiet=True)
     assert np.bincount(data["dataset_val"]).tolist() == [100, 200]
