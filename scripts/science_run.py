@@ -1,7 +1,9 @@
-"""The science run: every selection's m, at 1x and 3x the CFIS-like density, deep and survey noise.
+"""The science run: every selection's m, at 1x and 3x a preset's density, deep and survey noise.
 
 For each configuration (density x noise) the script simulates ``--tiles``
-±g pairs of CFIS-like fields with 90-degree rotated pairs (``simulate-field
+±g pairs of fields of ``--dataset`` (the CFIS-like study preset by default;
+a survey preset such as ``des_y5`` draws its sky from number counts, and a
+density factor scales its counts) with 90-degree rotated pairs (``simulate-field
 --shear-pairs``: the same galaxies and pixel noise sheared by +g and -g, seeds
 ``--seed``, ``--seed + 1``, ...), runs ``compare --tiles`` on them (one Dask
 task per tile, resumable: a rerun skips finished tiles and fields), and writes
@@ -43,22 +45,31 @@ DEEP_NOISE = 2.0  # ADU: compare's default field
 
 
 def configurations(preset, densities, noises):
-    """``[(name, density, noise, factor)]`` over the grid."""
+    """``[(name, density, noise, factor)]`` over the grid (densities: multiples of the preset's)."""
+    from blendflag.pipeline.field_input import drawn_density
+
     out = []
     for factor in densities:
         for label, noise in noises:
-            density = factor * preset.field.density
+            density = factor * drawn_density(preset)
             out.append((f"density{factor:g}x_{label}", density, noise, factor))
     return out
 
 
-def simulate_tiles(root: Path, density, noise, seeds, n_galaxies, margin):
-    """±g fields for each seed under ``root/seed<k>/{plus,minus}`` (skipping finished ones)."""
-    from blendflag.pipeline.field_input import simulated_preset
+def simulate_tiles(
+    root: Path, density, noise, seeds, n_galaxies, margin, dataset="cfis", workers=1
+):
+    """±g fields of ``dataset`` for each seed under ``root/seed<k>/{plus,minus}``.
+
+    Finished fields are skipped. ``n_galaxies`` None takes `compare`'s default
+    field for the preset; ``workers`` processes draw the galaxies.
+    """
+    from blendflag.pipeline.field_input import default_n_galaxies, simulated_preset
     from blendflag.simulate.field import simulate_field
     from blendflag.simulate.field_io import write_field
 
-    preset = simulated_preset("cfis", density)
+    preset = simulated_preset(dataset, density)
+    n_galaxies = default_n_galaxies(preset) if n_galaxies is None else n_galaxies
     for seed in seeds:
         for sign, sub in ((1, "plus"), (-1, "minus")):
             target = root / f"seed{seed}" / sub
@@ -73,6 +84,7 @@ def simulate_tiles(root: Path, density, noise, seeds, n_galaxies, margin):
                 rotated_pairs=True,
                 noise=noise,
                 margin=margin,
+                workers=workers,
             )
             field.sign = sign
             write_field(field, target)
@@ -86,6 +98,7 @@ def run_configuration(
     engine_name: str | None = None,
     seeds=None,
     config_path=None,
+    flaggers=None,
 ) -> dict:
     """``compare --tiles`` over the configuration's fields; the combined JSON.
 
@@ -93,6 +106,8 @@ def run_configuration(
     to ``root/tiles``; a named engine's tiles go to ``root/tiles_<name>``, so
     several engines measure the same fields side by side. ``seeds`` keeps
     only those fields (``seed<k>`` directories); None takes every field there.
+    ``flaggers`` names the flaggers; None takes the config's that are valid
+    on metacal images.
     """
     from blendflag.config import load_pipeline_config
     from blendflag.flagging.flaggers import make_flaggers
@@ -104,7 +119,11 @@ def run_configuration(
     pm = get_plugin_manager()
     config = load_pipeline_config(config_path)
     classes = get_flaggers(pm)
-    names = [n for n in config.flag.flaggers if getattr(classes.get(n), "metacal_safe", False)]
+    names = (
+        [n for n in config.flag.flaggers if getattr(classes.get(n), "metacal_safe", False)]
+        if flaggers is None
+        else list(flaggers)
+    )
     make_flaggers(pm, names, config)  # fail early
     engine = select_engine(
         get_shear_engines(pm), engine_name or config.shear.engine, paired=True
@@ -132,7 +151,12 @@ def _pm(value, error, digits=4):
 
 
 def write_table(
-    results: dict, path: Path, command: str, minutes: float, units: str = "rotated pair x sign"
+    results: dict,
+    path: Path,
+    command: str,
+    minutes: float,
+    units: str = "rotated pair x sign",
+    fields: str = "CFIS-like fields",
 ) -> None:
     """The markdown table of every selection in every configuration (``units``: bootstrap's)."""
     lines = [
@@ -140,7 +164,7 @@ def write_table(
         "",
         f"Command: `{command}` ({minutes:.0f} minutes on this machine).",
         "",
-        "CFIS-like fields with 90-degree rotated pairs and ±g pairs (the same galaxies",
+        f"{fields} with 90-degree rotated pairs and ±g pairs (the same galaxies",
         "and pixel noise sheared by +0.02 and -0.02); m = (g1(+) - g1(-)) / 2g - 1.",
         f"Errors: bootstrap over {units}; the differences `dm_vs_all`",
         "(against `all`) and `dm_vs_truth` (against `no_true_blends`, the detections",
@@ -197,7 +221,20 @@ def main(argv=None) -> int:
         default="4",
         help="±g fields per configuration, or one count per density (e.g. 8,12) [4]",
     )
-    parser.add_argument("--n-galaxies", type=int, default=3000, help="galaxies per field [3000]")
+    parser.add_argument(
+        "--dataset", default="cfis", help="preset of the fields [cfis, the study's CFIS-like]"
+    )
+    parser.add_argument(
+        "--n-galaxies",
+        type=int,
+        default=3000,
+        help="galaxies per field; 0: compare's default field for the preset [3000]",
+    )
+    parser.add_argument(
+        "--flaggers",
+        default=None,
+        help="comma-separated flaggers [the config's that run on metacal images]",
+    )
     parser.add_argument("--densities", default="1,3", help="multiples of the preset's [1,3]")
     parser.add_argument("--noises", default="deep,survey", help="deep (2 ADU), survey (preset's)")
     parser.add_argument("--workers", type=int, default=2, help="Dask workers [2]")
@@ -213,11 +250,12 @@ def main(argv=None) -> int:
 
     from blendflag.simulate.presets import load_dataset
 
-    preset = load_dataset("cfis")
+    preset = load_dataset(args.dataset)
     levels = {"deep": DEEP_NOISE, "survey": preset.default_noise}
     noises = [(label, levels[label]) for label in args.noises.split(",")]
     densities = [float(d) for d in args.densities.split(",")]
     counts = [int(t) for t in args.tiles.split(",")]
+    flaggers = None if args.flaggers is None else args.flaggers.split(",")
     if len(counts) not in (1, len(densities)):
         parser.error("--tiles: one count, or one per density")
     tiles_of = dict(zip(densities, counts * (len(densities) // len(counts)), strict=True))
@@ -226,9 +264,11 @@ def main(argv=None) -> int:
     for name, density, noise, factor in configurations(preset, densities, noises):
         root = Path(args.out) / name
         seeds = range(args.seed, args.seed + tiles_of[factor])
-        simulate_tiles(root, density, noise, seeds, args.n_galaxies, margin=26)
+        simulate_tiles(
+            root, density, noise, seeds, args.n_galaxies or None, 26, args.dataset, args.workers
+        )
         results[name] = run_configuration(
-            root, args.workers, args.seed, args.bootstrap, args.engine, seeds, args.config
+            root, args.workers, args.seed, args.bootstrap, args.engine, seeds, args.config, flaggers
         )
         results[name].update(density=density, noise_sigma=noise)
         stem = "compare" if args.engine is None else f"compare_{args.engine}"
@@ -241,7 +281,8 @@ def main(argv=None) -> int:
     docs.parent.mkdir(parents=True, exist_ok=True)
     command = "python scripts/science_run.py " + " ".join(argv or sys.argv[1:])
     units = "cells x sign" if _image_engine(results) else "rotated pair x sign"
-    write_table(results, docs.with_suffix(".md"), command, minutes, units)
+    fields = "CFIS-like fields" if args.dataset == "cfis" else f"`{args.dataset}` fields"
+    write_table(results, docs.with_suffix(".md"), command, minutes, units, fields)
     plot(results, docs.with_suffix(".png"), units)
     return 0
 

@@ -75,6 +75,23 @@ def test_counts_are_the_broken_power_law_and_the_density_their_integral(counts):
     assert 150 < population.galaxy_density(counts) < 250  # per arcmin^2, to r = 27.35
 
 
+def test_a_density_scales_the_counts_at_every_magnitude(counts):
+    """``--density`` on a counts preset draws that many galaxies, the same magnitudes."""
+    from blendflag.pipeline.field_input import simulated_preset
+
+    drawn = population.galaxy_density(counts)
+    doubled = simulated_preset(PRESET, 2 * drawn).galaxy.counts
+    assert population.galaxy_density(doubled) == pytest.approx(2 * drawn, rel=1e-12)
+    mags = np.linspace(counts.bright_mag, counts.faint_mag, 7)
+    assert np.allclose(
+        population.log10_counts(mags, doubled) - population.log10_counts(mags, counts),
+        math.log10(2.0),
+    )
+    assert np.allclose(
+        population.magnitude_cdf(mags, doubled), population.magnitude_cdf(mags, counts)
+    )
+
+
 @pytest.mark.parametrize(("mag", "published"), [(22, 3.35), (24, 18.4), (25, 39.6), (27, 157)])
 def test_counts_match_the_published_cumulative_counts(counts, mag, published):
     """N(<r) per arcmin^2 of Driver et al. 2016's r-band counts, within 5%."""

@@ -111,7 +111,8 @@ def register(cli) -> None:
         "--density",
         type=float,
         metavar="PER_ARCMIN2",
-        help="galaxies per arcmin^2 (sets the field's size) [default: the preset's]",
+        help="galaxies per arcmin^2 drawn (sets the field's size; a number-counts "
+        "preset's counts are scaled to it) [default: the preset's]",
     )
     sim.add_argument(
         "--single-sign",

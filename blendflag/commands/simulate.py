@@ -103,7 +103,8 @@ def register(cli) -> None:
         "--density",
         type=float,
         metavar="PER_ARCMIN2",
-        help="galaxies per arcmin^2 (sets the size; default: the preset's)",
+        help="galaxies per arcmin^2 drawn (sets the size; a number-counts preset's "
+        "counts are scaled to it; default: the preset's)",
     )
     parser.add_argument(
         "--shear-pairs",

@@ -133,7 +133,14 @@ class FieldInput:
 
 
 def simulated_preset(dataset=DEFAULT_DATASET, density=None):
-    """The dataset preset, with its field density replaced when ``density`` is given.
+    """The dataset preset, with its galaxy density replaced when ``density`` is given.
+
+    A log-uniform preset takes ``density`` as its ``field.density``. A
+    number-counts preset (``galaxy.population: counts``) has its counts scaled
+    by ``density / drawn density`` at every magnitude, so that ``density``
+    galaxies per arcmin^2 are drawn down to the faint limit (the same
+    magnitudes, sizes and shapes, more of them: "LSST at twice the density" of
+    Sheldon et al. 2020 is ``density = 2 x`` the preset's).
 
     Raises
     ------
@@ -151,6 +158,14 @@ def simulated_preset(dataset=DEFAULT_DATASET, density=None):
         raise BlendflagError(
             f"density must be a positive number of galaxies per arcmin^2, got {density!r}"
         )
+    if preset.galaxy.population == "counts":
+        from blendflag.simulate.population import galaxy_density
+
+        counts = preset.galaxy.counts
+        factor = float(density) / galaxy_density(counts)
+        pivot_mag, pivot_n = counts.counts_pivot
+        counts = replace(counts, counts_pivot=(pivot_mag, pivot_n * factor))
+        return replace(preset, galaxy=replace(preset.galaxy, counts=counts))
     return replace(preset, field=replace(preset.field, density=float(density)))
 
 
@@ -257,7 +272,7 @@ def simulated_input(
         description={
             "dataset": fld.dataset,
             "n_galaxies": len(fld.truth) - n_star_rows,
-            "density": _drawn_density(preset),
+            "density": drawn_density(preset),
             "shear": list(fld.shear),
             "seed": seed,
             "noise_sigma": fld.noise_sigma,
@@ -270,7 +285,7 @@ def simulated_input(
     )
 
 
-def _drawn_density(preset) -> float:
+def drawn_density(preset) -> float:
     """Galaxies drawn per arcmin^2: the counts' integral, or the preset's ``field.density``."""
     if preset.galaxy.population == "counts":
         from blendflag.simulate.population import galaxy_density
