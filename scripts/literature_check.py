@@ -1,0 +1,347 @@
+"""The literature check: standard metacal and metadetection on DES-Y5- and LSST-Y10-like skies.
+
+Sheldon et al. 2020 (ApJ 902, 138, section 6, blended simulations with
+WeakLensingDeblending galaxies) measured the multiplicative bias of shear
+catalogues with S/N > 10:
+
+- metacalibration with detection once on the unsheared image (the project's
+  per-object route, ``metacal``): m = -0.036 ± 0.005 at DES-Y5 depth,
+  -0.035 ± 0.002 at LSST-Y10 depth, -0.082 ± 0.005 at twice LSST's density;
+- metadetection: +0.00025 ± 0.00088 (DES-Y5) and +0.00047 ± 0.00043 (LSST,
+  twice the density).
+
+For each configuration (``--configs``: preset and density factor; the
+factor scales the preset's number counts, :func:`simulated_preset`) the
+script simulates ``--tiles`` ±g pairs of fields of `compare`'s default size
+at the preset's own noise (``scripts/science_run.py``'s ``simulate_tiles``,
+seeds ``--seed``, ``--seed + 1``, ...), measures the same fields with each
+engine of ``--engines`` (``compare --tiles``: one task per tile, resumable:
+a rerun skips finished fields and tiles; errors are bootstrap over cells x
+sign, the ratio of the summed tiles) and writes
+
+- ``DOCS.md``: m of every selection per configuration and engine, the
+  literature's value beside ``all``, and the issue's verdicts: the
+  per-object ``all`` within a factor 1.5 of the literature's m, and
+  metadetection's |m| < max(2e-3, 3 sigma_m) with sigma_m <= 4e-3;
+- ``DOCS.png``: m of ``all`` per configuration and engine against the
+  literature's;
+- ``DOCS.json``: every combined comparison, the verdicts and a
+  ``provenance`` block.
+
+Usage (the work directory keeps the fields and tiles between runs)::
+
+    python scripts/literature_check.py --tiles 64 --out literature \\
+        --docs docs/literature_check
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from blendflag._runtime.provenance import provenance
+from blendflag._runtime.quiet_imports import install_for_script
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from science_run import run_configuration, simulate_tiles  # the sibling script's steps
+
+install_for_script()  # no TensorFlow start-up lines, as in blendflag-shear
+
+#: Sheldon et al. 2020, ApJ 902, 138 (section 6): m and its error per configuration and engine.
+LITERATURE = {
+    ("des_y5", 1.0): {"metacal": (-0.036, 0.005), "metadetect": (0.00025, 0.00088)},
+    ("lsst_y10", 1.0): {"metacal": (-0.035, 0.002)},
+    ("lsst_y10", 2.0): {"metacal": (-0.082, 0.005), "metadetect": (0.00047, 0.00043)},
+}
+#: The issue's tolerances: the per-object m within this factor of the literature's,
+#: and metadetection's requirement band and largest error.
+FACTOR = 1.5
+MD_BAND, MD_MAX_ERR = 2e-3, 4e-3
+#: Rows of the table, when present.
+SELECTIONS = ("all", "all_paired", "all_masked", "no_true_blends", "no_sextractor_blends")
+
+
+def parse_configs(text: str) -> list[tuple[str, float]]:
+    """``"des_y5:1,lsst_y10:2"`` -> ``[("des_y5", 1.0), ("lsst_y10", 2.0)]``.
+
+    Raises
+    ------
+    ValueError
+        An item without ``:``, or a factor that is not a positive number.
+    """
+    out = []
+    for item in text.split(","):
+        name, sep, factor = item.strip().partition(":")
+        if not sep or not name:
+            raise ValueError(f"--configs: {item!r} is not PRESET:FACTOR")
+        value = float(factor)
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"--configs: the factor of {item!r} must be a positive number")
+        out.append((name, value))
+    return out
+
+
+def config_name(dataset: str, factor: float) -> str:
+    """Directory and row name of a configuration, e.g. ``des_y5_1x``."""
+    return f"{dataset}_{factor:g}x"
+
+
+def verdict(engine: str, m: float | None, err: float | None, literature) -> dict:
+    """The issue's test of ``all`` for ``engine`` (see the module docstring).
+
+    Returns
+    -------
+    dict
+        ``met`` (bool or None: no literature value or no m), ``rule`` (text)
+        and, for the per-object route, ``pull``: (m - m_lit) / the two errors
+        in quadrature.
+    """
+    if m is None or err is None:
+        return {"met": None, "rule": "no measurement"}
+    if engine == "metadetect":
+        return {
+            "met": bool(abs(m) < max(MD_BAND, 3 * err) and err <= MD_MAX_ERR),
+            "rule": f"|m| < max({MD_BAND:g}, 3 sigma_m) and sigma_m <= {MD_MAX_ERR:g}",
+        }
+    if literature is None:
+        return {"met": None, "rule": "no literature value"}
+    lit, lit_err = literature
+    low, high = sorted((lit * FACTOR, lit / FACTOR))
+    return {
+        "met": bool(low <= m <= high),
+        "rule": f"m within a factor {FACTOR:g} of {lit:+.3f}: [{low:+.3f}, {high:+.3f}]",
+        "pull": (m - lit) / float(np.hypot(err, lit_err)),
+    }
+
+
+def _selection(doc: dict, name: str) -> dict | None:
+    return next((s for s in doc["selections"] if s["name"] == name), None)
+
+
+def summarise(results: dict) -> dict:
+    """``{config: {engine: verdict}}`` of ``all`` against :data:`LITERATURE`."""
+    out = {}
+    for (dataset, factor), engines in results.items():
+        row = {}
+        for engine, doc in engines.items():
+            s = _selection(doc, "all") or {}
+            lit = LITERATURE.get((dataset, factor), {}).get(engine)
+            row[engine] = verdict(engine, s.get("m"), s.get("m_err"), lit)
+            row[engine]["literature"] = lit
+        out[config_name(dataset, factor)] = row
+    return out
+
+
+def _pm(value, error, digits=4) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.{digits}f} ± {error:.{digits}f}" if error is not None else f"{value:+.4f}"
+
+
+def _met(v: dict) -> str:
+    return {True: "met", False: "**missed**", None: "-"}[v.get("met")]
+
+
+def write_markdown(results, verdicts, path: Path, command: str, minutes: float, tiles) -> None:
+    """The page: one table per configuration, the verdicts, the command."""
+    lines = [
+        "# The literature check: standard metacal and metadetection on survey skies",
+        "",
+        f"Command: `{command}` ({minutes:.0f} minutes of this run on this machine;",
+        "finished fields and tiles of earlier runs are reused).",
+        "",
+        "Fields: `compare`'s default ±g pairs (g = ±0.02, the same galaxies and pixel",
+        "noise, 90-degree rotated pairs) of each preset at its own noise; a density",
+        "factor scales the preset's number counts. Selections carry the shear",
+        "catalogue's cuts (S/N >= 10, T/T_PSF >= 1.2, in R). m = (g1(+) - g1(-)) / 2g - 1",
+        "from the summed tiles; errors: bootstrap over cells x sign; `dm_vs_truth`",
+        "against `no_true_blends` with the same draws. Literature: Sheldon et al.",
+        "2020, ApJ 902, 138 (section 6).",
+        "",
+    ]
+    for (dataset, factor), engines in results.items():
+        name = config_name(dataset, factor)
+        lines += [f"## `{dataset}`, {factor:g}x its density ({tiles[name]} ±g fields)", ""]
+        lines += [
+            "| engine | selection | N | kept | m | c1 | dm_vs_truth | literature m | verdict |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for engine, doc in engines.items():
+            v = verdicts[name][engine]
+            for sel in SELECTIONS:
+                s = _selection(doc, sel)
+                if s is None:
+                    continue
+                lit = _pm(*v["literature"], digits=5) if sel == "all" and v["literature"] else ""
+                lines.append(
+                    f"| {engine} | {sel} | {s['n']} | {s['fraction_kept']:.3f} | "
+                    f"{_pm(s['m'], s['m_err'])} | {_pm(s['c1'], s['c1_err'], 5)} | "
+                    f"{_pm(s['dm_vs_truth'], s['dm_vs_truth_err'])} | {lit} | "
+                    f"{_met(v) if sel == 'all' else ''} |"
+                )
+        lines.append("")
+        for engine in engines:
+            v = verdicts[name][engine]
+            pull = f"; (m - m_lit) / sigma = {v['pull']:+.1f}" if "pull" in v else ""
+            lines.append(f"- {engine}: {v['rule']}: {_met(v)}{pull}")
+        lines.append("")
+    lines += [f"![m of all per configuration]({path.with_suffix('.png').name})", ""]
+    lines += [
+        "m of `all` per configuration and engine (1-sigma bootstrap errors) against",
+        "the literature's (open symbols, their errors); grey: |m| < 2e-3.",
+        "",
+    ]
+    from blendflag.io.atomic import atomic_output
+
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text("\n".join(lines))
+
+
+def plot(results: dict, path: Path) -> None:
+    """m of ``all`` per configuration and engine, with the literature's beside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 1.5 + 0.8 * len(results)), layout="constrained")
+    ax.axvspan(-MD_BAND, MD_BAND, color="0.85", label="|m| < 2e-3")
+    labels = []
+    for k, ((dataset, factor), engines) in enumerate(results.items()):
+        labels.append(f"{dataset} {factor:g}x")
+        for j, engine in enumerate(("metacal", "metadetect")):
+            y = -k - 0.15 * (j - 0.5)
+            s = _selection(engines[engine], "all") if engine in engines else None
+            if s is not None and s["m"] is not None:
+                ax.errorbar(
+                    s["m"],
+                    y,
+                    xerr=s["m_err"],
+                    fmt="o",
+                    color=f"C{j}",
+                    capsize=3,
+                    label=f"{engine} (this work)" if k == 0 else None,
+                )
+            lit = LITERATURE.get((dataset, factor), {}).get(engine)
+            if lit is not None:
+                ax.errorbar(
+                    lit[0],
+                    y - 0.06,
+                    xerr=lit[1],
+                    fmt="s",
+                    mfc="none",
+                    color=f"C{j}",
+                    capsize=3,
+                    label=f"{engine}, Sheldon et al. 2020" if k == 0 else None,
+                )
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(-np.arange(len(labels)), labels)
+    ax.set_xlabel("multiplicative bias m of `all` (±g pairs; 1-sigma bootstrap over cells x sign)")
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    from blendflag.io.atomic import atomic_output
+
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+
+
+def run(args, configs) -> tuple[dict, dict]:
+    """Simulate and measure every configuration; ``(results, tiles per config)``."""
+    from blendflag.pipeline.field_input import drawn_density
+    from blendflag.simulate.presets import load_dataset
+
+    results, tiles = {}, {}
+    for dataset, factor in configs:
+        preset = load_dataset(dataset)
+        root = Path(args.out) / config_name(dataset, factor)
+        seeds = range(args.seed, args.seed + args.tiles)
+        density = factor * drawn_density(preset)
+        simulate_tiles(root, density, preset.default_noise, seeds, None, 26, dataset, args.workers)
+        engines = {}
+        for engine in args.engines.split(","):
+            engines[engine] = run_configuration(
+                root,
+                args.workers,
+                args.seed,
+                args.bootstrap,
+                engine,
+                seeds,
+                flaggers=args.flaggers.split(","),
+            )
+            s = _selection(engines[engine], "all")
+            print(config_name(dataset, factor), engine, _pm(s["m"], s["m_err"]), flush=True)
+        results[(dataset, factor)] = engines
+        tiles[config_name(dataset, factor)] = args.tiles
+    return results, tiles
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--configs",
+        default="des_y5:1,lsst_y10:1,lsst_y10:2",
+        help="PRESET:DENSITY_FACTOR, comma-separated [des_y5:1,lsst_y10:1,lsst_y10:2]",
+    )
+    parser.add_argument("--engines", default="metacal,metadetect", help="[metacal,metadetect]")
+    parser.add_argument("--tiles", type=int, default=8, help="±g fields per configuration [8]")
+    parser.add_argument("--flaggers", default="sextractor", help="[sextractor]")
+    parser.add_argument("--workers", type=int, default=2, help="processes [2]")
+    parser.add_argument("--seed", type=int, default=100, help="first field seed [100]")
+    parser.add_argument("--bootstrap", type=int, default=200)
+    parser.add_argument("--out", default="literature", help="work directory [literature]")
+    parser.add_argument("--docs", required=True, help="stem of the page, figure and JSON")
+    args = parser.parse_args(argv)
+    from blendflag.errors import BlendflagError
+
+    try:
+        configs = parse_configs(args.configs)
+        from blendflag.simulate.presets import load_dataset
+
+        for dataset, _ in configs:
+            load_dataset(dataset)
+    except (ValueError, BlendflagError) as exc:  # a bad --configs or an unknown preset
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.tiles < 1:
+        print("error: --tiles must be a positive integer", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    results, tiles = run(args, configs)
+    verdicts = summarise(results)
+    docs = Path(args.docs)
+    docs.parent.mkdir(parents=True, exist_ok=True)
+    command = "python scripts/literature_check.py " + " ".join(argv or sys.argv[1:])
+    write_markdown(
+        results,
+        verdicts,
+        docs.with_suffix(".md"),
+        command,
+        (time.perf_counter() - start) / 60,
+        tiles,
+    )
+    plot(results, docs.with_suffix(".png"))
+    from blendflag.commands.common import write_json
+
+    write_json(
+        {
+            "provenance": provenance(),
+            "literature": "Sheldon et al. 2020, ApJ 902, 138, section 6",
+            "fields_per_configuration": tiles,
+            "verdicts": verdicts,
+            "results": {config_name(*k): v for k, v in results.items()},
+        },
+        docs.with_suffix(".json"),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

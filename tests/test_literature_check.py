@@ -1,0 +1,85 @@
+"""The literature check's verdicts (scripts/literature_check.py) on hand-made numbers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parents[1] / "scripts" / "literature_check.py"
+
+
+@pytest.fixture(scope="module")
+def check():
+    spec = importlib.util.spec_from_file_location("literature_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_configs_parse_and_bad_ones_are_refused(check):
+    assert check.parse_configs("des_y5:1, lsst_y10:2") == [("des_y5", 1.0), ("lsst_y10", 2.0)]
+    for bad in ("des_y5", ":1", "des_y5:0", "des_y5:-2", "des_y5:nan"):
+        with pytest.raises(ValueError):
+            check.parse_configs(bad)
+
+
+@pytest.mark.parametrize(
+    ("m", "met"),
+    [(-0.036, True), (-0.0241, True), (-0.0539, True), (-0.0239, False), (-0.055, False),
+     (0.036, False)],
+)  # fmt: skip
+def test_per_object_within_a_factor_one_and_a_half_of_the_literature(check, m, met):
+    v = check.verdict("metacal", m, 0.01, (-0.036, 0.005))
+    assert v["met"] is met
+    assert v["pull"] == pytest.approx((m + 0.036) / (0.01**2 + 0.005**2) ** 0.5)
+
+
+@pytest.mark.parametrize(
+    ("m", "err", "met"),
+    [(0.0019, 0.0005, True), (0.0035, 0.0015, True), (0.0050, 0.0015, False),
+     (0.0010, 0.0041, False), (-0.0119, 0.0040, True), (-0.0121, 0.0040, False)],
+)  # fmt: skip
+def test_metadetection_inside_the_band_or_three_sigma_with_a_small_error(check, m, err, met):
+    assert check.verdict("metadetect", m, err, None)["met"] is met
+
+
+def test_no_measurement_or_no_literature_gives_no_verdict(check):
+    assert check.verdict("metacal", None, None, (-0.036, 0.005))["met"] is None
+    assert check.verdict("metacal", -0.03, 0.01, None)["met"] is None
+
+
+def test_bad_input_is_one_error_line_and_exit_two(check, tmp_path, capsys):
+    docs = tmp_path / "lit"
+    assert check.main(["--configs", "des_y5", "--docs", str(docs)]) == 2
+    assert check.main(["--configs", "nowhere:1", "--docs", str(docs)]) == 2
+    assert check.main(["--tiles", "0", "--docs", str(docs)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_page_carries_every_selection_and_the_verdict(check, tmp_path):
+    def sel(name, m):
+        fields = {"n": 100, "fraction_kept": 1.0, "m": m, "m_err": 0.01, "c1": 0.0}
+        return {"name": name, **fields, "c1_err": 1e-4, "dm_vs_truth": m - 0.01,
+                "dm_vs_truth_err": 0.005}  # fmt: skip
+
+    results = {
+        ("des_y5", 1.0): {
+            "metacal": {"selections": [sel("all", -0.03), sel("no_true_blends", 0.01)]},
+            "metadetect": {"selections": [sel("all", 0.001)]},
+        }
+    }
+    verdicts = check.summarise(results)
+    assert verdicts["des_y5_1x"]["metacal"]["met"] is True
+    assert verdicts["des_y5_1x"]["metadetect"]["met"] is False  # sigma_m 0.01 > 4e-3
+    page = tmp_path / "lit.md"
+    check.write_markdown(results, verdicts, page, "cmd", 1.0, {"des_y5_1x": 3})
+    text = page.read_text()
+    assert "| metacal | all | 100 | 1.000 | -0.0300 ± 0.0100 |" in text
+    assert "| metacal | no_true_blends |" in text and "-0.03600 ± 0.00500" in text
+    assert "metadetect: |m| < max(0.002, 3 sigma_m) and sigma_m <= 0.004: **missed**" in text
+    json.dumps(verdicts)  # plain data for the JSON
