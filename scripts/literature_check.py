@@ -89,6 +89,27 @@ def parse_configs(text: str) -> list[tuple[str, float]]:
     return out
 
 
+def parse_tiles(text: str, n_configs: int) -> list[int]:
+    """Fields per configuration: one count for all, or one per configuration.
+
+    Raises
+    ------
+    ValueError
+        Not positive integers, or neither one count nor ``n_configs``.
+    """
+    try:
+        counts = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--tiles: {text!r} is not a list of integers") from None
+    if any(c < 1 for c in counts):
+        raise ValueError("--tiles: counts must be positive integers")
+    if len(counts) == 1:
+        return counts * n_configs
+    if len(counts) != n_configs:
+        raise ValueError(f"--tiles: one count, or one per configuration ({n_configs})")
+    return counts
+
+
 def config_name(dataset: str, factor: float) -> str:
     """Directory and row name of a configuration, e.g. ``des_y5_1x``."""
     return f"{dataset}_{factor:g}x"
@@ -253,16 +274,16 @@ def plot(results: dict, path: Path) -> None:
         fig.savefig(tmp, dpi=120, format="png")
 
 
-def run(args, configs) -> tuple[dict, dict]:
-    """Simulate and measure every configuration; ``(results, tiles per config)``."""
+def run(args, configs, counts) -> tuple[dict, dict]:
+    """Simulate and measure every configuration (``counts``: its fields); ``(results, tiles)``."""
     from blendflag.pipeline.field_input import drawn_density
     from blendflag.simulate.presets import load_dataset
 
     results, tiles = {}, {}
-    for dataset, factor in configs:
+    for (dataset, factor), n_fields in zip(configs, counts, strict=True):
         preset = load_dataset(dataset)
         root = Path(args.out) / config_name(dataset, factor)
-        seeds = range(args.seed, args.seed + args.tiles)
+        seeds = range(args.seed, args.seed + n_fields)
         density = factor * drawn_density(preset)
         simulate_tiles(root, density, preset.default_noise, seeds, None, 26, dataset, args.workers)
         engines = {}
@@ -279,7 +300,7 @@ def run(args, configs) -> tuple[dict, dict]:
             s = _selection(engines[engine], "all")
             print(config_name(dataset, factor), engine, _pm(s["m"], s["m_err"]), flush=True)
         results[(dataset, factor)] = engines
-        tiles[config_name(dataset, factor)] = args.tiles
+        tiles[config_name(dataset, factor)] = n_fields
     return results, tiles
 
 
@@ -291,7 +312,11 @@ def main(argv=None) -> int:
         help="PRESET:DENSITY_FACTOR, comma-separated [des_y5:1,lsst_y10:1,lsst_y10:2]",
     )
     parser.add_argument("--engines", default="metacal,metadetect", help="[metacal,metadetect]")
-    parser.add_argument("--tiles", type=int, default=8, help="±g fields per configuration [8]")
+    parser.add_argument(
+        "--tiles",
+        default="8",
+        help="±g fields per configuration, or one count per configuration [8]",
+    )
     parser.add_argument("--flaggers", default="sextractor", help="[sextractor]")
     parser.add_argument("--workers", type=int, default=2, help="processes [2]")
     parser.add_argument("--seed", type=int, default=100, help="first field seed [100]")
@@ -310,11 +335,13 @@ def main(argv=None) -> int:
     except (ValueError, BlendflagError) as exc:  # a bad --configs or an unknown preset
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.tiles < 1:
-        print("error: --tiles must be a positive integer", file=sys.stderr)
+    try:
+        counts = parse_tiles(args.tiles, len(configs))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    results, tiles = run(args, configs)
+    results, tiles = run(args, configs, counts)
     verdicts = summarise(results)
     docs = Path(args.docs)
     docs.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,14 @@ def check():
     return module
 
 
+def test_tiles_are_one_count_or_one_per_configuration(check):
+    assert check.parse_tiles("8", 3) == [8, 8, 8]
+    assert check.parse_tiles("24,16,8", 3) == [24, 16, 8]
+    for bad in ("8,8", "0", "a", "8,-1,2"):
+        with pytest.raises(ValueError):
+            check.parse_tiles(bad, 3)
+
+
 def test_configs_parse_and_bad_ones_are_refused(check):
     assert check.parse_configs("des_y5:1, lsst_y10:2") == [("des_y5", 1.0), ("lsst_y10", 2.0)]
     for bad in ("des_y5", ":1", "des_y5:0", "des_y5:-2", "des_y5:nan"):
