@@ -25,13 +25,13 @@ sign, the ratio of the summed tiles) and writes
   metadetection's |m| < max(2e-3, 3 sigma_m) with sigma_m <= 4e-3;
 - ``DOCS.png``: m of ``all`` per configuration and engine against the
   literature's;
-- ``DOCS.json``: every combined comparison, the verdicts and a
-  ``provenance`` block.
+- ``--json`` (default ``DOCS.json``): every combined comparison, the
+  verdicts and a ``provenance`` block.
 
 Usage (the work directory keeps the fields and tiles between runs)::
 
     python scripts/literature_check.py --tiles 64 --out literature \\
-        --docs docs/literature_check
+        --docs docs/literature_check --json docs/results/literature_check.json
 """
 
 from __future__ import annotations
@@ -322,7 +322,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=100, help="first field seed [100]")
     parser.add_argument("--bootstrap", type=int, default=200)
     parser.add_argument("--out", default="literature", help="work directory [literature]")
-    parser.add_argument("--docs", required=True, help="stem of the page, figure and JSON")
+    parser.add_argument("--docs", required=True, help="stem of the page and figure")
+    parser.add_argument("--json", default=None, help="the results' JSON [the stem's .json]")
     args = parser.parse_args(argv)
     from blendflag.errors import BlendflagError
 
@@ -365,7 +366,7 @@ def main(argv=None) -> int:
             "verdicts": verdicts,
             "results": {config_name(*k): v for k, v in results.items()},
         },
-        docs.with_suffix(".json"),
+        args.json or docs.with_suffix(".json"),
     )
     return 0
 
