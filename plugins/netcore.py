@@ -229,6 +229,14 @@ class NetworkFlagger(Flagger):
         nothing; measured on the shipped VGG16). Costs ``views`` times the
         inference time; the threshold stays the weights' (chosen on single
         views). [default: 1]
+    count_rule : str
+        How the count head's probabilities become ``n_sources`` (weights
+        with a count head): ``gated``, 1 source where the blend flag is off
+        and else the most probable of 2, 3 and 4+, so that ``NSRC > 1``
+        exactly where ``BLEND`` is set and the count follows the threshold
+        (chosen for the sky's share of blends); ``argmax``, the most probable
+        class on its own, at the training set's share of blends (25%).
+        [default: "gated"]
     """
 
     FORMAT = ""
@@ -237,6 +245,8 @@ class NetworkFlagger(Flagger):
     CARD = "NN"
     needs_stamps = True
     cli_options = ("weights", "threshold", "views")
+    #: The ``count_rule`` values (see the class docstring).
+    COUNT_RULES = ("gated", "argmax")
 
     def __init__(self, options=None):
         super().__init__(options)
@@ -256,6 +266,12 @@ class NetworkFlagger(Flagger):
                 f"{', '.join(map(str, VIEW_COUNTS))}, got {views!r}"
             )
         self.views = int(views)
+        self.count_rule = str(self.options.get("count_rule", "gated"))
+        if self.count_rule not in self.COUNT_RULES:
+            raise BlendflagError(
+                f"{self.name} count_rule must be one of {', '.join(self.COUNT_RULES)}, "
+                f"got {self.count_rule!r}"
+            )
 
     @classmethod
     def build(cls, metadata: dict, precision: str):
@@ -314,10 +330,15 @@ class NetworkFlagger(Flagger):
 
     def flag_stamps(self, stamps, noise_sigma=None, reference_sigma=None) -> FlagResult:
         p, counts = self.predict(stamps, reference_sigma)
-        n_sources = None
-        if counts is not None:
-            n_sources = (np.argmax(counts, axis=1) + 1).astype(np.int16)
-        return FlagResult(flag=p >= self.threshold, probability=p, n_sources=n_sources)
+        flag = p >= self.threshold
+        n_sources = None if counts is None else self.source_counts(counts, flag)
+        return FlagResult(flag=flag, probability=p, n_sources=n_sources)
+
+    def source_counts(self, counts: np.ndarray, flag: np.ndarray) -> np.ndarray:
+        """Sources per stamp (int16, 1-4) from the count probabilities, by ``count_rule``."""
+        if self.count_rule == "argmax":
+            return (np.argmax(counts, axis=1) + 1).astype(np.int16)
+        return np.where(flag, np.argmax(counts[:, 1:], axis=1) + 2, 1).astype(np.int16)
 
     def provenance(self):
         sha = file_sha256(self.weights)

@@ -6,7 +6,8 @@ Usage::
     python scripts/weights_ab.py --data held_cfis.fits --a OLD.npz --b NEW.npz \
         --json docs/results/vgg16_ab_cfis.json
 
-Both weights flag every stamp of ``--data`` (a ``simulate`` file: the study's
+Both weights (or one file twice with different flagger options,
+``--a-options`` / ``--b-options``) flag every stamp of ``--data`` (a ``simulate`` file: the study's
 pairs or survey field stamps) through the ``--method`` flagger, each at its own
 stored threshold. Per set: binary accuracy, blend and non-blend recall, the
 share of single galaxies called blends above 0.4" half-light radius (field
@@ -32,8 +33,11 @@ install_for_script()
 LARGE_HLR = 0.4
 
 
-def predictions(stamps, truth, dataset, method: str, weights: str) -> dict:
-    """Per-stamp flags and counts of ``method`` with ``weights`` on ``read_stamps``' output."""
+def predictions(stamps, truth, dataset, method: str, weights: str, options=None) -> dict:
+    """Per-stamp flags and counts of ``method`` with ``weights`` on ``read_stamps``' output.
+
+    ``options`` are further flagger options (e.g. ``{"count_rule": "argmax"}``).
+    """
     from blendflag.config import load_pipeline_config
     from blendflag.flagging.evaluation import truth_reference_noise
     from blendflag.flagging.flaggers import make_flaggers
@@ -42,7 +46,8 @@ def predictions(stamps, truth, dataset, method: str, weights: str) -> dict:
 
     pm = get_plugin_manager()
     config = load_pipeline_config(None)
-    (flagger,) = make_flaggers(pm, [method], config, {method: {"weights": weights}})
+    overrides = {method: {"weights": weights, **(options or {})}}
+    (flagger,) = make_flaggers(pm, [method], config, overrides)
     reference = label_reference_noise(dataset) if dataset else truth_reference_noise(truth)
     flagger.default_reference_noise(reference)
     result = flagger.flag_stamps(stamps)
@@ -122,12 +127,37 @@ def paired_table(a: dict, b: dict, n_boot: int, rng) -> dict:
     return out
 
 
+def parse_options(text: str | None) -> dict:
+    """``"count_rule=argmax,views=2"`` -> ``{"count_rule": "argmax", "views": 2}`` (YAML values).
+
+    Raises
+    ------
+    BlendflagError
+        An item without ``=``.
+    """
+    import yaml
+
+    from blendflag.errors import BlendflagError
+
+    out = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BlendflagError(f"flagger options: {item!r} is not KEY=VALUE")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="a `simulate` stamps file")
     parser.add_argument("--a", required=True, help="weights A (e.g. the shipped file)")
     parser.add_argument("--b", required=True, help="weights B")
     parser.add_argument("--method", default="vgg16", help="flagger [default: vgg16]")
+    parser.add_argument("--a-options", help="flagger options of A, KEY=VALUE,... (e.g. views=2)")
+    parser.add_argument("--b-options", help="flagger options of B, KEY=VALUE,...")
     parser.add_argument("--bootstrap", type=int, default=1000, help="[default: 1000]")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed [default: 0]")
     parser.add_argument("--json", help="write the table here")
@@ -135,9 +165,10 @@ def main(argv=None) -> int:
     from blendflag.commands.common import write_json
     from blendflag.simulate.stamps import read_stamps
 
+    options_a, options_b = parse_options(args.a_options), parse_options(args.b_options)
     stamps = read_stamps(args.data)  # once: the same stamps for both weights
-    a = predictions(*stamps, args.method, args.a)
-    b = predictions(*stamps, args.method, args.b)
+    a = predictions(*stamps, args.method, args.a, options_a)
+    b = predictions(*stamps, args.method, args.b, options_b)
     table = paired_table(a, b, args.bootstrap, np.random.default_rng(args.seed))
     for name, row in table.items():
         text = "  ".join(
@@ -154,6 +185,8 @@ def main(argv=None) -> int:
             "method": args.method,
             "a": args.a,
             "b": args.b,
+            "a_options": options_a,
+            "b_options": options_b,
             "bootstrap": {"unit": "stamp", "draws": args.bootstrap, "seed": args.seed},
             "metrics": table,
         }

@@ -151,9 +151,31 @@ def test_count_head_model_and_nsrc(tmp_path):
     assert set(np.unique(result.n_sources)) <= {1, 2, 3, 4}
     p, counts = flagger.predict(stamps)
     np.testing.assert_allclose(counts.sum(axis=1), 1.0, rtol=1e-5)
-    np.testing.assert_array_equal(result.n_sources, np.argmax(counts, axis=1) + 1)
+    np.testing.assert_array_equal(result.n_sources > 1, result.flag)  # gated: the default
     np.testing.assert_allclose(result.probability, p)
     assert flagger.count_column == "NSRC_VGG16"
+    argmax = VGG16Flagger({"weights": str(path), "precision": "float32", "count_rule": "argmax"})
+    np.testing.assert_array_equal(argmax.flag_stamps(stamps).n_sources, np.argmax(counts, 1) + 1)
+
+
+def test_count_rules_on_hand_set_probabilities(tmp_path):
+    """gated: 1 where the flag is off, else the most probable of 2, 3, 4+;
+    argmax: the most probable class; an unknown rule is one error."""
+    from blendflag.errors import BlendflagError
+    from blendflag_plugins.vgg16 import VGG16Flagger, build_model, save_weights
+
+    model = build_model(32, precision="float32", count_classes=4)
+    path = save_weights(model, tmp_path / "c.npz", {"input_size": 32, "count_classes": 4})
+    counts = np.array(
+        [[0.7, 0.2, 0.1, 0.0], [0.7, 0.1, 0.2, 0.0], [0.1, 0.6, 0.2, 0.1], [0.4, 0.1, 0.1, 0.4]]
+    )
+    flag = np.array([False, True, False, True])
+    gated = VGG16Flagger({"weights": str(path)})
+    np.testing.assert_array_equal(gated.source_counts(counts, flag), [1, 3, 1, 4])
+    argmax = VGG16Flagger({"weights": str(path), "count_rule": "argmax"})
+    np.testing.assert_array_equal(argmax.source_counts(counts, flag), [1, 1, 2, 1])
+    with pytest.raises(BlendflagError, match="count_rule must be one of gated, argmax"):
+        VGG16Flagger({"weights": str(path), "count_rule": "prior"})
 
 
 def test_nsrc_column_written_without_touching_any_other(detected, tmp_path, capsys):
