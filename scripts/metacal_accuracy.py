@@ -86,6 +86,12 @@ def _argument_parser() -> argparse.ArgumentParser:
         help="switch the noise correction off (to see the noise bias)",
     )
     parser.add_argument("--single-sign", action="store_true", help="+g only, no -g twin")
+    parser.add_argument(
+        "--cuts",
+        action="store_true",
+        help="apply the shear catalogue's cuts (shear.cuts of the packaged config: S/N and "
+        "T/T_PSF on each metacal version, so R_S sees them) [off: every object]",
+    )
     parser.add_argument("--seed", type=int, default=12345)
     parser.add_argument("--n-bootstrap", type=int, default=500)
     parser.add_argument("--json", help="write the result here")
@@ -122,8 +128,8 @@ def _chunk_tasks(args, kwargs: dict, seeds, n_chunks: int, options) -> list[tupl
     return tasks
 
 
-def _units_by_sign(parts: list, tasks: list) -> tuple[list, object]:
-    """The pair sums of each sign, and the last sign's table of measurements.
+def _units_by_sign(parts: list, tasks: list, cuts=None) -> tuple[dict, object]:
+    """The pair sums of each sign per selection, and the last sign's table of measurements.
 
     Parameters
     ----------
@@ -131,11 +137,14 @@ def _units_by_sign(parts: list, tasks: list) -> tuple[list, object]:
         :func:`_run_chunk`'s ``(columns, pair_id, seconds)`` per task.
     tasks : list of tuple
         The tasks, in the same order (their sign is their 8th item).
+    cuts : blendflag.config.ShearCuts or None
+        The shear catalogue's cuts, made on each version: selection ``cut``
+        beside ``all`` (every object).
 
     Returns
     -------
-    units : list of blendflag.shear.paired.UnitSums
-        One per sign, in order of first appearance.
+    units : dict
+        ``{selection: [UnitSums per sign, in order of first appearance]}``.
     table : astropy.table.Table
         The measurements at the last sign.
     """
@@ -147,12 +156,17 @@ def _units_by_sign(parts: list, tasks: list) -> tuple[list, object]:
     by_sign = {}
     for (cols, pair_id, _), task in zip(parts, tasks, strict=True):
         by_sign.setdefault(task[7], []).append((Table(cols), pair_id))  # the sign
-    units = []
+    from blendflag.shear.cuts import shear_cut_masks
+    from blendflag.shear.results import good_shapes
+
+    units = {"all": []} if cuts is None else {"all": [], "cut": []}
     for sign, chunks in by_sign.items():
         table = vstack([t for t, _ in chunks])
         pair_id = np.concatenate([p for _, p in chunks])
-        sums, n_good = selection_unit_sums(table, None, pair_id)
-        units.append(UnitSums(np.unique(pair_id), sums, n_good, sign))
+        for name in units:
+            masks = None if name == "all" else shear_cut_masks(table, cuts, good_shapes(table))[0]
+            sums, n_good = selection_unit_sums(table, masks, pair_id)
+            units[name].append(UnitSums(np.unique(pair_id), sums, n_good, sign))
     return units, table
 
 
@@ -183,10 +197,15 @@ def main(argv=None) -> int:
     wall = time.perf_counter() - start
     from blendflag.shear.paired import compare_statistics
 
-    units, table = _units_by_sign(parts, tasks)
+    cuts = None
+    if args.cuts:
+        from blendflag.config import load_pipeline_config
+
+        cuts = load_pipeline_config(None).shear.cuts
+    units, table = _units_by_sign(parts, tasks, cuts)
     cpu_seconds = sum(p[2] for p in parts)
-    (entry,) = compare_statistics(
-        {"all": units},
+    entries = compare_statistics(
+        units,
         args.step,
         (args.shear, 0.0),
         np.random.default_rng(args.seed + 1),
@@ -200,6 +219,9 @@ def main(argv=None) -> int:
         "shear_pairs": not args.single_sign,
         "noise_sigma": args.noise,
         "fixnoise": not args.no_fixnoise,
+        "shear_cuts": None
+        if cuts is None
+        else {"s2n_min": cuts.s2n_min, "t_ratio_min": cuts.t_ratio_min},
         "median_s2n": float(np.median(s2n[np.isfinite(s2n)])) if np.isfinite(s2n).any() else None,
         "true_shear": [args.shear, 0.0],
         "psf_g2": args.psf_g2,
@@ -207,8 +229,10 @@ def main(argv=None) -> int:
         "ms_per_object_per_core": 1e3 * cpu_seconds / (len(table) * len(units)),
         "wall_seconds": wall,
         "workers": args.workers,
-        "selection": entry,
+        "selection": entries[0],
+        **({"cut": entries[1]} if len(entries) > 1 else {}),
     }
+    entry = entries[-1]  # printed: the cut selection when there is one
     print(json.dumps(out, indent=2))
     print(
         f"m = {entry['m']:.2e} +/- {entry['m_err']:.1e}   "
@@ -216,9 +240,10 @@ def main(argv=None) -> int:
         f"c2 = {entry['c2']:.2e} +/- {entry['c2_err']:.1e}"
     )
     if args.json:
+        from blendflag.commands.common import write_json
+
         out["provenance"] = provenance()
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=2)
+        write_json(out, args.json)
     return 0
 
 
