@@ -171,8 +171,11 @@ def _met(v: dict) -> str:
     return {True: "met", False: "**missed**", None: "-"}[v.get("met")]
 
 
-def write_markdown(results, verdicts, path: Path, command: str, minutes: float, tiles) -> None:
+def write_markdown(
+    results, verdicts, path: Path, command: str, minutes: float, tiles, noise_factor=1.0
+) -> None:
     """The page: one table per configuration, the verdicts, the command."""
+    noise = "its own noise" if noise_factor == 1 else f"{noise_factor:g} x its own noise"
     lines = [
         "# The literature check: standard metacal and metadetection on survey skies",
         "",
@@ -180,7 +183,7 @@ def write_markdown(results, verdicts, path: Path, command: str, minutes: float, 
         "finished fields and tiles of earlier runs are reused).",
         "",
         "Fields: `compare`'s default ±g pairs (g = ±0.02, the same galaxies and pixel",
-        "noise, 90-degree rotated pairs) of each preset at its own noise; a density",
+        f"noise, 90-degree rotated pairs) of each preset at {noise}; a density",
         "factor scales the preset's number counts. Selections carry the shear",
         "catalogue's cuts (S/N >= 10, T/T_PSF >= 1.2, in R). m = (g1(+) - g1(-)) / 2g - 1",
         "from the summed tiles; errors: bootstrap over cells x sign; `dm_vs_truth`",
@@ -282,10 +285,12 @@ def run(args, configs, counts) -> tuple[dict, dict]:
     results, tiles = {}, {}
     for (dataset, factor), n_fields in zip(configs, counts, strict=True):
         preset = load_dataset(dataset)
-        root = Path(args.out) / config_name(dataset, factor)
+        suffix = "" if args.noise_factor == 1 else f"_noise{args.noise_factor:g}"
+        root = Path(args.out) / (config_name(dataset, factor) + suffix)
         seeds = range(args.seed, args.seed + n_fields)
         density = factor * drawn_density(preset)
-        simulate_tiles(root, density, preset.default_noise, seeds, None, 26, dataset, args.workers)
+        noise = args.noise_factor * preset.default_noise
+        simulate_tiles(root, density, noise, seeds, None, 26, dataset, args.workers)
         engines = {}
         for engine in args.engines.split(","):
             engines[engine] = run_configuration(
@@ -320,6 +325,13 @@ def main(argv=None) -> int:
     parser.add_argument("--flaggers", default="sextractor", help="[sextractor]")
     parser.add_argument("--workers", type=int, default=2, help="processes [2]")
     parser.add_argument("--seed", type=int, default=100, help="first field seed [100]")
+    parser.add_argument(
+        "--noise-factor",
+        type=float,
+        default=1.0,
+        help="pixel noise in units of each preset's survey noise (a diagnostic; the fields go "
+        "to their own directories) [1]",
+    )
     parser.add_argument("--bootstrap", type=int, default=200)
     parser.add_argument("--out", default="literature", help="work directory [literature]")
     parser.add_argument("--docs", required=True, help="stem of the page and figure")
@@ -338,6 +350,8 @@ def main(argv=None) -> int:
         return 2
     try:
         counts = parse_tiles(args.tiles, len(configs))
+        if not (np.isfinite(args.noise_factor) and args.noise_factor > 0):
+            raise ValueError("--noise-factor must be a positive number")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -354,6 +368,7 @@ def main(argv=None) -> int:
         command,
         (time.perf_counter() - start) / 60,
         tiles,
+        args.noise_factor,
     )
     plot(results, docs.with_suffix(".png"))
     from blendflag.commands.common import write_json
@@ -363,6 +378,7 @@ def main(argv=None) -> int:
             "provenance": provenance(),
             "literature": "Sheldon et al. 2020, ApJ 902, 138, section 6",
             "fields_per_configuration": tiles,
+            "noise_factor": args.noise_factor,
             "verdicts": verdicts,
             "results": {config_name(*k): v for k, v in results.items()},
         },
