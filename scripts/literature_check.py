@@ -41,6 +41,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -51,7 +52,8 @@ from blendflag._runtime.provenance import provenance
 from blendflag._runtime.quiet_imports import install_for_script
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from science_run import run_configuration, simulate_tiles  # the sibling script's steps
+from science_run import SHEAR as FIELD_SHEAR  # the sibling script's steps and shear
+from science_run import run_configuration, simulate_tiles
 
 install_for_script()  # no TensorFlow start-up lines, as in blendflag-shear
 
@@ -212,6 +214,22 @@ def write_markdown(
                     f"{_met(v) if sel == 'all' else ''} |"
                 )
         lines.append("")
+        split = engines.get("metacal", {}).get("s2n_split")
+        if split:
+            lines += [
+                "Per-object m by noshear S/N (every measured object of the bin, no cut and",
+                "no R_S; bootstrap over the ±g fields):",
+                "",
+                "| S/N | N | R11 | m |",
+                "|---|---|---|---|",
+            ]
+            for b in split:
+                top = "inf" if b["s2n_max"] is None else f"{b['s2n_max']:g}"
+                lines.append(
+                    f"| {b['s2n_min']:g}-{top} | {b['n']} | {b['R11']:.3f} | "
+                    f"{_pm(b['m'], b['m_err'])} |"
+                )
+            lines.append("")
         for engine in engines:
             v = verdicts[name][engine]
             pull = f"; (m - m_lit) / sigma = {v['pull']:+.1f}" if "pull" in v else ""
@@ -277,6 +295,75 @@ def plot(results: dict, path: Path) -> None:
         fig.savefig(tmp, dpi=120, format="png")
 
 
+#: S/N bins (noshear S/N, lower edges) of the per-object diagnostic split.
+S2N_EDGES = (10.0, 20.0, np.inf)
+
+
+def s2n_split(root: Path, seeds, rng, n_boot: int = 200) -> list[dict]:
+    """Per-object m of ``all`` in bins of noshear S/N, from the tiles' catalogues.
+
+    A diagnostic: every measured object of the bin on its noshear S/N only (no
+    selection response), m = (g(+) - g(-)) / 2g - 1 with g = sum e1 / sum R11
+    per sign, and a bootstrap over the ±g fields (the unit: one field's two
+    images).
+    """
+    per_field = _field_catalogues(root, seeds)
+    out = []
+    for lo, hi in itertools.pairwise(S2N_EDGES):
+        sums = _bin_sums(per_field, lo, hi)  # field, sign, (n, sum e1, sum R11)
+        total = sums.sum(axis=0)
+        picks = (rng.integers(0, len(sums), len(sums)) for _ in range(n_boot))
+        draws = [_m_from_sums(sums[k].sum(axis=0)) for k in picks]
+        out.append(
+            {
+                "s2n_min": lo,
+                "s2n_max": None if np.isinf(hi) else hi,
+                "n": int(total[:, 0].sum()),
+                "R11": float(total[:, 2].sum() / total[:, 0].sum()),
+                "m": float(_m_from_sums(total)),
+                "m_err": float(np.std(draws)),
+            }
+        )
+    return out
+
+
+def _field_catalogues(root: Path, seeds) -> dict:
+    """``{field: {"plus"|"minus": (S/N, e1, R11) of the measured objects}}`` of the tiles."""
+    from astropy.io import fits
+
+    from blendflag.config import load_pipeline_config
+    from blendflag.tiling.tile_list import read_tiles
+
+    step = load_pipeline_config(None).shear.step  # the runs' (packaged) metacal step
+    wanted = {f"seed{k}" for k in seeds}
+    out = {}
+    for tile in read_tiles(str(root / "seed*" / "*" / "image.fits")):
+        seed, sign = Path(tile.image).parent.parent.name, Path(tile.image).parent.name
+        if seed in wanted:
+            t = fits.getdata(root / "tiles_metacal" / f"{tile.name}.fits", "LDAC_OBJECTS")
+            ok = t["MCAL_FLAGS"] == 0
+            r11 = (t["G1_1P"] - t["G1_1M"]) / (2 * step)
+            out.setdefault(seed, {})[sign] = (t["S2N_NOSHEAR"][ok], t["G1_NOSHEAR"][ok], r11[ok])
+    return out
+
+
+def _bin_sums(per_field: dict, lo: float, hi: float) -> np.ndarray:
+    """``(fields, 2, 3)``: per field and sign (+, -) the objects, sum e1 and sum R11 in the bin."""
+    sums = np.zeros((len(per_field), 2, 3))
+    for i, seed in enumerate(sorted(per_field)):
+        for j, sign in enumerate(("plus", "minus")):
+            s2n, e1, r11 = per_field[seed][sign]
+            b = (s2n >= lo) & (s2n < hi)
+            sums[i, j] = (b.sum(), e1[b].sum(), r11[b].sum())
+    return sums
+
+
+def _m_from_sums(total: np.ndarray) -> float:
+    """m from the (+, -) sums ``(2, 3)``: g = sum e1 / sum R11 per sign."""
+    g = total[:, 1] / total[:, 2]
+    return float((g[0] - g[1]) / (2 * FIELD_SHEAR[0]) - 1)
+
+
 def run(args, configs, counts) -> tuple[dict, dict]:
     """Simulate and measure every configuration (``counts``: its fields); ``(results, tiles)``."""
     from blendflag.pipeline.field_input import drawn_density
@@ -304,6 +391,9 @@ def run(args, configs, counts) -> tuple[dict, dict]:
             )
             s = _selection(engines[engine], "all")
             print(config_name(dataset, factor), engine, _pm(s["m"], s["m_err"]), flush=True)
+            if engine == "metacal":
+                rng = np.random.default_rng(args.seed)
+                engines[engine]["s2n_split"] = s2n_split(root, seeds, rng, args.bootstrap)
         results[(dataset, factor)] = engines
         tiles[config_name(dataset, factor)] = n_fields
     return results, tiles

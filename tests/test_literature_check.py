@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "literature_check.py"
@@ -91,3 +92,26 @@ def test_the_page_carries_every_selection_and_the_verdict(check, tmp_path):
     assert "| metacal | no_true_blends |" in text and "-0.03600 ± 0.00500" in text
     assert "metadetect: |m| < max(0.002, 3 sigma_m) and sigma_m <= 0.004: **missed**" in text
     json.dumps(verdicts)  # plain data for the JSON
+
+
+def test_the_s2n_split_recovers_a_hand_made_bias(check):
+    """Objects whose mean e1 is (1 + m) R g at +g and -(1 + m) R g at -g give m per bin."""
+    g, r = check.FIELD_SHEAR[0], 0.3
+
+    def sign(s2n, m, s):
+        e1 = np.full(len(s2n), s * (1 + m) * r * g)
+        return (np.asarray(s2n, float), e1, np.full(len(s2n), r))
+
+    fields = {
+        f"seed{k}": {
+            "plus": sign([12, 15, 30, 60], 0.0, 1),
+            "minus": sign([12, 15, 30, 60], 0.0, -1),
+        }
+        for k in range(3)
+    }
+    fields["seed0"] = {"plus": sign([12, 15], 0.1, 1), "minus": sign([12, 15], 0.1, -1)}
+    low = check._bin_sums(fields, 10.0, 20.0)
+    high = check._bin_sums(fields, 20.0, np.inf)
+    assert low.shape == (3, 2, 3) and low[:, 0, 0].tolist() == [2, 2, 2]
+    assert check._m_from_sums(high.sum(axis=0)) == pytest.approx(0.0, abs=1e-12)
+    assert check._m_from_sums(low.sum(axis=0)) == pytest.approx(0.1 / 3, rel=1e-9)
