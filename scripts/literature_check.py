@@ -174,9 +174,12 @@ def _met(v: dict) -> str:
 
 
 def write_markdown(
-    results, verdicts, path: Path, command: str, minutes: float, tiles, noise_factor=1.0
+    results, verdicts, path: Path, command: str, minutes: float, tiles, noise_factor=1.0, link=None
 ) -> None:
-    """The page: one table per configuration, the verdicts, the command."""
+    """The page: one table per configuration, the verdicts, the command.
+
+    ``noise_factor`` and ``link`` (``shear_group_link``, pixels) describe diagnostic fields.
+    """
     noise = "its own noise" if noise_factor == 1 else f"{noise_factor:g} x its own noise"
     lines = [
         "# The literature check: standard metacal and metadetection on survey skies",
@@ -186,7 +189,9 @@ def write_markdown(
         "",
         "Fields: `compare`'s default ±g pairs (g = ±0.02, the same galaxies and pixel",
         f"noise, 90-degree rotated pairs) of each preset at {noise}; a density",
-        "factor scales the preset's number counts. Selections carry the shear",
+        "factor scales the preset's number counts"
+        + ("." if link is None else f"; positions sheared in groups linked at {link:g} px.")
+        + " Selections carry the shear",
         "catalogue's cuts (S/N >= 10, T/T_PSF >= 1.2, in R). m = (g1(+) - g1(-)) / 2g - 1",
         "from the summed tiles; errors: bootstrap over cells x sign; `dm_vs_truth`",
         "against `no_true_blends` with the same draws. Literature: Sheldon et al.",
@@ -373,11 +378,15 @@ def run(args, configs, counts) -> tuple[dict, dict]:
     for (dataset, factor), n_fields in zip(configs, counts, strict=True):
         preset = load_dataset(dataset)
         suffix = "" if args.noise_factor == 1 else f"_noise{args.noise_factor:g}"
+        changes = {}
+        if args.shear_group_link is not None:
+            suffix += f"_link{args.shear_group_link:g}"
+            changes["shear_group_link"] = args.shear_group_link
         root = Path(args.out) / (config_name(dataset, factor) + suffix)
         seeds = range(args.seed, args.seed + n_fields)
         density = factor * drawn_density(preset)
         noise = args.noise_factor * preset.default_noise
-        simulate_tiles(root, density, noise, seeds, None, 26, dataset, args.workers)
+        simulate_tiles(root, density, noise, seeds, None, 26, dataset, args.workers, changes)
         engines = {}
         for engine in args.engines.split(","):
             engines[engine] = run_configuration(
@@ -416,6 +425,13 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="processes [2]")
     parser.add_argument("--seed", type=int, default=100, help="first field seed [100]")
     parser.add_argument(
+        "--shear-group-link",
+        type=float,
+        default=None,
+        help="galaxy.counts.shear_group_link of the fields, pixels (inf: a uniform shear of "
+        "every position; a diagnostic, own directories) [the preset's]",
+    )
+    parser.add_argument(
         "--noise-factor",
         type=float,
         default=1.0,
@@ -442,6 +458,8 @@ def main(argv=None) -> int:
         counts = parse_tiles(args.tiles, len(configs))
         if not (np.isfinite(args.noise_factor) and args.noise_factor > 0):
             raise ValueError("--noise-factor must be a positive number")
+        if args.shear_group_link is not None and not args.shear_group_link > 0:
+            raise ValueError("--shear-group-link must be a positive number of pixels (or inf)")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -459,6 +477,7 @@ def main(argv=None) -> int:
         (time.perf_counter() - start) / 60,
         tiles,
         args.noise_factor,
+        args.shear_group_link,
     )
     plot(results, docs.with_suffix(".png"))
     from blendflag.commands.common import write_json
@@ -469,6 +488,7 @@ def main(argv=None) -> int:
             "literature": "Sheldon et al. 2020, ApJ 902, 138, section 6",
             "fields_per_configuration": tiles,
             "noise_factor": args.noise_factor,
+            "shear_group_link": args.shear_group_link,
             "verdicts": verdicts,
             "results": {config_name(*k): v for k, v in results.items()},
         },

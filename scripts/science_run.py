@@ -57,18 +57,32 @@ def configurations(preset, densities, noises):
 
 
 def simulate_tiles(
-    root: Path, density, noise, seeds, n_galaxies, margin, dataset="cfis", workers=1
+    root: Path,
+    density,
+    noise,
+    seeds,
+    n_galaxies,
+    margin,
+    dataset="cfis",
+    workers=1,
+    counts_changes=None,
 ):
     """±g fields of ``dataset`` for each seed under ``root/seed<k>/{plus,minus}``.
 
     Finished fields are skipped. ``n_galaxies`` None takes `compare`'s default
-    field for the preset; ``workers`` processes draw the galaxies.
+    field for the preset; ``workers`` processes draw the galaxies;
+    ``counts_changes`` changes ``galaxy.counts`` settings of a counts preset
+    (e.g. ``{"shear_group_link": inf}``).
     """
     from blendflag.pipeline.field_input import default_n_galaxies, simulated_preset
     from blendflag.simulate.field import simulate_field
     from blendflag.simulate.field_io import write_field
 
     preset = simulated_preset(dataset, density)
+    if counts_changes:
+        from blendflag.simulate.presets import with_counts
+
+        preset = with_counts(preset, **counts_changes)
     n_galaxies = default_n_galaxies(preset) if n_galaxies is None else n_galaxies
     for seed in seeds:
         for sign, sub in ((1, "plus"), (-1, "minus")):

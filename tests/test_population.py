@@ -343,6 +343,24 @@ def test_counts_keys_are_validated(tmp_path, change, match):
     assert "\n" not in str(info.value)
 
 
+def test_an_infinite_shear_group_link_shears_every_separation():
+    """``shear_group_link: .inf``: one group per image half, a uniform shear of
+    every separation (x stretched by (1 + g) / (1 - g) from -g to +g)."""
+    preset = with_counts(load_dataset(PRESET), shear_group_link=math.inf)
+    kw = {"seed": 5, "rotated_pairs": True, "n_stars": 0}
+    a = simulate_field(preset, 600, shear=(0.02, 0.0), **kw).truth
+    b = simulate_field(preset, 600, shear=(-0.02, 0.0), **kw).truth
+    for half in (False, True):
+        rows = np.flatnonzero(np.asarray(a["ROTATED"]) == half)
+        i, j = rows[0], rows[1:]
+        dxp, dxm = a["X"][j] - a["X"][i], b["X"][j] - b["X"][i]
+        dyp, dym = a["Y"][j] - a["Y"][i], b["Y"][j] - b["Y"][i]
+        wide, tall = np.abs(dxm) > 1, np.abs(dym) > 1
+        np.testing.assert_allclose(dxp[wide] / dxm[wide], 1.02 / 0.98, rtol=1e-6)
+        np.testing.assert_allclose(dyp[tall] / dym[tall], 0.98 / 1.02, rtol=1e-6)
+        assert wide.sum() > 100 and tall.sum() > 100
+
+
 def test_shear_groups_keep_bright_galaxies_on_their_pixels(counts):
     """±g counts fields: a bright galaxy alone among bright ones keeps its pixels.
 

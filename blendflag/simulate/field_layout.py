@@ -21,7 +21,7 @@ from blendflag.simulate.field_geometry import (
     shear_positions,
 )
 from blendflag.simulate.population import draw_galaxy_params, uses_counts
-from blendflag.simulate.presets import DatasetConfig
+from blendflag.simulate.presets import CountsSpec, DatasetConfig
 
 
 @dataclass
@@ -107,10 +107,11 @@ def _rotated_twins(params: list, xs: np.ndarray, ys: np.ndarray, side: int):
 #: members move by pixels between the +g and -g images and no longer sit on
 #: the same noise.
 GROUP_BELOW_DEPTH = 0.0
-#: Linking length (pixels) of those groups: galaxies further apart hardly
-#: share the measurement weight (1.2" FWHM, 2.7 px sigma at 0.187"/px) and
-#: are left unmoved, so that fewer galaxies move between the +g and -g images.
-COUNTS_GROUP_LINK = 15.0
+#: Default linking length (pixels) of those groups (``galaxy.counts.shear_group_link``):
+#: galaxies further apart hardly share the measurement weight (1.2" FWHM, 2.7 px
+#: sigma at 0.187"/px) and are left unmoved, so that fewer galaxies move between
+#: the +g and -g images.
+COUNTS_GROUP_LINK = CountsSpec.shear_group_link
 
 
 def _shear_groups(config, params: list, xs, ys, rotated) -> np.ndarray:
@@ -134,7 +135,9 @@ def _shear_groups(config, params: list, xs, ys, rotated) -> np.ndarray:
         return friends_of_friends(xs, ys, keys=rotated), None
     limit = config.galaxy.counts.depth + GROUP_BELOW_DEPTH
     leaders = np.array([p["mag"] <= limit for p in params], dtype=bool)
-    link = COUNTS_GROUP_LINK
+    link = config.galaxy.counts.shear_group_link
+    if np.isinf(link):  # one group per image half: a uniform shear
+        return np.asarray(rotated, dtype=np.int64), leaders
     groups = friends_of_friends(xs[leaders], ys[leaders], link=link, keys=rotated[leaders])
     return attach_to_groups(xs, ys, leaders, groups, link=link, keys=rotated), leaders
 

@@ -174,6 +174,17 @@ class CountsSpec:
         Leave the galaxies fainter than this (mag) out of the image, after
         all were drawn: the same brighter galaxies, pair ids and noise as the
         full field (for measuring what the faint ones do). [default: None]
+    shear_group_link : float
+        Linking length (pixels) of the groups whose positions a field shears
+        together (:func:`blendflag.simulate.field_geometry.shear_positions`): the
+        galaxies down to ``depth`` are linked friends-of-friends, each fainter
+        one joins its nearest such galaxy's group within the same length, and
+        a group is sheared about its bright members' centre, so that a lone
+        galaxy keeps its pixels and the noise cancels between +g and -g.
+        Neighbours in different groups keep unsheared separations. ``.inf``:
+        one group per image half, every position sheared (a uniform shear;
+        galaxies move between +g and -g by up to g x the half's size).
+        [default: 15.0]
     """
 
     survey: str | None = None
@@ -204,6 +215,7 @@ class CountsSpec:
     clustered_fraction: float = 0.0
     cluster_scale: float = 2.0
     drop_fainter_than: float | None = None
+    shear_group_link: float = 15.0
 
     #: Keys a preset must give (no default).
     REQUIRED = (
@@ -286,6 +298,7 @@ class CountsSpec:
         _check_pair(self.star_mags, f"{where}.star_mags", 0.0, 40.0, "mag")
         check(self.star_slope > 0, f"{where}.star_slope", "must be positive")
         check(0 <= self.clustered_fraction <= 1, f"{where}.clustered_fraction", "must be in [0, 1]")
+        check(self.shear_group_link > 0, f"{where}.shear_group_link", "must be > 0 pixels")
         check(self.cluster_scale > 0, f"{where}.cluster_scale", "must be positive (arcsec)")
 
     @property
