@@ -242,8 +242,9 @@ def write_markdown(
         lines.append("")
     lines += [f"![m of all per configuration]({path.with_suffix('.png').name})", ""]
     lines += [
-        "m of `all` per configuration and engine (1-sigma bootstrap errors) against",
-        "the literature's (open symbols, their errors); grey: |m| < 2e-3.",
+        "m of `all` per configuration and engine, and of per-object `all_masked`",
+        "(triangles), with 1-sigma bootstrap errors, against the literature's (open",
+        "squares, their errors); grey: |m| < 2e-3.",
         "",
     ]
     from blendflag.io.atomic import atomic_output
@@ -253,46 +254,41 @@ def write_markdown(
 
 
 def plot(results: dict, path: Path) -> None:
-    """m of ``all`` per configuration and engine, with the literature's beside it."""
+    """m of ``all`` (and per-object ``all_masked``) per configuration and engine, beside the
+    literature's."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 1.5 + 0.8 * len(results)), layout="constrained")
+    fig, ax = plt.subplots(figsize=(7.5, 1.5 + 0.9 * len(results)), layout="constrained")
     ax.axvspan(-MD_BAND, MD_BAND, color="0.85", label="|m| < 2e-3")
-    labels = []
+    rows = (
+        ("metacal", "all", "o", "C0"),
+        ("metacal", "all_masked", "^", "C2"),
+        ("metadetect", "all", "o", "C1"),
+    )
+    seen = set()
     for k, ((dataset, factor), engines) in enumerate(results.items()):
-        labels.append(f"{dataset} {factor:g}x")
-        for j, engine in enumerate(("metacal", "metadetect")):
-            y = -k - 0.15 * (j - 0.5)
-            s = _selection(engines[engine], "all") if engine in engines else None
-            if s is not None and s["m"] is not None:
-                ax.errorbar(
-                    s["m"],
-                    y,
-                    xerr=s["m_err"],
-                    fmt="o",
-                    color=f"C{j}",
-                    capsize=3,
-                    label=f"{engine} (this work)" if k == 0 else None,
-                )
+        for j, (engine, name, fmt, colour) in enumerate(rows):
+            s = _selection(engines[engine], name) if engine in engines else None
+            if s is None or s["m"] is None:
+                continue
+            label = f"{engine} {name} (this work)"
+            ax.errorbar(s["m"], -k - 0.2 * (j - 1), xerr=s["m_err"], fmt=fmt, color=colour,
+                        capsize=3, label=None if label in seen else label)  # fmt: skip
+            seen.add(label)
+        for engine, colour in (("metacal", "C0"), ("metadetect", "C1")):
             lit = LITERATURE.get((dataset, factor), {}).get(engine)
             if lit is not None:
-                ax.errorbar(
-                    lit[0],
-                    y - 0.06,
-                    xerr=lit[1],
-                    fmt="s",
-                    mfc="none",
-                    color=f"C{j}",
-                    capsize=3,
-                    label=f"{engine}, Sheldon et al. 2020" if k == 0 else None,
-                )
+                label = f"{engine}, Sheldon et al. 2020"
+                ax.errorbar(lit[0], -k + 0.3, xerr=lit[1], fmt="s", mfc="none", color=colour,
+                            capsize=3, label=None if label in seen else label)  # fmt: skip
+                seen.add(label)
     ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(-np.arange(len(labels)), labels)
-    ax.set_xlabel("multiplicative bias m of `all` (±g pairs; 1-sigma bootstrap over cells x sign)")
-    ax.legend(fontsize=8, loc="best")
+    ax.set_yticks(-np.arange(len(results)), [f"{d} {f:g}x" for d, f in results])
+    ax.set_xlabel("multiplicative bias m (±g pairs; 1-sigma bootstrap over cells x sign)")
+    ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
     from blendflag.io.atomic import atomic_output
 
