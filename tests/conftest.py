@@ -104,6 +104,18 @@ def detected(small_field):
     return {**small_field, "catalogue": cat}
 
 
+def script_module(name: str):
+    """``scripts/<name>.py`` imported as a module (the scripts are not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_cli(args, capsys):
     """Run ``blendflag-shear`` in-process; return (exit code, stdout, stderr)."""
     code = main([str(a) for a in args])

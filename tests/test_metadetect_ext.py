@@ -8,7 +8,6 @@ without them.
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -231,11 +230,9 @@ SAME_PIXEL_PAIRS = 28
 
 def _scene_script():
     """``scripts/metadetect_compare.py`` as a module: its scenes and per-scene summary."""
-    path = Path(__file__).resolve().parent.parent / "scripts" / "metadetect_compare.py"
-    spec = importlib.util.spec_from_file_location("metadetect_compare", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from tests.conftest import script_module
+
+    return script_module("metadetect_compare")
 
 
 def _pairs_through_both(script, engines, n_pairs: int, seed: int) -> dict:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -16,17 +13,14 @@ from blendflag.shear.results import (
     empty_result_table,
     selection_unit_sums,
 )
+from tests.conftest import script_module
 
 STEP, G = 0.01, 0.02
-SCRIPT = Path(__file__).parents[1] / "scripts" / "vgg16_threshold_scan.py"
 
 
 @pytest.fixture(scope="module")
 def scan():
-    spec = importlib.util.spec_from_file_location("vgg16_threshold_scan", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_module("vgg16_threshold_scan")
 
 
 def _sums(rng, keep_by_name: dict) -> dict:

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from blendflag.errors import BlendflagError
-
-SCRIPT = Path(__file__).parents[1] / "scripts" / "weights_ab.py"
+from tests.conftest import script_module
 
 
 @pytest.fixture(scope="module")
 def ab():
-    spec = importlib.util.spec_from_file_location("weights_ab", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_module("weights_ab")
 
 
 def test_options_parse_to_yaml_values(ab):
