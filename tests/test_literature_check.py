@@ -110,3 +110,24 @@ def test_the_s2n_split_recovers_a_hand_made_bias(check):
     assert low.shape == (3, 2, 3) and low[:, 0, 0].tolist() == [2, 2, 2]
     assert check._m_from_sums(high.sum(axis=0)) == pytest.approx(0.0, abs=1e-12)
     assert check._m_from_sums(low.sum(axis=0)) == pytest.approx(0.1 / 3, rel=1e-9)
+
+
+def test_the_paired_difference_of_two_directories_on_hand_made_sums(check):
+    """B's objects carry m = 0.2 more than A's in every field: B - A = 0.2, error 0."""
+    paired = script_module("shear_groups_paired")
+    g, r = check.FIELD_SHEAR[0], 0.3
+
+    def field(m):
+        def sign(s):
+            return (np.array([15.0, 40.0]), np.full(2, s * (1 + m) * r * g), np.full(2, r))
+
+        return {"plus": sign(1), "minus": sign(-1)}
+
+    a = {f"seed{k}": field(0.0) for k in range(4)}
+    b = {f"seed{k}": field(0.2) for k in range(4)}
+    rows = paired.paired_bins(a, b, np.random.default_rng(0), 50)
+    assert [r["s2n_min"] for r in rows] == [10.0, 10.0, 20.0]
+    for row in rows:
+        assert row["b_minus_a"] == pytest.approx(0.2, rel=1e-9)
+        assert row["b_minus_a_err"] == pytest.approx(0.0, abs=1e-12)
+        assert row["fields"] == 4
