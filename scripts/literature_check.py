@@ -308,27 +308,27 @@ def s2n_split(root: Path, seeds, rng, n_boot: int = 200) -> list[dict]:
     per sign, and a bootstrap over the ±g fields (the unit: one field's two
     images).
     """
-    per_field = _field_catalogues(root, seeds)
+    per_field = field_catalogues(root, seeds)
     out = []
     for lo, hi in itertools.pairwise(S2N_EDGES):
-        sums = _bin_sums(per_field, lo, hi)  # field, sign, (n, sum e1, sum R11)
+        sums = bin_sums(per_field, lo, hi)  # field, sign, (n, sum e1, sum R11)
         total = sums.sum(axis=0)
         picks = (rng.integers(0, len(sums), len(sums)) for _ in range(n_boot))
-        draws = [_m_from_sums(sums[k].sum(axis=0)) for k in picks]
+        draws = [m_from_sums(sums[k].sum(axis=0)) for k in picks]
         out.append(
             {
                 "s2n_min": lo,
                 "s2n_max": None if np.isinf(hi) else hi,
                 "n": int(total[:, 0].sum()),
                 "R11": float(total[:, 2].sum() / total[:, 0].sum()),
-                "m": float(_m_from_sums(total)),
+                "m": float(m_from_sums(total)),
                 "m_err": float(np.std(draws)),
             }
         )
     return out
 
 
-def _field_catalogues(root: Path, seeds) -> dict:
+def field_catalogues(root: Path, seeds) -> dict:
     """``{field: {"plus"|"minus": (S/N, e1, R11) of the measured objects}}`` of the tiles."""
     from astropy.io import fits
 
@@ -348,7 +348,7 @@ def _field_catalogues(root: Path, seeds) -> dict:
     return out
 
 
-def _bin_sums(per_field: dict, lo: float, hi: float) -> np.ndarray:
+def bin_sums(per_field: dict, lo: float, hi: float) -> np.ndarray:
     """``(fields, 2, 3)``: per field and sign (+, -) the objects, sum e1 and sum R11 in the bin."""
     sums = np.zeros((len(per_field), 2, 3))
     for i, seed in enumerate(sorted(per_field)):
@@ -359,7 +359,7 @@ def _bin_sums(per_field: dict, lo: float, hi: float) -> np.ndarray:
     return sums
 
 
-def _m_from_sums(total: np.ndarray) -> float:
+def m_from_sums(total: np.ndarray) -> float:
     """m from the (+, -) sums ``(2, 3)``: g = sum e1 / sum R11 per sign."""
     g = total[:, 1] / total[:, 2]
     return float((g[0] - g[1]) / (2 * FIELD_SHEAR[0]) - 1)

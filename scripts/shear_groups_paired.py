@@ -28,7 +28,7 @@ import numpy as np
 from blendflag._runtime.provenance import provenance
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from literature_check import S2N_EDGES, _bin_sums, _field_catalogues, _m_from_sums
+from literature_check import S2N_EDGES, bin_sums, field_catalogues, m_from_sums
 
 
 def paired_bins(per_a: dict, per_b: dict, rng, n_boot: int) -> list[dict]:
@@ -40,13 +40,13 @@ def paired_bins(per_a: dict, per_b: dict, rng, n_boot: int) -> list[dict]:
     bins = [(S2N_EDGES[0], np.inf), *itertools.pairwise(S2N_EDGES)]
     out = []
     for lo, hi in bins:
-        a, b = _bin_sums(per_a, lo, hi), _bin_sums(per_b, lo, hi)
-        diff = [_m_from_sums(b[k].sum(axis=0)) - _m_from_sums(a[k].sum(axis=0)) for k in draws]
+        a, b = bin_sums(per_a, lo, hi), bin_sums(per_b, lo, hi)
+        diff = [m_from_sums(b[k].sum(axis=0)) - m_from_sums(a[k].sum(axis=0)) for k in draws]
         row = {"s2n_min": lo, "s2n_max": None if np.isinf(hi) else hi, "fields": len(fields)}
         for tag, sums in (("a", a), ("b", b)):
             row[f"n_{tag}"] = int(sums[:, :, 0].sum())
-            row[f"m_{tag}"] = _m_from_sums(sums.sum(axis=0))
-            row[f"m_{tag}_err"] = float(np.std([_m_from_sums(sums[k].sum(axis=0)) for k in draws]))
+            row[f"m_{tag}"] = m_from_sums(sums.sum(axis=0))
+            row[f"m_{tag}_err"] = float(np.std([m_from_sums(sums[k].sum(axis=0)) for k in draws]))
         row["b_minus_a"] = row["m_b"] - row["m_a"]
         row["b_minus_a_err"] = float(np.std(diff))
         out.append(row)
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     try:
         if args.fields < 1:
             raise ValueError("--fields must be a positive integer")
-        per = [_field_catalogues(Path(d), seeds) for d in (args.a, args.b)]
+        per = [field_catalogues(Path(d), seeds) for d in (args.a, args.b)]
         if not per[0] or not per[1]:
             raise ValueError("no measured fields of those seeds in --a or --b")
     except (OSError, ValueError) as exc:

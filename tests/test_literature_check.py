@@ -105,11 +105,11 @@ def test_the_s2n_split_recovers_a_hand_made_bias(check):
         for k in range(3)
     }
     fields["seed0"] = {"plus": sign([12, 15], 0.1, 1), "minus": sign([12, 15], 0.1, -1)}
-    low = check._bin_sums(fields, 10.0, 20.0)
-    high = check._bin_sums(fields, 20.0, np.inf)
+    low = check.bin_sums(fields, 10.0, 20.0)
+    high = check.bin_sums(fields, 20.0, np.inf)
     assert low.shape == (3, 2, 3) and low[:, 0, 0].tolist() == [2, 2, 2]
-    assert check._m_from_sums(high.sum(axis=0)) == pytest.approx(0.0, abs=1e-12)
-    assert check._m_from_sums(low.sum(axis=0)) == pytest.approx(0.1 / 3, rel=1e-9)
+    assert check.m_from_sums(high.sum(axis=0)) == pytest.approx(0.0, abs=1e-12)
+    assert check.m_from_sums(low.sum(axis=0)) == pytest.approx(0.1 / 3, rel=1e-9)
 
 
 def test_the_paired_difference_of_two_directories_on_hand_made_sums(check):
