@@ -460,7 +460,11 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    results, tiles = run(args, configs, counts)
+    try:
+        results, tiles = run(args, configs, counts)
+    except BlendflagError as exc:  # e.g. a work directory of other fields
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     verdicts = summarise(results)
     docs = Path(args.docs)
     docs.parent.mkdir(parents=True, exist_ok=True)

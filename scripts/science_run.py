@@ -69,10 +69,13 @@ def simulate_tiles(
 ):
     """±g fields of ``dataset`` for each seed under ``root/seed<k>/{plus,minus}``.
 
-    Finished fields are skipped. ``n_galaxies`` None takes `compare`'s default
-    field for the preset; ``workers`` processes draw the galaxies;
-    ``counts_changes`` changes ``galaxy.counts`` settings of a counts preset
-    (e.g. ``{"shear_group_link": inf}``).
+    Finished fields are skipped, once their ``config.yaml`` shows the same
+    preset (else ``BlendflagError``: a work directory of other fields, such as
+    one simulated before a default changed, is never reused silently).
+    ``n_galaxies`` None takes `compare`'s default field for the preset;
+    ``workers`` processes draw the galaxies; ``counts_changes`` changes
+    ``galaxy.counts`` settings of a counts preset (e.g.
+    ``{"shear_group_link": 15}``).
     """
     from blendflag.pipeline.field_input import default_n_galaxies, simulated_preset
     from blendflag.simulate.field import simulate_field
@@ -88,6 +91,7 @@ def simulate_tiles(
         for sign, sub in ((1, "plus"), (-1, "minus")):
             target = root / f"seed{seed}" / sub
             if (target / "truth.fits").is_file():
+                _check_same_preset(target, preset)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             field = simulate_field(
@@ -102,6 +106,19 @@ def simulate_tiles(
             )
             field.sign = sign
             write_field(field, target)
+
+
+def _check_same_preset(target: Path, preset) -> None:
+    """Refuse a finished field whose ``config.yaml`` is not ``preset``'s."""
+    from blendflag.config import to_yaml
+    from blendflag.errors import BlendflagError
+
+    stored = target / "config.yaml"
+    if not stored.is_file() or stored.read_text() != to_yaml(preset):
+        raise BlendflagError(
+            f"{target} holds a field of another configuration; "
+            "use another work directory or remove it"
+        )
 
 
 def run_configuration(

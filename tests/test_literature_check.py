@@ -131,3 +131,17 @@ def test_the_paired_difference_of_two_directories_on_hand_made_sums(check):
         assert row["b_minus_a"] == pytest.approx(0.2, rel=1e-9)
         assert row["b_minus_a_err"] == pytest.approx(0.0, abs=1e-12)
         assert row["fields"] == 4
+
+
+def test_a_field_of_another_configuration_is_not_reused(check, tmp_path, capsys):
+    """A work directory whose finished field was simulated otherwise (another
+    preset, or before a default changed) is refused, not silently reused."""
+    field = tmp_path / "lsst_y10_1x" / "seed100" / "plus"
+    field.mkdir(parents=True)
+    (field / "truth.fits").write_bytes(b"")
+    (field / "config.yaml").write_text("name: another\n")
+    args = ["--configs", "lsst_y10:1", "--tiles", "1", "--engines", "metacal"]
+    code = check.main([*args, "--out", str(tmp_path), "--docs", str(tmp_path / "page")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "another configuration" in err
+    assert err.count("\n") == 1 and not (tmp_path / "page.md").exists()

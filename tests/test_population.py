@@ -343,10 +343,11 @@ def test_counts_keys_are_validated(tmp_path, change, match):
     assert "\n" not in str(info.value)
 
 
-def test_an_infinite_shear_group_link_shears_every_separation():
-    """``shear_group_link: .inf``: one group per image half, a uniform shear of
-    every separation (x stretched by (1 + g) / (1 - g) from -g to +g)."""
-    preset = with_counts(load_dataset(PRESET), shear_group_link=math.inf)
+def test_counts_fields_shear_every_separation_by_default():
+    """The default ``shear_group_link: .inf``: a uniform shear of every separation
+    in each image half (x stretched by (1 + g) / (1 - g) from -g to +g)."""
+    preset = load_dataset(PRESET)
+    assert math.isinf(preset.galaxy.counts.shear_group_link)
     kw = {"seed": 5, "rotated_pairs": True, "n_stars": 0}
     a = simulate_field(preset, 600, shear=(0.02, 0.0), **kw).truth
     b = simulate_field(preset, 600, shear=(-0.02, 0.0), **kw).truth
@@ -362,7 +363,8 @@ def test_an_infinite_shear_group_link_shears_every_separation():
 
 
 def test_shear_groups_keep_bright_galaxies_on_their_pixels(counts):
-    """±g counts fields: a bright galaxy alone among bright ones keeps its pixels.
+    """±g counts fields sheared in groups (``shear_group_link: 15``): a bright
+    galaxy alone among bright ones keeps its pixels.
 
     Friends-of-friends of every galaxy percolates at ~200 per arcmin^2 (groups
     hundreds of pixels across whose members move by pixels between +g and
@@ -371,8 +373,10 @@ def test_shear_groups_keep_bright_galaxies_on_their_pixels(counts):
     """
     from blendflag.simulate.field_layout import COUNTS_GROUP_LINK
 
-    plus = simulate_field(PRESET, 2000, shear=(0.02, 0.0), seed=5, rotated_pairs=True, n_stars=0)
-    minus = simulate_field(PRESET, 2000, shear=(-0.02, 0.0), seed=5, rotated_pairs=True, n_stars=0)
+    preset = with_counts(load_dataset(PRESET), shear_group_link=COUNTS_GROUP_LINK)
+    kw = {"seed": 5, "rotated_pairs": True, "n_stars": 0}
+    plus = simulate_field(preset, 2000, shear=(0.02, 0.0), **kw)
+    minus = simulate_field(preset, 2000, shear=(-0.02, 0.0), **kw)
     a, b = plus.truth, minus.truth
     moved = np.hypot(a["X"] - b["X"], a["Y"] - b["Y"])
     bright = np.asarray(a["MAG"]) <= counts.depth

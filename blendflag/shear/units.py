@@ -10,14 +10,14 @@ so one draw takes a cell of both signs together: the pair's noise cancellation
 is kept in every draw.
 
 A galaxy of a ±g pair sits on nearly the same pixels in both images only if
-the simulation kept it there. blendflag's own fields shear positions about
-the centres of groups of neighbours, so isolated galaxies do not move; an
-outside simulation (descwl-shear-sims, GalSim scenes) shears the whole scene
-about the image centre, which moves a galaxy 2 g r pixels between the two
-images at r pixels from the centre, across a cell border for some. So on an
-image with a known shear and no truth table, positions are first taken back
-by that shear about the image centre, and the +g and -g images put each
-galaxy in the same cell.
+the simulation kept it there. A uniform shear moves a galaxy 2 g r pixels
+between the two images at r pixels from the shear's centre, across a cell
+border for some: blendflag's survey fields shear each scene about its centre
+(the truth's ``SHRSCENE``), an outside simulation (descwl-shear-sims, GalSim
+scenes) the whole image about its centre. So on an image with a known shear,
+positions are first taken back by that shear about that centre, and the +g
+and -g images put each galaxy in the same cell. (Fields sheared in groups of
+neighbours, the log-uniform presets', keep isolated galaxies in place.)
 
 On a simulation with 90-degree rotated halves (the ``ROTPAIRS`` header card of
 ``simulate-field``, or the truth's ``ROTATED`` column) a cell of the left half
@@ -93,12 +93,14 @@ def context_units(context) -> np.ndarray | None:
     origin, shape = ((0.0, 0.0), context.image.shape) if frame is None else frame
     x = np.asarray(context.table["X_IMAGE"], dtype=np.float64) + origin[0]
     y = np.asarray(context.table["Y_IMAGE"], dtype=np.float64) + origin[1]
-    if context.true_shear is not None and context.truth is None:  # an outside simulation
+    rotated = rotated_halves(context.image_header, context.truth)
+    if context.true_shear is not None:
         own = [context.shear_sign * g for g in context.true_shear]  # true_shear is the +g's
-        x, y = unsheared(x, y, shape, own)
-    return cell_ids(
-        x, y, shape, size, rotated_halves=rotated_halves(context.image_header, context.truth)
-    )
+        if context.truth is None:  # an outside simulation
+            x, y = unsheared(x, y, shape, own)
+        elif context.truth.meta.get("SHRSCENE"):
+            x, y = unsheared_scenes(x, y, shape, own, 2 if rotated else 1)
+    return cell_ids(x, y, shape, size, rotated_halves=rotated)
 
 
 def unsheared(x, y, shape: tuple[int, int], shear) -> tuple[np.ndarray, np.ndarray]:
@@ -112,6 +114,23 @@ def unsheared(x, y, shape: tuple[int, int], shear) -> tuple[np.ndarray, np.ndarr
     cx, cy = (nx + 1) / 2.0, (ny + 1) / 2.0
     matrix = np.array([[1 + g1, g2], [g2, 1 - g1]]) / np.sqrt(1 - g1 * g1 - g2 * g2)
     back = np.linalg.inv(matrix) @ np.vstack([np.asarray(x) - cx, np.asarray(y) - cy])
+    return back[0] + cx, back[1] + cy
+
+
+def unsheared_scenes(x, y, shape, shear, scenes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (1-based pixels) of a blendflag field taken back by its uniform shear.
+
+    Each of the ``scenes`` square scenes side by side was sheared about its
+    own centre by :func:`blendflag.simulate.field_geometry.position_matrix`.
+    """
+    from blendflag.simulate.field_geometry import position_matrix
+
+    ny, nx = shape
+    side = nx // scenes
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    scene = np.clip(np.floor((x - 0.5) / side), 0, scenes - 1)
+    cx, cy = scene * side + (side + 1) / 2.0, (ny + 1) / 2.0
+    back = np.linalg.inv(position_matrix(shear)) @ np.vstack([x - cx, y - cy])
     return back[0] + cx, back[1] + cy
 
 

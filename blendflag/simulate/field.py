@@ -254,7 +254,7 @@ def simulate_field(
     overlaps = blend_overlaps(
         *footprint_lists, n + int(n_stars), image.shape, config.blend.min_snr * label_noise
     )
-    weight = add_noise(image, rng, sigma)
+    weight = add_noise(image, rng, sigma, _noise_order(layout, (g1, g2), image.shape))
     truth = galaxy_truth(layout, overlaps, thresholds[0], sigma, config)
     return Field(
         image=image,
@@ -304,6 +304,16 @@ def _checked_seed(seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise BlendflagError(f"seed must be a non-negative integer, got {seed!r}")
     return int(seed)
+
+
+def _noise_order(layout, shear, shape):
+    """The permutation that makes the noise follow a uniformly sheared scene, else None."""
+    if not layout.uniform_shear or shear == (0.0, 0.0):
+        return None
+    from blendflag.simulate.field_geometry import position_matrix
+    from blendflag.simulate.scene_noise import field_noise_order
+
+    return field_noise_order(shape, position_matrix(shear), 2 if layout.rotated_pairs else 1)
 
 
 def _noise_sigma(config: DatasetConfig, noise) -> float:

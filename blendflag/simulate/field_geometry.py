@@ -132,7 +132,28 @@ def attach_to_groups(xs, ys, leaders, groups, link: float = GROUP_LINK, keys=Non
     return out
 
 
-def shear_positions(xs, ys, shear, groups, centred_on=None) -> tuple[np.ndarray, np.ndarray]:
+def position_matrix(shear) -> np.ndarray:
+    """The matrix :func:`shear_positions` applies to offsets from a group's centre.
+
+    GalSim's area-preserving shear matrix of ``shear`` (g1, g2), divided by
+    its largest row sum of absolute values, so that sheared offsets stay
+    within the unsheared extent (the same factor for +g and -g).
+    """
+    matrix, shrink = _shear_matrix(shear)
+    return matrix * shrink
+
+
+def _shear_matrix(shear):
+    """GalSim's area-preserving matrix of ``shear`` and the factor that keeps offsets in bounds."""
+    import galsim
+
+    matrix = galsim.Shear(g1=shear[0], g2=shear[1]).getMatrix()  # like GSObject.shear()
+    return matrix, 1.0 / np.abs(matrix).sum(axis=1).max()
+
+
+def shear_positions(
+    xs, ys, shear, groups, centred_on=None, centres=None
+) -> tuple[np.ndarray, np.ndarray]:
     """Shear galaxy positions like their shapes, about the centre of their group.
 
     Lensing shears the whole scene: the separation of two neighbours is
@@ -159,32 +180,40 @@ def shear_positions(xs, ys, shear, groups, centred_on=None) -> tuple[np.ndarray,
         members (of all its members when it has none), so that a galaxy
         alone among them keeps its pixels while the others in its group are
         sheared about it. [default: every member]
+    centres : numpy.ndarray or None
+        (n_groups, 2) x, y of each group's centre, 1-based pixels, instead of
+        a mean of its members. [default: None]
 
     Returns
     -------
     xs, ys : numpy.ndarray
     """
-    import galsim
-
-    g1, g2 = shear
     xs = np.asarray(xs, dtype=np.float64)
     ys = np.asarray(ys, dtype=np.float64)
-    if g1 == 0 and g2 == 0:
+    if shear[0] == 0 and shear[1] == 0:
         return xs, ys
     groups = np.asarray(groups)
+    if centres is None:
+        cx, cy = _group_centres(xs, ys, groups, centred_on)
+    else:
+        cx, cy = np.asarray(centres, dtype=np.float64)[groups].T
+    matrix, shrink = _shear_matrix(shear)
+    dx, dy = (xs - cx) * shrink, (ys - cy) * shrink
+    return (
+        cx + matrix[0, 0] * dx + matrix[0, 1] * dy,
+        cy + matrix[1, 0] * dx + matrix[1, 1] * dy,
+    )
+
+
+def _group_centres(xs, ys, groups, centred_on):
+    """x and y of each galaxy's group centre: the mean of its ``centred_on`` members (or all)."""
     w = np.ones(len(xs)) if centred_on is None else np.asarray(centred_on, dtype=np.float64)
     # a group without a member to centre on is centred on all its members
     w = np.where(np.bincount(groups, weights=w)[groups] > 0, w, 1.0)
     counts = np.bincount(groups, weights=w)
     cx = (np.bincount(groups, weights=w * xs) / counts)[groups]
     cy = (np.bincount(groups, weights=w * ys) / counts)[groups]
-    matrix = galsim.Shear(g1=g1, g2=g2).getMatrix()  # area-preserving, like .shear()
-    shrink = 1.0 / np.abs(matrix).sum(axis=1).max()
-    dx, dy = (xs - cx) * shrink, (ys - cy) * shrink
-    return (
-        cx + matrix[0, 0] * dx + matrix[0, 1] * dy,
-        cy + matrix[1, 0] * dx + matrix[1, 1] * dy,
-    )
+    return cx, cy
 
 
 def footprint_overlaps(footprints, n: int, nx: int, ny: int):

@@ -144,7 +144,7 @@ def draw_galaxies(
     return paster.footprints, paster.field_footprints, paster.signals
 
 
-def add_noise(image: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
+def add_noise(image: np.ndarray, rng: np.random.Generator, sigma: float, order=None) -> np.ndarray:
     """Add Gaussian noise of ``sigma`` (ADU) to ``image`` in place; return the weight map.
 
     Parameters
@@ -155,6 +155,10 @@ def add_noise(image: np.ndarray, rng: np.random.Generator, sigma: float) -> np.n
         The field's random stream (after the galaxies' layout).
     sigma : float
         Noise sigma, ADU; 0 adds nothing.
+    order : numpy.ndarray or None
+        Flat pixel permutation: pixel ``p`` gets the noise drawn for pixel
+        ``order[p]`` (the same draws; :mod:`blendflag.simulate.scene_noise`).
+        [default: None, the draws in place]
 
     Returns
     -------
@@ -162,6 +166,9 @@ def add_noise(image: np.ndarray, rng: np.random.Generator, sigma: float) -> np.n
         float32 inverse variance, 1/ADU^2 (1 everywhere for a noiseless field).
     """
     if sigma > 0:
-        image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(sigma)
+        noise = rng.standard_normal(image.shape, dtype=np.float32)
+        if order is not None:
+            noise = noise.ravel()[order].reshape(image.shape)
+        image += noise * np.float32(sigma)
         return np.full(image.shape, 1.0 / sigma**2, dtype=np.float32)
     return np.ones(image.shape, dtype=np.float32)

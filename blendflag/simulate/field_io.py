@@ -321,7 +321,7 @@ def read_truth(path):
     -------
     (astropy.table.Table, astropy.io.fits.Header)
         The table, with its header's depths ``ISONOISE`` and ``FLDNOISE``
-        in ``meta``, and the primary header.
+        and its ``SHRSCENE`` in ``meta``, and the primary header.
 
     Raises
     ------
@@ -341,6 +341,8 @@ def read_truth(path):
     for key in ("ISONOISE", "FLDNOISE"):
         if key in hdul[1].header:
             table.meta[key] = float(hdul[1].header[key])
+    if "SHRSCENE" in hdul[1].header:
+        table.meta["SHRSCENE"] = bool(hdul[1].header["SHRSCENE"])
     return table, hdul[0].header
 
 

@@ -21,7 +21,7 @@ from blendflag.simulate.field_geometry import (
     shear_positions,
 )
 from blendflag.simulate.population import draw_galaxy_params, uses_counts
-from blendflag.simulate.presets import CountsSpec, DatasetConfig
+from blendflag.simulate.presets import DatasetConfig
 
 
 @dataclass
@@ -47,6 +47,9 @@ class GalaxyLayout:
         Galaxies drawn at random: all of them, or one half with rotated pairs.
     rotated_pairs : bool
         The image is two squares side by side, the right one the left rotated.
+    uniform_shear : bool
+        Every position was sheared about its scene's centre
+        (:func:`uniform_shear`): the pixel noise is to follow the scene.
     """
 
     params: list
@@ -57,6 +60,7 @@ class GalaxyLayout:
     side: int
     n_drawn: int
     rotated_pairs: bool
+    uniform_shear: bool = False
 
     def columns_of(self, index: int, nx: int) -> tuple[int, int]:
         """First and last image column (1-based pixels) the light of galaxy ``index`` may reach.
@@ -107,11 +111,11 @@ def _rotated_twins(params: list, xs: np.ndarray, ys: np.ndarray, side: int):
 #: members move by pixels between the +g and -g images and no longer sit on
 #: the same noise.
 GROUP_BELOW_DEPTH = 0.0
-#: Default linking length (pixels) of those groups (``galaxy.counts.shear_group_link``):
-#: galaxies further apart hardly share the measurement weight (1.2" FWHM, 2.7 px
-#: sigma at 0.187"/px) and are left unmoved, so that fewer galaxies move between
-#: the +g and -g images.
-COUNTS_GROUP_LINK = CountsSpec.shear_group_link
+#: Linking length (pixels) of those groups when a preset asks for groups
+#: (``galaxy.counts.shear_group_link: 15``, the value before uniform shear became
+#: the default): galaxies further apart hardly share the measurement weight
+#: (1.2" FWHM, 2.7 px sigma at 0.187"/px) and are left unmoved.
+COUNTS_GROUP_LINK = 15.0
 
 
 def _shear_groups(config, params: list, xs, ys, rotated) -> np.ndarray:
@@ -136,10 +140,29 @@ def _shear_groups(config, params: list, xs, ys, rotated) -> np.ndarray:
     limit = config.galaxy.counts.depth + GROUP_BELOW_DEPTH
     leaders = np.array([p["mag"] <= limit for p in params], dtype=bool)
     link = config.galaxy.counts.shear_group_link
-    if np.isinf(link):  # one group per image half: a uniform shear
-        return np.asarray(rotated, dtype=np.int64), leaders
     groups = friends_of_friends(xs[leaders], ys[leaders], link=link, keys=rotated[leaders])
     return attach_to_groups(xs, ys, leaders, groups, link=link, keys=rotated), leaders
+
+
+def uniform_shear(config: DatasetConfig) -> bool:
+    """True if a field of ``config`` shears every position about its scene's centre.
+
+    ``counts`` presets with ``galaxy.counts.shear_group_link: .inf`` (the
+    default): the shear of a lensed sky, whose pixel noise then follows the
+    scene (:mod:`blendflag.simulate.scene_noise`). Otherwise positions are
+    sheared in groups (:func:`_shear_groups`) on static noise.
+    """
+    return uses_counts(config) and bool(np.isinf(config.galaxy.counts.shear_group_link))
+
+
+def _sheared(config, params, xs, ys, rotated, shear, side: int, uniform: bool):
+    """Positions sheared about each scene's centre (``uniform``) or about their groups'."""
+    if uniform:
+        centre = (side + 1) / 2.0  # 1-based centre of a scene; the rotated twins' is side further
+        centres = np.array([[centre, centre], [side + centre, centre]])
+        return shear_positions(xs, ys, shear, np.asarray(rotated, dtype=np.int64), centres=centres)
+    groups, leaders = _shear_groups(config, params, xs, ys, rotated)
+    return shear_positions(xs, ys, shear, groups, centred_on=leaders)
 
 
 def _kept_galaxies(config, params: list):
@@ -249,11 +272,11 @@ def lay_out_galaxies(
                 p["rot90"] = True
         rotated[n_drawn:] = True
         pair_id[:] = np.tile(np.arange(n_drawn, dtype=np.int32), 2)
-    groups, leaders = _shear_groups(config, params, xs, ys, rotated)
-    xs, ys = shear_positions(xs, ys, shear, groups, centred_on=leaders)
+    uniform = uniform_shear(config)
+    xs, ys = _sheared(config, params, xs, ys, rotated, shear, side, uniform)
     keep = _kept_galaxies(config, params)
     if keep is not None:
         params = [p for p, k in zip(params, keep, strict=True) if k]
         xs, ys, rotated, pair_id = xs[keep], ys[keep], rotated[keep], pair_id[keep]
         n_drawn = int(keep[:n_drawn].sum())
-    return GalaxyLayout(params, xs, ys, rotated, pair_id, side, n_drawn, rotated_pairs)
+    return GalaxyLayout(params, xs, ys, rotated, pair_id, side, n_drawn, rotated_pairs, uniform)

@@ -97,7 +97,9 @@ def galaxy_truth(
     Returns
     -------
     astropy.table.Table
-        One row per galaxy; ``meta`` holds ``ISONOISE`` and ``FLDNOISE`` (ADU).
+        One row per galaxy; ``meta`` holds ``ISONOISE`` and ``FLDNOISE`` (ADU),
+        and ``SHRSCENE``: positions were sheared about each scene's centre
+        (a uniform shear), not in groups.
     """
     from astropy.table import Table
 
@@ -118,6 +120,7 @@ def galaxy_truth(
         truth[name] = values
     truth.meta["ISONOISE"] = float(thresh / config.blend.isophote_nsigma)
     truth.meta["FLDNOISE"] = float(sigma)
+    truth.meta["SHRSCENE"] = bool(layout.uniform_shear)
     truth["SERSIC_N"] = np.array([p["n"] for p in params])
     truth["B2T"] = np.array([p["b2t"] for p in params])
     if config.galaxy.population == "counts":

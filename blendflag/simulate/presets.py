@@ -14,6 +14,7 @@ arcsec unless said otherwise, fluxes and noise in ADU.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,16 +176,16 @@ class CountsSpec:
         all were drawn: the same brighter galaxies, pair ids and noise as the
         full field (for measuring what the faint ones do). [default: None]
     shear_group_link : float
-        Linking length (pixels) of the groups whose positions a field shears
-        together (:func:`blendflag.simulate.field_geometry.shear_positions`): the
-        galaxies down to ``depth`` are linked friends-of-friends, each fainter
-        one joins its nearest such galaxy's group within the same length, and
-        a group is sheared about its bright members' centre, so that a lone
-        galaxy keeps its pixels and the noise cancels between +g and -g.
-        Neighbours in different groups keep unsheared separations. ``.inf``:
-        one group per image half, every position sheared (a uniform shear;
-        galaxies move between +g and -g by up to g x the half's size).
-        [default: 15.0]
+        How a ±g field shears positions. ``.inf``: every position about its
+        scene's centre, as lensing does, with the pixel noise permuted to
+        follow the scene (:mod:`blendflag.simulate.scene_noise`) so that it
+        still cancels between +g and -g. A finite length (pixels) shears
+        groups instead, on static noise: the galaxies down to ``depth`` are
+        linked friends-of-friends, each fainter one joins its nearest such
+        galaxy's group within the same length, and a group is sheared about
+        its bright members' centre; neighbours in different groups then keep
+        unsheared separations, which biases per-object m upward on deep,
+        crowded skies (docs/literature_check_uniform_shear.md). [default: inf]
     """
 
     survey: str | None = None
@@ -215,7 +216,7 @@ class CountsSpec:
     clustered_fraction: float = 0.0
     cluster_scale: float = 2.0
     drop_fainter_than: float | None = None
-    shear_group_link: float = 15.0
+    shear_group_link: float = math.inf
 
     #: Keys a preset must give (no default).
     REQUIRED = (
