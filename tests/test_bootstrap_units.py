@@ -69,6 +69,29 @@ def test_a_scene_sheared_about_the_centre_is_taken_back():
     np.testing.assert_array_equal(cells[0], cells[1])
 
 
+def test_a_uniformly_sheared_survey_field_puts_each_galaxy_in_one_cell():
+    """blendflag's survey fields shear each half about its own centre (truth
+    ``SHRSCENE``): taken back, a galaxy of the +g field and of the -g field
+    falls in the same cell of both, as does its rotated twin."""
+    from blendflag.shear.units import unsheared_scenes
+    from blendflag.simulate.field_layout import lay_out_galaxies
+    from blendflag.simulate.presets import load_dataset
+
+    preset, side, cells = load_dataset("cfis_survey"), 600, []
+    for g1 in (0.02, -0.02):
+        rng = np.random.default_rng(7)
+        layout = lay_out_galaxies(rng, preset, 500, side, 26, True, (g1, 0.0))
+        assert layout.uniform_shear
+        shape = (side, 2 * side)
+        x, y = unsheared_scenes(layout.xs, layout.ys, shape, (g1, 0.0), 2)
+        cells.append(cell_ids(x, y, shape, 100, rotated_halves=True))
+        moved = cell_ids(layout.xs, layout.ys, shape, 100, rotated_halves=True)
+    np.testing.assert_array_equal(cells[0], cells[1])
+    assert np.any(moved != cells[1])  # as sheared, some cross a cell border
+    half = len(cells[0]) // 2
+    np.testing.assert_array_equal(cells[0][:half], cells[0][half:])
+
+
 def _version_sums(n, e1, response=0.5, step=0.01):
     """``versions``-layout sums of one cell: n objects of mean e1 (R from a fixed response)."""
     row = []
