@@ -172,10 +172,8 @@ def main(argv=None) -> int:
         return 2
     rows = split_table(sums, np.random.default_rng(0), args.bootstrap)
     for r in rows:
-        m = "  n/a  " if r["m"] is None else f"{r['m']:+.4f}"
-        print(
-            f"{r['split']:10s} N+ {r['n_plus']:6d} N- {r['n_minus']:6d}  m {m} ± {r['m_err']:.4f}"
-        )
+        m = "n/a" if r["m"] is None else f"{r['m']:+.4f} ± {r['m_err']:.4f}"
+        print(f"{r['split']:16s} N+ {r['n_plus']:6d} N- {r['n_minus']:6d}  m {m}")
     if args.json:
         from blendflag.commands.common import write_json
 
