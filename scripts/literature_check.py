@@ -173,6 +173,16 @@ def _met(v: dict) -> str:
     return {True: "met", False: "**missed**", None: "-"}[v.get("met")]
 
 
+def _shear_words(link) -> str:
+    """How the fields sheared positions, in words (``link``: ``--shear-group-link``)."""
+    if link is None or np.isinf(link):
+        return (
+            "every position sheared about its half's centre, the noise permuted to "
+            "follow the scene (`blendflag.simulate.scene_noise`)"
+        )
+    return f"positions sheared in groups linked at {link:g} px, on static noise"
+
+
 def write_markdown(
     results, verdicts, path: Path, command: str, minutes: float, tiles, noise_factor=1.0, link=None
 ) -> None:
@@ -188,10 +198,9 @@ def write_markdown(
         "finished fields and tiles of earlier runs are reused).",
         "",
         "Fields: `compare`'s default ±g pairs (g = ±0.02, the same galaxies and pixel",
-        f"noise, 90-degree rotated pairs) of each preset at {noise}; a density",
-        "factor scales the preset's number counts"
-        + ("." if link is None else f"; positions sheared in groups linked at {link:g} px.")
-        + " Selections carry the shear",
+        f"noise draws, 90-degree rotated pairs) of each preset at {noise}; a density",
+        f"factor scales the preset's number counts; {_shear_words(link)}.",
+        "Selections carry the shear",
         "catalogue's cuts (S/N >= 10, T/T_PSF >= 1.2, in R). m = (g1(+) - g1(-)) / 2g - 1",
         "from the summed tiles; errors: bootstrap over cells x sign; `dm_vs_truth`",
         "against `no_true_blends` with the same draws. Literature: Sheldon et al.",
