@@ -6,8 +6,7 @@ Usage::
 
 ``--work`` is a configuration directory of ``scripts/literature_check.py``
 (±g fields ``seed<k>/{plus,minus}`` and their per-object metacal tiles). Each
-measured object that passes the shear catalogue's cuts on its noshear values
-(no star, by the truth) is matched to the nearest true galaxy within 2 px
+measured object (no star, by the truth) is matched to the nearest true galaxy within 2 px
 (``blendflag.truth.match_truth``; only galaxies down to ``--mag-limit`` when
 given). The objects are then split:
 
@@ -19,9 +18,10 @@ given). The objects are then split:
 - ``all_but_one_sign``: ``all`` without ``one_sign``: its difference to
   ``all`` is what the shear-dependent detections contribute to m.
 
-m of each (g = sum e1 / sum R11 per sign, no R_S) with a bootstrap over
-the ±g fields, drawn jointly for every split, so the errors of differences
-are those of the differences.
+m of each, as ``compare`` gives it (each metacal version cut on its own S/N
+and size; g = <e1> / (<R11> + R11_S) per sign), with a bootstrap over the
+±g fields drawn jointly for every split, so the errors of differences are
+those of the differences.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import numpy as np
 from blendflag._runtime.provenance import provenance
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from literature_check import m_from_sums
+from literature_check import FIELD_SHEAR
 
 SPLITS = ("all", "common", "one_sign", "unmatched", "all_but_one_sign")
 
@@ -66,8 +66,22 @@ def identity_split(ids: np.ndarray, other_ids: np.ndarray) -> dict:
     }
 
 
-def kept_objects(table, truth, cuts, step: float, mag_limit=None):
-    """``(true galaxy id, e1, R11)`` of the objects that pass the cuts and are no star."""
+#: Columns of the per-split sums: noshear-kept objects, their sum e1 and sum R11,
+#: then objects kept on the 1p version's S/N and size and their noshear sum e1, and
+#: the same for 1m (the selection response R_S, as ``blendflag.shear.statistics``).
+SUM_COLUMNS = ("n", "e1", "R11", "n_1p", "e1_1p", "n_1m", "e1_1m")
+
+
+def measured_objects(table, truth, cuts, step: float, mag_limit=None) -> dict:
+    """The unflagged, non-star objects: true galaxy, e1, R11 and who passes the cuts.
+
+    Returns
+    -------
+    dict
+        ``ids`` (true galaxy, -1: none within 2 px), ``e1``, ``R11``, and
+        ``kept``, ``kept_1p``, ``kept_1m``: the cuts (``shear.cuts``) on the
+        noshear, 1p and 1m versions' own S/N and T.
+    """
     from astropy.table import Table
 
     from blendflag.truth import match_truth
@@ -81,33 +95,64 @@ def kept_objects(table, truth, cuts, step: float, mag_limit=None):
     match = match_truth(Table(table), truth[index])
     ids = np.where(match >= 0, index[np.maximum(match, 0)], -1)
     ok = np.asarray(table["MCAL_FLAGS"]) == 0
-    ok &= np.asarray(table["S2N_NOSHEAR"]) >= cuts.s2n_min
-    ok &= np.asarray(table["T_NOSHEAR"]) >= cuts.t_ratio_min * np.asarray(table["T_PSF"])
     if "STAR" in truth.colnames:
         ok &= ~((ids >= 0) & np.asarray(truth["STAR"], dtype=bool)[np.maximum(ids, 0)])
-    r11 = (np.asarray(table["G1_1P"]) - np.asarray(table["G1_1M"])) / (2 * step)
-    return ids[ok], np.asarray(table["G1_NOSHEAR"])[ok], r11[ok]
+    t_psf = np.asarray(table["T_PSF"])
+    out = {
+        "ids": ids[ok],
+        "e1": np.asarray(table["G1_NOSHEAR"])[ok],
+        "R11": ((np.asarray(table["G1_1P"]) - np.asarray(table["G1_1M"])) / (2 * step))[ok],
+    }
+    for version, suffix in (("kept", "NOSHEAR"), ("kept_1p", "1P"), ("kept_1m", "1M")):
+        passed = np.asarray(table[f"S2N_{suffix}"]) >= cuts.s2n_min
+        passed &= np.asarray(table[f"T_{suffix}"]) >= cuts.t_ratio_min * t_psf
+        out[version] = passed[ok]
+    return out
+
+
+def split_sums(objects: dict, other_ids: np.ndarray) -> np.ndarray:
+    """``(splits, 7)`` sums (:data:`SUM_COLUMNS`) of one image; ``other_ids``: the other's kept."""
+    masks = identity_split(objects["ids"], other_ids)
+    e1 = objects["e1"]
+    sums = np.zeros((len(SPLITS), len(SUM_COLUMNS)))
+    for k, name in enumerate(SPLITS):
+        b = masks[name] & objects["kept"]
+        p, m = masks[name] & objects["kept_1p"], masks[name] & objects["kept_1m"]
+        sums[k] = (
+            b.sum(),
+            e1[b].sum(),
+            objects["R11"][b].sum(),
+            p.sum(),
+            e1[p].sum(),
+            m.sum(),
+            e1[m].sum(),
+        )
+    return sums
+
+
+def m_with_selection(total: np.ndarray, step: float, shear: float) -> float:
+    """m from the (+, -) sums ``(2, 7)``: g = <e1> / (<R11> + R11_S) per sign."""
+    n, e1, r11, n_p, e_p, n_m, e_m = total.T
+    g = (e1 / n) / (r11 / n + (e_p / n_p - e_m / n_m) / (2 * step))
+    return float((g[0] - g[1]) / (2 * shear) - 1)
 
 
 def field_split_sums(root: Path, seeds, mag_limit=None) -> np.ndarray:
-    """``(fields, splits, 2, 3)``: per field, split and sign (+, -) objects, sum e1, sum R11."""
+    """``(fields, splits, 2, 7)``: per field, split and sign (+, -) the :data:`SUM_COLUMNS`."""
     from blendflag.config import load_pipeline_config
     from blendflag.simulate.field_io import read_truth
 
     config = load_pipeline_config(None).shear
-    sums = np.zeros((len(seeds), len(SPLITS), 2, 3))
+    sums = np.zeros((len(seeds), len(SPLITS), 2, len(SUM_COLUMNS)))
     for i, seed in enumerate(seeds):
         objects = {}
         for sign in ("plus", "minus"):
             table = _tile_of(root, seed, sign)
             truth, _ = read_truth(root / f"seed{seed}" / sign / "truth.fits")
-            objects[sign] = kept_objects(table, truth, config.cuts, config.step, mag_limit)
+            objects[sign] = measured_objects(table, truth, config.cuts, config.step, mag_limit)
         for j, (sign, other) in enumerate((("plus", "minus"), ("minus", "plus"))):
-            ids, e1, r11 = objects[sign]
-            masks = identity_split(ids, objects[other][0])
-            for k, name in enumerate(SPLITS):
-                b = masks[name]
-                sums[i, k, j] = (b.sum(), e1[b].sum(), r11[b].sum())
+            kept_other = objects[other]["ids"][objects[other]["kept"]]
+            sums[i, :, j] = split_sums(objects[sign], kept_other)
     return sums
 
 
@@ -124,7 +169,7 @@ def _tile_of(root: Path, seed: int, sign: str):
     raise FileNotFoundError(f"no tile of {image}")
 
 
-def split_table(sums: np.ndarray, rng, n_boot: int) -> list[dict]:
+def split_table(sums: np.ndarray, rng, n_boot: int, step: float = 0.01) -> list[dict]:
     """m of every split, bootstrap over fields (the same draws for all), and each minus ``all``.
 
     A split without objects in a sign has ``m`` None (and no errors).
@@ -132,7 +177,7 @@ def split_table(sums: np.ndarray, rng, n_boot: int) -> list[dict]:
     draws = [rng.integers(0, len(sums), len(sums)) for _ in range(n_boot)]
     with np.errstate(invalid="ignore", divide="ignore"):
         boots = np.array(
-            [[m_from_sums(sums[d, k].sum(axis=0)) for d in draws] for k in range(len(SPLITS))]
+            [[_m(sums[d, k].sum(axis=0), step) for d in draws] for k in range(len(SPLITS))]
         )
     rows = []
     for k, name in enumerate(SPLITS):
@@ -143,12 +188,17 @@ def split_table(sums: np.ndarray, rng, n_boot: int) -> list[dict]:
                 "split": name,
                 "n_plus": int(total[0, 0]),
                 "n_minus": int(total[1, 0]),
-                "m": m_from_sums(total) if measured else None,
+                "m": _m(total, step) if measured else None,
                 "m_err": float(np.nanstd(boots[k])) if measured else None,
                 "minus_all_err": float(np.nanstd(boots[k] - boots[0])) if measured else None,
             }
         )
     return rows
+
+
+def _m(total: np.ndarray, step: float) -> float:
+    """m of summed (+, -) sums at the fields' shear."""
+    return m_with_selection(total, step, FIELD_SHEAR[0])
 
 
 def main(argv=None) -> int:
@@ -170,7 +220,10 @@ def main(argv=None) -> int:
     except (OSError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    rows = split_table(sums, np.random.default_rng(0), args.bootstrap)
+    from blendflag.config import load_pipeline_config
+
+    step = load_pipeline_config(None).shear.step
+    rows = split_table(sums, np.random.default_rng(0), args.bootstrap, step)
     for r in rows:
         m = "n/a" if r["m"] is None else f"{r['m']:+.4f} ± {r['m_err']:.4f}"
         print(f"{r['split']:16s} N+ {r['n_plus']:6d} N- {r['n_minus']:6d}  m {m}")
@@ -183,8 +236,8 @@ def main(argv=None) -> int:
             "fields": args.fields,
             "mag_limit": args.mag_limit,
             "bootstrap": {"unit": "a ±g field, every split together", "draws": args.bootstrap},
-            "what": "per-object m (noshear cuts, no R_S) of the objects kept under both shears "
-            "(common, by truth identity), of one shear only, and unmatched",
+            "what": "per-object m (cuts on each metacal version, R_S included) of the objects "
+            "kept under both shears (common, by truth identity), of one shear only, unmatched",
             "splits": rows,
         }
         write_json(document, args.json)

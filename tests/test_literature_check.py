@@ -158,11 +158,11 @@ def test_objects_split_by_their_true_galaxy_under_both_shears():
 
 def test_the_detection_split_recovers_a_hand_made_detection_bias():
     """Common objects carry the true shear (m = 0); one-sign objects add a bias
-    to ``all``, and the field bootstrap's errors of the difference are paired."""
+    to ``all``; the field bootstrap draws every split together."""
     split = script_module("detection_split")
     g, r = 0.02, 0.5
     rng = np.random.default_rng(3)
-    sums = np.zeros((10, len(split.SPLITS), 2, 3))
+    sums = np.zeros((10, len(split.SPLITS), 2, len(split.SUM_COLUMNS)))
     for i in range(10):
         for j, sign in enumerate((1, -1)):
             n_c, n_o = 1000, 50
@@ -173,9 +173,20 @@ def test_the_detection_split_recovers_a_hand_made_detection_bias():
             values["all_but_one_sign"] = values["common"]
             for k, name in enumerate(split.SPLITS):
                 n, e = values[name]
-                sums[i, k, j] = (n, e, n * r)
+                sums[i, k, j] = (n, e, n * r, n, e, n, e)  # the same kept in 1p and 1m
     rows = {row["split"]: row for row in split.split_table(sums, np.random.default_rng(0), 200)}
     assert abs(rows["common"]["m"]) < 3 * rows["common"]["m_err"] + 1e-3
     assert rows["one_sign"]["m"] == pytest.approx(2.0, rel=0.02)
     assert rows["all"]["m"] == pytest.approx(100 / 1050, rel=0.05)
     assert rows["unmatched"]["m"] is None
+
+
+def test_the_detection_split_carries_the_selection_response():
+    """A cut that keeps more positive-e1 objects in the 1p version than in 1m
+    has R11_S > 0, which enters the response as compare's does."""
+    split = script_module("detection_split")
+    row = np.array([[100, 1.0, 50.0, 100, 2.0, 100, 0.0], [100, -1.0, 50.0, 100, 0.0, 100, -2.0]])
+    r_s = (2.0 / 100 - 0.0 / 100) / (2 * 0.01)  # 1.0, the +g's; the -g's is the same
+    g_plus, g_minus = 0.01 / (0.5 + r_s), -0.01 / (0.5 + r_s)
+    expected = (g_plus - g_minus) / (2 * 0.02) - 1
+    assert split.m_with_selection(row, 0.01, 0.02) == pytest.approx(expected)
