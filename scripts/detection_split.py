@@ -80,10 +80,12 @@ def measured_objects(table, truth, cuts, step: float, mag_limit=None) -> dict:
     dict
         ``ids`` (true galaxy, -1: none within 2 px), ``e1``, ``R11``, and
         ``kept``, ``kept_1p``, ``kept_1m``: the cuts (``shear.cuts``) on the
-        noshear, 1p and 1m versions' own S/N and T.
+        noshear, 1p and 1m versions' own S/N and T
+        (:func:`blendflag.shear.cuts.shear_cut_masks`, as ``compare``).
     """
     from astropy.table import Table
 
+    from blendflag.shear.cuts import shear_cut_masks
     from blendflag.truth import match_truth
 
     candidates = np.ones(len(truth), dtype=bool)
@@ -97,16 +99,14 @@ def measured_objects(table, truth, cuts, step: float, mag_limit=None) -> dict:
     ok = np.asarray(table["MCAL_FLAGS"]) == 0
     if "STAR" in truth.colnames:
         ok &= ~((ids >= 0) & np.asarray(truth["STAR"], dtype=bool)[np.maximum(ids, 0)])
-    t_psf = np.asarray(table["T_PSF"])
+    masks, _ = shear_cut_masks(Table(table), cuts, ok)
     out = {
         "ids": ids[ok],
         "e1": np.asarray(table["G1_NOSHEAR"])[ok],
         "R11": ((np.asarray(table["G1_1P"]) - np.asarray(table["G1_1M"])) / (2 * step))[ok],
     }
-    for version, suffix in (("kept", "NOSHEAR"), ("kept_1p", "1P"), ("kept_1m", "1M")):
-        passed = np.asarray(table[f"S2N_{suffix}"]) >= cuts.s2n_min
-        passed &= np.asarray(table[f"T_{suffix}"]) >= cuts.t_ratio_min * t_psf
-        out[version] = passed[ok]
+    for key, version in (("kept", "noshear"), ("kept_1p", "1p"), ("kept_1m", "1m")):
+        out[key] = masks[version][ok]
     return out
 
 
@@ -139,15 +139,21 @@ def m_with_selection(total: np.ndarray, step: float, shear: float) -> float:
 
 def field_split_sums(root: Path, seeds, mag_limit=None) -> np.ndarray:
     """``(fields, splits, 2, 7)``: per field, split and sign (+, -) the :data:`SUM_COLUMNS`."""
+    from astropy.io import fits
+
     from blendflag.config import load_pipeline_config
     from blendflag.simulate.field_io import read_truth
 
     config = load_pipeline_config(None).shear
+    paths = tile_paths(root)
     sums = np.zeros((len(seeds), len(SPLITS), 2, len(SUM_COLUMNS)))
     for i, seed in enumerate(seeds):
         objects = {}
         for sign in ("plus", "minus"):
-            table = _tile_of(root, seed, sign)
+            image = root / f"seed{seed}" / sign / "image.fits"
+            if image not in paths:
+                raise FileNotFoundError(f"no tile of {image}")
+            table = fits.getdata(paths[image], "LDAC_OBJECTS")
             truth, _ = read_truth(root / f"seed{seed}" / sign / "truth.fits")
             objects[sign] = measured_objects(table, truth, config.cuts, config.step, mag_limit)
         for j, (sign, other) in enumerate((("plus", "minus"), ("minus", "plus"))):
@@ -156,17 +162,12 @@ def field_split_sums(root: Path, seeds, mag_limit=None) -> np.ndarray:
     return sums
 
 
-def _tile_of(root: Path, seed: int, sign: str):
-    """The per-object tile catalogue of ``seed<seed>/<sign>`` (named as ``compare --tiles`` did)."""
-    from astropy.io import fits
-
+def tile_paths(root: Path) -> dict:
+    """``{image path: its per-object tile catalogue}``, named as ``compare --tiles`` did."""
     from blendflag.tiling.tile_list import read_tiles
 
-    image = root / f"seed{seed}" / sign / "image.fits"
-    for tile in read_tiles(str(root / "seed*" / "*" / "image.fits")):
-        if Path(tile.image) == image:
-            return fits.getdata(root / "tiles_metacal" / f"{tile.name}.fits", "LDAC_OBJECTS")
-    raise FileNotFoundError(f"no tile of {image}")
+    tiles = read_tiles(str(root / "seed*" / "*" / "image.fits"))
+    return {Path(t.image): root / "tiles_metacal" / f"{t.name}.fits" for t in tiles}
 
 
 def split_table(sums: np.ndarray, rng, n_boot: int, step: float = 0.01) -> list[dict]:
