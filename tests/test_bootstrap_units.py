@@ -92,6 +92,69 @@ def test_a_uniformly_sheared_survey_field_puts_each_galaxy_in_one_cell():
     np.testing.assert_array_equal(cells[0][:half], cells[0][half:])
 
 
+def _field_context(shape, g1, sign, cell=100):
+    """What :func:`blendflag.shear.units.sky_cells` reads of a ±g survey field's context."""
+    from types import SimpleNamespace
+
+    truth = Table({"ROTATED": np.zeros(4, dtype=bool)})
+    truth["ROTATED"][2:] = True
+    truth.meta["SHRSCENE"] = True
+    shear = SimpleNamespace(bootstrap_cell=cell)
+    return SimpleNamespace(
+        config=SimpleNamespace(shear=shear),
+        image=np.zeros(shape),
+        image_header=None,
+        truth=truth,
+        results={},
+        true_shear=(g1, 0.0),
+        shear_sign=sign,
+    )
+
+
+def test_an_image_engines_rows_take_the_sky_cells_of_both_signs():
+    """Metadetection's version catalogues: a galaxy and its rotated twin, found on
+    the +g and the -g field (and a version's position moved by the metacal
+    shear), share one unit, which the engine's own fixed cells do not give."""
+    from blendflag.shear.catalogues import VersionCatalogues
+    from blendflag.shear.selections import selection_units
+    from blendflag.simulate.field_layout import lay_out_galaxies
+    from blendflag.simulate.presets import load_dataset
+
+    preset, side, units = load_dataset("cfis_survey"), 600, []
+    shape = (side, 2 * side)
+    for sign in (1, -1):
+        layout = lay_out_galaxies(
+            np.random.default_rng(7), preset, 500, side, 26, True, (sign * 0.02, 0.0)
+        )
+        tables = {}
+        for version in METACAL_VERSIONS:
+            shift = 0.3 if version == "1p" else 0.0  # X_IMAGE of a sheared version
+            tables[version] = Table(
+                {
+                    "X_IMAGE": layout.xs + shift,
+                    "Y_IMAGE": layout.ys,
+                    "X_UNSHEARED": layout.xs,
+                    "Y_UNSHEARED": layout.ys,
+                }
+            )
+        engine_cells = {
+            v: cell_ids(t["X_IMAGE"], t["Y_IMAGE"], shape, 200) for v, t in tables.items()
+        }
+        result = VersionCatalogues(tables=tables, units=engine_cells)
+        context = _field_context(shape, 0.02, sign)
+        units.append((selection_units(context, result), engine_cells))
+        context.config.shear.bootstrap_cell = 0  # the engine's own cells
+        assert selection_units(context, result) is engine_cells
+    (plus, plus_engine), (minus, minus_engine) = units
+    for version in METACAL_VERSIONS:
+        np.testing.assert_array_equal(plus[version], minus[version])
+        np.testing.assert_array_equal(plus[version], plus["noshear"])
+    half = len(plus["noshear"]) // 2
+    np.testing.assert_array_equal(plus["noshear"][:half], plus["noshear"][half:])
+    assert np.any(plus_engine["noshear"] != minus_engine["noshear"])
+    assert np.any(plus_engine["noshear"][:half] != plus_engine["noshear"][half:])
+
+
 def _version_sums(n, e1, response=0.5, step=0.01):
     """``versions``-layout sums of one cell: n objects of mean e1 (R from a fixed response)."""
     row = []

@@ -340,7 +340,7 @@ def _paired_entries(result, true_shear, rng, n_bootstrap: int) -> list[dict]:
 
     entries = compare_statistics(
         result.unit_sums, result.metacal.step, true_shear, rng, n_bootstrap,
-        units=unit_description(result.metacal),
+        units=unit_description(result.metacal, result.contexts[0].config.shear.bootstrap_cell),
     )  # fmt: skip
     counts = {}
     for context in result.contexts:

@@ -424,10 +424,12 @@ def null_reason(
         The sums' layout (:attr:`UnitSums.layout`), which says what a unit is.
         [default: ``stamps``]
     units : str or None
-        An image engine's units, e.g. ``200-px cells, 4 in the image``
-        (:func:`unit_description`). [default: named from ``layout``]
+        An image engine's units, e.g. ``200-px cells, 4 in the image``, or
+        :data:`SKY_CELLS` when they are the sky cells of
+        ``shear.bootstrap_cell`` (:func:`unit_description`). [default: named
+        from ``layout``]
     """
-    if n_units < MIN_UNITS and layout == "versions":
+    if n_units < MIN_UNITS and layout == "versions" and units != SKY_CELLS:
         cells = units or "cells of shear.options.<engine>.cell_size px"
         return (
             f"too few cells: {n_units} measured units, at least {MIN_UNITS} needed; an "
@@ -449,24 +451,41 @@ def null_reason(
     return None
 
 
-def unit_description(metacal) -> str | None:
-    """An image engine's units in words, for :func:`null_reason`: its cells.
+def unit_description(metacal, bootstrap_cell: int = 0) -> str | None:
+    """An image engine's units in words, for :func:`null_reason`: its cells, or the sky's.
 
     Parameters
     ----------
     metacal : blendflag.shear.results.MetacalResult or blendflag.shear.catalogues.VersionCatalogues
         An engine's result; an image engine's ``meta`` gives ``cells`` (how many
         in the image) and ``settings["cell_size"]`` (pixels) when it has them.
+    bootstrap_cell : int
+        ``shear.bootstrap_cell`` of the run (pixels): above 0, an image
+        engine's rows are put in the sky's cells
+        (:func:`blendflag.shear.units.version_units`). [default: 0]
 
     Returns
     -------
     str or None
-        e.g. ``200-px cells, 4 in the image``; None for a stamp engine's result
+        e.g. ``200-px cells, 4 in the image``; :data:`SKY_CELLS` for an
+        image engine's rows in sky cells; None for a stamp engine's result
         or without ``cells``.
     """
     meta = getattr(metacal, "meta", None) or {}
-    if getattr(metacal, "sum_layout", "stamps") != "versions" or "cells" not in meta:
+    if getattr(metacal, "sum_layout", "stamps") != "versions":
+        return None
+    if bootstrap_cell:
+        return SKY_CELLS
+    if "cells" not in meta:
         return None
     size = (meta.get("settings") or {}).get("cell_size")
     kind = f"{size}-px cells" if size else "cells"
     return f"{kind}, {meta['cells']} in the image"
+
+
+#: :func:`unit_description` of an image engine whose rows are put in the sky's
+#: cells (``shear.bootstrap_cell``), as a stamp engine's detections are.
+SKY_CELLS = "sky cells"
+
+#: How an image engine's own cells start in the JSON's ``bootstrap.unit``.
+ENGINE_UNIT_WORDS = "one cell of the image engine"

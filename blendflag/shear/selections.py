@@ -63,7 +63,7 @@ def measure_selections(context) -> None:
     and how: :meth:`blendflag.shear.star_cut.ImageStars.summary`) and the
     shear columns of the output catalogue.
     """
-    from blendflag.shear.paired import UnitSums, compare_statistics
+    from blendflag.shear.paired import UnitSums, compare_statistics, unit_description
     from blendflag.shear.star_cut import image_stars
 
     result = context.results["shear"]
@@ -92,6 +92,7 @@ def measure_selections(context) -> None:
         context.true_shear,
         np.random.default_rng(context.seed + 1),
         n_boot,
+        units=unit_description(result, context.config.shear.bootstrap_cell),
     )
     good0 = good["noshear"]
     if star_rows is not None and not keep_stars:  # the sample the flaggers cut from
@@ -114,11 +115,13 @@ def measure_selections(context) -> None:
 
 def _unit_in_words(context, result) -> str:
     """One bootstrap unit of this image, in words (the JSON's ``bootstrap.unit``)."""
-    from blendflag.shear.paired import unit_description
+    from blendflag.shear.paired import ENGINE_UNIT_WORDS, SKY_CELLS, unit_description
     from blendflag.shear.units import rotated_halves, unit_note
 
     if result.sum_layout != "stamps":
-        return f"one cell of the image engine ({unit_description(result) or 'its cells'})"
+        cells = unit_description(result, context.config.shear.bootstrap_cell)
+        if cells != SKY_CELLS:
+            return f"{ENGINE_UNIT_WORDS} ({cells or 'its cells'})"
     rotated = rotated_halves(context.image_header, context.truth)
     return unit_note(context.config.shear.bootstrap_cell, rotated)
 
@@ -181,18 +184,20 @@ class _Selector:
 
 
 def selection_units(context, result):
-    """The bootstrap unit of every row of a stamp result (cells), or the image engine's own.
+    """The bootstrap unit of every row of an engine's result: square cells of the sky.
 
-    Stamp results: :func:`blendflag.shear.units.context_units` (square cells
-    of the sky; None with ``shear.bootstrap_cell: 0``, each row its own unit).
-    An image engine's result keeps the units it defines
-    (``result.bootstrap_units``, its cells).
+    Stamp results: :func:`blendflag.shear.units.context_units` (None with
+    ``shear.bootstrap_cell: 0``, each row its own unit). An image engine's
+    version catalogues: the same cells, by each row's position
+    (:func:`blendflag.shear.units.version_units`); with ``bootstrap_cell: 0``
+    the units the engine defines (``result.bootstrap_units``, its cells).
     """
-    from blendflag.shear.units import context_units
+    from blendflag.shear.units import context_units, version_units
 
-    if result.sum_layout != "stamps":
-        return result.bootstrap_units(context.results.get("pair_id"))
-    return context_units(context)
+    if result.sum_layout == "stamps":
+        return context_units(context)
+    sky = version_units(context, result.tables)
+    return sky if sky is not None else result.bootstrap_units(context.results.get("pair_id"))
 
 
 def _cut(context, result, good: dict) -> dict:

@@ -24,6 +24,14 @@ On a simulation with 90-degree rotated halves (the ``ROTPAIRS`` header card of
 and its rotated twin in the right half are one unit, so the twins' intrinsic
 shapes cancel inside the unit as they do in the total. ``bootstrap_cell: 0``
 makes every detection its own unit.
+
+An image engine (metadetection) detects on each metacal image itself; its
+rows are put in the same cells by position (:func:`version_units`), so its
+bootstrap takes the same cells of the sky, twins and signs together, as a
+stamp engine's. (Its own measurement cells are fixed on the image: a galaxy
+moved by the shear may change cell between +g and -g, and a rotated twin is
+in another cell, so their noise and shapes would not cancel inside a unit.)
+With ``bootstrap_cell: 0`` an image engine keeps its own cells.
 """
 
 from __future__ import annotations
@@ -82,17 +90,65 @@ def cell_ids(
 def context_units(context) -> np.ndarray | None:
     """Bootstrap unit of every detection of a pipeline context (None: each its own).
 
+    Cells of ``config.shear.bootstrap_cell`` pixels (:func:`sky_cells`) of the
+    pipeline's detections.
+    """
+    if context.table is None:
+        return None
+    return sky_cells(context, context.table["X_IMAGE"], context.table["Y_IMAGE"])
+
+
+def version_units(context, tables: dict) -> dict | None:
+    """Bootstrap unit of every row of an image engine's version catalogues (None: its own).
+
+    The same sky cells as a stamp engine's detections (:func:`sky_cells`),
+    from each row's position before the metacal shear (``X_UNSHEARED``,
+    ``Y_UNSHEARED`` where the catalogue has them, else ``X_IMAGE``,
+    ``Y_IMAGE``): a galaxy falls in one cell in every version and both signs,
+    and a rotated twin in its twin's cell.
+
+    Parameters
+    ----------
+    context : blendflag.pipeline.stages.Context
+        The image's context (shape, header, truth, shear, ``shear.bootstrap_cell``).
+    tables : dict
+        ``{version: astropy Table}`` of the engine's detections (1-based pixels).
+
+    Returns
+    -------
+    dict or None
+        ``{version: int64 unit per row}``; None with ``shear.bootstrap_cell: 0``.
+    """
+    units = {}
+    for version, table in tables.items():
+        xcol, ycol = (
+            ("X_UNSHEARED", "Y_UNSHEARED")
+            if "X_UNSHEARED" in table.colnames
+            else ("X_IMAGE", "Y_IMAGE")
+        )
+        cells = sky_cells(context, table[xcol], table[ycol])
+        if cells is None:
+            return None
+        units[version] = cells
+    return units
+
+
+def sky_cells(context, x, y) -> np.ndarray | None:
+    """The bootstrap cell of positions ``x, y`` (1-based pixels) of a context's image.
+
     Cells of ``config.shear.bootstrap_cell`` pixels (:func:`cell_ids`) in the
     frame of the whole image (a sub-tile's ``frame``), rotated halves from
-    the image header's ``ROTPAIRS`` card or the truth's ``ROTATED`` column.
+    the image header's ``ROTPAIRS`` card or the truth's ``ROTATED`` column,
+    positions of a ±g image taken back by its shear first. None when
+    ``bootstrap_cell`` is 0 or there is no image.
     """
     size = context.config.shear.bootstrap_cell
-    if not size or context.table is None or context.image is None:
+    if not size or context.image is None:
         return None
     frame = context.results.get("frame")
     origin, shape = ((0.0, 0.0), context.image.shape) if frame is None else frame
-    x = np.asarray(context.table["X_IMAGE"], dtype=np.float64) + origin[0]
-    y = np.asarray(context.table["Y_IMAGE"], dtype=np.float64) + origin[1]
+    x = np.asarray(x, dtype=np.float64) + origin[0]
+    y = np.asarray(y, dtype=np.float64) + origin[1]
     rotated = rotated_halves(context.image_header, context.truth)
     if context.true_shear is not None:
         own = [context.shear_sign * g for g in context.true_shear]  # true_shear is the +g's

@@ -227,7 +227,7 @@ def _joined(values) -> str | None:
 
 def _combined_entries(files: list, true_shear, seed: int, n_bootstrap: int) -> list[dict]:
     """Every selection's statistics over the stored files, with the flaggers' counts."""
-    from blendflag.shear.paired import compare_statistics
+    from blendflag.shear.paired import ENGINE_UNIT_WORDS, SKY_CELLS, compare_statistics
     from blendflag.shear.selections import add_fraction_removed
 
     selections: dict[str, list] = {}
@@ -238,8 +238,10 @@ def _combined_entries(files: list, true_shear, seed: int, n_bootstrap: int) -> l
         for name, (flagged, measured) in stored.flag_counts.items():
             old = counts.get(name, (0, 0))
             counts[name] = (old[0] + flagged, old[1] + measured)
+    engine_cells = any(f.units.startswith(ENGINE_UNIT_WORDS) for f in files)
     entries = compare_statistics(
-        selections, files[-1].step, true_shear, np.random.default_rng(seed + 1), n_bootstrap
-    )
+        selections, files[-1].step, true_shear, np.random.default_rng(seed + 1), n_bootstrap,
+        units=None if engine_cells else SKY_CELLS,
+    )  # fmt: skip
     add_fraction_removed(entries, counts)
     return entries
