@@ -10,13 +10,18 @@ measured object (no star, by the truth) is matched to the nearest true galaxy wi
 (``blendflag.truth.match_truth``; only galaxies down to ``--mag-limit`` when
 given). The objects are then split:
 
-- ``common``: its true galaxy is matched and kept in the +g and the -g image
-  alike: m of these is the measurement's, detection left aside;
-- ``one_sign``: matched to a galaxy that no object of the other image matches
-  or keeps: the detections that change with the shear;
+- ``common``: its true galaxy is measured (detected, not a star, no flag)
+  in the +g and the -g image alike: m of these is the measurement's,
+  detection left aside;
+- ``one_sign``: matched to a galaxy that no measured object of the other
+  image matches: the detections that change with the shear;
 - ``unmatched``: no true galaxy within 2 px;
 - ``all_but_one_sign``: ``all`` without ``one_sign``: its difference to
-  ``all`` is what the shear-dependent detections contribute to m.
+  ``all`` is what the shear-dependent detections contribute to m;
+- ``common_kept``: ``common`` that the other image also keeps through its
+  cuts (the definition of ``common`` before 2026-12-07). It is a selection on
+  the other image's sheared S/N and size, which no R_S sees: on the
+  literature-check skies it lies +0.03 to +0.05 above ``common``.
 
 m of each, as ``compare`` gives it (each metacal version cut on its own S/N
 and size; g = <e1> / (<R11> + R11_S) per sign), with a bootstrap over the
@@ -37,18 +42,20 @@ from blendflag._runtime.provenance import provenance
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from literature_check import FIELD_SHEAR
 
-SPLITS = ("all", "common", "one_sign", "unmatched", "all_but_one_sign")
+SPLITS = ("all", "common", "one_sign", "unmatched", "all_but_one_sign", "common_kept")
 
 
-def identity_split(ids: np.ndarray, other_ids: np.ndarray) -> dict:
-    """Masks of :data:`SPLITS` for one image's kept objects.
+def identity_split(ids: np.ndarray, other_measured: np.ndarray, other_kept: np.ndarray) -> dict:
+    """Masks of :data:`SPLITS` for one image's measured objects.
 
     Parameters
     ----------
     ids : numpy.ndarray
-        True galaxy of each kept object of this image (-1: unmatched).
-    other_ids : numpy.ndarray
-        True galaxies of the other image's kept objects.
+        True galaxy of each measured object of this image (-1: unmatched).
+    other_measured : numpy.ndarray
+        True galaxies of the other image's measured objects (before the cuts).
+    other_kept : numpy.ndarray
+        True galaxies of the other image's objects kept by its cuts.
 
     Returns
     -------
@@ -56,13 +63,14 @@ def identity_split(ids: np.ndarray, other_ids: np.ndarray) -> dict:
         ``{split: bool mask over ids}``.
     """
     matched = ids >= 0
-    common = matched & np.isin(ids, other_ids[other_ids >= 0])
+    common = matched & np.isin(ids, other_measured[other_measured >= 0])
     return {
         "all": np.ones(len(ids), dtype=bool),
         "common": common,
         "one_sign": matched & ~common,
         "unmatched": ~matched,
         "all_but_one_sign": ~(matched & ~common),
+        "common_kept": matched & np.isin(ids, other_kept[other_kept >= 0]),
     }
 
 
@@ -110,9 +118,10 @@ def measured_objects(table, truth, cuts, step: float, mag_limit=None) -> dict:
     return out
 
 
-def split_sums(objects: dict, other_ids: np.ndarray) -> np.ndarray:
-    """``(splits, 7)`` sums (:data:`SUM_COLUMNS`) of one image; ``other_ids``: the other's kept."""
-    masks = identity_split(objects["ids"], other_ids)
+def split_sums(objects: dict, other: dict) -> np.ndarray:
+    """``(splits, 7)`` sums (:data:`SUM_COLUMNS`) of one image; ``other``: the other image's."""
+    kept_other = other["ids"][other["kept"]]
+    masks = identity_split(objects["ids"], other["ids"], kept_other)
     e1 = objects["e1"]
     sums = np.zeros((len(SPLITS), len(SUM_COLUMNS)))
     for k, name in enumerate(SPLITS):
@@ -157,8 +166,7 @@ def field_split_sums(root: Path, seeds, mag_limit=None) -> np.ndarray:
             truth, _ = read_truth(root / f"seed{seed}" / sign / "truth.fits")
             objects[sign] = measured_objects(table, truth, config.cuts, config.step, mag_limit)
         for j, (sign, other) in enumerate((("plus", "minus"), ("minus", "plus"))):
-            kept_other = objects[other]["ids"][objects[other]["kept"]]
-            sums[i, :, j] = split_sums(objects[sign], kept_other)
+            sums[i, :, j] = split_sums(objects[sign], objects[other])
     return sums
 
 
@@ -181,19 +189,19 @@ def split_table(sums: np.ndarray, rng, n_boot: int, step: float = 0.01) -> list[
             [[_m(sums[d, k].sum(axis=0), step) for d in draws] for k in range(len(SPLITS))]
         )
     rows = []
+    with np.errstate(invalid="ignore", divide="ignore"):
+        points = [_m(sums[:, k].sum(axis=0), step) for k in range(len(SPLITS))]
     for k, name in enumerate(SPLITS):
         total = sums[:, k].sum(axis=0)
+        row = {"split": name, "n_plus": int(total[0, 0]), "n_minus": int(total[1, 0])}
         measured = bool(total[:, 0].all())
-        rows.append(
-            {
-                "split": name,
-                "n_plus": int(total[0, 0]),
-                "n_minus": int(total[1, 0]),
-                "m": _m(total, step) if measured else None,
-                "m_err": float(np.nanstd(boots[k])) if measured else None,
-                "minus_all_err": float(np.nanstd(boots[k] - boots[0])) if measured else None,
-            }
-        )
+        row["m"] = points[k] if measured else None
+        row["m_err"] = float(np.nanstd(boots[k])) if measured else None
+        for ref in ("all", "common"):  # paired differences, the same draws
+            j = SPLITS.index(ref)
+            row[f"minus_{ref}"] = points[k] - points[j] if measured else None
+            row[f"minus_{ref}_err"] = float(np.nanstd(boots[k] - boots[j])) if measured else None
+        rows.append(row)
     return rows
 
 
@@ -227,7 +235,12 @@ def main(argv=None) -> int:
     rows = split_table(sums, np.random.default_rng(0), args.bootstrap, step)
     for r in rows:
         m = "n/a" if r["m"] is None else f"{r['m']:+.4f} ± {r['m_err']:.4f}"
-        print(f"{r['split']:16s} N+ {r['n_plus']:6d} N- {r['n_minus']:6d}  m {m}")
+        d = (
+            ""
+            if r["m"] is None
+            else f"  minus all {r['minus_all']:+.4f} ± {r['minus_all_err']:.4f}"
+        )
+        print(f"{r['split']:16s} N+ {r['n_plus']:6d} N- {r['n_minus']:6d}  m {m}{d}")
     if args.json:
         from blendflag.commands.common import write_json
 
@@ -238,7 +251,8 @@ def main(argv=None) -> int:
             "mag_limit": args.mag_limit,
             "bootstrap": {"unit": "a ±g field, every split together", "draws": args.bootstrap},
             "what": "per-object m (cuts on each metacal version, R_S included) of the objects "
-            "kept under both shears (common, by truth identity), of one shear only, unmatched",
+            "measured under both shears (common, by truth identity), under one shear only, "
+            "unmatched, and common_kept (common kept by the other image's cuts too)",
             "splits": rows,
         }
         write_json(document, args.json)

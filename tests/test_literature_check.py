@@ -149,11 +149,14 @@ def test_a_field_of_another_configuration_is_not_reused(check, tmp_path, capsys)
 
 def test_objects_split_by_their_true_galaxy_under_both_shears():
     split = script_module("detection_split")
-    masks = split.identity_split(np.array([3, 5, -1, 7, 3]), np.array([3, 9, -1, 7]))
+    ids = np.array([3, 5, -1, 7, 3])
+    masks = split.identity_split(ids, np.array([3, 9, -1, 7]), np.array([7, -1]))
     assert masks["common"].tolist() == [True, False, False, True, True]
     assert masks["one_sign"].tolist() == [False, True, False, False, False]
     assert masks["unmatched"].tolist() == [False, False, True, False, False]
     assert np.array_equal(masks["all_but_one_sign"], ~masks["one_sign"])
+    # measured in the other image but cut there: common, not common_kept
+    assert masks["common_kept"].tolist() == [False, False, False, True, False]
 
 
 def test_the_detection_split_recovers_a_hand_made_detection_bias():
@@ -170,7 +173,7 @@ def test_the_detection_split_recovers_a_hand_made_detection_bias():
             e_o = n_o * sign * r * g * 3.0  # the shear-dependent detections' excess
             values = {"common": (n_c, e_c), "one_sign": (n_o, e_o), "unmatched": (0, 0.0)}
             values["all"] = (n_c + n_o, e_c + e_o)
-            values["all_but_one_sign"] = values["common"]
+            values["all_but_one_sign"] = values["common_kept"] = values["common"]
             for k, name in enumerate(split.SPLITS):
                 n, e = values[name]
                 sums[i, k, j] = (n, e, n * r, n, e, n, e)  # the same kept in 1p and 1m
