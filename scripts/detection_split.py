@@ -18,6 +18,10 @@ given). The objects are then split:
 - ``unmatched``: no true galaxy within 2 px;
 - ``all_but_one_sign``: ``all`` without ``one_sign``: its difference to
   ``all`` is what the shear-dependent detections contribute to m;
+- ``isolated`` and ``blended``: matched to a galaxy whose footprint at the
+  field's depth (the truth's ``OVERLAPS_FIELD``) overlaps no other in either
+  image of the pair, or that does in one of them at least: a selection that
+  is the same under +g and -g, so it adds no shear response of its own;
 - ``common_kept``: ``common`` that the other image also keeps through its
   cuts (the definition of ``common`` before 2026-12-07). It is a selection on
   the other image's sheared S/N and size, which no R_S sees: on the
@@ -42,10 +46,24 @@ from blendflag._runtime.provenance import provenance
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from literature_check import FIELD_SHEAR
 
-SPLITS = ("all", "common", "one_sign", "unmatched", "all_but_one_sign", "common_kept")
+SPLITS = (
+    "all",
+    "common",
+    "one_sign",
+    "unmatched",
+    "all_but_one_sign",
+    "isolated",
+    "blended",
+    "common_kept",
+)
 
 
-def identity_split(ids: np.ndarray, other_measured: np.ndarray, other_kept: np.ndarray) -> dict:
+def identity_split(
+    ids: np.ndarray,
+    other_measured: np.ndarray,
+    other_kept: np.ndarray,
+    isolated: np.ndarray | None = None,
+) -> dict:
     """Masks of :data:`SPLITS` for one image's measured objects.
 
     Parameters
@@ -56,6 +74,9 @@ def identity_split(ids: np.ndarray, other_measured: np.ndarray, other_kept: np.n
         True galaxies of the other image's measured objects (before the cuts).
     other_kept : numpy.ndarray
         True galaxies of the other image's objects kept by its cuts.
+    isolated : numpy.ndarray or None
+        Per true galaxy: its footprint overlaps no other in either image of
+        the pair (None: every galaxy counts as isolated).
 
     Returns
     -------
@@ -64,12 +85,15 @@ def identity_split(ids: np.ndarray, other_measured: np.ndarray, other_kept: np.n
     """
     matched = ids >= 0
     common = matched & np.isin(ids, other_measured[other_measured >= 0])
+    lonely = matched if isolated is None else matched & isolated[np.maximum(ids, 0)]
     return {
         "all": np.ones(len(ids), dtype=bool),
         "common": common,
         "one_sign": matched & ~common,
         "unmatched": ~matched,
         "all_but_one_sign": ~(matched & ~common),
+        "isolated": lonely,
+        "blended": matched & ~lonely,
         "common_kept": matched & np.isin(ids, other_kept[other_kept >= 0]),
     }
 
@@ -118,10 +142,13 @@ def measured_objects(table, truth, cuts, step: float, mag_limit=None) -> dict:
     return out
 
 
-def split_sums(objects: dict, other: dict) -> np.ndarray:
-    """``(splits, 7)`` sums (:data:`SUM_COLUMNS`) of one image; ``other``: the other image's."""
+def split_sums(objects: dict, other: dict, isolated=None) -> np.ndarray:
+    """``(splits, 7)`` sums (:data:`SUM_COLUMNS`) of one image; ``other``: the other image's.
+
+    ``isolated``: per true galaxy, isolated in both images (:func:`identity_split`).
+    """
     kept_other = other["ids"][other["kept"]]
-    masks = identity_split(objects["ids"], other["ids"], kept_other)
+    masks = identity_split(objects["ids"], other["ids"], kept_other, isolated)
     e1 = objects["e1"]
     sums = np.zeros((len(SPLITS), len(SUM_COLUMNS)))
     for k, name in enumerate(SPLITS):
@@ -157,7 +184,7 @@ def field_split_sums(root: Path, seeds, mag_limit=None) -> np.ndarray:
     paths = tile_paths(root)
     sums = np.zeros((len(seeds), len(SPLITS), 2, len(SUM_COLUMNS)))
     for i, seed in enumerate(seeds):
-        objects = {}
+        objects, isolated = {}, True
         for sign in ("plus", "minus"):
             image = root / f"seed{seed}" / sign / "image.fits"
             if image not in paths:
@@ -165,8 +192,9 @@ def field_split_sums(root: Path, seeds, mag_limit=None) -> np.ndarray:
             table = fits.getdata(paths[image], "LDAC_OBJECTS")
             truth, _ = read_truth(root / f"seed{seed}" / sign / "truth.fits")
             objects[sign] = measured_objects(table, truth, config.cuts, config.step, mag_limit)
+            isolated = isolated & (np.asarray(truth["OVERLAPS_FIELD"]) < 0)
         for j, (sign, other) in enumerate((("plus", "minus"), ("minus", "plus"))):
-            sums[i, :, j] = split_sums(objects[sign], objects[other])
+            sums[i, :, j] = split_sums(objects[sign], objects[other], isolated)
     return sums
 
 
@@ -252,7 +280,8 @@ def main(argv=None) -> int:
             "bootstrap": {"unit": "a ±g field, every split together", "draws": args.bootstrap},
             "what": "per-object m (cuts on each metacal version, R_S included) of the objects "
             "measured under both shears (common, by truth identity), under one shear only, "
-            "unmatched, and common_kept (common kept by the other image's cuts too)",
+            "unmatched, isolated and blended (by the truth's footprints in both images), and "
+            "common_kept (common kept by the other image's cuts too)",
             "splits": rows,
         }
         write_json(document, args.json)

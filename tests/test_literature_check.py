@@ -157,6 +157,11 @@ def test_objects_split_by_their_true_galaxy_under_both_shears():
     assert np.array_equal(masks["all_but_one_sign"], ~masks["one_sign"])
     # measured in the other image but cut there: common, not common_kept
     assert masks["common_kept"].tolist() == [False, False, False, True, False]
+    isolated = np.zeros(10, dtype=bool)
+    isolated[[3, 9]] = True  # galaxy 3 overlaps no other in either image
+    masks = split.identity_split(ids, np.array([3, 9]), np.array([3]), isolated)
+    assert masks["isolated"].tolist() == [True, False, False, False, True]
+    assert masks["blended"].tolist() == [False, True, False, True, False]
 
 
 def test_the_detection_split_recovers_a_hand_made_detection_bias():
@@ -174,6 +179,7 @@ def test_the_detection_split_recovers_a_hand_made_detection_bias():
             values = {"common": (n_c, e_c), "one_sign": (n_o, e_o), "unmatched": (0, 0.0)}
             values["all"] = (n_c + n_o, e_c + e_o)
             values["all_but_one_sign"] = values["common_kept"] = values["common"]
+            values["isolated"], values["blended"] = values["all"], (0, 0.0)
             for k, name in enumerate(split.SPLITS):
                 n, e = values[name]
                 sums[i, k, j] = (n, e, n * r, n, e, n, e)  # the same kept in 1p and 1m
