@@ -260,3 +260,35 @@ def test_the_json_says_what_a_unit_is(tiny_run):
     kept &= np.asarray(table["T_NOSHEAR"]) / np.asarray(table["T_PSF"]) >= 1.2
     cells = np.unique(np.asarray(table["SHEAR_CELL"])[kept])
     assert len(cells) >= 10 and len(cells) <= units["all"] <= len(np.unique(table["SHEAR_CELL"]))
+
+
+def test_the_units_check_finds_errors_that_cells_miss():
+    """scripts/bootstrap_units_check.py: the same sums bootstrapped by cells and by
+    whole fields give one m; a noise shared by the cells of an image (not
+    cancelled between the signs) is seen by the fields' bootstrap only."""
+    from types import SimpleNamespace
+
+    from tests.conftest import script_module
+
+    check = script_module("bootstrap_units_check")
+    rng = np.random.default_rng(5)
+    files, fields = [], []
+    for field in range(16):
+        for sign in (1, -1):
+            shared = rng.normal(0.0, 0.02)  # one offset for every cell of the image
+            cells = [
+                _version_sums(50, sign * 0.5 * 0.02 + shared + rng.normal(0, 0.002))
+                for _ in range(20)
+            ]
+            keys = (field << 32) + np.arange(20)
+            sums = UnitSums(keys, np.array(cells), 1000, sign, "versions")
+            files.append(SimpleNamespace(selections={"all": sums}, sign=sign))
+            fields.append(field)
+    whole = check.whole_fields(files, fields)
+    assert [u.keys.tolist() for u in whole["all"][:2]] == [[0], [0]]
+    cells = compare_statistics(
+        check.as_stored(files), 0.01, (0.02, 0.0), np.random.default_rng(1), 300
+    )
+    by_field = compare_statistics(whole, 0.01, (0.02, 0.0), np.random.default_rng(1), 300)
+    assert cells[0]["m"] == pytest.approx(by_field[0]["m"], abs=1e-12)
+    assert by_field[0]["m_err"] > 2.0 * cells[0]["m_err"]
