@@ -71,11 +71,14 @@ def measure_cell(
     task carries), a plugin manager, or None for this process's own
     (:func:`process_plugin_manager`).
 
+    ``seed`` is the cell's noise-correction seed, or its region of a
+    whole-image unit field (:func:`blendflag.shear.cells.cell_correction`).
+
     Returns ``{version: {"columns", "flags", "cell", "stamps"}}`` plus the
     cell's noise sigma and kernel size; positions are the image's, 1-based.
     """
     from blendflag.io.stamps import cut_stamps
-    from blendflag.shear.cells import correction_noise
+    from blendflag.shear.cells import cell_correction
     from blendflag.shear.metacal_ops import MetacalOperators
     from blendflag.shear.moments import weighted_moments
 
@@ -89,7 +92,7 @@ def measure_cell(
     images = ops.images(np.where(good, array, 0.0) * window)
     sigma = noise_sigma
     if noise_sigma > 0:
-        noise = correction_noise(seed, array.shape, noise_sigma) * window
+        noise = cell_correction(seed, array.shape, noise_sigma) * window
         ops.add_noise_correction(images, noise)
         sigma = noise_sigma * np.sqrt(2.0)
     size = int(settings["measure_size"])

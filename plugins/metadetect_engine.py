@@ -135,7 +135,14 @@ class Metadetection(ImageShearEngine):
         )
 
     def measure_context(self, context) -> VersionCatalogues:
-        """Metadetection of the context's image, cells on ``context.workers`` or Dask."""
+        """Metadetection of the context's image, cells on ``context.workers`` or Dask.
+
+        On a simulated field whose noise follows its sheared scene the
+        correction field follows it too
+        (:func:`blendflag.shear.inputs.context_correction_field`).
+        """
+        from blendflag.shear.inputs import context_correction_field
+
         return self.measure_cells(
             *self.context_inputs(context),
             int(context.seed),
@@ -147,6 +154,7 @@ class Metadetection(ImageShearEngine):
             quiet=context.quiet,
             psf_model=getattr(context, "psf_model", None),
             pm=getattr(context, "pm", None),
+            correction_field=context_correction_field(context),
         )
 
     def measure_cells(
@@ -165,6 +173,7 @@ class Metadetection(ImageShearEngine):
         quiet=True,
         psf_model=None,
         pm=None,
+        correction_field=None,
     ) -> VersionCatalogues:
         """Measure every cell of ``image`` and join the cells' catalogues.
 
@@ -202,6 +211,10 @@ class Metadetection(ImageShearEngine):
             process or Dask uses its own, see
             :class:`~blendflag_plugins.metadetect_cells.CallerPluginManager`);
             None: this process's own too.
+        correction_field : numpy.ndarray or None
+            A unit-variance noise-correction field of the whole image, each
+            cell correcting with its region of it; None: each cell's field is
+            drawn from its seed (:func:`blendflag.shear.cells.cell_seeds`).
 
         Returns
         -------
@@ -241,7 +254,7 @@ class Metadetection(ImageShearEngine):
                     settings,
                     detect_config,
                     int(flag_config.stamp_size) if return_images else 0,
-                    int(cell_seed),
+                    int(cell_seed) if correction_field is None else correction_field[y0:y1, x0:x1],
                     caller_pm,
                 )
             )

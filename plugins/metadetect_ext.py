@@ -181,15 +181,31 @@ class MetadetectExternal(ImageShearEngine):
         return self.measure_cells(image, weight, psf, pixel_scale, noise_sigma, seed)
 
     def measure_context(self, context) -> VersionCatalogues:
-        """``do_metadetect`` on the context's image; a varying PSF is read at each cell's centre."""
+        """``do_metadetect`` on the context's image; a varying PSF is read at each cell's centre.
+
+        On a simulated field whose noise follows its sheared scene the shared
+        correction field follows it too, as the built-in engine's
+        (:func:`blendflag.shear.inputs.context_correction_field`).
+        """
+        from blendflag.shear.inputs import context_correction_field
+
         return self.measure_cells(
             *self.context_inputs(context),
             int(context.seed),
             psf_model=getattr(context, "psf_model", None),
+            correction_field=context_correction_field(context),
         )
 
     def measure_cells(
-        self, image, weight, psf, pixel_scale, noise_sigma, seed, psf_model=None
+        self,
+        image,
+        weight,
+        psf,
+        pixel_scale,
+        noise_sigma,
+        seed,
+        psf_model=None,
+        correction_field=None,
     ) -> VersionCatalogues:
         """Run ``do_metadetect`` on every cell and convert its five catalogues.
 
@@ -204,6 +220,10 @@ class MetadetectExternal(ImageShearEngine):
         psf_model : blendflag.psf.model.PSFModel or None
             A PSF that varies (a PSFEx model): each cell gets it at the centre
             of its core, drawn at ``psf``'s size; None: ``psf`` everywhere.
+        correction_field : numpy.ndarray or None
+            A unit-variance correction field of the whole image (setting
+            ``noise_field: shared``: each cell's region of it); None: drawn
+            per cell from ``seed``.
 
         Returns
         -------
@@ -241,7 +261,7 @@ class MetadetectExternal(ImageShearEngine):
                 cell.psf(psf, psf_model, pixel_scale),
                 pixel_scale,
                 noise_sigma,
-                int(cell_seed),
+                int(cell_seed) if correction_field is None else correction_field[y0:y1, x0:x1],
             )
             state = np.random.RandomState(int(cell_seed) % (2**31 - 1))
             failed = None
@@ -290,12 +310,13 @@ class MetadetectExternal(ImageShearEngine):
 def _observation(image, weight, psf, pixel_scale, noise_sigma, cell_seed):
     """The one-band ``ngmix.MultiBandObsList`` of the image, and the noise sigma used.
 
-    Its noise image is :func:`blendflag.shear.cells.correction_noise` of
-    ``cell_seed`` at the noise sigma used.
+    Its noise image is :func:`blendflag.shear.cells.cell_correction` of
+    ``cell_seed`` (a seed, or the cell's region of a whole-image unit field)
+    at the noise sigma used.
     """
     import ngmix
 
-    from blendflag.shear.cells import correction_noise
+    from blendflag.shear.cells import cell_correction
 
     image = np.asarray(image, dtype=np.float64)
     if image.ndim != 2 or min(image.shape) < 32:
@@ -331,7 +352,7 @@ def _observation(image, weight, psf, pixel_scale, noise_sigma, cell_seed):
         weight=weight,
         bmask=np.where(good, 0, BMASK_MASKED).astype(np.int32),
         ormask=np.zeros(image.shape, dtype=np.int32),
-        noise=correction_noise(cell_seed, image.shape, sigma),
+        noise=cell_correction(cell_seed, image.shape, sigma),
         jacobian=jac,
         psf=psf_obs,
         ignore_zero_weight=False,

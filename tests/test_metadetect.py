@@ -91,6 +91,41 @@ def test_a_sheared_galaxy_gives_the_same_shear_in_every_cell_layout():
     assert shears[0] == pytest.approx(0.02, abs=2e-4)
 
 
+def test_a_whole_image_correction_field_is_cut_per_cell(monkeypatch):
+    """``correction_field``: each cell corrects with its region of the given
+    field (times the noise sigma), not a field of its own seed."""
+    import blendflag.shear.cells as cells_module
+
+    image = _scene([(100.4, 90.7)], (200, 200), g1=0.02)
+    field = np.random.default_rng(3).standard_normal(image.shape)
+    seen = []
+    original = cells_module.cell_correction
+
+    def spy(source, shape, sigma):
+        seen.append((source, shape))
+        return original(source, shape, sigma)
+
+    monkeypatch.setattr(cells_module, "cell_correction", spy)
+    engine = _engine(cell_size=64, cell_buffer=40)
+    engine.measure_cells(
+        image, None, _psf_image(), SCALE, 1e-3, 1, DetectConfig(), FlagConfig(),
+        correction_field=field,
+    )  # fmt: skip
+    regions = {
+        (y1 - y0, x1 - x0, y0, x0)
+        for y0, y1, x0, x1 in (c.region for c in cell_grid(image.shape, 64, 40))
+    }
+    assert seen  # the cells with pixels to measure (the empty ones add no correction)
+    for source, shape in seen:
+        cut = [(y0, x0) for ny, nx, y0, x0 in regions if (ny, nx) == shape]
+        assert any(
+            np.array_equal(source, field[y0 : y0 + shape[0], x0 : x0 + shape[1]]) for y0, x0 in cut
+        )
+    seen.clear()
+    _measure(engine, image)  # no field given: each cell's own seed
+    assert seen and all(isinstance(source, (int, np.integer)) for source, _ in seen)
+
+
 def test_no_object_is_counted_twice_across_cell_boundaries():
     rng = np.random.default_rng(4)
     # galaxies on and near the boundaries of 64-pixel cores

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -53,6 +55,7 @@ def test_each_scene_of_a_field_is_permuted_within_itself():
     assert np.all(order[:, side:] % (2 * side) >= side)
 
 
+@functools.lru_cache(maxsize=4)
 def _field_noise(shear):
     """Pixel noise (in sigma) and truth of a default ``cfis_survey`` field of 400 galaxies."""
     from blendflag.simulate.field import simulate_field
@@ -94,3 +97,48 @@ def test_a_uniformly_sheared_pair_keeps_its_noise_at_each_galaxy():
     assert np.corrcoef(_boxes(plus, truth_plus, rows), at_minus)[0, 1] > 0.4
     # static noise would not cancel there
     assert abs(np.corrcoef(_boxes(unsheared, truth_plus, rows), at_minus)[0, 1]) < 0.2
+
+
+def _correction_field(truth, shear, shape, sign):
+    """:func:`context_correction_field` of one image of a ±g field (seed 11)."""
+    from types import SimpleNamespace
+
+    from blendflag.shear.inputs import context_correction_field
+
+    context = SimpleNamespace(
+        truth=truth,
+        image=np.zeros(shape),
+        image_header=None,
+        true_shear=shear,
+        shear_sign=sign,
+        seed=11,
+        results={},
+    )
+    return context_correction_field(context)
+
+
+def test_an_image_engines_correction_field_follows_the_scene():
+    """Metadetection's correction field of a uniformly sheared ±g field: one set
+    of draws in both images, nearly the same values at each galaxy under +g
+    and -g (as the pixel noise), and the right half's the left half's turned
+    for the rotated twins; none for an image without a scene shear."""
+    from blendflag.simulate.presets import load_dataset
+
+    plus_noise, truth_plus = _field_noise((0.02, 0.0))
+    _, truth_minus = _field_noise((-0.02, 0.0))
+    shape = plus_noise.shape
+    plus = _correction_field(truth_plus, (0.02, 0.0), shape, 1)
+    minus = _correction_field(truth_minus, (0.02, 0.0), shape, -1)
+    np.testing.assert_array_equal(np.sort(plus.ravel()), np.sort(minus.ravel()))
+    moved = np.hypot(truth_plus["X"] - truth_minus["X"], truth_plus["Y"] - truth_minus["Y"])
+    bright = np.asarray(truth_plus["MAG"]) <= load_dataset(PRESET).galaxy.counts.depth
+    rows = np.flatnonzero(bright & (moved > 2.0))
+    at_minus = _boxes(minus, truth_minus, rows)
+    assert np.corrcoef(_boxes(plus, truth_plus, rows), at_minus)[0, 1] > 0.4
+    # unsheared, the right half is the left half turned as the twins are
+    flat = _correction_field(truth_plus, (0.0, 0.0), shape, 1)
+    side = shape[1] // 2
+    np.testing.assert_array_equal(flat[:, side:], np.rot90(flat[:, :side], -1))
+    static = truth_plus.copy()
+    static.meta["SHRSCENE"] = False  # positions sheared in groups: the engine seeds its cells
+    assert _correction_field(static, (0.02, 0.0), shape, 1) is None

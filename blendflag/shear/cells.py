@@ -94,6 +94,27 @@ def correction_noise(cell_seed: int, shape: tuple[int, int], sigma: float) -> np
     return np.random.default_rng(int(cell_seed)).normal(0.0, sigma, size=shape)
 
 
+def cell_correction(source, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """A cell's noise-correction field (ADU): from its seed, or cut from a whole-image field.
+
+    Parameters
+    ----------
+    source : int or numpy.ndarray
+        The cell's seed (:func:`correction_noise`), or the cell's region of a
+        unit-variance field of the whole image
+        (:func:`blendflag.shear.inputs.context_correction_field`).
+    shape : (int, int)
+        The cell's region (pixels).
+    sigma : float
+        Noise sigma, ADU.
+    """
+    if isinstance(source, np.ndarray):
+        if source.shape != tuple(shape):
+            raise ValueError(f"correction field of shape {source.shape} for a {shape} cell")
+        return np.asarray(source, dtype=np.float64) * sigma
+    return correction_noise(int(source), shape, sigma)
+
+
 def cell_grid(shape: tuple[int, int], core: int, buffer: int) -> list[Cell]:
     """Cells whose cores tile an image of ``shape`` (ny, nx) pixels.
 

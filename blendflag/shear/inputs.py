@@ -261,6 +261,46 @@ def context_noise_fields(context, noise_sigma, size: int) -> np.ndarray | None:
     return paired_noise_fields(keys, rotated, noise_sigma, size, context.seed)
 
 
+def context_correction_field(context) -> np.ndarray | None:
+    """An image engine's noise-correction field that follows a simulated scene, else None.
+
+    On a blendflag ±g field sheared uniformly (the truth's ``SHRSCENE``) the
+    pixel noise of each image is one set of draws permuted to follow its
+    sheared scene (:mod:`blendflag.simulate.scene_noise`), so that a galaxy
+    sees the same noise under +g and -g. An image engine's correction field
+    must follow it too, or the correction's noise no longer cancels between
+    the two images (as a stamp engine's fields, keyed by the true galaxy, do:
+    :func:`context_noise_fields`). The field is one unit-variance draw of
+    ``context.seed`` in the unsheared frame (on a rotated-pair field, the
+    right half the left half turned as the twins are), permuted as the
+    simulation permuted its noise for this image's own shear. None for any
+    other image (an engine then seeds its cells' fields itself) and for a
+    sub-tile.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        float64 ``(ny, nx)`` field of unit variance.
+    """
+    truth, image = context.truth, context.image
+    if truth is None or image is None or context.true_shear is None:
+        return None
+    if not truth.meta.get("SHRSCENE") or context.results.get("frame") is not None:
+        return None
+    from blendflag.shear.units import rotated_halves
+    from blendflag.simulate.field_geometry import position_matrix
+    from blendflag.simulate.scene_noise import field_noise_order
+
+    scenes = 2 if rotated_halves(context.image_header, truth) else 1
+    ny, nx = image.shape
+    left = np.random.default_rng(int(context.seed)).standard_normal((ny, nx // scenes))
+    # a twin at (x, y) of the left half sits at (side - 1 - y, x) of the right (0-based)
+    base = np.concatenate([left, np.rot90(left, -1)], axis=1) if scenes == 2 else left
+    own = [context.shear_sign * g for g in context.true_shear]  # true_shear is the +g's
+    order = field_noise_order(image.shape, position_matrix(own), scenes)
+    return base.ravel()[order].reshape(image.shape)
+
+
 #: Keys of detections without a true galaxy start here (above every truth key).
 UNMATCHED_KEYS = 1 << 40
 
