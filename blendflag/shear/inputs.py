@@ -293,6 +293,8 @@ def context_correction_field(context) -> np.ndarray | None:
 
     scenes = 2 if rotated_halves(context.image_header, truth) else 1
     ny, nx = image.shape
+    if scenes == 2 and nx != 2 * ny:  # turned twins need square halves
+        return None
     left = np.random.default_rng(int(context.seed)).standard_normal((ny, nx // scenes))
     # a twin at (x, y) of the left half sits at (side - 1 - y, x) of the right (0-based)
     base = np.concatenate([left, np.rot90(left, -1)], axis=1) if scenes == 2 else left
