@@ -27,6 +27,11 @@ given). The objects are then split:
   the other image's sheared S/N and size, which no R_S sees: on the
   literature-check skies it lies +0.03 to +0.05 above ``common``.
 
+The JSON's ``profiles`` describe each split's kept objects: median S/N,
+isophotal area and true magnitude, the fraction the deblender split from a
+neighbour (SExtractor ``FLAGS`` bit 2), and the mean of sign x e1 (their
+shape along the shear).
+
 m of each, as ``compare`` gives it (each metacal version cut on its own S/N
 and size; g = <e1> / (<R11> + R11_S) per sign), with a bootstrap over the
 ±g fields drawn jointly for every split, so the errors of differences are
@@ -139,16 +144,89 @@ def measured_objects(table, truth, cuts, step: float, mag_limit=None) -> dict:
     }
     for key, version in (("kept", "noshear"), ("kept_1p", "1p"), ("kept_1m", "1m")):
         out[key] = masks[version][ok]
+    out["profile"] = _profile_columns(table, truth, ids, ok)
     return out
 
 
-def split_sums(objects: dict, other: dict, isolated=None) -> np.ndarray:
-    """``(splits, 7)`` sums (:data:`SUM_COLUMNS`) of one image; ``other``: the other image's.
+#: What :func:`split_profiles` describes each split by (medians and fractions).
+PROFILE_COLUMNS = ("s2n", "isoarea", "deblended", "true_mag")
 
-    ``isolated``: per true galaxy, isolated in both images (:func:`identity_split`).
+
+def _profile_columns(table, truth, ids, ok) -> dict:
+    """Per measured object: noshear S/N, isophotal area (pixels), the deblender's
+    flag (SExtractor ``FLAGS`` bit 2) and its true galaxy's magnitude (NaN: none)."""
+    names = set(table.columns.names)
+
+    def column(name):
+        return np.asarray(table[name], dtype=float) if name in names else np.full(len(ids), np.nan)
+
+    mag = np.asarray(truth["MAG"], dtype=float) if "MAG" in truth.colnames else None
+    true_mag = np.full(len(ids), np.nan)
+    if mag is not None:
+        true_mag = np.where(ids >= 0, mag[np.maximum(ids, 0)], np.nan)
+    deblended = column("FLAGS")
+    deblended = np.where(
+        np.isfinite(deblended), (np.nan_to_num(deblended).astype(int) & 2) > 0, np.nan
+    )
+    profile = {
+        "s2n": column("S2N_NOSHEAR"),
+        "isoarea": column("ISOAREA_IMAGE"),
+        "deblended": deblended,
+        "true_mag": true_mag,
+    }
+    return {key: value[ok] for key, value in profile.items()}
+
+
+def split_profiles(per_image: list) -> dict:
+    """Per split: median S/N, isophotal area and true magnitude, the deblended fraction,
+    and the mean of sign x e1 (the shear-aligned shape) of the kept objects.
+
+    ``per_image``: ``(objects, masks, sign)`` of every image (:func:`identity_split`'s masks).
+    """
+    out = {}
+    for name in SPLITS:
+        values = {key: [] for key in (*PROFILE_COLUMNS, "sign_e1")}
+        for objects, masks, sign in per_image:
+            kept = masks[name] & objects["kept"]
+            for key in PROFILE_COLUMNS:
+                values[key].append(objects["profile"][key][kept])
+            values["sign_e1"].append(sign * objects["e1"][kept])
+        joined = {key: np.concatenate(v) for key, v in values.items()}
+        out[name] = _describe(joined)
+    return out
+
+
+def _describe(joined: dict) -> dict | None:
+    """Medians, the deblended fraction and the mean shear-aligned shape; None when empty."""
+    if not len(joined["sign_e1"]):
+        return None
+    return {
+        "median_s2n": _finite(np.median, joined["s2n"]),
+        "median_isoarea_pixels": _finite(np.median, joined["isoarea"]),
+        "median_true_mag": _finite(np.median, joined["true_mag"]),
+        "deblended_fraction": _finite(np.mean, joined["deblended"]),
+        "mean_sign_e1": _finite(np.mean, joined["sign_e1"]),
+    }
+
+
+def _finite(statistic, values) -> float | None:
+    """``statistic`` of the finite values (None when there are none)."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    return float(statistic(values)) if len(values) else None
+
+
+def split_masks(objects: dict, other: dict, isolated=None) -> dict:
+    """:func:`identity_split` of one image's measured objects against the other image's.
+
+    ``isolated``: per true galaxy, isolated in both images.
     """
     kept_other = other["ids"][other["kept"]]
-    masks = identity_split(objects["ids"], other["ids"], kept_other, isolated)
+    return identity_split(objects["ids"], other["ids"], kept_other, isolated)
+
+
+def split_sums(objects: dict, masks: dict) -> np.ndarray:
+    """``(splits, 7)`` sums (:data:`SUM_COLUMNS`) of one image's splits (:func:`split_masks`)."""
     e1 = objects["e1"]
     sums = np.zeros((len(SPLITS), len(SUM_COLUMNS)))
     for k, name in enumerate(SPLITS):
@@ -173,8 +251,9 @@ def m_with_selection(total: np.ndarray, step: float, shear: float) -> float:
     return float((g[0] - g[1]) / (2 * shear) - 1)
 
 
-def field_split_sums(root: Path, seeds, mag_limit=None) -> np.ndarray:
-    """``(fields, splits, 2, 7)``: per field, split and sign (+, -) the :data:`SUM_COLUMNS`."""
+def field_split_sums(root: Path, seeds, mag_limit=None) -> tuple[np.ndarray, dict]:
+    """``(fields, splits, 2, 7)``: per field, split and sign (+, -) the :data:`SUM_COLUMNS`;
+    and each split's profile (:func:`split_profiles`)."""
     from astropy.io import fits
 
     from blendflag.config import load_pipeline_config
@@ -183,6 +262,7 @@ def field_split_sums(root: Path, seeds, mag_limit=None) -> np.ndarray:
     config = load_pipeline_config(None).shear
     paths = tile_paths(root)
     sums = np.zeros((len(seeds), len(SPLITS), 2, len(SUM_COLUMNS)))
+    per_image = []
     for i, seed in enumerate(seeds):
         objects, isolated = {}, True
         for sign in ("plus", "minus"):
@@ -194,8 +274,10 @@ def field_split_sums(root: Path, seeds, mag_limit=None) -> np.ndarray:
             objects[sign] = measured_objects(table, truth, config.cuts, config.step, mag_limit)
             isolated = isolated & (np.asarray(truth["OVERLAPS_FIELD"]) < 0)
         for j, (sign, other) in enumerate((("plus", "minus"), ("minus", "plus"))):
-            sums[i, :, j] = split_sums(objects[sign], objects[other], isolated)
-    return sums
+            masks = split_masks(objects[sign], objects[other], isolated)
+            sums[i, :, j] = split_sums(objects[sign], masks)
+            per_image.append((objects[sign], masks, 1 - 2 * j))
+    return sums, split_profiles(per_image)
 
 
 def tile_paths(root: Path) -> dict:
@@ -253,7 +335,7 @@ def main(argv=None) -> int:
         print(f"error: {root} lacks fields {missing or ''} (give --fields >= 2)", file=sys.stderr)
         return 2
     try:
-        sums = field_split_sums(root, seeds, args.mag_limit)
+        sums, profiles = field_split_sums(root, seeds, args.mag_limit)
     except (OSError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -283,6 +365,7 @@ def main(argv=None) -> int:
             "unmatched, isolated and blended (by the truth's footprints in both images), and "
             "common_kept (common kept by the other image's cuts too)",
             "splits": rows,
+            "profiles": profiles,
         }
         write_json(document, args.json)
     return 0

@@ -199,3 +199,29 @@ def test_the_detection_split_carries_the_selection_response():
     g_plus, g_minus = 0.01 / (0.5 + r_s), -0.01 / (0.5 + r_s)
     expected = (g_plus - g_minus) / (2 * 0.02) - 1
     assert split.m_with_selection(row, 0.01, 0.02) == pytest.approx(expected)
+
+
+def test_the_split_profiles_describe_the_kept_objects_of_both_signs():
+    """Medians over both images' kept objects, the deblended fraction, and sign x e1."""
+    split = script_module("detection_split")
+
+    def image(e1, kept, s2n, flagged):
+        n = len(e1)
+        profile = {
+            "s2n": np.asarray(s2n, float),
+            "isoarea": np.full(n, 30.0),
+            "deblended": np.asarray(flagged, float),
+            "true_mag": np.full(n, np.nan),  # no true galaxy: no magnitude
+        }
+        return {"e1": np.asarray(e1, float), "kept": np.asarray(kept), "profile": profile}
+
+    plus = image([0.2, 0.1, 0.5], [True, True, False], [10.0, 30.0, 99.0], [1, 0, 1])
+    minus = image([-0.3], [True], [20.0], [0])
+    masks = {name: np.ones(1, bool) for name in split.SPLITS}
+    plus_masks = {name: np.ones(3, bool) for name in split.SPLITS}
+    profiles = split.split_profiles([(plus, plus_masks, 1), (minus, masks, -1)])
+    one = profiles["all"]
+    assert one["median_s2n"] == 20.0 and one["median_isoarea_pixels"] == 30.0
+    assert one["deblended_fraction"] == pytest.approx(1 / 3)
+    assert one["mean_sign_e1"] == pytest.approx((0.2 + 0.1 + 0.3) / 3)
+    assert one["median_true_mag"] is None
