@@ -301,6 +301,7 @@ def _join(parts, engine, return_images, seconds, n_cells) -> VersionCatalogues:
         step=engine.step,
         meta=meta,
         flag_names=names,
+        sky_cells=True,  # its units are its cells of the image
     )
 
 

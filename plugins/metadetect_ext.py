@@ -304,6 +304,7 @@ class MetadetectExternal(ImageShearEngine):
             step=self.step,
             meta=meta,
             flag_names=dict(FLAG_NAMES),
+            sky_cells=True,  # its units are its cells of the image
         )
 
 

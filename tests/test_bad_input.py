@@ -361,6 +361,7 @@ def test_too_few_cells_of_an_image_engine_say_so_and_what_to_do():
     assert "(200-px cells, 4 in the image)" in entry["null_reason"]
     assert unit_description(SimpleNamespace(sum_layout="stamps", meta={})) is None
     # with shear.bootstrap_cell > 0 its rows are in the sky's cells: that advice instead
+    metadetect.sky_cells = True  # the built-in engine's units are cells of the image
     sky = unit_description(metadetect, bootstrap_cell=100)
     (entry,) = compare_statistics(cells, 0.01, (0.02, 0.0), rng, 0, units=sky)
     assert entry["null_reason"].startswith("too few units: 3 measured")

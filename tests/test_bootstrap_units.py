@@ -140,9 +140,12 @@ def test_an_image_engines_rows_take_the_sky_cells_of_both_signs():
         engine_cells = {
             v: cell_ids(t["X_IMAGE"], t["Y_IMAGE"], shape, 200) for v, t in tables.items()
         }
-        result = VersionCatalogues(tables=tables, units=engine_cells)
+        result = VersionCatalogues(tables=tables, units=engine_cells, sky_cells=True)
         context = _field_context(shape, 0.02, sign)
         units.append((selection_units(context, result), engine_cells))
+        # an engine whose units are not mere cells of the image keeps its own
+        own = VersionCatalogues(tables=tables, units=engine_cells)
+        assert selection_units(context, own) is engine_cells
         context.config.shear.bootstrap_cell = 0  # the engine's own cells
         assert selection_units(context, result) is engine_cells
     (plus, plus_engine), (minus, minus_engine) = units

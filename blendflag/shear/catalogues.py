@@ -32,6 +32,12 @@ class VersionCatalogues:
         pair of images); None makes every row its own unit.
     engine, step, meta, flag_names
         As for :class:`MetacalResult`.
+    sky_cells : bool
+        The engine's units are only cells of the image by position, so the
+        pipeline may put the rows in its own cells of the sky instead
+        (:func:`blendflag.shear.units.version_units`, with
+        ``shear.bootstrap_cell`` > 0); False keeps the engine's units.
+        [default: False]
     """
 
     tables: dict
@@ -41,6 +47,7 @@ class VersionCatalogues:
     step: float = 0.01
     meta: dict = field(default_factory=dict)
     flag_names: dict = field(default_factory=lambda: dict(MCAL_FLAG_NAMES))
+    sky_cells: bool = False
 
     #: Meaning of the columns of :meth:`unit_sums` (see ``statistics``).
     sum_layout = "versions"

@@ -460,9 +460,9 @@ def unit_description(metacal, bootstrap_cell: int = 0) -> str | None:
         An engine's result; an image engine's ``meta`` gives ``cells`` (how many
         in the image) and ``settings["cell_size"]`` (pixels) when it has them.
     bootstrap_cell : int
-        ``shear.bootstrap_cell`` of the run (pixels): above 0, an image
-        engine's rows are put in the sky's cells
-        (:func:`blendflag.shear.units.version_units`). [default: 0]
+        ``shear.bootstrap_cell`` of the run (pixels): above 0, the rows of an
+        image engine that allows it (``sky_cells``) are put in the sky's
+        cells (:func:`blendflag.shear.units.version_units`). [default: 0]
 
     Returns
     -------
@@ -474,7 +474,7 @@ def unit_description(metacal, bootstrap_cell: int = 0) -> str | None:
     meta = getattr(metacal, "meta", None) or {}
     if getattr(metacal, "sum_layout", "stamps") != "versions":
         return None
-    if bootstrap_cell:
+    if bootstrap_cell and getattr(metacal, "sky_cells", False):
         return SKY_CELLS
     if "cells" not in meta:
         return None

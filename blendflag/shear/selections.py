@@ -188,15 +188,17 @@ def selection_units(context, result):
 
     Stamp results: :func:`blendflag.shear.units.context_units` (None with
     ``shear.bootstrap_cell: 0``, each row its own unit). An image engine's
-    version catalogues: the same cells, by each row's position
-    (:func:`blendflag.shear.units.version_units`); with ``bootstrap_cell: 0``
-    the units the engine defines (``result.bootstrap_units``, its cells).
+    version catalogues that allow it (``result.sky_cells``, the built-in
+    metadetection's): the same cells, by each row's position
+    (:func:`blendflag.shear.units.version_units`); otherwise, and with
+    ``bootstrap_cell: 0``, the units the engine defines
+    (``result.bootstrap_units``).
     """
     from blendflag.shear.units import context_units, version_units
 
     if result.sum_layout == "stamps":
         return context_units(context)
-    sky = version_units(context, result.tables)
+    sky = version_units(context, result.tables) if getattr(result, "sky_cells", False) else None
     return sky if sky is not None else result.bootstrap_units(context.results.get("pair_id"))
 
 
