@@ -104,6 +104,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     try:
+        if args.json and not args.json.resolve().parent.is_dir():
+            raise BlendflagError(f"--json: no directory {args.json.parent}")
         files, fields = load_sums(args.tiles_dir)
         if any(f.true_shear is None for f in files) or {f.sign for f in files} != {1, -1}:
             raise BlendflagError(f"{args.tiles_dir}: the tiles are not ±g pairs with a shear")

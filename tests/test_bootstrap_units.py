@@ -295,3 +295,16 @@ def test_the_units_check_finds_errors_that_cells_miss():
     by_field = compare_statistics(whole, 0.01, (0.02, 0.0), np.random.default_rng(1), 300)
     assert cells[0]["m"] == pytest.approx(by_field[0]["m"], abs=1e-12)
     assert by_field[0]["m_err"] > 2.0 * cells[0]["m_err"]
+
+
+def test_the_units_check_refuses_bad_input_in_one_line(tmp_path, capsys):
+    from tests.conftest import script_module
+
+    check = script_module("bootstrap_units_check")
+    assert check.main(["--tiles-dir", str(tmp_path)]) == 2  # no sums files
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    out = tmp_path / "missing" / "u.json"
+    assert check.main(["--tiles-dir", str(tmp_path), "--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --json") and not out.parent.exists()
