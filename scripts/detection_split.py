@@ -251,7 +251,9 @@ def m_with_selection(total: np.ndarray, step: float, shear: float) -> float:
     return float((g[0] - g[1]) / (2 * shear) - 1)
 
 
-def field_split_sums(root: Path, seeds, mag_limit=None) -> tuple[np.ndarray, dict]:
+def field_split_sums(
+    root: Path, seeds, mag_limit=None, tiles: str = "tiles_metacal"
+) -> tuple[np.ndarray, dict]:
     """``(fields, splits, 2, 7)``: per field, split and sign (+, -) the :data:`SUM_COLUMNS`;
     and each split's profile (:func:`split_profiles`)."""
     from astropy.io import fits
@@ -260,7 +262,7 @@ def field_split_sums(root: Path, seeds, mag_limit=None) -> tuple[np.ndarray, dic
     from blendflag.simulate.field_io import read_truth
 
     config = load_pipeline_config(None).shear
-    paths = tile_paths(root)
+    paths = tile_paths(root, tiles)
     sums = np.zeros((len(seeds), len(SPLITS), 2, len(SUM_COLUMNS)))
     per_image = []
     for i, seed in enumerate(seeds):
@@ -280,12 +282,12 @@ def field_split_sums(root: Path, seeds, mag_limit=None) -> tuple[np.ndarray, dic
     return sums, split_profiles(per_image)
 
 
-def tile_paths(root: Path) -> dict:
-    """``{image path: its per-object tile catalogue}``, named as ``compare --tiles`` did."""
+def tile_paths(root: Path, tiles: str = "tiles_metacal") -> dict:
+    """``{image path: its per-object catalogue in root/tiles}``, as ``compare --tiles`` names it."""
     from blendflag.tiling.tile_list import read_tiles
 
-    tiles = read_tiles(str(root / "seed*" / "*" / "image.fits"))
-    return {Path(t.image): root / "tiles_metacal" / f"{t.name}.fits" for t in tiles}
+    found = read_tiles(str(root / "seed*" / "*" / "image.fits"))
+    return {Path(t.image): root / tiles / f"{t.name}.fits" for t in found}
 
 
 def split_table(sums: np.ndarray, rng, n_boot: int, step: float = 0.01) -> list[dict]:
@@ -326,6 +328,12 @@ def main(argv=None) -> int:
     parser.add_argument("--fields", type=int, required=True, help="±g fields, seeds --seed...")
     parser.add_argument("--seed", type=int, default=100, help="first field seed [100]")
     parser.add_argument("--mag-limit", type=float, default=None, help="match galaxies down to")
+    parser.add_argument(
+        "--tiles",
+        default="tiles_metacal",
+        help="the tiles' directory in --work (literature_check.py --config: "
+        "tiles_metacal_<stem>) [tiles_metacal]",
+    )
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -335,7 +343,7 @@ def main(argv=None) -> int:
         print(f"error: {root} lacks fields {missing or ''} (give --fields >= 2)", file=sys.stderr)
         return 2
     try:
-        sums, profiles = field_split_sums(root, seeds, args.mag_limit)
+        sums, profiles = field_split_sums(root, seeds, args.mag_limit, args.tiles)
     except (OSError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -357,6 +365,7 @@ def main(argv=None) -> int:
         document = {
             "provenance": provenance(),
             "work": str(root),
+            "tiles": args.tiles,
             "fields": args.fields,
             "mag_limit": args.mag_limit,
             "bootstrap": {"unit": "a ±g field, every split together", "draws": args.bootstrap},

@@ -130,6 +130,7 @@ def run_configuration(
     seeds=None,
     config_path=None,
     flaggers=None,
+    tiles_name=None,
 ) -> dict:
     """``compare --tiles`` over the configuration's fields; the combined JSON.
 
@@ -138,7 +139,8 @@ def run_configuration(
     several engines measure the same fields side by side. ``seeds`` keeps
     only those fields (``seed<k>`` directories); None takes every field there.
     ``flaggers`` names the flaggers; None takes the config's that are valid
-    on metacal images.
+    on metacal images. ``tiles_name`` names the tiles' directory instead
+    (e.g. a diagnostic pipeline config's measurement of the same fields).
     """
     from blendflag.config import load_pipeline_config
     from blendflag.flagging.flaggers import make_flaggers
@@ -164,7 +166,7 @@ def run_configuration(
         wanted = {f"seed{k}" for k in seeds}
         tiles = [t for t in tiles if Path(t.image).parent.parent.name in wanted]
     settings = RunSettings.for_run(pm, config, names, engine, seed, bootstrap=bootstrap)
-    out = root / ("tiles" if engine_name is None else f"tiles_{engine_name}")
+    out = root / (tiles_name or ("tiles" if engine_name is None else f"tiles_{engine_name}"))
     status = run_tiles(tiles, settings, out, workers=workers, quiet=True, on_message=None)
     if status["failed"]:
         raise SystemExit(f"{len(status['failed'])} tiles failed: {status['failed'][0]}")

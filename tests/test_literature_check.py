@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,9 +61,22 @@ def test_bad_input_is_one_error_line_and_exit_two(check, tmp_path, capsys):
     assert check.main(["--configs", "des_y5", "--docs", str(docs)]) == 2
     assert check.main(["--configs", "nowhere:1", "--docs", str(docs)]) == 2
     assert check.main(["--tiles", "0", "--docs", str(docs)]) == 2
+    assert check.main(["--config", str(tmp_path / "none.yaml"), "--docs", str(docs)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
+    assert len(err) == 4 and all(line.startswith("error: ") for line in err)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_diagnostic_config_measures_into_its_own_tiles(check):
+    from blendflag.config import load_pipeline_config
+
+    repo = Path(__file__).resolve().parents[1]
+    assert check.tiles_name("metacal", None) == "tiles_metacal"
+    path = repo / "configs" / "diagnostics" / "detect_no_deblend.yaml"
+    assert check.tiles_name("metacal", str(path)) == "tiles_metacal_detect_no_deblend"
+    for path in sorted((repo / "configs" / "diagnostics").glob("*.yaml")):
+        config = load_pipeline_config(path)  # every diagnostic config is a valid one
+        assert config.detect != load_pipeline_config(None).detect
 
 
 def test_the_page_carries_every_selection_and_the_verdict(check, tmp_path):
