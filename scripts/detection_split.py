@@ -317,6 +317,37 @@ def split_table(sums: np.ndarray, rng, n_boot: int, step: float = 0.01) -> list[
     return rows
 
 
+def against_table(sums: np.ndarray, base: np.ndarray, rng, n_boot: int, step: float) -> list:
+    """Each split's m minus its m in ``base``: another measurement of the same fields.
+
+    ``sums`` and ``base`` are :func:`field_split_sums` of two tile directories
+    (e.g. a diagnostic detection config against the default one); the
+    bootstrap draws the same fields for both, so the error is that of the
+    difference.
+    """
+    draws = [rng.integers(0, len(sums), len(sums)) for _ in range(n_boot)]
+    rows = []
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for k, name in enumerate(SPLITS):
+            a, b = sums[:, k].sum(axis=0), base[:, k].sum(axis=0)
+            if not (a[:, 0].all() and b[:, 0].all()):
+                rows.append({"split": name, "minus_against": None, "minus_against_err": None})
+                continue
+            diffs = [
+                _m(sums[d, k].sum(axis=0), step) - _m(base[d, k].sum(axis=0), step) for d in draws
+            ]
+            rows.append(
+                {
+                    "split": name,
+                    "m_against": _m(b, step),
+                    "n_against": [int(b[0, 0]), int(b[1, 0])],
+                    "minus_against": _m(a, step) - _m(b, step),
+                    "minus_against_err": float(np.nanstd(diffs)),
+                }
+            )
+    return rows
+
+
 def _m(total: np.ndarray, step: float) -> float:
     """m of summed (+, -) sums at the fields' shear."""
     return m_with_selection(total, step, FIELD_SHEAR[0])
@@ -334,6 +365,12 @@ def main(argv=None) -> int:
         help="the tiles' directory in --work (literature_check.py --config: "
         "tiles_metacal_<stem>) [tiles_metacal]",
     )
+    parser.add_argument(
+        "--against",
+        default=None,
+        help="another tiles' directory of the same fields (e.g. tiles_metacal): each split's "
+        "m minus its m there, paired over fields",
+    )
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -344,6 +381,9 @@ def main(argv=None) -> int:
         return 2
     try:
         sums, profiles = field_split_sums(root, seeds, args.mag_limit, args.tiles)
+        base = None
+        if args.against is not None:
+            base, _ = field_split_sums(root, seeds, args.mag_limit, args.against)
     except (OSError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -359,6 +399,15 @@ def main(argv=None) -> int:
             else f"  minus all {r['minus_all']:+.4f} ± {r['minus_all_err']:.4f}"
         )
         print(f"{r['split']:16s} N+ {r['n_plus']:6d} N- {r['n_minus']:6d}  m {m}{d}")
+    against = None
+    if base is not None:
+        against = against_table(sums, base, np.random.default_rng(1), args.bootstrap, step)
+        for r in against:
+            if r["minus_against"] is not None:
+                print(
+                    f"{r['split']:16s} minus {args.against}: "
+                    f"{r['minus_against']:+.4f} ± {r['minus_against_err']:.4f}"
+                )
     if args.json:
         from blendflag.commands.common import write_json
 
@@ -376,6 +425,8 @@ def main(argv=None) -> int:
             "splits": rows,
             "profiles": profiles,
         }
+        if against is not None:
+            document["against"] = {"tiles": args.against, "splits": against}
         write_json(document, args.json)
     return 0
 

@@ -178,18 +178,17 @@ def test_objects_split_by_their_true_galaxy_under_both_shears():
     assert masks["blended"].tolist() == [False, True, False, True, False]
 
 
-def test_the_detection_split_recovers_a_hand_made_detection_bias():
-    """Common objects carry the true shear (m = 0); one-sign objects add a bias
-    to ``all``; the field bootstrap draws every split together."""
-    split = script_module("detection_split")
+def _split_sums(split, excess: float, seed: int = 3) -> np.ndarray:
+    """Ten fields' split sums: 1000 common objects with m = 0 and 50 one-sign
+    objects whose e1 responds ``excess`` times the shear (``m = excess - 1``)."""
     g, r = 0.02, 0.5
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed)
     sums = np.zeros((10, len(split.SPLITS), 2, len(split.SUM_COLUMNS)))
     for i in range(10):
         for j, sign in enumerate((1, -1)):
             n_c, n_o = 1000, 50
             e_c = n_c * (sign * r * g + rng.normal(0, 1e-5))
-            e_o = n_o * sign * r * g * 3.0  # the shear-dependent detections' excess
+            e_o = n_o * sign * r * g * excess
             values = {"common": (n_c, e_c), "one_sign": (n_o, e_o), "unmatched": (0, 0.0)}
             values["all"] = (n_c + n_o, e_c + e_o)
             values["all_but_one_sign"] = values["common_kept"] = values["common"]
@@ -197,11 +196,34 @@ def test_the_detection_split_recovers_a_hand_made_detection_bias():
             for k, name in enumerate(split.SPLITS):
                 n, e = values[name]
                 sums[i, k, j] = (n, e, n * r, n, e, n, e)  # the same kept in 1p and 1m
+    return sums
+
+
+def test_the_detection_split_recovers_a_hand_made_detection_bias():
+    """Common objects carry the true shear (m = 0); one-sign objects add a bias
+    to ``all``; the field bootstrap draws every split together."""
+    split = script_module("detection_split")
+    sums = _split_sums(split, excess=3.0)  # the shear-dependent detections' excess
     rows = {row["split"]: row for row in split.split_table(sums, np.random.default_rng(0), 200)}
     assert abs(rows["common"]["m"]) < 3 * rows["common"]["m_err"] + 1e-3
     assert rows["one_sign"]["m"] == pytest.approx(2.0, rel=0.02)
     assert rows["all"]["m"] == pytest.approx(100 / 1050, rel=0.05)
     assert rows["unmatched"]["m"] is None
+
+
+def test_two_measurements_of_the_same_fields_differ_by_their_one_sign_objects():
+    """``--against``: each split minus the same split in another tile set,
+    paired over fields; only the one-sign objects differ here."""
+    split = script_module("detection_split")
+    sums, base = _split_sums(split, excess=3.0), _split_sums(split, excess=1.0)
+    table = split.against_table(sums, base, np.random.default_rng(0), 200, 0.01)
+    rows = {r["split"]: r for r in table}
+    assert rows["common"]["minus_against"] == pytest.approx(0.0, abs=1e-12)
+    assert rows["common"]["minus_against_err"] == pytest.approx(0.0, abs=1e-12)
+    assert rows["one_sign"]["minus_against"] == pytest.approx(2.0, rel=0.02)
+    assert rows["all"]["minus_against"] == pytest.approx(100 / 1050, rel=0.05)
+    assert rows["all"]["m_against"] == pytest.approx(0.0, abs=1e-3)
+    assert rows["unmatched"]["minus_against"] is None
 
 
 def test_the_detection_split_carries_the_selection_response():

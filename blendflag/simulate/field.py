@@ -26,10 +26,14 @@ blends this image shows, which at a deep field's low noise include galaxies the
 preset's depth calls isolated. The truth's ``meta`` holds both depths
 (``ISONOISE``, ``FLDNOISE``, ADU).
 
-Positions are sheared like the shapes, about the centre of each group of
-neighbours (friends-of-friends, linking length 25 px): blended separations are
-sheared, isolated galaxies do not move, so fields of the same seed sheared by
-+g and -g put every galaxy on the same noise pixels
+Positions are sheared like the shapes. Presets with number counts shear
+every position about its half's centre, as lensing does, and permute the
+pixel noise to follow the scene (:mod:`blendflag.simulate.scene_noise`), so
+that the noise under each galaxy is the same draws in the +g and -g images
+(``galaxy.counts.shear_group_link: .inf``). The original study's presets
+shear about the centre of each group of neighbours (friends-of-friends,
+linking length 25 px): blended separations are sheared, isolated galaxies do
+not move and keep their noise pixels
 (:func:`blendflag.simulate.field_geometry.shear_positions`);
 :func:`blendflag.simulate.field_io.write_field` writes a field's FITS files.
 
