@@ -29,8 +29,10 @@ given). The objects are then split:
 
 The JSON's ``profiles`` describe each split's kept objects: median S/N,
 isophotal area and true magnitude, the fraction the deblender split from a
-neighbour (SExtractor ``FLAGS`` bit 2), and the mean of sign x e1 (their
-shape along the shear).
+neighbour (SExtractor ``FLAGS`` bit 2), the mean of sign x e1 (their
+shape along the shear), the fraction with another detection within 12 px
+and the mean of sign x cos(2 phi) of its direction phi (+: the neighbour
+lies along the axis the shear stretches; 0 for random directions).
 
 m of each, as ``compare`` gives it (each metacal version cut on its own S/N
 and size; g = <e1> / (<R11> + R11_S) per sign), with a bootstrap over the
@@ -149,12 +151,40 @@ def measured_objects(table, truth, cuts, step: float, mag_limit=None) -> dict:
 
 
 #: What :func:`split_profiles` describes each split by (medians and fractions).
-PROFILE_COLUMNS = ("s2n", "isoarea", "deblended", "true_mag")
+PROFILE_COLUMNS = ("s2n", "isoarea", "deblended", "true_mag", "close_neighbour")
+#: A detection closer than this (pixels; 2.4" at 0.2"/px, twice the shape
+#: weight's FWHM) is a close neighbour, whose direction the profiles describe.
+NEIGHBOUR_RADIUS = 12.0
+
+
+def nearest_detection(x, y, radius: float = NEIGHBOUR_RADIUS) -> tuple[np.ndarray, np.ndarray]:
+    """Per detection: the distance to the nearest other one and cos(2 phi) of its direction.
+
+    ``phi`` is the angle of the separation from the x axis, so cos(2 phi) is
+    +1 for a neighbour along x (the axis a +g1 shear stretches) and -1 along
+    y. Both are NaN when no other detection lies within ``radius`` pixels.
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    order = np.argsort(x)
+    xs, ys = x[order], y[order]
+    lo, hi = np.searchsorted(xs, xs - radius), np.searchsorted(xs, xs + radius)
+    dist, cos2 = np.full(len(x), np.nan), np.full(len(x), np.nan)
+    for i in range(len(xs)):
+        dx, dy = xs[lo[i] : hi[i]] - xs[i], ys[lo[i] : hi[i]] - ys[i]
+        d = np.hypot(dx, dy)
+        d[i - lo[i]] = np.inf  # not itself
+        j = int(np.argmin(d)) if len(d) else 0
+        if len(d) and d[j] <= radius:
+            dist[order[i]] = d[j]
+            cos2[order[i]] = np.cos(2 * np.arctan2(dy[j], dx[j]))
+    return dist, cos2
 
 
 def _profile_columns(table, truth, ids, ok) -> dict:
     """Per measured object: noshear S/N, isophotal area (pixels), the deblender's
-    flag (SExtractor ``FLAGS`` bit 2) and its true galaxy's magnitude (NaN: none)."""
+    flag (SExtractor ``FLAGS`` bit 2), its true galaxy's magnitude (NaN: none),
+    whether another detection lies within :data:`NEIGHBOUR_RADIUS` and cos(2 phi)
+    of that neighbour's direction (:func:`nearest_detection`; NaN: none)."""
     names = set(table.columns.names)
 
     def column(name):
@@ -168,29 +198,35 @@ def _profile_columns(table, truth, ids, ok) -> dict:
     deblended = np.where(
         np.isfinite(deblended), (np.nan_to_num(deblended).astype(int) & 2) > 0, np.nan
     )
+    _, cos2 = nearest_detection(column("X_IMAGE"), column("Y_IMAGE"))
     profile = {
         "s2n": column("S2N_NOSHEAR"),
         "isoarea": column("ISOAREA_IMAGE"),
         "deblended": deblended,
         "true_mag": true_mag,
+        "close_neighbour": np.isfinite(cos2).astype(float),
+        "neighbour_cos2phi": cos2,
     }
     return {key: value[ok] for key, value in profile.items()}
 
 
 def split_profiles(per_image: list) -> dict:
     """Per split: median S/N, isophotal area and true magnitude, the deblended fraction,
-    and the mean of sign x e1 (the shear-aligned shape) of the kept objects.
+    the mean of sign x e1 (the shear-aligned shape), the fraction with a close
+    neighbour and the mean of sign x cos(2 phi) of that neighbour's direction
+    (+: along the axis the shear stretches) of the kept objects.
 
     ``per_image``: ``(objects, masks, sign)`` of every image (:func:`identity_split`'s masks).
     """
     out = {}
     for name in SPLITS:
-        values = {key: [] for key in (*PROFILE_COLUMNS, "sign_e1")}
+        values = {key: [] for key in (*PROFILE_COLUMNS, "sign_e1", "sign_cos2phi")}
         for objects, masks, sign in per_image:
             kept = masks[name] & objects["kept"]
             for key in PROFILE_COLUMNS:
                 values[key].append(objects["profile"][key][kept])
             values["sign_e1"].append(sign * objects["e1"][kept])
+            values["sign_cos2phi"].append(sign * objects["profile"]["neighbour_cos2phi"][kept])
         joined = {key: np.concatenate(v) for key, v in values.items()}
         out[name] = _describe(joined)
     return out
@@ -206,7 +242,16 @@ def _describe(joined: dict) -> dict | None:
         "median_true_mag": _finite(np.median, joined["true_mag"]),
         "deblended_fraction": _finite(np.mean, joined["deblended"]),
         "mean_sign_e1": _finite(np.mean, joined["sign_e1"]),
+        "mean_sign_e1_err": _finite(_standard_error, joined["sign_e1"]),
+        "close_neighbour_fraction": _finite(np.mean, joined["close_neighbour"]),
+        "mean_sign_cos2phi_neighbour": _finite(np.mean, joined["sign_cos2phi"]),
+        "mean_sign_cos2phi_neighbour_err": _finite(_standard_error, joined["sign_cos2phi"]),
     }
+
+
+def _standard_error(values: np.ndarray) -> float:
+    """The standard error of the mean of ``values`` (objects taken as independent)."""
+    return float(np.std(values) / np.sqrt(len(values)))
 
 
 def _finite(statistic, values) -> float | None:

@@ -248,6 +248,8 @@ def test_the_split_profiles_describe_the_kept_objects_of_both_signs():
             "isoarea": np.full(n, 30.0),
             "deblended": np.asarray(flagged, float),
             "true_mag": np.full(n, np.nan),  # no true galaxy: no magnitude
+            "close_neighbour": np.asarray(flagged, float),  # the deblended have a neighbour
+            "neighbour_cos2phi": np.where(np.asarray(flagged) > 0, 1.0, np.nan),
         }
         return {"e1": np.asarray(e1, float), "kept": np.asarray(kept), "profile": profile}
 
@@ -260,4 +262,21 @@ def test_the_split_profiles_describe_the_kept_objects_of_both_signs():
     assert one["median_s2n"] == 20.0 and one["median_isoarea_pixels"] == 30.0
     assert one["deblended_fraction"] == pytest.approx(1 / 3)
     assert one["mean_sign_e1"] == pytest.approx((0.2 + 0.1 + 0.3) / 3)
+    assert one["close_neighbour_fraction"] == pytest.approx(1 / 3)
+    assert one["mean_sign_cos2phi_neighbour"] == pytest.approx(1.0)  # +g, along x
+    assert one["mean_sign_cos2phi_neighbour_err"] == 0.0  # one value
+    assert one["mean_sign_e1_err"] == pytest.approx(np.std([0.2, 0.1, 0.3]) / np.sqrt(3))
     assert one["median_true_mag"] is None
+
+
+def test_the_nearest_detection_and_its_direction():
+    """A pair along x (cos 2phi = +1), one along y (-1), a lone detection (NaN)."""
+    split = script_module("detection_split")
+    x = np.array([100.0, 105.0, 300.0, 300.0, 600.0])
+    y = np.array([100.0, 100.0, 400.0, 408.0, 50.0])
+    dist, cos2 = split.nearest_detection(x, y)
+    assert dist[:4].tolist() == pytest.approx([5.0, 5.0, 8.0, 8.0])
+    assert cos2[:4].tolist() == pytest.approx([1.0, 1.0, -1.0, -1.0])
+    assert np.isnan(dist[4]) and np.isnan(cos2[4])
+    _, cos2 = split.nearest_detection(x, y, radius=6.0)  # the y pair is 8 px apart
+    assert np.isnan(cos2[2:]).all() and cos2[:2].tolist() == pytest.approx([1.0, 1.0])
