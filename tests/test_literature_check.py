@@ -280,3 +280,24 @@ def test_the_nearest_detection_and_its_direction():
     assert np.isnan(dist[4]) and np.isnan(cos2[4])
     _, cos2 = split.nearest_detection(x, y, radius=6.0)  # the y pair is 8 px apart
     assert np.isnan(cos2[2:]).all() and cos2[:2].tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_the_detection_splits_figure_and_its_bad_input(tmp_path, capsys):
+    plot = script_module("plot_detection_splits")
+    rows = [{"split": s, "m": 0.01 * k, "m_err": 0.02} for k, s in enumerate(split_names())]
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps({"splits": rows}))
+    assert plot.read_split(str(path))["common"] == (0.01, 0.02)
+    out = tmp_path / "fig.png"
+    assert plot.main(["--split", f"one={path}", "--split", f"two={path}", "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    for bad in (["--split", "nolabel"], ["--split", f"x={tmp_path / 'none.json'}"],
+                ["--split", f"x={path}", "--literature=-0.03"]):  # fmt: skip
+        assert plot.main([*bad, "--out", str(tmp_path / "bad.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
+    assert not (tmp_path / "bad.png").exists()
+
+
+def split_names():
+    return ("all", "common", "all_but_one_sign", "one_sign")
