@@ -398,7 +398,7 @@ def _m(total: np.ndarray, step: float) -> float:
     return m_with_selection(total, step, FIELD_SHEAR[0])
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", required=True, help="configuration directory")
     parser.add_argument("--fields", type=int, required=True, help="±g fields, seeds --seed...")
@@ -418,11 +418,64 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--json", default=None)
-    args = parser.parse_args(argv)
-    root, seeds = Path(args.work), list(range(args.seed, args.seed + args.fields))
+    return parser
+
+
+def _input_error(args, root: Path, seeds: list) -> str | None:
+    """What is wrong with the request before any tile is read, or None."""
     missing = [k for k in seeds if not (root / f"seed{k}" / "minus" / "truth.fits").is_file()]
     if args.fields < 2 or missing:
-        print(f"error: {root} lacks fields {missing or ''} (give --fields >= 2)", file=sys.stderr)
+        return f"{root} lacks fields {missing or ''} (give --fields >= 2)"
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        return f"--json: no directory {Path(args.json).parent}"
+    return None
+
+
+def _print_rows(rows: list, against: list | None, against_name: str | None) -> None:
+    """The splits' m and differences to ``all``, then each split minus ``--against``."""
+    for r in rows:
+        m = "n/a" if r["m"] is None else f"{r['m']:+.4f} ± {r['m_err']:.4f}"
+        d = (
+            ""
+            if r["m"] is None
+            else f"  minus all {r['minus_all']:+.4f} ± {r['minus_all_err']:.4f}"
+        )
+        print(f"{r['split']:16s} N+ {r['n_plus']:6d} N- {r['n_minus']:6d}  m {m}{d}")
+    for r in against or []:
+        if r["minus_against"] is not None:
+            print(
+                f"{r['split']:16s} minus {against_name}: "
+                f"{r['minus_against']:+.4f} ± {r['minus_against_err']:.4f}"
+            )
+
+
+def _document(args, root: Path, rows: list, profiles: dict, against: list | None) -> dict:
+    """The JSON: provenance, what was split and how, the splits and profiles."""
+    document = {
+        "provenance": provenance(),
+        "work": str(root),
+        "tiles": args.tiles,
+        "fields": args.fields,
+        "mag_limit": args.mag_limit,
+        "bootstrap": {"unit": "a ±g field, every split together", "draws": args.bootstrap},
+        "what": "per-object m (cuts on each metacal version, R_S included) of the objects "
+        "measured under both shears (common, by truth identity), under one shear only, "
+        "unmatched, isolated and blended (by the truth's footprints in both images), and "
+        "common_kept (common kept by the other image's cuts too)",
+        "splits": rows,
+        "profiles": profiles,
+    }
+    if against is not None:
+        document["against"] = {"tiles": args.against, "splits": against}
+    return document
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    root, seeds = Path(args.work), list(range(args.seed, args.seed + args.fields))
+    problem = _input_error(args, root, seeds)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
         sums, profiles = field_split_sums(root, seeds, args.mag_limit, args.tiles)
@@ -436,43 +489,14 @@ def main(argv=None) -> int:
 
     step = load_pipeline_config(None).shear.step
     rows = split_table(sums, np.random.default_rng(0), args.bootstrap, step)
-    for r in rows:
-        m = "n/a" if r["m"] is None else f"{r['m']:+.4f} ± {r['m_err']:.4f}"
-        d = (
-            ""
-            if r["m"] is None
-            else f"  minus all {r['minus_all']:+.4f} ± {r['minus_all_err']:.4f}"
-        )
-        print(f"{r['split']:16s} N+ {r['n_plus']:6d} N- {r['n_minus']:6d}  m {m}{d}")
     against = None
     if base is not None:
         against = against_table(sums, base, np.random.default_rng(1), args.bootstrap, step)
-        for r in against:
-            if r["minus_against"] is not None:
-                print(
-                    f"{r['split']:16s} minus {args.against}: "
-                    f"{r['minus_against']:+.4f} ± {r['minus_against_err']:.4f}"
-                )
+    _print_rows(rows, against, args.against)
     if args.json:
         from blendflag.commands.common import write_json
 
-        document = {
-            "provenance": provenance(),
-            "work": str(root),
-            "tiles": args.tiles,
-            "fields": args.fields,
-            "mag_limit": args.mag_limit,
-            "bootstrap": {"unit": "a ±g field, every split together", "draws": args.bootstrap},
-            "what": "per-object m (cuts on each metacal version, R_S included) of the objects "
-            "measured under both shears (common, by truth identity), under one shear only, "
-            "unmatched, isolated and blended (by the truth's footprints in both images), and "
-            "common_kept (common kept by the other image's cuts too)",
-            "splits": rows,
-            "profiles": profiles,
-        }
-        if against is not None:
-            document["against"] = {"tiles": args.against, "splits": against}
-        write_json(document, args.json)
+        write_json(_document(args, root, rows, profiles, against), args.json)
     return 0
 
 

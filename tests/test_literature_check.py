@@ -301,3 +301,16 @@ def test_the_detection_splits_figure_and_its_bad_input(tmp_path, capsys):
 
 def split_names():
     return ("all", "common", "all_but_one_sign", "one_sign")
+
+
+def test_the_detection_split_refuses_bad_input_before_any_work(tmp_path, capsys):
+    split = script_module("detection_split")
+    assert split.main(["--work", str(tmp_path), "--fields", "2"]) == 2  # no fields there
+    for seed in (100, 101):  # fields present: the --json directory is checked next
+        (tmp_path / f"seed{seed}" / "minus").mkdir(parents=True)
+        (tmp_path / f"seed{seed}" / "minus" / "truth.fits").write_bytes(b"")
+    out = tmp_path / "missing" / "split.json"
+    assert split.main(["--work", str(tmp_path), "--fields", "2", "--json", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+    assert "--json" in err[1] and not out.parent.exists()
