@@ -1,0 +1,204 @@
+"""Two measurements of the same ±g fields: m of each and their paired difference.
+
+The literature check (``scripts/literature_check.py``) measures the same
+fields with per-object metacal (``tiles_metacal``), metadetection
+(``tiles_metadetect``) and diagnostic configs (``tiles_metacal_<stem>``), and
+reports each on its own. This script reads the stored per-tile sums of two of
+them, keeps the fields of seeds ``--seed`` .. ``--seed + --fields - 1``, makes
+each ±g field one bootstrap unit (both images, every cell or stamp summed) and
+bootstraps the two selections with one set of draws, so the error of
+``m(other) - m(base)`` is that of the difference. The unpaired error (the two
+errors in quadrature) is printed beside it: their ratio is what the pairing
+gains.
+
+Usage::
+
+    python scripts/fields_paired_difference.py WORK/lsst_y10_1x --seed 100 --fields 16 \\
+        --json docs/results/fields_paired_lsst_y10.json
+
+``--base`` and ``--other`` are ``TILES_DIRECTORY:SELECTION`` (defaults
+``tiles_metacal:all`` and ``tiles_metadetect:all``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from blendflag._runtime.provenance import provenance
+
+#: The name the base measurement takes in the bootstrap (its reference for ``dm_vs_all``).
+BASE = "all"
+OTHER = "other"
+UNIT = "one ±g field: both images, every cell or stamp of each summed"
+
+
+class InputError(ValueError):
+    """Bad input: printed as one ``error:`` line, exit 2."""
+
+
+def parse_measurement(text: str) -> tuple[str, str]:
+    """``(tiles directory, selection)`` from ``DIR:SELECTION`` (``DIR`` alone: ``all``)."""
+    directory, _, selection = text.partition(":")
+    if not directory or "/" in directory:
+        raise InputError(f"{text!r}: give a tiles directory name of the work directory")
+    return directory, selection or "all"
+
+
+def field_seed(key: str) -> int:
+    """The seed of a simulated field's key ``DATASET:SEED:NGAL``."""
+    parts = key.split(":")
+    if len(parts) != 3 or not parts[1].lstrip("-").isdigit():
+        raise InputError(f"field key {key!r} is not a simulated field's DATASET:SEED:NGAL")
+    return int(parts[1])
+
+
+def field_sums(tiles: Path, selection: str, seeds: set) -> tuple[list, dict]:
+    """Per image, the selection's sums of the wanted fields, each image one unit keyed by seed.
+
+    Returns
+    -------
+    (list of UnitSums, dict)
+        The images' units, and ``{"step", "shear", "engine", "fields"}`` of the files.
+    """
+    from blendflag.shear.paired import SumsFile, UnitSums
+
+    paths = sorted(tiles.glob("*.sums.npz"))
+    if not paths:
+        raise InputError(f"{tiles}: no *.sums.npz tiles")
+    parts, info = [], {"step": set(), "shear": set(), "engine": set(), "fields": set()}
+    for path in paths:
+        stored = SumsFile.load(path)
+        seed = field_seed(stored.field)
+        if seed not in seeds:
+            continue
+        if selection not in stored.selections:
+            raise InputError(f"{path}: no selection {selection!r}")
+        sums = stored.selections[selection]
+        total = sums.sums.sum(axis=0, keepdims=True)
+        parts.append(UnitSums(np.array([seed]), total, sums.n_good, stored.sign, sums.layout))
+        info["step"].add(stored.step)
+        info["engine"].add(stored.engine)
+        info["fields"].add((seed, stored.sign))
+        if stored.true_shear is not None:
+            info["shear"].add(abs(float(stored.true_shear[0])))
+    return parts, info
+
+
+def _single(values: set, what: str, tiles: Path):
+    """The one value of ``values``; an input error when the tiles disagree or have none."""
+    if len(values) != 1:
+        raise InputError(f"{tiles}: the tiles' {what} is not one value ({sorted(values)})")
+    return next(iter(values))
+
+
+def _checked(base, other, seeds: set) -> tuple[float, float]:
+    """``(step, shear)`` after checking both sets cover every wanted field's two images."""
+    wanted = {(s, sign) for s in seeds for sign in (1, -1)}
+    for (tiles, _), (_, info) in (base, other):
+        missing = wanted - info["fields"]
+        if missing:
+            seeds_missing = sorted({s for s, _ in missing})
+            raise InputError(f"{tiles}: no tiles of the fields of seeds {seeds_missing}")
+    (tiles_a, _), (_, info_a) = base
+    (tiles_b, _), (_, info_b) = other
+    shear = _single(info_a["shear"], "true shear", tiles_a)
+    if _single(info_b["shear"], "true shear", tiles_b) != shear:
+        raise InputError("the two tile sets were sheared differently")
+    return _single(info_a["step"], "metacal step", tiles_a), shear
+
+
+def paired_difference(root: Path, base: tuple, other: tuple, seeds: set, n_boot: int, rng):
+    """The document's measurements: both selections and ``m(other) - m(base)``."""
+    from blendflag.shear.paired import compare_statistics
+
+    read = {}
+    for label, (directory, selection) in (("base", base), ("other", other)):
+        tiles = root / directory
+        if not tiles.is_dir():
+            raise InputError(f"{tiles}: no such tiles directory")
+        read[label] = ((tiles, selection), field_sums(tiles, selection, seeds))
+    step, shear = _checked(read["base"], read["other"], seeds)
+    selections = {BASE: read["base"][1][0], OTHER: read["other"][1][0]}
+    entries = {
+        e["name"]: e for e in compare_statistics(selections, step, (shear, 0.0), rng, n_boot)
+    }
+    out = {}
+    for label, name in (("base", BASE), ("other", OTHER)):
+        (tiles, selection), (_, info) = read[label]
+        entry = entries[name]
+        out[label] = {"tiles": tiles.name, "selection": selection, "engine": sorted(info["engine"])}
+        out[label] |= {k: entry[k] for k in ("m", "m_err", "c1", "c1_err", "R11", "n")}
+    dm, dm_err = entries[OTHER]["dm_vs_all"], entries[OTHER]["dm_vs_all_err"]
+    unpaired = float(np.hypot(out["base"]["m_err"], out["other"]["m_err"]))
+    out["other_minus_base"] = {"dm": dm, "dm_err": dm_err, "unpaired_err": unpaired}
+    out["true_shear"], out["step"] = shear, step
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("work", help="one configuration's work directory, e.g. WORK/lsst_y10_1x")
+    parser.add_argument("--seed", type=int, default=100, help="first field seed [100]")
+    parser.add_argument("--fields", type=int, default=16, help="±g fields [16]")
+    parser.add_argument("--base", default="tiles_metacal:all", help="DIR:SELECTION [%(default)s]")
+    parser.add_argument(
+        "--other", default="tiles_metadetect:all", help="DIR:SELECTION [%(default)s]"
+    )
+    parser.add_argument("--bootstrap", type=int, default=500, help="draws [500]")
+    parser.add_argument("--rng-seed", type=int, default=1, help="the bootstrap's seed [1]")
+    parser.add_argument("--json", required=True, help="write the document here")
+    return parser
+
+
+def _run(args) -> dict:
+    from blendflag.shear.paired import MIN_UNITS
+
+    if args.fields < MIN_UNITS or args.bootstrap < 2:
+        raise InputError(f"--fields must be at least {MIN_UNITS} (units) and --bootstrap 2")
+    if not Path(args.json).resolve().parent.is_dir():
+        raise InputError(f"{args.json}: its directory does not exist")
+    root = Path(args.work)
+    if not root.is_dir():
+        raise InputError(f"{root}: no such work directory")
+    seeds = set(range(args.seed, args.seed + args.fields))
+    base, other = parse_measurement(args.base), parse_measurement(args.other)
+    rng = np.random.default_rng(args.rng_seed)
+    result = paired_difference(root, base, other, seeds, args.bootstrap, rng)
+    return {
+        "provenance": provenance(),
+        "work": str(root),
+        "seeds": [args.seed, args.seed + args.fields - 1],
+        "unit": UNIT,
+        "draws": args.bootstrap,
+        "rng_seed": args.rng_seed,
+        **result,
+    }
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        document = _run(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from blendflag.commands.common import write_json
+
+    write_json(document, args.json)
+    diff = document["other_minus_base"]
+    print(
+        f"{document['other']['tiles']}:{document['other']['selection']} - "
+        f"{document['base']['tiles']}:{document['base']['selection']}: "
+        f"{diff['dm']:+.4f} +/- {diff['dm_err']:.4f} (unpaired {diff['unpaired_err']:.4f}); "
+        f"m {document['base']['m']:+.4f} +/- {document['base']['m_err']:.4f} and "
+        f"{document['other']['m']:+.4f} +/- {document['other']['m_err']:.4f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
