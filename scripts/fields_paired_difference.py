@@ -16,6 +16,10 @@ Usage::
     python scripts/fields_paired_difference.py WORK/lsst_y10_1x --seed 100 --fields 16 \\
         --json docs/results/fields_paired_lsst_y10.json
 
+Each measurement also says how its m scatters between fields and how much
+of that scatter comes from the shape and how much from the response
+(``per_field``, :func:`field_scatter`).
+
 ``--base`` and ``--other`` are ``TILES_DIRECTORY:SELECTION`` (defaults
 ``tiles_metacal:all`` and ``tiles_metadetect:all``).
 """
@@ -111,6 +115,35 @@ def _checked(base, other, seeds: set) -> tuple[float, float]:
     return _single(info_a["step"], "metacal step", tiles_a), shear
 
 
+def field_scatter(parts: list, step: float, shear: float) -> dict:
+    """How m scatters from field to field, and how much of it the shape and the response carry.
+
+    Per field, y = (<e1>(+g) - <e1>(-g)) / 2 and x = (R(+g) + R(-g)) / 2, so
+    that m_field = y / x / g - 1. ``m_sd_shape`` holds x at its mean over the
+    fields and ``m_sd_response`` holds y at its mean: which of the two makes
+    the error (standard deviations over fields, ddof 1).
+    """
+    from blendflag.shear.statistics import shape_and_response
+
+    rows = {(int(u.keys[0]), u.sign): u.sums[0] for u in parts}
+    seeds = sorted({seed for seed, _ in rows})
+    layout = parts[0].layout
+    shape, response = {}, {}
+    for sign in (1, -1):
+        table = np.array([rows[(seed, sign)] for seed in seeds])
+        shape[sign], response[sign] = shape_and_response(table, step, layout)
+    y = (shape[1] - shape[-1]) / 2
+    x = (response[1] + response[-1]) / 2
+    return {
+        "m_sd": float(np.std(y / x / shear, ddof=1)),
+        "m_sd_shape": float(np.std(y / x.mean() / shear, ddof=1)),
+        "m_sd_response": float(np.std(y.mean() / x / shear, ddof=1)),
+        "R11_mean": float(x.mean()),
+        "R11_sd": float(np.std(x, ddof=1)),
+        "objects_per_field": float(np.mean([u.sums[0, 0] for u in parts])),
+    }
+
+
 def paired_difference(root: Path, base: tuple, other: tuple, seeds: set, n_boot: int, rng):
     """The document's measurements: both selections and ``m(other) - m(base)``."""
     from blendflag.shear.paired import compare_statistics
@@ -132,6 +165,7 @@ def paired_difference(root: Path, base: tuple, other: tuple, seeds: set, n_boot:
         entry = entries[name]
         out[label] = {"tiles": tiles.name, "selection": selection, "engine": sorted(info["engine"])}
         out[label] |= {k: entry[k] for k in ("m", "m_err", "c1", "c1_err", "R11", "n")}
+        out[label]["per_field"] = field_scatter(read[label][1][0], step, shear)
     dm, dm_err = entries[OTHER]["dm_vs_all"], entries[OTHER]["dm_vs_all_err"]
     unpaired = float(np.hypot(out["base"]["m_err"], out["other"]["m_err"]))
     out["other_minus_base"] = {"dm": dm, "dm_err": dm_err, "unpaired_err": unpaired}
@@ -197,6 +231,13 @@ def main(argv=None) -> int:
         f"m {document['base']['m']:+.4f} +/- {document['base']['m_err']:.4f} and "
         f"{document['other']['m']:+.4f} +/- {document['other']['m_err']:.4f}"
     )
+    for label in ("base", "other"):
+        spread = document[label]["per_field"]
+        print(
+            f"{label}: one field's m scatters by {spread['m_sd']:.3f} "
+            f"(shape {spread['m_sd_shape']:.3f}, response {spread['m_sd_response']:.3f}; "
+            f"R11 {spread['R11_mean']:.3f} +/- {spread['R11_sd']:.3f})"
+        )
     return 0
 
 

@@ -18,23 +18,27 @@ def script():
     return script_module("fields_paired_difference")
 
 
-def _stamp_sums(e1: float) -> np.ndarray:
-    """One unit of the ``stamps`` layout: one object, R11 = R22 = 1, no selection response."""
+def _stamp_sums(e1: float, r11: float = 1.0) -> np.ndarray:
+    """One unit of the ``stamps`` layout: one object, R11 = ``r11``, R22 = 1, no R_S."""
     sums = np.zeros((1, 15))
     sums[0, [0, 7, 9, 11, 13]] = 1.0
     sums[0, 1] = e1
-    sums[0, 3], sums[0, 4] = STEP, -STEP
+    sums[0, 3], sums[0, 4] = r11 * STEP, -r11 * STEP
     sums[0, 5], sums[0, 6] = STEP, -STEP
     return sums
 
 
-def _write_tiles(directory, m: float, spread, seeds=range(100, 112)):
-    """A tiles directory: per field a +g and a -g file whose m is ``m + spread[field]``."""
+def _write_tiles(directory, m: float, spread, seeds=range(100, 112), response=None):
+    """A tiles directory: per field a +g and a -g file whose m is ``m + spread[field]``.
+
+    ``response`` (per field; default 1) scales R11 and leaves the shapes as they are.
+    """
     directory.mkdir()
+    response = np.ones(len(seeds)) if response is None else response
     for i, seed in enumerate(seeds):
         for sign, suffix in ((1, "plus"), (-1, "minus")):
             e1 = sign * SHEAR * (1 + m + spread[i])
-            unit = UnitSums(np.array([0]), _stamp_sums(e1), 1, sign)
+            unit = UnitSums(np.array([0]), _stamp_sums(e1, response[i]), 1, sign)
             stored = SumsFile(
                 {"all": unit}, {}, "h", sign, f"lsst_y10:{seed}:900", (sign * SHEAR, 0.0), STEP,
                 "metacal", "stamps",
@@ -69,6 +73,24 @@ def test_the_difference_cancels_what_both_share(script, work, capsys):
     assert doc["seeds"] == [100, 111] and doc["true_shear"] == SHEAR
     assert "provenance" in doc
     assert "+0.0400" in capsys.readouterr().out
+    for label in ("base", "other"):  # every field's scatter is in its shapes, none in R
+        spread_doc = doc[label]["per_field"]
+        assert spread_doc["m_sd"] == pytest.approx(np.std(spread, ddof=1))
+        assert spread_doc["m_sd_shape"] == pytest.approx(np.std(spread, ddof=1))
+        assert spread_doc["m_sd_response"] == pytest.approx(0.0, abs=1e-12)
+        assert spread_doc["R11_mean"] == pytest.approx(1.0) and spread_doc["R11_sd"] < 1e-12
+
+
+def test_a_scatter_of_the_response_is_told_apart_from_one_of_the_shapes(script, tmp_path):
+    response = np.random.default_rng(6).uniform(0.8, 1.2, 12)
+    _write_tiles(tmp_path / "tiles_metacal", 0.0, np.zeros(12))
+    _write_tiles(tmp_path / "tiles_metadetect", 0.0, np.zeros(12), response=response)
+    out = tmp_path / "d.json"
+    assert script.main([str(tmp_path), "--fields", "12", "--json", str(out)]) == 0
+    spread = json.loads(out.read_text())["other"]["per_field"]
+    assert spread["m_sd_shape"] == pytest.approx(0.0, abs=1e-12)
+    assert spread["m_sd_response"] == pytest.approx(np.std(1 / response, ddof=1))
+    assert spread["R11_sd"] == pytest.approx(np.std(response, ddof=1))
 
 
 def test_only_the_named_seeds_are_read(script, work):

@@ -183,3 +183,22 @@ def test_matched_noise_pairs_measure_isolated_galaxies_far_better_than_one_sign(
     paired = compare_statistics({"all": parts}, STEP, (G, 0.0))[0]
     assert paired["m_err"] < single["m_err"] / 3
     assert abs(paired["m"]) < 4 * paired["m_err"] + 2e-3  # metacal's own bias is < 1e-3
+
+
+def test_shape_and_response_of_both_layouts():
+    """<e1> and R from sums: stamps (R11 + R11_S) and versions (separate catalogues)."""
+    from blendflag.shear.statistics import shape_and_response
+
+    stamps = np.zeros(15)
+    stamps[[0, 7, 9, 11, 13]] = 4.0  # four objects, all kept in every selection
+    stamps[1] = 0.08  # sum e1: <e1> = 0.02
+    stamps[3], stamps[4] = 0.036, -0.036  # R11 = 0.072 / 4 / 0.02 = 0.9
+    stamps[8], stamps[10] = 0.002, -0.002  # R11_S = (0.0005 + 0.0005) / 0.02 = 0.05
+    e1, response = shape_and_response(stamps, 0.01, "stamps")
+    assert e1 == pytest.approx(0.02) and response == pytest.approx(0.95)
+    versions = np.zeros(15)  # noshear, 1p, 1m, 2p, 2m: count, sum e1, sum e2 each
+    versions[0:3] = (10, 0.3, 0.0)
+    versions[3:6] = (11, 0.33 + 11 * 0.004, 0.0)  # <e1> 0.034
+    versions[6:9] = (9, 0.27 - 9 * 0.004, 0.0)  # <e1> 0.026
+    e1, response = shape_and_response(versions, 0.01, "versions")
+    assert e1 == pytest.approx(0.03) and response == pytest.approx(0.4)

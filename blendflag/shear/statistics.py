@@ -111,6 +111,31 @@ def _estimates(S: np.ndarray, step: float, true_g1: float | None, layout: str = 
     return out
 
 
+def shape_and_response(S: np.ndarray, step: float, layout: str = "stamps") -> tuple:
+    """Mean e1 and the whole response along g1 from per-unit sums ``S`` of shape ``(..., 15)``.
+
+    Parameters
+    ----------
+    S : numpy.ndarray
+        Sums in ``layout`` (see :func:`_estimates`), e.g. one row per field.
+    step : float
+        Metacalibration shear step.
+    layout : str
+        ``stamps`` (the response is R11 + R11_S) or ``versions`` (R11 of the
+        separately selected catalogues, selection included).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        ``<e1>`` and ``R`` per row, so that ``g1 = <e1> / R``.
+    """
+    est = _estimates(S, step, None, layout)
+    response = est["R11"]
+    if layout == "stamps":
+        response = response + est["R11_S"]
+    return est["g1"] * response, response
+
+
 def _bootstrap_sums(X, units, n_units, rng, n_bootstrap, chunk_elems=4_000_000):
     """Sums of ``X`` over ``n_bootstrap`` resamplings (with replacement) of the units."""
     n_obj = X.shape[0]
