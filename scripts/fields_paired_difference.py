@@ -119,9 +119,11 @@ def field_scatter(parts: list, step: float, shear: float) -> dict:
     """How m scatters from field to field, and how much of it the shape and the response carry.
 
     Per field, y = (<e1>(+g) - <e1>(-g)) / 2 and x = (R(+g) + R(-g)) / 2, so
-    that m_field = y / x / g - 1. ``m_sd_shape`` holds x at its mean over the
-    fields and ``m_sd_response`` holds y at its mean: which of the two makes
-    the error (standard deviations over fields, ddof 1).
+    that m_field = y / x / g - 1. To first order about the means over fields,
+    m_field - m = dy / (x g) - y dx / (x^2 g): ``m_sd_shape`` and
+    ``m_sd_response`` are the standard deviations (ddof 1) of the two terms,
+    ``m_sd`` that of their sum, the scatter the ratio of the summed fields
+    has (a field with R near zero makes y / x itself useless, not this).
     """
     from blendflag.shear.statistics import shape_and_response
 
@@ -134,10 +136,12 @@ def field_scatter(parts: list, step: float, shear: float) -> dict:
         shape[sign], response[sign] = shape_and_response(table, step, layout)
     y = (shape[1] - shape[-1]) / 2
     x = (response[1] + response[-1]) / 2
+    shape_term = (y - y.mean()) / (x.mean() * shear)
+    response_term = -y.mean() * (x - x.mean()) / (x.mean() ** 2 * shear)
     return {
-        "m_sd": float(np.std(y / x / shear, ddof=1)),
-        "m_sd_shape": float(np.std(y / x.mean() / shear, ddof=1)),
-        "m_sd_response": float(np.std(y.mean() / x / shear, ddof=1)),
+        "m_sd": float(np.std(shape_term + response_term, ddof=1)),
+        "m_sd_shape": float(np.std(shape_term, ddof=1)),
+        "m_sd_response": float(np.std(response_term, ddof=1)),
         "R11_mean": float(x.mean()),
         "R11_sd": float(np.std(x, ddof=1)),
         "objects_per_field": float(np.mean([u.sums[0, 0] for u in parts])),

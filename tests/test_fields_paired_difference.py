@@ -89,7 +89,8 @@ def test_a_scatter_of_the_response_is_told_apart_from_one_of_the_shapes(script, 
     assert script.main([str(tmp_path), "--fields", "12", "--json", str(out)]) == 0
     spread = json.loads(out.read_text())["other"]["per_field"]
     assert spread["m_sd_shape"] == pytest.approx(0.0, abs=1e-12)
-    assert spread["m_sd_response"] == pytest.approx(np.std(1 / response, ddof=1))
+    assert spread["m_sd_response"] == pytest.approx(np.std(response, ddof=1) / response.mean() ** 2)
+    assert spread["m_sd"] == pytest.approx(spread["m_sd_response"])
     assert spread["R11_sd"] == pytest.approx(np.std(response, ddof=1))
 
 
