@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -60,22 +61,39 @@ def field_seed(key: str) -> int:
     return int(parts[1])
 
 
-def field_sums(tiles: Path, selection: str, seeds: set) -> tuple[list, dict]:
-    """Per image, the selection's sums of the wanted fields, each image one unit keyed by seed.
+@dataclass
+class Measurement:
+    """One tile set's selection on the wanted fields: its images' units and what they share."""
 
-    Returns
-    -------
-    (list of UnitSums, dict)
-        The images' units, and ``{"step", "shear", "engine", "fields"}`` of the files.
-    """
+    tiles: Path
+    selection: str
+    parts: list = field(default_factory=list)
+    step: set = field(default_factory=set)
+    shear: set = field(default_factory=set)
+    engine: set = field(default_factory=set)
+    fields: set = field(default_factory=set)
+
+    def single(self, what: str):
+        """The one value of ``step`` or ``shear``; an input error when the tiles disagree."""
+        values = getattr(self, what)
+        if len(values) != 1:
+            raise InputError(f"{self.tiles}: the tiles' {what} is not one value ({sorted(values)})")
+        return next(iter(values))
+
+
+def field_sums(tiles: Path, selection: str, seeds: set) -> Measurement:
+    """Per image, the selection's sums of the wanted fields, each image one unit keyed by seed."""
     from blendflag.shear.paired import SumsFile, UnitSums
 
     paths = sorted(tiles.glob("*.sums.npz"))
     if not paths:
         raise InputError(f"{tiles}: no *.sums.npz tiles")
-    parts, info = [], {"step": set(), "shear": set(), "engine": set(), "fields": set()}
+    out = Measurement(tiles, selection)
     for path in paths:
-        stored = SumsFile.load(path)
+        try:
+            stored = SumsFile.load(path)
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputError(f"{path}: not a readable sums file ({exc})") from exc
         seed = field_seed(stored.field)
         if seed not in seeds:
             continue
@@ -83,36 +101,26 @@ def field_sums(tiles: Path, selection: str, seeds: set) -> tuple[list, dict]:
             raise InputError(f"{path}: no selection {selection!r}")
         sums = stored.selections[selection]
         total = sums.sums.sum(axis=0, keepdims=True)
-        parts.append(UnitSums(np.array([seed]), total, sums.n_good, stored.sign, sums.layout))
-        info["step"].add(stored.step)
-        info["engine"].add(stored.engine)
-        info["fields"].add((seed, stored.sign))
+        out.parts.append(UnitSums(np.array([seed]), total, sums.n_good, stored.sign, sums.layout))
+        out.step.add(stored.step)
+        out.engine.add(stored.engine)
+        out.fields.add((seed, stored.sign))
         if stored.true_shear is not None:
-            info["shear"].add(abs(float(stored.true_shear[0])))
-    return parts, info
+            out.shear.add(abs(float(stored.true_shear[0])))
+    return out
 
 
-def _single(values: set, what: str, tiles: Path):
-    """The one value of ``values``; an input error when the tiles disagree or have none."""
-    if len(values) != 1:
-        raise InputError(f"{tiles}: the tiles' {what} is not one value ({sorted(values)})")
-    return next(iter(values))
-
-
-def _checked(base, other, seeds: set) -> tuple[float, float]:
-    """``(step, shear)`` after checking both sets cover every wanted field's two images."""
+def _checked(measurements: list, seeds: set) -> tuple[float, float]:
+    """``(step, shear)`` after checking every set covers each wanted field's two images."""
     wanted = {(s, sign) for s in seeds for sign in (1, -1)}
-    for (tiles, _), (_, info) in (base, other):
-        missing = wanted - info["fields"]
+    for measurement in measurements:
+        missing = sorted({s for s, _ in wanted - measurement.fields})
         if missing:
-            seeds_missing = sorted({s for s, _ in missing})
-            raise InputError(f"{tiles}: no tiles of the fields of seeds {seeds_missing}")
-    (tiles_a, _), (_, info_a) = base
-    (tiles_b, _), (_, info_b) = other
-    shear = _single(info_a["shear"], "true shear", tiles_a)
-    if _single(info_b["shear"], "true shear", tiles_b) != shear:
-        raise InputError("the two tile sets were sheared differently")
-    return _single(info_a["step"], "metacal step", tiles_a), shear
+            raise InputError(f"{measurement.tiles}: no tiles of the fields of seeds {missing}")
+    step, shear = ({m.single(what) for m in measurements} for what in ("step", "shear"))
+    if len(shear) != 1 or len(step) != 1:
+        raise InputError("the tile sets were sheared or measured with different steps")
+    return step.pop(), shear.pop()
 
 
 def field_scatter(parts: list, step: float, shear: float) -> dict:
@@ -153,23 +161,25 @@ def paired_difference(root: Path, base: tuple, other: tuple, seeds: set, n_boot:
     from blendflag.shear.paired import compare_statistics
 
     read = {}
-    for label, (directory, selection) in (("base", base), ("other", other)):
-        tiles = root / directory
-        if not tiles.is_dir():
-            raise InputError(f"{tiles}: no such tiles directory")
-        read[label] = ((tiles, selection), field_sums(tiles, selection, seeds))
-    step, shear = _checked(read["base"], read["other"], seeds)
-    selections = {BASE: read["base"][1][0], OTHER: read["other"][1][0]}
+    for name, (directory, selection) in ((BASE, base), (OTHER, other)):
+        if not (root / directory).is_dir():
+            raise InputError(f"{root / directory}: no such tiles directory")
+        read[name] = field_sums(root / directory, selection, seeds)
+    step, shear = _checked(list(read.values()), seeds)
+    selections = {name: measurement.parts for name, measurement in read.items()}
     entries = {
         e["name"]: e for e in compare_statistics(selections, step, (shear, 0.0), rng, n_boot)
     }
     out = {}
     for label, name in (("base", BASE), ("other", OTHER)):
-        (tiles, selection), (_, info) = read[label]
-        entry = entries[name]
-        out[label] = {"tiles": tiles.name, "selection": selection, "engine": sorted(info["engine"])}
-        out[label] |= {k: entry[k] for k in ("m", "m_err", "c1", "c1_err", "R11", "n")}
-        out[label]["per_field"] = field_scatter(read[label][1][0], step, shear)
+        measurement, entry = read[name], entries[name]
+        out[label] = {
+            "tiles": measurement.tiles.name,
+            "selection": measurement.selection,
+            "engine": sorted(measurement.engine),
+            **{k: entry[k] for k in ("m", "m_err", "c1", "c1_err", "R11", "n")},
+            "per_field": field_scatter(measurement.parts, step, shear),
+        }
     dm, dm_err = entries[OTHER]["dm_vs_all"], entries[OTHER]["dm_vs_all_err"]
     unpaired = float(np.hypot(out["base"]["m_err"], out["other"]["m_err"]))
     out["other_minus_base"] = {"dm": dm, "dm_err": dm_err, "unpaired_err": unpaired}

@@ -63,13 +63,17 @@ def read_image(directory: Path) -> dict:
     missing = [n for n in names if not (directory / n).is_file()]
     if missing:
         raise InputError(f"{directory}: no {', '.join(missing)}")
-    header = fits.getheader(directory / "image.fits")
+    try:
+        header = fits.getheader(directory / "image.fits")
+        arrays = {n.removesuffix(".fits"): fits.getdata(directory / n) for n in names}
+    except (OSError, ValueError, TypeError) as exc:
+        raise InputError(f"{directory}: a field file is not a readable FITS image ({exc})") from exc
     if "NOISE" not in header or "PIXSCALE" not in header:
         raise InputError(f"{directory / 'image.fits'}: no NOISE or PIXSCALE card")
+    if any(a is None or a.ndim != 2 for a in arrays.values()):
+        raise InputError(f"{directory}: image, weight and psf must each be a 2-d image")
     return {
-        "image": fits.getdata(directory / "image.fits").astype(np.float64),
-        "weight": fits.getdata(directory / "weight.fits").astype(np.float64),
-        "psf": fits.getdata(directory / "psf.fits").astype(np.float64),
+        **{name: a.astype(np.float64) for name, a in arrays.items()},
         "pixel_scale": float(header["PIXSCALE"]),
         "noise": float(header["NOISE"]),
     }

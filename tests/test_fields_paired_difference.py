@@ -126,3 +126,12 @@ def test_a_json_in_a_missing_directory_is_refused_before_reading(script, work, c
     out = work / "missing" / "d.json"
     assert script.main([str(work), "--fields", "12", "--json", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_corrupt_sums_file_is_one_error_line(script, work, capsys):
+    (work / "tiles_metadetect" / "00000_minus.sums.npz").write_text("not a sums file")
+    out = work / "d.json"
+    assert script.main([str(work), "--fields", "12", "--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1 and "not a readable sums file" in err
+    assert not out.exists()

@@ -87,3 +87,13 @@ def test_bad_input_is_one_error_line_and_exit_two(script, tmp_path, capsys, extr
 def test_a_directory_without_the_field_files_is_refused(script, tmp_path, capsys):
     assert script.main([str(tmp_path), "--json", str(tmp_path / "r.json")]) == 2
     assert "no image.fits, weight.fits, psf.fits" in capsys.readouterr().err
+
+
+def test_corrupt_field_files_are_one_error_line(script, tmp_path, capsys):
+    for name in ("image", "weight", "psf"):
+        (tmp_path / f"{name}.fits").write_text("not FITS")
+    out = tmp_path / "r.json"
+    assert script.main([str(tmp_path), "--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1 and "not a readable FITS" in err
+    assert not out.exists()
