@@ -77,7 +77,13 @@ KERNEL = "kspace"
 #: The operator of the common Gaussian PSF (:meth:`MetacalOperators.for_gaussian_psf`).
 COMMON_KERNEL = "common-gaussian"
 #: Settings (``shear.options.metacal``); a ``common_psf_sigma`` of 0 is derived.
-DEFAULTS = {"varying_psf": "common", "common_psf_sigma": 0.0, "shape": "wmom", "weight_fwhm": 1.2}
+DEFAULTS = {
+    "varying_psf": "common",
+    "common_psf_sigma": 0.0,
+    "shape": "wmom",
+    "weight_fwhm": 1.2,
+    "noise_correction": True,
+}
 VARYING_PSF_CHOICES = ("common", "per_object")
 #: ``shape``: HSM adaptive moments, or Gaussian-weighted moments of ``weight_fwhm`` arcsec.
 SHAPE_CHOICES = ("admom", "wmom")
@@ -244,7 +250,8 @@ class GalSimMetacal(StampShearEngine):
         ``step`` is the shear step. [default step: 0.01]
     fixnoise : bool
         Add the 90-degree rotated, metacal-processed noise field to cancel
-        the correlated-noise bias (only for objects with noise sigma > 0).
+        the correlated-noise bias (only for objects with noise sigma > 0);
+        the setting ``noise_correction: false`` also switches it off.
         [default: True]
     """
 
@@ -256,7 +263,17 @@ class GalSimMetacal(StampShearEngine):
 
     def __init__(self, config=None, *, fixnoise: bool = True):
         super().__init__(config)
-        self.fixnoise = bool(fixnoise)
+        self._fixnoise = bool(fixnoise)
+
+    @property
+    def fixnoise(self) -> bool:
+        """Whether the noise correction is added: ``fixnoise`` and the setting ``noise_correction``.
+
+        ``shear.options.metacal.noise_correction: false`` switches it off, as
+        standard metacalibration with neighbour subtraction ran without it in
+        Sheldon et al. 2020's reference code (its noise images were not set).
+        """
+        return self._fixnoise and bool(self.settings["noise_correction"])
 
     @classmethod
     def available(cls) -> bool:

@@ -657,3 +657,32 @@ def test_engine_settings_never_change_a_value(value, expected):
             engine.engine_settings({"cell_buffer": 50})
     else:
         assert engine.engine_settings({"cell_buffer": 50}) == {"cell_buffer": expected}
+
+
+def test_noise_correction_setting_switches_the_correction_off(pairs):
+    rng = np.random.default_rng(5)
+    sigma = 10.0
+    stamps = pairs.stamps[:4] + rng.normal(0.0, sigma, pairs.stamps[:4].shape).astype(np.float32)
+    off = ShearConfig(options={"metacal": {"noise_correction": False}})
+    by_setting = GalSimMetacal(off).measure(
+        stamps, pairs.psf, pairs.pixel_scale, sigma, np.random.default_rng(1)
+    )
+    by_argument = GalSimMetacal(ShearConfig(), fixnoise=False).measure(
+        stamps, pairs.psf, pairs.pixel_scale, sigma, np.random.default_rng(2)
+    )
+    corrected = GalSimMetacal(ShearConfig()).measure(
+        stamps, pairs.psf, pairs.pixel_scale, sigma, np.random.default_rng(1)
+    )
+    assert by_setting.meta["fixnoise"] is False and corrected.meta["fixnoise"] is True
+    # no correction field is drawn: the rng does not matter, the two ways agree bit for bit
+    for column in ("G1_1P", "G1_1M", "S2N_NOSHEAR"):
+        np.testing.assert_array_equal(by_setting.table[column], by_argument.table[column])
+    # the correction doubles the noise variance: S/N about sqrt(2) higher without it
+    ratio = np.asarray(by_setting.table["S2N_NOSHEAR"]) / np.asarray(corrected.table["S2N_NOSHEAR"])
+    assert np.all((ratio > 1.2) & (ratio < 1.7))
+
+
+def test_noise_correction_setting_must_be_a_boolean():
+    engine = GalSimMetacal(ShearConfig(options={"metacal": {"noise_correction": "no"}}))
+    with pytest.raises(BlendflagError, match="noise_correction: expected bool"):
+        _ = engine.settings
