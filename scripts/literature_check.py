@@ -309,15 +309,18 @@ def plot(results: dict, path: Path) -> None:
 S2N_EDGES = (10.0, 20.0, np.inf)
 
 
-def s2n_split(root: Path, seeds, rng, n_boot: int = 200) -> list[dict]:
+def s2n_split(
+    root: Path, seeds, rng, n_boot: int = 200, tiles: str = "tiles_metacal"
+) -> list[dict]:
     """Per-object m of ``all`` in bins of noshear S/N, from the tiles' catalogues.
 
     A diagnostic: every measured object of the bin on its noshear S/N only (no
     selection response), m = (g(+) - g(-)) / 2g - 1 with g = sum e1 / sum R11
     per sign, and a bootstrap over the ±g fields (the unit: one field's two
-    images).
+    images). ``tiles``: the directory under ``root`` of the run measured
+    (:func:`tiles_name`: a pipeline config's own).
     """
-    per_field = field_catalogues(root, seeds)
+    per_field = field_catalogues(root, seeds, tiles)
     out = []
     for lo, hi in itertools.pairwise(S2N_EDGES):
         sums = bin_sums(per_field, lo, hi)  # field, sign, (n, sum e1, sum R11)
@@ -337,8 +340,11 @@ def s2n_split(root: Path, seeds, rng, n_boot: int = 200) -> list[dict]:
     return out
 
 
-def field_catalogues(root: Path, seeds) -> dict:
-    """``{field: {"plus"|"minus": (S/N, e1, R11) of the measured objects}}`` of the tiles."""
+def field_catalogues(root: Path, seeds, tiles: str = "tiles_metacal") -> dict:
+    """``{field: {"plus"|"minus": (S/N, e1, R11) of the measured objects}}`` of the tiles.
+
+    ``tiles``: the directory under ``root`` holding the per-object metacal tiles.
+    """
     from astropy.io import fits
 
     from blendflag.config import load_pipeline_config
@@ -350,7 +356,7 @@ def field_catalogues(root: Path, seeds) -> dict:
     for tile in read_tiles(str(root / "seed*" / "*" / "image.fits")):
         seed, sign = Path(tile.image).parent.parent.name, Path(tile.image).parent.name
         if seed in wanted:
-            t = fits.getdata(root / "tiles_metacal" / f"{tile.name}.fits", "LDAC_OBJECTS")
+            t = fits.getdata(root / tiles / f"{tile.name}.fits", "LDAC_OBJECTS")
             ok = t["MCAL_FLAGS"] == 0
             r11 = (t["G1_1P"] - t["G1_1M"]) / (2 * step)
             out.setdefault(seed, {})[sign] = (t["S2N_NOSHEAR"][ok], t["G1_NOSHEAR"][ok], r11[ok])
@@ -418,7 +424,9 @@ def run(args, configs, counts) -> tuple[dict, dict]:
             print(config_name(dataset, factor), engine, _pm(s["m"], s["m_err"]), flush=True)
             if engine == "metacal":
                 rng = np.random.default_rng(args.seed)
-                engines[engine]["s2n_split"] = s2n_split(root, seeds, rng, args.bootstrap)
+                engines[engine]["s2n_split"] = s2n_split(
+                    root, seeds, rng, args.bootstrap, tiles_name(engine, args.config)
+                )
         results[(dataset, factor)] = engines
         tiles[config_name(dataset, factor)] = n_fields
     return results, tiles

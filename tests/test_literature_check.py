@@ -126,6 +126,42 @@ def test_the_s2n_split_recovers_a_hand_made_bias(check):
     assert check.m_from_sums(low.sum(axis=0)) == pytest.approx(0.1 / 3, rel=1e-9)
 
 
+def test_the_s2n_split_reads_the_tiles_of_the_run_measured(check, tmp_path):
+    """A pipeline config's run is split from its own tiles, not the packaged run's."""
+    from astropy.io import fits
+
+    step = 0.01
+    for sign in ("plus", "minus"):
+        (tmp_path / "seed5" / sign).mkdir(parents=True)
+        (tmp_path / "seed5" / sign / "image.fits").write_bytes(b"")
+    names = [t.name for t in check_tiles(tmp_path)]
+    for tiles, s2n in (("tiles_metacal", 15.0), ("tiles_metacal_mine", 40.0)):
+        (tmp_path / tiles).mkdir()
+        for name in names:
+            table = fits.BinTableHDU.from_columns(
+                [
+                    fits.Column(name="MCAL_FLAGS", format="J", array=np.zeros(1, np.int32)),
+                    fits.Column(name="S2N_NOSHEAR", format="D", array=[s2n]),
+                    fits.Column(name="G1_NOSHEAR", format="D", array=[0.01]),
+                    fits.Column(name="G1_1P", format="D", array=[0.3 * step]),
+                    fits.Column(name="G1_1M", format="D", array=[-0.3 * step]),
+                ],
+                name="LDAC_OBJECTS",
+            )
+            fits.HDUList([fits.PrimaryHDU(), table]).writeto(tmp_path / tiles / f"{name}.fits")
+    mine = check.field_catalogues(tmp_path, [5], check.tiles_name("metacal", "x/mine.yaml"))
+    packaged = check.field_catalogues(tmp_path, [5])
+    assert mine["seed5"]["plus"][0].tolist() == [40.0]
+    assert packaged["seed5"]["plus"][0].tolist() == [15.0]
+    assert mine["seed5"]["minus"][2] == pytest.approx([0.3])
+
+
+def check_tiles(root):
+    from blendflag.tiling.tile_list import read_tiles
+
+    return read_tiles(str(root / "seed*" / "*" / "image.fits"))
+
+
 def test_the_paired_difference_of_two_directories_on_hand_made_sums(check):
     """B's objects carry m = 0.2 more than A's in every field: B - A = 0.2, error 0."""
     paired = script_module("shear_groups_paired")
