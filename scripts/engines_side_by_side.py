@@ -119,8 +119,8 @@ def main(argv=None) -> int:
     runs = load(args.jsons)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(table(runs))
-    plot(runs, out.with_suffix(".png"))
+    Path(f"{out}.md").write_text(table(runs))
+    plot(runs, Path(f"{out}.png"))
     print(table(runs))
     return 0
 

@@ -112,6 +112,14 @@ def parse_tiles(text: str, n_configs: int) -> list[int]:
     return counts
 
 
+def stem_path(stem, suffix: str) -> Path:
+    """``stem`` with ``suffix`` appended: a stem's dots (``..._lsst_y10_0.28x``) stay in its name.
+
+    ``Path.with_suffix`` would replace ``.28x`` and write ``..._lsst_y10_0.md``.
+    """
+    return Path(f"{stem}{suffix}")
+
+
 def config_name(dataset: str, factor: float) -> str:
     """Directory and row name of a configuration, e.g. ``des_y5_1x``."""
     return f"{dataset}_{factor:g}x"
@@ -517,14 +525,14 @@ def main(argv=None) -> int:
     write_markdown(
         results,
         verdicts,
-        docs.with_suffix(".md"),
+        stem_path(docs, ".md"),
         command,
         (time.perf_counter() - start) / 60,
         tiles,
         args.noise_factor,
         args.shear_group_link,
     )
-    plot(results, docs.with_suffix(".png"))
+    plot(results, stem_path(docs, ".png"))
     from blendflag.commands.common import write_json
 
     write_json(
@@ -538,7 +546,7 @@ def main(argv=None) -> int:
             "verdicts": verdicts,
             "results": {config_name(*k): v for k, v in results.items()},
         },
-        args.json or docs.with_suffix(".json"),
+        args.json or stem_path(docs, ".json"),
     )
     return 0
 

@@ -315,8 +315,8 @@ def main(argv=None) -> int:
     command = "python scripts/science_run.py " + " ".join(argv or sys.argv[1:])
     units = "cells x sign" if _image_engine(results) else "rotated pair x sign"
     fields = "CFIS-like fields" if args.dataset == "cfis" else f"`{args.dataset}` fields"
-    write_table(results, docs.with_suffix(".md"), command, minutes, units, fields)
-    plot(results, docs.with_suffix(".png"), units)
+    write_table(results, Path(f"{docs}.md"), command, minutes, units, fields)
+    plot(results, Path(f"{docs}.png"), units)
     return 0
 
 

@@ -156,6 +156,13 @@ def test_the_s2n_split_reads_the_tiles_of_the_run_measured(check, tmp_path):
     assert mine["seed5"]["minus"][2] == pytest.approx([0.3])
 
 
+def test_a_docs_stem_with_a_dot_keeps_it(check, tmp_path):
+    """A density factor's dot (lsst_y10_0.28x) is part of the stem, not a suffix to replace."""
+    stem = tmp_path / "lit_lsst_y10_0.28x"
+    assert check.stem_path(stem, ".md").name == "lit_lsst_y10_0.28x.md"
+    assert check.stem_path(stem, ".json").name == "lit_lsst_y10_0.28x.json"
+
+
 def check_tiles(root):
     from blendflag.tiling.tile_list import read_tiles
 
