@@ -552,6 +552,7 @@ class GalSimMetacal(StampShearEngine):
         s2n_den = np.full((len(METACAL_VERSIONS), n), np.nan)
         kernel_sigma = np.full(n, np.nan)  # reconvolution sigma per object, arcsec
         noise_var = data.noise_sigma**2  # ADU^2; doubled by the noise correction
+        fixnoise = self.fixnoise  # resolved once: it reads the settings
         for i in range(n):
             if flags[i]:
                 continue
@@ -562,7 +563,7 @@ class GalSimMetacal(StampShearEngine):
             mc = rendering.images(i, ops)
             if mc is None:
                 continue
-            if self.fixnoise and data.noise_sigma[i] > 0:
+            if fixnoise and data.noise_sigma[i] > 0:
                 noise_var[i] *= 2.0
             if images is not None:
                 for version in METACAL_VERSIONS:
